@@ -1,0 +1,307 @@
+//! Case state as a pure function of the case's event set.
+//!
+//! Events are deduplicated, sorted by (hlc, origin, seq) and applied in that
+//! order. Fields are `MVReg`s keyed by the event's causal context, so
+//! concurrent edits of a field keep every value and flag the case; materials
+//! are an `Orswot`; the case's version vector is a `VClock`. A transition
+//! that is not allowed at its place in the order is kept in the history,
+//! marked superseded, and flags the case. Two different events with one id
+//! (equivocation) are both kept in the history and flagged; only the one
+//! with the smaller hash is applied, so every replica chooses the same.
+
+use crate::codec;
+use crate::event::{Body, Create, Event, FieldValue, Hash, Step};
+use crate::hlc::Hlc;
+use crate::ids::{CaseId, EventId, NodeId, Tier};
+use crate::workflow::{self, State};
+use crdts::{mvreg, orswot, CmRDT, Dot, MVReg, Orswot, VClock};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One line of a case's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub event: EventId,
+    pub hash: Hash,
+    pub hlc: Hlc,
+    pub actor: String,
+    /// The body's short name (`create`, `accept`, `set_field`…).
+    pub kind: String,
+    /// Human detail: the note, the field set, the material, the rating.
+    pub detail: String,
+    /// For transitions: the state before and after (after = before when
+    /// superseded).
+    pub from: Option<State>,
+    pub to: Option<State>,
+    /// Not applied: not valid at its place in the order, or an equivocating
+    /// duplicate of another event's id.
+    pub superseded: bool,
+}
+
+/// Something a person should look at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Conflict {
+    /// A field holds several concurrent values.
+    ConcurrentValues { field: String, values: usize },
+    /// A transition was not valid where it fell in the order.
+    SupersededTransition {
+        event: EventId,
+        step: String,
+        state: State,
+    },
+    /// Two different events were seen with one id.
+    Equivocation { event: EventId },
+    /// An event claims to create the case but is not the minting event.
+    StrayCreate { event: EventId },
+}
+
+/// A rating (好差评).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rating {
+    pub event: EventId,
+    pub level: u8,
+    pub note: String,
+}
+
+/// The folded state of one case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseState {
+    pub case_id: CaseId,
+    pub home: NodeId,
+    /// The node that currently holds the case (home until forwarded).
+    pub handler: NodeId,
+    pub state: State,
+    /// The creation, when it is known (events may arrive before it).
+    pub create: Option<Create>,
+    /// Every current value of every field (several when concurrent).
+    pub fields: BTreeMap<String, Vec<FieldValue>>,
+    pub materials: Vec<String>,
+    pub ratings: Vec<Rating>,
+    pub history: Vec<HistoryEntry>,
+    pub conflicts: Vec<Conflict>,
+    /// The case's version vector: highest seq per origin among its events.
+    pub clock: BTreeMap<NodeId, u64>,
+    pub created: Option<Hlc>,
+    pub accepted: Option<Hlc>,
+    pub updated: Hlc,
+}
+
+impl CaseState {
+    pub fn item(&self) -> &str {
+        self.create.as_ref().map(|c| c.item.as_str()).unwrap_or("")
+    }
+    pub fn decided_by(&self) -> Option<Tier> {
+        self.create.as_ref().map(|c| c.decided_by)
+    }
+    /// The case needs a person: concurrent values, superseded transitions or
+    /// equivocation.
+    pub fn flagged(&self) -> bool {
+        !self.conflicts.is_empty()
+    }
+    /// A hash of the whole folded state; equal on every replica holding the
+    /// same events.
+    pub fn digest(&self) -> Hash {
+        Hash::of(&codec::encode(self))
+    }
+    /// The causal context for a new event on this case.
+    pub fn context(&self) -> VClock<NodeId> {
+        let mut c = VClock::new();
+        for (origin, &seq) in &self.clock {
+            c.apply(Dot::new(origin.clone(), seq));
+        }
+        c
+    }
+}
+
+/// A digest over many cases (sorted by id), as `digest --json` reports it.
+pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
+    let mut per_case: Vec<(&CaseId, Hash)> = cases
+        .into_iter()
+        .map(|c| (&c.case_id, c.digest()))
+        .collect();
+    per_case.sort();
+    Hash::of(&codec::encode(&per_case))
+}
+
+fn field_detail(field: &str, value: &FieldValue) -> String {
+    format!("{field} = {}", value.display())
+}
+
+/// Folds the events of one case. Events of other cases are ignored.
+/// Returns `None` when no event of the case is given.
+pub fn fold_case<'a>(
+    case_id: &CaseId,
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Option<CaseState> {
+    // Deduplicate by (id, hash), then find equivocations: ids with several hashes.
+    let mut by_id: BTreeMap<&EventId, BTreeMap<Hash, &Event>> = BTreeMap::new();
+    for e in events.into_iter().filter(|e| &e.case == case_id) {
+        by_id.entry(&e.id).or_default().insert(e.hash(), e);
+    }
+    if by_id.is_empty() {
+        return None;
+    }
+    let mut ordered: Vec<(Hash, &Event, bool)> = Vec::new();
+    let mut conflicts = Vec::new();
+    for (id, versions) in &by_id {
+        if versions.len() > 1 {
+            conflicts.push(Conflict::Equivocation {
+                event: (*id).clone(),
+            });
+        }
+        for (i, (hash, e)) in versions.iter().enumerate() {
+            ordered.push((*hash, e, i > 0));
+        }
+    }
+    ordered.sort_by(|a, b| a.1.order_key().cmp(&b.1.order_key()).then(a.0.cmp(&b.0)));
+
+    let home = case_id.minted_by().unwrap_or_else(|| NodeId::new(""));
+    let mut st = CaseState {
+        case_id: case_id.clone(),
+        home: home.clone(),
+        handler: home,
+        state: State::Received,
+        create: None,
+        fields: BTreeMap::new(),
+        materials: Vec::new(),
+        ratings: Vec::new(),
+        history: Vec::new(),
+        conflicts,
+        clock: BTreeMap::new(),
+        created: None,
+        accepted: None,
+        updated: Hlc::default(),
+    };
+    let mut regs: BTreeMap<String, MVReg<FieldValue, NodeId>> = BTreeMap::new();
+    let mut materials: Orswot<String, NodeId> = Orswot::new();
+
+    for (hash, e, equivocating) in ordered {
+        let mut entry = HistoryEntry {
+            event: e.id.clone(),
+            hash,
+            hlc: e.hlc,
+            actor: e.actor.clone(),
+            kind: e.body.name().to_string(),
+            detail: String::new(),
+            from: None,
+            to: None,
+            superseded: equivocating,
+        };
+        if equivocating {
+            st.history.push(entry);
+            continue;
+        }
+        let dot = Dot::new(e.id.origin.clone(), e.id.seq);
+        let mut clock = e.context.clone();
+        clock.apply(dot.clone());
+        let seen = st.clock.entry(e.id.origin.clone()).or_insert(0);
+        *seen = (*seen).max(e.id.seq);
+        st.updated = st.updated.max(e.hlc);
+        match &e.body {
+            Body::Create(c) => {
+                if CaseId::mint(&e.id.origin, e.id.seq) != *case_id || st.create.is_some() {
+                    st.conflicts.push(Conflict::StrayCreate {
+                        event: e.id.clone(),
+                    });
+                    entry.superseded = true;
+                } else {
+                    for (field, value) in &c.fields {
+                        regs.entry(field.clone())
+                            .or_default()
+                            .apply(mvreg::Op::Put {
+                                clock: clock.clone(),
+                                val: value.clone(),
+                            });
+                    }
+                    if !c.materials.is_empty() {
+                        materials.apply(orswot::Op::Add {
+                            dot: dot.clone(),
+                            members: c.materials.clone(),
+                        });
+                    }
+                    entry.detail = format!("{} {}", c.item, c.item_name);
+                    entry.to = Some(State::Received);
+                    st.create = Some(c.clone());
+                    st.created = Some(e.hlc);
+                }
+            }
+            Body::SetField { field, value } => {
+                regs.entry(field.clone())
+                    .or_default()
+                    .apply(mvreg::Op::Put {
+                        clock,
+                        val: value.clone(),
+                    });
+                entry.detail = field_detail(field, value);
+            }
+            Body::AddMaterial { name } => {
+                materials.apply(orswot::Op::Add {
+                    dot,
+                    members: vec![name.clone()],
+                });
+                entry.detail = name.clone();
+            }
+            Body::RemoveMaterial { name } => {
+                materials.apply(orswot::Op::Rm {
+                    clock: e.context.clone(),
+                    members: vec![name.clone()],
+                });
+                entry.detail = name.clone();
+            }
+            Body::Rate { level, note } => {
+                st.ratings.push(Rating {
+                    event: e.id.clone(),
+                    level: *level,
+                    note: note.clone(),
+                });
+                entry.detail = format!("level {level} {note}").trim_end().to_string();
+            }
+            Body::Step { step, note } => {
+                entry.detail = note.clone();
+                entry.from = Some(st.state);
+                match workflow::next(st.state, step) {
+                    Some(to) => {
+                        if let Step::Forward { to: target } = step {
+                            st.handler = target.clone();
+                            entry.detail = format!("→ {target} {note}").trim_end().to_string();
+                        }
+                        if to == State::Accepted && st.accepted.is_none() {
+                            st.accepted = Some(e.hlc);
+                        }
+                        st.state = to;
+                        entry.to = Some(to);
+                    }
+                    None => {
+                        entry.superseded = true;
+                        entry.to = Some(st.state);
+                        st.conflicts.push(Conflict::SupersededTransition {
+                            event: e.id.clone(),
+                            step: step.name().to_string(),
+                            state: st.state,
+                        });
+                    }
+                }
+            }
+        }
+        st.history.push(entry);
+    }
+
+    for (field, reg) in regs {
+        let mut values = reg.read().val;
+        values.sort();
+        values.dedup();
+        if values.len() > 1 {
+            st.conflicts.push(Conflict::ConcurrentValues {
+                field: field.clone(),
+                values: values.len(),
+            });
+        }
+        st.fields.insert(field, values);
+    }
+    let mut names: Vec<String> = materials.read().val.into_iter().collect();
+    names.sort();
+    st.materials = names;
+    st.conflicts.sort();
+    Some(st)
+}
