@@ -1,1 +1,98 @@
-fn main() {}
+//! `county-hub`: the county centre. Creates the county (CA, topology,
+//! catalogue, node keys), enrols nodes, and works cases like any node.
+
+mod hub;
+
+use clap::{Parser, Subcommand};
+use node::cli::{exit_with, Common, DataDir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// County hub of the 1+27+293 case network: certificate authority, catalogue
+/// publisher, and the county's own desk.
+#[derive(Parser, Debug)]
+#[command(name = "county-hub", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a county: CA, hub identity, topology, catalogue and node keys.
+    Init {
+        #[command(flatten)]
+        data: DataDir,
+        /// Topology JSON (default: the shipped example, deploy/topology.json).
+        #[arg(long, value_name = "FILE")]
+        topology: Option<PathBuf>,
+        /// Catalogue JSON (default: the shipped example, deploy/catalogue.json).
+        #[arg(long, value_name = "FILE")]
+        catalogue: Option<PathBuf>,
+        /// The address nodes will reach the hub at (written into bundles).
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7443")]
+        hub_address: String,
+    },
+    /// List the nodes of the county.
+    Nodes {
+        #[command(flatten)]
+        data: DataDir,
+        /// Only nodes of this tier.
+        #[arg(long, value_name = "TIER")]
+        tier: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write enrolment bundles (certificate, keys, CA, topology, catalogue).
+    /// A bundle holds private keys: carry it to the laptop and delete it.
+    Enroll {
+        #[command(flatten)]
+        data: DataDir,
+        /// The node to enrol.
+        #[arg(long, value_name = "ID", requires = "out", conflicts_with = "all")]
+        node: Option<String>,
+        /// Bundle file to write.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Enrol every township and village node.
+        #[arg(long, requires = "out_dir")]
+        all: bool,
+        /// Directory for one bundle per node (<id>.json).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    #[command(flatten)]
+    Common(Common),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    exit_with(match cli.cmd {
+        Cmd::Init {
+            data,
+            topology,
+            catalogue,
+            hub_address,
+        } => hub::init(
+            &data.data,
+            topology.as_deref(),
+            catalogue.as_deref(),
+            &hub_address,
+        ),
+        Cmd::Nodes { data, tier, json } => hub::nodes(&data.data, tier.as_deref(), json),
+        Cmd::Enroll {
+            data,
+            node,
+            out,
+            all,
+            out_dir,
+        } => match (node, out, all, out_dir) {
+            (Some(node), Some(out), false, _) => hub::enroll_one(&data.data, &node, &out),
+            (None, _, true, Some(dir)) => hub::enroll_all(&data.data, &dir),
+            _ => Err(anyhow::anyhow!(
+                "say --node ID --out FILE, or --all --out-dir DIR"
+            )),
+        },
+        Cmd::Common(c) => node::cli::run(c),
+    })
+}

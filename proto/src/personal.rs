@@ -9,17 +9,17 @@ use serde::{Deserialize, Serialize};
 pub enum IdNumberError {
     /// It is not 17 digits followed by a digit or X.
     #[error(
-        "an ID number has 18 characters: 17 digits and a final digit or X (got {0} characters)"
+        "invalid ID number: it has 18 characters: 17 digits and a final digit or X (got {0} characters)"
     )]
     Length(usize),
     /// A character other than a digit (or a final X).
-    #[error("an ID number holds only digits, with X allowed as the last character")]
+    #[error("invalid ID number: it holds only digits, with X allowed as the last character")]
     Character,
     /// The birth date part (characters 7–14) is not a date.
-    #[error("characters 7-14 of an ID number are the birth date YYYYMMDD; {0} is not a date")]
+    #[error("invalid ID number: characters 7-14 are the birth date YYYYMMDD; {0} is not a date")]
     BirthDate(String),
     /// The GB 11643 check digit does not match.
-    #[error("the check digit is wrong: expected {expected}, got {got}; check the number with the applicant")]
+    #[error("invalid ID number: the check digit is wrong: expected {expected}, got {got}; check the number with the applicant")]
     CheckDigit { expected: char, got: char },
 }
 
@@ -105,7 +105,7 @@ impl PersonalKind {
         match self {
             PersonalKind::IdNumber => mask(clear, 6, 4),
             PersonalKind::Phone => mask(clear, 3, 4),
-            PersonalKind::Address => mask(clear, 6, 0),
+            PersonalKind::Address => mask(clear, 3, 0),
         }
     }
 }

@@ -1,0 +1,243 @@
+//! County creation and enrolment.
+
+use anyhow::{bail, Context, Result};
+use node::identity::{generate_signing_key, Bundle, CertificateAuthority, BUNDLE_FORMAT};
+use node::protect::DataKey;
+use node::store;
+use node::Ledger;
+use proto::topology::TopologyFile;
+use proto::{Catalogue, NodeId, Tier, Topology};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+const DEFAULT_TOPOLOGY: &str = include_str!("../../deploy/topology.json");
+const DEFAULT_CATALOGUE: &str = include_str!("../../deploy/catalogue.json");
+
+/// Secrets only the hub holds.
+#[derive(Serialize, Deserialize)]
+struct HubSecrets {
+    ca_cert_pem: String,
+    ca_key_pem: String,
+    data_key: String,
+    hub_address: String,
+    /// Hex ed25519 signing keys of every node, issued at init.
+    signing_keys: BTreeMap<NodeId, String>,
+}
+
+fn read_or_default(path: Option<&Path>, default: &str, what: &str) -> Result<String> {
+    match path {
+        None => Ok(default.to_string()),
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {what} file {}", p.display())),
+    }
+}
+
+pub fn init(
+    dir: &Path,
+    topology: Option<&Path>,
+    catalogue: Option<&Path>,
+    hub_address: &str,
+) -> Result<()> {
+    if dir.join(store::DB_FILE).exists() {
+        bail!(
+            "{} already holds a county; use another --data directory",
+            dir.display()
+        );
+    }
+    let topology_text = read_or_default(topology, DEFAULT_TOPOLOGY, "topology")?;
+    let file: TopologyFile = serde_json::from_str(&topology_text)
+        .context("the topology file is not valid JSON of the expected shape")?;
+    let mut topology =
+        Topology::new(file.note, file.nodes).context("the topology file does not hold together")?;
+    let catalogue: Catalogue =
+        serde_json::from_str(&read_or_default(catalogue, DEFAULT_CATALOGUE, "catalogue")?)
+            .context("the catalogue file is not valid JSON of the expected shape")?;
+    catalogue
+        .validate()
+        .context("the catalogue file does not hold together")?;
+
+    let mut signing_keys = BTreeMap::new();
+    let ids: Vec<NodeId> = topology.nodes().iter().map(|n| n.id.clone()).collect();
+    for id in ids {
+        let (secret, public) = generate_signing_key();
+        topology.get_mut(&id).expect("listed").verifying_key = Some(public);
+        signing_keys.insert(id, secret);
+    }
+    let county = topology.county().clone();
+    let ca = CertificateAuthority::generate(&county)?;
+    let secrets = HubSecrets {
+        ca_cert_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
+        data_key: DataKey::generate().to_hex(),
+        hub_address: hub_address.to_string(),
+        signing_keys,
+    };
+    let bundle = make_bundle(&secrets, &topology, &catalogue, &county.id)?;
+    let ledger = Ledger::init(dir, &bundle)?;
+    store::meta_set(ledger.store().conn(), "hub_secrets", &secrets)?;
+    let count = |t| topology.nodes().iter().filter(|n| n.tier == t).count();
+    println!(
+        "county-hub: created county {} ({}) in {}: {} townships, {} villages, catalogue v{} with {} items \
+         ({} at villages, {} at townships, {} at the county)",
+        county.id,
+        county.name,
+        dir.display(),
+        count(Tier::Township),
+        count(Tier::Village),
+        catalogue.version,
+        catalogue.items.len(),
+        catalogue.count_accepted_at(Tier::Village),
+        catalogue.count_accepted_at(Tier::Township),
+        catalogue.count_accepted_at(Tier::County),
+    );
+    println!(
+        "next: county-hub enroll --data {} --all --out-dir BUNDLES",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn make_bundle(
+    secrets: &HubSecrets,
+    topology: &Topology,
+    catalogue: &Catalogue,
+    id: &NodeId,
+) -> Result<Bundle> {
+    let node = topology.get(id).with_context(|| {
+        format!("node {id} is not in the topology (county-hub nodes lists them)")
+    })?;
+    let ca = CertificateAuthority {
+        cert_pem: secrets.ca_cert_pem.clone(),
+        key_pem: secrets.ca_key_pem.clone(),
+    };
+    let (tls_cert_pem, tls_key_pem) = ca.issue(topology.county(), node)?;
+    Ok(Bundle {
+        format: BUNDLE_FORMAT.to_string(),
+        node: node.clone(),
+        signing_key: secrets
+            .signing_keys
+            .get(id)
+            .context("no signing key issued for this node")?
+            .clone(),
+        tls_cert_pem,
+        tls_key_pem,
+        ca_cert_pem: secrets.ca_cert_pem.clone(),
+        data_key: secrets.data_key.clone(),
+        hub_address: secrets.hub_address.clone(),
+        topology: topology.clone(),
+        catalogue: catalogue_for(catalogue, node.tier),
+    })
+}
+
+/// The slice of the catalogue a node's windows work with: the items its
+/// tier (or a tier below it, whose cases it reviews) may take. The county
+/// holds everything. Cases carry what they were taken under, so a node never
+/// needs an item it cannot take.
+fn catalogue_for(catalogue: &Catalogue, tier: Tier) -> Catalogue {
+    let mut c = catalogue.clone();
+    c.items.retain(|i| i.accepted_at.iter().any(|t| *t <= tier));
+    c
+}
+
+fn open_hub(dir: &Path) -> Result<(Ledger, HubSecrets)> {
+    let ledger = Ledger::open(dir)?;
+    let secrets: HubSecrets = store::meta_get(ledger.store().conn(), "hub_secrets")?
+        .with_context(|| format!("{} is a node, not the county hub", dir.display()))?;
+    Ok((ledger, secrets))
+}
+
+fn write_private(path: &Path, bundle: &Bundle) -> Result<()> {
+    let text = serde_json::to_vec(bundle)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(&text)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
+    let (ledger, secrets) = open_hub(dir)?;
+    let id = NodeId::new(node);
+    if &id == ledger.me() {
+        bail!("{id} is the county hub itself; it was enrolled by init");
+    }
+    let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &id)?;
+    write_private(out, &bundle)?;
+    println!(
+        "county-hub: wrote bundle for {} ({}, {}) to {}",
+        id,
+        bundle.node.tier,
+        bundle.node.name,
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
+    let (ledger, secrets) = open_hub(dir)?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let nodes: Vec<_> = ledger
+        .topology()
+        .nodes()
+        .iter()
+        .filter(|n| n.tier != Tier::County)
+        .cloned()
+        .collect();
+    for (i, n) in nodes.iter().enumerate() {
+        let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &n.id)?;
+        write_private(&out_dir.join(format!("{}.json", n.id)), &bundle)?;
+        if (i + 1) % 50 == 0 || i + 1 == nodes.len() {
+            eprintln!("county-hub: enrolled {}/{}", i + 1, nodes.len());
+        }
+    }
+    println!(
+        "county-hub: wrote {} bundles to {}",
+        nodes.len(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
+    let ledger = Ledger::open(dir)?;
+    let tier = match tier {
+        None => None,
+        Some(t) => Some(
+            Tier::parse(t)
+                .with_context(|| format!("unknown tier {t:?}: village, township or county"))?,
+        ),
+    };
+    let nodes: Vec<_> = ledger
+        .topology()
+        .nodes()
+        .iter()
+        .filter(|n| tier.is_none_or(|t| n.tier == t))
+        .collect();
+    if json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|n| serde_json::json!({"id": n.id, "tier": n.tier, "parent": n.parent, "name": n.name}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for n in &nodes {
+            println!(
+                "{:<14} {:<9} {:<11} {}",
+                n.id,
+                n.tier,
+                n.parent.as_ref().map(|p| p.as_str()).unwrap_or("-"),
+                n.name
+            );
+        }
+        println!("{} nodes", nodes.len());
+    }
+    Ok(())
+}

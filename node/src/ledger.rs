@@ -1,0 +1,396 @@
+//! A node's ledger: its store, identity, topology and catalogue, and the
+//! local write path. Every local change is checked (catalogue, ID number,
+//! authorisation, workflow) inside the same write transaction that stores
+//! it, so a refusal writes nothing and two processes writing to one data
+//! directory cannot interleave a check with another's write.
+
+use crate::identity::{Bundle, Identity};
+use crate::protect::DataKey;
+use crate::store::{self, Store};
+use anyhow::{Context, Result};
+use proto::auth::{self, AuthError};
+use proto::event::{Create, FieldValue, Seal};
+use proto::fold::{digest_of, CaseState};
+use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
+use proto::workflow::{self, State};
+use proto::{Body, CaseId, Catalogue, Event, EventId, Hlc, HlcClock, NodeId, Step, Topology};
+use std::path::Path;
+
+/// A local command was refused. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The item code is not in the catalogue.
+    #[error("item {0} is not in the catalogue (catalogue list shows the codes)")]
+    UnknownItem(String),
+    /// The ID number is not valid.
+    #[error(transparent)]
+    IdNumber(#[from] IdNumberError),
+    /// No case with this id is held here.
+    #[error("case {0} is not held by this node (case list shows the cases here)")]
+    NoSuchCase(CaseId),
+    /// The step is not allowed in the case's current state.
+    #[error("case {case} is {state}; {step} is not allowed now (allowed: {allowed})")]
+    Transition {
+        case: CaseId,
+        state: State,
+        step: &'static str,
+        allowed: String,
+    },
+    /// This node's tier may not author this event on this case.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// An argument is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A newly taken case's input.
+#[derive(Debug, Clone)]
+pub struct NewCase {
+    pub item: String,
+    pub applicant: String,
+    pub id_number: String,
+    pub phone: Option<String>,
+    pub materials: Vec<String>,
+}
+
+/// A node's ledger, opened on a data directory.
+pub struct Ledger {
+    store: Store,
+    identity: Identity,
+    topology: Topology,
+    catalogue: Catalogue,
+    data_key: DataKey,
+}
+
+enum Target {
+    New,
+    Case(CaseId),
+}
+
+const HLC_KEY: &str = "hlc";
+
+impl Ledger {
+    /// Initialises a data directory from an enrolment bundle.
+    pub fn init(dir: &Path, bundle: &Bundle) -> Result<Ledger> {
+        let mut store = Store::create(dir)?;
+        let tx = store.write()?;
+        store::meta_set(&tx, "identity", &bundle.identity())?;
+        store::meta_set(&tx, "topology", &bundle.topology)?;
+        store::meta_set(&tx, "catalogue", &bundle.catalogue)?;
+        tx.commit()?;
+        restrict_permissions(dir);
+        drop(store);
+        Ledger::open(dir)
+    }
+
+    pub fn open(dir: &Path) -> Result<Ledger> {
+        let store = Store::open(dir)?;
+        let identity: Identity = store::meta_get(store.conn(), "identity")?
+            .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
+        let topology =
+            store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
+        let catalogue = store::meta_get(store.conn(), "catalogue")?
+            .context("the stored catalogue is missing")?;
+        let data_key = identity.data_key()?;
+        Ok(Ledger {
+            store,
+            identity,
+            topology,
+            catalogue,
+            data_key,
+        })
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+    pub fn me(&self) -> &NodeId {
+        &self.identity.node.id
+    }
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+    pub fn data_key(&self) -> &DataKey {
+        &self.data_key
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The operator recorded when `--as` is not given.
+    pub fn configured_operator(&self) -> Result<Option<String>> {
+        store::meta_get(self.store.conn(), "operator")
+    }
+
+    pub fn set_operator(&mut self, name: &str) -> Result<()> {
+        store::meta_set(self.store.conn(), "operator", &name)
+    }
+
+    /// 收件: takes a new case.
+    pub fn new_case(&mut self, actor: &str, input: NewCase) -> Result<CaseId> {
+        let item = self
+            .catalogue
+            .item(&input.item)
+            .ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
+        if input.applicant.trim().is_empty() {
+            return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
+        }
+        let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
+        let mut fields = vec![
+            (
+                "applicant".to_string(),
+                FieldValue::Text(input.applicant.trim().to_string()),
+            ),
+            (
+                "id_number".to_string(),
+                FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id_number)),
+            ),
+        ];
+        if let Some(phone) = &input.phone {
+            fields.push(("phone".into(), self.protected_value("phone", phone)?));
+        }
+        let create = Create {
+            item: item.code.clone(),
+            item_name: item.name.clone(),
+            catalogue_version: self.catalogue.version,
+            accepted_at: item.accepted_at.clone(),
+            decided_by: item.decided_by,
+            promised_days: item.promised_limit_days,
+            fields,
+            materials: input.materials,
+        };
+        let (event, _) = self.append(actor, Target::New, Body::Create(create))?;
+        Ok(event.case)
+    }
+
+    fn protected_value(&self, field: &str, value: &str) -> Result<FieldValue> {
+        let value = value.trim();
+        Ok(match PersonalKind::of_field(field) {
+            None => FieldValue::Text(value.to_string()),
+            Some(PersonalKind::IdNumber) => {
+                let id = validate_id_number(value).map_err(Refusal::from)?;
+                FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id))
+            }
+            Some(PersonalKind::Phone) => {
+                if value.len() < 7
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == '-' || c == '+')
+                {
+                    return Err(Refusal::Invalid(format!(
+                        "{value:?} is not a phone number (digits, '-' or '+')"
+                    ))
+                    .into());
+                }
+                FieldValue::Protected(self.data_key.protect(PersonalKind::Phone, value))
+            }
+            Some(kind) => FieldValue::Protected(self.data_key.protect(kind, value)),
+        })
+    }
+
+    /// Sets a field. Personal fields (id_number, phone, address) are
+    /// protected before they are stored.
+    pub fn edit(&mut self, actor: &str, case: &CaseId, field: &str, value: &str) -> Result<Event> {
+        if field.is_empty()
+            || !field
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(Refusal::Invalid(format!(
+                "field name {field:?} must be lower-case letters, digits and '_' (e.g. applicant, phone, address)"
+            ))
+            .into());
+        }
+        let value = self.protected_value(field, value)?;
+        Ok(self
+            .append(
+                actor,
+                Target::Case(case.clone()),
+                Body::SetField {
+                    field: field.into(),
+                    value,
+                },
+            )?
+            .0)
+    }
+
+    pub fn add_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
+        Ok(self
+            .append(
+                actor,
+                Target::Case(case.clone()),
+                Body::AddMaterial { name: name.into() },
+            )?
+            .0)
+    }
+
+    pub fn remove_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
+        Ok(self
+            .append(
+                actor,
+                Target::Case(case.clone()),
+                Body::RemoveMaterial { name: name.into() },
+            )?
+            .0)
+    }
+
+    /// A workflow step. For a forward, pass any target: the deciding node
+    /// is filled in from the topology.
+    pub fn step(&mut self, actor: &str, case: &CaseId, step: Step, note: &str) -> Result<Event> {
+        let step = match step {
+            Step::Forward { .. } => {
+                let st = self.case(case)?;
+                let decided_by = st
+                    .decided_by()
+                    .ok_or_else(|| Refusal::NoSuchCase(case.clone()))?;
+                let to =
+                    auth::deciding_node(&self.topology, &st.home, decided_by).ok_or_else(|| {
+                        Refusal::Invalid(format!("no {decided_by} node above {}", st.home))
+                    })?;
+                Step::Forward { to: to.clone() }
+            }
+            s => s,
+        };
+        Ok(self
+            .append(
+                actor,
+                Target::Case(case.clone()),
+                Body::Step {
+                    step,
+                    note: note.into(),
+                },
+            )?
+            .0)
+    }
+
+    pub fn rate(&mut self, actor: &str, case: &CaseId, level: u8, note: &str) -> Result<Event> {
+        Ok(self
+            .append(
+                actor,
+                Target::Case(case.clone()),
+                Body::Rate {
+                    level,
+                    note: note.into(),
+                },
+            )?
+            .0)
+    }
+
+    /// The one local write path.
+    fn append(&mut self, actor: &str, target: Target, body: Body) -> Result<(Event, CaseState)> {
+        if actor.trim().is_empty() {
+            return Err(Refusal::Invalid("staff name (--as) may not be empty".into()).into());
+        }
+        let me = self.identity.node.id.clone();
+        let key = self.identity.signing_key()?;
+        let tx = self.store.write()?;
+        let tip = store::chain_tip(&tx, &me)?;
+        let seq = tip.seq + 1;
+        let case = match target {
+            Target::New => CaseId::mint(&me, seq),
+            Target::Case(c) => c,
+        };
+        let events = store::case_events(&tx, &case)?;
+        let current = proto::fold_case(&case, &events);
+        if current.is_none() && !matches!(body, Body::Create(_)) {
+            return Err(Refusal::NoSuchCase(case).into());
+        }
+        let create = current.as_ref().and_then(|c| c.create.as_ref());
+        if current.is_some() && create.is_none() {
+            // Events of the case arrived before its creation; wait for it.
+            return Err(Refusal::NoSuchCase(case).into());
+        }
+        auth::authorize(&self.topology, &me, &case, create, &body).map_err(Refusal::from)?;
+        if let (Body::Step { step, .. }, Some(st)) = (&body, &current) {
+            if workflow::next(st.state, step).is_none() {
+                let allowed = st.state.allowed_steps();
+                return Err(Refusal::Transition {
+                    case,
+                    state: st.state,
+                    step: step.name(),
+                    allowed: if allowed.is_empty() {
+                        "nothing, the case is finished".into()
+                    } else {
+                        allowed.join(", ")
+                    },
+                }
+                .into());
+            }
+        }
+        let last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
+        let mut clock = HlcClock::new(last.max(tip.hlc));
+        let hlc = clock.tick(crate::wall_clock_ms());
+        let event = Event {
+            id: EventId {
+                origin: me.clone(),
+                seq,
+            },
+            prev: tip.hash,
+            hlc,
+            actor: actor.trim().to_string(),
+            case: case.clone(),
+            context: current.as_ref().map(|c| c.context()).unwrap_or_default(),
+            body,
+        };
+        store::insert_event(&tx, &event)?;
+        let st = store::refold_case(&tx, &case)?.expect("the case has at least the new event");
+        store::put_seal(&tx, &Seal::sign(&key, me, seq, event.hash()))?;
+        store::meta_set(&tx, HLC_KEY, &hlc)?;
+        tx.commit()?;
+        Ok((event, st))
+    }
+
+    /// A case's folded state.
+    pub fn case(&self, case: &CaseId) -> Result<CaseState> {
+        Ok(store::get_case(self.store.conn(), case)?
+            .ok_or_else(|| Refusal::NoSuchCase(case.clone()))?)
+    }
+
+    pub fn cases(&self, state: Option<State>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
+        store::list_cases(self.store.conn(), state.map(|s| s.name()), home)
+    }
+
+    /// Cases whose applicant has this ID number (found by its keyed hash).
+    pub fn find_by_id_number(&self, id_number: &str) -> Result<Vec<CaseId>> {
+        let id = validate_id_number(id_number).map_err(Refusal::from)?;
+        store::cases_by_lookup(
+            self.store.conn(),
+            &self.data_key.lookup(PersonalKind::IdNumber, &id),
+        )
+    }
+
+    /// `{cases, events, digest}` over the cases held (only those homed at
+    /// `home` when given).
+    pub fn digest(&self, home: Option<&NodeId>) -> Result<Digest> {
+        let cases = self.cases(None, home)?;
+        Ok(Digest {
+            cases: cases.len() as u64,
+            events: store::count_events(self.store.conn(), home)?,
+            digest: digest_of(&cases).to_hex(),
+        })
+    }
+}
+
+/// A summary of the folded state of a set of cases.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Digest {
+    pub cases: u64,
+    pub events: u64,
+    pub digest: String,
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) {}

@@ -1,0 +1,451 @@
+//! The SQLite store: one file per node (`node.db`), WAL, synchronous=FULL.
+//!
+//! Events, seals and quarantined input are the source of truth; the `cases`
+//! and `person_index` tables are derived from events and can be rebuilt at
+//! any time ([`Store::rebuild`]). Nothing is reported written before the
+//! transaction that holds it has committed to disk.
+
+use anyhow::{bail, Context, Result};
+use proto::event::{ChainTip, Seal};
+use proto::fold::CaseState;
+use proto::{codec, CaseId, Event, Hash, Hlc, NodeId};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The database file inside a data directory.
+pub const DB_FILE: &str = "node.db";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run. Append only: never edit a released step.
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger and its derived views.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE events (
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+        case_id TEXT NOT NULL, hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
+        body BLOB NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
+     CREATE INDEX events_case ON events(case_id);
+     CREATE TABLE seals (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, head BLOB NOT NULL, signature BLOB NOT NULL);
+     CREATE TABLE equivocations (
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, case_id TEXT NOT NULL,
+        body BLOB NOT NULL, PRIMARY KEY (origin, seq, hash)) WITHOUT ROWID;
+     CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, from_node TEXT NOT NULL,
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, event BLOB NOT NULL);
+     CREATE TABLE cases (
+        case_id TEXT PRIMARY KEY, item TEXT NOT NULL, state TEXT NOT NULL, home TEXT NOT NULL,
+        handler TEXT NOT NULL, flagged INTEGER NOT NULL, updated_wall INTEGER NOT NULL,
+        digest BLOB NOT NULL, folded BLOB NOT NULL);
+     CREATE INDEX cases_state ON cases(state);
+     CREATE INDEX cases_home ON cases(home);
+     CREATE TABLE person_index (lookup TEXT NOT NULL, case_id TEXT NOT NULL,
+        PRIMARY KEY (lookup, case_id)) WITHOUT ROWID;",
+];
+
+/// What inserting an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new event.
+    New,
+    /// The same event was already stored.
+    Duplicate,
+    /// Another event with the same id was stored: kept aside as evidence.
+    Equivocation,
+}
+
+/// One quarantined input.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct QuarantineEntry {
+    pub id: i64,
+    pub at_ms: u64,
+    pub from_node: String,
+    pub origin: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// A node's store.
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!(
+            "SQLite refused WAL mode (got {mode}); is the data directory on a network file system?"
+        );
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let done: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done > MIGRATIONS.len() {
+        bail!("this data directory was written by a newer version (schema {done}); upgrade this program");
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
+        tx.execute_batch(step)
+            .with_context(|| format!("schema migration {} failed", i + 1))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store {
+    /// Creates a new store in `dir` (created if missing). Refuses a
+    /// directory that already holds one.
+    pub fn create(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            bail!(
+                "{} already holds a node; use another --data directory",
+                dir.display()
+            );
+        }
+        let mut conn =
+            Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens the store in `dir`, applying pending migrations.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            bail!(
+                "{} holds no node; run `init --data {}` first",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let mut conn =
+            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts a write transaction that holds the database's write lock
+    /// from the start, so read-check-write sequences cannot interleave with
+    /// another process.
+    pub fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+// ---- reads and writes usable both inside and outside a transaction ----
+
+pub fn meta_get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>> {
+    let text: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    match text {
+        None => Ok(None),
+        Some(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("stored {key} is damaged"))?,
+        )),
+    }
+}
+
+pub fn meta_set<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, serde_json::to_string(value)?],
+    )?;
+    Ok(())
+}
+
+fn decode_event(bytes: Vec<u8>) -> rusqlite::Result<Event> {
+    Event::decode(&bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+    })
+}
+
+/// Inserts an event, detecting duplicates and equivocation.
+pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
+    let hash = e.hash();
+    let existing: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT hash FROM events WHERE origin = ?1 AND seq = ?2",
+            params![e.id.origin.0, e.id.seq],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match existing {
+        Some(h) if h == hash.0 => Ok(Inserted::Duplicate),
+        Some(_) => {
+            conn.execute(
+                "INSERT OR IGNORE INTO equivocations (origin, seq, hash, case_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
+            )?;
+            Ok(Inserted::Equivocation)
+        }
+        None => {
+            conn.execute(
+                "INSERT INTO events (origin, seq, hash, case_id, hlc_wall, hlc_logical, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    e.id.origin.0,
+                    e.id.seq,
+                    hash.0,
+                    e.case.0,
+                    e.hlc.wall_ms,
+                    e.hlc.logical,
+                    e.encode()
+                ],
+            )?;
+            Ok(Inserted::New)
+        }
+    }
+}
+
+/// Every stored event of a case, including equivocating twins.
+pub fn case_events(conn: &Connection, case: &CaseId) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT body FROM events WHERE case_id = ?1 ORDER BY origin, seq",
+        "SELECT body FROM equivocations WHERE case_id = ?1 ORDER BY origin, seq",
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for e in stmt.query_map([&case.0], |r| decode_event(r.get(0)?))? {
+            out.push(e?);
+        }
+    }
+    Ok(out)
+}
+
+/// The last stored event of an origin's chain.
+pub fn chain_tip(conn: &Connection, origin: &NodeId) -> Result<ChainTip> {
+    let row = conn
+        .query_row(
+            "SELECT seq, hash, hlc_wall, hlc_logical FROM events WHERE origin = ?1 ORDER BY seq DESC LIMIT 1",
+            [&origin.0],
+            |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?, r.get::<_, u32>(3)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => ChainTip::GENESIS,
+        Some((seq, hash, wall_ms, logical)) => ChainTip {
+            seq,
+            hash: Hash(
+                hash.try_into()
+                    .map_err(|_| anyhow::anyhow!("stored hash of {origin}/{seq} is damaged"))?,
+            ),
+            hlc: Hlc { wall_ms, logical },
+        },
+    })
+}
+
+/// The highest timestamp of any stored event.
+pub fn max_hlc(conn: &Connection) -> Result<Hlc> {
+    let row: Option<(u64, u32)> = conn
+        .query_row("SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(row
+        .map(|(wall_ms, logical)| Hlc { wall_ms, logical })
+        .unwrap_or_default())
+}
+
+pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
+    conn.execute(
+        "INSERT INTO seals (origin, seq, head, signature) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq, head = excluded.head, signature = excluded.signature
+         WHERE excluded.seq > seals.seq",
+        params![seal.origin.0, seal.seq, seal.head.0, seal.signature],
+    )?;
+    Ok(())
+}
+
+pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
+    let mut stmt =
+        conn.prepare("SELECT origin, seq, head, signature FROM seals ORDER BY origin")?;
+    let rows = stmt.query_map([], |r| {
+        let head: Vec<u8> = r.get(2)?;
+        Ok(Seal {
+            origin: NodeId::new(r.get::<_, String>(0)?),
+            seq: r.get(1)?,
+            head: Hash(head.try_into().unwrap_or([0; 32])),
+            signature: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes a case's derived row and its personal-data index entries.
+pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
+    conn.execute(
+        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, digest, folded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
+            handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
+            digest = excluded.digest, folded = excluded.folded",
+        params![
+            st.case_id.0,
+            st.item(),
+            st.state.name(),
+            st.home.0,
+            st.handler.0,
+            st.flagged(),
+            st.updated.wall_ms,
+            st.digest().0,
+            codec::encode(st)
+        ],
+    )?;
+    for values in st.fields.values() {
+        for v in values {
+            if let proto::event::FieldValue::Protected(p) = v {
+                conn.execute(
+                    "INSERT OR IGNORE INTO person_index (lookup, case_id) VALUES (?1, ?2)",
+                    params![p.lookup, st.case_id.0],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refolds one case from its events and stores the derived row.
+pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
+    let events = case_events(conn, case)?;
+    let st = proto::fold_case(case, &events);
+    if let Some(st) = &st {
+        put_case(conn, st)?;
+    }
+    Ok(st)
+}
+
+fn decode_case(bytes: Vec<u8>) -> rusqlite::Result<CaseState> {
+    codec::decode("case", &bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
+    })
+}
+
+pub fn get_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
+    Ok(conn
+        .query_row(
+            "SELECT folded FROM cases WHERE case_id = ?1",
+            [&case.0],
+            |r| decode_case(r.get(0)?),
+        )
+        .optional()?)
+}
+
+/// Derived case rows, optionally filtered by state and home node.
+pub fn list_cases(
+    conn: &Connection,
+    state: Option<&str>,
+    home: Option<&NodeId>,
+) -> Result<Vec<CaseState>> {
+    let mut stmt = conn.prepare(
+        "SELECT folded FROM cases WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR home = ?2) ORDER BY case_id",
+    )?;
+    let rows = stmt.query_map(params![state, home.map(|h| &h.0)], |r| {
+        decode_case(r.get(0)?)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {
+    let mut stmt =
+        conn.prepare("SELECT case_id FROM person_index WHERE lookup = ?1 ORDER BY case_id")?;
+    let rows = stmt.query_map([lookup], |r| Ok(CaseId(r.get(0)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn count_events(conn: &Connection, home: Option<&NodeId>) -> Result<u64> {
+    Ok(match home {
+        None => conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?,
+        Some(h) => conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
+            [&h.0],
+            |r| r.get(0),
+        )?,
+    })
+}
+
+/// Every stored event in (origin, seq) order, streamed to `f`.
+pub fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT body FROM events ORDER BY origin, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        f(decode_event(r.get(0)?)?)?;
+    }
+    Ok(())
+}
+
+pub fn quarantine(
+    conn: &Connection,
+    at_ms: u64,
+    from: &NodeId,
+    e: &Event,
+    reason: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO quarantine (at_ms, from_node, origin, seq, reason, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![at_ms, from.0, e.id.origin.0, e.id.seq, reason, e.encode()],
+    )?;
+    Ok(())
+}
+
+pub fn quarantine_list(conn: &Connection) -> Result<Vec<QuarantineEntry>> {
+    let mut stmt = conn
+        .prepare("SELECT id, at_ms, from_node, origin, seq, reason FROM quarantine ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(QuarantineEntry {
+            id: r.get(0)?,
+            at_ms: r.get(1)?,
+            from_node: r.get(2)?,
+            origin: r.get(3)?,
+            seq: r.get(4)?,
+            reason: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+impl Store {
+    /// Drops and recomputes every derived row from the events.
+    pub fn rebuild(&mut self) -> Result<usize> {
+        let tx = self.write()?;
+        tx.execute_batch("DELETE FROM cases; DELETE FROM person_index;")?;
+        let ids: Vec<CaseId> = {
+            let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events ORDER BY case_id")?;
+            let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for id in &ids {
+            refold_case(&tx, id)?;
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+}
