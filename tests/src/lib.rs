@@ -1,1 +1,151 @@
-//! Shared helpers for whole-system tests.
+//! Helpers for whole-system tests: locate the real binaries, run them
+//! against real data directories, and read their JSON output.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["county-hub", "township-node", "village-node"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: build the binaries first (cargo build --workspace --bins), as ./test.sh does",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A command for one of our binaries, with a clean environment for the
+/// variables our CLI reads.
+pub fn cmd(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.env_remove("CASE_NODE_DATA")
+        .env_remove("CASE_NODE_OPERATOR")
+        .env("RUST_LOG", "warn");
+    c
+}
+
+/// Runs a command and returns its output, whatever the exit status.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    cmd(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// Runs a command that must succeed and returns its stdout.
+pub fn ok(name: &str, args: &[&str]) -> String {
+    let out = run(name, args);
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a command that must succeed and parses the last line of stdout as JSON.
+pub fn ok_json(name: &str, args: &[&str]) -> Value {
+    let text = ok(name, args);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{name} {args:?} printed non-JSON {line:?}: {e}"))
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn refused(name: &str, args: &[&str]) -> String {
+    let out = run(name, args);
+    assert!(
+        !out.status.success(),
+        "{name} {args:?} should have been refused but succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A county created in a temporary directory, with nodes enrolled on demand.
+pub struct County {
+    pub root: tempfile::TempDir,
+}
+
+impl County {
+    pub fn new() -> County {
+        let root = tempfile::tempdir().expect("temp dir");
+        let c = County { root };
+        ok("county-hub", &["init", "--data", c.hub().to_str().unwrap()]);
+        c
+    }
+
+    pub fn hub(&self) -> PathBuf {
+        self.root.path().join("hub")
+    }
+
+    /// The data directory of `node` (created by [`County::enrol`]).
+    pub fn data(&self, node: &str) -> PathBuf {
+        if node == "511421" {
+            return self.hub();
+        }
+        self.root.path().join(node)
+    }
+
+    /// Enrols and initialises a village or township node; returns its data dir.
+    pub fn enrol(&self, node: &str, program: &str) -> PathBuf {
+        let bundle = self.root.path().join(format!("{node}.bundle.json"));
+        ok(
+            "county-hub",
+            &[
+                "enroll",
+                "--data",
+                s(&self.hub()),
+                "--node",
+                node,
+                "--out",
+                s(&bundle),
+            ],
+        );
+        let data = self.data(node);
+        ok(
+            program,
+            &["init", "--data", s(&data), "--enrollment", s(&bundle)],
+        );
+        data
+    }
+}
+
+impl Default for County {
+    fn default() -> Self {
+        County::new()
+    }
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A valid ID number (GB 11643 check digit) built from a serial.
+pub fn id_number(serial: u32) -> String {
+    let first17 = format!("51142119900101{:03}", serial % 1000);
+    let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = first17
+        .bytes()
+        .zip(weights)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    let check = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
+    format!("{first17}{check}")
+}

@@ -1,0 +1,4 @@
+//! Whole-system tests: real binaries, real SQLite files in temporary
+//! directories. One test binary, modules by area.
+
+mod cli;
