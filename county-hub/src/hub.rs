@@ -29,34 +29,21 @@ struct HubSecrets {
 fn read_or_default(path: Option<&Path>, default: &str, what: &str) -> Result<String> {
     match path {
         None => Ok(default.to_string()),
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read {what} file {}", p.display())),
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("cannot read {what} file {}", p.display())),
     }
 }
 
-pub fn init(
-    dir: &Path,
-    topology: Option<&Path>,
-    catalogue: Option<&Path>,
-    hub_address: &str,
-) -> Result<()> {
+pub fn init(dir: &Path, topology: Option<&Path>, catalogue: Option<&Path>, hub_address: &str) -> Result<()> {
     if dir.join(store::DB_FILE).exists() {
-        bail!(
-            "{} already holds a county; use another --data directory",
-            dir.display()
-        );
+        bail!("{} already holds a county; use another --data directory", dir.display());
     }
     let topology_text = read_or_default(topology, DEFAULT_TOPOLOGY, "topology")?;
-    let file: TopologyFile = serde_json::from_str(&topology_text)
-        .context("the topology file is not valid JSON of the expected shape")?;
-    let mut topology =
-        Topology::new(file.note, file.nodes).context("the topology file does not hold together")?;
-    let catalogue: Catalogue =
-        serde_json::from_str(&read_or_default(catalogue, DEFAULT_CATALOGUE, "catalogue")?)
-            .context("the catalogue file is not valid JSON of the expected shape")?;
-    catalogue
-        .validate()
-        .context("the catalogue file does not hold together")?;
+    let file: TopologyFile =
+        serde_json::from_str(&topology_text).context("the topology file is not valid JSON of the expected shape")?;
+    let mut topology = Topology::new(file.note, file.nodes).context("the topology file does not hold together")?;
+    let catalogue: Catalogue = serde_json::from_str(&read_or_default(catalogue, DEFAULT_CATALOGUE, "catalogue")?)
+        .context("the catalogue file is not valid JSON of the expected shape")?;
+    catalogue.validate().context("the catalogue file does not hold together")?;
 
     let mut signing_keys = BTreeMap::new();
     let ids: Vec<NodeId> = topology.nodes().iter().map(|n| n.id.clone()).collect();
@@ -92,35 +79,19 @@ pub fn init(
         catalogue.count_accepted_at(Tier::Township),
         catalogue.count_accepted_at(Tier::County),
     );
-    println!(
-        "next: county-hub enroll --data {} --all --out-dir BUNDLES",
-        dir.display()
-    );
+    println!("next: county-hub enroll --data {} --all --out-dir BUNDLES", dir.display());
     Ok(())
 }
 
-fn make_bundle(
-    secrets: &HubSecrets,
-    topology: &Topology,
-    catalogue: &Catalogue,
-    id: &NodeId,
-) -> Result<Bundle> {
-    let node = topology.get(id).with_context(|| {
-        format!("node {id} is not in the topology (county-hub nodes lists them)")
-    })?;
-    let ca = CertificateAuthority {
-        cert_pem: secrets.ca_cert_pem.clone(),
-        key_pem: secrets.ca_key_pem.clone(),
-    };
+fn make_bundle(secrets: &HubSecrets, topology: &Topology, catalogue: &Catalogue, id: &NodeId) -> Result<Bundle> {
+    let node =
+        topology.get(id).with_context(|| format!("node {id} is not in the topology (county-hub nodes lists them)"))?;
+    let ca = CertificateAuthority { cert_pem: secrets.ca_cert_pem.clone(), key_pem: secrets.ca_key_pem.clone() };
     let (tls_cert_pem, tls_key_pem) = ca.issue(topology.county(), node)?;
     Ok(Bundle {
         format: BUNDLE_FORMAT.to_string(),
         node: node.clone(),
-        signing_key: secrets
-            .signing_keys
-            .get(id)
-            .context("no signing key issued for this node")?
-            .clone(),
+        signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
         tls_cert_pem,
         tls_key_pem,
         ca_cert_pem: secrets.ca_cert_pem.clone(),
@@ -154,9 +125,7 @@ fn write_private(path: &Path, bundle: &Bundle) -> Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(&text)?;
     f.sync_all()?;
     Ok(())
@@ -170,27 +139,14 @@ pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
     }
     let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &id)?;
     write_private(out, &bundle)?;
-    println!(
-        "county-hub: wrote bundle for {} ({}, {}) to {}",
-        id,
-        bundle.node.tier,
-        bundle.node.name,
-        out.display()
-    );
+    println!("county-hub: wrote bundle for {} ({}, {}) to {}", id, bundle.node.tier, bundle.node.name, out.display());
     Ok(())
 }
 
 pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
     let (ledger, secrets) = open_hub(dir)?;
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let nodes: Vec<_> = ledger
-        .topology()
-        .nodes()
-        .iter()
-        .filter(|n| n.tier != Tier::County)
-        .cloned()
-        .collect();
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let nodes: Vec<_> = ledger.topology().nodes().iter().filter(|n| n.tier != Tier::County).cloned().collect();
     for (i, n) in nodes.iter().enumerate() {
         let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &n.id)?;
         write_private(&out_dir.join(format!("{}.json", n.id)), &bundle)?;
@@ -198,11 +154,7 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
             eprintln!("county-hub: enrolled {}/{}", i + 1, nodes.len());
         }
     }
-    println!(
-        "county-hub: wrote {} bundles to {}",
-        nodes.len(),
-        out_dir.display()
-    );
+    println!("county-hub: wrote {} bundles to {}", nodes.len(), out_dir.display());
     Ok(())
 }
 
@@ -210,17 +162,9 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
     let ledger = Ledger::open(dir)?;
     let tier = match tier {
         None => None,
-        Some(t) => Some(
-            Tier::parse(t)
-                .with_context(|| format!("unknown tier {t:?}: village, township or county"))?,
-        ),
+        Some(t) => Some(Tier::parse(t).with_context(|| format!("unknown tier {t:?}: village, township or county"))?),
     };
-    let nodes: Vec<_> = ledger
-        .topology()
-        .nodes()
-        .iter()
-        .filter(|n| tier.is_none_or(|t| n.tier == t))
-        .collect();
+    let nodes: Vec<_> = ledger.topology().nodes().iter().filter(|n| tier.is_none_or(|t| n.tier == t)).collect();
     if json {
         let rows: Vec<_> = nodes
             .iter()

@@ -68,30 +68,14 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     exit_with(match cli.cmd {
-        Cmd::Init {
-            data,
-            topology,
-            catalogue,
-            hub_address,
-        } => hub::init(
-            &data.data,
-            topology.as_deref(),
-            catalogue.as_deref(),
-            &hub_address,
-        ),
+        Cmd::Init { data, topology, catalogue, hub_address } => {
+            hub::init(&data.data, topology.as_deref(), catalogue.as_deref(), &hub_address)
+        }
         Cmd::Nodes { data, tier, json } => hub::nodes(&data.data, tier.as_deref(), json),
-        Cmd::Enroll {
-            data,
-            node,
-            out,
-            all,
-            out_dir,
-        } => match (node, out, all, out_dir) {
+        Cmd::Enroll { data, node, out, all, out_dir } => match (node, out, all, out_dir) {
             (Some(node), Some(out), false, _) => hub::enroll_one(&data.data, &node, &out),
             (None, _, true, Some(dir)) => hub::enroll_all(&data.data, &dir),
-            _ => Err(anyhow::anyhow!(
-                "say --node ID --out FILE, or --all --out-dir DIR"
-            )),
+            _ => Err(anyhow::anyhow!("say --node ID --out FILE, or --all --out-dir DIR")),
         },
         Cmd::Common(c) => node::cli::run(c),
     })

@@ -140,12 +140,7 @@ pub enum CaseCmd {
         #[command(flatten)]
         data: DataDir,
         case: String,
-        #[arg(
-            long,
-            value_name = "NAME",
-            conflicts_with = "remove",
-            required_unless_present = "remove"
-        )]
+        #[arg(long, value_name = "NAME", conflicts_with = "remove", required_unless_present = "remove")]
         add: Option<String>,
         #[arg(long, value_name = "NAME")]
         remove: Option<String>,
@@ -277,51 +272,29 @@ fn actor(ledger: &Ledger, staff: &Staff) -> Result<String> {
 }
 
 fn print_json(v: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string(v).expect("JSON values serialise")
-    );
+    println!("{}", serde_json::to_string(v).expect("JSON values serialise"));
 }
 
 /// Runs a common command.
 pub fn run(cmd: Common) -> Result<()> {
     match cmd {
-        Common::Catalogue(CatalogueCmd::List {
-            data,
-            accepted_at,
-            json,
-        }) => {
+        Common::Catalogue(CatalogueCmd::List { data, accepted_at, json }) => {
             let ledger = Ledger::open(&data.data)?;
-            let tier =
-                match accepted_at.as_deref() {
-                    None => None,
-                    Some(t) => Some(Tier::parse(t).with_context(|| {
-                        format!("unknown tier {t:?}: village, township or county")
-                    })?),
-                };
-            let items: Vec<_> = ledger
-                .catalogue()
-                .items
-                .iter()
-                .filter(|i| tier.is_none_or(|t| i.accepted_at.contains(&t)))
-                .collect();
+            let tier = match accepted_at.as_deref() {
+                None => None,
+                Some(t) => {
+                    Some(Tier::parse(t).with_context(|| format!("unknown tier {t:?}: village, township or county"))?)
+                }
+            };
+            let items: Vec<_> =
+                ledger.catalogue().items.iter().filter(|i| tier.is_none_or(|t| i.accepted_at.contains(&t))).collect();
             if json {
                 print_json(&serde_json::to_value(&items)?);
             } else {
-                println!(
-                    "catalogue version {} ({} items shown)",
-                    ledger.catalogue().version,
-                    items.len()
-                );
+                println!("catalogue version {} ({} items shown)", ledger.catalogue().version, items.len());
                 for i in items {
                     let at: Vec<_> = i.accepted_at.iter().map(|t| t.as_str()).collect();
-                    println!(
-                        "{:<6} {}  [taken at {}; decided by {}]",
-                        i.code,
-                        i.name,
-                        at.join("/"),
-                        i.decided_by
-                    );
+                    println!("{:<6} {}  [taken at {}; decided by {}]", i.code, i.name, at.join("/"), i.decided_by);
                 }
             }
         }
@@ -332,10 +305,7 @@ pub fn run(cmd: Common) -> Result<()> {
             if json {
                 print_json(&serde_json::to_value(&d)?);
             } else {
-                println!(
-                    "{} cases, {} events, digest {}",
-                    d.cases, d.events, d.digest
-                );
+                println!("{} cases, {} events, digest {}", d.cases, d.events, d.digest);
             }
         }
         Common::Verify { data, json } => {
@@ -359,17 +329,9 @@ pub fn run(cmd: Common) -> Result<()> {
                 ledger.set_operator(op.trim())?;
             }
             let id = ledger.identity();
-            println!(
-                "node      {} ({}, {})",
-                id.node.id, id.node.tier, id.node.name
-            );
+            println!("node      {} ({}, {})", id.node.id, id.node.tier, id.node.name);
             println!("hub       {}", id.hub_address);
-            println!(
-                "operator  {}",
-                ledger
-                    .configured_operator()?
-                    .unwrap_or_else(|| "(not set)".into())
-            );
+            println!("operator  {}", ledger.configured_operator()?.unwrap_or_else(|| "(not set)".into()));
         }
     }
     Ok(())
@@ -385,57 +347,25 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         println!("{} {}: {} (event {})", case, e.body.name(), st.state, e.id);
         Ok(())
     };
-    let forward = || Step::Forward {
-        to: NodeId::new(""),
-    };
+    let forward = || Step::Forward { to: NodeId::new("") };
     match cmd {
-        CaseCmd::New {
-            data,
-            item,
-            applicant,
-            id_number,
-            phone,
-            material,
-            staff,
-            json,
-        } => {
+        CaseCmd::New { data, item, applicant, id_number, phone, material, staff, json } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
-            let case = ledger.new_case(
-                &who,
-                NewCase {
-                    item,
-                    applicant,
-                    id_number,
-                    phone,
-                    materials: material,
-                },
-            )?;
+            let case = ledger.new_case(&who, NewCase { item, applicant, id_number, phone, materials: material })?;
             if json {
                 print_json(&json!({ "case_id": case }));
             } else {
                 println!("{case}");
             }
         }
-        CaseCmd::Edit {
-            data,
-            case,
-            field,
-            value,
-            staff,
-        } => {
+        CaseCmd::Edit { data, case, field, value, staff } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
             let e = ledger.edit(&who, &CaseId(case.clone()), &field, &value)?;
             println!("{case} {field} set (event {})", e.id);
         }
-        CaseCmd::Material {
-            data,
-            case,
-            add,
-            remove,
-            staff,
-        } => {
+        CaseCmd::Material { data, case, add, remove, staff } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
             let case = CaseId(case);
@@ -446,28 +376,9 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             };
             println!("{case} {} (event {})", e.body.name(), e.id);
         }
-        CaseCmd::Prereview {
-            data,
-            case,
-            pass,
-            return_: _,
-            note,
-            staff,
-        } => {
-            let step = if pass {
-                Step::PrereviewPass
-            } else {
-                Step::PrereviewReturn
-            };
-            step_cmd(
-                StepArgs {
-                    data,
-                    case,
-                    note,
-                    staff,
-                },
-                step,
-            )?
+        CaseCmd::Prereview { data, case, pass, return_: _, note, staff } => {
+            let step = if pass { Step::PrereviewPass } else { Step::PrereviewReturn };
+            step_cmd(StepArgs { data, case, note, staff }, step)?
         }
         CaseCmd::Forward(a) => step_cmd(a, forward())?,
         CaseCmd::Accept(a) => step_cmd(a, Step::Accept)?,
@@ -481,13 +392,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         CaseCmd::Withdraw(a) => step_cmd(a, Step::Withdraw)?,
         CaseCmd::Suspend(a) => step_cmd(a, Step::Suspend)?,
         CaseCmd::Resume(a) => step_cmd(a, Step::Resume)?,
-        CaseCmd::Rate {
-            data,
-            case,
-            level,
-            note,
-            staff,
-        } => {
+        CaseCmd::Rate { data, case, level, note, staff } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
             let e = ledger.rate(&who, &CaseId(case.clone()), level, &note)?;
@@ -508,10 +413,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             let state = match state {
                 None => None,
                 Some(s) => Some(State::parse(&s).with_context(|| {
-                    let all: Vec<_> = proto::workflow::ALL_STATES
-                        .iter()
-                        .map(|s| s.name())
-                        .collect();
+                    let all: Vec<_> = proto::workflow::ALL_STATES.iter().map(|s| s.name()).collect();
                     format!("unknown state {s:?}; one of: {}", all.join(", "))
                 })?),
             };
@@ -527,21 +429,13 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                         c.state.name(),
                         c.handler,
                         first_value(c, "applicant"),
-                        if c.flagged() {
-                            "  [needs attention]"
-                        } else {
-                            ""
-                        }
+                        if c.flagged() { "  [needs attention]" } else { "" }
                     );
                 }
                 println!("{} cases", cases.len());
             }
         }
-        CaseCmd::Find {
-            data,
-            id_number,
-            json,
-        } => {
+        CaseCmd::Find { data, id_number, json } => {
             let ledger = Ledger::open(&data.data)?;
             let ids = ledger.find_by_id_number(&id_number)?;
             if json {
@@ -558,20 +452,11 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
 }
 
 fn first_value(c: &CaseState, field: &str) -> String {
-    c.fields
-        .get(field)
-        .and_then(|v| v.first())
-        .map(|v| v.display().to_string())
-        .unwrap_or_default()
+    c.fields.get(field).and_then(|v| v.first()).map(|v| v.display().to_string()).unwrap_or_default()
 }
 
 fn field_values(values: &[FieldValue]) -> Value {
-    Value::Array(
-        values
-            .iter()
-            .map(|v| Value::String(v.display().to_string()))
-            .collect(),
-    )
+    Value::Array(values.iter().map(|v| Value::String(v.display().to_string())).collect())
 }
 
 /// The list-row JSON of a case.
@@ -591,11 +476,7 @@ pub fn case_summary(c: &CaseState) -> Value {
 
 /// The `case show --json` form: personal data masked.
 pub fn case_json(c: &CaseState) -> Value {
-    let fields: serde_json::Map<String, Value> = c
-        .fields
-        .iter()
-        .map(|(k, v)| (k.clone(), field_values(v)))
-        .collect();
+    let fields: serde_json::Map<String, Value> = c.fields.iter().map(|(k, v)| (k.clone(), field_values(v))).collect();
     let history: Vec<Value> = c
         .history
         .iter()
@@ -644,11 +525,7 @@ fn print_case(c: &CaseState) {
     println!("home      {}   handler {}", c.home, c.handler);
     for (k, v) in &c.fields {
         let shown: Vec<_> = v.iter().map(|x| x.display()).collect();
-        let mark = if v.len() > 1 {
-            "   <- concurrent values, resolve with case edit"
-        } else {
-            ""
-        };
+        let mark = if v.len() > 1 { "   <- concurrent values, resolve with case edit" } else { "" };
         println!("{k:<9} {}{mark}", shown.join(" | "));
     }
     println!("materials {}", c.materials.join(", "));
@@ -685,76 +562,46 @@ pub fn verify(ledger: &mut Ledger) -> Result<Value> {
     let conn = ledger.store().conn();
     let mut problems: Vec<String> = Vec::new();
     let mut chains = Vec::new();
-    let seals = store::seals(conn)?;
-    let mut by_origin: std::collections::BTreeMap<NodeId, Vec<proto::event::Header>> =
-        Default::default();
+    let mut by_chain: std::collections::BTreeMap<(NodeId, proto::Lane), Vec<proto::event::Header>> = Default::default();
     store::for_each_event(conn, |e| {
-        by_origin
-            .entry(e.id.origin.clone())
-            .or_default()
-            .push(e.header());
+        by_chain.entry((e.id.origin.clone(), e.lane.clone())).or_default().push(e.header());
         Ok(())
     })?;
-    for (origin, headers) in by_origin {
-        let contiguous = headers
-            .iter()
-            .enumerate()
-            .all(|(i, h)| h.id.seq == i as u64 + 1);
-        if !contiguous {
-            // A partial chain (only the events in this node's scope) is
-            // checked when it is received; here we only count it.
-            chains.push(json!({"origin": origin, "events": headers.len(), "complete": false}));
-            continue;
-        }
-        match proto::event::verify_chain(&origin, &proto::event::ChainTip::GENESIS, &headers) {
-            Err(e) => problems.push(e.to_string()),
-            Ok(tip) => {
-                if let Some(seal) = seals.iter().find(|s| s.origin == origin) {
-                    let key = ledger
-                        .topology()
-                        .get(&origin)
-                        .and_then(|n| n.verifying_key.as_deref())
-                        .and_then(|k| hex::decode(k).ok())
-                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                        .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(&b).ok());
-                    match key {
-                        None => {
-                            problems.push(format!("no public key for {origin} in the topology"))
-                        }
-                        Some(k) => {
-                            if let Err(e) = seal.verify(&k) {
-                                problems.push(e.to_string());
-                            }
-                            let sealed = headers
-                                .iter()
-                                .find(|h| h.id.seq == seal.seq)
-                                .map(|h| h.hash());
-                            if sealed != Some(seal.head) {
-                                problems.push(format!("the seal of {origin} at seq {} does not match the stored events", seal.seq));
-                            }
+    let seals = store::seals(conn)?;
+    for ((origin, lane), mut headers) in by_chain {
+        headers.sort_by_key(|h| h.pos);
+        let tip = match proto::event::verify_chain(&origin, &lane, &proto::event::ChainTip::GENESIS, &headers) {
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+            Ok(tip) => tip,
+        };
+        match seals.iter().find(|s| s.origin == origin && s.lane == lane) {
+            None => problems.push(format!("no seal held for the chain of {origin} in lane {lane}")),
+            Some(seal) => {
+                match crate::sync::verifying_key(ledger.topology(), &origin) {
+                    None => problems.push(format!("no public key for {origin} in the topology")),
+                    Some(k) => {
+                        if let Err(e) = seal.verify(&k) {
+                            problems.push(e.to_string());
                         }
                     }
                 }
-                chains.push(json!({"origin": origin, "events": headers.len(), "complete": true, "head": tip.hash.to_hex()}));
+                if seal.pos != tip.pos || seal.head != tip.hash {
+                    problems.push(format!("the seal of {origin} in lane {lane} does not match the stored events"));
+                }
             }
         }
+        chains.push(json!({"origin": origin, "lane": lane.key(), "events": headers.len(), "head": tip.hash.to_hex()}));
     }
-    let before: Vec<(CaseId, String)> = ledger
-        .cases(None, None)?
-        .iter()
-        .map(|c| (c.case_id.clone(), c.digest().to_hex()))
-        .collect();
+    let before: Vec<(CaseId, String)> =
+        ledger.cases(None, None)?.iter().map(|c| (c.case_id.clone(), c.digest().to_hex())).collect();
     let rebuilt = ledger.store_mut().rebuild()?;
-    let after: Vec<(CaseId, String)> = ledger
-        .cases(None, None)?
-        .iter()
-        .map(|c| (c.case_id.clone(), c.digest().to_hex()))
-        .collect();
+    let after: Vec<(CaseId, String)> =
+        ledger.cases(None, None)?.iter().map(|c| (c.case_id.clone(), c.digest().to_hex())).collect();
     if before != after {
-        problems.push(
-            "derived case rows differed from a fresh fold of the events; they have been rebuilt"
-                .into(),
-        );
+        problems.push("derived case rows differed from a fresh fold of the events; they have been rebuilt".into());
     }
     Ok(json!({
         "ok": problems.is_empty(),

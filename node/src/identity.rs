@@ -58,8 +58,7 @@ impl Identity {
         Ok(SigningKey::from_bytes(&bytes))
     }
     pub fn data_key(&self) -> Result<DataKey> {
-        DataKey::from_hex(&self.data_key)
-            .context("the stored data key is damaged; re-enrol this node")
+        DataKey::from_hex(&self.data_key).context("the stored data key is damaged; re-enrol this node")
     }
 }
 
@@ -81,17 +80,10 @@ impl Bundle {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read enrolment bundle {}", path.display()))?;
         let bundle: Bundle = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not an enrolment bundle; ask the county for one (county-hub enroll)",
-                path.display()
-            )
+            format!("{} is not an enrolment bundle; ask the county for one (county-hub enroll)", path.display())
         })?;
         if bundle.format != BUNDLE_FORMAT {
-            bail!(
-                "{} is a bundle of format {:?}; this program reads {BUNDLE_FORMAT}",
-                path.display(),
-                bundle.format
-            );
+            bail!("{} is a bundle of format {:?}; this program reads {BUNDLE_FORMAT}", path.display(), bundle.format);
         }
         bundle.identity().signing_key()?;
         bundle.identity().data_key()?;
@@ -121,17 +113,9 @@ pub struct CertificateAuthority {
 fn ca_params(county: &NodeInfo) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{} case ledger CA", county.id));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, county.name.clone());
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.distinguished_name.push(DnType::CommonName, format!("{} case ledger CA", county.id));
+    params.distinguished_name.push(DnType::OrganizationName, county.name.clone());
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     Ok(params)
 }
 
@@ -139,10 +123,7 @@ impl CertificateAuthority {
     pub fn generate(county: &NodeInfo) -> Result<CertificateAuthority> {
         let key = KeyPair::generate()?;
         let cert = ca_params(county)?.self_signed(&key)?;
-        Ok(CertificateAuthority {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 
     /// Issues a certificate and key for `node`, signed by this CA.
@@ -153,12 +134,8 @@ impl CertificateAuthority {
         let issuer = ca_params(county)?.self_signed(&ca_key)?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![certificate_name(&node.id, node.tier)])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, node.id.to_string());
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, node.tier.as_str());
+        params.distinguished_name.push(DnType::CommonName, node.id.to_string());
+        params.distinguished_name.push(DnType::OrganizationalUnitName, node.tier.as_str());
         let cert = params.signed_by(&key, &issuer, &ca_key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
@@ -167,10 +144,7 @@ impl CertificateAuthority {
 /// A fresh ed25519 signing key, hex encoded, with its public key.
 pub fn generate_signing_key() -> (String, String) {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
-    (
-        hex::encode(key.to_bytes()),
-        hex::encode(key.verifying_key().to_bytes()),
-    )
+    (hex::encode(key.to_bytes()), hex::encode(key.verifying_key().to_bytes()))
 }
 
 #[cfg(test)]

@@ -8,12 +8,13 @@ use crate::identity::{Bundle, Identity};
 use crate::protect::DataKey;
 use crate::store::{self, Store};
 use anyhow::{Context, Result};
-use proto::auth::{self, AuthError};
+use proto::auth;
+use proto::author::{AuthoringError, Draft};
 use proto::event::{Create, FieldValue, Seal};
 use proto::fold::{digest_of, CaseState};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
-use proto::workflow::{self, State};
-use proto::{Body, CaseId, Catalogue, Event, EventId, Hlc, HlcClock, NodeId, Step, Topology};
+use proto::workflow::State;
+use proto::{Body, CaseId, Catalogue, Event, Hlc, HlcClock, NodeId, Step, Topology};
 use std::path::Path;
 
 /// A local command was refused. Nothing was written.
@@ -25,20 +26,9 @@ pub enum Refusal {
     /// The ID number is not valid.
     #[error(transparent)]
     IdNumber(#[from] IdNumberError),
-    /// No case with this id is held here.
-    #[error("case {0} is not held by this node (case list shows the cases here)")]
-    NoSuchCase(CaseId),
-    /// The step is not allowed in the case's current state.
-    #[error("case {case} is {state}; {step} is not allowed now (allowed: {allowed})")]
-    Transition {
-        case: CaseId,
-        state: State,
-        step: &'static str,
-        allowed: String,
-    },
-    /// This node's tier may not author this event on this case.
+    /// Not held, not allowed now, or not allowed for this node.
     #[error(transparent)]
-    Auth(#[from] AuthError),
+    Authoring(#[from] AuthoringError),
     /// An argument is malformed.
     #[error("{0}")]
     Invalid(String),
@@ -88,18 +78,10 @@ impl Ledger {
         let store = Store::open(dir)?;
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
-        let topology =
-            store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
-        let catalogue = store::meta_get(store.conn(), "catalogue")?
-            .context("the stored catalogue is missing")?;
+        let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
+        let catalogue = store::meta_get(store.conn(), "catalogue")?.context("the stored catalogue is missing")?;
         let data_key = identity.data_key()?;
-        Ok(Ledger {
-            store,
-            identity,
-            topology,
-            catalogue,
-            data_key,
-        })
+        Ok(Ledger { store, identity, topology, catalogue, data_key })
     }
 
     pub fn identity(&self) -> &Identity {
@@ -135,23 +117,14 @@ impl Ledger {
 
     /// 收件: takes a new case.
     pub fn new_case(&mut self, actor: &str, input: NewCase) -> Result<CaseId> {
-        let item = self
-            .catalogue
-            .item(&input.item)
-            .ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
+        let item = self.catalogue.item(&input.item).ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
         if input.applicant.trim().is_empty() {
             return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
         }
         let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
         let mut fields = vec![
-            (
-                "applicant".to_string(),
-                FieldValue::Text(input.applicant.trim().to_string()),
-            ),
-            (
-                "id_number".to_string(),
-                FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id_number)),
-            ),
+            ("applicant".to_string(), FieldValue::Text(input.applicant.trim().to_string())),
+            ("id_number".to_string(), FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id_number))),
         ];
         if let Some(phone) = &input.phone {
             fields.push(("phone".into(), self.protected_value("phone", phone)?));
@@ -166,7 +139,7 @@ impl Ledger {
             fields,
             materials: input.materials,
         };
-        let (event, _) = self.append(actor, Target::New, Body::Create(create))?;
+        let event = self.append(actor, Target::New, Body::Create(create))?;
         Ok(event.case)
     }
 
@@ -179,15 +152,10 @@ impl Ledger {
                 FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id))
             }
             Some(PersonalKind::Phone) => {
-                if value.len() < 7
-                    || !value
-                        .chars()
-                        .all(|c| c.is_ascii_digit() || c == '-' || c == '+')
-                {
-                    return Err(Refusal::Invalid(format!(
-                        "{value:?} is not a phone number (digits, '-' or '+')"
-                    ))
-                    .into());
+                if value.len() < 7 || !value.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '+') {
+                    return Err(
+                        Refusal::Invalid(format!("{value:?} is not a phone number (digits, '-' or '+')")).into()
+                    );
                 }
                 FieldValue::Protected(self.data_key.protect(PersonalKind::Phone, value))
             }
@@ -198,47 +166,22 @@ impl Ledger {
     /// Sets a field. Personal fields (id_number, phone, address) are
     /// protected before they are stored.
     pub fn edit(&mut self, actor: &str, case: &CaseId, field: &str, value: &str) -> Result<Event> {
-        if field.is_empty()
-            || !field
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
+        if field.is_empty() || !field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err(Refusal::Invalid(format!(
                 "field name {field:?} must be lower-case letters, digits and '_' (e.g. applicant, phone, address)"
             ))
             .into());
         }
         let value = self.protected_value(field, value)?;
-        Ok(self
-            .append(
-                actor,
-                Target::Case(case.clone()),
-                Body::SetField {
-                    field: field.into(),
-                    value,
-                },
-            )?
-            .0)
+        Ok(self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })?)
     }
 
     pub fn add_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
-        Ok(self
-            .append(
-                actor,
-                Target::Case(case.clone()),
-                Body::AddMaterial { name: name.into() },
-            )?
-            .0)
+        Ok(self.append(actor, Target::Case(case.clone()), Body::AddMaterial { name: name.into() })?)
     }
 
     pub fn remove_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
-        Ok(self
-            .append(
-                actor,
-                Target::Case(case.clone()),
-                Body::RemoveMaterial { name: name.into() },
-            )?
-            .0)
+        Ok(self.append(actor, Target::Case(case.clone()), Body::RemoveMaterial { name: name.into() })?)
     }
 
     /// A workflow step. For a forward, pass any target: the deciding node
@@ -247,110 +190,83 @@ impl Ledger {
         let step = match step {
             Step::Forward { .. } => {
                 let st = self.case(case)?;
-                let decided_by = st
-                    .decided_by()
-                    .ok_or_else(|| Refusal::NoSuchCase(case.clone()))?;
-                let to =
-                    auth::deciding_node(&self.topology, &st.home, decided_by).ok_or_else(|| {
-                        Refusal::Invalid(format!("no {decided_by} node above {}", st.home))
-                    })?;
+                let decided_by =
+                    st.decided_by().ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
+                let to = auth::deciding_node(&self.topology, &st.home, decided_by)
+                    .ok_or_else(|| Refusal::Invalid(format!("no {decided_by} node above {}", st.home)))?;
                 Step::Forward { to: to.clone() }
             }
             s => s,
         };
-        Ok(self
-            .append(
-                actor,
-                Target::Case(case.clone()),
-                Body::Step {
-                    step,
-                    note: note.into(),
-                },
-            )?
-            .0)
+        Ok(self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })?)
     }
 
     pub fn rate(&mut self, actor: &str, case: &CaseId, level: u8, note: &str) -> Result<Event> {
-        Ok(self
-            .append(
-                actor,
-                Target::Case(case.clone()),
-                Body::Rate {
-                    level,
-                    note: note.into(),
-                },
-            )?
-            .0)
+        Ok(self.append(actor, Target::Case(case.clone()), Body::Rate { level, note: note.into() })?)
     }
 
     /// The one local write path.
-    fn append(&mut self, actor: &str, target: Target, body: Body) -> Result<(Event, CaseState)> {
+    fn append(&mut self, actor: &str, target: Target, body: Body) -> Result<Event> {
         if actor.trim().is_empty() {
             return Err(Refusal::Invalid("staff name (--as) may not be empty".into()).into());
         }
         let me = self.identity.node.id.clone();
         let key = self.identity.signing_key()?;
         let tx = self.store.write()?;
-        let tip = store::chain_tip(&tx, &me)?;
-        let seq = tip.seq + 1;
+        let seq = store::origin_seq(&tx, &me)? + 1;
         let case = match target {
             Target::New => CaseId::mint(&me, seq),
             Target::Case(c) => c,
         };
-        let events = store::case_events(&tx, &case)?;
-        let current = proto::fold_case(&case, &events);
-        if current.is_none() && !matches!(body, Body::Create(_)) {
-            return Err(Refusal::NoSuchCase(case).into());
-        }
-        let create = current.as_ref().and_then(|c| c.create.as_ref());
-        if current.is_some() && create.is_none() {
-            // Events of the case arrived before its creation; wait for it.
-            return Err(Refusal::NoSuchCase(case).into());
-        }
-        auth::authorize(&self.topology, &me, &case, create, &body).map_err(Refusal::from)?;
-        if let (Body::Step { step, .. }, Some(st)) = (&body, &current) {
-            if workflow::next(st.state, step).is_none() {
-                let allowed = st.state.allowed_steps();
-                return Err(Refusal::Transition {
-                    case,
-                    state: st.state,
-                    step: step.name(),
-                    allowed: if allowed.is_empty() {
-                        "nothing, the case is finished".into()
-                    } else {
-                        allowed.join(", ")
-                    },
-                }
-                .into());
-            }
-        }
+        let global = matches!(body, Body::Revoke { .. });
+        let current = if global { None } else { proto::fold_case(&case, &store::case_events(&tx, &case)?) };
+        let draft = Draft {
+            topology: &self.topology,
+            me: &me,
+            seq,
+            case: case.clone(),
+            current: current.as_ref(),
+            actor,
+            body,
+        };
+        draft.check().map_err(Refusal::from)?;
+        let tip = store::lane_tip(&tx, &me, &draft.lane())?;
         let last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
         let mut clock = HlcClock::new(last.max(tip.hlc));
         let hlc = clock.tick(crate::wall_clock_ms());
-        let event = Event {
-            id: EventId {
-                origin: me.clone(),
-                seq,
-            },
-            prev: tip.hash,
-            hlc,
-            actor: actor.trim().to_string(),
-            case: case.clone(),
-            context: current.as_ref().map(|c| c.context()).unwrap_or_default(),
-            body,
-        };
+        let event = draft.build(&tip, hlc);
         store::insert_event(&tx, &event)?;
-        let st = store::refold_case(&tx, &case)?.expect("the case has at least the new event");
-        store::put_seal(&tx, &Seal::sign(&key, me, seq, event.hash()))?;
+        if !global {
+            store::refold_case(&tx, &case)?;
+        }
+        store::put_seal(&tx, &Seal::sign(&key, &event))?;
         store::meta_set(&tx, HLC_KEY, &hlc)?;
         tx.commit()?;
-        Ok((event, st))
+        Ok(event)
+    }
+
+    /// The county revokes a node's certificate; the revocation travels to
+    /// every node in the global lane.
+    pub fn revoke(&mut self, actor: &str, node: &NodeId, reason: &str) -> Result<Event> {
+        if self.topology.get(node).is_none() {
+            return Err(
+                Refusal::Invalid(format!("node {node} is not in the topology (county-hub nodes lists them)")).into()
+            );
+        }
+        if node == self.me() {
+            return Err(Refusal::Invalid("the hub cannot revoke itself".into()).into());
+        }
+        self.append(
+            actor,
+            Target::Case(CaseId(proto::event::GLOBAL_CASE.into())),
+            Body::Revoke { node: node.clone(), reason: reason.into() },
+        )
     }
 
     /// A case's folded state.
     pub fn case(&self, case: &CaseId) -> Result<CaseState> {
         Ok(store::get_case(self.store.conn(), case)?
-            .ok_or_else(|| Refusal::NoSuchCase(case.clone()))?)
+            .ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?)
     }
 
     pub fn cases(&self, state: Option<State>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
@@ -360,10 +276,7 @@ impl Ledger {
     /// Cases whose applicant has this ID number (found by its keyed hash).
     pub fn find_by_id_number(&self, id_number: &str) -> Result<Vec<CaseId>> {
         let id = validate_id_number(id_number).map_err(Refusal::from)?;
-        store::cases_by_lookup(
-            self.store.conn(),
-            &self.data_key.lookup(PersonalKind::IdNumber, &id),
-        )
+        store::cases_by_lookup(self.store.conn(), &self.data_key.lookup(PersonalKind::IdNumber, &id))
     }
 
     /// `{cases, events, digest}` over the cases held (only those homed at

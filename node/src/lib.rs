@@ -7,6 +7,7 @@ pub mod identity;
 pub mod ledger;
 pub mod protect;
 pub mod store;
+pub mod sync;
 
 pub use identity::{Bundle, Identity};
 pub use ledger::{Ledger, Refusal};
@@ -15,8 +16,5 @@ pub use store::Store;
 /// Milliseconds since the Unix epoch from the system clock. The only place
 /// a node reads wall time; `proto` is always given it.
 pub fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -49,8 +49,7 @@ impl DataKey {
 
     /// The keyed hash used to find cases by a personal value.
     pub fn lookup(&self, kind: PersonalKind, clear: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.sub_key(b"lookup"))
-            .expect("any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.sub_key(b"lookup")).expect("any key length");
         mac.update(format!("{kind:?}\0{clear}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -62,22 +61,11 @@ impl DataKey {
         rand::thread_rng().fill_bytes(&mut nonce);
         let aad = format!("{kind:?}");
         let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: clear.as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: clear.as_bytes(), aad: aad.as_bytes() })
             .expect("encryption of a short value cannot fail");
         let mut sealed = nonce.to_vec();
         sealed.extend(ct);
-        Protected {
-            kind,
-            masked: kind.mask(clear),
-            lookup: self.lookup(kind, clear),
-            sealed,
-        }
+        Protected { kind, masked: kind.mask(clear), lookup: self.lookup(kind, clear), sealed }
     }
 
     /// Opens a sealed value (for staff entitled to see it in full).
@@ -88,13 +76,7 @@ impl DataKey {
         let cipher = ChaCha20Poly1305::new(&self.sub_key(b"seal").into());
         let aad = format!("{:?}", p.kind);
         let clear = cipher
-            .decrypt(
-                Nonce::from_slice(&p.sealed[..12]),
-                Payload {
-                    msg: &p.sealed[12..],
-                    aad: aad.as_bytes(),
-                },
-            )
+            .decrypt(Nonce::from_slice(&p.sealed[..12]), Payload { msg: &p.sealed[12..], aad: aad.as_bytes() })
             .map_err(|_| OpenError)?;
         String::from_utf8(clear).map_err(|_| OpenError)
     }
@@ -110,16 +92,10 @@ mod tests {
         let p = k.protect(PersonalKind::IdNumber, "11010519491231002X");
         assert_eq!(p.masked, "110105********002X");
         assert_eq!(k.reveal(&p).unwrap(), "11010519491231002X");
-        assert_eq!(
-            p.lookup,
-            k.lookup(PersonalKind::IdNumber, "11010519491231002X")
-        );
+        assert_eq!(p.lookup, k.lookup(PersonalKind::IdNumber, "11010519491231002X"));
         assert!(!p.sealed.windows(18).any(|w| w == b"11010519491231002X"));
         let other = DataKey::generate();
         assert!(other.reveal(&p).is_err());
-        assert_ne!(
-            other.lookup(PersonalKind::IdNumber, "11010519491231002X"),
-            p.lookup
-        );
+        assert_ne!(other.lookup(PersonalKind::IdNumber, "11010519491231002X"), p.lookup);
     }
 }

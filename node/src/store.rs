@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use proto::event::{ChainTip, Seal};
 use proto::fold::CaseState;
-use proto::{codec, CaseId, Event, Hash, Hlc, NodeId};
+use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,11 +23,15 @@ const MIGRATIONS: &[&str] = &[
     // 1: the ledger and its derived views.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE events (
-        origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
-        case_id TEXT NOT NULL, hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, lane TEXT NOT NULL, pos INTEGER NOT NULL,
+        hash BLOB NOT NULL, case_id TEXT NOT NULL, hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
         body BLOB NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;
      CREATE INDEX events_case ON events(case_id);
-     CREATE TABLE seals (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL, head BLOB NOT NULL, signature BLOB NOT NULL);
+     CREATE UNIQUE INDEX events_lane ON events(lane, origin, pos);
+     CREATE TABLE seals (
+        origin TEXT NOT NULL, lane TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+        head BLOB NOT NULL, signature BLOB NOT NULL, PRIMARY KEY (origin, lane)) WITHOUT ROWID;
+     CREATE TABLE revoked (node TEXT PRIMARY KEY, event_origin TEXT NOT NULL, event_seq INTEGER NOT NULL);
      CREATE TABLE equivocations (
         origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, case_id TEXT NOT NULL,
         body BLOB NOT NULL, PRIMARY KEY (origin, seq, hash)) WITHOUT ROWID;
@@ -76,9 +80,7 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(30))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        bail!(
-            "SQLite refused WAL mode (got {mode}); is the data directory on a network file system?"
-        );
+        bail!("SQLite refused WAL mode (got {mode}); is the data directory on a network file system?");
     }
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     Ok(())
@@ -91,8 +93,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         bail!("this data directory was written by a newer version (schema {done}); upgrade this program");
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
-        tx.execute_batch(step)
-            .with_context(|| format!("schema migration {} failed", i + 1))?;
+        tx.execute_batch(step).with_context(|| format!("schema migration {} failed", i + 1))?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
     }
     tx.commit()?;
@@ -103,43 +104,27 @@ impl Store {
     /// Creates a new store in `dir` (created if missing). Refuses a
     /// directory that already holds one.
     pub fn create(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let path = dir.join(DB_FILE);
         if path.exists() {
-            bail!(
-                "{} already holds a node; use another --data directory",
-                dir.display()
-            );
+            bail!("{} already holds a node; use another --data directory", dir.display());
         }
-        let mut conn =
-            Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store {
-            conn,
-            dir: dir.to_path_buf(),
-        })
+        Ok(Store { conn, dir: dir.to_path_buf() })
     }
 
     /// Opens the store in `dir`, applying pending migrations.
     pub fn open(dir: &Path) -> Result<Store> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
-            bail!(
-                "{} holds no node; run `init --data {}` first",
-                dir.display(),
-                dir.display()
-            );
+            bail!("{} holds no node; run `init --data {}` first", dir.display(), dir.display());
         }
-        let mut conn =
-            Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store {
-            conn,
-            dir: dir.to_path_buf(),
-        })
+        Ok(Store { conn, dir: dir.to_path_buf() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -150,9 +135,7 @@ impl Store {
     /// from the start, so read-check-write sequences cannot interleave with
     /// another process.
     pub fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+        Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
     pub fn conn(&self) -> &Connection {
@@ -163,14 +146,11 @@ impl Store {
 // ---- reads and writes usable both inside and outside a transaction ----
 
 pub fn meta_get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>> {
-    let text: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?;
+    let text: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?;
     match text {
         None => Ok(None),
-        Some(t) => Ok(Some(
-            serde_json::from_str(&t).with_context(|| format!("stored {key} is damaged"))?,
-        )),
+        Some(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("stored {key} is damaged"))?)),
     }
 }
 
@@ -183,20 +163,17 @@ pub fn meta_set<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result
 }
 
 fn decode_event(bytes: Vec<u8>) -> rusqlite::Result<Event> {
-    Event::decode(&bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
-    })
+    Event::decode(&bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
 }
 
 /// Inserts an event, detecting duplicates and equivocation.
 pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
     let hash = e.hash();
     let existing: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT hash FROM events WHERE origin = ?1 AND seq = ?2",
-            params![e.id.origin.0, e.id.seq],
-            |r| r.get(0),
-        )
+        .query_row("SELECT hash FROM events WHERE origin = ?1 AND seq = ?2", params![e.id.origin.0, e.id.seq], |r| {
+            r.get(0)
+        })
         .optional()?;
     match existing {
         Some(h) if h == hash.0 => Ok(Inserted::Duplicate),
@@ -209,11 +186,13 @@ pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
         }
         None => {
             conn.execute(
-                "INSERT INTO events (origin, seq, hash, case_id, hlc_wall, hlc_logical, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     e.id.origin.0,
                     e.id.seq,
+                    e.lane.key(),
+                    e.pos,
                     hash.0,
                     e.case.0,
                     e.hlc.wall_ms,
@@ -221,6 +200,12 @@ pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
                     e.encode()
                 ],
             )?;
+            if let proto::Body::Revoke { node, .. } = &e.body {
+                conn.execute(
+                    "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
+                    params![node.0, e.id.origin.0, e.id.seq],
+                )?;
+            }
             Ok(Inserted::New)
         }
     }
@@ -241,62 +226,121 @@ pub fn case_events(conn: &Connection, case: &CaseId) -> Result<Vec<Event>> {
     Ok(out)
 }
 
-/// The last stored event of an origin's chain.
-pub fn chain_tip(conn: &Connection, origin: &NodeId) -> Result<ChainTip> {
+/// The highest seq stored for an origin (0 when none).
+pub fn origin_seq(conn: &Connection, origin: &NodeId) -> Result<u64> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ?1", [&origin.0], |r| r.get(0))?)
+}
+
+/// The last stored event of an (origin, lane) chain.
+pub fn lane_tip(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<ChainTip> {
     let row = conn
         .query_row(
-            "SELECT seq, hash, hlc_wall, hlc_logical FROM events WHERE origin = ?1 ORDER BY seq DESC LIMIT 1",
-            [&origin.0],
-            |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u64>(2)?, r.get::<_, u32>(3)?)),
+            "SELECT pos, seq, hash, hlc_wall, hlc_logical FROM events WHERE lane = ?1 AND origin = ?2
+             ORDER BY pos DESC LIMIT 1",
+            params![lane.key(), origin.0],
+            |r| {
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get::<_, u64>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, u64>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
+            },
         )
         .optional()?;
     Ok(match row {
         None => ChainTip::GENESIS,
-        Some((seq, hash, wall_ms, logical)) => ChainTip {
+        Some((pos, seq, hash, wall_ms, logical)) => ChainTip {
+            pos,
             seq,
-            hash: Hash(
-                hash.try_into()
-                    .map_err(|_| anyhow::anyhow!("stored hash of {origin}/{seq} is damaged"))?,
-            ),
+            hash: Hash(hash.try_into().map_err(|_| anyhow::anyhow!("stored hash of {origin}/{seq} is damaged"))?),
             hlc: Hlc { wall_ms, logical },
         },
     })
 }
 
+/// Every (lane, origin, last position) held, for lanes `keep` accepts.
+pub fn lane_positions(conn: &Connection, mut keep: impl FnMut(&Lane) -> bool) -> Result<Vec<(Lane, NodeId, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events GROUP BY lane, origin")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((Lane::from_key(&r.get::<_, String>(0)?), NodeId::new(r.get::<_, String>(1)?), r.get::<_, u64>(2)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row?;
+        if keep(&row.0) {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Events of an (origin, lane) chain with `after < pos <= upto`, in order.
+pub fn lane_events(conn: &Connection, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM events WHERE lane = ?1 AND origin = ?2 AND pos > ?3 AND pos <= ?4 ORDER BY pos",
+    )?;
+    let rows = stmt.query_map(params![lane.key(), origin.0, after, upto], |r| decode_event(r.get(0)?))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The nodes whose certificates the county has revoked.
+pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
+    let mut stmt = conn.prepare_cached("SELECT node FROM revoked ORDER BY node")?;
+    let rows = stmt.query_map([], |r| Ok(NodeId::new(r.get::<_, String>(0)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// The highest timestamp of any stored event.
 pub fn max_hlc(conn: &Connection) -> Result<Hlc> {
     let row: Option<(u64, u32)> = conn
-        .query_row("SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
-    Ok(row
-        .map(|(wall_ms, logical)| Hlc { wall_ms, logical })
-        .unwrap_or_default())
+    Ok(row.map(|(wall_ms, logical)| Hlc { wall_ms, logical }).unwrap_or_default())
 }
 
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
     conn.execute(
-        "INSERT INTO seals (origin, seq, head, signature) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(origin) DO UPDATE SET seq = excluded.seq, head = excluded.head, signature = excluded.signature
-         WHERE excluded.seq > seals.seq",
-        params![seal.origin.0, seal.seq, seal.head.0, seal.signature],
+        "INSERT INTO seals (origin, lane, pos, seq, head, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(origin, lane) DO UPDATE SET pos = excluded.pos, seq = excluded.seq, head = excluded.head,
+            signature = excluded.signature
+         WHERE excluded.pos > seals.pos",
+        params![seal.origin.0, seal.lane.key(), seal.pos, seal.seq, seal.head.0, seal.signature],
     )?;
     Ok(())
 }
 
+fn seal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Seal> {
+    let head: Vec<u8> = r.get(4)?;
+    Ok(Seal {
+        origin: NodeId::new(r.get::<_, String>(0)?),
+        lane: Lane::from_key(&r.get::<_, String>(1)?),
+        pos: r.get(2)?,
+        seq: r.get(3)?,
+        head: Hash(head.try_into().unwrap_or([0; 32])),
+        signature: r.get(5)?,
+    })
+}
+
+/// The latest seal held for an (origin, lane) chain.
+pub fn seal_of(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>> {
+    Ok(conn
+        .query_row(
+            "SELECT origin, lane, pos, seq, head, signature FROM seals WHERE origin = ?1 AND lane = ?2",
+            params![origin.0, lane.key()],
+            seal_row,
+        )
+        .optional()?)
+}
+
 pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
-    let mut stmt =
-        conn.prepare("SELECT origin, seq, head, signature FROM seals ORDER BY origin")?;
-    let rows = stmt.query_map([], |r| {
-        let head: Vec<u8> = r.get(2)?;
-        Ok(Seal {
-            origin: NodeId::new(r.get::<_, String>(0)?),
-            seq: r.get(1)?,
-            head: Hash(head.try_into().unwrap_or([0; 32])),
-            signature: r.get(3)?,
-        })
-    })?;
+    let mut stmt = conn.prepare("SELECT origin, lane, pos, seq, head, signature FROM seals ORDER BY origin, lane")?;
+    let rows = stmt.query_map([], seal_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -344,39 +388,27 @@ pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>
 }
 
 fn decode_case(bytes: Vec<u8>) -> rusqlite::Result<CaseState> {
-    codec::decode("case", &bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into())
-    })
+    codec::decode("case", &bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
 }
 
 pub fn get_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
     Ok(conn
-        .query_row(
-            "SELECT folded FROM cases WHERE case_id = ?1",
-            [&case.0],
-            |r| decode_case(r.get(0)?),
-        )
+        .query_row("SELECT folded FROM cases WHERE case_id = ?1", [&case.0], |r| decode_case(r.get(0)?))
         .optional()?)
 }
 
 /// Derived case rows, optionally filtered by state and home node.
-pub fn list_cases(
-    conn: &Connection,
-    state: Option<&str>,
-    home: Option<&NodeId>,
-) -> Result<Vec<CaseState>> {
+pub fn list_cases(conn: &Connection, state: Option<&str>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
     let mut stmt = conn.prepare(
         "SELECT folded FROM cases WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR home = ?2) ORDER BY case_id",
     )?;
-    let rows = stmt.query_map(params![state, home.map(|h| &h.0)], |r| {
-        decode_case(r.get(0)?)
-    })?;
+    let rows = stmt.query_map(params![state, home.map(|h| &h.0)], |r| decode_case(r.get(0)?))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {
-    let mut stmt =
-        conn.prepare("SELECT case_id FROM person_index WHERE lookup = ?1 ORDER BY case_id")?;
+    let mut stmt = conn.prepare("SELECT case_id FROM person_index WHERE lookup = ?1 ORDER BY case_id")?;
     let rows = stmt.query_map([lookup], |r| Ok(CaseId(r.get(0)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -402,23 +434,27 @@ pub fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>)
     Ok(())
 }
 
+/// Records refused input. `event` is the encoded event when it was in this
+/// node's scope, or only its header otherwise: data outside a node's scope
+/// is never stored, not even in quarantine.
 pub fn quarantine(
     conn: &Connection,
     at_ms: u64,
     from: &NodeId,
-    e: &Event,
+    origin: &NodeId,
+    seq: u64,
     reason: &str,
+    event: &[u8],
 ) -> Result<()> {
     conn.execute(
         "INSERT INTO quarantine (at_ms, from_node, origin, seq, reason, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![at_ms, from.0, e.id.origin.0, e.id.seq, reason, e.encode()],
+        params![at_ms, from.0, origin.0, seq, reason, event],
     )?;
     Ok(())
 }
 
 pub fn quarantine_list(conn: &Connection) -> Result<Vec<QuarantineEntry>> {
-    let mut stmt = conn
-        .prepare("SELECT id, at_ms, from_node, origin, seq, reason FROM quarantine ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, at_ms, from_node, origin, seq, reason FROM quarantine ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
         Ok(QuarantineEntry {
             id: r.get(0)?,

@@ -5,7 +5,7 @@
 //! home's ancestors (the deciding node is always one of them), so a node may
 //! touch a case only when the case's home lies within its subtree.
 
-use crate::event::{Body, Create, Step};
+use crate::event::{Body, Create, Lane, Step, GLOBAL_CASE};
 use crate::ids::{CaseId, NodeId, Tier};
 use crate::topology::Topology;
 
@@ -20,57 +20,40 @@ pub enum AuthError {
     BadCaseId(CaseId),
     /// A node other than the minting origin tried to create the case.
     #[error("case {case} can only be created by its home node {home}, not {author}")]
-    CreateNotByHome {
-        case: CaseId,
-        home: NodeId,
-        author: NodeId,
-    },
+    CreateNotByHome { case: CaseId, home: NodeId, author: NodeId },
     /// The case's home lies outside the author's subtree.
     #[error("case {case} (home {home}) is outside the scope of node {author}")]
-    OutOfScope {
-        case: CaseId,
-        home: NodeId,
-        author: NodeId,
-    },
+    OutOfScope { case: CaseId, home: NodeId, author: NodeId },
     /// The event refers to a case whose creation is not known.
     #[error("case {0} is not known here")]
     UnknownCase(CaseId),
     /// The item may not be taken at this tier.
     #[error("item {item} is not accepted at {tier} windows (accepted at: {accepted_at})")]
-    NotAcceptedHere {
-        item: String,
-        tier: Tier,
-        accepted_at: String,
-    },
+    NotAcceptedHere { item: String, tier: Tier, accepted_at: String },
     /// The author's tier may not perform this step on this case.
     #[error("a {tier} node may not {step} this case; {who} does")]
-    WrongTier {
-        step: &'static str,
-        tier: Tier,
-        who: String,
-    },
+    WrongTier { step: &'static str, tier: Tier, who: String },
     /// A forward names a node other than the item's deciding node.
     #[error("forward must go to the deciding node {expected}, not {to}")]
     ForwardTarget { to: NodeId, expected: NodeId },
+    /// The event's lane is not the one its case or body belongs to.
+    #[error("event is in lane {lane} but belongs in {expected}")]
+    WrongLane { lane: String, expected: String },
+    /// Only the county may publish global events (revocations).
+    #[error("only the county may publish {0} events")]
+    CountyOnly(&'static str),
     /// A value is out of range (a rating level, an empty field name).
     #[error("{0}")]
     BadValue(String),
 }
 
 fn tiers(list: &[Tier]) -> String {
-    list.iter()
-        .map(|t| t.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    list.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// The node that decides a case: the home's ancestor (or itself) at the
 /// deciding tier.
-pub fn deciding_node<'a>(
-    topology: &'a Topology,
-    home: &NodeId,
-    decided_by: Tier,
-) -> Option<&'a NodeId> {
+pub fn deciding_node<'a>(topology: &'a Topology, home: &NodeId, decided_by: Tier) -> Option<&'a NodeId> {
     topology.ancestor_at(home, decided_by).map(|n| &n.id)
 }
 
@@ -79,38 +62,56 @@ pub fn in_scope(topology: &Topology, node: &NodeId, home: &NodeId) -> bool {
     topology.is_within(home, node)
 }
 
-/// Checks that `author` may author `body` on `case`. `create` is the case's
-/// creation (required for every body but a creation itself).
+/// True when `node` may hold and see events of `lane`.
+pub fn lane_in_scope(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
+    match lane {
+        Lane::Global => true,
+        Lane::Home(home) => in_scope(topology, node, home),
+    }
+}
+
+/// The lane an event about `case` with `body` belongs in.
+pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
+    match body {
+        Body::Revoke { .. } => Lane::Global,
+        _ => Lane::Home(case.minted_by().unwrap_or_else(|| NodeId::new(case.as_str()))),
+    }
+}
+
+/// Checks that `author` may author `body` on `case` in `lane`. `create` is
+/// the case's creation (required for every body but a creation itself).
 pub fn authorize(
     topology: &Topology,
     author: &NodeId,
+    lane: &Lane,
     case: &CaseId,
     create: Option<&Create>,
     body: &Body,
 ) -> Result<(), AuthError> {
-    let author_info = topology
-        .get(author)
-        .ok_or_else(|| AuthError::UnknownNode(author.clone()))?;
+    let author_info = topology.get(author).ok_or_else(|| AuthError::UnknownNode(author.clone()))?;
     let tier = author_info.tier;
-    let home = case
-        .minted_by()
-        .filter(|h| topology.get(h).is_some())
-        .ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
+    let expected = lane_of(case, body);
+    if lane != &expected {
+        return Err(AuthError::WrongLane { lane: lane.to_string(), expected: expected.to_string() });
+    }
+    if let Body::Revoke { node, .. } = body {
+        if tier != Tier::County {
+            return Err(AuthError::CountyOnly("revocation"));
+        }
+        if case.as_str() != GLOBAL_CASE || topology.get(node).is_none() {
+            return Err(AuthError::BadValue(format!("revocation of unknown node {node}")));
+        }
+        return Ok(());
+    }
+    let home =
+        case.minted_by().filter(|h| topology.get(h).is_some()).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
     if !in_scope(topology, author, &home) {
-        return Err(AuthError::OutOfScope {
-            case: case.clone(),
-            home,
-            author: author.clone(),
-        });
+        return Err(AuthError::OutOfScope { case: case.clone(), home, author: author.clone() });
     }
     let create = match body {
         Body::Create(c) => {
             if &home != author {
-                return Err(AuthError::CreateNotByHome {
-                    case: case.clone(),
-                    home,
-                    author: author.clone(),
-                });
+                return Err(AuthError::CreateNotByHome { case: case.clone(), home, author: author.clone() });
             }
             if !c.accepted_at.contains(&tier) {
                 return Err(AuthError::NotAcceptedHere {
@@ -128,60 +129,39 @@ pub fn authorize(
     let decider = tier == decider_tier;
     let wrong = |step: &'static str, who: String| Err(AuthError::WrongTier { step, tier, who });
     match body {
-        Body::Create(_) => unreachable!("handled above"),
+        Body::Create(_) | Body::Revoke { .. } => unreachable!("handled above"),
         Body::SetField { field, .. } if field.trim().is_empty() => {
             Err(AuthError::BadValue("a field name may not be empty".into()))
         }
-        Body::Rate { level, .. } if !(1..=5).contains(level) => Err(AuthError::BadValue(format!(
-            "a rating level is 1 (非常满意) to 5 (非常不满意), not {level}"
-        ))),
-        Body::SetField { .. }
-        | Body::AddMaterial { .. }
-        | Body::RemoveMaterial { .. }
-        | Body::Rate { .. } => Ok(()),
+        Body::Rate { level, .. } if !(1..=5).contains(level) => {
+            Err(AuthError::BadValue(format!("a rating level is 1 (非常满意) to 5 (非常不满意), not {level}")))
+        }
+        Body::SetField { .. } | Body::AddMaterial { .. } | Body::RemoveMaterial { .. } | Body::Rate { .. } => Ok(()),
         Body::Step { step, .. } => match step {
-            Step::PrereviewPass | Step::PrereviewReturn if !prereviewer => wrong(
-                step.name(),
-                format!("a window at {}", tiers(&create.accepted_at)),
-            ),
+            Step::PrereviewPass | Step::PrereviewReturn if !prereviewer => {
+                wrong(step.name(), format!("a window at {}", tiers(&create.accepted_at)))
+            }
             Step::Forward { to } => {
                 if tier >= decider_tier {
-                    return wrong(
-                        "forward",
-                        format!("a tier below the deciding tier ({decider_tier})"),
-                    );
+                    return wrong("forward", format!("a tier below the deciding tier ({decider_tier})"));
                 }
-                let expected = deciding_node(topology, &home, decider_tier)
-                    .ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
+                let expected =
+                    deciding_node(topology, &home, decider_tier).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
                 if to != expected {
-                    return Err(AuthError::ForwardTarget {
-                        to: to.clone(),
-                        expected: expected.clone(),
-                    });
+                    return Err(AuthError::ForwardTarget { to: to.clone(), expected: expected.clone() });
                 }
                 Ok(())
             }
-            Step::Accept
-            | Step::Refuse
-            | Step::Approve
-            | Step::Deny
-            | Step::Suspend
-            | Step::Resume
-                if !decider =>
-            {
+            Step::Accept | Step::Refuse | Step::Approve | Step::Deny | Step::Suspend | Step::Resume if !decider => {
                 wrong(step.name(), format!("the deciding tier ({decider_tier})"))
             }
             Step::RequestSupplement | Step::Resubmit if !(decider || prereviewer) => wrong(
                 step.name(),
-                format!(
-                    "a window at {} or the deciding tier ({decider_tier})",
-                    tiers(&create.accepted_at)
-                ),
+                format!("a window at {} or the deciding tier ({decider_tier})", tiers(&create.accepted_at)),
             ),
-            Step::Issue | Step::Close if !(decider || author == &home) => wrong(
-                step.name(),
-                format!("the deciding tier ({decider_tier}) or the home window {home}"),
-            ),
+            Step::Issue | Step::Close if !(decider || author == &home) => {
+                wrong(step.name(), format!("the deciding tier ({decider_tier}) or the home window {home}"))
+            }
             _ => Ok(()),
         },
     }

@@ -79,10 +79,7 @@ impl Catalogue {
                 return Err(CatalogueError::NoAcceptingTier(item.code.clone()));
             }
             if item.accepted_at.iter().any(|t| *t > item.decided_by) {
-                return Err(CatalogueError::DecidedBelowAcceptance(
-                    item.code.clone(),
-                    item.decided_by,
-                ));
+                return Err(CatalogueError::DecidedBelowAcceptance(item.code.clone(), item.decided_by));
             }
         }
         Ok(())
@@ -90,9 +87,6 @@ impl Catalogue {
 
     /// How many items each tier may take.
     pub fn count_accepted_at(&self, tier: Tier) -> usize {
-        self.items
-            .iter()
-            .filter(|i| i.accepted_at.contains(&tier))
-            .count()
+        self.items.iter().filter(|i| i.accepted_at.contains(&tier)).count()
     }
 }

@@ -26,15 +26,9 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes a value, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError {
-            what,
-            message: e.to_string(),
-        })?;
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError { what, message: e.to_string() })?;
     if used != bytes.len() {
-        return Err(DecodeError {
-            what,
-            message: format!("{} trailing bytes", bytes.len() - used),
-        });
+        return Err(DecodeError { what, message: format!("{} trailing bytes", bytes.len() - used) });
     }
     Ok(value)
 }

@@ -42,6 +42,44 @@ impl fmt::Display for Hash {
     }
 }
 
+/// The chain an event belongs to. Each origin keeps one hash chain per lane:
+/// per home node for case events, and one global lane (revocations) that
+/// every node receives. A node's scope is a set of whole lanes, so it can
+/// verify every chain it holds without seeing events outside its scope.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Data every node holds (revocations).
+    Global,
+    /// Cases homed at this node.
+    Home(NodeId),
+}
+
+impl Lane {
+    /// The lane's key in storage: `*` for global, else the home node id.
+    pub fn key(&self) -> &str {
+        match self {
+            Lane::Global => "*",
+            Lane::Home(h) => h.as_str(),
+        }
+    }
+    pub fn from_key(key: &str) -> Lane {
+        if key == "*" {
+            Lane::Global
+        } else {
+            Lane::Home(NodeId::new(key))
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// The case id that global events carry.
+pub const GLOBAL_CASE: &str = "*";
+
 /// A field's value. Personal data is always [`Protected`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FieldValue {
@@ -144,6 +182,8 @@ pub enum Body {
     Step { step: Step, note: String },
     /// 好差评: level 1 (非常满意) to 5 (非常不满意).
     Rate { level: u8, note: String },
+    /// The county revokes a node's certificate (global lane).
+    Revoke { node: NodeId, reason: String },
 }
 
 impl Body {
@@ -156,6 +196,7 @@ impl Body {
             Body::RemoveMaterial { .. } => "remove_material",
             Body::Step { step, .. } => step.name(),
             Body::Rate { .. } => "rate",
+            Body::Revoke { .. } => "revoke",
         }
     }
 }
@@ -164,7 +205,10 @@ impl Body {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub id: EventId,
-    /// Hash of the previous event of the same origin; zero for seq 1.
+    pub lane: Lane,
+    /// Position in the (origin, lane) chain: 1, 2, 3… with no gaps.
+    pub pos: u64,
+    /// Hash of the previous event of the same origin and lane; zero at pos 1.
     pub prev: Hash,
     pub hlc: Hlc,
     /// Staff member at the origin.
@@ -182,6 +226,8 @@ pub struct Event {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
     pub id: EventId,
+    pub lane: Lane,
+    pub pos: u64,
     pub prev: Hash,
     pub hlc: Hlc,
     pub content: Hash,
@@ -197,17 +243,14 @@ impl Header {
 impl Event {
     /// Hash of what the header does not carry.
     pub fn content_hash(&self) -> Hash {
-        Hash::of(&codec::encode(&(
-            &self.actor,
-            &self.case,
-            &self.context,
-            &self.body,
-        )))
+        Hash::of(&codec::encode(&(&self.actor, &self.case, &self.context, &self.body)))
     }
 
     pub fn header(&self) -> Header {
         Header {
             id: self.id.clone(),
+            lane: self.lane.clone(),
+            pos: self.pos,
             prev: self.prev,
             hlc: self.hlc,
             content: self.content_hash(),
@@ -233,70 +276,62 @@ impl Event {
     }
 }
 
-/// An origin's signature over its chain head: "my events 1..=seq end in
-/// `head`".
+/// An origin's signature over one of its lane chains: "my events in `lane`
+/// up to position `pos` (my seq `seq`) end in `head`".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Seal {
     pub origin: NodeId,
+    pub lane: Lane,
+    pub pos: u64,
     pub seq: u64,
     pub head: Hash,
     pub signature: Vec<u8>,
 }
 
-fn seal_message(origin: &NodeId, seq: u64, head: &Hash) -> Vec<u8> {
+fn seal_message(origin: &NodeId, lane: &Lane, pos: u64, seq: u64, head: &Hash) -> Vec<u8> {
     let mut m = b"case-ledger seal v1\0".to_vec();
-    m.extend(codec::encode(&(origin, seq, head)));
+    m.extend(codec::encode(&(origin, lane, pos, seq, head)));
     m
 }
 
 impl Seal {
-    pub fn sign(key: &SigningKey, origin: NodeId, seq: u64, head: Hash) -> Seal {
-        let signature = key
-            .sign(&seal_message(&origin, seq, &head))
-            .to_bytes()
-            .to_vec();
-        Seal {
-            origin,
-            seq,
-            head,
-            signature,
-        }
+    /// Seals the head of `origin`'s chain in the lane of `head_event`.
+    pub fn sign(key: &SigningKey, head_event: &Event) -> Seal {
+        let (origin, lane, pos, seq, head) = (
+            head_event.id.origin.clone(),
+            head_event.lane.clone(),
+            head_event.pos,
+            head_event.id.seq,
+            head_event.hash(),
+        );
+        let signature = key.sign(&seal_message(&origin, &lane, pos, seq, &head)).to_bytes().to_vec();
+        Seal { origin, lane, pos, seq, head, signature }
     }
 
     /// Checks the signature against the origin's public key.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), ChainError> {
-        let sig = Signature::from_slice(&self.signature).map_err(|_| ChainError::BadSignature {
-            origin: self.origin.clone(),
-            seq: self.seq,
-        })?;
-        key.verify(&seal_message(&self.origin, self.seq, &self.head), &sig)
-            .map_err(|_| ChainError::BadSignature {
-                origin: self.origin.clone(),
-                seq: self.seq,
-            })
+        let bad = || ChainError::BadSignature { origin: self.origin.clone(), seq: self.seq };
+        let sig = Signature::from_slice(&self.signature).map_err(|_| bad())?;
+        key.verify(&seal_message(&self.origin, &self.lane, self.pos, self.seq, &self.head), &sig).map_err(|_| bad())
     }
 }
 
 /// An origin's chain does not hold together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// An event's `prev` is not the hash of the origin's previous event:
+    /// An event's `prev` is not the hash of the previous event of its chain:
     /// something before it was changed or removed.
-    #[error("event {origin}/{seq} does not follow the previous event of its origin (changed or missing event)")]
+    #[error("event {origin}/{seq} does not follow the previous event of its chain (changed or missing event)")]
     Broken { origin: NodeId, seq: u64 },
-    /// Sequence numbers skip or repeat.
-    #[error("event {origin}/{seq} is out of sequence: expected seq {expected}")]
-    Gap {
-        origin: NodeId,
-        seq: u64,
-        expected: u64,
-    },
-    /// An event's origin differs from the chain being checked.
-    #[error("event {origin}/{seq} belongs to another origin than the chain being checked")]
-    ForeignOrigin { origin: NodeId, seq: u64 },
-    /// An origin's timestamps go backward along its chain.
-    #[error("event {origin}/{seq} has a timestamp not after its predecessor")]
-    ClockBackward { origin: NodeId, seq: u64 },
+    /// Positions skip or repeat.
+    #[error("event {origin}/{seq} is out of place in its chain: position {pos}, expected {expected}")]
+    Gap { origin: NodeId, seq: u64, pos: u64, expected: u64 },
+    /// An event belongs to another chain than the one being checked.
+    #[error("event {origin}/{seq} belongs to another chain than the one being checked")]
+    ForeignChain { origin: NodeId, seq: u64 },
+    /// An origin's seq or timestamps go backward along its chain.
+    #[error("event {origin}/{seq} has a seq or timestamp not after its predecessor")]
+    Backward { origin: NodeId, seq: u64 },
     /// The seal's head is not the hash of the event it names.
     #[error("the seal of {origin} at seq {seq} does not match the events")]
     SealMismatch { origin: NodeId, seq: u64 },
@@ -305,65 +340,44 @@ pub enum ChainError {
     BadSignature { origin: NodeId, seq: u64 },
 }
 
-/// Where a chain check starts: the origin's last verified event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a chain check starts: the last verified event of an (origin,
+/// lane) chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainTip {
+    pub pos: u64,
     pub seq: u64,
     pub hash: Hash,
     pub hlc: Hlc,
 }
 
 impl ChainTip {
-    pub const GENESIS: ChainTip = ChainTip {
-        seq: 0,
-        hash: Hash::ZERO,
-        hlc: Hlc {
-            wall_ms: 0,
-            logical: 0,
-        },
-    };
+    pub const GENESIS: ChainTip = ChainTip { pos: 0, seq: 0, hash: Hash::ZERO, hlc: Hlc { wall_ms: 0, logical: 0 } };
 }
 
-/// Checks that `headers` (one origin, ascending seq) continue the chain from
-/// `tip` with no gap and no alteration. Returns the new tip.
+/// Checks that `headers` (one origin and lane, ascending position) continue
+/// the chain from `tip` with no gap and no alteration. Returns the new tip.
 pub fn verify_chain<'a>(
     origin: &NodeId,
+    lane: &Lane,
     tip: &ChainTip,
     headers: impl IntoIterator<Item = &'a Header>,
 ) -> Result<ChainTip, ChainError> {
     let mut tip = tip.clone();
     for e in headers {
         let seq = e.id.seq;
-        if &e.id.origin != origin {
-            return Err(ChainError::ForeignOrigin {
-                origin: e.id.origin.clone(),
-                seq,
-            });
+        if &e.id.origin != origin || &e.lane != lane {
+            return Err(ChainError::ForeignChain { origin: e.id.origin.clone(), seq });
         }
-        if seq != tip.seq + 1 {
-            return Err(ChainError::Gap {
-                origin: origin.clone(),
-                seq,
-                expected: tip.seq + 1,
-            });
+        if e.pos != tip.pos + 1 {
+            return Err(ChainError::Gap { origin: origin.clone(), seq, pos: e.pos, expected: tip.pos + 1 });
         }
         if e.prev != tip.hash {
-            return Err(ChainError::Broken {
-                origin: origin.clone(),
-                seq,
-            });
+            return Err(ChainError::Broken { origin: origin.clone(), seq });
         }
-        if tip.seq > 0 && e.hlc <= tip.hlc {
-            return Err(ChainError::ClockBackward {
-                origin: origin.clone(),
-                seq,
-            });
+        if tip.pos > 0 && (e.hlc <= tip.hlc || seq <= tip.seq) {
+            return Err(ChainError::Backward { origin: origin.clone(), seq });
         }
-        tip = ChainTip {
-            seq,
-            hash: e.hash(),
-            hlc: e.hlc,
-        };
+        tip = ChainTip { pos: e.pos, seq, hash: e.hash(), hlc: e.hlc };
     }
     Ok(tip)
 }
@@ -378,21 +392,15 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let e = Event {
-                    id: EventId {
-                        origin: origin.clone(),
-                        seq,
-                    },
+                    id: EventId { origin: origin.clone(), seq },
+                    lane: Lane::Home(origin.clone()),
+                    pos: seq,
                     prev,
-                    hlc: Hlc {
-                        wall_ms: 1000 + seq,
-                        logical: 0,
-                    },
+                    hlc: Hlc { wall_ms: 1000 + seq, logical: 0 },
                     actor: "a".into(),
                     case: CaseId::mint(&origin, 1),
                     context: VClock::new(),
-                    body: Body::AddMaterial {
-                        name: format!("m{seq}"),
-                    },
+                    body: Body::AddMaterial { name: format!("m{seq}") },
                 };
                 prev = e.hash();
                 e
@@ -405,10 +413,11 @@ mod tests {
         let events = chain(5);
         let origin = events[0].id.origin.clone();
         let headers: Vec<Header> = events.iter().map(Event::header).collect();
-        let tip = verify_chain(&origin, &ChainTip::GENESIS, &headers).unwrap();
+        let tip = verify_chain(&origin, &events[0].lane, &ChainTip::GENESIS, &headers).unwrap();
         assert_eq!(tip.hash, events[4].hash());
         let key = SigningKey::from_bytes(&[7; 32]);
-        let seal = Seal::sign(&key, origin.clone(), 5, tip.hash);
+        let seal = Seal::sign(&key, &events[4]);
+        assert_eq!(seal.head, tip.hash);
         seal.verify(&key.verifying_key()).unwrap();
         let other = SigningKey::from_bytes(&[8; 32]);
         assert!(seal.verify(&other.verifying_key()).is_err());

@@ -45,11 +45,7 @@ pub enum Conflict {
     /// A field holds several concurrent values.
     ConcurrentValues { field: String, values: usize },
     /// A transition was not valid where it fell in the order.
-    SupersededTransition {
-        event: EventId,
-        step: String,
-        state: State,
-    },
+    SupersededTransition { event: EventId, step: String, state: State },
     /// Two different events were seen with one id.
     Equivocation { event: EventId },
     /// An event claims to create the case but is not the minting event.
@@ -116,10 +112,7 @@ impl CaseState {
 
 /// A digest over many cases (sorted by id), as `digest --json` reports it.
 pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
-    let mut per_case: Vec<(&CaseId, Hash)> = cases
-        .into_iter()
-        .map(|c| (&c.case_id, c.digest()))
-        .collect();
+    let mut per_case: Vec<(&CaseId, Hash)> = cases.into_iter().map(|c| (&c.case_id, c.digest())).collect();
     per_case.sort();
     Hash::of(&codec::encode(&per_case))
 }
@@ -130,10 +123,7 @@ fn field_detail(field: &str, value: &FieldValue) -> String {
 
 /// Folds the events of one case. Events of other cases are ignored.
 /// Returns `None` when no event of the case is given.
-pub fn fold_case<'a>(
-    case_id: &CaseId,
-    events: impl IntoIterator<Item = &'a Event>,
-) -> Option<CaseState> {
+pub fn fold_case<'a>(case_id: &CaseId, events: impl IntoIterator<Item = &'a Event>) -> Option<CaseState> {
     // Deduplicate by (id, hash), then find equivocations: ids with several hashes.
     let mut by_id: BTreeMap<&EventId, BTreeMap<Hash, &Event>> = BTreeMap::new();
     for e in events.into_iter().filter(|e| &e.case == case_id) {
@@ -146,9 +136,7 @@ pub fn fold_case<'a>(
     let mut conflicts = Vec::new();
     for (id, versions) in &by_id {
         if versions.len() > 1 {
-            conflicts.push(Conflict::Equivocation {
-                event: (*id).clone(),
-            });
+            conflicts.push(Conflict::Equivocation { event: (*id).clone() });
         }
         for (i, (hash, e)) in versions.iter().enumerate() {
             ordered.push((*hash, e, i > 0));
@@ -201,24 +189,16 @@ pub fn fold_case<'a>(
         match &e.body {
             Body::Create(c) => {
                 if CaseId::mint(&e.id.origin, e.id.seq) != *case_id || st.create.is_some() {
-                    st.conflicts.push(Conflict::StrayCreate {
-                        event: e.id.clone(),
-                    });
+                    st.conflicts.push(Conflict::StrayCreate { event: e.id.clone() });
                     entry.superseded = true;
                 } else {
                     for (field, value) in &c.fields {
                         regs.entry(field.clone())
                             .or_default()
-                            .apply(mvreg::Op::Put {
-                                clock: clock.clone(),
-                                val: value.clone(),
-                            });
+                            .apply(mvreg::Op::Put { clock: clock.clone(), val: value.clone() });
                     }
                     if !c.materials.is_empty() {
-                        materials.apply(orswot::Op::Add {
-                            dot: dot.clone(),
-                            members: c.materials.clone(),
-                        });
+                        materials.apply(orswot::Op::Add { dot: dot.clone(), members: c.materials.clone() });
                     }
                     entry.detail = format!("{} {}", c.item, c.item_name);
                     entry.to = Some(State::Received);
@@ -227,34 +207,23 @@ pub fn fold_case<'a>(
                 }
             }
             Body::SetField { field, value } => {
-                regs.entry(field.clone())
-                    .or_default()
-                    .apply(mvreg::Op::Put {
-                        clock,
-                        val: value.clone(),
-                    });
+                regs.entry(field.clone()).or_default().apply(mvreg::Op::Put { clock, val: value.clone() });
                 entry.detail = field_detail(field, value);
             }
             Body::AddMaterial { name } => {
-                materials.apply(orswot::Op::Add {
-                    dot,
-                    members: vec![name.clone()],
-                });
+                materials.apply(orswot::Op::Add { dot, members: vec![name.clone()] });
                 entry.detail = name.clone();
             }
             Body::RemoveMaterial { name } => {
-                materials.apply(orswot::Op::Rm {
-                    clock: e.context.clone(),
-                    members: vec![name.clone()],
-                });
+                materials.apply(orswot::Op::Rm { clock: e.context.clone(), members: vec![name.clone()] });
                 entry.detail = name.clone();
             }
+            Body::Revoke { node, reason } => {
+                // Global events do not belong to a case; kept for the record.
+                entry.detail = format!("{node} {reason}");
+            }
             Body::Rate { level, note } => {
-                st.ratings.push(Rating {
-                    event: e.id.clone(),
-                    level: *level,
-                    note: note.clone(),
-                });
+                st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
                 entry.detail = format!("level {level} {note}").trim_end().to_string();
             }
             Body::Step { step, note } => {
@@ -292,10 +261,7 @@ pub fn fold_case<'a>(
         values.sort();
         values.dedup();
         if values.len() > 1 {
-            st.conflicts.push(Conflict::ConcurrentValues {
-                field: field.clone(),
-                values: values.len(),
-            });
+            st.conflicts.push(Conflict::ConcurrentValues { field: field.clone(), values: values.len() });
         }
         st.fields.insert(field, values);
     }

@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A hybrid logical timestamp: wall milliseconds, then a logical counter.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Hlc {
     pub wall_ms: u64,
     pub logical: u32,
@@ -24,9 +22,7 @@ pub const DEFAULT_MAX_DRIFT_MS: u64 = 5 * 60 * 1000;
 
 /// A remote timestamp was too far ahead of our wall clock to be adopted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "remote timestamp {remote} is {ahead_ms} ms ahead of local wall clock (limit {limit_ms} ms)"
-)]
+#[error("remote timestamp {remote} is {ahead_ms} ms ahead of local wall clock (limit {limit_ms} ms)")]
 pub struct ClockDriftError {
     /// The offending timestamp.
     pub remote: Hlc,
@@ -46,10 +42,7 @@ pub struct HlcClock {
 impl HlcClock {
     /// A clock that resumes after `last` (e.g. the highest timestamp stored).
     pub fn new(last: Hlc) -> Self {
-        HlcClock {
-            last,
-            max_drift_ms: DEFAULT_MAX_DRIFT_MS,
-        }
+        HlcClock { last, max_drift_ms: DEFAULT_MAX_DRIFT_MS }
     }
 
     pub fn with_max_drift(mut self, max_drift_ms: u64) -> Self {
@@ -65,15 +58,9 @@ impl HlcClock {
     /// greater than every timestamp this clock has issued or observed.
     pub fn tick(&mut self, now_ms: u64) -> Hlc {
         self.last = if now_ms > self.last.wall_ms {
-            Hlc {
-                wall_ms: now_ms,
-                logical: 0,
-            }
+            Hlc { wall_ms: now_ms, logical: 0 }
         } else {
-            Hlc {
-                wall_ms: self.last.wall_ms,
-                logical: self.last.logical + 1,
-            }
+            Hlc { wall_ms: self.last.wall_ms, logical: self.last.logical + 1 }
         };
         self.last
     }
@@ -84,11 +71,7 @@ impl HlcClock {
     pub fn observe(&mut self, remote: Hlc, now_ms: u64) -> Result<(), ClockDriftError> {
         let limit = now_ms.saturating_add(self.max_drift_ms);
         if remote.wall_ms > limit {
-            return Err(ClockDriftError {
-                remote,
-                ahead_ms: remote.wall_ms - now_ms,
-                limit_ms: self.max_drift_ms,
-            });
+            return Err(ClockDriftError { remote, ahead_ms: remote.wall_ms - now_ms, limit_ms: self.max_drift_ms });
         }
         if remote > self.last {
             self.last = remote;
@@ -108,50 +91,22 @@ mod tests {
         let b = c.tick(900);
         let d = c.tick(1000);
         assert!(a < b && b < d);
-        assert_eq!(
-            b,
-            Hlc {
-                wall_ms: 1000,
-                logical: 1
-            }
-        );
+        assert_eq!(b, Hlc { wall_ms: 1000, logical: 1 });
     }
 
     #[test]
     fn observe_orders_later_events_after_remote() {
         let mut c = HlcClock::new(Hlc::default());
-        c.observe(
-            Hlc {
-                wall_ms: 2000,
-                logical: 7,
-            },
-            1000,
-        )
-        .unwrap();
+        c.observe(Hlc { wall_ms: 2000, logical: 7 }, 1000).unwrap();
         let t = c.tick(1000);
-        assert_eq!(
-            t,
-            Hlc {
-                wall_ms: 2000,
-                logical: 8
-            }
-        );
+        assert_eq!(t, Hlc { wall_ms: 2000, logical: 8 });
     }
 
     #[test]
     fn far_future_remote_is_refused() {
         let mut c = HlcClock::new(Hlc::default());
-        let far = Hlc {
-            wall_ms: 1000 + DEFAULT_MAX_DRIFT_MS + 1,
-            logical: 0,
-        };
+        let far = Hlc { wall_ms: 1000 + DEFAULT_MAX_DRIFT_MS + 1, logical: 0 };
         assert!(c.observe(far, 1000).is_err());
-        assert_eq!(
-            c.tick(1000),
-            Hlc {
-                wall_ms: 1000,
-                logical: 0
-            }
-        );
+        assert_eq!(c.tick(1000), Hlc { wall_ms: 1000, logical: 0 });
     }
 }

@@ -6,6 +6,7 @@
 //! here opens a file or a socket. The node binaries are thin drivers.
 
 pub mod auth;
+pub mod author;
 pub mod catalogue;
 pub mod codec;
 pub mod event;
@@ -13,11 +14,12 @@ pub mod fold;
 pub mod hlc;
 pub mod ids;
 pub mod personal;
+pub mod sync;
 pub mod topology;
 pub mod workflow;
 
 pub use catalogue::{Catalogue, Item};
-pub use event::{Body, Event, Hash, Seal, Step};
+pub use event::{Body, Event, Hash, Lane, Seal, Step};
 pub use fold::{fold_case, CaseState};
 pub use hlc::{Hlc, HlcClock};
 pub use ids::{CaseId, EventId, NodeId, Tier};

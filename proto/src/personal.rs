@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdNumberError {
     /// It is not 17 digits followed by a digit or X.
-    #[error(
-        "invalid ID number: it has 18 characters: 17 digits and a final digit or X (got {0} characters)"
-    )]
+    #[error("invalid ID number: it has 18 characters: 17 digits and a final digit or X (got {0} characters)")]
     Length(usize),
     /// A character other than a digit (or a final X).
     #[error("invalid ID number: it holds only digits, with X allowed as the last character")]
@@ -31,11 +29,7 @@ pub fn id_check_digit(first17: &str) -> Option<char> {
     if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let sum: u32 = first17
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = first17.bytes().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
     Some(CHECK[(sum % 11) as usize])
 }
 
@@ -61,10 +55,7 @@ pub fn validate_id_number(raw: &str) -> Result<String, IdNumberError> {
     }
     let expected = id_check_digit(body).unwrap_or('?');
     if expected != last {
-        return Err(IdNumberError::CheckDigit {
-            expected,
-            got: last,
-        });
+        return Err(IdNumberError::CheckDigit { expected, got: last });
     }
     Ok(id)
 }
@@ -130,33 +121,18 @@ mod tests {
     #[test]
     fn accepts_valid_and_refuses_bad_check_digit() {
         // 11010519491231002X is the standard's published example.
-        assert_eq!(
-            validate_id_number("11010519491231002x").unwrap(),
-            "11010519491231002X"
-        );
+        assert_eq!(validate_id_number("11010519491231002x").unwrap(), "11010519491231002X");
         assert!(matches!(
             validate_id_number("110105194912310021"),
-            Err(IdNumberError::CheckDigit {
-                expected: 'X',
-                got: '1'
-            })
+            Err(IdNumberError::CheckDigit { expected: 'X', got: '1' })
         ));
-        assert!(matches!(
-            validate_id_number("12345"),
-            Err(IdNumberError::Length(5))
-        ));
-        assert!(matches!(
-            validate_id_number("11010519491331002X"),
-            Err(IdNumberError::BirthDate(_))
-        ));
+        assert!(matches!(validate_id_number("12345"), Err(IdNumberError::Length(5))));
+        assert!(matches!(validate_id_number("11010519491331002X"), Err(IdNumberError::BirthDate(_))));
     }
 
     #[test]
     fn masks_keep_only_ends() {
-        assert_eq!(
-            PersonalKind::IdNumber.mask("511421199001011234"),
-            "511421********1234"
-        );
+        assert_eq!(PersonalKind::IdNumber.mask("511421199001011234"), "511421********1234");
         assert_eq!(PersonalKind::Phone.mask("13800001234"), "138****1234");
     }
 }

@@ -61,10 +61,7 @@ impl TryFrom<TopologyFile> for Topology {
 
 impl From<Topology> for TopologyFile {
     fn from(t: Topology) -> TopologyFile {
-        TopologyFile {
-            note: t.note,
-            nodes: t.nodes,
-        }
+        TopologyFile { note: t.note, nodes: t.nodes }
     }
 }
 
@@ -72,13 +69,7 @@ impl Topology {
     pub fn new(note: String, nodes: Vec<NodeInfo>) -> Result<Topology, TopologyError> {
         let mut index = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
-            if n.id.0.is_empty()
-                || !n
-                    .id
-                    .0
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if n.id.0.is_empty() || !n.id.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(TopologyError::BadId(n.id.clone()));
             }
             if index.insert(n.id.clone(), i).is_some() {
@@ -95,16 +86,9 @@ impl Topology {
                 Tier::Township => Some(Tier::County),
                 Tier::Village => Some(Tier::Township),
             };
-            let got = n
-                .parent
-                .as_ref()
-                .and_then(|p| index.get(p))
-                .map(|&i| nodes[i].tier);
+            let got = n.parent.as_ref().and_then(|p| index.get(p)).map(|&i| nodes[i].tier);
             if want != got || (want.is_none() && n.parent.is_some()) {
-                return Err(TopologyError::BadParent(
-                    n.id.clone(),
-                    want.unwrap_or(Tier::County),
-                ));
+                return Err(TopologyError::BadParent(n.id.clone(), want.unwrap_or(Tier::County)));
             }
         }
         Ok(Topology { note, nodes, index })
@@ -123,18 +107,20 @@ impl Topology {
         self.index.get(id).map(|&i| &mut self.nodes[i])
     }
     pub fn county(&self) -> &NodeInfo {
-        self.nodes
-            .iter()
-            .find(|n| n.tier == Tier::County)
-            .expect("validated: one county")
+        self.nodes.iter().find(|n| n.tier == Tier::County).expect("validated: one county")
     }
     pub fn tier_of(&self, id: &NodeId) -> Option<Tier> {
         self.get(id).map(|n| n.tier)
     }
     pub fn children<'a>(&'a self, id: &'a NodeId) -> impl Iterator<Item = &'a NodeInfo> + 'a {
-        self.nodes
-            .iter()
-            .filter(move |n| n.parent.as_ref() == Some(id))
+        self.nodes.iter().filter(move |n| n.parent.as_ref() == Some(id))
+    }
+
+    /// The key that verifies `node`'s seals.
+    pub fn verifying_key(&self, node: &NodeId) -> Option<ed25519_dalek::VerifyingKey> {
+        let hex_key = self.get(node)?.verifying_key.as_deref()?;
+        let bytes: [u8; 32] = hex::decode(hex_key).ok()?.try_into().ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
     }
 
     /// True when `node` is `root` or lies below it.

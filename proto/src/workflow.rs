@@ -64,11 +64,7 @@ impl State {
 
     /// The transitions allowed here, by name, for error messages.
     pub fn allowed_steps(self) -> Vec<&'static str> {
-        ALL_STEPS
-            .iter()
-            .filter(|s| next(self, s).is_some())
-            .map(|s| s.name())
-            .collect()
+        ALL_STEPS.iter().filter(|s| next(self, s).is_some()).map(|s| s.name()).collect()
     }
 }
 
@@ -96,9 +92,7 @@ pub const ALL_STATES: [State; 12] = [
 const ALL_STEPS: [Step; 14] = [
     Step::PrereviewPass,
     Step::PrereviewReturn,
-    Step::Forward {
-        to: crate::ids::NodeId(String::new()),
-    },
+    Step::Forward { to: crate::ids::NodeId(String::new()) },
     Step::Accept,
     Step::Refuse,
     Step::RequestSupplement,
@@ -117,9 +111,7 @@ pub fn next(state: State, step: &Step) -> Option<State> {
     use State::*;
     let to = match (state, step) {
         (Received, Step::PrereviewPass) => PreReviewed,
-        (Received | PreReviewed, Step::PrereviewReturn | Step::RequestSupplement) => {
-            SupplementRequested
-        }
+        (Received | PreReviewed, Step::PrereviewReturn | Step::RequestSupplement) => SupplementRequested,
         (Forwarded, Step::RequestSupplement) => SupplementRequested,
         (PreReviewed, Step::Forward { .. }) => Forwarded,
         (Received | PreReviewed | Forwarded, Step::Accept) => Accepted,
@@ -131,9 +123,7 @@ pub fn next(state: State, step: &Step) -> Option<State> {
         (Suspended, Step::Resume) => Accepted,
         (Approved | Denied, Step::Issue) => Issued,
         (Issued, Step::Close) => Closed,
-        (s, Step::Withdraw) if !s.is_terminal() && !matches!(s, Approved | Denied | Issued) => {
-            Withdrawn
-        }
+        (s, Step::Withdraw) if !s.is_terminal() && !matches!(s, Approved | Denied | Issued) => Withdrawn,
         _ => return None,
     };
     Some(to)
@@ -148,9 +138,7 @@ mod tests {
         let mut s = State::Received;
         for step in [
             Step::PrereviewPass,
-            Step::Forward {
-                to: crate::ids::NodeId::new("x"),
-            },
+            Step::Forward { to: crate::ids::NodeId::new("x") },
             Step::Accept,
             Step::Suspend,
             Step::Resume,
@@ -166,11 +154,7 @@ mod tests {
     #[test]
     fn terminal_states_allow_nothing() {
         for s in ALL_STATES.iter().filter(|s| s.is_terminal()) {
-            assert!(
-                s.allowed_steps().is_empty(),
-                "{s} allows {:?}",
-                s.allowed_steps()
-            );
+            assert!(s.allowed_steps().is_empty(), "{s} allows {:?}", s.allowed_steps());
         }
         assert_eq!(next(State::Withdrawn, &Step::Approve), None);
     }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use proto::event::{verify_chain, ChainTip, Create, FieldValue};
 use proto::fold::Conflict;
 use proto::workflow::State;
-use proto::{fold_case, Body, CaseId, Event, EventId, Hash, Hlc, NodeId, Step, Tier};
+use proto::{fold_case, Body, CaseId, Event, EventId, Hash, Hlc, Lane, NodeId, Step, Tier};
 use std::collections::BTreeMap;
 
 /// A tiny world: three origins that author events on one case from their
@@ -22,19 +22,10 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let origins = vec![
-            NodeId::new("511421101001"),
-            NodeId::new("511421101"),
-            NodeId::new("511421"),
-        ];
+        let origins = vec![NodeId::new("511421101001"), NodeId::new("511421101"), NodeId::new("511421")];
         let case = CaseId::mint(&origins[0], 1);
-        let mut w = World {
-            case,
-            origins: origins.clone(),
-            heads: BTreeMap::new(),
-            known: vec![vec![]; 3],
-            wall: 1_000,
-        };
+        let mut w =
+            World { case, origins: origins.clone(), heads: BTreeMap::new(), known: vec![vec![]; 3], wall: 1_000 };
         let create = Body::Create(Create {
             item: "V001".into(),
             item_name: "临时救助申请".into(),
@@ -52,24 +43,15 @@ impl World {
     fn author(&mut self, who: usize, body: Body) -> Event {
         let origin = self.origins[who].clone();
         let (seq, prev) = self.heads.get(&origin).cloned().unwrap_or((0, Hash::ZERO));
-        let ctx = fold_case(&self.case, &self.known[who])
-            .map(|s| s.context())
-            .unwrap_or_else(VClock::new);
-        let max_known = self.known[who]
-            .iter()
-            .map(|e| e.hlc)
-            .max()
-            .unwrap_or_default();
+        let ctx = fold_case(&self.case, &self.known[who]).map(|s| s.context()).unwrap_or_else(VClock::new);
+        let max_known = self.known[who].iter().map(|e| e.hlc).max().unwrap_or_default();
         self.wall += 1;
-        let hlc = Hlc {
-            wall_ms: self.wall.max(max_known.wall_ms + 1),
-            logical: 0,
-        };
+        let hlc = Hlc { wall_ms: self.wall.max(max_known.wall_ms + 1), logical: 0 };
         let e = Event {
-            id: EventId {
-                origin: origin.clone(),
-                seq: seq + 1,
-            },
+            id: EventId { origin: origin.clone(), seq: seq + 1 },
+            // One case, so one lane: positions follow seqs.
+            lane: Lane::Home(self.origins[0].clone()),
+            pos: seq + 1,
             prev,
             hlc,
             actor: format!("staff{who}"),
@@ -83,11 +65,7 @@ impl World {
     }
 
     fn exchange(&mut self, a: usize, b: usize) {
-        let mut all: Vec<Event> = self.known[a]
-            .iter()
-            .chain(&self.known[b])
-            .cloned()
-            .collect();
+        let mut all: Vec<Event> = self.known[a].iter().chain(&self.known[b]).cloned().collect();
         all.sort_by(|x, y| x.id.cmp(&y.id));
         all.dedup_by(|x, y| x.id == y.id);
         self.known[a] = all.clone();
@@ -127,9 +105,7 @@ fn step(n: u8) -> Step {
     match n {
         0 => Step::PrereviewPass,
         1 => Step::PrereviewReturn,
-        2 => Step::Forward {
-            to: NodeId::new("511421"),
-        },
+        2 => Step::Forward { to: NodeId::new("511421") },
         3 => Step::Accept,
         4 => Step::Refuse,
         5 => Step::RequestSupplement,
@@ -149,47 +125,19 @@ fn play(actions: &[Action]) -> World {
     for a in actions {
         match a {
             Action::Edit(who, v) => {
-                w.author(
-                    *who,
-                    Body::SetField {
-                        field: "address".into(),
-                        value: FieldValue::Text(format!("v{v}")),
-                    },
-                );
+                w.author(*who, Body::SetField { field: "address".into(), value: FieldValue::Text(format!("v{v}")) });
             }
             Action::AddMaterial(who, v) => {
-                w.author(
-                    *who,
-                    Body::AddMaterial {
-                        name: format!("m{v}"),
-                    },
-                );
+                w.author(*who, Body::AddMaterial { name: format!("m{v}") });
             }
             Action::RemoveMaterial(who, v) => {
-                w.author(
-                    *who,
-                    Body::RemoveMaterial {
-                        name: format!("m{v}"),
-                    },
-                );
+                w.author(*who, Body::RemoveMaterial { name: format!("m{v}") });
             }
             Action::Step(who, v) => {
-                w.author(
-                    *who,
-                    Body::Step {
-                        step: step(*v),
-                        note: String::new(),
-                    },
-                );
+                w.author(*who, Body::Step { step: step(*v), note: String::new() });
             }
             Action::Rate(who, v) => {
-                w.author(
-                    *who,
-                    Body::Rate {
-                        level: *v,
-                        note: String::new(),
-                    },
-                );
+                w.author(*who, Body::Rate { level: *v, note: String::new() });
             }
             Action::Exchange(a, b) => w.exchange(*a, *b),
         }
@@ -247,21 +195,21 @@ proptest! {
         for i in 0..n { w.author(0, Body::AddMaterial { name: format!("m{i}") }); }
         let origin = w.origins[0].clone();
         let mut chain: Vec<Event> = w.known[0].clone();
-        prop_assert!(verify_chain(&origin, &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()).is_ok());
+        prop_assert!(verify_chain(&origin, &Lane::Home(origin.clone()), &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()).is_ok());
         let i = victim.index(chain.len());
         if remove {
             chain.remove(i);
             // Removing the last event leaves a shorter valid chain whose head no
             // longer matches the sealed head; every other removal is a gap.
             if i == chain.len() {
-                let tip = verify_chain(&origin, &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()).unwrap();
+                let tip = verify_chain(&origin, &Lane::Home(origin.clone()), &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()).unwrap();
                 prop_assert_ne!(tip.hash, w.heads[&origin].1);
                 return Ok(());
             }
         } else {
             chain[i].actor.push('x');
         }
-        match verify_chain(&origin, &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()) {
+        match verify_chain(&origin, &Lane::Home(origin.clone()), &ChainTip::GENESIS, &chain.iter().map(Event::header).collect::<Vec<_>>()) {
             Err(_) => {}
             Ok(tip) => {
                 // The changed event was the last one: its hash differs from the sealed head.
@@ -276,38 +224,17 @@ proptest! {
 fn concurrent_edits_of_one_field_keep_both_values() {
     let mut w = World::new();
     w.exchange(0, 2);
-    w.author(
-        0,
-        Body::SetField {
-            field: "address".into(),
-            value: FieldValue::Text("一组".into()),
-        },
-    );
-    w.author(
-        2,
-        Body::SetField {
-            field: "address".into(),
-            value: FieldValue::Text("二组".into()),
-        },
-    );
+    w.author(0, Body::SetField { field: "address".into(), value: FieldValue::Text("一组".into()) });
+    w.author(2, Body::SetField { field: "address".into(), value: FieldValue::Text("二组".into()) });
     let st = fold_case(&w.case, &w.all_events()).unwrap();
     let values: Vec<&str> = st.fields["address"].iter().map(|v| v.display()).collect();
     assert_eq!(values, vec!["一组", "二组"]);
-    assert!(st.conflicts.contains(&Conflict::ConcurrentValues {
-        field: "address".into(),
-        values: 2
-    }));
+    assert!(st.conflicts.contains(&Conflict::ConcurrentValues { field: "address".into(), values: 2 }));
     assert!(st.flagged());
 
     // A later edit that has seen both resolves the conflict.
     w.exchange(0, 2);
-    w.author(
-        0,
-        Body::SetField {
-            field: "address".into(),
-            value: FieldValue::Text("三组".into()),
-        },
-    );
+    w.author(0, Body::SetField { field: "address".into(), value: FieldValue::Text("三组".into()) });
     let st = fold_case(&w.case, &w.all_events()).unwrap();
     assert_eq!(st.fields["address"].len(), 1);
     assert!(!st.flagged());
@@ -316,115 +243,44 @@ fn concurrent_edits_of_one_field_keep_both_values() {
 #[test]
 fn sequential_edit_replaces_value() {
     let mut w = World::new();
-    w.author(
-        0,
-        Body::SetField {
-            field: "applicant".into(),
-            value: FieldValue::Text("李四".into()),
-        },
-    );
+    w.author(0, Body::SetField { field: "applicant".into(), value: FieldValue::Text("李四".into()) });
     let st = fold_case(&w.case, &w.all_events()).unwrap();
-    assert_eq!(
-        st.fields["applicant"],
-        vec![FieldValue::Text("李四".into())]
-    );
+    assert_eq!(st.fields["applicant"], vec![FieldValue::Text("李四".into())]);
     assert!(!st.flagged());
 }
 
 #[test]
 fn invalid_transition_is_kept_and_flagged() {
     let mut w = World::new();
-    w.author(
-        0,
-        Body::Step {
-            step: Step::PrereviewPass,
-            note: String::new(),
-        },
-    );
-    w.author(
-        0,
-        Body::Step {
-            step: Step::Forward {
-                to: NodeId::new("511421"),
-            },
-            note: String::new(),
-        },
-    );
+    w.author(0, Body::Step { step: Step::PrereviewPass, note: String::new() });
+    w.author(0, Body::Step { step: Step::Forward { to: NodeId::new("511421") }, note: String::new() });
     w.exchange(0, 2);
-    w.author(
-        2,
-        Body::Step {
-            step: Step::Accept,
-            note: String::new(),
-        },
-    );
+    w.author(2, Body::Step { step: Step::Accept, note: String::new() });
     w.exchange(0, 2);
     // The applicant withdraws at the village while, concurrently, the county approves.
-    w.author(
-        0,
-        Body::Step {
-            step: Step::Withdraw,
-            note: "申请人撤回".into(),
-        },
-    );
-    w.author(
-        2,
-        Body::Step {
-            step: Step::Approve,
-            note: String::new(),
-        },
-    );
+    w.author(0, Body::Step { step: Step::Withdraw, note: "申请人撤回".into() });
+    w.author(2, Body::Step { step: Step::Approve, note: String::new() });
     let events = w.all_events();
     let st = fold_case(&w.case, &events).unwrap();
-    assert_eq!(
-        st.state,
-        State::Withdrawn,
-        "withdraw has the earlier hlc here"
-    );
-    let approve = st
-        .history
-        .iter()
-        .find(|h| h.kind == "approve")
-        .expect("approve is kept in the history");
+    assert_eq!(st.state, State::Withdrawn, "withdraw has the earlier hlc here");
+    let approve = st.history.iter().find(|h| h.kind == "approve").expect("approve is kept in the history");
     assert!(approve.superseded);
-    assert!(st
-        .conflicts
-        .iter()
-        .any(|c| matches!(c, Conflict::SupersededTransition { step, .. } if step == "approve")));
+    assert!(st.conflicts.iter().any(|c| matches!(c, Conflict::SupersededTransition { step, .. } if step == "approve")));
     assert_eq!(st.history.len(), events.len());
 }
 
 #[test]
 fn two_events_with_one_id_are_detected() {
     let mut w = World::new();
-    let e = w.author(
-        0,
-        Body::AddMaterial {
-            name: "户口簿".into(),
-        },
-    );
+    let e = w.author(0, Body::AddMaterial { name: "户口簿".into() });
     let mut twin = e.clone();
-    twin.body = Body::AddMaterial {
-        name: "结婚证".into(),
-    };
+    twin.body = Body::AddMaterial { name: "结婚证".into() };
     let mut events = w.all_events();
     events.push(twin.clone());
     let st = fold_case(&w.case, &events).unwrap();
-    assert!(st.conflicts.contains(&Conflict::Equivocation {
-        event: e.id.clone()
-    }));
-    assert_eq!(
-        st.history.iter().filter(|h| h.event == e.id).count(),
-        2,
-        "both versions are kept"
-    );
-    assert_eq!(
-        st.history
-            .iter()
-            .filter(|h| h.event == e.id && h.superseded)
-            .count(),
-        1
-    );
+    assert!(st.conflicts.contains(&Conflict::Equivocation { event: e.id.clone() }));
+    assert_eq!(st.history.iter().filter(|h| h.event == e.id).count(), 2, "both versions are kept");
+    assert_eq!(st.history.iter().filter(|h| h.event == e.id && h.superseded).count(), 1);
     // Order of arrival does not decide which version applies.
     events.reverse();
     assert_eq!(fold_case(&w.case, &events).unwrap(), st);

@@ -9,11 +9,7 @@ use std::process::{Command, Output};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/debug/deps/<test> -> target/debug
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     for b in ["county-hub", "township-node", "village-node"] {
         assert!(
             dir.join(b).exists(),
@@ -32,18 +28,13 @@ pub fn bin(name: &str) -> PathBuf {
 /// variables our CLI reads.
 pub fn cmd(name: &str) -> Command {
     let mut c = Command::new(bin(name));
-    c.env_remove("CASE_NODE_DATA")
-        .env_remove("CASE_NODE_OPERATOR")
-        .env("RUST_LOG", "warn");
+    c.env_remove("CASE_NODE_DATA").env_remove("CASE_NODE_OPERATOR").env("RUST_LOG", "warn");
     c
 }
 
 /// Runs a command and returns its output, whatever the exit status.
 pub fn run(name: &str, args: &[&str]) -> Output {
-    cmd(name)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+    cmd(name).args(args).output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
 }
 
 /// Runs a command that must succeed and returns its stdout.
@@ -63,8 +54,7 @@ pub fn ok(name: &str, args: &[&str]) -> String {
 pub fn ok_json(name: &str, args: &[&str]) -> Value {
     let text = ok(name, args);
     let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("{name} {args:?} printed non-JSON {line:?}: {e}"))
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{name} {args:?} printed non-JSON {line:?}: {e}"))
 }
 
 /// Runs a command that must fail; returns its stderr.
@@ -106,23 +96,9 @@ impl County {
     /// Enrols and initialises a village or township node; returns its data dir.
     pub fn enrol(&self, node: &str, program: &str) -> PathBuf {
         let bundle = self.root.path().join(format!("{node}.bundle.json"));
-        ok(
-            "county-hub",
-            &[
-                "enroll",
-                "--data",
-                s(&self.hub()),
-                "--node",
-                node,
-                "--out",
-                s(&bundle),
-            ],
-        );
+        ok("county-hub", &["enroll", "--data", s(&self.hub()), "--node", node, "--out", s(&bundle)]);
         let data = self.data(node);
-        ok(
-            program,
-            &["init", "--data", s(&data), "--enrollment", s(&bundle)],
-        );
+        ok(program, &["init", "--data", s(&data), "--enrollment", s(&bundle)]);
         data
     }
 }
@@ -141,11 +117,7 @@ pub fn s(p: &Path) -> &str {
 pub fn id_number(serial: u32) -> String {
     let first17 = format!("51142119900101{:03}", serial % 1000);
     let weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = first17
-        .bytes()
-        .zip(weights)
-        .map(|(b, w)| u32::from(b - b'0') * w)
-        .sum();
+    let sum: u32 = first17.bytes().zip(weights).map(|(b, w)| u32::from(b - b'0') * w).sum();
     let check = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
     format!("{first17}{check}")
 }

@@ -1,0 +1,452 @@
+//! The sync protocol as a state machine with no I/O.
+//!
+//! Two nodes that have authenticated each other (the driver learns the
+//! peer's id from its certificate) each run a [`Session`]:
+//!
+//! 1. Both send [`Message::Hello`]: wall time and, for every (lane, origin)
+//!    chain held in the peer's scope, the last position held. One round trip
+//!    of metadata; nothing new means two tiny messages.
+//! 2. Each side then streams what the other lacks as [`Message::Batch`]es of
+//!    [`Segment`]s. A segment is one (origin, lane) run that ends exactly at
+//!    the origin's [`Seal`], so one signature vouches for the whole run,
+//!    whoever relays it. Only lanes in the receiver's scope are ever sent.
+//! 3. The receiver checks each segment ([`check_batch`]) and the driver
+//!    stores the accepted events durably before calling
+//!    [`Session::batch_stored`], which queues the [`Message::Ack`]. A dropped
+//!    connection loses at most unacknowledged batches; the next session's
+//!    Hello starts from what was stored.
+//! 4. [`Message::Done`] says how many batches were sent; a session is
+//!    finished when both sides have sent Done and every batch is stored and
+//!    acknowledged.
+//!
+//! Storage is reached through the [`Replica`] trait; the node implements it
+//! on SQLite, the simulation in memory.
+
+use crate::auth::{self, lane_in_scope};
+use crate::event::{verify_chain, ChainError, ChainTip, Create, Lane, Seal};
+use crate::hlc::{Hlc, DEFAULT_MAX_DRIFT_MS};
+use crate::ids::{CaseId, NodeId, Tier};
+use crate::{codec, Body, Event, Topology};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Last position held per (lane, origin) chain.
+pub type Positions = Vec<(Lane, NodeId, u64)>;
+
+/// One (origin, lane) run of events ending at the origin's seal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub events: Vec<Event>,
+    pub seal: Seal,
+}
+
+/// What travels between two sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Hello { wall_ms: u64, positions: Positions },
+    Batch { n: u32, segments: Vec<Segment> },
+    Ack { n: u32 },
+    Done { batches: u32 },
+}
+
+impl Message {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Message, codec::DecodeError> {
+        codec::decode("sync message", bytes)
+    }
+}
+
+/// Read access to a node's ledger.
+pub trait Replica {
+    type Error: std::fmt::Display;
+    /// Last position per (lane, origin) for lanes `keep` accepts.
+    fn positions(&self, keep: &dyn Fn(&Lane) -> bool) -> Result<Positions, Self::Error>;
+    /// Events of a chain with `after < pos <= upto`, ascending.
+    fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>, Self::Error>;
+    /// The latest seal held for a chain.
+    fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>, Self::Error>;
+    /// The last event held of a chain.
+    fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
+    /// A case's creation, if held.
+    fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
+}
+
+/// The protocol was broken or storage failed; the session is over.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The peer sent something out of turn.
+    #[error("protocol violation by {peer}: {what}")]
+    Protocol { peer: NodeId, what: String },
+    /// Reading the local ledger failed.
+    #[error("reading the local ledger failed: {0}")]
+    Storage(String),
+}
+
+/// Which peers a node talks to: a village its own township or the county;
+/// a township its villages and the county; the county everyone.
+pub fn allowed_peer(topology: &Topology, me: &NodeId, peer: &NodeId) -> bool {
+    let (Some(a), Some(b)) = (topology.get(me), topology.get(peer)) else { return false };
+    match (a.tier, b.tier) {
+        (Tier::County, Tier::Township | Tier::Village) => true,
+        (Tier::Township | Tier::Village, Tier::County) => true,
+        (Tier::Township, Tier::Village) => b.parent.as_ref() == Some(me),
+        (Tier::Village, Tier::Township) => a.parent.as_ref() == Some(peer),
+        _ => false,
+    }
+}
+
+/// Refused input: never applied, kept with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub origin: NodeId,
+    pub seq: u64,
+    pub reason: String,
+    /// The event, when it is in the receiver's scope; otherwise only its id
+    /// is kept (data outside a node's scope is never stored).
+    pub event: Option<Event>,
+}
+
+/// What to do with a received batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Events to store, in order, each verified and authorised.
+    pub accept: Vec<Event>,
+    /// Seals of fully accepted segments.
+    pub seals: Vec<Seal>,
+    pub refused: Vec<Refused>,
+    /// Events set aside for now (their case is not known yet); the next
+    /// session sends them again.
+    pub deferred: usize,
+    /// Highest timestamp accepted, for the receiver's clock.
+    pub max_hlc: Hlc,
+}
+
+fn chain_reason(e: &ChainError) -> String {
+    format!("hash chain: {e}")
+}
+
+/// Checks a received batch against the local ledger. Pure apart from reads
+/// through `replica`.
+pub fn check_batch<R: Replica>(
+    replica: &R,
+    topology: &Topology,
+    me: &NodeId,
+    peer: &NodeId,
+    segments: &[Segment],
+    now_ms: u64,
+) -> Result<Verdict, SyncError> {
+    let storage = |e: R::Error| SyncError::Storage(e.to_string());
+    let mut v = Verdict::default();
+    // Creations accepted earlier in this batch, for authorising later events.
+    let mut creates: BTreeMap<CaseId, Create> = BTreeMap::new();
+    let peer_is_county = topology.tier_of(peer) == Some(Tier::County);
+    for seg in segments {
+        let seal = &seg.seal;
+        let (origin, lane) = (&seal.origin, &seal.lane);
+        let refuse_all = |v: &mut Verdict, events: &[Event], reason: String, in_scope: bool| {
+            for e in events {
+                v.refused.push(Refused {
+                    origin: e.id.origin.clone(),
+                    seq: e.id.seq,
+                    reason: reason.clone(),
+                    event: in_scope.then(|| e.clone()),
+                });
+            }
+        };
+        if !lane_in_scope(topology, me, lane) {
+            refuse_all(&mut v, &seg.events, format!("lane {lane} is outside this node's scope"), false);
+            continue;
+        }
+        if !peer_is_county && !lane_in_scope(topology, peer, lane) {
+            refuse_all(&mut v, &seg.events, format!("sender {peer} has no authority over lane {lane}"), true);
+            continue;
+        }
+        if seg.events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
+            refuse_all(&mut v, &seg.events, "segment mixes chains".into(), true);
+            continue;
+        }
+        let Some(key) = topology.verifying_key(origin) else {
+            refuse_all(&mut v, &seg.events, format!("no public key for origin {origin}"), true);
+            continue;
+        };
+        if let Err(e) = seal.verify(&key) {
+            refuse_all(&mut v, &seg.events, format!("seal: {e}"), true);
+            continue;
+        }
+        let Some(last) = seg.events.last() else { continue };
+        if last.pos != seal.pos || last.hash() != seal.head || last.id.seq != seal.seq {
+            refuse_all(
+                &mut v,
+                &seg.events,
+                "the events do not end at the origin's seal (altered or forged)".into(),
+                true,
+            );
+            continue;
+        }
+        let tip = replica.tip(origin, lane).map_err(storage)?;
+        // Events already held are skipped (a resent batch). They are not
+        // passed on unverified: a relay must not be able to plant a "twin"
+        // of a held event. An origin that really forks its chain is caught
+        // below, because its new events do not link to the held tip.
+        let new: Vec<&Event> = seg.events.iter().filter(|e| e.pos > tip.pos).collect();
+        let headers: Vec<_> = new.iter().map(|e| e.header()).collect();
+        if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
+            refuse_all(&mut v, &new.into_iter().cloned().collect::<Vec<_>>(), chain_reason(&e), true);
+            continue;
+        }
+        let mut complete = true;
+        for (i, e) in new.iter().enumerate() {
+            let rest = || new[i..].iter().map(|e| (*e).clone()).collect::<Vec<_>>();
+            if e.hlc.wall_ms > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS) {
+                refuse_all(&mut v, &rest(), format!("timestamp {} is too far ahead of this node's clock", e.hlc), true);
+                complete = false;
+                break;
+            }
+            let create = match &e.body {
+                Body::Create(_) | Body::Revoke { .. } => None,
+                _ => match creates.get(&e.case) {
+                    Some(c) => Some(c.clone()),
+                    None => replica.create_of(&e.case).map_err(storage)?,
+                },
+            };
+            let needs_create = !matches!(e.body, Body::Create(_) | Body::Revoke { .. });
+            if needs_create && create.is_none() {
+                // The case's creation has not arrived yet: try again next time.
+                v.deferred += new.len() - i;
+                complete = false;
+                break;
+            }
+            if let Err(err) = auth::authorize(topology, origin, lane, &e.case, create.as_ref(), &e.body) {
+                refuse_all(&mut v, &rest(), format!("not authorised: {err}"), true);
+                complete = false;
+                break;
+            }
+            if let Body::Create(c) = &e.body {
+                creates.insert(e.case.clone(), c.clone());
+            }
+            v.max_hlc = v.max_hlc.max(e.hlc);
+            v.accept.push((*e).clone());
+        }
+        if complete {
+            v.seals.push(seal.clone());
+        }
+    }
+    Ok(v)
+}
+
+/// Counters of one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub sent_events: u64,
+    pub sent_batches: u32,
+    pub received_events: u64,
+    pub received_batches: u32,
+    pub refused_events: u64,
+    pub deferred_events: u64,
+    /// Peer's wall clock minus ours, from the Hello (ms).
+    pub peer_clock_offset_ms: Option<i64>,
+}
+
+/// How far apart two wall clocks may be before staff are told.
+pub const CLOCK_WARNING_MS: i64 = 2 * 60 * 1000;
+
+/// One side of a sync session.
+#[derive(Debug)]
+pub struct Session {
+    me: NodeId,
+    peer: NodeId,
+    outbox: VecDeque<Message>,
+    /// Chains to send: (lane, origin, peer's position, seal to end at).
+    plan: VecDeque<(Lane, NodeId, u64, Seal)>,
+    got_hello: bool,
+    next_batch: u32,
+    unacked: BTreeSet<u32>,
+    sent_done: bool,
+    peer_done: Option<u32>,
+    stored: BTreeSet<u32>,
+    /// Maximum batches in flight without acknowledgement.
+    pub window: usize,
+    /// Target events per batch (a batch holds whole segments).
+    pub batch_events: usize,
+    pub stats: Stats,
+}
+
+impl Session {
+    /// Starts a session with `peer` and queues our Hello.
+    pub fn start<R: Replica>(
+        replica: &R,
+        topology: &Topology,
+        me: &NodeId,
+        peer: &NodeId,
+        now_ms: u64,
+    ) -> Result<Session, SyncError> {
+        let positions = replica
+            .positions(&|lane| lane_in_scope(topology, peer, lane) && lane_in_scope(topology, me, lane))
+            .map_err(|e| SyncError::Storage(e.to_string()))?;
+        let mut s = Session {
+            me: me.clone(),
+            peer: peer.clone(),
+            outbox: VecDeque::new(),
+            plan: VecDeque::new(),
+            got_hello: false,
+            next_batch: 0,
+            unacked: BTreeSet::new(),
+            sent_done: false,
+            peer_done: None,
+            stored: BTreeSet::new(),
+            window: 8,
+            batch_events: 2000,
+            stats: Stats::default(),
+        };
+        s.outbox.push_back(Message::Hello { wall_ms: now_ms, positions });
+        Ok(s)
+    }
+
+    pub fn peer(&self) -> &NodeId {
+        &self.peer
+    }
+
+    fn violation(&self, what: impl Into<String>) -> SyncError {
+        SyncError::Protocol { peer: self.peer.clone(), what: what.into() }
+    }
+
+    /// Handles a message from the peer. A batch is returned for the driver
+    /// to check ([`check_batch`]), store, and report with
+    /// [`Session::batch_stored`].
+    pub fn handle<R: Replica>(
+        &mut self,
+        msg: Message,
+        replica: &R,
+        topology: &Topology,
+        now_ms: u64,
+    ) -> Result<Option<(u32, Vec<Segment>)>, SyncError> {
+        match msg {
+            Message::Hello { wall_ms, positions } => {
+                if self.got_hello {
+                    return Err(self.violation("second hello"));
+                }
+                self.got_hello = true;
+                self.stats.peer_clock_offset_ms = Some(wall_ms as i64 - now_ms as i64);
+                self.plan_sending(replica, topology, positions)?;
+                Ok(None)
+            }
+            Message::Batch { n, segments } => {
+                if !self.got_hello {
+                    return Err(self.violation("batch before hello"));
+                }
+                if self.stored.contains(&n) {
+                    // A duplicate of a batch already stored: acknowledge again.
+                    self.outbox.push_back(Message::Ack { n });
+                    return Ok(None);
+                }
+                Ok(Some((n, segments)))
+            }
+            Message::Ack { n } => {
+                self.unacked.remove(&n);
+                Ok(None)
+            }
+            Message::Done { batches } => {
+                self.peer_done = Some(batches);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The driver stored batch `n` durably (with `verdict`'s outcome).
+    pub fn batch_stored(&mut self, n: u32, verdict: &Verdict) {
+        if self.stored.insert(n) {
+            self.stats.received_batches += 1;
+            self.stats.received_events += verdict.accept.len() as u64;
+            self.stats.refused_events += verdict.refused.len() as u64;
+            self.stats.deferred_events += verdict.deferred as u64;
+        }
+        self.outbox.push_back(Message::Ack { n });
+    }
+
+    fn plan_sending<R: Replica>(
+        &mut self,
+        replica: &R,
+        topology: &Topology,
+        peer_positions: Positions,
+    ) -> Result<(), SyncError> {
+        let storage = |e: R::Error| SyncError::Storage(e.to_string());
+        let theirs: BTreeMap<(Lane, NodeId), u64> = peer_positions.into_iter().map(|(l, o, p)| ((l, o), p)).collect();
+        let peer = self.peer.clone();
+        let me = self.me.clone();
+        let mine = replica
+            .positions(&|lane| lane_in_scope(topology, &peer, lane) && lane_in_scope(topology, &me, lane))
+            .map_err(storage)?;
+        let mut plan = Vec::new();
+        for (lane, origin, _) in mine {
+            let have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
+            if let Some(seal) = replica.seal(&origin, &lane).map_err(storage)? {
+                if seal.pos > have {
+                    plan.push((lane, origin, have, seal));
+                }
+            }
+        }
+        // Global lane first; within a lane the home node's chain (which
+        // holds the creations) before the others.
+        plan.sort_by(|a, b| {
+            let rank = |(lane, origin, _, _): &(Lane, NodeId, u64, Seal)| match lane {
+                Lane::Global => (0, String::new(), 0),
+                Lane::Home(h) => (1, h.0.clone(), u8::from(h != origin)),
+            };
+            rank(a).cmp(&rank(b)).then(a.1.cmp(&b.1))
+        });
+        self.plan = plan.into();
+        Ok(())
+    }
+
+    /// The next message to send, if any. Batches are read from `replica` as
+    /// the window allows.
+    pub fn poll_transmit<R: Replica>(&mut self, replica: &R) -> Result<Option<Message>, SyncError> {
+        if let Some(m) = self.outbox.pop_front() {
+            return Ok(Some(m));
+        }
+        if !self.got_hello || self.sent_done {
+            return Ok(None);
+        }
+        if !self.plan.is_empty() {
+            if self.unacked.len() >= self.window {
+                return Ok(None);
+            }
+            let mut segments = Vec::new();
+            let mut count = 0;
+            while let Some((lane, origin, after, seal)) = self.plan.pop_front() {
+                let events = replica
+                    .chain_events(&lane, &origin, after, seal.pos)
+                    .map_err(|e| SyncError::Storage(e.to_string()))?;
+                count += events.len();
+                segments.push(Segment { events, seal });
+                if count >= self.batch_events {
+                    break;
+                }
+            }
+            let n = self.next_batch;
+            self.next_batch += 1;
+            self.unacked.insert(n);
+            self.stats.sent_batches += 1;
+            self.stats.sent_events += count as u64;
+            return Ok(Some(Message::Batch { n, segments }));
+        }
+        self.sent_done = true;
+        Ok(Some(Message::Done { batches: self.next_batch }))
+    }
+
+    /// Both sides have sent everything and every batch is stored and
+    /// acknowledged.
+    pub fn is_finished(&self) -> bool {
+        self.sent_done
+            && self.unacked.is_empty()
+            && self.outbox.is_empty()
+            && self.peer_done.is_some_and(|n| self.stored.len() as u32 >= n && (0..n).all(|i| self.stored.contains(&i)))
+    }
+
+    /// The peer's clock is off by more than [`CLOCK_WARNING_MS`].
+    pub fn clock_warning(&self) -> Option<i64> {
+        self.stats.peer_clock_offset_ms.filter(|o| o.abs() > CLOCK_WARNING_MS)
+    }
+}
