@@ -325,7 +325,8 @@ impl Session {
         match msg {
             Message::Hello { wall_ms, positions } => {
                 if self.got_hello {
-                    return Err(self.violation("second hello"));
+                    // A repeated hello (a duplicated message) changes nothing.
+                    return Ok(None);
                 }
                 self.got_hello = true;
                 self.stats.peer_clock_offset_ms = Some(wall_ms as i64 - now_ms as i64);

@@ -1,0 +1,530 @@
+//! A deterministic simulation of a county: a few townships, many villages,
+//! a seeded scheduler that interleaves work at every node with sync
+//! sessions over every kind of edge, partitions, dropped and duplicated
+//! messages, and skewed clocks. It ends with identical case digests per
+//! scope, and asserts on every delivery that no node is sent anything
+//! outside its scope.
+
+use ed25519_dalek::SigningKey;
+use proto::author::Draft;
+use proto::event::{ChainTip, Create, FieldValue, Lane, Seal};
+use proto::fold::CaseState;
+use proto::sync::{check_batch, Message, Positions, Replica, Segment, Session, Verdict};
+use proto::{auth, fold_case, Body, CaseId, Event, Hlc, HlcClock, NodeId, NodeInfo, Step, Tier, Topology};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Mem {
+    me: NodeId,
+    key: SigningKey,
+    chains: BTreeMap<(Lane, NodeId), Vec<Event>>,
+    seals: BTreeMap<(NodeId, Lane), Seal>,
+    seq: u64,
+    clock: HlcClock,
+    skew_ms: i64,
+    refused: Vec<String>,
+}
+
+impl Replica for Mem {
+    type Error = String;
+    fn positions(&self, keep: &dyn Fn(&Lane) -> bool) -> Result<Positions, String> {
+        Ok(self
+            .chains
+            .iter()
+            .filter(|((l, _), _)| keep(l))
+            .map(|((l, o), c)| (l.clone(), o.clone(), c.len() as u64))
+            .collect())
+    }
+    fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>, String> {
+        let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(chain.iter().filter(|e| e.pos > after && e.pos <= upto).cloned().collect())
+    }
+    fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>, String> {
+        Ok(self.seals.get(&(origin.clone(), lane.clone())).cloned())
+    }
+    fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, String> {
+        Ok(self
+            .chains
+            .get(&(lane.clone(), origin.clone()))
+            .and_then(|c| c.last())
+            .map_or(ChainTip::GENESIS, |e| ChainTip { pos: e.pos, seq: e.id.seq, hash: e.hash(), hlc: e.hlc }))
+    }
+    fn create_of(&self, case: &CaseId) -> Result<Option<Create>, String> {
+        Ok(self.case(case).and_then(|c| c.create))
+    }
+}
+
+impl Mem {
+    fn wall(&self, now: u64) -> u64 {
+        (now as i64 + self.skew_ms) as u64
+    }
+    fn events(&self) -> impl Iterator<Item = &Event> {
+        self.chains.values().flatten()
+    }
+    fn case(&self, case: &CaseId) -> Option<CaseState> {
+        let home = case.minted_by()?;
+        let events: Vec<&Event> =
+            self.chains.iter().filter(|((l, _), _)| l == &Lane::Home(home.clone())).flat_map(|(_, c)| c).collect();
+        fold_case(case, events)
+    }
+    fn case_ids(&self) -> BTreeSet<CaseId> {
+        self.events().filter(|e| e.lane != Lane::Global).map(|e| e.case.clone()).collect()
+    }
+    fn author(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) -> bool {
+        let current = self.case(&case);
+        let me = self.me.clone();
+        let draft =
+            Draft { topology, me: &me, seq: self.seq + 1, case, current: current.as_ref(), actor: "staff", body };
+        if draft.check().is_err() {
+            return false;
+        }
+        let lane = draft.lane();
+        let tip = self.tip(&me, &lane).unwrap();
+        let hlc = self.clock.tick(self.wall(now));
+        let e = draft.build(&tip, hlc);
+        self.seq += 1;
+        self.seals.insert((me.clone(), lane.clone()), Seal::sign(&self.key, &e));
+        self.chains.entry((lane, me)).or_default().push(e);
+        true
+    }
+    fn apply(&mut self, v: &Verdict, now: u64) {
+        for e in &v.accept {
+            let chain = self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default();
+            assert_eq!(chain.len() as u64 + 1, e.pos, "accepted events extend their chain");
+            chain.push(e.clone());
+        }
+        for s in &v.seals {
+            self.seals.insert((s.origin.clone(), s.lane.clone()), s.clone());
+        }
+        for r in &v.refused {
+            self.refused.push(format!("{}/{}: {}", r.origin, r.seq, r.reason));
+        }
+        let _ = self.clock.observe(v.max_hlc, self.wall(now));
+    }
+}
+
+fn topology(townships: usize, villages: usize) -> (Topology, Vec<SigningKey>) {
+    let mut nodes = Vec::new();
+    let mut keys = Vec::new();
+    let mut add = |id: String, tier, parent: Option<String>| {
+        let key = SigningKey::from_bytes(&[keys.len() as u8 + 1; 32]);
+        nodes.push(NodeInfo {
+            id: NodeId::new(id.clone()),
+            tier,
+            parent: parent.map(NodeId::new),
+            name: id,
+            verifying_key: Some(hex::encode(key.verifying_key().to_bytes())),
+        });
+        keys.push(key);
+    };
+    add("c".into(), Tier::County, None);
+    for t in 0..townships {
+        add(format!("t{t}"), Tier::Township, Some("c".into()));
+        for v in 0..villages {
+            add(format!("t{t}v{v}"), Tier::Village, Some(format!("t{t}")));
+        }
+    }
+    (Topology::new(String::new(), nodes).unwrap(), keys)
+}
+
+struct World {
+    topology: Topology,
+    nodes: Vec<Mem>,
+    index: BTreeMap<NodeId, usize>,
+    now: u64,
+    rng: StdRng,
+    scope_checks: u64,
+}
+
+fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
+    assert_ne!(a, b);
+    if a < b {
+        let (x, y) = v.split_at_mut(b);
+        (&mut x[a], &mut y[0])
+    } else {
+        let (x, y) = v.split_at_mut(a);
+        (&mut y[0], &mut x[b])
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+}
+
+impl World {
+    fn new(seed: u64, townships: usize, villages: usize, max_skew_ms: i64) -> World {
+        let (topology, keys) = topology(townships, villages);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes: Vec<Mem> = topology
+            .nodes()
+            .iter()
+            .zip(keys)
+            .map(|(n, key)| Mem {
+                me: n.id.clone(),
+                key,
+                chains: BTreeMap::new(),
+                seals: BTreeMap::new(),
+                seq: 0,
+                clock: HlcClock::new(Hlc::default()),
+                skew_ms: rng.gen_range(-max_skew_ms..=max_skew_ms),
+                refused: Vec::new(),
+            })
+            .collect();
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.me.clone(), i)).collect();
+        World { topology, nodes, index, now: 1_700_000_000_000, rng, scope_checks: 0 }
+    }
+
+    fn edges(&self) -> Vec<(usize, usize)> {
+        let mut edges = Vec::new();
+        for n in self.topology.nodes() {
+            if let Some(p) = &n.parent {
+                edges.push((self.index[&n.id], self.index[p]));
+                if n.tier == Tier::Village {
+                    edges.push((self.index[&n.id], self.index[&NodeId::new("c")]));
+                }
+            }
+        }
+        edges
+    }
+
+    /// Runs one session between nodes `a` and `b`. Returns true when both
+    /// sides finished; false when a fault cut it off.
+    fn sync(&mut self, a: usize, b: usize, faults: Faults) -> bool {
+        let now = self.now;
+        let topology = &self.topology;
+        let (na, nb) = pair_mut(&mut self.nodes, a, b);
+        assert!(proto::sync::allowed_peer(topology, &na.me, &nb.me));
+        let mut sa = Session::start(na, topology, &na.me.clone(), &nb.me.clone(), na.wall(now)).unwrap();
+        let mut sb = Session::start(nb, topology, &nb.me.clone(), &na.me.clone(), nb.wall(now)).unwrap();
+        for _ in 0..10_000 {
+            let mut progress = false;
+            for dir in 0..2 {
+                let (from, to, sfrom, sto) = if dir == 0 {
+                    (&mut *na, &mut *nb, &mut sa, &mut sb)
+                } else {
+                    (&mut *nb, &mut *na, &mut sb, &mut sa)
+                };
+                while let Some(msg) = sfrom.poll_transmit(from).unwrap() {
+                    progress = true;
+                    if self.rng.gen_bool(faults.drop) {
+                        return false;
+                    }
+                    let copies = if self.rng.gen_bool(faults.duplicate) { 2 } else { 1 };
+                    for _ in 0..copies {
+                        let msg = Message::decode(&msg.encode()).unwrap();
+                        if let Message::Batch { segments, .. } = &msg {
+                            for seg in segments {
+                                assert!(
+                                    auth::lane_in_scope(topology, &to.me, &seg.seal.lane),
+                                    "{} was sent lane {} outside its scope",
+                                    to.me,
+                                    seg.seal.lane
+                                );
+                                self.scope_checks += 1;
+                            }
+                        }
+                        if let Some((n, segments)) = sto.handle(msg, to, topology, to.wall(now)).unwrap() {
+                            let v =
+                                check_batch(to, topology, &to.me.clone(), &from.me, &segments, to.wall(now)).unwrap();
+                            to.apply(&v, now);
+                            sto.batch_stored(n, &v);
+                        }
+                    }
+                }
+            }
+            if sa.is_finished() && sb.is_finished() {
+                return true;
+            }
+            if !progress {
+                panic!("session {} <-> {} stalled", na.me, nb.me);
+            }
+        }
+        panic!("session did not end");
+    }
+
+    fn random_work(&mut self) {
+        let i = self.rng.gen_range(0..self.nodes.len());
+        let tier = self.topology.get(&self.nodes[i].me).unwrap().tier;
+        let cases: Vec<CaseId> = self.nodes[i].case_ids().into_iter().collect();
+        let now = self.now;
+        let create = tier == Tier::Village && (cases.is_empty() || self.rng.gen_bool(0.3));
+        if create {
+            let decided_by = [Tier::Village, Tier::Township, Tier::County][self.rng.gen_range(0..3)];
+            let accepted_at =
+                if decided_by == Tier::Village { vec![Tier::Village] } else { vec![Tier::Village, Tier::Township] };
+            let node = &mut self.nodes[i];
+            let case = CaseId::mint(&node.me, node.seq + 1);
+            let body = Body::Create(Create {
+                item: "X".into(),
+                item_name: "sim".into(),
+                catalogue_version: 1,
+                accepted_at,
+                decided_by,
+                promised_days: 5,
+                fields: vec![("applicant".into(), FieldValue::Text("a".into()))],
+                materials: vec!["m".into()],
+            });
+            assert!(node.author(&self.topology, case, body, now));
+            return;
+        }
+        if cases.is_empty() {
+            return;
+        }
+        let case = cases[self.rng.gen_range(0..cases.len())].clone();
+        let body = match self.rng.gen_range(0..10) {
+            0 => Body::SetField {
+                field: "address".into(),
+                value: FieldValue::Text(format!("v{}", self.rng.gen::<u8>())),
+            },
+            1 => Body::AddMaterial { name: format!("m{}", self.rng.gen_range(0..3)) },
+            2 => Body::Rate { level: self.rng.gen_range(1..=5), note: String::new() },
+            _ => {
+                let st = self.nodes[i].case(&case);
+                let to = st
+                    .as_ref()
+                    .and_then(|s| Some(auth::deciding_node(&self.topology, &s.home, s.decided_by()?)?.clone()))
+                    .unwrap_or_else(|| NodeId::new("c"));
+                let steps = [
+                    Step::PrereviewPass,
+                    Step::Forward { to },
+                    Step::Accept,
+                    Step::Approve,
+                    Step::Deny,
+                    Step::Issue,
+                    Step::Close,
+                    Step::Withdraw,
+                    Step::Suspend,
+                    Step::Resume,
+                    Step::RequestSupplement,
+                    Step::Resubmit,
+                ];
+                Body::Step { step: steps[self.rng.gen_range(0..steps.len())].clone(), note: String::new() }
+            }
+        };
+        self.nodes[i].author(&self.topology, case, body, now);
+    }
+
+    fn converge(&mut self) -> usize {
+        let edges = self.edges();
+        for round in 0..10 {
+            let before: usize = self.nodes.iter().map(|n| n.events().count()).sum();
+            for &(a, b) in &edges {
+                assert!(self.sync(a, b, Faults { drop: 0.0, duplicate: 0.0 }));
+            }
+            let after: usize = self.nodes.iter().map(|n| n.events().count()).sum();
+            if before == after {
+                return round;
+            }
+        }
+        panic!("no convergence after 10 rounds");
+    }
+
+    /// Every node holds exactly the cases of its scope, each with the
+    /// county's digest.
+    fn assert_converged(&self) {
+        let county = &self.nodes[self.index[&NodeId::new("c")]];
+        let all = county.case_ids();
+        assert!(!all.is_empty());
+        for node in &self.nodes {
+            let expected: BTreeSet<CaseId> = all
+                .iter()
+                .filter(|c| auth::in_scope(&self.topology, &node.me, &c.minted_by().unwrap()))
+                .cloned()
+                .collect();
+            assert_eq!(node.case_ids(), expected, "{} holds the wrong cases", node.me);
+            for c in &expected {
+                assert_eq!(
+                    node.case(c).unwrap().digest(),
+                    county.case(c).unwrap().digest(),
+                    "{} disagrees with the county on {c}",
+                    node.me
+                );
+            }
+            assert!(node.refused.is_empty(), "{} refused honest input: {:?}", node.me, node.refused);
+        }
+    }
+}
+
+fn run(seed: u64, ticks: usize) -> World {
+    let mut w = World::new(seed, 3, 5, 2 * 60 * 1000);
+    let edges = w.edges();
+    let mut down: BTreeSet<(usize, usize)> = BTreeSet::new();
+    for _ in 0..ticks {
+        w.now += w.rng.gen_range(100..60_000);
+        match w.rng.gen_range(0..100) {
+            0..=54 => w.random_work(),
+            55..=89 => {
+                let e = edges[w.rng.gen_range(0..edges.len())];
+                if !down.contains(&e) {
+                    let (a, b) = if w.rng.gen_bool(0.5) { e } else { (e.1, e.0) };
+                    w.sync(a, b, Faults { drop: 0.03, duplicate: 0.05 });
+                }
+            }
+            _ => {
+                let e = edges[w.rng.gen_range(0..edges.len())];
+                if !down.remove(&e) {
+                    down.insert(e);
+                }
+            }
+        }
+    }
+    w.converge();
+    w
+}
+
+#[test]
+fn a_simulated_county_converges_per_scope_under_faults() {
+    for seed in 0..6 {
+        let w = run(seed, 1500);
+        w.assert_converged();
+        assert!(w.scope_checks > 100, "too little traffic to mean anything");
+        let county = &w.nodes[w.index[&NodeId::new("c")]];
+        let states: BTreeSet<&str> = county.case_ids().iter().map(|c| county.case(c).unwrap().state.name()).collect();
+        assert!(states.len() >= 4, "seed {seed}: the workload reached too few states: {states:?}");
+    }
+}
+
+#[test]
+fn a_second_sync_with_nothing_new_sends_no_events() {
+    let mut w = run(42, 400);
+    let (v, t) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")]);
+    let now = w.now;
+    let topology = w.topology.clone();
+    let (nv, nt) = pair_mut(&mut w.nodes, v, t);
+    let mut sv = Session::start(nv, &topology, &nv.me.clone(), &nt.me.clone(), now).unwrap();
+    let hello = sv.poll_transmit(nv).unwrap().unwrap();
+    assert!(hello.encode().len() < 200, "hello is {} bytes", hello.encode().len());
+    let mut st = Session::start(nt, &topology, &nt.me.clone(), &nv.me.clone(), now).unwrap();
+    let their_hello = st.poll_transmit(nt).unwrap().unwrap();
+    st.handle(hello, nt, &topology, now).unwrap();
+    sv.handle(their_hello, nv, &topology, now).unwrap();
+    assert_eq!(sv.poll_transmit(nv).unwrap(), Some(Message::Done { batches: 0 }));
+    assert_eq!(st.poll_transmit(nt).unwrap(), Some(Message::Done { batches: 0 }));
+}
+
+/// Builds a world with one village case forwarded, synced village -> township.
+fn small_world() -> (World, CaseId) {
+    let mut w = World::new(7, 2, 2, 0);
+    let v = w.index[&NodeId::new("t0v0")];
+    let case = CaseId::mint(&NodeId::new("t0v0"), 1);
+    let topology = w.topology.clone();
+    let create = Body::Create(Create {
+        item: "X".into(),
+        item_name: "sim".into(),
+        catalogue_version: 1,
+        accepted_at: vec![Tier::Village, Tier::Township],
+        decided_by: Tier::County,
+        promised_days: 5,
+        fields: vec![],
+        materials: vec![],
+    });
+    assert!(w.nodes[v].author(&topology, case.clone(), create, w.now));
+    (w, case)
+}
+
+fn segment_of(node: &Mem, origin: &str, lane: &Lane) -> Segment {
+    let origin = NodeId::new(origin);
+    let events = node.chains[&(lane.clone(), origin.clone())].clone();
+    Segment { events, seal: node.seals[&(origin, lane.clone())].clone() }
+}
+
+#[test]
+fn tampered_forged_and_unauthorised_events_are_refused() {
+    let (mut w, case) = small_world();
+    let topology = w.topology.clone();
+    let (v, t, c) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    let lane = Lane::Home(NodeId::new("t0v0"));
+    let now = w.now;
+
+    // A relay alters an event in transit: the seal no longer matches.
+    let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    seg.events[0].actor = "forger".into();
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), &[seg], now).unwrap();
+    assert!(verdict.accept.is_empty());
+    assert!(verdict.refused[0].reason.contains("seal"), "{:?}", verdict.refused);
+
+    // A relay forges a whole event and seals it with its own key.
+    let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    seg.seal = Seal::sign(&w.nodes[t].key, &seg.events[0]);
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), &[seg], now).unwrap();
+    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"));
+
+    // A village signs an approval of a county item: authentic but not authorised.
+    let seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), &[seg], now).unwrap();
+    w.nodes[c].apply(&verdict, now);
+    let node = &mut w.nodes[v];
+    let draft = Draft {
+        topology: &topology,
+        me: &node.me.clone(),
+        seq: 2,
+        case: case.clone(),
+        current: None,
+        actor: "x",
+        body: Body::Step { step: Step::Approve, note: String::new() },
+    };
+    let tip = node.tip(&node.me.clone(), &lane).unwrap();
+    let e = draft.build(&tip, Hlc { wall_ms: now, logical: 5 });
+    let seal = Seal::sign(&node.key, &e);
+    let verdict = check_batch(
+        &w.nodes[c],
+        &topology,
+        &NodeId::new("c"),
+        &NodeId::new("t0v0"),
+        &[Segment { events: vec![e], seal }],
+        now,
+    )
+    .unwrap();
+    assert!(verdict.accept.is_empty());
+    assert!(verdict.refused[0].reason.contains("not authorised"), "{:?}", verdict.refused);
+    assert!(verdict.refused[0].event.is_some(), "in-scope refused events are kept for administrators");
+
+    // Another village's lane sent to a village: refused, and not kept.
+    let seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    let verdict = check_batch(
+        &w.nodes[w.index[&NodeId::new("t0v1")]],
+        &topology,
+        &NodeId::new("t0v1"),
+        &NodeId::new("t0"),
+        &[seg],
+        now,
+    )
+    .unwrap();
+    assert!(verdict.accept.is_empty());
+    assert!(verdict.refused[0].reason.contains("outside this node's scope"));
+    assert!(verdict.refused[0].event.is_none(), "out-of-scope data must not be stored even in quarantine");
+}
+
+#[test]
+fn timestamps_far_in_the_future_are_refused() {
+    let (mut w, _) = small_world();
+    let topology = w.topology.clone();
+    let v = w.index[&NodeId::new("t0v0")];
+    w.nodes[v].skew_ms = 10 * 60 * 1000;
+    let mut w2 = World::new(7, 2, 2, 0);
+    std::mem::swap(&mut w2.nodes[v], &mut w.nodes[v]);
+    let case = CaseId::mint(&NodeId::new("t0v0"), 1);
+    let node = &mut w2.nodes[v];
+    let body = Body::Create(Create {
+        item: "X".into(),
+        item_name: "sim".into(),
+        catalogue_version: 1,
+        accepted_at: vec![Tier::Village],
+        decided_by: Tier::Village,
+        promised_days: 1,
+        fields: vec![],
+        materials: vec![],
+    });
+    node.chains.clear();
+    node.seals.clear();
+    node.seq = 0;
+    node.clock = HlcClock::new(Hlc::default());
+    assert!(node.author(&topology, case, body, w.now));
+    let seg = segment_of(node, "t0v0", &Lane::Home(NodeId::new("t0v0")));
+    let c = w2.index[&NodeId::new("c")];
+    let verdict = check_batch(&w2.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), &[seg], w.now).unwrap();
+    assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
+}
