@@ -185,3 +185,55 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn revoke(dir: &Path, node: &str, reason: &str, staff: &node::cli::Staff) -> Result<()> {
+    let (mut ledger, _) = open_hub(dir)?;
+    let actor = node::cli::actor(&ledger, staff)?;
+    let e = ledger.revoke(&actor, &NodeId::new(node), reason)?;
+    println!("county-hub: revoked {node} (event {}); it reaches every node with the next syncs", e.id);
+    Ok(())
+}
+
+/// Prints every event held, one JSON object per line, in (origin, seq)
+/// order. Personal data stays masked.
+pub fn ledger(dir: &Path, json: bool) -> Result<()> {
+    use std::io::Write as _;
+    let ledger = Ledger::open(dir)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut count = 0u64;
+    store::for_each_event(ledger.store().conn(), |e| {
+        count += 1;
+        if json {
+            let detail = match &e.body {
+                proto::Body::Create(c) => {
+                    serde_json::json!({"item": c.item, "item_name": c.item_name, "decided_by": c.decided_by})
+                }
+                proto::Body::SetField { field, value } => serde_json::json!({"field": field, "value": value.display()}),
+                proto::Body::AddMaterial { name } | proto::Body::RemoveMaterial { name } => {
+                    serde_json::json!({"material": name})
+                }
+                proto::Body::Step { step, note } => match step {
+                    proto::Step::Forward { to } => serde_json::json!({"to": to, "note": note}),
+                    _ => serde_json::json!({"note": note}),
+                },
+                proto::Body::Rate { level, note } => serde_json::json!({"level": level, "note": note}),
+                proto::Body::Revoke { node, reason } => serde_json::json!({"node": node, "reason": reason}),
+            };
+            let line = serde_json::json!({
+                "origin": e.id.origin, "seq": e.id.seq, "lane": e.lane.key(), "pos": e.pos,
+                "hlc": e.hlc.to_string(), "actor": e.actor, "case": e.case, "kind": e.body.name(),
+                "detail": detail, "hash": e.hash().to_hex(),
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), e.case.to_string(), e.body.name(), e.actor)?;
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    if !json {
+        eprintln!("{count} events");
+    }
+    Ok(())
+}

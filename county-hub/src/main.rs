@@ -61,13 +61,44 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// Serve sync sessions for townships and villages (mutual TLS over QUIC).
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address to listen on (UDP), e.g. 0.0.0.0:7443.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+    },
+    /// Revoke a node's certificate (a lost laptop). The revocation travels
+    /// to every node, which then refuses that certificate.
+    Revoke {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "ID")]
+        node: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        staff: node::cli::Staff,
+    },
+    /// The merged ledger: every event held, one JSON object per line.
+    Ledger {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Common(Common),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
+        Cmd::Serve { data, listen } => node::sync::serve(&data.data, &listen, None),
+        Cmd::Revoke { data, node, reason, staff } => hub::revoke(&data.data, &node, &reason, &staff),
+        Cmd::Ledger { data, json } => hub::ledger(&data.data, json),
         Cmd::Init { data, topology, catalogue, hub_address } => {
             hub::init(&data.data, topology.as_deref(), catalogue.as_deref(), &hub_address)
         }

@@ -73,6 +73,20 @@ pub enum Common {
         #[arg(long)]
         json: bool,
     },
+    /// Sync with a peer once, both directions (default peer: the county hub).
+    /// Exits 0 only when everything was exchanged; run it again to resume.
+    Sync {
+        #[command(flatten)]
+        data: DataDir,
+        /// The peer's address (host:port): your township, or the county hub.
+        #[arg(long, value_name = "ADDR")]
+        peer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Input refused by checks (bad signature, broken chain, not authorised…).
+    #[command(subcommand)]
+    Quarantine(QuarantineCmd),
     /// Show or set this node's settings.
     Config {
         #[command(flatten)]
@@ -80,6 +94,17 @@ pub enum Common {
         /// The staff name recorded when --as is not given.
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineCmd {
+    /// List quarantined input with the reason it was refused.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -226,6 +251,13 @@ pub enum CaseCmd {
     },
 }
 
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 /// Runs a command and maps the outcome to an exit code: 0 done, 1 refused
 /// or failed (the message says why and what to do).
 pub fn exit_with(result: Result<()>) -> ExitCode {
@@ -262,7 +294,7 @@ pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &st
     Ok(())
 }
 
-fn actor(ledger: &Ledger, staff: &Staff) -> Result<String> {
+pub fn actor(ledger: &Ledger, staff: &Staff) -> Result<String> {
     if let Some(a) = &staff.actor {
         return Ok(a.clone());
     }
@@ -318,6 +350,44 @@ pub fn run(cmd: Common) -> Result<()> {
             }
             if report["ok"] != json!(true) {
                 bail!("the store failed verification (see the report above)");
+            }
+        }
+        Common::Sync { data, peer, json } => {
+            let ledger = Ledger::open(&data.data)?;
+            let peer = peer.unwrap_or_else(|| ledger.identity().hub_address.clone());
+            drop(ledger);
+            let summary = crate::sync::sync_once(&data.data, &peer, !json)?;
+            if let Some(w) = &summary.clock_warning {
+                eprintln!("WARNING: {w}");
+            }
+            if json {
+                print_json(&serde_json::to_value(&summary)?);
+            } else {
+                println!(
+                    "synced with {}: sent {} events ({} bytes), received {} events ({} bytes), refused {}, in {:.2} s",
+                    summary.peer,
+                    summary.sent_events,
+                    summary.bytes_sent,
+                    summary.received_events,
+                    summary.bytes_received,
+                    summary.refused_events,
+                    summary.seconds
+                );
+            }
+            if summary.deferred_events > 0 {
+                eprintln!("{} events wait for their case to arrive; sync again", summary.deferred_events);
+            }
+        }
+        Common::Quarantine(QuarantineCmd::List { data, json }) => {
+            let ledger = Ledger::open(&data.data)?;
+            let rows = store::quarantine_list(ledger.store().conn())?;
+            if json {
+                print_json(&serde_json::to_value(&rows)?);
+            } else {
+                for r in &rows {
+                    println!("{} from {}: {}/{}: {}", r.id, r.from_node, r.origin, r.seq, r.reason);
+                }
+                println!("{} quarantined", rows.len());
             }
         }
         Common::Config { data, operator } => {

@@ -173,15 +173,15 @@ impl Ledger {
             .into());
         }
         let value = self.protected_value(field, value)?;
-        Ok(self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })?)
+        self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })
     }
 
     pub fn add_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
-        Ok(self.append(actor, Target::Case(case.clone()), Body::AddMaterial { name: name.into() })?)
+        self.append(actor, Target::Case(case.clone()), Body::AddMaterial { name: name.into() })
     }
 
     pub fn remove_material(&mut self, actor: &str, case: &CaseId, name: &str) -> Result<Event> {
-        Ok(self.append(actor, Target::Case(case.clone()), Body::RemoveMaterial { name: name.into() })?)
+        self.append(actor, Target::Case(case.clone()), Body::RemoveMaterial { name: name.into() })
     }
 
     /// A workflow step. For a forward, pass any target: the deciding node
@@ -198,11 +198,11 @@ impl Ledger {
             }
             s => s,
         };
-        Ok(self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })?)
+        self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })
     }
 
     pub fn rate(&mut self, actor: &str, case: &CaseId, level: u8, note: &str) -> Result<Event> {
-        Ok(self.append(actor, Target::Case(case.clone()), Body::Rate { level, note: note.into() })?)
+        self.append(actor, Target::Case(case.clone()), Body::Rate { level, note: note.into() })
     }
 
     /// The one local write path.

@@ -24,13 +24,32 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         enrollment: PathBuf,
     },
+    /// Serve sync sessions for this township's villages; with --upstream,
+    /// also sync with the county every --every seconds.
+    Serve {
+        #[command(flatten)]
+        data: DataDir,
+        /// Address to listen on (UDP), e.g. 0.0.0.0:7444.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The county hub's address.
+        #[arg(long, value_name = "ADDR")]
+        upstream: Option<String>,
+        /// Seconds between upstream syncs.
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        every: u64,
+    },
     #[command(flatten)]
     Common(Common),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
+        Cmd::Serve { data, listen, upstream, every } => {
+            node::sync::serve(&data.data, &listen, upstream.map(|u| (u, std::time::Duration::from_secs(every.max(1)))))
+        }
         Cmd::Init { data, enrollment } => {
             node::cli::init_from_bundle(&data.data, &enrollment, Tier::Township, "township-node")
         }

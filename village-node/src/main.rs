@@ -30,6 +30,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    node::cli::init_logging("warn");
     exit_with(match cli.cmd {
         Cmd::Init { data, enrollment } => {
             node::cli::init_from_bundle(&data.data, &enrollment, Tier::Village, "village-node")
