@@ -88,6 +88,34 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a user-space link emulator (UDP relay) in front of a node: delay,
+    /// jitter, loss, bandwidth cap and cut-offs, e.g. a rural village link.
+    Link {
+        /// Address to listen on; point the village's --peer here.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// The real node's address.
+        #[arg(long, value_name = "ADDR")]
+        target: String,
+        /// Round-trip time added, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        rtt_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        jitter_ms: u64,
+        /// Packet loss, 0.0 to 1.0.
+        #[arg(long, default_value_t = 0.03)]
+        loss: f64,
+        /// Bandwidth cap in kbit/s (0: none).
+        #[arg(long, default_value_t = 1000)]
+        kbps: u64,
+        /// Cut the link every N seconds (0: never) for --cut-for seconds.
+        #[arg(long, default_value_t = 0)]
+        cut_every: u64,
+        #[arg(long, default_value_t = 5)]
+        cut_for: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     #[command(flatten)]
     Common(Common),
 }
@@ -99,6 +127,15 @@ fn main() -> ExitCode {
         Cmd::Serve { data, listen } => node::sync::serve(&data.data, &listen, None),
         Cmd::Revoke { data, node, reason, staff } => hub::revoke(&data.data, &node, &reason, &staff),
         Cmd::Ledger { data, json } => hub::ledger(&data.data, json),
+        Cmd::Link { listen, target, rtt_ms, jitter_ms, loss, kbps, cut_every, cut_for, seed } => {
+            let params = node::linkemu::LinkParams {
+                delay: std::time::Duration::from_millis(rtt_ms / 2),
+                jitter: std::time::Duration::from_millis(jitter_ms),
+                loss,
+                bandwidth_bps: kbps * 1000,
+            };
+            hub::link(&listen, &target, params, cut_every, cut_for, seed)
+        }
         Cmd::Init { data, topology, catalogue, hub_address } => {
             hub::init(&data.data, topology.as_deref(), catalogue.as_deref(), &hub_address)
         }

@@ -8,7 +8,7 @@ use crate::store;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use proto::event::FieldValue;
-use proto::fold::CaseState;
+use proto::fold::{CaseState, Conflict};
 use proto::workflow::State;
 use proto::{CaseId, NodeId, Step, Tier};
 use serde_json::{json, Value};
@@ -237,6 +237,20 @@ pub enum CaseCmd {
         /// Only cases in this state (received, pre_reviewed, forwarded, accepted, …).
         #[arg(long, value_name = "S")]
         state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take COUNT generated cases and move each as far as this node may
+    /// (for demos, tests and benchmarks).
+    Generate {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "N")]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        staff: Staff,
         #[arg(long)]
         json: bool,
     },
@@ -505,6 +519,18 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                 println!("{} cases", cases.len());
             }
         }
+        CaseCmd::Generate { data, count, seed, staff, json } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let started = std::time::Instant::now();
+            let g = crate::workload::generate(&mut ledger, count, seed, &who)?;
+            let secs = started.elapsed().as_secs_f64();
+            if json {
+                print_json(&json!({"cases": g.cases, "events": g.events, "seconds": secs}));
+            } else {
+                println!("generated {} cases, {} events in {secs:.2} s", g.cases, g.events);
+            }
+        }
         CaseCmd::Find { data, id_number, json } => {
             let ledger = Ledger::open(&data.data)?;
             let ids = ledger.find_by_id_number(&id_number)?;
@@ -576,11 +602,25 @@ pub fn case_json(c: &CaseState) -> Value {
         "materials": c.materials,
         "ratings": c.ratings.iter().map(|r| json!({"event": r.event.to_string(), "level": r.level, "note": r.note})).collect::<Vec<_>>(),
         "flagged": c.flagged(),
-        "conflicts": serde_json::to_value(&c.conflicts).unwrap_or(Value::Null),
+        "conflicts": c.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
         "history": history,
         "version_vector": c.clock,
         "digest": c.digest().to_hex(),
     })
+}
+
+fn conflict_json(c: &Conflict) -> Value {
+    match c {
+        Conflict::ConcurrentValues { field, values } => {
+            json!({"kind": c.kind(), "field": field, "values": values})
+        }
+        Conflict::SupersededTransition { event, step, state } => {
+            json!({"kind": c.kind(), "event": event.to_string(), "step": step, "state": state.name()})
+        }
+        Conflict::Equivocation { event } | Conflict::StrayCreate { event } => {
+            json!({"kind": c.kind(), "event": event.to_string()})
+        }
+    }
 }
 
 fn print_case(c: &CaseState) {
@@ -605,7 +645,7 @@ fn print_case(c: &CaseState) {
     if !c.conflicts.is_empty() {
         println!("needs attention:");
         for conflict in &c.conflicts {
-            println!("  {}", serde_json::to_string(conflict).unwrap_or_default());
+            println!("  {}", conflict_json(conflict));
         }
     }
     println!("history:");

@@ -5,9 +5,11 @@
 pub mod cli;
 pub mod identity;
 pub mod ledger;
+pub mod linkemu;
 pub mod protect;
 pub mod store;
 pub mod sync;
+pub mod workload;
 
 pub use identity::{Bundle, Identity};
 pub use ledger::{Ledger, Refusal};

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE quarantine (
         id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, from_node TEXT NOT NULL,
         origin TEXT NOT NULL, seq INTEGER NOT NULL, reason TEXT NOT NULL, event BLOB NOT NULL);
+     CREATE UNIQUE INDEX quarantine_once ON quarantine(origin, seq, reason);
      CREATE TABLE cases (
         case_id TEXT PRIMARY KEY, item TEXT NOT NULL, state TEXT NOT NULL, home TEXT NOT NULL,
         handler TEXT NOT NULL, flagged INTEGER NOT NULL, updated_wall INTEGER NOT NULL,
@@ -447,7 +448,7 @@ pub fn quarantine(
     event: &[u8],
 ) -> Result<()> {
     conn.execute(
-        "INSERT INTO quarantine (at_ms, from_node, origin, seq, reason, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR IGNORE INTO quarantine (at_ms, from_node, origin, seq, reason, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![at_ms, from.0, origin.0, seq, reason, event],
     )?;
     Ok(())

@@ -40,7 +40,6 @@ pub struct HistoryEntry {
 
 /// Something a person should look at.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Conflict {
     /// A field holds several concurrent values.
     ConcurrentValues { field: String, values: usize },
@@ -50,6 +49,18 @@ pub enum Conflict {
     Equivocation { event: EventId },
     /// An event claims to create the case but is not the minting event.
     StrayCreate { event: EventId },
+}
+
+impl Conflict {
+    /// The conflict's kind, for display and JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Conflict::ConcurrentValues { .. } => "concurrent_values",
+            Conflict::SupersededTransition { .. } => "superseded_transition",
+            Conflict::Equivocation { .. } => "equivocation",
+            Conflict::StrayCreate { .. } => "stray_create",
+        }
+    }
 }
 
 /// A rating (好差评).

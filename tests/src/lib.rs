@@ -121,3 +121,41 @@ pub fn id_number(serial: u32) -> String {
     let check = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'][(sum % 11) as usize];
     format!("{first17}{check}")
 }
+
+/// A `serve` (or `link`) process, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// The address it listens on, read from its first line of output.
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts `program args…` and waits for the line that names its
+    /// listening address (the last word of "... on ADDR" or "ADDR -> ...").
+    pub fn start(program: &str, args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = cmd(program)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        out.read_line(&mut line).expect("server output");
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:") && !w.ends_with(":0"))
+            .unwrap_or_else(|| panic!("{program} printed no address: {line:?}"))
+            .trim_end_matches(':')
+            .to_string();
+        Server { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2,3 +2,4 @@
 //! directories. One test binary, modules by area.
 
 mod cli;
+mod sync;

@@ -1,0 +1,274 @@
+//! Three-tier sync over real QUIC with mutual TLS on loopback (issue 3):
+//! real `serve` and `sync` processes, real SQLite files.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use system_tests::{ok, ok_json, refused, run, s, County, Server};
+
+const HUB: &str = "511421";
+const TOWNSHIP: &str = "511421101";
+const VILLAGE_A: &str = "511421101001";
+const VILLAGE_B: &str = "511421102001";
+
+fn digest(program: &str, data: &str, home: &str) -> Value {
+    ok_json(program, &["digest", "--data", data, "--home", home, "--json"])
+}
+
+fn sync(program: &str, data: &str, peer: &str) -> Value {
+    ok_json(program, &["sync", "--data", data, "--peer", peer, "--json"])
+}
+
+fn cases(program: &str, data: &str) -> Vec<Value> {
+    ok_json(program, &["case", "list", "--data", data, "--json"]).as_array().unwrap().clone()
+}
+
+struct Net {
+    county: County,
+    hub: Server,
+    township: Server,
+}
+
+fn network() -> Net {
+    let county = County::new();
+    county.enrol(TOWNSHIP, "township-node");
+    county.enrol(VILLAGE_A, "village-node");
+    county.enrol(VILLAGE_B, "village-node");
+    let hub = Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let township =
+        Server::start("township-node", &["serve", "--data", s(&county.data(TOWNSHIP)), "--listen", "127.0.0.1:0"]);
+    Net { county, hub, township }
+}
+
+fn data(net: &Net, node: &str) -> String {
+    s(&net.county.data(node)).to_string()
+}
+
+#[test]
+fn both_paths_reach_the_county_and_decisions_come_back() {
+    let net = network();
+    let (a, b, t, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, TOWNSHIP), data(&net, HUB));
+    ok("village-node", &["case", "generate", "--data", &a, "--count", "20", "--seed", "1", "--as", "王芳"]);
+    ok("village-node", &["case", "generate", "--data", &b, "--count", "20", "--seed", "2", "--as", "李娜"]);
+
+    // A goes through its township, B straight to the county.
+    let up = sync("village-node", &a, &net.township.addr);
+    assert!(up["sent_events"].as_u64().unwrap() >= 20);
+    sync("township-node", &t, &net.hub.addr);
+    sync("village-node", &b, &net.hub.addr);
+    assert_eq!(cases("county-hub", &hub).len(), 40);
+
+    // The county decides a county item forwarded by A; the township one of its items.
+    let held = cases("county-hub", &hub);
+    let at = |handler: &str| {
+        held.iter()
+            .find(|c| c["home"] == VILLAGE_A && c["handler"] == handler && c["state"] == "forwarded")
+            .map(|c| c["case_id"].as_str().unwrap().to_string())
+    };
+    let county_case = at(HUB).expect("a county item forwarded by village A");
+    ok("county-hub", &["case", "accept", "--data", &hub, &county_case, "--as", "县审批科"]);
+    ok("county-hub", &["case", "approve", "--data", &hub, &county_case, "--as", "县审批科"]);
+    if let Some(tc) = at(TOWNSHIP) {
+        ok("township-node", &["case", "accept", "--data", &t, &tc, "--as", "镇窗口"]);
+    }
+
+    // Down again: county -> township -> A; B directly.
+    sync("township-node", &t, &net.hub.addr);
+    sync("village-node", &a, &net.township.addr);
+    sync("village-node", &b, &net.hub.addr);
+    let shown = ok_json("village-node", &["case", "show", "--data", &a, &county_case, "--json"]);
+    assert_eq!(shown["state"], "approved", "the county's decision reached the village through its township");
+
+    // Every replica agrees with the county for its scope.
+    let da = digest("village-node", &a, VILLAGE_A);
+    assert_eq!(da, digest("township-node", &t, VILLAGE_A));
+    assert_eq!(da, digest("county-hub", &hub, VILLAGE_A));
+    assert_eq!(digest("village-node", &b, VILLAGE_B), digest("county-hub", &hub, VILLAGE_B));
+    assert_eq!(da["cases"], 20);
+
+    // The other path gives the same state: A syncing with the county directly has nothing to do.
+    let direct = sync("village-node", &a, &net.hub.addr);
+    assert_eq!((direct["sent_events"].as_u64(), direct["received_events"].as_u64()), (Some(0), Some(0)));
+    assert!(direct["bytes_sent"].as_u64().unwrap() < 300, "no-op sync sent {} bytes", direct["bytes_sent"]);
+
+    // No village holds another village's cases; the township holds only its own subtree.
+    let homes = |program: &str, d: &str| -> BTreeSet<String> {
+        cases(program, d).iter().map(|c| c["home"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(homes("village-node", &a), BTreeSet::from([VILLAGE_A.to_string()]));
+    assert_eq!(homes("village-node", &b), BTreeSet::from([VILLAGE_B.to_string()]));
+    assert_eq!(homes("township-node", &t), BTreeSet::from([VILLAGE_A.to_string()]));
+
+    // The merged ledger at the county: one JSON event per line, all of them.
+    let ledger = ok("county-hub", &["ledger", "--data", &hub, "--json"]);
+    let total = ok_json("county-hub", &["digest", "--data", &hub, "--json"])["events"].as_u64().unwrap();
+    assert_eq!(ledger.lines().count() as u64, total);
+    for line in ledger.lines() {
+        serde_json::from_str::<Value>(line).expect("one JSON object per line");
+    }
+    for d in [&a, &b, &t, &hub] {
+        assert_eq!(ok_json("village-node", &["verify", "--data", d, "--json"])["ok"], true);
+    }
+}
+
+#[test]
+fn concurrent_edits_at_village_and_county_both_survive() {
+    let net = network();
+    let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
+    let v = ok_json(
+        "village-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            &a,
+            "--item",
+            "V004",
+            "--applicant",
+            "张三",
+            "--id-number",
+            "11010519491231002X",
+            "--as",
+            "王芳",
+            "--json",
+        ],
+    );
+    let case = v["case_id"].as_str().unwrap().to_string();
+    sync("village-node", &a, &net.hub.addr);
+    ok(
+        "village-node",
+        &["case", "edit", "--data", &a, &case, "--field", "applicant", "--value", "张叁", "--as", "王芳"],
+    );
+    ok(
+        "county-hub",
+        &["case", "edit", "--data", &hub, &case, "--field", "applicant", "--value", "張三", "--as", "县窗口"],
+    );
+    sync("village-node", &a, &net.hub.addr);
+    for (program, d) in [("village-node", &a), ("county-hub", &hub)] {
+        let st = ok_json(program, &["case", "show", "--data", d, &case, "--json"]);
+        assert_eq!(st["fields"]["applicant"], serde_json::json!(["张叁", "張三"]), "{program}");
+        assert_eq!(st["conflicts"][0]["kind"], "concurrent_values");
+    }
+    assert_eq!(digest("village-node", &a, VILLAGE_A), digest("county-hub", &hub, VILLAGE_A));
+}
+
+#[test]
+fn a_revoked_village_is_refused_everywhere() {
+    let net = network();
+    let (a, t, hub) = (data(&net, VILLAGE_A), data(&net, TOWNSHIP), data(&net, HUB));
+    sync("village-node", &a, &net.township.addr);
+    ok("county-hub", &["revoke", "--data", &hub, "--node", VILLAGE_A, "--reason", "笔记本丢失", "--as", "县管理员"]);
+    let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.hub.addr]);
+    assert!(err.contains("revoked") || err.contains("closed"), "{err}");
+    // The revocation travels to the township, which then refuses the village too.
+    sync("township-node", &t, &net.hub.addr);
+    let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.township.addr]);
+    assert!(err.contains("revoked") || err.contains("closed"), "{err}");
+    // Another village of the same township is still served.
+    let other = net.county.enrol("511421101002", "village-node");
+    sync("village-node", s(&other), &net.township.addr);
+}
+
+#[test]
+fn a_village_may_not_sync_with_another_township() {
+    let net = network();
+    let b = data(&net, VILLAGE_B);
+    let err = refused("village-node", &["sync", "--data", &b, "--peer", &net.township.addr]);
+    assert!(err.contains("does not sync with") || err.contains("closed"), "{err}");
+}
+
+/// A sync over a slow, lossy link killed with SIGKILL in the middle, then
+/// retried: nothing is lost and nothing duplicated.
+#[test]
+fn a_killed_sync_over_a_rural_link_resumes_without_loss() {
+    let net = network();
+    let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
+    ok("village-node", &["case", "generate", "--data", &a, "--count", "1500", "--seed", "3", "--as", "王芳"]);
+    let link = Server::start(
+        "county-hub",
+        &[
+            "link",
+            "--listen",
+            "127.0.0.1:0",
+            "--target",
+            &net.hub.addr,
+            "--rtt-ms",
+            "300",
+            "--loss",
+            "0.03",
+            "--kbps",
+            "1000",
+        ],
+    );
+    let mut child = system_tests::cmd("village-node")
+        .args(["sync", "--data", &a, "--peer", &link.addr, "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().ok();
+    child.wait().unwrap();
+    assert!(killed, "the sync finished before it could be killed; make the workload larger");
+    let partial = digest("county-hub", &hub, VILLAGE_A)["events"].as_u64().unwrap();
+
+    // Retry over the same link until it completes.
+    let mut done = None;
+    for _ in 0..3 {
+        let out = run("village-node", &["sync", "--data", &a, "--peer", &link.addr, "--json"]);
+        if out.status.success() {
+            done = Some(serde_json::from_slice::<Value>(&out.stdout).unwrap());
+            break;
+        }
+    }
+    let done = done.expect("sync over the rural link completed");
+    let total = digest("village-node", &a, VILLAGE_A)["events"].as_u64().unwrap();
+    assert_eq!(done["sent_events"].as_u64().unwrap() + partial, total, "the retry resent only what was missing");
+    assert_eq!(digest("village-node", &a, VILLAGE_A), digest("county-hub", &hub, VILLAGE_A));
+    assert_eq!(ok_json("county-hub", &["verify", "--data", &hub, "--json"])["ok"], true);
+}
+
+/// Tampered and forged events end in quarantine, are never applied, and the
+/// rest of the batch goes through.
+#[test]
+fn tampered_and_forged_events_are_quarantined() {
+    let net = network();
+    let (a, b, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, HUB));
+    ok("village-node", &["case", "generate", "--data", &a, "--count", "3", "--seed", "4", "--as", "王芳"]);
+    ok("village-node", &["case", "generate", "--data", &b, "--count", "3", "--seed", "5", "--as", "李娜"]);
+    // Tamper with A's first event on disk, as a thief or a broken relay might.
+    let conn = rusqlite::Connection::open(net.county.data(VILLAGE_A).join("node.db")).unwrap();
+    let blob: Vec<u8> = conn.query_row("SELECT body FROM events WHERE seq = 1", [], |r| r.get(0)).unwrap();
+    let mut e = proto::Event::decode(&blob).unwrap();
+    e.actor = "冒名者".into();
+    conn.execute("UPDATE events SET body = ?1 WHERE seq = 1", [e.encode()]).unwrap();
+    // Forge B's seal: sign its chain head with A's key instead of B's.
+    let bundle: Value = serde_json::from_str(
+        &std::fs::read_to_string(net.county.root.path().join(format!("{VILLAGE_A}.bundle.json"))).unwrap(),
+    )
+    .unwrap();
+    let a_key: [u8; 32] = hex::decode(bundle["signing_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let conn_b = rusqlite::Connection::open(net.county.data(VILLAGE_B).join("node.db")).unwrap();
+    let head: Vec<u8> =
+        conn_b.query_row("SELECT body FROM events ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();
+    let forged =
+        proto::Seal::sign(&ed25519_dalek::SigningKey::from_bytes(&a_key), &proto::Event::decode(&head).unwrap());
+    conn_b.execute("UPDATE seals SET signature = ?1", [forged.signature]).unwrap();
+    drop((conn, conn_b));
+
+    sync("village-node", &a, &net.hub.addr);
+    sync("village-node", &b, &net.hub.addr);
+    let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
+    let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("hash chain")), "the altered event breaks A's chain: {reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("not signed by")), "{reasons:?}");
+    // Syncing again does not pile up duplicate entries.
+    let before = q.as_array().unwrap().len();
+    sync("village-node", &b, &net.hub.addr);
+    let again = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
+    assert_eq!(again.as_array().unwrap().len(), before);
+    // None of it was applied.
+    assert_eq!(digest("county-hub", &hub, VILLAGE_A)["events"], 0);
+    assert_eq!(digest("county-hub", &hub, VILLAGE_B)["events"], 0);
+}
