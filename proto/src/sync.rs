@@ -451,3 +451,71 @@ impl Session {
         self.stats.peer_clock_offset_ms.filter(|o| o.abs() > CLOCK_WARNING_MS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Empty;
+    impl Replica for Empty {
+        type Error = String;
+        fn positions(&self, _: &dyn Fn(&Lane) -> bool) -> Result<Positions, String> {
+            Ok(vec![])
+        }
+        fn chain_events(&self, _: &Lane, _: &NodeId, _: u64, _: u64) -> Result<Vec<Event>, String> {
+            Ok(vec![])
+        }
+        fn seal(&self, _: &NodeId, _: &Lane) -> Result<Option<Seal>, String> {
+            Ok(None)
+        }
+        fn tip(&self, _: &NodeId, _: &Lane) -> Result<ChainTip, String> {
+            Ok(ChainTip::GENESIS)
+        }
+        fn create_of(&self, _: &CaseId) -> Result<Option<Create>, String> {
+            Ok(None)
+        }
+    }
+
+    fn topology() -> Topology {
+        let node = |id: &str, tier, parent: Option<&str>| crate::NodeInfo {
+            id: NodeId::new(id),
+            tier,
+            parent: parent.map(NodeId::new),
+            name: id.into(),
+            verifying_key: None,
+        };
+        Topology::new(
+            String::new(),
+            vec![
+                node("c", Tier::County, None),
+                node("t", Tier::Township, Some("c")),
+                node("v", Tier::Village, Some("t")),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_peer_clock_minutes_off_raises_a_warning() {
+        let topo = topology();
+        let (v, c) = (NodeId::new("v"), NodeId::new("c"));
+        for (offset, warn) in [(60_000i64, false), (-60_000, false), (10 * 60_000, true), (-3 * 60_000, true)] {
+            let mut s = Session::start(&Empty, &topo, &v, &c, 1_000_000_000).unwrap();
+            let hello = Message::Hello { wall_ms: (1_000_000_000 + offset) as u64, positions: vec![] };
+            s.handle(hello, &Empty, &topo, 1_000_000_000).unwrap();
+            assert_eq!(s.clock_warning().is_some(), warn, "offset {offset}");
+        }
+    }
+
+    #[test]
+    fn allowed_peers_follow_the_tiers() {
+        let topo = topology();
+        let id = NodeId::new;
+        assert!(allowed_peer(&topo, &id("v"), &id("t")));
+        assert!(allowed_peer(&topo, &id("v"), &id("c")));
+        assert!(allowed_peer(&topo, &id("t"), &id("c")));
+        assert!(!allowed_peer(&topo, &id("v"), &id("v")));
+        assert!(!allowed_peer(&topo, &id("c"), &id("c")));
+        assert!(!allowed_peer(&topo, &id("v"), &id("x")));
+    }
+}

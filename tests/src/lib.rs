@@ -28,7 +28,10 @@ pub fn bin(name: &str) -> PathBuf {
 /// variables our CLI reads.
 pub fn cmd(name: &str) -> Command {
     let mut c = Command::new(bin(name));
-    c.env_remove("CASE_NODE_DATA").env_remove("CASE_NODE_OPERATOR").env("RUST_LOG", "warn");
+    c.env_remove("CASE_NODE_DATA")
+        .env_remove("CASE_NODE_OPERATOR")
+        .env_remove("CASE_NODE_CLOCK_SKEW_MS")
+        .env("RUST_LOG", "warn");
     c
 }
 

@@ -272,3 +272,53 @@ fn tampered_and_forged_events_are_quarantined() {
     assert_eq!(digest("county-hub", &hub, VILLAGE_A)["events"], 0);
     assert_eq!(digest("county-hub", &hub, VILLAGE_B)["events"], 0);
 }
+
+/// A laptop whose clock is ten minutes fast is told so, and its future
+/// timestamps are refused rather than dragging the county's clock forward.
+#[test]
+fn a_village_with_a_wrong_clock_is_warned_and_its_future_events_refused() {
+    let net = network();
+    let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
+    let skewed = |args: &[&str]| {
+        let out =
+            system_tests::cmd("village-node").args(args).env("CASE_NODE_CLOCK_SKEW_MS", "600000").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    skewed(&["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"]);
+    let (out, err) = skewed(&["sync", "--data", &a, "--peer", &net.hub.addr, "--json"]);
+    let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(summary["clock_warning"].as_str().unwrap().contains("clock"), "{summary}");
+    assert!(err.contains("WARNING"), "staff see the warning: {err:?}");
+    let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
+    assert!(q.as_array().unwrap().iter().any(|r| r["reason"].as_str().unwrap().contains("too far ahead")), "{q}");
+    assert_eq!(digest("county-hub", &hub, VILLAGE_A)["events"], 0);
+}
+
+/// A township serving with --upstream relays its villages' work to the
+/// county on its own, every --every seconds.
+#[test]
+fn a_township_relays_to_the_county_on_its_own() {
+    let net = network();
+    let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
+    let t2 = net.county.enrol("511421103", "township-node");
+    let v2 = net.county.enrol("511421103001", "village-node");
+    let _relay = Server::start(
+        "township-node",
+        &["serve", "--data", s(&t2), "--listen", "127.0.0.1:0", "--upstream", &net.hub.addr, "--every", "1"],
+    );
+    let relay_addr = _relay.addr.clone();
+    ok("village-node", &["case", "generate", "--data", s(&v2), "--count", "5", "--as", "王芳"]);
+    sync("village-node", s(&v2), &relay_addr);
+    let want = digest("village-node", s(&v2), "511421103001");
+    let mut got = Value::Null;
+    for _ in 0..40 {
+        got = digest("county-hub", &hub, "511421103001");
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(got, want, "the township did not relay to the county");
+    drop(a);
+}
