@@ -34,6 +34,16 @@ fn read_or_default(path: Option<&Path>, default: &str, what: &str) -> Result<Str
 }
 
 pub fn init(dir: &Path, topology: Option<&Path>, catalogue: Option<&Path>, hub_address: &str) -> Result<()> {
+    init_quiet(dir, topology, catalogue, hub_address, false)
+}
+
+pub fn init_quiet(
+    dir: &Path,
+    topology: Option<&Path>,
+    catalogue: Option<&Path>,
+    hub_address: &str,
+    quiet: bool,
+) -> Result<()> {
     if dir.join(store::DB_FILE).exists() {
         bail!("{} already holds a county; use another --data directory", dir.display());
     }
@@ -65,6 +75,9 @@ pub fn init(dir: &Path, topology: Option<&Path>, catalogue: Option<&Path>, hub_a
     let ledger = Ledger::init(dir, &bundle)?;
     store::meta_set(ledger.store().conn(), "hub_secrets", &secrets)?;
     let count = |t| topology.nodes().iter().filter(|n| n.tier == t).count();
+    if quiet {
+        return Ok(());
+    }
     println!(
         "county-hub: created county {} ({}) in {}: {} townships, {} villages, catalogue v{} with {} items \
          ({} at villages, {} at townships, {} at the county)",
@@ -155,6 +168,17 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
         }
     }
     println!("county-hub: wrote {} bundles to {}", nodes.len(), out_dir.display());
+    Ok(())
+}
+
+/// Enrols `nodes` straight into data directories under `root` (no bundle
+/// files), as the demo does for a whole county.
+pub fn enrol_into(hub_dir: &Path, nodes: &[NodeId], root: &Path) -> Result<()> {
+    let (ledger, secrets) = open_hub(hub_dir)?;
+    for id in nodes {
+        let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), id)?;
+        Ledger::init(&root.join(id.as_str()), &bundle)?;
+    }
     Ok(())
 }
 

@@ -291,6 +291,17 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Digest of the cases homed within `root`'s subtree (a node's scope
+    /// when `root` is the node itself).
+    pub fn digest_within(&self, root: &NodeId) -> Result<Digest> {
+        let cases: Vec<CaseState> =
+            self.cases(None, None)?.into_iter().filter(|c| self.topology.is_within(&c.home, root)).collect();
+        let events = cases.iter().map(|c| c.history.len() as u64).sum();
+        Ok(Digest { cases: cases.len() as u64, events, digest: digest_of(&cases).to_hex() })
+    }
+}
+
 /// A summary of the folded state of a set of cases.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Digest {

@@ -405,7 +405,9 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
     let (send, recv) = conn.open_bi().await?;
     let summary = run_session(&mut ledger, peer, send, recv, progress).await?;
     conn.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
+    // Everything was exchanged and acknowledged; give the close frame a
+    // moment to leave, without waiting out QUIC's full drain period.
+    let _ = tokio::time::timeout(Duration::from_millis(20), endpoint.wait_idle()).await;
     Ok(summary)
 }
 
@@ -439,16 +441,47 @@ async fn serve_connection(dir: PathBuf, incoming: quinn::Incoming) -> Result<()>
     Ok(())
 }
 
+/// A sync server running inside the caller's tokio runtime.
+pub struct Server {
+    pub endpoint: quinn::Endpoint,
+    pub addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// Starts serving sync sessions for the node in `dir` on `listen`.
+pub async fn start_server(dir: &Path, listen: &str) -> Result<Server> {
+    let ledger = Ledger::open(dir)?;
+    let addr = resolve(listen).await?;
+    let endpoint =
+        quinn::Endpoint::server(server_config(&ledger)?, addr).with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = endpoint.local_addr()?;
+    let (ep, dir) = (endpoint.clone(), dir.to_path_buf());
+    let accept = tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            let dir = dir.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_connection(dir, incoming).await {
+                    tracing::warn!("sync session failed: {e:#}");
+                }
+            });
+        }
+    });
+    Ok(Server { endpoint, addr, accept })
+}
+
 /// `serve` command: accept sync sessions; with `upstream`, also sync with
 /// it every `every`.
 pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> Result<()> {
     runtime()?.block_on(async {
-        let ledger = Ledger::open(dir)?;
-        let addr = resolve(listen).await?;
-        let endpoint = quinn::Endpoint::server(server_config(&ledger)?, addr)
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        println!("{} serving sync on {}", ledger.me(), endpoint.local_addr()?);
-        drop(ledger);
+        let server = start_server(dir, listen).await?;
+        println!("{} serving sync on {}", Ledger::open(dir)?.me(), server.addr);
         if let Some((up, every)) = upstream {
             let dir = dir.to_path_buf();
             tokio::spawn(async move {
@@ -463,21 +496,8 @@ pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> 
                 }
             });
         }
-        loop {
-            tokio::select! {
-                incoming = endpoint.accept() => {
-                    let Some(incoming) = incoming else { break };
-                    let dir = dir.to_path_buf();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(dir, incoming).await {
-                            tracing::warn!("sync session failed: {e:#}");
-                        }
-                    });
-                }
-                _ = tokio::signal::ctrl_c() => break,
-            }
-        }
-        endpoint.close(0u32.into(), b"shutting down");
+        tokio::signal::ctrl_c().await?;
+        drop(server);
         Ok(())
     })
 }

@@ -2,4 +2,5 @@
 //! directories. One test binary, modules by area.
 
 mod cli;
+mod demo;
 mod sync;

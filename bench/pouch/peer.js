@@ -1,0 +1,101 @@
+// The peer: PouchDB 9 clients (memory adapter) replicating to
+// express-pouchdb on loopback, through a TCP proxy that counts bytes.
+// Prints one JSON line per phase.
+//
+// node peer.js --villages 293 --cases 20 --changes 4 [--noop] [--delay-ms 0]
+'use strict';
+const express = require('express');
+const net = require('net');
+const PouchDB = require('pouchdb').plugin(require('pouchdb-adapter-memory'));
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf('--' + name);
+  return i >= 0 ? args[i + 1] : def;
+};
+const VILLAGES = +opt('villages', 293);
+const CASES = +opt('cases', 20);
+const CHANGES = +opt('changes', 4);
+const CONCURRENCY = +opt('concurrency', 24);
+const DELAY_MS = +opt('delay-ms', 0); // one-way delay added per chunk by the proxy
+
+let peakRss = 0;
+setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 20).unref();
+
+const ServerDB = PouchDB.defaults({ adapter: 'memory' });
+let requests = 0;
+
+async function main() {
+  const app = express();
+  app.use((req, res, next) => { requests++; next(); });
+  app.use('/', require('express-pouchdb')(ServerDB, { mode: 'minimumForPouchDB', logPath: '/dev/null' }));
+  const server = await new Promise((ok) => { const s = app.listen(0, '127.0.0.1', () => ok(s)); });
+  const target = server.address().port;
+
+  // Byte-counting proxy (optionally delaying each chunk).
+  let up = 0, down = 0;
+  const proxy = net.createServer((c) => {
+    const s = net.connect(target, '127.0.0.1');
+    const pipe = (from, to, count) => from.on('data', (d) => {
+      count(d.length);
+      if (DELAY_MS) setTimeout(() => to.write(d), DELAY_MS); else to.write(d);
+    });
+    pipe(c, s, (n) => { up += n; });
+    pipe(s, c, (n) => { down += n; });
+    c.on('close', () => s.destroy()); s.on('close', () => c.destroy());
+    c.on('error', () => {}); s.on('error', () => {});
+  });
+  await new Promise((ok) => proxy.listen(0, '127.0.0.1', ok));
+  const url = `http://127.0.0.1:${proxy.address().port}/county`;
+  await new ServerDB('county').info();
+
+  // Local databases: the same cases and the same number of changes per case.
+  const locals = [];
+  for (let v = 0; v < VILLAGES; v++) {
+    const db = new PouchDB(`village${v}`, { adapter: 'memory' });
+    for (let c = 0; c < CASES; c++) {
+      let doc = {
+        _id: `v${v}-case${c}`, item: 'V001', item_name: '城乡居民基本医疗保险参保登记',
+        applicant: '张伟', id_number: { masked: '511421********1234', lookup: 'x'.repeat(64), sealed: 'y'.repeat(60) },
+        phone: { masked: '138****1234', lookup: 'x'.repeat(64), sealed: 'y'.repeat(50) },
+        materials: ['居民身份证'], state: 'received', history: [],
+      };
+      const r = await db.put(doc);
+      doc._rev = r.rev;
+      for (let k = 1; k < CHANGES; k++) {
+        doc.state = ['pre_reviewed', 'forwarded', 'accepted', 'approved', 'issued', 'closed'][(k - 1) % 6];
+        doc.history.push({ actor: '王芳', step: doc.state, at: Date.now() });
+        const r2 = await db.put(doc);
+        doc._rev = r2.rev;
+      }
+    }
+    locals.push(db);
+  }
+
+  async function replicateAll() {
+    const started = process.hrtime.bigint();
+    const [u0, d0, q0] = [up, down, requests];
+    let next = 0, docs = 0;
+    async function worker() {
+      while (next < locals.length) {
+        const db = locals[next++];
+        const res = await db.replicate.to(url);
+        docs += res.docs_written;
+      }
+    }
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    return { seconds, bytes_up: up - u0, bytes_down: down - d0, requests: requests - q0, docs_written: docs };
+  }
+
+  const first = await replicateAll();
+  console.log(JSON.stringify({ phase: 'push', villages: VILLAGES, cases: CASES, changes: CHANGES, ...first, peak_rss: peakRss }));
+  if (args.includes('--noop')) {
+    const again = await replicateAll();
+    console.log(JSON.stringify({ phase: 'noop', villages: VILLAGES, ...again, peak_rss: peakRss }));
+  }
+  server.close(); proxy.close();
+  process.exit(0);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Benchmarks: our three-tier sync against PouchDB replication, in one run.
+
+Our side runs as real separate processes, like the laptops it serves: the hub
+is `county-hub serve`, every village is `village-node sync`. The peer is
+PouchDB 9 (memory adapter) replicating to express-pouchdb on loopback through
+a byte-counting proxy (bench/pouch/peer.js). Both get the same number of
+cases per village and the same number of changes per case.
+
+    python3 bench/run.py                  # W1, W3, W4 at full size
+    python3 bench/run.py --w2 --w5        # also the fortnight and the year
+    python3 bench/run.py --villages 20    # a quick run
+
+Results: bench/results/<date>.md and .png. See bench/README.md.
+"""
+import argparse
+import concurrent.futures as cf
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+POUCH = os.path.join(ROOT, "bench", "pouch")
+
+
+def say(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(*cmd, env=None):
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return out.stdout
+
+
+def run_json(*cmd):
+    return json.loads(run(*cmd).strip().splitlines()[-1])
+
+
+def setup_tools():
+    say("building release binaries")
+    subprocess.run(["cargo", "build", "--release", "--bins", "-q"], cwd=ROOT, check=True)
+    if not os.path.isdir(os.path.join(POUCH, "node_modules")):
+        say("installing PouchDB, express-pouchdb and express (npm)")
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=POUCH, check=True)
+
+
+class Serve:
+    """A long-running process that prints its address on its first line."""
+
+    def __init__(self, *cmd):
+        self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.p.stdout.readline()
+        self.addr = next(w.rstrip(":") for w in line.split() if w.startswith("127.0.0.1:") and not w.endswith(":0"))
+
+    def peak_rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.p.send_signal(signal.SIGINT)
+        try:
+            self.p.wait(5)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+class County:
+    def __init__(self, work, villages):
+        self.work = work
+        self.hub = os.path.join(work, "hub")
+        run(f"{BIN}/county-hub", "init", "--data", self.hub)
+        nodes = json.loads(run(f"{BIN}/county-hub", "nodes", "--data", self.hub, "--tier", "village", "--json"))
+        self.villages = [n["id"] for n in nodes][:villages]
+        bundles = os.path.join(work, "bundles")
+        run(f"{BIN}/county-hub", "enroll", "--data", self.hub, "--all", "--out-dir", bundles)
+        with cf.ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda v: run(f"{BIN}/village-node", "init", "--data", self.dir(v),
+                                      "--enrollment", os.path.join(bundles, f"{v}.json")), self.villages))
+
+    def dir(self, v):
+        return os.path.join(self.work, v)
+
+    def generate(self, cases, seed=1):
+        def one(iv):
+            i, v = iv
+            return run_json(f"{BIN}/village-node", "case", "generate", "--data", self.dir(v), "--count", str(cases),
+                            "--seed", str(seed * 100000 + i), "--as", "bench", "--json")
+        with cf.ThreadPoolExecutor(2) as ex:
+            out = list(ex.map(one, enumerate(self.villages)))
+        return sum(o["cases"] for o in out), sum(o["events"] for o in out)
+
+    def sync_all(self, peer, concurrency=8):
+        def one(v):
+            return run_json(f"{BIN}/village-node", "sync", "--data", self.dir(v), "--peer", peer, "--json")
+        started = time.monotonic()
+        with cf.ThreadPoolExecutor(concurrency) as ex:
+            out = list(ex.map(one, self.villages))
+        seconds = time.monotonic() - started
+        return {
+            "seconds": seconds,
+            "bytes_up": sum(o["bytes_sent"] for o in out),
+            "bytes_down": sum(o["bytes_received"] for o in out),
+            "events": sum(o["sent_events"] for o in out),
+            "sessions": len(out),
+            "max_bytes_up_per_child": max(o["bytes_sent"] for o in out),
+            "max_bytes_down_per_child": max(o["bytes_received"] for o in out),
+        }
+
+
+def children_peak_rss_kib():
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def pouch(villages, cases, changes, noop=False, delay_ms=0):
+    cmd = ["node", "peer.js", "--villages", str(villages), "--cases", str(cases), "--changes", str(changes)]
+    if noop:
+        cmd.append("--noop")
+    if delay_ms:
+        cmd += ["--delay-ms", str(delay_ms), "--concurrency", "1"]
+    out = subprocess.run(cmd, cwd=POUCH, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.strip().splitlines()]
+
+
+def workload_day(work, villages, cases, label, results, noop=True):
+    say(f"{label}: {villages} villages x {cases} cases: creating the county and the cases")
+    county = County(work, villages)
+    n_cases, n_events = county.generate(cases)
+    changes = max(1, round(n_events / n_cases))
+    hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
+    rss_before = children_peak_rss_kib()
+    say(f"{label}: ours: {n_cases} cases, {n_events} events, syncing every village to the hub")
+    ours = county.sync_all(hub.addr)
+    ours["events_per_second"] = n_events / ours["seconds"]
+    ours["village_peak_rss_kib"] = children_peak_rss_kib()
+    ours["hub_peak_rss_kib"] = hub.peak_rss_kib()
+    noop_ours = county.sync_all(hub.addr) if noop else None
+    hub.stop()
+    say(f"{label}: PouchDB: {n_cases} docs x {changes} changes")
+    peer = pouch(villages, cases, changes, noop=noop)
+    push = peer[0]
+    push["events_per_second"] = n_events / push["seconds"]
+    results[label] = {"villages": villages, "cases": n_cases, "events": n_events, "changes_per_case": changes,
+                      "ours": ours, "pouchdb": push}
+    if noop:
+        results["W3 no-op resync"] = {"villages": villages, "ours": noop_ours, "pouchdb": peer[1]}
+    _ = rss_before
+    return county
+
+
+def workload_rural(work, results):
+    say("W4: one village day over the emulated rural link (300 ms RTT, 1 Mbit/s, 3 % loss)")
+    county = County(work, 1)
+    n_cases, n_events = county.generate(20, seed=9)
+    hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
+    link = Serve(f"{BIN}/county-hub", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
+                 "--rtt-ms", "300", "--loss", "0.03", "--kbps", "1000", "--jitter-ms", "20")
+    ours = county.sync_all(link.addr, concurrency=1)
+    link.stop()
+    hub.stop()
+    changes = max(1, round(n_events / n_cases))
+    # PouchDB over TCP: the proxy delays every chunk by the same one-way
+    # 150 ms; TCP loss and the bandwidth cap are not emulated for it.
+    peer = pouch(1, 20, changes, delay_ms=150)[0]
+    results["W4 rural village day"] = {"villages": 1, "cases": n_cases, "events": n_events, "ours": ours,
+                                       "pouchdb": peer, "note": "PouchDB gets only the 300 ms RTT (no loss, no cap)"}
+
+
+def workload_year(work, results, cases, events_per_case):
+    say(f"W5: hub ingest of {cases} cases (~{cases * events_per_case} events) vs raw SQLite append")
+    out = run_json(f"{BIN}/county-hub", "bench-ingest", "--data", os.path.join(work, "ingest"),
+                   "--cases", str(cases), "--events-per-case", str(events_per_case))
+    results["W5 hub ingest"] = out
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Node {node}"
+
+
+def ratio(a, b):
+    return f"{a / b:.1f}x" if b else "-"
+
+
+def report(results, path_md, path_png):
+    lines = [f"# Benchmark results, {datetime.date.today()}", "", f"Machine: {machine()}", "",
+             "Ours: separate `village-node sync` processes (8 at a time) to `county-hub serve`, QUIC + mutual TLS, "
+             "SQLite with synchronous=FULL. Peer: PouchDB 9 (memory adapter, 24 replications at a time) to "
+             "express-pouchdb (memory) through a byte-counting TCP proxy. Same villages, cases and changes per case.",
+             "", "| workload | metric | ours | PouchDB | PouchDB / ours |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name.startswith("W5"):
+            continue
+        o, p = r["ours"], r["pouchdb"]
+        rows = [("wall time (s)", o["seconds"], p["seconds"]),
+                ("bytes up", o["bytes_up"], p["bytes_up"]),
+                ("bytes down", o["bytes_down"], p["bytes_down"]),
+                ("requests / sessions", o["sessions"], p["requests"])]
+        if "events_per_second" in o:
+            rows.append(("events per second", o["events_per_second"], p["events_per_second"]))
+        if "village_peak_rss_kib" in o:
+            rows.append(("peak RSS, one village process (MiB)", o["village_peak_rss_kib"] / 1024, None))
+            rows.append(("peak RSS, hub process (MiB)", o["hub_peak_rss_kib"] / 1024, p["peak_rss"] / 2**20))
+        if name.startswith("W3"):
+            rows.append(("bytes per child, both ways", (o["bytes_up"] + o["bytes_down"]) / o["sessions"],
+                         (p["bytes_up"] + p["bytes_down"]) / r["villages"]))
+        for label, a, b in rows:
+            fa = f"{a:,.2f}" if isinstance(a, float) else f"{a:,}"
+            fb = "-" if b is None else (f"{b:,.2f}" if isinstance(b, float) else f"{b:,}")
+            rt = "-" if b is None else ratio(b, a)
+            if label == "events per second" and b:
+                rt = ratio(b, a)
+            lines.append(f"| {name} | {label} | {fa} | {fb} | {rt} |")
+        if "note" in r:
+            lines.append(f"| {name} | note | {r['note']} | | |")
+    if "W5 hub ingest" in results:
+        w = results["W5 hub ingest"]
+        lines += ["", "## W5 hub ingest", "", "```", json.dumps(w, indent=1, ensure_ascii=False), "```"]
+    lines += ["", "Raw numbers:", "", "```", json.dumps(results, indent=1, ensure_ascii=False), "```", ""]
+    with open(path_md, "w") as f:
+        f.write("\n".join(lines))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"], check=False)
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    names = [n for n in results if not n.startswith("W5")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric, title in [(axes[0], lambda r: r["seconds"], "wall time (s)"),
+                              (axes[1], lambda r: r["bytes_up"] + r["bytes_down"], "bytes, both ways")]:
+        ours = [metric(results[n]["ours"]) for n in names]
+        peer = [metric(results[n]["pouchdb"]) for n in names]
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, label="ours (QUIC, SQLite)")
+        ax.bar([x + 0.2 for x in xs], peer, 0.4, label="PouchDB 9 + express-pouchdb")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([n.split(" ")[0] for n in names])
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--villages", type=int, default=293)
+    ap.add_argument("--cases", type=int, default=20, help="cases per village for W1")
+    ap.add_argument("--w2", action="store_true", help="also W2: 300 cases per village (slow)")
+    ap.add_argument("--w2-cases", type=int, default=300)
+    ap.add_argument("--w5", action="store_true", help="also W5: hub ingest of a year")
+    ap.add_argument("--w5-cases", type=int, default=1_500_000)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    a = ap.parse_args()
+    setup_tools()
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    work = os.path.join(ROOT, "bench", "work", stamp)
+    os.makedirs(work, exist_ok=True)
+    results = {}
+    try:
+        workload_day(os.path.join(work, "w1"), a.villages, a.cases, "W1 county day", results)
+        workload_rural(os.path.join(work, "w4"), results)
+        if a.w2:
+            workload_day(os.path.join(work, "w2"), a.villages, a.w2_cases, "W2 fortnight offline", results, noop=False)
+        if a.w5:
+            workload_year(work, results, a.w5_cases, 6)
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    md = os.path.join(ROOT, "bench", "results", f"{stamp}.md")
+    report(results, md, md[:-3] + ".png")
+    say(f"wrote {md}")
+    print(open(md).read())
+
+
+if __name__ == "__main__":
+    main()
