@@ -182,6 +182,12 @@ pub fn enrol_into(hub_dir: &Path, nodes: &[NodeId], root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Every node's signing key, as the hub issued them (for benchmarks that
+/// stand in for the nodes).
+pub fn signing_keys(hub_dir: &Path) -> Result<BTreeMap<NodeId, String>> {
+    Ok(open_hub(hub_dir)?.1.signing_keys)
+}
+
 pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
     let ledger = Ledger::open(dir)?;
     let tier = match tier {

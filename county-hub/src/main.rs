@@ -3,6 +3,7 @@
 
 mod demo;
 mod hub;
+mod ingest;
 
 use clap::{Parser, Subcommand};
 use node::cli::{exit_with, Common, DataDir};
@@ -118,6 +119,17 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Benchmark: hub ingest of generated village work through the real
+    /// receive path, against the raw SQLite append rate (see bench/).
+    #[command(hide = true)]
+    BenchIngest {
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        cases: u64,
+        #[arg(long, default_value_t = 6)]
+        events_per_case: u64,
+    },
     /// Run a user-space link emulator (UDP relay) in front of a node: delay,
     /// jitter, loss, bandwidth cap and cut-offs, e.g. a rural village link.
     Link {
@@ -157,6 +169,7 @@ fn main() -> ExitCode {
         Cmd::Serve { data, listen } => node::sync::serve(&data.data, &listen, None),
         Cmd::Revoke { data, node, reason, staff } => hub::revoke(&data.data, &node, &reason, &staff),
         Cmd::Ledger { data, json } => hub::ledger(&data.data, json),
+        Cmd::BenchIngest { data, cases, events_per_case } => ingest::run(&data, cases, events_per_case),
         Cmd::Demo { data, cases_per_village, link, exit, json, townships, villages_per_township, seed } => {
             demo::run(demo::DemoOptions {
                 data,

@@ -219,7 +219,7 @@ impl Ledger {
             Target::Case(c) => c,
         };
         let global = matches!(body, Body::Revoke { .. });
-        let current = if global { None } else { proto::fold_case(&case, &store::case_events(&tx, &case)?) };
+        let current = if global { None } else { store::fold_stored(&tx, &case)? };
         let draft = Draft {
             topology: &self.topology,
             me: &me,

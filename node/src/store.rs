@@ -42,7 +42,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE cases (
         case_id TEXT PRIMARY KEY, item TEXT NOT NULL, state TEXT NOT NULL, home TEXT NOT NULL,
         handler TEXT NOT NULL, flagged INTEGER NOT NULL, updated_wall INTEGER NOT NULL,
-        digest BLOB NOT NULL, folded BLOB NOT NULL);
+        folded BLOB NOT NULL);
      CREATE INDEX cases_state ON cases(state);
      CREATE INDEX cases_home ON cases(home);
      CREATE TABLE person_index (lookup TEXT NOT NULL, case_id TEXT NOT NULL,
@@ -170,61 +170,73 @@ fn decode_event(bytes: Vec<u8>) -> rusqlite::Result<Event> {
 
 /// Inserts an event, detecting duplicates and equivocation.
 pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
-    let hash = e.hash();
-    let existing: Option<Vec<u8>> = conn
-        .query_row("SELECT hash FROM events WHERE origin = ?1 AND seq = ?2", params![e.id.origin.0, e.id.seq], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    match existing {
-        Some(h) if h == hash.0 => Ok(Inserted::Duplicate),
-        Some(_) => {
-            conn.execute(
-                "INSERT OR IGNORE INTO equivocations (origin, seq, hash, case_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
-            )?;
-            Ok(Inserted::Equivocation)
-        }
-        None => {
-            conn.execute(
-                "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    e.id.origin.0,
-                    e.id.seq,
-                    e.lane.key(),
-                    e.pos,
-                    hash.0,
-                    e.case.0,
-                    e.hlc.wall_ms,
-                    e.hlc.logical,
-                    e.encode()
-                ],
-            )?;
-            if let proto::Body::Revoke { node, .. } = &e.body {
-                conn.execute(
-                    "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
-                    params![node.0, e.id.origin.0, e.id.seq],
-                )?;
-            }
-            Ok(Inserted::New)
-        }
-    }
+    insert_hashed(conn, e, e.hash())
 }
 
-/// Every stored event of a case, including equivocating twins.
-pub fn case_events(conn: &Connection, case: &CaseId) -> Result<Vec<Event>> {
+/// [`insert_event`] for an event whose hash is already known.
+pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserted> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            e.id.origin.0,
+            e.id.seq,
+            e.lane.key(),
+            e.pos,
+            hash.0,
+            e.case.0,
+            e.hlc.wall_ms,
+            e.hlc.logical,
+            e.encode()
+        ])?;
+    if inserted == 1 {
+        if let proto::Body::Revoke { node, .. } = &e.body {
+            conn.execute(
+                "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
+                params![node.0, e.id.origin.0, e.id.seq],
+            )?;
+        }
+        return Ok(Inserted::New);
+    }
+    let existing: Vec<u8> = conn
+        .prepare_cached("SELECT hash FROM events WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![e.id.origin.0, e.id.seq], |r| r.get(0))?;
+    if existing == hash.0 {
+        return Ok(Inserted::Duplicate);
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO equivocations (origin, seq, hash, case_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
+    )?;
+    Ok(Inserted::Equivocation)
+}
+
+/// Every stored event of a case, including equivocating twins, with the
+/// hashes stored beside them.
+pub fn case_events(conn: &Connection, case: &CaseId) -> Result<Vec<(Event, Hash)>> {
     let mut out = Vec::new();
     for sql in [
-        "SELECT body FROM events WHERE case_id = ?1 ORDER BY origin, seq",
-        "SELECT body FROM equivocations WHERE case_id = ?1 ORDER BY origin, seq",
+        "SELECT body, hash FROM events WHERE case_id = ?1 ORDER BY origin, seq",
+        "SELECT body, hash FROM equivocations WHERE case_id = ?1 ORDER BY origin, seq",
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
-        for e in stmt.query_map([&case.0], |r| decode_event(r.get(0)?))? {
-            out.push(e?);
+        let rows = stmt.query_map([&case.0], |r| {
+            let hash: Vec<u8> = r.get(1)?;
+            Ok((decode_event(r.get(0)?)?, Hash(hash.try_into().unwrap_or([0; 32]))))
+        })?;
+        for row in rows {
+            out.push(row?);
         }
     }
     Ok(out)
+}
+
+/// Folds a case from its stored events.
+pub fn fold_stored(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
+    let events = case_events(conn, case)?;
+    Ok(proto::fold::fold_case_hashed(case, events.iter().map(|(e, h)| (e, *h))))
 }
 
 /// The highest seq stored for an origin (0 when none).
@@ -347,24 +359,24 @@ pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
 
 /// Writes a case's derived row and its personal-data index entries.
 pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
-    conn.execute(
-        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, digest, folded)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+    let folded = codec::encode(st);
+    conn.prepare_cached(
+        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
-            digest = excluded.digest, folded = excluded.folded",
-        params![
-            st.case_id.0,
-            st.item(),
-            st.state.name(),
-            st.home.0,
-            st.handler.0,
-            st.flagged(),
-            st.updated.wall_ms,
-            st.digest().0,
-            codec::encode(st)
-        ],
-    )?;
+            folded = excluded.folded",
+    )?
+    .execute(params![
+        st.case_id.0,
+        st.item(),
+        st.state.name(),
+        st.home.0,
+        st.handler.0,
+        st.flagged(),
+        st.updated.wall_ms,
+        folded
+    ])?;
     for values in st.fields.values() {
         for v in values {
             if let proto::event::FieldValue::Protected(p) = v {
@@ -378,10 +390,18 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     Ok(())
 }
 
+/// Folds a case whose every event is `events` (it is new in this
+/// transaction) and stores the derived row, without reading it back.
+pub fn fold_new_case(conn: &Connection, case: &CaseId, events: &[(&Event, Hash)]) -> Result<()> {
+    if let Some(st) = proto::fold::fold_case_hashed(case, events.iter().copied()) {
+        put_case(conn, &st)?;
+    }
+    Ok(())
+}
+
 /// Refolds one case from its events and stores the derived row.
 pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
-    let events = case_events(conn, case)?;
-    let st = proto::fold_case(case, &events);
+    let st = fold_stored(conn, case)?;
     if let Some(st) = &st {
         put_case(conn, st)?;
     }

@@ -22,7 +22,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,15 +65,28 @@ impl Replica for SqliteReplica<'_> {
 pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> Result<()> {
     let now = crate::wall_clock_ms();
     let tx = ledger.store_mut().write()?;
-    let mut touched = BTreeSet::new();
-    for e in &verdict.accept {
-        store::insert_event(&tx, e)?;
+    // Cases created in this batch hold no other stored events (events of an
+    // unknown case are deferred, never stored), so they are folded from
+    // memory; the others are refolded from the store.
+    let mut touched: BTreeMap<&CaseId, Vec<(&Event, proto::Hash)>> = BTreeMap::new();
+    let mut created = BTreeSet::new();
+    for (e, hash) in &verdict.accept {
+        if store::insert_hashed(&tx, e, *hash)? != store::Inserted::New {
+            created.remove(&e.case);
+        }
         if e.lane != Lane::Global {
-            touched.insert(e.case.clone());
+            touched.entry(&e.case).or_default().push((e, *hash));
+            if matches!(e.body, proto::Body::Create(_)) && store::get_case(&tx, &e.case)?.is_none() {
+                created.insert(e.case.clone());
+            }
         }
     }
-    for case in &touched {
-        store::refold_case(&tx, case)?;
+    for (case, events) in &touched {
+        if created.contains(*case) {
+            store::fold_new_case(&tx, case, events)?;
+        } else {
+            store::refold_case(&tx, case)?;
+        }
     }
     for seal in &verdict.seals {
         store::put_seal(&tx, seal)?;
@@ -329,7 +342,7 @@ async fn run_session(
         let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
         if let Some((n, segments)) = batch {
             let verdict =
-                block(|| check_batch(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, &segments, now))?;
+                block(|| check_batch(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, segments, now))?;
             block(|| apply_verdict(ledger, &peer, &verdict))?;
             session.batch_stored(n, &verdict);
             if progress && last_report.elapsed() > Duration::from_secs(1) {

@@ -135,10 +135,19 @@ fn field_detail(field: &str, value: &FieldValue) -> String {
 /// Folds the events of one case. Events of other cases are ignored.
 /// Returns `None` when no event of the case is given.
 pub fn fold_case<'a>(case_id: &CaseId, events: impl IntoIterator<Item = &'a Event>) -> Option<CaseState> {
+    fold_case_hashed(case_id, events.into_iter().map(|e| (e, e.hash())))
+}
+
+/// [`fold_case`] for events whose hashes are already known (as stored or
+/// as checked on receipt), so they are not computed again.
+pub fn fold_case_hashed<'a>(
+    case_id: &CaseId,
+    events: impl IntoIterator<Item = (&'a Event, Hash)>,
+) -> Option<CaseState> {
     // Deduplicate by (id, hash), then find equivocations: ids with several hashes.
     let mut by_id: BTreeMap<&EventId, BTreeMap<Hash, &Event>> = BTreeMap::new();
-    for e in events.into_iter().filter(|e| &e.case == case_id) {
-        by_id.entry(&e.id).or_default().insert(e.hash(), e);
+    for (e, hash) in events.into_iter().filter(|(e, _)| &e.case == case_id) {
+        by_id.entry(&e.id).or_default().insert(hash, e);
     }
     if by_id.is_empty() {
         return None;

@@ -26,7 +26,7 @@ use crate::auth::{self, lane_in_scope};
 use crate::event::{verify_chain, ChainError, ChainTip, Create, Lane, Seal};
 use crate::hlc::{Hlc, DEFAULT_MAX_DRIFT_MS};
 use crate::ids::{CaseId, NodeId, Tier};
-use crate::{codec, Body, Event, Topology};
+use crate::{codec, Body, Event, Hash, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -111,8 +111,9 @@ pub struct Refused {
 /// What to do with a received batch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verdict {
-    /// Events to store, in order, each verified and authorised.
-    pub accept: Vec<Event>,
+    /// Events to store, in order, each verified and authorised, with the
+    /// hash the chain check computed.
+    pub accept: Vec<(Event, Hash)>,
     /// Seals of fully accepted segments.
     pub seals: Vec<Seal>,
     pub refused: Vec<Refused>,
@@ -128,13 +129,14 @@ fn chain_reason(e: &ChainError) -> String {
 }
 
 /// Checks a received batch against the local ledger. Pure apart from reads
-/// through `replica`.
+/// through `replica`. Takes the segments by value: accepted events move
+/// into the verdict without copying.
 pub fn check_batch<R: Replica>(
     replica: &R,
     topology: &Topology,
     me: &NodeId,
     peer: &NodeId,
-    segments: &[Segment],
+    segments: Vec<Segment>,
     now_ms: u64,
 ) -> Result<Verdict, SyncError> {
     let storage = |e: R::Error| SyncError::Storage(e.to_string());
@@ -142,47 +144,47 @@ pub fn check_batch<R: Replica>(
     // Creations accepted earlier in this batch, for authorising later events.
     let mut creates: BTreeMap<CaseId, Create> = BTreeMap::new();
     let peer_is_county = topology.tier_of(peer) == Some(Tier::County);
-    for seg in segments {
-        let seal = &seg.seal;
+    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, reason: String, in_scope: bool| {
+        for e in events {
+            v.refused.push(Refused {
+                origin: e.id.origin.clone(),
+                seq: e.id.seq,
+                reason: reason.clone(),
+                event: in_scope.then_some(e),
+            });
+        }
+    };
+    for Segment { events, seal } in segments {
         let (origin, lane) = (&seal.origin, &seal.lane);
-        let refuse_all = |v: &mut Verdict, events: &[Event], reason: String, in_scope: bool| {
-            for e in events {
-                v.refused.push(Refused {
-                    origin: e.id.origin.clone(),
-                    seq: e.id.seq,
-                    reason: reason.clone(),
-                    event: in_scope.then(|| e.clone()),
-                });
-            }
-        };
         if !lane_in_scope(topology, me, lane) {
-            refuse_all(&mut v, &seg.events, format!("lane {lane} is outside this node's scope"), false);
+            refuse_all(&mut v, &mut events.into_iter(), format!("lane {lane} is outside this node's scope"), false);
             continue;
         }
         if !peer_is_county && !lane_in_scope(topology, peer, lane) {
-            refuse_all(&mut v, &seg.events, format!("sender {peer} has no authority over lane {lane}"), true);
+            refuse_all(
+                &mut v,
+                &mut events.into_iter(),
+                format!("sender {peer} has no authority over lane {lane}"),
+                true,
+            );
             continue;
         }
-        if seg.events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
-            refuse_all(&mut v, &seg.events, "segment mixes chains".into(), true);
+        if events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
+            refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into(), true);
             continue;
         }
         let Some(key) = topology.verifying_key(origin) else {
-            refuse_all(&mut v, &seg.events, format!("no public key for origin {origin}"), true);
+            refuse_all(&mut v, &mut events.into_iter(), format!("no public key for origin {origin}"), true);
             continue;
         };
         if let Err(e) = seal.verify(&key) {
-            refuse_all(&mut v, &seg.events, format!("seal: {e}"), true);
+            refuse_all(&mut v, &mut events.into_iter(), format!("seal: {e}"), true);
             continue;
         }
-        let Some(last) = seg.events.last() else { continue };
-        if last.pos != seal.pos || last.hash() != seal.head || last.id.seq != seal.seq {
-            refuse_all(
-                &mut v,
-                &seg.events,
-                "the events do not end at the origin's seal (altered or forged)".into(),
-                true,
-            );
+        let Some(last) = events.last() else { continue };
+        if last.pos != seal.pos || last.id.seq != seal.seq || last.hash() != seal.head {
+            let reason = "the events do not end at the origin's seal (altered or forged)".to_string();
+            refuse_all(&mut v, &mut events.into_iter(), reason, true);
             continue;
         }
         let tip = replica.tip(origin, lane).map_err(storage)?;
@@ -190,36 +192,45 @@ pub fn check_batch<R: Replica>(
         // passed on unverified: a relay must not be able to plant a "twin"
         // of a held event. An origin that really forks its chain is caught
         // below, because its new events do not link to the held tip.
-        let new: Vec<&Event> = seg.events.iter().filter(|e| e.pos > tip.pos).collect();
+        let new: Vec<Event> = events.into_iter().filter(|e| e.pos > tip.pos).collect();
         let headers: Vec<_> = new.iter().map(|e| e.header()).collect();
+        let hashes: Vec<Hash> = headers.iter().map(|h| h.hash()).collect();
         if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
-            refuse_all(&mut v, &new.into_iter().cloned().collect::<Vec<_>>(), chain_reason(&e), true);
+            refuse_all(&mut v, &mut new.into_iter(), chain_reason(&e), true);
             continue;
         }
         let mut complete = true;
-        for (i, e) in new.iter().enumerate() {
-            let rest = || new[i..].iter().map(|e| (*e).clone()).collect::<Vec<_>>();
+        let mut rest = new.into_iter().zip(hashes).peekable();
+        while let Some((e, hash)) = rest.next() {
+            let refuse = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
+                refuse_all(v, &mut std::iter::once(e).chain(rest), reason, true);
+            };
             if e.hlc.wall_ms > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS) {
-                refuse_all(&mut v, &rest(), format!("timestamp {} is too far ahead of this node's clock", e.hlc), true);
+                let reason = format!("timestamp {} is too far ahead of this node's clock", e.hlc);
+                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
+            let stored;
             let create = match &e.body {
                 Body::Create(_) | Body::Revoke { .. } => None,
                 _ => match creates.get(&e.case) {
-                    Some(c) => Some(c.clone()),
-                    None => replica.create_of(&e.case).map_err(storage)?,
+                    Some(c) => Some(c),
+                    None => {
+                        stored = replica.create_of(&e.case).map_err(storage)?;
+                        stored.as_ref()
+                    }
                 },
             };
             let needs_create = !matches!(e.body, Body::Create(_) | Body::Revoke { .. });
             if needs_create && create.is_none() {
                 // The case's creation has not arrived yet: try again next time.
-                v.deferred += new.len() - i;
+                v.deferred += 1 + rest.count();
                 complete = false;
                 break;
             }
-            if let Err(err) = auth::authorize(topology, origin, lane, &e.case, create.as_ref(), &e.body) {
-                refuse_all(&mut v, &rest(), format!("not authorised: {err}"), true);
+            if let Err(err) = auth::authorize(topology, origin, lane, &e.case, create, &e.body) {
+                refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
@@ -227,10 +238,10 @@ pub fn check_batch<R: Replica>(
                 creates.insert(e.case.clone(), c.clone());
             }
             v.max_hlc = v.max_hlc.max(e.hlc);
-            v.accept.push((*e).clone());
+            v.accept.push((e, hash));
         }
         if complete {
-            v.seals.push(seal.clone());
+            v.seals.push(seal);
         }
     }
     Ok(v)

@@ -89,7 +89,8 @@ impl Mem {
         true
     }
     fn apply(&mut self, v: &Verdict, now: u64) {
-        for e in &v.accept {
+        for (e, hash) in &v.accept {
+            assert_eq!(*hash, e.hash());
             let chain = self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default();
             assert_eq!(chain.len() as u64 + 1, e.pos, "accepted events extend their chain");
             chain.push(e.clone());
@@ -228,7 +229,7 @@ impl World {
                         }
                         if let Some((n, segments)) = sto.handle(msg, to, topology, to.wall(now)).unwrap() {
                             let v =
-                                check_batch(to, topology, &to.me.clone(), &from.me, &segments, to.wall(now)).unwrap();
+                                check_batch(to, topology, &to.me.clone(), &from.me, segments, to.wall(now)).unwrap();
                             to.apply(&v, now);
                             sto.batch_stored(n, &v);
                         }
@@ -442,19 +443,19 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     // A relay alters an event in transit: the seal no longer matches.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.events[0].actor = "forger".into();
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), &[seg], now).unwrap();
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused[0].reason.contains("seal"), "{:?}", verdict.refused);
 
     // A relay forges a whole event and seals it with its own key.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.seal = Seal::sign(&w.nodes[t].key, &seg.events[0]);
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), &[seg], now).unwrap();
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
     assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"));
 
     // A village signs an approval of a county item: authentic but not authorised.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), &[seg], now).unwrap();
+    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], now).unwrap();
     w.nodes[c].apply(&verdict, now);
     let node = &mut w.nodes[v];
     let draft = Draft {
@@ -474,7 +475,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
         &topology,
         &NodeId::new("c"),
         &NodeId::new("t0v0"),
-        &[Segment { events: vec![e], seal }],
+        vec![Segment { events: vec![e], seal }],
         now,
     )
     .unwrap();
@@ -489,7 +490,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
         &topology,
         &NodeId::new("t0v1"),
         &NodeId::new("t0"),
-        &[seg],
+        vec![seg],
         now,
     )
     .unwrap();
@@ -525,6 +526,7 @@ fn timestamps_far_in_the_future_are_refused() {
     assert!(node.author(&topology, case, body, w.now));
     let seg = segment_of(node, "t0v0", &Lane::Home(NodeId::new("t0v0")));
     let c = w2.index[&NodeId::new("c")];
-    let verdict = check_batch(&w2.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), &[seg], w.now).unwrap();
+    let verdict =
+        check_batch(&w2.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now).unwrap();
     assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
 }
