@@ -34,16 +34,18 @@ async function main() {
 
   // Byte-counting proxy (optionally delaying each chunk).
   let up = 0, down = 0;
+  // Equal delays keep order (timers of equal delay run first in, first out);
+  // the end of a stream travels with the same delay as its data.
+  const later = (f) => (DELAY_MS ? setTimeout(f, DELAY_MS) : f());
   const proxy = net.createServer((c) => {
     const s = net.connect(target, '127.0.0.1');
-    const pipe = (from, to, count) => from.on('data', (d) => {
-      count(d.length);
-      if (DELAY_MS) setTimeout(() => to.write(d), DELAY_MS); else to.write(d);
-    });
+    const pipe = (from, to, count) => {
+      from.on('data', (d) => { count(d.length); later(() => { if (!to.destroyed) to.write(d); }); });
+      from.on('end', () => later(() => to.end()));
+    };
     pipe(c, s, (n) => { up += n; });
     pipe(s, c, (n) => { down += n; });
-    c.on('close', () => s.destroy()); s.on('close', () => c.destroy());
-    c.on('error', () => {}); s.on('error', () => {});
+    c.on('error', () => s.destroy()); s.on('error', () => c.destroy());
   });
   await new Promise((ok) => proxy.listen(0, '127.0.0.1', ok));
   const url = `http://127.0.0.1:${proxy.address().port}/county`;

@@ -99,7 +99,12 @@ async fn run_async(opts: DemoOptions) -> Result<()> {
     let plan = block(|| select(&hub_dir, &root, &opts))?;
     clock.say(
         quiet,
-        format!("county created; enrolling {} townships and {} villages", plan.townships.len(), plan.villages.len()),
+        format!(
+            "county created in {}; enrolling {} townships and {} villages",
+            root.display(),
+            plan.townships.len(),
+            plan.villages.len()
+        ),
     );
     let all: Vec<NodeId> = plan.townships.iter().cloned().chain(plan.villages.iter().map(|(v, _)| v.clone())).collect();
     block(|| hub::enrol_into(&hub_dir, &all, &root))?;

@@ -1,7 +1,7 @@
 //! County creation and enrolment.
 
 use anyhow::{bail, Context, Result};
-use node::identity::{generate_signing_key, Bundle, CertificateAuthority, BUNDLE_FORMAT};
+use node::identity::{generate_signing_key, Bundle, CertificateAuthority, Identity, BUNDLE_FORMAT};
 use node::protect::DataKey;
 use node::store;
 use node::Ledger;
@@ -103,13 +103,15 @@ fn make_bundle(secrets: &HubSecrets, topology: &Topology, catalogue: &Catalogue,
     let (tls_cert_pem, tls_key_pem) = ca.issue(topology.county(), node)?;
     Ok(Bundle {
         format: BUNDLE_FORMAT.to_string(),
-        node: node.clone(),
-        signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
-        tls_cert_pem,
-        tls_key_pem,
-        ca_cert_pem: secrets.ca_cert_pem.clone(),
-        data_key: secrets.data_key.clone(),
-        hub_address: secrets.hub_address.clone(),
+        identity: Identity {
+            node: node.clone(),
+            signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
+            tls_cert_pem,
+            tls_key_pem,
+            ca_cert_pem: secrets.ca_cert_pem.clone(),
+            data_key: secrets.data_key.clone(),
+            hub_address: secrets.hub_address.clone(),
+        },
         topology: topology.clone(),
         catalogue: catalogue_for(catalogue, node.tier),
     })
@@ -152,7 +154,13 @@ pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
     }
     let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &id)?;
     write_private(out, &bundle)?;
-    println!("county-hub: wrote bundle for {} ({}, {}) to {}", id, bundle.node.tier, bundle.node.name, out.display());
+    println!(
+        "county-hub: wrote bundle for {} ({}, {}) to {}",
+        id,
+        bundle.identity.node.tier,
+        bundle.identity.node.name,
+        out.display()
+    );
     Ok(())
 }
 

@@ -95,9 +95,10 @@ enum Cmd {
     /// loopback), a working day of cases, sync through the tiers, and a check
     /// that every replica agrees with the county for its scope.
     Demo {
-        /// Directory for every node's data (must not hold a demo already).
-        #[arg(long, value_name = "DIR", default_value = "county-demo")]
-        data: PathBuf,
+        /// Directory for every node's data (must not hold a demo already;
+        /// default: a new directory under the system's temp directory).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
         #[arg(long, value_name = "N", default_value_t = 20)]
         cases_per_village: u64,
         /// none, or rural: villages behind an emulated 300 ms RTT, 1 Mbit/s,
@@ -172,7 +173,13 @@ fn main() -> ExitCode {
         Cmd::BenchIngest { data, cases, events_per_case } => ingest::run(&data, cases, events_per_case),
         Cmd::Demo { data, cases_per_village, link, exit, json, townships, villages_per_township, seed } => {
             demo::run(demo::DemoOptions {
-                data,
+                data: data.unwrap_or_else(|| {
+                    let stamp = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    std::env::temp_dir().join(format!("county-demo-{stamp}"))
+                }),
                 cases_per_village,
                 rural: link == "rural",
                 exit,

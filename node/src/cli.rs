@@ -287,14 +287,14 @@ pub fn exit_with(result: Result<()>) -> ExitCode {
 /// Initialises a village or township data directory from a bundle.
 pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &str) -> Result<()> {
     let bundle = Bundle::read(enrollment)?;
-    if bundle.node.tier != tier {
+    if bundle.identity.node.tier != tier {
         bail!(
             "{} enrols {} ({}), a {} node; use the {}-node program for it",
             enrollment.display(),
-            bundle.node.id,
-            bundle.node.name,
-            bundle.node.tier,
-            bundle.node.tier
+            bundle.identity.node.id,
+            bundle.identity.node.name,
+            bundle.identity.node.tier,
+            bundle.identity.node.tier
         );
     }
     let ledger = Ledger::init(data, &bundle)?;
@@ -302,8 +302,8 @@ pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &st
         "{program}: initialised {} as {} ({}), hub {}",
         data.display(),
         ledger.me(),
-        bundle.node.name,
-        bundle.hub_address
+        bundle.identity.node.name,
+        bundle.identity.hub_address
     );
     Ok(())
 }

@@ -11,12 +11,22 @@ use serde::{Deserialize, Serialize};
 /// The bundle format tag; a file without it is not an enrolment bundle.
 pub const BUNDLE_FORMAT: &str = "renshou-case-ledger-enrolment/1";
 
-/// Everything a node needs to join the network. Written by `county-hub
-/// enroll`, read by `<bin> init --enrollment`. It holds private keys: keep it
-/// like a password and delete it after use.
+/// Everything a node needs to join the network: its identity plus the
+/// county's topology and the catalogue. Written by `county-hub enroll`, read
+/// by `<bin> init --enrollment`. It holds private keys: keep it like a
+/// password and delete it after use.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Bundle {
     pub format: String,
+    #[serde(flatten)]
+    pub identity: Identity,
+    pub topology: Topology,
+    pub catalogue: Catalogue,
+}
+
+/// A node's own identity, as kept in its store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Identity {
     pub node: NodeInfo,
     /// Hex ed25519 secret key that signs this node's seals.
     pub signing_key: String,
@@ -26,20 +36,6 @@ pub struct Bundle {
     /// Hex county data key for personal data.
     pub data_key: String,
     /// Where the county hub listens (host:port).
-    pub hub_address: String,
-    pub topology: Topology,
-    pub catalogue: Catalogue,
-}
-
-/// A node's own identity, as kept in its store.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Identity {
-    pub node: NodeInfo,
-    pub signing_key: String,
-    pub tls_cert_pem: String,
-    pub tls_key_pem: String,
-    pub ca_cert_pem: String,
-    pub data_key: String,
     pub hub_address: String,
 }
 
@@ -63,18 +59,6 @@ impl Identity {
 }
 
 impl Bundle {
-    pub fn identity(&self) -> Identity {
-        Identity {
-            node: self.node.clone(),
-            signing_key: self.signing_key.clone(),
-            tls_cert_pem: self.tls_cert_pem.clone(),
-            tls_key_pem: self.tls_key_pem.clone(),
-            ca_cert_pem: self.ca_cert_pem.clone(),
-            data_key: self.data_key.clone(),
-            hub_address: self.hub_address.clone(),
-        }
-    }
-
     /// Reads and checks a bundle file.
     pub fn read(path: &std::path::Path) -> Result<Bundle> {
         let text = std::fs::read_to_string(path)
@@ -85,8 +69,8 @@ impl Bundle {
         if bundle.format != BUNDLE_FORMAT {
             bail!("{} is a bundle of format {:?}; this program reads {BUNDLE_FORMAT}", path.display(), bundle.format);
         }
-        bundle.identity().signing_key()?;
-        bundle.identity().data_key()?;
+        bundle.identity.signing_key()?;
+        bundle.identity.data_key()?;
         Ok(bundle)
     }
 }

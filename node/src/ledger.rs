@@ -65,7 +65,7 @@ impl Ledger {
     pub fn init(dir: &Path, bundle: &Bundle) -> Result<Ledger> {
         let mut store = Store::create(dir)?;
         let tx = store.write()?;
-        store::meta_set(&tx, "identity", &bundle.identity())?;
+        store::meta_set(&tx, "identity", &bundle.identity)?;
         store::meta_set(&tx, "topology", &bundle.topology)?;
         store::meta_set(&tx, "catalogue", &bundle.catalogue)?;
         tx.commit()?;

@@ -181,20 +181,34 @@ pub fn check_batch<R: Replica>(
             refuse_all(&mut v, &mut events.into_iter(), format!("seal: {e}"), true);
             continue;
         }
-        let Some(last) = events.last() else { continue };
-        if last.pos != seal.pos || last.id.seq != seal.seq || last.hash() != seal.head {
-            let reason = "the events do not end at the origin's seal (altered or forged)".to_string();
-            refuse_all(&mut v, &mut events.into_iter(), reason, true);
-            continue;
-        }
         let tip = replica.tip(origin, lane).map_err(storage)?;
         // Events already held are skipped (a resent batch). They are not
         // passed on unverified: a relay must not be able to plant a "twin"
-        // of a held event. An origin that really forks its chain is caught
-        // below, because its new events do not link to the held tip.
-        let new: Vec<Event> = events.into_iter().filter(|e| e.pos > tip.pos).collect();
-        let headers: Vec<_> = new.iter().map(|e| e.header()).collect();
-        let hashes: Vec<Hash> = headers.iter().map(|h| h.hash()).collect();
+        // of a held event.
+        let mut new: Vec<Event> = events.into_iter().filter(|e| e.pos > tip.pos).collect();
+        if new.is_empty() {
+            continue;
+        }
+        // `prev` does not travel (see `Session::poll_transmit`): rebuild it
+        // from our tip and each previous event. The seal then decides: the
+        // rebuilt chain must end in the hash the origin signed, so an
+        // altered, forged, missing or forked event anywhere fails here.
+        let mut headers = Vec::with_capacity(new.len());
+        let mut hashes = Vec::with_capacity(new.len());
+        let mut prev = tip.hash;
+        for e in &mut new {
+            e.prev = prev;
+            let h = e.header();
+            prev = h.hash();
+            hashes.push(prev);
+            headers.push(h);
+        }
+        let last = new.last().expect("non-empty");
+        if last.pos != seal.pos || last.id.seq != seal.seq || prev != seal.head {
+            let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
+            refuse_all(&mut v, &mut new.into_iter(), reason, true);
+            continue;
+        }
         if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
             refuse_all(&mut v, &mut new.into_iter(), chain_reason(&e), true);
             continue;
@@ -428,9 +442,15 @@ impl Session {
             let mut segments = Vec::new();
             let mut count = 0;
             while let Some((lane, origin, after, seal)) = self.plan.pop_front() {
-                let events = replica
+                let mut events = replica
                     .chain_events(&lane, &origin, after, seal.pos)
                     .map_err(|e| SyncError::Storage(e.to_string()))?;
+                // Each event's `prev` is the hash of the one before it, which
+                // the receiver computes anyway; 32 incompressible bytes per
+                // event need not travel.
+                for e in &mut events {
+                    e.prev = Hash::ZERO;
+                }
                 count += events.len();
                 segments.push(Segment { events, seal });
                 if count >= self.batch_events {

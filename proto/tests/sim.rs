@@ -10,7 +10,7 @@ use proto::author::Draft;
 use proto::event::{ChainTip, Create, FieldValue, Lane, Seal};
 use proto::fold::CaseState;
 use proto::sync::{check_batch, Message, Positions, Replica, Segment, Session, Verdict};
-use proto::{auth, fold_case, Body, CaseId, Event, Hlc, HlcClock, NodeId, NodeInfo, Step, Tier, Topology};
+use proto::{auth, fold_case, Body, CaseId, Event, Hash, Hlc, HlcClock, NodeId, NodeInfo, Step, Tier, Topology};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -529,4 +529,27 @@ fn timestamps_far_in_the_future_are_refused() {
     let verdict =
         check_batch(&w2.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now).unwrap();
     assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
+}
+
+#[test]
+fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
+    let (mut w, case) = small_world();
+    let topology = w.topology.clone();
+    let v = w.index[&NodeId::new("t0v0")];
+    for name in ["户口簿", "结婚证"] {
+        assert!(w.nodes[v].author(&topology, case.clone(), Body::AddMaterial { name: name.into() }, w.now));
+    }
+    let lane = Lane::Home(NodeId::new("t0v0"));
+    let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    assert_eq!(seg.events.len(), 3);
+    for e in &mut seg.events {
+        e.prev = Hash::ZERO; // as on the wire
+    }
+    let honest =
+        check_batch(&w.nodes[0], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg.clone()], w.now).unwrap();
+    assert_eq!(honest.accept.len(), 3, "{:?}", honest.refused);
+    seg.events.remove(1);
+    let verdict = check_batch(&w.nodes[0], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], w.now).unwrap();
+    assert!(verdict.accept.is_empty());
+    assert!(verdict.refused.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.refused);
 }

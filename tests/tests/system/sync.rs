@@ -261,7 +261,10 @@ fn tampered_and_forged_events_are_quarantined() {
     sync("village-node", &b, &net.hub.addr);
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
-    assert!(reasons.iter().any(|r| r.contains("hash chain")), "the altered event breaks A's chain: {reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("do not end at the origin's seal")),
+        "the altered event breaks A's chain, which no longer ends at A's seal: {reasons:?}"
+    );
     assert!(reasons.iter().any(|r| r.contains("not signed by")), "{reasons:?}");
     // Syncing again does not pile up duplicate entries.
     let before = q.as_array().unwrap().len();
