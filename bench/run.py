@@ -225,6 +225,7 @@ def report(results, path_md, path_png, failed):
             rows.append(("events per second", o["events_per_second"], p["events_per_second"]))
         if "village_peak_rss_kib" in o:
             rows.append(("peak RSS, largest village process (MiB)", o["village_peak_rss_kib"] / 1024, None))
+        if "hub_peak_rss_kib" in o:
             rows.append(("peak RSS, hub process (MiB)", o["hub_peak_rss_kib"] / 1024, p["peak_rss"] / 2**20))
         if name.startswith("W3"):
             rows.append(("bytes per child, both ways", (o["bytes_up"] + o["bytes_down"]) / o["sessions"],
@@ -308,6 +309,8 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     md = os.path.join(ROOT, "bench", "results", f"{stamp}.md")
+    with open(md[:-3] + ".json", "w") as f:
+        json.dump({"results": results, "failed": failed}, f, indent=1, ensure_ascii=False)
     report(results, md, md[:-3] + ".png", failed)
     say(f"wrote {md}")
     print(open(md).read())

@@ -417,10 +417,11 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
     let peer = authenticate(&conn, &ledger)?;
     let (send, recv) = conn.open_bi().await?;
     let summary = run_session(&mut ledger, peer, send, recv, progress).await?;
+    // The server closes the connection once its side is done; waiting for
+    // that (half a round trip) means both sides have everything, and no
+    // drain period is needed here.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     conn.close(0u32.into(), b"done");
-    // Everything was exchanged and acknowledged; give the close frame a
-    // moment to leave, without waiting out QUIC's full drain period.
-    let _ = tokio::time::timeout(Duration::from_millis(20), endpoint.wait_idle()).await;
     Ok(summary)
 }
 
@@ -449,8 +450,9 @@ async fn serve_connection(dir: PathBuf, incoming: quinn::Incoming) -> Result<()>
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");
     }
-    // Let the client close the connection after reading our last frames.
-    let _ = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await;
+    // Our side is complete (every batch stored and acknowledged both ways):
+    // closing tells the client it may exit.
+    conn.close(0u32.into(), b"done");
     Ok(())
 }
 
