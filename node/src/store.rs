@@ -273,17 +273,23 @@ pub fn lane_tip(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Chain
     })
 }
 
-/// Every (lane, origin, last position) held, for lanes `keep` accepts.
-pub fn lane_positions(conn: &Connection, mut keep: impl FnMut(&Lane) -> bool) -> Result<Vec<(Lane, NodeId, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events GROUP BY lane, origin")?;
-    let rows = stmt.query_map([], |r| {
+/// Every (lane, origin, last position) held, for `lanes` (all when
+/// `None`). Per-lane queries use the (lane, origin, pos) index, so a
+/// village's session costs the hub the same however large the county grows.
+pub fn lane_positions(conn: &Connection, lanes: Option<&[Lane]>) -> Result<Vec<(Lane, NodeId, u64)>> {
+    let row = |r: &rusqlite::Row<'_>| {
         Ok((Lane::from_key(&r.get::<_, String>(0)?), NodeId::new(r.get::<_, String>(1)?), r.get::<_, u64>(2)?))
-    })?;
+    };
+    let Some(lanes) = lanes else {
+        let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events GROUP BY lane, origin")?;
+        let rows = stmt.query_map([], row)?;
+        return Ok(rows.collect::<rusqlite::Result<_>>()?);
+    };
+    let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin")?;
     let mut out = Vec::new();
-    for row in rows {
-        let row = row?;
-        if keep(&row.0) {
-            out.push(row);
+    for lane in lanes {
+        for r in stmt.query_map([lane.key()], row)? {
+            out.push(r?);
         }
     }
     Ok(out)

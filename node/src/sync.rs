@@ -43,8 +43,8 @@ pub struct SqliteReplica<'a>(pub &'a Connection);
 
 impl Replica for SqliteReplica<'_> {
     type Error = anyhow::Error;
-    fn positions(&self, keep: &dyn Fn(&Lane) -> bool) -> Result<Positions> {
-        store::lane_positions(self.0, keep)
+    fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions> {
+        store::lane_positions(self.0, lanes)
     }
     fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>> {
         store::lane_events(self.0, lane, origin, after, upto)

@@ -58,11 +58,27 @@ impl Message {
     }
 }
 
+/// The lanes two nodes share. Scopes nest (a village's lies within its
+/// township's, which lies within the county's), so this is the scope of
+/// the lower of the two: the global lane and the home lane of every node
+/// in its subtree. `None` means every lane.
+pub fn shared_lanes(topology: &Topology, a: &NodeId, b: &NodeId) -> Option<Vec<Lane>> {
+    let tier = |n: &NodeId| topology.tier_of(n).unwrap_or(Tier::Village);
+    let lower = if tier(a) <= tier(b) { a } else { b };
+    if tier(lower) == Tier::County {
+        return None;
+    }
+    let mut lanes = vec![Lane::Global];
+    lanes
+        .extend(topology.nodes().iter().filter(|n| topology.is_within(&n.id, lower)).map(|n| Lane::Home(n.id.clone())));
+    Some(lanes)
+}
+
 /// Read access to a node's ledger.
 pub trait Replica {
     type Error: std::fmt::Display;
-    /// Last position per (lane, origin) for lanes `keep` accepts.
-    fn positions(&self, keep: &dyn Fn(&Lane) -> bool) -> Result<Positions, Self::Error>;
+    /// Last position per (lane, origin) held, for `lanes` (all when `None`).
+    fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions, Self::Error>;
     /// Events of a chain with `after < pos <= upto`, ascending.
     fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>, Self::Error>;
     /// The latest seal held for a chain.
@@ -307,9 +323,8 @@ impl Session {
         peer: &NodeId,
         now_ms: u64,
     ) -> Result<Session, SyncError> {
-        let positions = replica
-            .positions(&|lane| lane_in_scope(topology, peer, lane) && lane_in_scope(topology, me, lane))
-            .map_err(|e| SyncError::Storage(e.to_string()))?;
+        let lanes = shared_lanes(topology, me, peer);
+        let positions = replica.positions(lanes.as_deref()).map_err(|e| SyncError::Storage(e.to_string()))?;
         let mut s = Session {
             me: me.clone(),
             peer: peer.clone(),
@@ -399,11 +414,8 @@ impl Session {
     ) -> Result<(), SyncError> {
         let storage = |e: R::Error| SyncError::Storage(e.to_string());
         let theirs: BTreeMap<(Lane, NodeId), u64> = peer_positions.into_iter().map(|(l, o, p)| ((l, o), p)).collect();
-        let peer = self.peer.clone();
-        let me = self.me.clone();
-        let mine = replica
-            .positions(&|lane| lane_in_scope(topology, &peer, lane) && lane_in_scope(topology, &me, lane))
-            .map_err(storage)?;
+        let lanes = shared_lanes(topology, &self.me, &self.peer);
+        let mine = replica.positions(lanes.as_deref()).map_err(storage)?;
         let mut plan = Vec::new();
         for (lane, origin, _) in mine {
             let have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
@@ -490,7 +502,7 @@ mod tests {
     struct Empty;
     impl Replica for Empty {
         type Error = String;
-        fn positions(&self, _: &dyn Fn(&Lane) -> bool) -> Result<Positions, String> {
+        fn positions(&self, _: Option<&[Lane]>) -> Result<Positions, String> {
             Ok(vec![])
         }
         fn chain_events(&self, _: &Lane, _: &NodeId, _: u64, _: u64) -> Result<Vec<Event>, String> {

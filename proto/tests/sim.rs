@@ -28,11 +28,11 @@ struct Mem {
 
 impl Replica for Mem {
     type Error = String;
-    fn positions(&self, keep: &dyn Fn(&Lane) -> bool) -> Result<Positions, String> {
+    fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions, String> {
         Ok(self
             .chains
             .iter()
-            .filter(|((l, _), _)| keep(l))
+            .filter(|((l, _), _)| lanes.is_none_or(|ls| ls.contains(l)))
             .map(|((l, o), c)| (l.clone(), o.clone(), c.len() as u64))
             .collect())
     }
