@@ -388,6 +388,13 @@ pub fn run(cmd: Common) -> Result<()> {
                     summary.seconds
                 );
             }
+            if summary.refused_by_peer > 0 {
+                eprintln!(
+                    "WARNING: {} refused {} of the events sent and quarantined them; \
+                     ask the county administrator (quarantine list) before working on",
+                    summary.peer, summary.refused_by_peer
+                );
+            }
             if summary.deferred_events > 0 {
                 eprintln!("{} events wait for their case to arrive; sync again", summary.deferred_events);
             }

@@ -43,10 +43,22 @@ pub struct Segment {
 /// What travels between two sessions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    Hello { wall_ms: u64, positions: Positions },
-    Batch { n: u32, segments: Vec<Segment> },
-    Ack { n: u32 },
-    Done { batches: u32 },
+    Hello {
+        wall_ms: u64,
+        positions: Positions,
+    },
+    Batch {
+        n: u32,
+        segments: Vec<Segment>,
+    },
+    /// Batch `n` is stored; `refused` of its events went to quarantine.
+    Ack {
+        n: u32,
+        refused: u32,
+    },
+    Done {
+        batches: u32,
+    },
 }
 
 impl Message {
@@ -286,6 +298,8 @@ pub struct Stats {
     pub received_batches: u32,
     pub refused_events: u64,
     pub deferred_events: u64,
+    /// Of the events we sent, how many the peer quarantined.
+    pub refused_by_peer: u64,
     /// Peer's wall clock minus ours, from the Hello (ms).
     pub peer_clock_offset_ms: Option<i64>,
 }
@@ -379,13 +393,15 @@ impl Session {
                 }
                 if self.stored.contains(&n) {
                     // A duplicate of a batch already stored: acknowledge again.
-                    self.outbox.push_back(Message::Ack { n });
+                    self.outbox.push_back(Message::Ack { n, refused: 0 });
                     return Ok(None);
                 }
                 Ok(Some((n, segments)))
             }
-            Message::Ack { n } => {
-                self.unacked.remove(&n);
+            Message::Ack { n, refused } => {
+                if self.unacked.remove(&n) {
+                    self.stats.refused_by_peer += u64::from(refused);
+                }
                 Ok(None)
             }
             Message::Done { batches } => {
@@ -403,7 +419,7 @@ impl Session {
             self.stats.refused_events += verdict.refused.len() as u64;
             self.stats.deferred_events += verdict.deferred as u64;
         }
-        self.outbox.push_back(Message::Ack { n });
+        self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32 });
     }
 
     fn plan_sending<R: Replica>(

@@ -257,7 +257,8 @@ fn tampered_and_forged_events_are_quarantined() {
     conn_b.execute("UPDATE seals SET signature = ?1", [forged.signature]).unwrap();
     drop((conn, conn_b));
 
-    sync("village-node", &a, &net.hub.addr);
+    let out_a = sync("village-node", &a, &net.hub.addr);
+    assert!(out_a["refused_by_peer"].as_u64().unwrap() > 0, "the village is told: {out_a}");
     sync("village-node", &b, &net.hub.addr);
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
