@@ -99,6 +99,7 @@ enum Cmd {
         /// default: a new directory under the system's temp directory).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Cases taken at each village window (townships take half as many).
         #[arg(long, value_name = "N", default_value_t = 20)]
         cases_per_village: u64,
         /// none, or rural: villages behind an emulated 300 ms RTT, 1 Mbit/s,
@@ -117,6 +118,7 @@ enum Cmd {
         /// Use only the first N villages of each township (0: all).
         #[arg(long, value_name = "N", default_value_t = 0)]
         villages_per_township: usize,
+        /// Seed for the generated work, routes and offline villages.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
