@@ -200,12 +200,14 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
         }
         return Ok(Inserted::New);
     }
-    let existing: Vec<u8> = conn
+    let existing: Option<Vec<u8>> = conn
         .prepare_cached("SELECT hash FROM events WHERE origin = ?1 AND seq = ?2")?
-        .query_row(params![e.id.origin.0, e.id.seq], |r| r.get(0))?;
-    if existing == hash.0 {
+        .query_row(params![e.id.origin.0, e.id.seq], |r| r.get(0))
+        .optional()?;
+    if existing.as_deref() == Some(hash.0.as_slice()) {
         return Ok(Inserted::Duplicate);
     }
+    // Another event holds this id, or this chain position: the origin forked.
     conn.execute(
         "INSERT OR IGNORE INTO equivocations (origin, seq, hash, case_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
@@ -501,7 +503,7 @@ impl Store {
         let tx = self.write()?;
         tx.execute_batch("DELETE FROM cases; DELETE FROM person_index;")?;
         let ids: Vec<CaseId> = {
-            let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events ORDER BY case_id")?;
+            let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
             let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };

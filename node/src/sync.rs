@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 /// ALPN of the case-ledger sync protocol.
 const ALPN: &[u8] = b"case-ledger-sync/1";
+/// Longest a served session may last.
+const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Largest frame accepted (compressed), to bound memory.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
 
@@ -57,6 +59,9 @@ impl Replica for SqliteReplica<'_> {
     }
     fn create_of(&self, case: &CaseId) -> Result<Option<proto::event::Create>> {
         Ok(store::get_case(self.0, case)?.and_then(|c| c.create))
+    }
+    fn is_revoked(&self, node: &NodeId) -> Result<bool> {
+        Ok(store::revoked(self.0)?.contains(node))
     }
 }
 
@@ -446,7 +451,11 @@ async fn serve_connection(dir: PathBuf, incoming: quinn::Incoming) -> Result<()>
         }
     };
     let (send, recv) = conn.accept_bi().await?;
-    let s = run_session(&mut ledger, peer.clone(), send, recv, false).await?;
+    // A peer that stops talking must not hold a session (and its SQLite
+    // connection) for ever; keep-alives stop the idle timeout from firing.
+    let s = tokio::time::timeout(SESSION_DEADLINE, run_session(&mut ledger, peer.clone(), send, recv, false))
+        .await
+        .map_err(|_| anyhow!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()))??;
     tracing::info!(
         peer = %peer, sent = s.sent_events, received = s.received_events, refused = s.refused_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"

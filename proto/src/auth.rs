@@ -21,6 +21,9 @@ pub enum AuthError {
     /// A node other than the minting origin tried to create the case.
     #[error("case {case} can only be created by its home node {home}, not {author}")]
     CreateNotByHome { case: CaseId, home: NodeId, author: NodeId },
+    /// A creation that is not the event whose id mints the case.
+    #[error("event {origin}/{seq} claims to create case {case}, which it did not mint")]
+    NotMintingEvent { case: CaseId, origin: NodeId, seq: u64 },
     /// The case's home lies outside the author's subtree.
     #[error("case {case} (home {home}) is outside the scope of node {author}")]
     OutOfScope { case: CaseId, home: NodeId, author: NodeId },
@@ -83,6 +86,7 @@ pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
 pub fn authorize(
     topology: &Topology,
     author: &NodeId,
+    seq: u64,
     lane: &Lane,
     case: &CaseId,
     create: Option<&Create>,
@@ -112,6 +116,9 @@ pub fn authorize(
         Body::Create(c) => {
             if &home != author {
                 return Err(AuthError::CreateNotByHome { case: case.clone(), home, author: author.clone() });
+            }
+            if CaseId::mint(author, seq) != *case {
+                return Err(AuthError::NotMintingEvent { case: case.clone(), origin: author.clone(), seq });
             }
             if !c.accepted_at.contains(&tier) {
                 return Err(AuthError::NotAcceptedHere {

@@ -51,7 +51,7 @@ impl Draft<'_> {
         if !creating && create.is_none() {
             return Err(AuthoringError::NoSuchCase(self.case.clone()));
         }
-        auth::authorize(self.topology, self.me, &self.lane(), &self.case, create, &self.body)?;
+        auth::authorize(self.topology, self.me, self.seq, &self.lane(), &self.case, create, &self.body)?;
         if let (Body::Step { step, .. }, Some(st)) = (&self.body, self.current) {
             if workflow::next(st.state, step).is_none() {
                 let allowed = st.state.allowed_steps();

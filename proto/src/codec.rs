@@ -13,8 +13,20 @@ pub struct DecodeError {
     pub message: String,
 }
 
+/// Largest value decoded, in bytes: no length field from the wire may make
+/// the decoder allocate more than this.
+pub const DECODE_LIMIT: usize = 256 * 1024 * 1024;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+fn limited() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<DECODE_LIMIT>,
+> {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
 /// Encodes a value. Encoding of our own types cannot fail (no maps with
@@ -25,10 +37,25 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a value, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| DecodeError { what, message: e.to_string() })?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, limited())
+        .map_err(|e| DecodeError { what, message: e.to_string() })?;
     if used != bytes.len() {
         return Err(DecodeError { what, message: format!("{} trailing bytes", bytes.len() - used) });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hostile length prefix must be an error, not an allocation that
+    /// aborts the process.
+    #[test]
+    fn a_huge_length_prefix_is_an_error() {
+        // Varint 0xFD + u64: a string claiming 2^40 bytes.
+        let mut bytes = vec![0xFD];
+        bytes.extend((1u64 << 40).to_le_bytes());
+        assert!(decode::<String>("test", &bytes).is_err());
+    }
 }

@@ -59,6 +59,9 @@ impl HlcClock {
     pub fn tick(&mut self, now_ms: u64) -> Hlc {
         self.last = if now_ms > self.last.wall_ms {
             Hlc { wall_ms: now_ms, logical: 0 }
+        } else if self.last.logical == u32::MAX {
+            // The counter is exhausted: move to the next millisecond.
+            Hlc { wall_ms: self.last.wall_ms.saturating_add(1), logical: 0 }
         } else {
             Hlc { wall_ms: self.last.wall_ms, logical: self.last.logical + 1 }
         };
@@ -100,6 +103,12 @@ mod tests {
         c.observe(Hlc { wall_ms: 2000, logical: 7 }, 1000).unwrap();
         let t = c.tick(1000);
         assert_eq!(t, Hlc { wall_ms: 2000, logical: 8 });
+    }
+
+    #[test]
+    fn an_exhausted_logical_counter_moves_to_the_next_millisecond() {
+        let mut c = HlcClock::new(Hlc { wall_ms: 5, logical: u32::MAX });
+        assert_eq!(c.tick(1), Hlc { wall_ms: 6, logical: 0 });
     }
 
     #[test]

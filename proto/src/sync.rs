@@ -99,6 +99,8 @@ pub trait Replica {
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
     /// A case's creation, if held.
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
+    /// The county has revoked this node.
+    fn is_revoked(&self, node: &NodeId) -> Result<bool, Self::Error>;
 }
 
 /// The protocol was broken or storage failed; the session is over.
@@ -172,44 +174,59 @@ pub fn check_batch<R: Replica>(
     // Creations accepted earlier in this batch, for authorising later events.
     let mut creates: BTreeMap<CaseId, Create> = BTreeMap::new();
     let peer_is_county = topology.tier_of(peer) == Some(Tier::County);
-    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, reason: String, in_scope: bool| {
+    // Refused events are kept for administrators only when their own lane
+    // is in this node's scope; otherwise only their ids are.
+    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, reason: String| {
         for e in events {
+            let keep = lane_in_scope(topology, me, &e.lane) && auth::lane_of(&e.case, &e.body) == e.lane;
             v.refused.push(Refused {
                 origin: e.id.origin.clone(),
                 seq: e.id.seq,
                 reason: reason.clone(),
-                event: in_scope.then_some(e),
+                event: keep.then_some(e),
             });
         }
     };
+    // Chain tips as this batch advances them, so that two segments of one
+    // chain (a fork) are checked against each other, not both against the
+    // stored tip.
+    let mut tips: BTreeMap<(NodeId, Lane), ChainTip> = BTreeMap::new();
     for Segment { events, seal } in segments {
         let (origin, lane) = (&seal.origin, &seal.lane);
+        // SQLite stores integers as i64; larger ids cannot be genuine.
+        if events.iter().any(|e| e.id.seq > i64::MAX as u64 || e.pos > i64::MAX as u64) {
+            refuse_all(&mut v, &mut events.into_iter(), "seq or position out of range".into());
+            continue;
+        }
         if !lane_in_scope(topology, me, lane) {
-            refuse_all(&mut v, &mut events.into_iter(), format!("lane {lane} is outside this node's scope"), false);
+            refuse_all(&mut v, &mut events.into_iter(), format!("lane {lane} is outside this node's scope"));
             continue;
         }
         if !peer_is_county && !lane_in_scope(topology, peer, lane) {
-            refuse_all(
-                &mut v,
-                &mut events.into_iter(),
-                format!("sender {peer} has no authority over lane {lane}"),
-                true,
-            );
+            refuse_all(&mut v, &mut events.into_iter(), format!("sender {peer} has no authority over lane {lane}"));
             continue;
         }
         if events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
-            refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into(), true);
+            refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into());
+            continue;
+        }
+        if replica.is_revoked(origin).map_err(storage)? {
+            let reason = format!("origin {origin} has been revoked by the county");
+            refuse_all(&mut v, &mut events.into_iter(), reason);
             continue;
         }
         let Some(key) = topology.verifying_key(origin) else {
-            refuse_all(&mut v, &mut events.into_iter(), format!("no public key for origin {origin}"), true);
+            refuse_all(&mut v, &mut events.into_iter(), format!("no public key for origin {origin}"));
             continue;
         };
         if let Err(e) = seal.verify(&key) {
-            refuse_all(&mut v, &mut events.into_iter(), format!("seal: {e}"), true);
+            refuse_all(&mut v, &mut events.into_iter(), format!("seal: {e}"));
             continue;
         }
-        let tip = replica.tip(origin, lane).map_err(storage)?;
+        let tip = match tips.get(&(origin.clone(), lane.clone())) {
+            Some(t) => t.clone(),
+            None => replica.tip(origin, lane).map_err(storage)?,
+        };
         // Events already held are skipped (a resent batch). They are not
         // passed on unverified: a relay must not be able to plant a "twin"
         // of a held event.
@@ -234,18 +251,18 @@ pub fn check_batch<R: Replica>(
         let last = new.last().expect("non-empty");
         if last.pos != seal.pos || last.id.seq != seal.seq || prev != seal.head {
             let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
-            refuse_all(&mut v, &mut new.into_iter(), reason, true);
+            refuse_all(&mut v, &mut new.into_iter(), reason);
             continue;
         }
         if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
-            refuse_all(&mut v, &mut new.into_iter(), chain_reason(&e), true);
+            refuse_all(&mut v, &mut new.into_iter(), chain_reason(&e));
             continue;
         }
         let mut complete = true;
         let mut rest = new.into_iter().zip(hashes).peekable();
         while let Some((e, hash)) = rest.next() {
             let refuse = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
-                refuse_all(v, &mut std::iter::once(e).chain(rest), reason, true);
+                refuse_all(v, &mut std::iter::once(e).chain(rest), reason);
             };
             if e.hlc.wall_ms > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS) {
                 let reason = format!("timestamp {} is too far ahead of this node's clock", e.hlc);
@@ -271,16 +288,23 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
-            if let Err(err) = auth::authorize(topology, origin, lane, &e.case, create, &e.body) {
+            if let Err(err) = auth::authorize(topology, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
             if let Body::Create(c) = &e.body {
-                creates.insert(e.case.clone(), c.clone());
+                creates.entry(e.case.clone()).or_insert_with(|| c.clone());
             }
             v.max_hlc = v.max_hlc.max(e.hlc);
             v.accept.push((e, hash));
+        }
+        if let Some(t) = v.accept.last().filter(|(e, _)| &e.id.origin == origin && &e.lane == lane) {
+            let (e, hash) = t;
+            tips.insert(
+                (origin.clone(), lane.clone()),
+                ChainTip { pos: e.pos, seq: e.id.seq, hash: *hash, hlc: e.hlc },
+            );
         }
         if complete {
             v.seals.push(seal);
@@ -383,7 +407,9 @@ impl Session {
                     return Ok(None);
                 }
                 self.got_hello = true;
-                self.stats.peer_clock_offset_ms = Some(wall_ms as i64 - now_ms as i64);
+                let offset = i128::from(wall_ms) - i128::from(now_ms);
+                self.stats.peer_clock_offset_ms =
+                    Some(offset.clamp(i128::from(i64::MIN + 1), i128::from(i64::MAX)) as i64);
                 self.plan_sending(replica, topology, positions)?;
                 Ok(None)
             }
@@ -532,6 +558,9 @@ mod tests {
         }
         fn create_of(&self, _: &CaseId) -> Result<Option<Create>, String> {
             Ok(None)
+        }
+        fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
+            Ok(false)
         }
     }
 

@@ -53,6 +53,9 @@ impl Replica for Mem {
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, String> {
         Ok(self.case(case).and_then(|c| c.create))
     }
+    fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 impl Mem {
@@ -552,4 +555,51 @@ fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
     let verdict = check_batch(&w.nodes[0], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], w.now).unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.refused);
+}
+
+/// A creation must be the event that minted the case id: a second,
+/// forged creation cannot redefine who decides the case.
+#[test]
+fn a_second_creation_of_a_case_is_refused() {
+    let (w, case) = small_world();
+    let topology = w.topology.clone();
+    let v = w.index[&NodeId::new("t0v0")];
+    let node = &w.nodes[v];
+    let lane = Lane::Home(NodeId::new("t0v0"));
+    let forged = Body::Create(Create {
+        item: "X".into(),
+        item_name: "sim".into(),
+        catalogue_version: 1,
+        accepted_at: vec![Tier::Village],
+        decided_by: Tier::Village,
+        promised_days: 1,
+        fields: vec![],
+        materials: vec![],
+    });
+    let draft = Draft {
+        topology: &topology,
+        me: &node.me,
+        seq: 2,
+        case: case.clone(),
+        current: None,
+        actor: "x",
+        body: forged,
+    };
+    assert!(draft.check().is_err(), "a local second creation is refused");
+    let tip = node.tip(&node.me, &lane).unwrap();
+    let e = draft.build(&tip, Hlc { wall_ms: w.now, logical: 9 });
+    let seal = Seal::sign(&node.key, &e);
+    let mut events = segment_of(node, "t0v0", &lane).events;
+    events.push(e);
+    let verdict = check_batch(
+        &w.nodes[0],
+        &topology,
+        &NodeId::new("c"),
+        &NodeId::new("t0v0"),
+        vec![Segment { events, seal }],
+        w.now,
+    )
+    .unwrap();
+    assert_eq!(verdict.accept.len(), 1, "the genuine creation is accepted");
+    assert!(verdict.refused[0].reason.contains("did not mint"), "{:?}", verdict.refused);
 }

@@ -156,14 +156,30 @@ fn concurrent_edits_at_village_and_county_both_survive() {
 fn a_revoked_village_is_refused_everywhere() {
     let net = network();
     let (a, t, hub) = (data(&net, VILLAGE_A), data(&net, TOWNSHIP), data(&net, HUB));
+    ok("village-node", &["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"]);
     sync("village-node", &a, &net.township.addr);
+    sync("township-node", &t, &net.hub.addr);
+    let before = digest("county-hub", &hub, VILLAGE_A);
     ok("county-hub", &["revoke", "--data", &hub, "--node", VILLAGE_A, "--reason", "笔记本丢失", "--as", "县管理员"]);
     let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.hub.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
-    // The revocation travels to the township, which then refuses the village too.
-    sync("township-node", &t, &net.hub.addr);
+    // The thief works on and reaches the township, which has not heard yet…
+    ok("village-node", &["case", "generate", "--data", &a, "--count", "2", "--seed", "9", "--as", "冒名者"]);
+    sync("village-node", &a, &net.township.addr);
+    // …but the county refuses what the township relays from a revoked node.
+    let relay = sync("township-node", &t, &net.hub.addr);
+    assert!(relay["refused_by_peer"].as_u64().unwrap() > 0, "{relay}");
+    assert_eq!(digest("county-hub", &hub, VILLAGE_A), before, "nothing from after the revocation was applied");
+    let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
+    assert!(q.as_array().unwrap().iter().any(|r| r["reason"].as_str().unwrap().contains("revoked")), "{q}");
+    // The revocation has travelled to the township, which now refuses the village too.
     let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.township.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
+    // Holding a revocation, the stores still verify, and it is no case.
+    for (program, d) in [("county-hub", &hub), ("township-node", &t)] {
+        assert_eq!(ok_json(program, &["verify", "--data", d, "--json"])["ok"], true, "{program}");
+        assert!(cases(program, d).iter().all(|c| c["case_id"] != "*"));
+    }
     // Another village of the same township is still served.
     let other = net.county.enrol("511421101002", "village-node");
     sync("village-node", s(&other), &net.township.addr);
