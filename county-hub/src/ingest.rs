@@ -133,7 +133,15 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
         let received = segments.clone();
         let started = Instant::now();
         for seg in received {
-            let verdict = check_batch(&SqliteReplica(ledger.store().conn()), &topology, &me, village, vec![seg], now)?;
+            let verdict = check_batch(
+                &SqliteReplica(ledger.store().conn()),
+                &topology,
+                Some(ledger.catalogue()),
+                &me,
+                village,
+                vec![seg],
+                now,
+            )?;
             anyhow::ensure!(verdict.refused.is_empty(), "generated events were refused: {:?}", verdict.refused.first());
             apply_verdict(&mut ledger, village, &verdict)?;
         }

@@ -348,8 +348,17 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
         if let Some((n, segments)) = batch {
-            let verdict =
-                block(|| check_batch(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, segments, now))?;
+            let verdict = block(|| {
+                check_batch(
+                    &SqliteReplica(ledger.store().conn()),
+                    &topology,
+                    Some(ledger.catalogue()),
+                    &me,
+                    &peer,
+                    segments,
+                    now,
+                )
+            })?;
             block(|| apply_verdict(ledger, &peer, &verdict))?;
             session.batch_stored(n, &verdict);
             if progress && last_report.elapsed() > Duration::from_secs(1) {

@@ -26,7 +26,7 @@ use crate::auth::{self, lane_in_scope};
 use crate::event::{verify_chain, ChainError, ChainTip, Create, Lane, Seal};
 use crate::hlc::{Hlc, DEFAULT_MAX_DRIFT_MS};
 use crate::ids::{CaseId, NodeId, Tier};
-use crate::{codec, Body, Event, Hash, Topology};
+use crate::{codec, Body, Catalogue, Event, Hash, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -164,6 +164,7 @@ fn chain_reason(e: &ChainError) -> String {
 pub fn check_batch<R: Replica>(
     replica: &R,
     topology: &Topology,
+    catalogue: Option<&Catalogue>,
     me: &NodeId,
     peer: &NodeId,
     segments: Vec<Segment>,
@@ -287,6 +288,20 @@ pub fn check_batch<R: Replica>(
                 v.deferred += 1 + rest.count();
                 complete = false;
                 break;
+            }
+            // A creation must say what the catalogue it was taken under says
+            // about who takes and decides the item, when we hold that version.
+            if let (Body::Create(c), Some(cat)) = (&e.body, catalogue) {
+                let listed = cat.item(&c.item).filter(|_| cat.version == c.catalogue_version);
+                if listed.is_some_and(|i| i.decided_by != c.decided_by || i.accepted_at != c.accepted_at) {
+                    let reason = format!(
+                        "not authorised: item {} is not taken and decided as catalogue v{} says",
+                        c.item, cat.version
+                    );
+                    refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                    complete = false;
+                    break;
+                }
             }
             if let Err(err) = auth::authorize(topology, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));

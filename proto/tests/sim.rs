@@ -231,8 +231,8 @@ impl World {
                             }
                         }
                         if let Some((n, segments)) = sto.handle(msg, to, topology, to.wall(now)).unwrap() {
-                            let v =
-                                check_batch(to, topology, &to.me.clone(), &from.me, segments, to.wall(now)).unwrap();
+                            let v = check_batch(to, topology, None, &to.me.clone(), &from.me, segments, to.wall(now))
+                                .unwrap();
                             to.apply(&v, now);
                             sto.batch_stored(n, &v);
                         }
@@ -446,19 +446,22 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     // A relay alters an event in transit: the seal no longer matches.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.events[0].actor = "forger".into();
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
+    let verdict =
+        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused[0].reason.contains("seal"), "{:?}", verdict.refused);
 
     // A relay forges a whole event and seals it with its own key.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.seal = Seal::sign(&w.nodes[t].key, &seg.events[0]);
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
+    let verdict =
+        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
     assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"));
 
     // A village signs an approval of a county item: authentic but not authorised.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
-    let verdict = check_batch(&w.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], now).unwrap();
+    let verdict =
+        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], now).unwrap();
     w.nodes[c].apply(&verdict, now);
     let node = &mut w.nodes[v];
     let draft = Draft {
@@ -476,6 +479,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     let verdict = check_batch(
         &w.nodes[c],
         &topology,
+        None,
         &NodeId::new("c"),
         &NodeId::new("t0v0"),
         vec![Segment { events: vec![e], seal }],
@@ -491,6 +495,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     let verdict = check_batch(
         &w.nodes[w.index[&NodeId::new("t0v1")]],
         &topology,
+        None,
         &NodeId::new("t0v1"),
         &NodeId::new("t0"),
         vec![seg],
@@ -530,7 +535,7 @@ fn timestamps_far_in_the_future_are_refused() {
     let seg = segment_of(node, "t0v0", &Lane::Home(NodeId::new("t0v0")));
     let c = w2.index[&NodeId::new("c")];
     let verdict =
-        check_batch(&w2.nodes[c], &topology, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now).unwrap();
+        check_batch(&w2.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now).unwrap();
     assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
 }
 
@@ -549,10 +554,12 @@ fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
         e.prev = Hash::ZERO; // as on the wire
     }
     let honest =
-        check_batch(&w.nodes[0], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg.clone()], w.now).unwrap();
+        check_batch(&w.nodes[0], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg.clone()], w.now)
+            .unwrap();
     assert_eq!(honest.accept.len(), 3, "{:?}", honest.refused);
     seg.events.remove(1);
-    let verdict = check_batch(&w.nodes[0], &topology, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], w.now).unwrap();
+    let verdict =
+        check_batch(&w.nodes[0], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], w.now).unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.refused);
 }
@@ -594,6 +601,7 @@ fn a_second_creation_of_a_case_is_refused() {
     let verdict = check_batch(
         &w.nodes[0],
         &topology,
+        None,
         &NodeId::new("c"),
         &NodeId::new("t0v0"),
         vec![Segment { events, seal }],
@@ -602,4 +610,40 @@ fn a_second_creation_of_a_case_is_refused() {
     .unwrap();
     assert_eq!(verdict.accept.len(), 1, "the genuine creation is accepted");
     assert!(verdict.refused[0].reason.contains("did not mint"), "{:?}", verdict.refused);
+}
+
+/// A home node cannot grant itself the decision on an item by writing a
+/// different deciding tier into the creation than its catalogue says.
+#[test]
+fn a_creation_that_contradicts_the_catalogue_is_refused() {
+    let (w, _) = small_world();
+    let topology = w.topology.clone();
+    let v = w.index[&NodeId::new("t0v0")];
+    let lane = Lane::Home(NodeId::new("t0v0"));
+    let item = |decided_by| proto::Item {
+        code: "X".into(),
+        name: "sim".into(),
+        item_type: "20".into(),
+        accepted_at: vec![Tier::Village, Tier::Township],
+        decided_by,
+        case_kind: 2,
+        materials: vec![],
+        legal_limit_days: 20,
+        promised_limit_days: 5,
+        result: String::new(),
+    };
+    let catalogue =
+        |version, decided_by| proto::Catalogue { version, note: String::new(), items: vec![item(decided_by)] };
+    let check = |cat: &proto::Catalogue| {
+        let seg = segment_of(&w.nodes[v], "t0v0", &lane);
+        check_batch(&w.nodes[0], &topology, Some(cat), &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now)
+            .unwrap()
+    };
+    // The case says the county decides, as catalogue v1 does: accepted.
+    assert_eq!(check(&catalogue(1, Tier::County)).accept.len(), 1);
+    // Catalogue v1 says the township decides: the creation lies.
+    let verdict = check(&catalogue(1, Tier::Township));
+    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("catalogue"), "{:?}", verdict.refused);
+    // A version we do not hold is not judged by another one.
+    assert_eq!(check(&catalogue(2, Tier::Township)).accept.len(), 1);
 }
