@@ -192,6 +192,8 @@ pub fn check_batch<R: Replica>(
     // chain (a fork) are checked against each other, not both against the
     // stored tip.
     let mut tips: BTreeMap<(NodeId, Lane), ChainTip> = BTreeMap::new();
+    // Catalogue items by code, built once per batch when a creation needs it.
+    let mut items: Option<std::collections::HashMap<&str, &crate::Item>> = None;
     for Segment { events, seal } in segments {
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
@@ -292,7 +294,8 @@ pub fn check_batch<R: Replica>(
             // A creation must say what the catalogue it was taken under says
             // about who takes and decides the item, when we hold that version.
             if let (Body::Create(c), Some(cat)) = (&e.body, catalogue) {
-                let listed = cat.item(&c.item).filter(|_| cat.version == c.catalogue_version);
+                let index = items.get_or_insert_with(|| cat.items.iter().map(|i| (i.code.as_str(), i)).collect());
+                let listed = index.get(c.item.as_str()).filter(|_| cat.version == c.catalogue_version);
                 if listed.is_some_and(|i| i.decided_by != c.decided_by || i.accepted_at != c.accepted_at) {
                     let reason = format!(
                         "not authorised: item {} is not taken and decided as catalogue v{} says",
