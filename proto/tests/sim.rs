@@ -108,6 +108,25 @@ impl Mem {
     }
 }
 
+/// The creation of a simulated case of item "X".
+fn create_body(
+    accepted_at: Vec<Tier>,
+    decided_by: Tier,
+    fields: Vec<(String, FieldValue)>,
+    materials: Vec<String>,
+) -> Body {
+    Body::Create(Create {
+        item: "X".into(),
+        item_name: "sim".into(),
+        catalogue_version: 1,
+        accepted_at,
+        decided_by,
+        promised_days: 5,
+        fields,
+        materials,
+    })
+}
+
 fn topology(townships: usize, villages: usize) -> (Topology, Vec<SigningKey>) {
     let mut nodes = Vec::new();
     let mut keys = Vec::new();
@@ -261,16 +280,8 @@ impl World {
                 if decided_by == Tier::Village { vec![Tier::Village] } else { vec![Tier::Village, Tier::Township] };
             let node = &mut self.nodes[i];
             let case = CaseId::mint(&node.me, node.seq + 1);
-            let body = Body::Create(Create {
-                item: "X".into(),
-                item_name: "sim".into(),
-                catalogue_version: 1,
-                accepted_at,
-                decided_by,
-                promised_days: 5,
-                fields: vec![("applicant".into(), FieldValue::Text("a".into()))],
-                materials: vec!["m".into()],
-            });
+            let fields = vec![("applicant".into(), FieldValue::Text("a".into()))];
+            let body = create_body(accepted_at, decided_by, fields, vec!["m".into()]);
             assert!(node.author(&self.topology, case, body, now));
             return;
         }
@@ -415,16 +426,7 @@ fn small_world() -> (World, CaseId) {
     let v = w.index[&NodeId::new("t0v0")];
     let case = CaseId::mint(&NodeId::new("t0v0"), 1);
     let topology = w.topology.clone();
-    let create = Body::Create(Create {
-        item: "X".into(),
-        item_name: "sim".into(),
-        catalogue_version: 1,
-        accepted_at: vec![Tier::Village, Tier::Township],
-        decided_by: Tier::County,
-        promised_days: 5,
-        fields: vec![],
-        materials: vec![],
-    });
+    let create = create_body(vec![Tier::Village, Tier::Township], Tier::County, vec![], vec![]);
     assert!(w.nodes[v].author(&topology, case.clone(), create, w.now));
     (w, case)
 }
@@ -517,16 +519,7 @@ fn timestamps_far_in_the_future_are_refused() {
     std::mem::swap(&mut w2.nodes[v], &mut w.nodes[v]);
     let case = CaseId::mint(&NodeId::new("t0v0"), 1);
     let node = &mut w2.nodes[v];
-    let body = Body::Create(Create {
-        item: "X".into(),
-        item_name: "sim".into(),
-        catalogue_version: 1,
-        accepted_at: vec![Tier::Village],
-        decided_by: Tier::Village,
-        promised_days: 1,
-        fields: vec![],
-        materials: vec![],
-    });
+    let body = create_body(vec![Tier::Village], Tier::Village, vec![], vec![]);
     node.chains.clear();
     node.seals.clear();
     node.seq = 0;
@@ -573,16 +566,7 @@ fn a_second_creation_of_a_case_is_refused() {
     let v = w.index[&NodeId::new("t0v0")];
     let node = &w.nodes[v];
     let lane = Lane::Home(NodeId::new("t0v0"));
-    let forged = Body::Create(Create {
-        item: "X".into(),
-        item_name: "sim".into(),
-        catalogue_version: 1,
-        accepted_at: vec![Tier::Village],
-        decided_by: Tier::Village,
-        promised_days: 1,
-        fields: vec![],
-        materials: vec![],
-    });
+    let forged = create_body(vec![Tier::Village], Tier::Village, vec![], vec![]);
     let draft = Draft {
         topology: &topology,
         me: &node.me,
