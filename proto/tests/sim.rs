@@ -631,3 +631,23 @@ fn a_creation_that_contradicts_the_catalogue_is_refused() {
     // A version we do not hold is not judged by another one.
     assert_eq!(check(&catalogue(2, Tier::Township)).accept.len(), 1);
 }
+
+/// A segment whose seal names a lane in the receiver's scope but whose
+/// events belong to another village: refused, and none of that village's
+/// data is kept, not even in quarantine.
+#[test]
+fn smuggled_events_of_another_lane_leave_no_data_behind() {
+    let (w, _) = small_world();
+    let topology = w.topology.clone();
+    let v = w.index[&NodeId::new("t0v0")];
+    let lane = Lane::Home(NodeId::new("t0v0"));
+    let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    // Claim the global lane, which every node holds, for t0v0's events.
+    seg.seal.lane = Lane::Global;
+    let t0v1 = NodeId::new("t0v1");
+    let receiver = &w.nodes[w.index[&t0v1]];
+    let verdict = check_batch(receiver, &topology, None, &t0v1, &NodeId::new("c"), vec![seg], w.now).unwrap();
+    assert!(verdict.accept.is_empty());
+    assert!(!verdict.refused.is_empty());
+    assert!(verdict.refused.iter().all(|r| r.event.is_none()), "{:?}", verdict.refused);
+}
