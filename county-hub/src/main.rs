@@ -176,10 +176,7 @@ fn main() -> ExitCode {
         Cmd::Demo { data, cases_per_village, link, exit, json, townships, villages_per_township, seed } => {
             demo::run(demo::DemoOptions {
                 data: data.unwrap_or_else(|| {
-                    let stamp = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
+                    let stamp = node::wall_clock_ms() / 1000;
                     std::env::temp_dir().join(format!("county-demo-{stamp}"))
                 }),
                 cases_per_village,

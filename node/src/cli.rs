@@ -697,7 +697,7 @@ pub fn verify(ledger: &mut Ledger) -> Result<Value> {
         match seals.iter().find(|s| s.origin == origin && s.lane == lane) {
             None => problems.push(format!("no seal held for the chain of {origin} in lane {lane}")),
             Some(seal) => {
-                match crate::sync::verifying_key(ledger.topology(), &origin) {
+                match ledger.topology().verifying_key(&origin) {
                     None => problems.push(format!("no public key for {origin} in the topology")),
                     Some(k) => {
                         if let Err(e) = seal.verify(&k) {

@@ -40,9 +40,6 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn id(&self) -> &NodeId {
-        &self.node.id
-    }
     pub fn tier(&self) -> Tier {
         self.node.tier
     }

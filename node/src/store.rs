@@ -11,7 +11,7 @@ use proto::fold::CaseState;
 use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{de::DeserializeOwned, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The database file inside a data directory.
@@ -74,7 +74,6 @@ pub struct QuarantineEntry {
 /// A node's store.
 pub struct Store {
     conn: Connection,
-    dir: PathBuf,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -113,7 +112,7 @@ impl Store {
         let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store { conn, dir: dir.to_path_buf() })
+        Ok(Store { conn })
     }
 
     /// Opens the store in `dir`, applying pending migrations.
@@ -125,11 +124,7 @@ impl Store {
         let mut conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store { conn, dir: dir.to_path_buf() })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        Ok(Store { conn })
     }
 
     /// Starts a write transaction that holds the database's write lock
@@ -313,18 +308,6 @@ pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The highest timestamp of any stored event.
-pub fn max_hlc(conn: &Connection) -> Result<Hlc> {
-    let row: Option<(u64, u32)> = conn
-        .query_row(
-            "SELECT hlc_wall, hlc_logical FROM events ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(row.map(|(wall_ms, logical)| Hlc { wall_ms, logical }).unwrap_or_default())
-}
-
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
     conn.execute(
         "INSERT INTO seals (origin, lane, pos, seq, head, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -419,6 +402,11 @@ pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>
 fn decode_case(bytes: Vec<u8>) -> rusqlite::Result<CaseState> {
     codec::decode("case", &bytes)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
+}
+
+/// True when the case has a derived row.
+pub fn case_exists(conn: &Connection, case: &CaseId) -> Result<bool> {
+    Ok(conn.prepare_cached("SELECT 1 FROM cases WHERE case_id = ?1")?.exists([&case.0])?)
 }
 
 pub fn get_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {

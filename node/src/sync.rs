@@ -12,7 +12,7 @@ use crate::store;
 use anyhow::{anyhow, bail, Context, Result};
 use proto::event::Lane;
 use proto::sync::{check_batch, Message, Positions, Replica, Session, Stats, Verdict};
-use proto::{CaseId, Event, Hlc, NodeId, Seal, Tier, Topology};
+use proto::{CaseId, Event, Hlc, NodeId, Seal, Tier};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rusqlite::Connection;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -34,11 +34,6 @@ const ALPN: &[u8] = b"case-ledger-sync/1";
 const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Largest frame accepted (compressed), to bound memory.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
-
-/// A node's seal-verifying key from the topology.
-pub fn verifying_key(topology: &Topology, node: &NodeId) -> Option<ed25519_dalek::VerifyingKey> {
-    topology.verifying_key(node)
-}
 
 /// The ledger as the sync protocol reads it.
 pub struct SqliteReplica<'a>(pub &'a Connection);
@@ -81,7 +76,7 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
         }
         if e.lane != Lane::Global {
             touched.entry(&e.case).or_default().push((e, *hash));
-            if matches!(e.body, proto::Body::Create(_)) && store::get_case(&tx, &e.case)?.is_none() {
+            if matches!(e.body, proto::Body::Create(_)) && !store::case_exists(&tx, &e.case)? {
                 created.insert(e.case.clone());
             }
         }

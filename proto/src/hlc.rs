@@ -36,18 +36,12 @@ pub struct ClockDriftError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HlcClock {
     last: Hlc,
-    max_drift_ms: u64,
 }
 
 impl HlcClock {
     /// A clock that resumes after `last` (e.g. the highest timestamp stored).
     pub fn new(last: Hlc) -> Self {
-        HlcClock { last, max_drift_ms: DEFAULT_MAX_DRIFT_MS }
-    }
-
-    pub fn with_max_drift(mut self, max_drift_ms: u64) -> Self {
-        self.max_drift_ms = max_drift_ms;
-        self
+        HlcClock { last }
     }
 
     pub fn last(&self) -> Hlc {
@@ -72,9 +66,9 @@ impl HlcClock {
     /// ordered after it. A timestamp more than the drift limit ahead of our
     /// wall clock is refused and leaves the clock unchanged.
     pub fn observe(&mut self, remote: Hlc, now_ms: u64) -> Result<(), ClockDriftError> {
-        let limit = now_ms.saturating_add(self.max_drift_ms);
+        let limit = now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS);
         if remote.wall_ms > limit {
-            return Err(ClockDriftError { remote, ahead_ms: remote.wall_ms - now_ms, limit_ms: self.max_drift_ms });
+            return Err(ClockDriftError { remote, ahead_ms: remote.wall_ms - now_ms, limit_ms: DEFAULT_MAX_DRIFT_MS });
         }
         if remote > self.last {
             self.last = remote;

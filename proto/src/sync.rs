@@ -400,10 +400,6 @@ impl Session {
         Ok(s)
     }
 
-    pub fn peer(&self) -> &NodeId {
-        &self.peer
-    }
-
     fn violation(&self, what: impl Into<String>) -> SyncError {
         SyncError::Protocol { peer: self.peer.clone(), what: what.into() }
     }

@@ -94,9 +94,6 @@ impl Topology {
         Ok(Topology { note, nodes, index })
     }
 
-    pub fn note(&self) -> &str {
-        &self.note
-    }
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
     }

@@ -143,6 +143,9 @@ fn a_village_forwards_a_township_item_and_edits_are_recorded() {
     assert_eq!(st["state"], "forwarded");
     assert_eq!(st["handler"], TOWNSHIP, "a township item goes to the village's township");
     assert_eq!(st["materials"], serde_json::json!(["居民身份证", "户口簿"]));
+    ok("village-node", &["case", "material", "--data", d, &case, "--remove", "居民身份证", "--as", "王芳"]);
+    let st = show("village-node", d, &case);
+    assert_eq!(st["materials"], serde_json::json!(["户口簿"]), "a removed material leaves the list");
     // Personal data is shown masked.
     let id = id_number(2);
     assert_eq!(st["fields"]["id_number"][0], format!("{}********{}", &id[..6], &id[14..]));
