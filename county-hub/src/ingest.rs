@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 
 /// Builds one village's year: `cases` cases of `per_case` events each, as
 /// sealed segments of about 2000 events.
+#[allow(clippy::too_many_arguments)]
 fn village_year(
     village: &NodeId,
     township: &NodeId,
     key: &SigningKey,
+    item: &proto::Item,
+    catalogue_version: u32,
     cases: u64,
     per_case: u64,
     t0: u64,
@@ -34,12 +37,12 @@ fn village_year(
             seq += 1;
             let body = match k {
                 0 => Body::Create(Create {
-                    item: "V001".into(),
-                    item_name: "城乡居民基本医疗保险参保登记".into(),
-                    catalogue_version: 1,
-                    accepted_at: vec![Tier::Village, Tier::Township],
-                    decided_by: Tier::Township,
-                    promised_days: 5,
+                    item: item.code.clone(),
+                    item_name: item.name.clone(),
+                    catalogue_version,
+                    accepted_at: item.accepted_at.clone(),
+                    decided_by: item.decided_by,
+                    promised_days: item.promised_limit_days,
                     fields: vec![("applicant".into(), FieldValue::Text(format!("申请人{c}")))],
                     materials: vec!["居民身份证".into()],
                 }),
@@ -106,6 +109,8 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
     let mut ledger = Ledger::open(&hub_dir)?;
     let topology = ledger.topology().clone();
     let me = ledger.me().clone();
+    let catalogue = ledger.catalogue().clone();
+    let item = catalogue.item("V001").context("the shipped catalogue lists V001")?.clone();
     let villages: Vec<(NodeId, NodeId)> = topology
         .nodes()
         .iter()
@@ -129,14 +134,14 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
         let key = SigningKey::from_bytes(
             &hex::decode(keys.get(village).context("no key")?)?.try_into().map_err(|_| anyhow::anyhow!("bad key"))?,
         );
-        let segments = village_year(village, township, &key, n, per_case, t0);
+        let segments = village_year(village, township, &key, &item, catalogue.version, n, per_case, t0);
         let received = segments.clone();
         let started = Instant::now();
         for seg in received {
             let verdict = check_batch(
                 &SqliteReplica(ledger.store().conn()),
                 &topology,
-                Some(ledger.catalogue()),
+                ledger.catalogues(),
                 &me,
                 village,
                 vec![seg],

@@ -14,7 +14,7 @@ use proto::event::{Create, FieldValue, Seal};
 use proto::fold::{digest_of, CaseState};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
 use proto::workflow::State;
-use proto::{Body, CaseId, Catalogue, Event, Hlc, HlcClock, NodeId, Step, Topology};
+use proto::{Body, CaseId, Catalogue, Catalogues, Event, Hlc, HlcClock, NodeId, Step, Topology};
 use std::path::Path;
 
 /// A local command was refused. Nothing was written.
@@ -49,7 +49,7 @@ pub struct Ledger {
     store: Store,
     identity: Identity,
     topology: Topology,
-    catalogue: Catalogue,
+    catalogues: Catalogues,
     data_key: DataKey,
 }
 
@@ -79,9 +79,13 @@ impl Ledger {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
         let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
-        let catalogue = store::meta_get(store.conn(), "catalogue")?.context("the stored catalogue is missing")?;
+        let catalogue: Catalogue =
+            store::meta_get(store.conn(), "catalogue")?.context("the stored catalogue is missing")?;
         let data_key = identity.data_key()?;
-        Ok(Ledger { store, identity, topology, catalogue, data_key })
+        // The county holds every version it published; below it a version
+        // not held may still arrive.
+        let catalogues = Catalogues::single(catalogue, identity.tier() == proto::Tier::County);
+        Ok(Ledger { store, identity, topology, catalogues, data_key })
     }
 
     pub fn identity(&self) -> &Identity {
@@ -93,8 +97,13 @@ impl Ledger {
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
+    /// The newest catalogue version held: what new cases are taken under.
     pub fn catalogue(&self) -> &Catalogue {
-        &self.catalogue
+        self.catalogues.latest().expect("a ledger always holds a catalogue")
+    }
+    /// Every catalogue version held, to judge creations against.
+    pub fn catalogues(&self) -> &Catalogues {
+        &self.catalogues
     }
     pub fn data_key(&self) -> &DataKey {
         &self.data_key
@@ -117,7 +126,8 @@ impl Ledger {
 
     /// 收件: takes a new case.
     pub fn new_case(&mut self, actor: &str, input: NewCase) -> Result<CaseId> {
-        let item = self.catalogue.item(&input.item).ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
+        let catalogue = self.catalogue();
+        let item = catalogue.item(&input.item).ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
         if input.applicant.trim().is_empty() {
             return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
         }
@@ -132,7 +142,7 @@ impl Ledger {
         let create = Create {
             item: item.code.clone(),
             item_name: item.name.clone(),
-            catalogue_version: self.catalogue.version,
+            catalogue_version: catalogue.version,
             accepted_at: item.accepted_at.clone(),
             decided_by: item.decided_by,
             promised_days: item.promised_limit_days,
@@ -222,6 +232,7 @@ impl Ledger {
         let current = if global { None } else { store::fold_stored(&tx, &case)? };
         let draft = Draft {
             topology: &self.topology,
+            catalogues: &self.catalogues,
             me: &me,
             seq,
             case: case.clone(),

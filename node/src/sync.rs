@@ -347,7 +347,7 @@ async fn run_session(
                 check_batch(
                     &SqliteReplica(ledger.store().conn()),
                     &topology,
-                    Some(ledger.catalogue()),
+                    ledger.catalogues(),
                     &me,
                     &peer,
                     segments,

@@ -5,6 +5,7 @@
 //! home's ancestors (the deciding node is always one of them), so a node may
 //! touch a case only when the case's home lies within its subtree.
 
+use crate::catalogue::{CatalogueCheck, Catalogues};
 use crate::event::{Body, Create, Lane, Step, GLOBAL_CASE};
 use crate::ids::{CaseId, NodeId, Tier};
 use crate::topology::Topology;
@@ -48,6 +49,11 @@ pub enum AuthError {
     /// A value is out of range (a rating level, an empty field name).
     #[error("{0}")]
     BadValue(String),
+    /// A creation does not stand against the county's catalogue. Authority
+    /// over a case comes only from the catalogue version it names, never
+    /// from what the creation claims.
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueCheck),
 }
 
 fn tiers(list: &[Tier]) -> String {
@@ -82,9 +88,14 @@ pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
 }
 
 /// Checks that `author` may author `body` on `case` in `lane`. `create` is
-/// the case's creation (required for every body but a creation itself).
+/// the case's creation (required for every body but a creation itself); it
+/// must itself have passed this check, which compares a creation with the
+/// catalogue version it names in `catalogues`, so that every later decision
+/// rests on what the county published.
+#[allow(clippy::too_many_arguments)]
 pub fn authorize(
     topology: &Topology,
+    catalogues: &Catalogues,
     author: &NodeId,
     seq: u64,
     lane: &Lane,
@@ -120,11 +131,12 @@ pub fn authorize(
             if CaseId::mint(author, seq) != *case {
                 return Err(AuthError::NotMintingEvent { case: case.clone(), origin: author.clone(), seq });
             }
-            if !c.accepted_at.contains(&tier) {
+            let item = catalogues.check_creation(c)?;
+            if !item.accepted_at.contains(&tier) {
                 return Err(AuthError::NotAcceptedHere {
                     item: c.item.clone(),
                     tier,
-                    accepted_at: tiers(&c.accepted_at),
+                    accepted_at: tiers(&item.accepted_at),
                 });
             }
             return Ok(());

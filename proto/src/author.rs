@@ -4,6 +4,7 @@
 //! things for the same reasons.
 
 use crate::auth::{self, AuthError};
+use crate::catalogue::Catalogues;
 use crate::event::{ChainTip, Lane};
 use crate::fold::CaseState;
 use crate::workflow::{self, State};
@@ -27,6 +28,7 @@ pub enum AuthoringError {
 #[derive(Debug)]
 pub struct Draft<'a> {
     pub topology: &'a Topology,
+    pub catalogues: &'a Catalogues,
     pub me: &'a NodeId,
     /// This origin's next seq.
     pub seq: u64,
@@ -51,7 +53,16 @@ impl Draft<'_> {
         if !creating && create.is_none() {
             return Err(AuthoringError::NoSuchCase(self.case.clone()));
         }
-        auth::authorize(self.topology, self.me, self.seq, &self.lane(), &self.case, create, &self.body)?;
+        auth::authorize(
+            self.topology,
+            self.catalogues,
+            self.me,
+            self.seq,
+            &self.lane(),
+            &self.case,
+            create,
+            &self.body,
+        )?;
         if let (Body::Step { step, .. }, Some(st)) = (&self.body, self.current) {
             if workflow::next(st.state, step).is_none() {
                 let allowed = st.state.allowed_steps();

@@ -90,3 +90,105 @@ impl Catalogue {
         self.items.iter().filter(|i| i.accepted_at.contains(&tier)).count()
     }
 }
+
+/// The catalogue versions a node holds: the only source of authority over
+/// who takes, accepts and decides an item. A creation names the version it
+/// was taken under; a receiver judges it against that version, never
+/// against what the creation itself claims.
+///
+/// A node below the county may hold a tier's slice of a version (the items
+/// windows at or below its tier take). Its scope only holds cases homed in
+/// its subtree, whose windows are at or below its tier, so an item missing
+/// from its slice was never published for the window that took the case.
+#[derive(Clone, Debug, Default)]
+pub struct Catalogues {
+    versions: std::collections::BTreeMap<u32, (Catalogue, std::collections::HashMap<String, usize>)>,
+    publisher: bool,
+}
+
+/// How a creation stands against the catalogues a node holds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogueCheck {
+    /// The version is not held here yet: hold the creation until it is.
+    #[error("catalogue v{0} is not held here yet; the case waits until it arrives")]
+    VersionNotHeld(u32),
+    /// The county never published this version.
+    #[error("catalogue v{0} was never published by the county")]
+    VersionUnpublished(u32),
+    /// The version holds no such item for windows in this node's scope.
+    #[error("item {item} is not in catalogue v{version} as the county published it")]
+    ItemUnpublished { item: String, version: u32 },
+    /// The creation says something about the item that its version does not.
+    #[error("item {item} is not taken, decided and timed as catalogue v{version} says ({what} differs)")]
+    Contradicts { item: String, version: u32, what: &'static str },
+}
+
+impl Catalogues {
+    /// An empty set. `publisher` is true at the county, which holds every
+    /// version it ever published: a version it lacks was never published.
+    pub fn new(publisher: bool) -> Catalogues {
+        Catalogues { versions: Default::default(), publisher }
+    }
+
+    /// A set holding one version.
+    pub fn single(catalogue: Catalogue, publisher: bool) -> Catalogues {
+        let mut c = Catalogues::new(publisher);
+        c.insert(catalogue);
+        c
+    }
+
+    /// Adds (or replaces) a version.
+    pub fn insert(&mut self, catalogue: Catalogue) {
+        let index = catalogue.items.iter().enumerate().map(|(i, item)| (item.code.clone(), i)).collect();
+        self.versions.insert(catalogue.version, (catalogue, index));
+    }
+
+    /// A version, if held.
+    pub fn get(&self, version: u32) -> Option<&Catalogue> {
+        self.versions.get(&version).map(|(c, _)| c)
+    }
+
+    /// The newest version held: what new cases are taken under.
+    pub fn latest(&self) -> Option<&Catalogue> {
+        self.versions.values().next_back().map(|(c, _)| c)
+    }
+
+    /// The item `code` of `version`, judged: `Ok` only when the county
+    /// published that version and it lists the item.
+    pub fn item(&self, version: u32, code: &str) -> Result<&Item, CatalogueCheck> {
+        let Some((catalogue, index)) = self.versions.get(&version) else {
+            return Err(if self.publisher || version == 0 {
+                CatalogueCheck::VersionUnpublished(version)
+            } else {
+                CatalogueCheck::VersionNotHeld(version)
+            });
+        };
+        index
+            .get(code)
+            .map(|&i| &catalogue.items[i])
+            .ok_or_else(|| CatalogueCheck::ItemUnpublished { item: code.to_string(), version })
+    }
+
+    /// Checks a creation against the version it names: the item must be
+    /// published there and every claim the creation copies from it (who
+    /// takes it, who decides it, the promised limit, the name) must agree.
+    pub fn check_creation(&self, create: &crate::event::Create) -> Result<&Item, CatalogueCheck> {
+        let item = self.item(create.catalogue_version, &create.item)?;
+        let differs = |what| {
+            Err(CatalogueCheck::Contradicts { item: create.item.clone(), version: create.catalogue_version, what })
+        };
+        if item.accepted_at != create.accepted_at {
+            return differs("accepted_at");
+        }
+        if item.decided_by != create.decided_by {
+            return differs("decided_by");
+        }
+        if item.promised_limit_days != create.promised_days {
+            return differs("promised limit");
+        }
+        if item.name != create.item_name {
+            return differs("item name");
+        }
+        Ok(item)
+    }
+}

@@ -18,7 +18,7 @@ pub mod sync;
 pub mod topology;
 pub mod workflow;
 
-pub use catalogue::{Catalogue, Item};
+pub use catalogue::{Catalogue, Catalogues, Item};
 pub use event::{Body, Event, Hash, Lane, Seal, Step};
 pub use fold::{fold_case, CaseState};
 pub use hlc::{Hlc, HlcClock};

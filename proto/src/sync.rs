@@ -23,10 +23,11 @@
 //! on SQLite, the simulation in memory.
 
 use crate::auth::{self, lane_in_scope};
+use crate::catalogue::{CatalogueCheck, Catalogues};
 use crate::event::{verify_chain, ChainError, ChainTip, Create, Lane, Seal};
 use crate::hlc::{Hlc, DEFAULT_MAX_DRIFT_MS};
 use crate::ids::{CaseId, NodeId, Tier};
-use crate::{codec, Body, Catalogue, Event, Hash, Topology};
+use crate::{codec, Body, Event, Hash, Topology};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -164,7 +165,7 @@ fn chain_reason(e: &ChainError) -> String {
 pub fn check_batch<R: Replica>(
     replica: &R,
     topology: &Topology,
-    catalogue: Option<&Catalogue>,
+    catalogues: &Catalogues,
     me: &NodeId,
     peer: &NodeId,
     segments: Vec<Segment>,
@@ -192,8 +193,6 @@ pub fn check_batch<R: Replica>(
     // chain (a fork) are checked against each other, not both against the
     // stored tip.
     let mut tips: BTreeMap<(NodeId, Lane), ChainTip> = BTreeMap::new();
-    // Catalogue items by code, built once per batch when a creation needs it.
-    let mut items: Option<std::collections::HashMap<&str, &crate::Item>> = None;
     for Segment { events, seal } in segments {
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
@@ -291,25 +290,20 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
-            // A creation must say what the catalogue it was taken under says
-            // about who takes and decides the item, when we hold that version.
-            if let (Body::Create(c), Some(cat)) = (&e.body, catalogue) {
-                let index = items.get_or_insert_with(|| cat.items.iter().map(|i| (i.code.as_str(), i)).collect());
-                let listed = index.get(c.item.as_str()).filter(|_| cat.version == c.catalogue_version);
-                if listed.is_some_and(|i| i.decided_by != c.decided_by || i.accepted_at != c.accepted_at) {
-                    let reason = format!(
-                        "not authorised: item {} is not taken and decided as catalogue v{} says",
-                        c.item, cat.version
-                    );
-                    refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+            match auth::authorize(topology, catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
+                Ok(()) => {}
+                Err(auth::AuthError::Catalogue(CatalogueCheck::VersionNotHeld(_))) => {
+                    // Not judged yet: held back (not stored, not relayed)
+                    // until the catalogue version arrives.
+                    v.deferred += 1 + rest.count();
                     complete = false;
                     break;
                 }
-            }
-            if let Err(err) = auth::authorize(topology, origin, e.id.seq, lane, &e.case, create, &e.body) {
-                refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
-                complete = false;
-                break;
+                Err(err) => {
+                    refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
+                    complete = false;
+                    break;
+                }
             }
             if let Body::Create(c) = &e.body {
                 creates.entry(e.case.clone()).or_insert_with(|| c.clone());

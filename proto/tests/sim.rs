@@ -10,7 +10,10 @@ use proto::author::Draft;
 use proto::event::{ChainTip, Create, FieldValue, Lane, Seal};
 use proto::fold::CaseState;
 use proto::sync::{check_batch, Message, Positions, Replica, Segment, Session, Verdict};
-use proto::{auth, fold_case, Body, CaseId, Event, Hash, Hlc, HlcClock, NodeId, NodeInfo, Step, Tier, Topology};
+use proto::{
+    auth, fold_case, Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, Item, NodeId, NodeInfo, Step,
+    Tier, Topology,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Mem {
     me: NodeId,
     key: SigningKey,
+    catalogues: Catalogues,
     chains: BTreeMap<(Lane, NodeId), Vec<Event>>,
     seals: BTreeMap<(NodeId, Lane), Seal>,
     seq: u64,
@@ -77,11 +81,43 @@ impl Mem {
     fn author(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) -> bool {
         let current = self.case(&case);
         let me = self.me.clone();
-        let draft =
-            Draft { topology, me: &me, seq: self.seq + 1, case, current: current.as_ref(), actor: "staff", body };
+        let catalogues = self.catalogues.clone();
+        let draft = Draft {
+            topology,
+            catalogues: &catalogues,
+            me: &me,
+            seq: self.seq + 1,
+            case,
+            current: current.as_ref(),
+            actor: "staff",
+            body,
+        };
         if draft.check().is_err() {
             return false;
         }
+        self.push(draft, now);
+        true
+    }
+    /// Writes a draft to this node's chain without any check, as a forger
+    /// with this node's key would.
+    fn forge(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) {
+        let current = self.case(&case);
+        let me = self.me.clone();
+        let catalogues = self.catalogues.clone();
+        let draft = Draft {
+            topology,
+            catalogues: &catalogues,
+            me: &me,
+            seq: self.seq + 1,
+            case,
+            current: current.as_ref(),
+            actor: "forger",
+            body,
+        };
+        self.push(draft, now);
+    }
+    fn push(&mut self, draft: Draft<'_>, now: u64) {
+        let me = self.me.clone();
         let lane = draft.lane();
         let tip = self.tip(&me, &lane).unwrap();
         let hlc = self.clock.tick(self.wall(now));
@@ -89,7 +125,6 @@ impl Mem {
         self.seq += 1;
         self.seals.insert((me.clone(), lane.clone()), Seal::sign(&self.key, &e));
         self.chains.entry((lane, me)).or_default().push(e);
-        true
     }
     fn apply(&mut self, v: &Verdict, now: u64) {
         for (e, hash) in &v.accept {
@@ -108,23 +143,52 @@ impl Mem {
     }
 }
 
-/// The creation of a simulated case of item "X".
-fn create_body(
-    accepted_at: Vec<Tier>,
-    decided_by: Tier,
-    fields: Vec<(String, FieldValue)>,
-    materials: Vec<String>,
-) -> Body {
-    Body::Create(Create {
-        item: "X".into(),
-        item_name: "sim".into(),
-        catalogue_version: 1,
-        accepted_at,
+/// The simulated catalogue item decided at `decided_by`.
+fn sim_item(decided_by: Tier) -> Item {
+    Item {
+        code: format!("X-{decided_by}"),
+        name: format!("sim {decided_by}"),
+        item_type: "20".into(),
+        accepted_at: if decided_by == Tier::Village {
+            vec![Tier::Village]
+        } else {
+            vec![Tier::Village, Tier::Township]
+        },
         decided_by,
-        promised_days: 5,
-        fields,
-        materials,
-    })
+        case_kind: 2,
+        materials: vec![],
+        legal_limit_days: 20,
+        promised_limit_days: 5,
+        result: String::new(),
+    }
+}
+
+/// The county's simulated catalogue, version `version`.
+fn sim_catalogue(version: u32) -> Catalogue {
+    Catalogue {
+        version,
+        note: String::new(),
+        items: [Tier::Village, Tier::Township, Tier::County].into_iter().map(sim_item).collect(),
+    }
+}
+
+/// A creation copying what `item` says, under catalogue `version`.
+fn create_of_item(item: &Item, version: u32) -> Create {
+    Create {
+        item: item.code.clone(),
+        item_name: item.name.clone(),
+        catalogue_version: version,
+        accepted_at: item.accepted_at.clone(),
+        decided_by: item.decided_by,
+        promised_days: item.promised_limit_days,
+        fields: vec![],
+        materials: vec![],
+    }
+}
+
+/// The creation of a simulated case of the item decided at `decided_by`.
+fn create_body(decided_by: Tier, fields: Vec<(String, FieldValue)>, materials: Vec<String>) -> Body {
+    Body::Create(Create { fields, materials, ..create_of_item(&sim_item(decided_by), 1) })
 }
 
 fn topology(townships: usize, villages: usize) -> (Topology, Vec<SigningKey>) {
@@ -188,6 +252,7 @@ impl World {
             .map(|(n, key)| Mem {
                 me: n.id.clone(),
                 key,
+                catalogues: Catalogues::single(sim_catalogue(1), n.tier == Tier::County),
                 chains: BTreeMap::new(),
                 seals: BTreeMap::new(),
                 seq: 0,
@@ -250,8 +315,16 @@ impl World {
                             }
                         }
                         if let Some((n, segments)) = sto.handle(msg, to, topology, to.wall(now)).unwrap() {
-                            let v = check_batch(to, topology, None, &to.me.clone(), &from.me, segments, to.wall(now))
-                                .unwrap();
+                            let v = check_batch(
+                                to,
+                                topology,
+                                &to.catalogues,
+                                &to.me.clone(),
+                                &from.me,
+                                segments,
+                                to.wall(now),
+                            )
+                            .unwrap();
                             to.apply(&v, now);
                             sto.batch_stored(n, &v);
                         }
@@ -276,12 +349,10 @@ impl World {
         let create = tier == Tier::Village && (cases.is_empty() || self.rng.gen_bool(0.3));
         if create {
             let decided_by = [Tier::Village, Tier::Township, Tier::County][self.rng.gen_range(0..3)];
-            let accepted_at =
-                if decided_by == Tier::Village { vec![Tier::Village] } else { vec![Tier::Village, Tier::Township] };
             let node = &mut self.nodes[i];
             let case = CaseId::mint(&node.me, node.seq + 1);
             let fields = vec![("applicant".into(), FieldValue::Text("a".into()))];
-            let body = create_body(accepted_at, decided_by, fields, vec!["m".into()]);
+            let body = create_body(decided_by, fields, vec!["m".into()]);
             assert!(node.author(&self.topology, case, body, now));
             return;
         }
@@ -426,7 +497,7 @@ fn small_world() -> (World, CaseId) {
     let v = w.index[&NodeId::new("t0v0")];
     let case = CaseId::mint(&NodeId::new("t0v0"), 1);
     let topology = w.topology.clone();
-    let create = create_body(vec![Tier::Village, Tier::Township], Tier::County, vec![], vec![]);
+    let create = create_body(Tier::County, vec![], vec![]);
     assert!(w.nodes[v].author(&topology, case.clone(), create, w.now));
     (w, case)
 }
@@ -448,26 +519,51 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     // A relay alters an event in transit: the seal no longer matches.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.events[0].actor = "forger".into();
-    let verdict =
-        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
+    let verdict = check_batch(
+        &w.nodes[c],
+        &topology,
+        &w.nodes[c].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0"),
+        vec![seg],
+        now,
+    )
+    .unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused[0].reason.contains("seal"), "{:?}", verdict.refused);
 
     // A relay forges a whole event and seals it with its own key.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.seal = Seal::sign(&w.nodes[t].key, &seg.events[0]);
-    let verdict =
-        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now).unwrap();
+    let verdict = check_batch(
+        &w.nodes[c],
+        &topology,
+        &w.nodes[c].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0"),
+        vec![seg],
+        now,
+    )
+    .unwrap();
     assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"));
 
     // A village signs an approval of a county item: authentic but not authorised.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
-    let verdict =
-        check_batch(&w.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], now).unwrap();
+    let verdict = check_batch(
+        &w.nodes[c],
+        &topology,
+        &w.nodes[c].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0v0"),
+        vec![seg],
+        now,
+    )
+    .unwrap();
     w.nodes[c].apply(&verdict, now);
     let node = &mut w.nodes[v];
     let draft = Draft {
         topology: &topology,
+        catalogues: &node.catalogues,
         me: &node.me.clone(),
         seq: 2,
         case: case.clone(),
@@ -481,7 +577,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     let verdict = check_batch(
         &w.nodes[c],
         &topology,
-        None,
+        &w.nodes[c].catalogues,
         &NodeId::new("c"),
         &NodeId::new("t0v0"),
         vec![Segment { events: vec![e], seal }],
@@ -497,7 +593,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     let verdict = check_batch(
         &w.nodes[w.index[&NodeId::new("t0v1")]],
         &topology,
-        None,
+        &w.nodes[w.index[&NodeId::new("t0v1")]].catalogues,
         &NodeId::new("t0v1"),
         &NodeId::new("t0"),
         vec![seg],
@@ -519,7 +615,7 @@ fn timestamps_far_in_the_future_are_refused() {
     std::mem::swap(&mut w2.nodes[v], &mut w.nodes[v]);
     let case = CaseId::mint(&NodeId::new("t0v0"), 1);
     let node = &mut w2.nodes[v];
-    let body = create_body(vec![Tier::Village], Tier::Village, vec![], vec![]);
+    let body = create_body(Tier::Village, vec![], vec![]);
     node.chains.clear();
     node.seals.clear();
     node.seq = 0;
@@ -527,8 +623,16 @@ fn timestamps_far_in_the_future_are_refused() {
     assert!(node.author(&topology, case, body, w.now));
     let seg = segment_of(node, "t0v0", &Lane::Home(NodeId::new("t0v0")));
     let c = w2.index[&NodeId::new("c")];
-    let verdict =
-        check_batch(&w2.nodes[c], &topology, None, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now).unwrap();
+    let verdict = check_batch(
+        &w2.nodes[c],
+        &topology,
+        &w2.nodes[c].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0v0"),
+        vec![seg],
+        w.now,
+    )
+    .unwrap();
     assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
 }
 
@@ -546,13 +650,28 @@ fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
     for e in &mut seg.events {
         e.prev = Hash::ZERO; // as on the wire
     }
-    let honest =
-        check_batch(&w.nodes[0], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg.clone()], w.now)
-            .unwrap();
+    let honest = check_batch(
+        &w.nodes[0],
+        &topology,
+        &w.nodes[0].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0"),
+        vec![seg.clone()],
+        w.now,
+    )
+    .unwrap();
     assert_eq!(honest.accept.len(), 3, "{:?}", honest.refused);
     seg.events.remove(1);
-    let verdict =
-        check_batch(&w.nodes[0], &topology, None, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], w.now).unwrap();
+    let verdict = check_batch(
+        &w.nodes[0],
+        &topology,
+        &w.nodes[0].catalogues,
+        &NodeId::new("c"),
+        &NodeId::new("t0"),
+        vec![seg],
+        w.now,
+    )
+    .unwrap();
     assert!(verdict.accept.is_empty());
     assert!(verdict.refused.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.refused);
 }
@@ -566,9 +685,10 @@ fn a_second_creation_of_a_case_is_refused() {
     let v = w.index[&NodeId::new("t0v0")];
     let node = &w.nodes[v];
     let lane = Lane::Home(NodeId::new("t0v0"));
-    let forged = create_body(vec![Tier::Village], Tier::Village, vec![], vec![]);
+    let forged = create_body(Tier::Village, vec![], vec![]);
     let draft = Draft {
         topology: &topology,
+        catalogues: &node.catalogues,
         me: &node.me,
         seq: 2,
         case: case.clone(),
@@ -585,7 +705,7 @@ fn a_second_creation_of_a_case_is_refused() {
     let verdict = check_batch(
         &w.nodes[0],
         &topology,
-        None,
+        &w.nodes[0].catalogues,
         &NodeId::new("c"),
         &NodeId::new("t0v0"),
         vec![Segment { events, seal }],
@@ -604,32 +724,105 @@ fn a_creation_that_contradicts_the_catalogue_is_refused() {
     let topology = w.topology.clone();
     let v = w.index[&NodeId::new("t0v0")];
     let lane = Lane::Home(NodeId::new("t0v0"));
-    let item = |decided_by| proto::Item {
-        code: "X".into(),
-        name: "sim".into(),
-        item_type: "20".into(),
-        accepted_at: vec![Tier::Village, Tier::Township],
-        decided_by,
-        case_kind: 2,
-        materials: vec![],
-        legal_limit_days: 20,
-        promised_limit_days: 5,
-        result: String::new(),
+    let catalogue = |version, decided_by| {
+        let mut c = sim_catalogue(version);
+        c.items.retain(|i| i.code != "X-county");
+        c.items.push(Item { decided_by, ..sim_item(Tier::County) });
+        c
     };
-    let catalogue =
-        |version, decided_by| proto::Catalogue { version, note: String::new(), items: vec![item(decided_by)] };
-    let check = |cat: &proto::Catalogue| {
+    let check = |cat: proto::Catalogue, publisher: bool| {
         let seg = segment_of(&w.nodes[v], "t0v0", &lane);
-        check_batch(&w.nodes[0], &topology, Some(cat), &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now)
+        let catalogues = Catalogues::single(cat, publisher);
+        check_batch(&w.nodes[0], &topology, &catalogues, &NodeId::new("c"), &NodeId::new("t0v0"), vec![seg], w.now)
             .unwrap()
     };
     // The case says the county decides, as catalogue v1 does: accepted.
-    assert_eq!(check(&catalogue(1, Tier::County)).accept.len(), 1);
+    assert_eq!(check(catalogue(1, Tier::County), true).accept.len(), 1);
     // Catalogue v1 says the township decides: the creation lies.
-    let verdict = check(&catalogue(1, Tier::Township));
+    let verdict = check(catalogue(1, Tier::Township), true);
     assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("catalogue"), "{:?}", verdict.refused);
-    // A version we do not hold is not judged by another one.
-    assert_eq!(check(&catalogue(2, Tier::Township)).accept.len(), 1);
+    // A version the receiver does not hold is never judged by another one:
+    // below the county the creation waits; at the county it was never
+    // published.
+    let held = check(catalogue(2, Tier::County), false);
+    assert!(held.accept.is_empty() && held.refused.is_empty() && held.deferred == 1, "{held:?}");
+    let at_county = check(catalogue(2, Tier::County), true);
+    assert!(at_county.accept.is_empty() && at_county.refused[0].reason.contains("never published"));
+}
+
+/// Issue 11, finding 1: a village signs, with its own key, a creation of a
+/// county-decided item under a catalogue version the county never
+/// published, naming itself the decider, then accepts, approves and
+/// issues it. Authority comes from the county's catalogue, not from the
+/// creation: the hub quarantines all of it, a township holds it without
+/// storing or relaying it, and an invented item code is refused by both.
+#[test]
+fn a_village_cannot_decide_a_county_item_under_an_unpublished_catalogue() {
+    for (version, code) in [(999, "X-county"), (1, "X-invented")] {
+        let mut w = World::new(3, 2, 2, 0);
+        let topology = w.topology.clone();
+        let village = NodeId::new("t0v0");
+        let v = w.index[&village];
+        let case = CaseId::mint(&village, 1);
+        let mut create = create_of_item(&sim_item(Tier::County), version);
+        create.item = code.into();
+        create.accepted_at = vec![Tier::Village];
+        create.decided_by = Tier::Village;
+        let now = w.now;
+        w.nodes[v].forge(&topology, case.clone(), Body::Create(create), now);
+        for step in [Step::Accept, Step::Approve, Step::Issue] {
+            w.nodes[v].forge(&topology, case.clone(), Body::Step { step, note: String::new() }, now + 1);
+        }
+        let lane = Lane::Home(village.clone());
+        for (receiver, refused) in [("c", 4), ("t0", if version == 999 { 0 } else { 4 })] {
+            let r = &w.nodes[w.index[&NodeId::new(receiver)]];
+            let seg = segment_of(&w.nodes[v], "t0v0", &lane);
+            let verdict =
+                check_batch(r, &topology, &r.catalogues, &NodeId::new(receiver), &village, vec![seg], now).unwrap();
+            assert!(verdict.accept.is_empty(), "{receiver} accepted a forged decision under v{version} {code}");
+            assert!(verdict.seals.is_empty(), "{receiver} stored the forger's seal");
+            assert_eq!(verdict.refused.len(), refused, "{receiver}: {:?}", verdict.refused);
+            assert_eq!(verdict.deferred, 4 - refused, "{receiver} holds what it cannot judge yet");
+            assert!(verdict.refused.iter().all(|r| r.reason.contains("catalogue")), "{:?}", verdict.refused);
+        }
+        // The forger's own local path refuses the same creation.
+        let node = &w.nodes[v];
+        let mut forged = create_of_item(&sim_item(Tier::County), version);
+        forged.item = code.into();
+        let draft = Draft {
+            topology: &topology,
+            catalogues: &node.catalogues,
+            me: &node.me,
+            seq: 9,
+            case: CaseId::mint(&village, 9),
+            current: None,
+            actor: "x",
+            body: Body::Create(forged),
+        };
+        assert!(draft.check().is_err());
+    }
+}
+
+/// A creation under a catalogue version a township does not hold yet is
+/// held, then accepted once the version arrives.
+#[test]
+fn a_creation_waits_for_its_catalogue_version_then_is_judged() {
+    let mut w = World::new(5, 1, 1, 0);
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let v = w.index[&village];
+    w.nodes[v].catalogues.insert(sim_catalogue(2));
+    let now = w.now;
+    let body = Body::Create(create_of_item(&sim_item(Tier::Township), 2));
+    assert!(w.nodes[v].author(&topology, CaseId::mint(&village, 1), body, now));
+    let t = w.index[&NodeId::new("t0")];
+    let seg = segment_of(&w.nodes[v], "t0v0", &Lane::Home(village.clone()));
+    let check = |r: &Mem| check_batch(r, &topology, &r.catalogues, &r.me, &village, vec![seg.clone()], now).unwrap();
+    let before = check(&w.nodes[t]);
+    assert_eq!((before.accept.len(), before.refused.len(), before.deferred), (0, 0, 1));
+    w.nodes[t].catalogues.insert(sim_catalogue(2));
+    let after = check(&w.nodes[t]);
+    assert_eq!((after.accept.len(), after.refused.len()), (1, 0), "{:?}", after.refused);
 }
 
 /// A segment whose seal names a lane in the receiver's scope but whose
@@ -646,7 +839,8 @@ fn smuggled_events_of_another_lane_leave_no_data_behind() {
     seg.seal.lane = Lane::Global;
     let t0v1 = NodeId::new("t0v1");
     let receiver = &w.nodes[w.index[&t0v1]];
-    let verdict = check_batch(receiver, &topology, None, &t0v1, &NodeId::new("c"), vec![seg], w.now).unwrap();
+    let verdict =
+        check_batch(receiver, &topology, &receiver.catalogues, &t0v1, &NodeId::new("c"), vec![seg], w.now).unwrap();
     assert!(verdict.accept.is_empty());
     assert!(!verdict.refused.is_empty());
     assert!(verdict.refused.iter().all(|r| r.event.is_none()), "{:?}", verdict.refused);
