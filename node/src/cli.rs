@@ -396,7 +396,28 @@ pub fn run(cmd: Common) -> Result<()> {
                 );
             }
             if summary.deferred_events > 0 {
-                eprintln!("{} events wait for their case to arrive; sync again", summary.deferred_events);
+                eprintln!("{} events wait for their case or catalogue to arrive; sync again", summary.deferred_events);
+            }
+            if let Some(r) = &summary.recovery {
+                eprintln!("WARNING: {}", r.explain());
+            }
+            for d in &summary.peer_diverged {
+                eprintln!(
+                    "WARNING: {} holds a different history of {}'s chain in lane {}: two copies of that node exist",
+                    summary.peer, d.origin, d.lane
+                );
+            }
+            if summary.refused_events > 0 || summary.refused_by_peer > 0 {
+                bail!(
+                    "sync finished, but {} received events were refused here and {} sent events were refused by {} \
+                     (quarantine list shows why)",
+                    summary.refused_events,
+                    summary.refused_by_peer,
+                    summary.peer
+                );
+            }
+            if summary.recovery.is_some() || !summary.own_diverged.is_empty() {
+                bail!("sync finished, but this node's own records had diverged (see the warning above)");
             }
         }
         Common::Quarantine(QuarantineCmd::List { data, json }) => {

@@ -32,6 +32,14 @@ pub enum Refusal {
     /// An argument is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// This copy of the node found at its last sync that another copy wrote
+    /// a different history; its own work waits to be re-entered.
+    #[error(
+        "this laptop's records were older than the network's copy of its own work (restored from a backup, \
+         or a copy of another laptop); its work is set aside, nothing is lost: run sync to finish recovery \
+         before taking new work"
+    )]
+    Recovering,
 }
 
 /// A newly taken case's input.
@@ -48,6 +56,9 @@ pub struct NewCase {
 pub struct Ledger {
     store: Store,
     identity: Identity,
+    /// The origin this node mints events under: its id, or an incarnation
+    /// of it after it learned its store was stale.
+    origin: NodeId,
     topology: Topology,
     catalogues: Catalogues,
     data_key: DataKey,
@@ -58,7 +69,43 @@ enum Target {
     Case(CaseId),
 }
 
+#[derive(PartialEq, Eq)]
+enum Check {
+    /// Every check of a local command.
+    Full,
+    /// Authority only (re-entering a stale copy's work; see
+    /// `Draft::check_authority`).
+    AuthorityOnly,
+}
+
 const HLC_KEY: &str = "hlc";
+const ORIGIN_KEY: &str = "origin";
+/// Set while this node's own chains are set aside and not yet re-entered.
+const RECOVERING_KEY: &str = "recovering";
+
+/// Records, inside the caller's transaction, that this store is stale: new
+/// local writes wait until [`Ledger::finish_recovery`] has moved the node
+/// to a fresh incarnation.
+pub(crate) fn mark_recovering(tx: &rusqlite::Connection) -> Result<()> {
+    store::meta_set(tx, RECOVERING_KEY, &true)
+}
+
+/// What became of one event a stale copy of this node wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reentered {
+    /// The event as the stale copy wrote it.
+    pub original: String,
+    /// Its case there.
+    pub case: CaseId,
+    /// The event written now under the new incarnation, or `None` when the
+    /// ledger already held it (it reached upstream before the copy diverged).
+    pub now: Option<String>,
+    /// The case it now belongs to (a new id when the copy created it).
+    pub now_case: CaseId,
+    /// Why it could not be entered again, if it could not (it stays in the
+    /// set-aside table for an administrator).
+    pub kept_because: Option<String>,
+}
 
 impl Ledger {
     /// Initialises a data directory from an enrolment bundle.
@@ -85,14 +132,100 @@ impl Ledger {
         // The county holds every version it published; below it a version
         // not held may still arrive.
         let catalogues = Catalogues::single(catalogue, identity.tier() == proto::Tier::County);
-        Ok(Ledger { store, identity, topology, catalogues, data_key })
+        let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
+        Ok(Ledger { store, identity, origin, topology, catalogues, data_key })
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
+    /// This node's id in the topology.
     pub fn me(&self) -> &NodeId {
         &self.identity.node.id
+    }
+    /// The origin new events are minted under (this node's id, or its
+    /// current incarnation).
+    pub fn origin(&self) -> &NodeId {
+        &self.origin
+    }
+    /// True while set-aside work of a stale copy waits to be re-entered;
+    /// local writes wait for the next sync.
+    pub fn recovering(&self) -> Result<bool> {
+        Ok(store::meta_get::<bool>(self.store.conn(), RECOVERING_KEY)?.unwrap_or(false))
+    }
+
+    /// Another copy of this node wrote a different history of these
+    /// chains: moves this copy's events of them aside (kept, never deleted)
+    /// so the peer's history can be taken back, and stops local writes
+    /// until [`Ledger::finish_recovery`].
+    pub fn begin_recovery(&mut self, chains: &[(proto::Lane, NodeId)]) -> Result<usize> {
+        let now = crate::wall_clock_ms();
+        let tx = self.store.write()?;
+        let mut moved = 0;
+        for (lane, origin) in chains {
+            anyhow::ensure!(origin.is_incarnation_of(&self.identity.node.id), "{origin} is not this node");
+            moved += store::set_aside_chain(&tx, origin, lane, now)?;
+        }
+        store::meta_set(&tx, RECOVERING_KEY, &true)?;
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// The store was stale (its own events came back from a peer, or a
+    /// copy diverged and its history was taken back): continues under a
+    /// fresh incarnation, then enters again every set-aside event the
+    /// ledger does not hold, creations under new case ids. Returns what
+    /// was re-entered.
+    pub fn finish_recovery(&mut self) -> Result<(NodeId, Vec<Reentered>)> {
+        let fresh = self.identity.node.id.incarnation(rand::random());
+        {
+            let tx = self.store.write()?;
+            store::meta_set(&tx, ORIGIN_KEY, &fresh)?;
+            tx.commit()?;
+        }
+        self.origin = fresh.clone();
+        let mut cases: std::collections::BTreeMap<CaseId, CaseId> = Default::default();
+        let mut out = Vec::new();
+        for (e, hash) in store::set_aside_pending(self.store.conn())? {
+            let held = store::hash_of(self.store.conn(), &e.id.origin, e.id.seq)?;
+            let now_case = cases.get(&e.case).cloned().unwrap_or_else(|| e.case.clone());
+            let mut entry = Reentered {
+                original: e.id.to_string(),
+                case: e.case.clone(),
+                now: None,
+                now_case: now_case.clone(),
+                kept_because: None,
+            };
+            if held != Some(hash) {
+                let target = if matches!(e.body, Body::Create(_)) { Target::New } else { Target::Case(now_case) };
+                match self.append_as(&e.actor, target, e.body.clone(), Check::AuthorityOnly) {
+                    Ok(written) => {
+                        if matches!(e.body, Body::Create(_)) {
+                            cases.insert(e.case.clone(), written.case.clone());
+                        }
+                        entry.now = Some(written.id.to_string());
+                        entry.now_case = written.case;
+                    }
+                    Err(err) if err.downcast_ref::<Refusal>().is_some() => {
+                        entry.kept_because = Some(format!("{err:#}"))
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            let tx = self.store.write()?;
+            let outcome = match (&entry.now, &entry.kept_because) {
+                (Some(id), _) => format!("re-entered as {id}"),
+                (None, Some(why)) => format!("kept: {why}"),
+                (None, None) => "held".to_string(),
+            };
+            store::set_aside_done(&tx, &e.id, &hash, &outcome)?;
+            tx.commit()?;
+            out.push(entry);
+        }
+        let tx = self.store.write()?;
+        store::meta_set(&tx, RECOVERING_KEY, &false)?;
+        tx.commit()?;
+        Ok((fresh, out))
     }
     pub fn topology(&self) -> &Topology {
         &self.topology
@@ -217,12 +350,19 @@ impl Ledger {
 
     /// The one local write path.
     fn append(&mut self, actor: &str, target: Target, body: Body) -> Result<Event> {
+        self.append_as(actor, target, body, Check::Full)
+    }
+
+    fn append_as(&mut self, actor: &str, target: Target, body: Body, check: Check) -> Result<Event> {
         if actor.trim().is_empty() {
             return Err(Refusal::Invalid("staff name (--as) may not be empty".into()).into());
         }
-        let me = self.identity.node.id.clone();
+        let me = self.origin.clone();
         let key = self.identity.signing_key()?;
         let tx = self.store.write()?;
+        if check == Check::Full && store::meta_get::<bool>(&tx, RECOVERING_KEY)?.unwrap_or(false) {
+            return Err(Refusal::Recovering.into());
+        }
         let seq = store::origin_seq(&tx, &me)? + 1;
         let case = match target {
             Target::New => CaseId::mint(&me, seq),
@@ -240,7 +380,11 @@ impl Ledger {
             actor,
             body,
         };
-        draft.check().map_err(Refusal::from)?;
+        match check {
+            Check::Full => draft.check(),
+            Check::AuthorityOnly => draft.check_authority(),
+        }
+        .map_err(Refusal::from)?;
         let tip = store::lane_tip(&tx, &me, &draft.lane())?;
         let last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
         let mut clock = HlcClock::new(last.max(tip.hlc));

@@ -47,6 +47,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX cases_home ON cases(home);
      CREATE TABLE person_index (lookup TEXT NOT NULL, case_id TEXT NOT NULL,
         PRIMARY KEY (lookup, case_id)) WITHOUT ROWID;",
+    // 2: events of this node's own chains set aside when another copy of
+    // the node (a restored backup, a copied directory) wrote a different
+    // history. Never deleted: re-entered under a new incarnation, and the
+    // row says as what.
+    "CREATE TABLE set_aside (
+        origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, at_ms INTEGER NOT NULL,
+        event BLOB NOT NULL, outcome TEXT, PRIMARY KEY (origin, seq, hash)) WITHOUT ROWID;",
 ];
 
 /// What inserting an event did.
@@ -439,6 +446,68 @@ pub fn count_events(conn: &Connection, home: Option<&NodeId>) -> Result<u64> {
             |r| r.get(0),
         )?,
     })
+}
+
+/// The hash of the event at `pos` of an (origin, lane) chain, if held.
+pub fn hash_at(conn: &Connection, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>> {
+    let hash: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hash FROM events WHERE lane = ?1 AND origin = ?2 AND pos = ?3")?
+        .query_row(params![lane.key(), origin.0, pos], |r| r.get(0))
+        .optional()?;
+    Ok(hash.and_then(|h| h.try_into().ok()).map(Hash))
+}
+
+/// The hash of the event with id `(origin, seq)`, if held.
+pub fn hash_of(conn: &Connection, origin: &NodeId, seq: u64) -> Result<Option<Hash>> {
+    let hash: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT hash FROM events WHERE origin = ?1 AND seq = ?2")?
+        .query_row(params![origin.0, seq], |r| r.get(0))
+        .optional()?;
+    Ok(hash.and_then(|h| h.try_into().ok()).map(Hash))
+}
+
+/// Moves every event of an (origin, lane) chain into `set_aside`, drops the
+/// chain's seal and refolds the cases it touched. Returns how many events
+/// were set aside.
+pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u64) -> Result<usize> {
+    let cases: Vec<CaseId> = {
+        let mut stmt = conn.prepare("SELECT DISTINCT case_id FROM events WHERE lane = ?1 AND origin = ?2")?;
+        let rows = stmt.query_map(params![lane.key(), origin.0], |r| Ok(CaseId(r.get(0)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let moved = conn.execute(
+        "INSERT OR IGNORE INTO set_aside (origin, seq, hash, at_ms, event, outcome)
+         SELECT origin, seq, hash, ?3, body, NULL FROM events WHERE lane = ?1 AND origin = ?2",
+        params![lane.key(), origin.0, at_ms],
+    )?;
+    conn.execute("DELETE FROM events WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+    conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+    for case in &cases {
+        conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+        conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+        refold_case(conn, case)?;
+    }
+    Ok(moved)
+}
+
+/// Set-aside events not yet dealt with, in (origin, seq) order.
+pub fn set_aside_pending(conn: &Connection) -> Result<Vec<(Event, Hash)>> {
+    let mut stmt =
+        conn.prepare("SELECT event, hash FROM set_aside WHERE outcome IS NULL ORDER BY origin, seq, hash")?;
+    let rows = stmt.query_map([], |r| {
+        let hash: Vec<u8> = r.get(1)?;
+        Ok((decode_event(r.get(0)?)?, Hash(hash.try_into().unwrap_or([0; 32]))))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records what became of a set-aside event.
+pub fn set_aside_done(conn: &Connection, id: &proto::EventId, hash: &Hash, outcome: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE set_aside SET outcome = ?4 WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
+        params![id.origin.0, id.seq, hash.0, outcome],
+    )?;
+    Ok(())
 }
 
 /// Every stored event in (origin, seq) order, streamed to `f`.

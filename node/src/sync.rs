@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 use crate::store;
 use anyhow::{anyhow, bail, Context, Result};
 use proto::event::Lane;
-use proto::sync::{check_batch, Message, Positions, Replica, Session, Stats, Verdict};
+use proto::sync::{check_batch, Divergence, Message, Positions, Replica, Session, Stats, Verdict};
 use proto::{CaseId, Event, Hlc, NodeId, Seal, Tier};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rusqlite::Connection;
@@ -58,12 +58,16 @@ impl Replica for SqliteReplica<'_> {
     fn is_revoked(&self, node: &NodeId) -> Result<bool> {
         Ok(store::revoked(self.0)?.contains(node))
     }
+    fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<proto::Hash>> {
+        store::hash_at(self.0, origin, lane, pos)
+    }
 }
 
 /// Stores a checked batch in one transaction: accepted events, their
 /// cases refolded, seals, quarantined input, and the clock.
 pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> Result<()> {
     let now = crate::wall_clock_ms();
+    let stale = verdict.own_received.contains_key(ledger.origin());
     let tx = ledger.store_mut().write()?;
     // Cases created in this batch hold no other stored events (events of an
     // unknown case are deferred, never stored), so they are folded from
@@ -90,6 +94,23 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
     }
     for seal in &verdict.seals {
         store::put_seal(&tx, seal)?;
+    }
+    for (e, _) in verdict.accept.iter().filter(|(e, _)| e.id.seq == 1 && e.id.origin.as_str() != e.id.origin.base()) {
+        // The first event of a new incarnation: a copy of that node found
+        // its store stale (restored, copied or re-initialised). Recorded
+        // for administrators; the events themselves are accepted.
+        let reason = format!(
+            "node {} continues as incarnation {}: one copy of it found its records stale (restored from a backup, \
+             copied, or re-initialised); if two laptops run as {}, find the second one",
+            e.id.origin.node(),
+            e.id.origin,
+            e.id.origin.node()
+        );
+        store::quarantine(&tx, now, from, &e.id.origin, 0, &reason, &[])?;
+    }
+    if stale {
+        // Our own current origin's events came back: this store is stale.
+        crate::ledger::mark_recovering(&tx)?;
     }
     for r in &verdict.refused {
         let blob = r.event.as_ref().map(Event::encode).unwrap_or_default();
@@ -287,6 +308,62 @@ pub struct Summary {
     pub seconds: f64,
     pub peer_clock_offset_ms: Option<i64>,
     pub clock_warning: Option<String>,
+    /// Events of this node's own origins that came back from the peer.
+    pub own_received: BTreeMap<NodeId, u64>,
+    /// Chains of this node that the peer holds as another copy wrote them.
+    pub own_diverged: Vec<Divergence>,
+    /// Chains of the peer that we hold as another copy of it wrote them.
+    pub peer_diverged: Vec<Divergence>,
+    /// What recovering from a stale or copied store did, when it happened.
+    pub recovery: Option<Recovery>,
+}
+
+/// A stale or copied store recovered: it took back its own history from
+/// the peer and continues under a new incarnation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub previous_origin: NodeId,
+    pub origin: NodeId,
+    /// Own events set aside because another copy wrote those positions.
+    pub set_aside: usize,
+    /// Own events taken back from the peer.
+    pub taken_back: u64,
+    pub reentered: Vec<crate::ledger::Reentered>,
+}
+
+impl Recovery {
+    /// The plain-words account for the staff at this node.
+    pub fn explain(&self) -> String {
+        let new_cases: Vec<String> = self
+            .reentered
+            .iter()
+            .filter(|r| r.now.is_some() && r.case != r.now_case)
+            .map(|r| format!("{} is now {}", r.case, r.now_case))
+            .collect();
+        let again = self.reentered.iter().filter(|r| r.now.is_some()).count();
+        let kept = self.reentered.iter().filter(|r| r.kept_because.is_some()).count();
+        let mut msg = format!(
+            "this laptop's records were older than the network's copy of its own work (restored from a backup, \
+             re-initialised, or a copy of this node's data directory). It took back {} of its own events from \
+             the peer and now works as {}.",
+            self.taken_back, self.origin
+        );
+        if self.set_aside > 0 {
+            msg.push_str(&format!(
+                " {} events written here conflicted with another copy's; nothing is lost: {again} were entered \
+                 again and sent on",
+                self.set_aside
+            ));
+            if !new_cases.is_empty() {
+                msg.push_str(&format!(", with new case numbers ({}): tell the applicants", new_cases.join(", ")));
+            }
+            msg.push('.');
+        }
+        if kept > 0 {
+            msg.push_str(&format!(" {kept} could not be entered again and are kept for the administrator."));
+        }
+        msg
+    }
 }
 
 fn block<T>(f: impl FnOnce() -> T) -> T {
@@ -378,6 +455,7 @@ async fn run_session(
         sent_batches,
         received_batches,
         peer_clock_offset_ms,
+        own_received,
     } = session.stats.clone();
     let clock_warning = session.clock_warning().map(|off| {
         let msg = format!(
@@ -401,6 +479,10 @@ async fn run_session(
         seconds: started.elapsed().as_secs_f64(),
         peer_clock_offset_ms,
         clock_warning,
+        own_received,
+        own_diverged: session.own_diverged.iter().cloned().collect(),
+        peer_diverged: session.peer_diverged.iter().cloned().collect(),
+        recovery: None,
     })
 }
 
@@ -416,8 +498,57 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{addr} resolves to no address"))
 }
 
-/// One client session with the node at `peer` (both directions).
+/// Syncs with the node at `peer` (both directions). When the session shows
+/// that this store is stale (its own events came back) or that another
+/// copy of this node wrote a different history, it recovers: sets its own
+/// diverged chains aside, takes the peer's history back, continues under a
+/// new incarnation and re-enters what only it held, then sends that on.
 pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+    let mut summary = session_with(dir, peer_addr, progress).await?;
+    let mut ledger = Ledger::open(dir)?;
+    let previous_origin = ledger.origin().clone();
+    let mut taken_back = summary.own_received.get(&previous_origin).copied().unwrap_or(0);
+    let mut set_aside = 0;
+    let diverged: Vec<(Lane, NodeId)> = summary
+        .own_diverged
+        .iter()
+        .map(|d| (d.lane.clone(), d.origin.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !diverged.is_empty() {
+        set_aside = block(|| ledger.begin_recovery(&diverged))?;
+        drop(ledger);
+        let pull = session_with(dir, peer_addr, progress).await?;
+        taken_back += pull.own_received.get(&previous_origin).copied().unwrap_or(0);
+        merge_counts(&mut summary, &pull);
+        ledger = Ledger::open(dir)?;
+    }
+    if block(|| ledger.recovering())? {
+        let (origin, reentered) = block(|| ledger.finish_recovery())?;
+        drop(ledger);
+        if reentered.iter().any(|r| r.now.is_some()) {
+            let push = session_with(dir, peer_addr, progress).await?;
+            merge_counts(&mut summary, &push);
+        }
+        summary.recovery = Some(Recovery { previous_origin, origin, set_aside, taken_back, reentered });
+    }
+    Ok(summary)
+}
+
+fn merge_counts(into: &mut Summary, more: &Summary) {
+    into.sent_events += more.sent_events;
+    into.received_events += more.received_events;
+    into.refused_events += more.refused_events;
+    into.refused_by_peer += more.refused_by_peer;
+    into.deferred_events = more.deferred_events;
+    into.bytes_sent += more.bytes_sent;
+    into.bytes_received += more.bytes_received;
+    into.seconds += more.seconds;
+}
+
+/// One client session with the node at `peer` (both directions).
+async fn session_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
     let mut ledger = Ledger::open(dir)?;
     let addr = resolve(peer_addr).await?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
@@ -464,12 +595,45 @@ async fn serve_connection(dir: PathBuf, incoming: quinn::Incoming) -> Result<()>
         peer = %peer, sent = s.sent_events, received = s.received_events, refused = s.refused_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
+    record_divergence(&mut ledger, &peer, &s)?;
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");
     }
     // Our side is complete (every batch stored and acknowledged both ways):
     // closing tells the client it may exit.
     conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+/// On the serving side: a peer that is a second or stale copy of a node is
+/// recorded for administrators (in quarantine, with no event data); when
+/// this node's own events came back, it continues under a new incarnation.
+fn record_divergence(ledger: &mut Ledger, peer: &NodeId, s: &Summary) -> Result<()> {
+    if !s.peer_diverged.is_empty() {
+        let now = crate::wall_clock_ms();
+        let tx = ledger.store_mut().write()?;
+        for d in &s.peer_diverged {
+            let reason = format!(
+                "two copies of node {}: the copy that connected holds a different history of chain {} in lane {} \
+                 (position {} there, {} here); it recovers by itself, but find out where the other copy is",
+                d.origin.node(),
+                d.origin,
+                d.lane,
+                d.there,
+                d.here
+            );
+            tracing::warn!("{reason}");
+            store::quarantine(&tx, now, peer, &d.origin, d.there, &reason, &[])?;
+        }
+        tx.commit()?;
+    }
+    if !s.own_diverged.is_empty() {
+        tracing::error!(peer = %peer, "another copy of this node wrote a different history; sync as a client to recover");
+    }
+    if block(|| ledger.recovering())? && s.own_diverged.is_empty() {
+        let (origin, _) = block(|| ledger.finish_recovery())?;
+        tracing::warn!(origin = %origin, "this node's store was stale; it continues as a new incarnation");
+    }
     Ok(())
 }
 

@@ -83,7 +83,7 @@ pub fn lane_in_scope(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
 pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
     match body {
         Body::Revoke { .. } => Lane::Global,
-        _ => Lane::Home(case.minted_by().unwrap_or_else(|| NodeId::new(case.as_str()))),
+        _ => Lane::Home(case.home().unwrap_or_else(|| NodeId::new(case.as_str()))),
     }
 }
 
@@ -118,14 +118,13 @@ pub fn authorize(
         }
         return Ok(());
     }
-    let home =
-        case.minted_by().filter(|h| topology.get(h).is_some()).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
+    let home = case.home().filter(|h| topology.get(h).is_some()).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
     if !in_scope(topology, author, &home) {
         return Err(AuthError::OutOfScope { case: case.clone(), home, author: author.clone() });
     }
     let create = match body {
         Body::Create(c) => {
-            if &home != author {
+            if !author.is_incarnation_of(&home) {
                 return Err(AuthError::CreateNotByHome { case: case.clone(), home, author: author.clone() });
             }
             if CaseId::mint(author, seq) != *case {
@@ -178,7 +177,7 @@ pub fn authorize(
                 step.name(),
                 format!("a window at {} or the deciding tier ({decider_tier})", tiers(&create.accepted_at)),
             ),
-            Step::Issue | Step::Close if !(decider || author == &home) => {
+            Step::Issue | Step::Close if !(decider || author.is_incarnation_of(&home)) => {
                 wrong(step.name(), format!("the deciding tier ({decider_tier}) or the home window {home}"))
             }
             _ => Ok(()),

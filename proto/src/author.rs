@@ -48,21 +48,7 @@ impl Draft<'_> {
     /// Checks the draft and builds the event on top of `tip` (the chain tip
     /// of this origin in [`Draft::lane`]) at time `hlc`.
     pub fn check(&self) -> Result<(), AuthoringError> {
-        let creating = matches!(self.body, Body::Create(_) | Body::Revoke { .. });
-        let create = self.current.and_then(|c| c.create.as_ref());
-        if !creating && create.is_none() {
-            return Err(AuthoringError::NoSuchCase(self.case.clone()));
-        }
-        auth::authorize(
-            self.topology,
-            self.catalogues,
-            self.me,
-            self.seq,
-            &self.lane(),
-            &self.case,
-            create,
-            &self.body,
-        )?;
+        self.check_authority()?;
         if let (Body::Step { step, .. }, Some(st)) = (&self.body, self.current) {
             if workflow::next(st.state, step).is_none() {
                 let allowed = st.state.allowed_steps();
@@ -78,6 +64,29 @@ impl Draft<'_> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The authorisation part of [`Draft::check`] alone: the case is held
+    /// and this node may author the event. Re-entering work a stale copy
+    /// did uses only this: a step no longer valid in the case's state is
+    /// kept, folded as superseded and flagged for a person, never lost.
+    pub fn check_authority(&self) -> Result<(), AuthoringError> {
+        let creating = matches!(self.body, Body::Create(_) | Body::Revoke { .. });
+        let create = self.current.and_then(|c| c.create.as_ref());
+        if !creating && create.is_none() {
+            return Err(AuthoringError::NoSuchCase(self.case.clone()));
+        }
+        auth::authorize(
+            self.topology,
+            self.catalogues,
+            self.me,
+            self.seq,
+            &self.lane(),
+            &self.case,
+            create,
+            &self.body,
+        )?;
         Ok(())
     }
 

@@ -164,7 +164,7 @@ pub fn fold_case_hashed<'a>(
     }
     ordered.sort_by(|a, b| a.1.order_key().cmp(&b.1.order_key()).then(a.0.cmp(&b.0)));
 
-    let home = case_id.minted_by().unwrap_or_else(|| NodeId::new(""));
+    let home = case_id.home().unwrap_or_else(|| NodeId::new(""));
     let mut st = CaseState {
         case_id: case_id.clone(),
         home: home.clone(),

@@ -9,12 +9,38 @@ use std::fmt;
 #[serde(transparent)]
 pub struct NodeId(pub String);
 
+/// Separates a node id from its incarnation tag in an event origin.
+pub const INCARNATION_SEPARATOR: char = '~';
+
 impl NodeId {
     pub fn new(id: impl Into<String>) -> Self {
         NodeId(id.into())
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The node an event origin belongs to: the id without its incarnation
+    /// tag. A node's first incarnation is its bare id.
+    pub fn base(&self) -> &str {
+        self.0.split_once(INCARNATION_SEPARATOR).map_or(self.0.as_str(), |(b, _)| b)
+    }
+
+    /// [`NodeId::base`] as a node id.
+    pub fn node(&self) -> NodeId {
+        NodeId::new(self.base())
+    }
+
+    /// True when this origin is an incarnation of `node`.
+    pub fn is_incarnation_of(&self, node: &NodeId) -> bool {
+        self.base() == node.base()
+    }
+
+    /// The origin of a new incarnation of this node, tagged `tag`. A
+    /// restored or copied data directory that learns it is stale continues
+    /// under a fresh incarnation, so it never mints an id another copy used.
+    pub fn incarnation(&self, tag: u32) -> NodeId {
+        NodeId(format!("{}{INCARNATION_SEPARATOR}{tag:08x}", self.base()))
     }
 }
 
@@ -82,7 +108,13 @@ impl CaseId {
     pub fn mint(origin: &NodeId, seq: u64) -> CaseId {
         CaseId(format!("{}-{}", origin, seq))
     }
-    /// The node that minted this case id (its home), if the id is well formed.
+    /// The node the case belongs to (the origin that minted it, without
+    /// its incarnation), if the id is well formed.
+    pub fn home(&self) -> Option<NodeId> {
+        self.minted_by().map(|o| o.node())
+    }
+    /// The origin (node and incarnation) that minted this case id, if the
+    /// id is well formed.
     pub fn minted_by(&self) -> Option<NodeId> {
         let (origin, seq) = self.0.rsplit_once('-')?;
         if origin.is_empty() || seq.parse::<u64>().is_err() {

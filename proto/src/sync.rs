@@ -47,6 +47,10 @@ pub enum Message {
     Hello {
         wall_ms: u64,
         positions: Positions,
+        /// For every chain in `positions` whose origin is an incarnation of
+        /// either party: its head hash. Two copies of one node (a restored
+        /// backup, a copied data directory) are told apart by these.
+        heads: Vec<(Lane, NodeId, u64, Hash)>,
     },
     Batch {
         n: u32,
@@ -102,6 +106,8 @@ pub trait Replica {
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
     /// The county has revoked this node.
     fn is_revoked(&self, node: &NodeId) -> Result<bool, Self::Error>;
+    /// The hash of the event at `pos` of a chain, if held.
+    fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, Self::Error>;
 }
 
 /// The protocol was broken or storage failed; the session is over.
@@ -153,6 +159,15 @@ pub struct Verdict {
     pub deferred: usize,
     /// Highest timestamp accepted, for the receiver's clock.
     pub max_hlc: Hlc,
+    /// Accepted events whose origin is an incarnation of the receiver
+    /// itself, by origin. A node receiving events of its own current
+    /// origin learns that its store is older than its own history: it was
+    /// restored from a backup, copied, or re-initialised.
+    pub own_received: BTreeMap<NodeId, u64>,
+    /// Chains of the receiver's own origins, signed with its own key, that
+    /// do not continue its stored chain: another copy of this node wrote a
+    /// different history. Not stored, not quarantined: the node recovers.
+    pub own_diverged: Vec<(Lane, NodeId)>,
 }
 
 fn chain_reason(e: &ChainError) -> String {
@@ -212,7 +227,7 @@ pub fn check_batch<R: Replica>(
             refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into());
             continue;
         }
-        if replica.is_revoked(origin).map_err(storage)? {
+        if replica.is_revoked(&origin.node()).map_err(storage)? {
             let reason = format!("origin {origin} has been revoked by the county");
             refuse_all(&mut v, &mut events.into_iter(), reason);
             continue;
@@ -251,7 +266,18 @@ pub fn check_batch<R: Replica>(
             headers.push(h);
         }
         let last = new.last().expect("non-empty");
-        if last.pos != seal.pos || last.id.seq != seal.seq || prev != seal.head {
+        let continues = last.pos == seal.pos && last.id.seq == seal.seq && prev == seal.head;
+        let mine = origin.is_incarnation_of(me);
+        if !continues && mine {
+            // Signed with this node's own key (checked above), yet not a
+            // continuation of its stored chain: another copy of this node
+            // wrote a different history. Neither stored nor quarantined;
+            // the node recovers (see `Verdict::own_diverged`).
+            v.deferred += new.len();
+            v.own_diverged.push((lane.clone(), origin.clone()));
+            continue;
+        }
+        if !continues {
             let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
             refuse_all(&mut v, &mut new.into_iter(), reason);
             continue;
@@ -309,6 +335,9 @@ pub fn check_batch<R: Replica>(
                 creates.entry(e.case.clone()).or_insert_with(|| c.clone());
             }
             v.max_hlc = v.max_hlc.max(e.hlc);
+            if mine {
+                *v.own_received.entry(e.id.origin.clone()).or_default() += 1;
+            }
             v.accept.push((e, hash));
         }
         if let Some(t) = v.accept.last().filter(|(e, _)| &e.id.origin == origin && &e.lane == lane) {
@@ -338,6 +367,20 @@ pub struct Stats {
     pub refused_by_peer: u64,
     /// Peer's wall clock minus ours, from the Hello (ms).
     pub peer_clock_offset_ms: Option<i64>,
+    /// Events of this node's own origins received, by origin (see
+    /// [`Verdict::own_received`]).
+    pub own_received: BTreeMap<NodeId, u64>,
+}
+
+/// A chain of one node's origin that two replicas hold differently: two
+/// copies of that node wrote different histories.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Divergence {
+    pub lane: Lane,
+    pub origin: NodeId,
+    /// Position held here and at the peer.
+    pub here: u64,
+    pub there: u64,
 }
 
 /// How far apart two wall clocks may be before staff are told.
@@ -362,6 +405,12 @@ pub struct Session {
     /// Target events per batch (a batch holds whole segments).
     pub batch_events: usize,
     pub stats: Stats,
+    /// Chains of this node's own origins that another copy of it wrote
+    /// differently: never sent, the node recovers.
+    pub own_diverged: BTreeSet<Divergence>,
+    /// Chains of the peer's origins that the peer holds differently from
+    /// us: the peer is a second copy of a node, or a stale one.
+    pub peer_diverged: BTreeSet<Divergence>,
 }
 
 impl Session {
@@ -374,7 +423,15 @@ impl Session {
         now_ms: u64,
     ) -> Result<Session, SyncError> {
         let lanes = shared_lanes(topology, me, peer);
-        let positions = replica.positions(lanes.as_deref()).map_err(|e| SyncError::Storage(e.to_string()))?;
+        let storage = |e: R::Error| SyncError::Storage(e.to_string());
+        let positions = replica.positions(lanes.as_deref()).map_err(storage)?;
+        let mut heads = Vec::new();
+        for (lane, origin, pos) in &positions {
+            if origin.is_incarnation_of(me) || origin.is_incarnation_of(peer) {
+                let tip = replica.tip(origin, lane).map_err(storage)?;
+                heads.push((lane.clone(), origin.clone(), *pos, tip.hash));
+            }
+        }
         let mut s = Session {
             me: me.clone(),
             peer: peer.clone(),
@@ -389,8 +446,10 @@ impl Session {
             window: 8,
             batch_events: 2000,
             stats: Stats::default(),
+            own_diverged: BTreeSet::new(),
+            peer_diverged: BTreeSet::new(),
         };
-        s.outbox.push_back(Message::Hello { wall_ms: now_ms, positions });
+        s.outbox.push_back(Message::Hello { wall_ms: now_ms, positions, heads });
         Ok(s)
     }
 
@@ -409,12 +468,13 @@ impl Session {
         now_ms: u64,
     ) -> Result<Option<(u32, Vec<Segment>)>, SyncError> {
         match msg {
-            Message::Hello { wall_ms, positions } => {
+            Message::Hello { wall_ms, positions, heads } => {
                 if self.got_hello {
                     // A repeated hello (a duplicated message) changes nothing.
                     return Ok(None);
                 }
                 self.got_hello = true;
+                self.compare_heads(replica, &heads)?;
                 let offset = i128::from(wall_ms) - i128::from(now_ms);
                 self.stats.peer_clock_offset_ms =
                     Some(offset.clamp(i128::from(i64::MIN + 1), i128::from(i64::MAX)) as i64);
@@ -452,8 +512,41 @@ impl Session {
             self.stats.received_events += verdict.accept.len() as u64;
             self.stats.refused_events += verdict.refused.len() as u64;
             self.stats.deferred_events += verdict.deferred as u64;
+            for (origin, n) in &verdict.own_received {
+                *self.stats.own_received.entry(origin.clone()).or_default() += n;
+            }
+            for (lane, origin) in &verdict.own_diverged {
+                self.own_diverged.insert(Divergence { lane: lane.clone(), origin: origin.clone(), here: 0, there: 0 });
+            }
         }
         self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32 });
+    }
+
+    /// Compares the peer's heads of chains of either party's origins with
+    /// ours: where we hold the peer's position, our event there must be the
+    /// one the peer holds. (Where the peer holds more, its events will not
+    /// continue our chain, which `check_batch` reports.)
+    fn compare_heads<R: Replica>(&mut self, replica: &R, heads: &[(Lane, NodeId, u64, Hash)]) -> Result<(), SyncError> {
+        let storage = |e: R::Error| SyncError::Storage(e.to_string());
+        for (lane, origin, there, hash) in heads {
+            let mine = origin.is_incarnation_of(&self.me);
+            if !mine && !origin.is_incarnation_of(&self.peer) {
+                continue;
+            }
+            let here = replica.tip(origin, lane).map_err(storage)?.pos;
+            if here < *there || *there == 0 {
+                continue;
+            }
+            if replica.hash_at(origin, lane, *there).map_err(storage)?.as_ref() != Some(hash) {
+                let d = Divergence { lane: lane.clone(), origin: origin.clone(), here, there: *there };
+                if mine {
+                    self.own_diverged.insert(d);
+                } else {
+                    self.peer_diverged.insert(d);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn plan_sending<R: Replica>(
@@ -468,6 +561,10 @@ impl Session {
         let mine = replica.positions(lanes.as_deref()).map_err(storage)?;
         let mut plan = Vec::new();
         for (lane, origin, _) in mine {
+            if self.own_diverged.iter().any(|d| d.lane == lane && d.origin == origin) {
+                // The peer holds another copy's history of this chain.
+                continue;
+            }
             let have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
             if let Some(seal) = replica.seal(&origin, &lane).map_err(storage)? {
                 if seal.pos > have {
@@ -570,6 +667,9 @@ mod tests {
         fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
             Ok(false)
         }
+        fn hash_at(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Hash>, String> {
+            Ok(None)
+        }
     }
 
     fn topology() -> Topology {
@@ -597,7 +697,7 @@ mod tests {
         let (v, c) = (NodeId::new("v"), NodeId::new("c"));
         for (offset, warn) in [(60_000i64, false), (-60_000, false), (10 * 60_000, true), (-3 * 60_000, true)] {
             let mut s = Session::start(&Empty, &topo, &v, &c, 1_000_000_000).unwrap();
-            let hello = Message::Hello { wall_ms: (1_000_000_000 + offset) as u64, positions: vec![] };
+            let hello = Message::Hello { wall_ms: (1_000_000_000 + offset) as u64, positions: vec![], heads: vec![] };
             s.handle(hello, &Empty, &topo, 1_000_000_000).unwrap();
             assert_eq!(s.clock_warning().is_some(), warn, "offset {offset}");
         }

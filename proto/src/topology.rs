@@ -97,8 +97,13 @@ impl Topology {
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
     }
+    /// A node by id; an event origin (a node's incarnation) finds its node.
     pub fn get(&self, id: &NodeId) -> Option<&NodeInfo> {
-        self.index.get(id).map(|&i| &self.nodes[i])
+        match self.index.get(id) {
+            Some(&i) => Some(&self.nodes[i]),
+            None if id.base().len() != id.as_str().len() => self.get(&id.node()),
+            None => None,
+        }
     }
     pub fn get_mut(&mut self, id: &NodeId) -> Option<&mut NodeInfo> {
         self.index.get(id).map(|&i| &mut self.nodes[i])
@@ -120,11 +125,12 @@ impl Topology {
         ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
     }
 
-    /// True when `node` is `root` or lies below it.
+    /// True when `node` is `root` or lies below it (incarnations count as
+    /// their node).
     pub fn is_within(&self, node: &NodeId, root: &NodeId) -> bool {
         let mut cur = Some(node);
         while let Some(id) = cur {
-            if id == root {
+            if id.base() == root.base() {
                 return true;
             }
             cur = self.get(id).and_then(|n| n.parent.as_ref());

@@ -18,8 +18,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
+#[derive(Clone)]
 struct Mem {
     me: NodeId,
+    /// The origin this replica mints under (its id or an incarnation).
+    origin: NodeId,
+    /// Own events set aside when another copy wrote a different history.
+    set_aside: Vec<Event>,
     key: SigningKey,
     catalogues: Catalogues,
     chains: BTreeMap<(Lane, NodeId), Vec<Event>>,
@@ -60,6 +65,10 @@ impl Replica for Mem {
     fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
         Ok(false)
     }
+    fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, String> {
+        let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(chain.iter().find(|e| e.pos == pos).map(Event::hash))
+    }
 }
 
 impl Mem {
@@ -70,7 +79,7 @@ impl Mem {
         self.chains.values().flatten()
     }
     fn case(&self, case: &CaseId) -> Option<CaseState> {
-        let home = case.minted_by()?;
+        let home = case.home()?;
         let events: Vec<&Event> =
             self.chains.iter().filter(|((l, _), _)| l == &Lane::Home(home.clone())).flat_map(|(_, c)| c).collect();
         fold_case(case, events)
@@ -80,7 +89,7 @@ impl Mem {
     }
     fn author(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) -> bool {
         let current = self.case(&case);
-        let me = self.me.clone();
+        let me = self.origin.clone();
         let catalogues = self.catalogues.clone();
         let draft = Draft {
             topology,
@@ -102,7 +111,7 @@ impl Mem {
     /// with this node's key would.
     fn forge(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) {
         let current = self.case(&case);
-        let me = self.me.clone();
+        let me = self.origin.clone();
         let catalogues = self.catalogues.clone();
         let draft = Draft {
             topology,
@@ -116,15 +125,17 @@ impl Mem {
         };
         self.push(draft, now);
     }
-    fn push(&mut self, draft: Draft<'_>, now: u64) {
-        let me = self.me.clone();
+    fn push(&mut self, draft: Draft<'_>, now: u64) -> CaseId {
+        let me = self.origin.clone();
         let lane = draft.lane();
         let tip = self.tip(&me, &lane).unwrap();
         let hlc = self.clock.tick(self.wall(now));
         let e = draft.build(&tip, hlc);
         self.seq += 1;
         self.seals.insert((me.clone(), lane.clone()), Seal::sign(&self.key, &e));
+        let case = e.case.clone();
         self.chains.entry((lane, me)).or_default().push(e);
+        case
     }
     fn apply(&mut self, v: &Verdict, now: u64) {
         for (e, hash) in &v.accept {
@@ -222,6 +233,10 @@ struct World {
     now: u64,
     rng: StdRng,
     scope_checks: u64,
+    recoveries: u64,
+    recovering: bool,
+    /// Edges of extra replicas (live copies of a node).
+    extra_edges: Vec<(usize, usize)>,
 }
 
 fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
@@ -251,6 +266,8 @@ impl World {
             .zip(keys)
             .map(|(n, key)| Mem {
                 me: n.id.clone(),
+                origin: n.id.clone(),
+                set_aside: Vec::new(),
                 key,
                 catalogues: Catalogues::single(sim_catalogue(1), n.tier == Tier::County),
                 chains: BTreeMap::new(),
@@ -262,7 +279,17 @@ impl World {
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.me.clone(), i)).collect();
-        World { topology, nodes, index, now: 1_700_000_000_000, rng, scope_checks: 0 }
+        World {
+            topology,
+            nodes,
+            index,
+            now: 1_700_000_000_000,
+            rng,
+            scope_checks: 0,
+            recoveries: 0,
+            recovering: false,
+            extra_edges: Vec::new(),
+        }
     }
 
     fn edges(&self) -> Vec<(usize, usize)> {
@@ -275,6 +302,7 @@ impl World {
                 }
             }
         }
+        edges.extend(self.extra_edges.iter().copied());
         edges
     }
 
@@ -332,6 +360,14 @@ impl World {
                 }
             }
             if sa.is_finished() && sb.is_finished() {
+                let stale = |m: &Mem, s: &Session| {
+                    let diverged: Vec<(Lane, NodeId)> =
+                        s.own_diverged.iter().map(|d| (d.lane.clone(), d.origin.clone())).collect();
+                    (diverged, s.stats.own_received.get(&m.origin).copied().unwrap_or(0))
+                };
+                let (da, db) = (stale(na, &sa), stale(nb, &sb));
+                self.recover(a, b, da);
+                self.recover(b, a, db);
                 return true;
             }
             if !progress {
@@ -339,6 +375,69 @@ impl World {
             }
         }
         panic!("session did not end");
+    }
+
+    /// What the node driver does after a session (`node::sync::sync_with`):
+    /// a replica whose own chains another copy wrote differently sets them
+    /// aside and takes the peer's history back; a replica that received its
+    /// own current origin's events continues as a new incarnation and
+    /// enters again whatever only it held.
+    fn recover(&mut self, i: usize, peer: usize, (diverged, own_received): (Vec<(Lane, NodeId)>, u64)) {
+        if (diverged.is_empty() && own_received == 0) || self.recovering {
+            return;
+        }
+        self.recovering = true;
+        self.recoveries += 1;
+        let node = &mut self.nodes[i];
+        for key in &diverged {
+            if let Some(chain) = node.chains.remove(key) {
+                node.set_aside.extend(chain);
+            }
+            node.seals.remove(&(key.1.clone(), key.0.clone()));
+        }
+        if !diverged.is_empty() {
+            assert!(self.sync(i, peer, Faults { drop: 0.0, duplicate: 0.0 }));
+        }
+        let tag = self.rng.gen();
+        let topology = self.topology.clone();
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.origin = node.me.incarnation(tag);
+        node.seq = 0;
+        let mut aside = std::mem::take(&mut node.set_aside);
+        aside.sort_by(|x, y| (&x.id.origin, x.id.seq).cmp(&(&y.id.origin, y.id.seq)));
+        let mut renamed: BTreeMap<CaseId, CaseId> = BTreeMap::new();
+        for e in aside {
+            let held = node.hash_at(&e.id.origin, &e.lane, e.pos).unwrap();
+            if held == Some(e.hash()) {
+                continue;
+            }
+            let creating = matches!(e.body, Body::Create(_));
+            let case = if creating {
+                CaseId::mint(&node.origin, node.seq + 1)
+            } else {
+                renamed.get(&e.case).cloned().unwrap_or_else(|| e.case.clone())
+            };
+            let current = node.case(&case);
+            let (origin, catalogues) = (node.origin.clone(), node.catalogues.clone());
+            let draft = Draft {
+                topology: &topology,
+                catalogues: &catalogues,
+                me: &origin,
+                seq: node.seq + 1,
+                case,
+                current: current.as_ref(),
+                actor: &e.actor,
+                body: e.body.clone(),
+            };
+            draft.check_authority().expect("a copy's own work stays authorised");
+            let written = node.push(draft, now);
+            if creating {
+                renamed.insert(e.case.clone(), written);
+            }
+        }
+        assert!(self.sync(i, peer, Faults { drop: 0.0, duplicate: 0.0 }));
+        self.recovering = false;
     }
 
     fn random_work(&mut self) {
@@ -350,7 +449,7 @@ impl World {
         if create {
             let decided_by = [Tier::Village, Tier::Township, Tier::County][self.rng.gen_range(0..3)];
             let node = &mut self.nodes[i];
-            let case = CaseId::mint(&node.me, node.seq + 1);
+            let case = CaseId::mint(&node.origin, node.seq + 1);
             let fields = vec![("applicant".into(), FieldValue::Text("a".into()))];
             let body = create_body(decided_by, fields, vec!["m".into()]);
             assert!(node.author(&self.topology, case, body, now));
@@ -844,4 +943,122 @@ fn smuggled_events_of_another_lane_leave_no_data_behind() {
     assert!(verdict.accept.is_empty());
     assert!(!verdict.refused.is_empty());
     assert!(verdict.refused.iter().all(|r| r.event.is_none()), "{:?}", verdict.refused);
+}
+
+/// Takes a case at replica `i` whose applicant is `tag`.
+fn take(w: &mut World, i: usize, tag: &str) {
+    let topology = w.topology.clone();
+    let node = &mut w.nodes[i];
+    let case = CaseId::mint(&node.origin, node.seq + 1);
+    let fields = vec![("applicant".to_string(), FieldValue::Text(tag.to_string()))];
+    assert!(node.author(&topology, case, create_body(Tier::Township, fields, vec![]), w.now));
+    w.now += 1000;
+}
+
+/// The applicants of every case the county holds, sorted.
+fn county_applicants(w: &World) -> Vec<String> {
+    let county = &w.nodes[w.index[&NodeId::new("c")]];
+    let mut tags: Vec<String> = county
+        .case_ids()
+        .iter()
+        .filter_map(|c| county.case(c)?.fields.get("applicant")?.first().map(|v| v.display().to_string()))
+        .collect();
+    tags.sort();
+    tags
+}
+
+fn tags(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Issue 11, finding 2: a village restored from an old backup takes new
+/// cases that reuse ids its earlier self already sent. At its next contact
+/// it learns it is stale, takes back its own history, and continues as a
+/// new incarnation: every case reaches the county, the restored copy's
+/// under new ids, and every replica converges.
+#[test]
+fn a_restored_village_loses_nothing_it_takes_after_the_restore() {
+    let mut w = World::new(11, 1, 2, 0);
+    let (v, c) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("c")]);
+    for tag in ["a1", "a2", "a3"] {
+        take(&mut w, v, tag);
+    }
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    let backup = w.nodes[v].clone();
+    for tag in ["a4", "a5"] {
+        take(&mut w, v, tag);
+    }
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    w.nodes[v] = backup;
+    for tag in ["b1", "b2", "b3"] {
+        take(&mut w, v, tag);
+    }
+    assert_eq!(w.recoveries, 0);
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert_eq!(w.recoveries, 1, "the restored copy noticed it was stale");
+    assert_ne!(w.nodes[v].origin, w.nodes[v].me, "it continues as a new incarnation");
+    w.converge();
+    w.assert_converged();
+    assert_eq!(county_applicants(&w), tags(&["a1", "a2", "a3", "a4", "a5", "b1", "b2", "b3"]));
+    // New work after the recovery flows as usual.
+    take(&mut w, v, "b4");
+    w.converge();
+    w.assert_converged();
+    assert_eq!(county_applicants(&w).len(), 9);
+}
+
+/// A restored copy that wrote nothing since the restore is only behind: it
+/// takes its history back and still moves to a new incarnation, since the
+/// ids after its backup were used.
+#[test]
+fn a_restored_village_that_wrote_nothing_takes_its_history_back() {
+    let mut w = World::new(12, 1, 1, 0);
+    let (v, t) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")]);
+    take(&mut w, v, "a1");
+    let backup = w.nodes[v].clone();
+    take(&mut w, v, "a2");
+    assert!(w.sync(v, t, Faults { drop: 0.0, duplicate: 0.0 }));
+    w.nodes[v] = backup;
+    assert!(w.sync(v, t, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert_eq!(w.recoveries, 1);
+    assert_ne!(w.nodes[v].origin, w.nodes[v].me);
+    take(&mut w, v, "a3");
+    w.converge();
+    w.assert_converged();
+    assert_eq!(county_applicants(&w), tags(&["a1", "a2", "a3"]));
+}
+
+/// Two live copies of one village (a copied data directory) both take
+/// cases under the same ids. The copy that reaches the county second
+/// notices, takes the first copy's history, and re-enters its own work as
+/// a new incarnation; the county records the two copies for an
+/// administrator. Nothing either copy took is lost.
+#[test]
+fn two_live_copies_of_a_village_both_reach_the_county() {
+    let mut w = World::new(13, 1, 2, 0);
+    let (v, t, c) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    take(&mut w, v, "a1");
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    let twin = w.nodes.len();
+    w.nodes.push(w.nodes[v].clone());
+    w.extra_edges.extend([(twin, t), (twin, c)]);
+    for tag in ["x1", "x2"] {
+        take(&mut w, v, tag);
+    }
+    for tag in ["y1", "y2", "y3"] {
+        take(&mut w, twin, tag);
+    }
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert!(w.sync(twin, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert_eq!(w.recoveries, 1, "the second copy noticed");
+    assert_eq!(w.nodes[v].origin, w.nodes[v].me, "the first copy goes on as it was");
+    assert_ne!(w.nodes[twin].origin, w.nodes[twin].me);
+    // Both copies keep working and syncing, through the township too.
+    take(&mut w, v, "x3");
+    take(&mut w, twin, "y4");
+    w.converge();
+    w.assert_converged();
+    assert_eq!(county_applicants(&w), tags(&["a1", "x1", "x2", "x3", "y1", "y2", "y3", "y4"]));
 }

@@ -2,5 +2,6 @@
 //! directories. One test binary, modules by area.
 
 mod cli;
+mod copies;
 mod demo;
 mod sync;

@@ -19,6 +19,16 @@ fn sync(program: &str, data: &str, peer: &str) -> Value {
     ok_json(program, &["sync", "--data", data, "--peer", peer, "--json"])
 }
 
+/// A sync in which something was refused, either way: it completes and
+/// prints its summary, but exits non-zero so scripts and staff notice.
+fn sync_with_refusals(program: &str, data: &str, peer: &str) -> Value {
+    let out = run(program, &["sync", "--data", data, "--peer", peer, "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a sync with refusals must exit non-zero: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 fn cases(program: &str, data: &str) -> Vec<Value> {
     ok_json(program, &["case", "list", "--data", data, "--json"]).as_array().unwrap().clone()
 }
@@ -167,7 +177,7 @@ fn a_revoked_village_is_refused_everywhere() {
     ok("village-node", &["case", "generate", "--data", &a, "--count", "2", "--seed", "9", "--as", "冒名者"]);
     sync("village-node", &a, &net.township.addr);
     // …but the county refuses what the township relays from a revoked node.
-    let relay = sync("township-node", &t, &net.hub.addr);
+    let relay = sync_with_refusals("township-node", &t, &net.hub.addr);
     assert!(relay["refused_by_peer"].as_u64().unwrap() > 0, "{relay}");
     assert_eq!(digest("county-hub", &hub, VILLAGE_A), before, "nothing from after the revocation was applied");
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
@@ -273,9 +283,9 @@ fn tampered_and_forged_events_are_quarantined() {
     conn_b.execute("UPDATE seals SET signature = ?1", [forged.signature]).unwrap();
     drop((conn, conn_b));
 
-    let out_a = sync("village-node", &a, &net.hub.addr);
+    let out_a = sync_with_refusals("village-node", &a, &net.hub.addr);
     assert!(out_a["refused_by_peer"].as_u64().unwrap() > 0, "the village is told: {out_a}");
-    sync("village-node", &b, &net.hub.addr);
+    sync_with_refusals("village-node", &b, &net.hub.addr);
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
     assert!(
@@ -285,7 +295,7 @@ fn tampered_and_forged_events_are_quarantined() {
     assert!(reasons.iter().any(|r| r.contains("not signed by")), "{reasons:?}");
     // Syncing again does not pile up duplicate entries.
     let before = q.as_array().unwrap().len();
-    sync("village-node", &b, &net.hub.addr);
+    sync_with_refusals("village-node", &b, &net.hub.addr);
     let again = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     assert_eq!(again.as_array().unwrap().len(), before);
     // None of it was applied.
@@ -299,14 +309,14 @@ fn tampered_and_forged_events_are_quarantined() {
 fn a_village_with_a_wrong_clock_is_warned_and_its_future_events_refused() {
     let net = network();
     let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
-    let skewed = |args: &[&str]| {
+    let skewed = |args: &[&str], succeeds: bool| {
         let out =
             system_tests::cmd("village-node").args(args).env("CASE_NODE_CLOCK_SKEW_MS", "600000").output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.success(), succeeds, "{}", String::from_utf8_lossy(&out.stderr));
         (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
-    skewed(&["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"]);
-    let (out, err) = skewed(&["sync", "--data", &a, "--peer", &net.hub.addr, "--json"]);
+    skewed(&["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"], true);
+    let (out, err) = skewed(&["sync", "--data", &a, "--peer", &net.hub.addr, "--json"], false);
     let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(summary["clock_warning"].as_str().unwrap().contains("clock"), "{summary}");
     assert!(err.contains("WARNING"), "staff see the warning: {err:?}");
