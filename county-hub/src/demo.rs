@@ -4,8 +4,9 @@
 //! as `village-node sync`. A working day runs in phases, then every replica
 //! is checked against the county for its scope.
 
-use crate::hub;
+use crate::hub::{self, SIMULATION_PASSPHRASE};
 use anyhow::{bail, Context, Result};
+use node::keystore::{self, Kdf};
 use node::ledger::Ledger;
 use node::linkemu::{LinkEmulator, LinkParams};
 use node::sync::{start_server, sync_with, Server, Summary};
@@ -82,6 +83,7 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 }
 
 pub fn run(opts: DemoOptions) -> Result<()> {
+    keystore::set_passphrase(SIMULATION_PASSPHRASE);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(opts))
 }
@@ -95,7 +97,7 @@ async fn run_async(opts: DemoOptions) -> Result<()> {
     }
     std::fs::create_dir_all(&root)?;
     let hub_dir = root.join("hub");
-    block(|| hub::init_quiet(&hub_dir, None, None, "127.0.0.1:0", true))?;
+    block(|| hub::init_quiet(&hub_dir, None, None, "127.0.0.1:0", true, SIMULATION_PASSPHRASE, Kdf::SIMULATION))?;
     let plan = block(|| select(&hub_dir, &root, &opts))?;
     clock.say(
         quiet,
@@ -107,7 +109,7 @@ async fn run_async(opts: DemoOptions) -> Result<()> {
         ),
     );
     let all: Vec<NodeId> = plan.townships.iter().cloned().chain(plan.villages.iter().map(|(v, _)| v.clone())).collect();
-    block(|| hub::enrol_into(&hub_dir, &all, &root))?;
+    block(|| hub::enrol_into(&hub_dir, &all, &root, SIMULATION_PASSPHRASE, Kdf::SIMULATION))?;
     clock.say(quiet, format!("{} nodes enrolled, each with its own SQLite file", all.len() + 1));
 
     // Servers: the hub and every township, on loopback.

@@ -1,8 +1,9 @@
 //! County creation and enrolment.
 
 use anyhow::{bail, Context, Result};
-use node::identity::{generate_signing_key, Bundle, CertificateAuthority, Identity, BUNDLE_FORMAT};
-use node::protect::DataKey;
+use node::identity::{generate_signing_key, Bundle, CertificateAuthority, Identity, Secrets, BUNDLE_FORMAT};
+use node::keystore::{self, Kdf};
+use node::protect::{DataKey, DataKeys};
 use node::store;
 use node::Ledger;
 use proto::topology::TopologyFile;
@@ -12,14 +13,19 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+/// The passphrase of every node of a simulated county (demo, benchmarks):
+/// printed on screen, so its keys are sealed with cheap parameters.
+pub const SIMULATION_PASSPHRASE: &str = "simulated county";
+
 const DEFAULT_TOPOLOGY: &str = include_str!("../../deploy/topology.json");
 const DEFAULT_CATALOGUE: &str = include_str!("../../deploy/catalogue.json");
 
-/// Secrets only the hub holds.
+/// Secrets only the hub holds, stored sealed under the hub's passphrase.
 #[derive(Serialize, Deserialize)]
 struct HubSecrets {
     ca_cert_pem: String,
     ca_key_pem: String,
+    /// The county's master data key (hex), from which every lane's derives.
     data_key: String,
     hub_address: String,
     /// Hex ed25519 signing keys of every node, issued at init.
@@ -34,15 +40,20 @@ fn read_or_default(path: Option<&Path>, default: &str, what: &str) -> Result<Str
 }
 
 pub fn init(dir: &Path, topology: Option<&Path>, catalogue: Option<&Path>, hub_address: &str) -> Result<()> {
-    init_quiet(dir, topology, catalogue, hub_address, false)
+    let passphrase = keystore::passphrase("the new county hub")?;
+    keystore::check_new_passphrase(&passphrase)?;
+    init_quiet(dir, topology, catalogue, hub_address, false, &passphrase, Kdf::STANDARD)
 }
 
+/// Creates a county in `dir`; its keys are sealed under `passphrase`.
 pub fn init_quiet(
     dir: &Path,
     topology: Option<&Path>,
     catalogue: Option<&Path>,
     hub_address: &str,
     quiet: bool,
+    passphrase: &str,
+    kdf: Kdf,
 ) -> Result<()> {
     if dir.join(store::DB_FILE).exists() {
         bail!("{} already holds a county; use another --data directory", dir.display());
@@ -72,8 +83,9 @@ pub fn init_quiet(
         signing_keys,
     };
     let bundle = make_bundle(&secrets, &topology, &catalogue, &county.id)?;
-    let ledger = Ledger::init(dir, &bundle)?;
-    store::meta_set(ledger.store().conn(), "hub_secrets", &secrets)?;
+    let ledger = Ledger::init(dir, &bundle, passphrase, kdf)?;
+    let sealed = keystore::seal(&serde_json::to_vec(&secrets)?, passphrase, kdf)?;
+    store::meta_set(ledger.store().conn(), "hub_secrets", &sealed)?;
     let count = |t| topology.nodes().iter().filter(|n| n.tier == t).count();
     if quiet {
         return Ok(());
@@ -101,16 +113,21 @@ fn make_bundle(secrets: &HubSecrets, topology: &Topology, catalogue: &Catalogue,
         topology.get(id).with_context(|| format!("node {id} is not in the topology (county-hub nodes lists them)"))?;
     let ca = CertificateAuthority { cert_pem: secrets.ca_cert_pem.clone(), key_pem: secrets.ca_key_pem.clone() };
     let (tls_cert_pem, tls_key_pem) = ca.issue(topology.county(), node)?;
+    let master = DataKey::from_hex(&secrets.data_key).context("the county's data key is damaged")?;
+    let data_keys =
+        if node.tier == Tier::County { DataKeys::county(&master) } else { DataKeys::issue(&master, topology, id) };
     Ok(Bundle {
         format: BUNDLE_FORMAT.to_string(),
         identity: Identity {
             node: node.clone(),
-            signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
             tls_cert_pem,
-            tls_key_pem,
             ca_cert_pem: secrets.ca_cert_pem.clone(),
-            data_key: secrets.data_key.clone(),
             hub_address: secrets.hub_address.clone(),
+        },
+        secrets: Secrets {
+            signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
+            tls_key_pem,
+            data_keys,
         },
         topology: topology.clone(),
         catalogue: catalogue_for(catalogue, node.tier),
@@ -129,8 +146,10 @@ fn catalogue_for(catalogue: &Catalogue, tier: Tier) -> Catalogue {
 
 fn open_hub(dir: &Path) -> Result<(Ledger, HubSecrets)> {
     let ledger = Ledger::open(dir)?;
-    let secrets: HubSecrets = store::meta_get(ledger.store().conn(), "hub_secrets")?
+    let sealed: keystore::Sealed = store::meta_get(ledger.store().conn(), "hub_secrets")?
         .with_context(|| format!("{} is a node, not the county hub", dir.display()))?;
+    let clear = keystore::open(&sealed, &keystore::passphrase("the county hub")?)?;
+    let secrets: HubSecrets = serde_json::from_slice(&clear).context("the hub's sealed keys are damaged")?;
     Ok((ledger, secrets))
 }
 
@@ -180,12 +199,13 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
 }
 
 /// Enrols `nodes` straight into data directories under `root` (no bundle
-/// files), as the demo does for a whole county.
-pub fn enrol_into(hub_dir: &Path, nodes: &[NodeId], root: &Path) -> Result<()> {
+/// files), as the demo does for a whole county; their keys are sealed
+/// under `passphrase`.
+pub fn enrol_into(hub_dir: &Path, nodes: &[NodeId], root: &Path, passphrase: &str, kdf: Kdf) -> Result<()> {
     let (ledger, secrets) = open_hub(hub_dir)?;
     for id in nodes {
         let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), id)?;
-        Ledger::init(&root.join(id.as_str()), &bundle)?;
+        Ledger::init(&root.join(id.as_str()), &bundle, passphrase, kdf)?;
     }
     Ok(())
 }

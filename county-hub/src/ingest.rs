@@ -3,10 +3,11 @@
 //! authorisation, SQLite with synchronous=FULL, case folding), against the
 //! raw SQLite append rate of the same machine measured in the same run.
 
-use crate::hub;
+use crate::hub::{self, SIMULATION_PASSPHRASE};
 use anyhow::{Context, Result};
 use crdts::{CmRDT, Dot, VClock};
 use ed25519_dalek::SigningKey;
+use node::keystore::{self, Kdf};
 use node::ledger::Ledger;
 use node::sync::{apply_verdict, SqliteReplica};
 use proto::event::{Create, FieldValue, Lane, Seal};
@@ -101,10 +102,11 @@ fn peak_rss_kib() -> u64 {
 }
 
 pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
+    keystore::set_passphrase(SIMULATION_PASSPHRASE);
     anyhow::ensure!(per_case >= 3, "--events-per-case must be at least 3 (create, pre-review, forward)");
     std::fs::create_dir_all(dir)?;
     let hub_dir = dir.join("hub");
-    hub::init_quiet(&hub_dir, None, None, "127.0.0.1:0", true)?;
+    hub::init_quiet(&hub_dir, None, None, "127.0.0.1:0", true, SIMULATION_PASSPHRASE, Kdf::SIMULATION)?;
     let keys = hub::signing_keys(&hub_dir)?;
     let mut ledger = Ledger::open(&hub_dir)?;
     let topology = ledger.topology().clone();

@@ -23,6 +23,26 @@ pub struct DataDir {
     pub data: PathBuf,
 }
 
+/// How the node's keys are unlocked. Its private keys are sealed under a
+/// passphrase: typed at the terminal when asked, piped with
+/// `--passphrase-stdin`, or, for services, given in `CASE_NODE_PASSPHRASE`.
+#[derive(Args, Debug, Clone)]
+pub struct Unlock {
+    /// Read the node's passphrase from the first line of standard input.
+    #[arg(long, global = true)]
+    pub passphrase_stdin: bool,
+}
+
+impl Unlock {
+    /// Reads the passphrase now when asked to.
+    pub fn apply(&self) -> Result<()> {
+        if self.passphrase_stdin {
+            crate::keystore::read_passphrase_stdin()?;
+        }
+        Ok(())
+    }
+}
+
 /// Who is at the desk.
 #[derive(Args, Debug, Clone)]
 pub struct Staff {
@@ -297,7 +317,9 @@ pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &st
             bundle.identity.node.tier
         );
     }
-    let ledger = Ledger::init(data, &bundle)?;
+    let passphrase = crate::keystore::passphrase(&format!("the new node {}", bundle.identity.node.id))?;
+    crate::keystore::check_new_passphrase(&passphrase)?;
+    let ledger = Ledger::init(data, &bundle, &passphrase, crate::keystore::Kdf::STANDARD)?;
     println!(
         "{program}: initialised {} as {} ({}), hub {}",
         data.display(),

@@ -1,7 +1,7 @@
 //! Node identity and enrolment: the county CA, certificates for mutual TLS,
 //! ed25519 signing keys and the enrolment bundle carried to a laptop.
 
-use crate::protect::DataKey;
+use crate::protect::DataKeys;
 use anyhow::{bail, Context, Result};
 use ed25519_dalek::SigningKey;
 use proto::{Catalogue, NodeId, NodeInfo, Tier, Topology};
@@ -9,7 +9,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use serde::{Deserialize, Serialize};
 
 /// The bundle format tag; a file without it is not an enrolment bundle.
-pub const BUNDLE_FORMAT: &str = "renshou-case-ledger-enrolment/1";
+pub const BUNDLE_FORMAT: &str = "renshou-case-ledger-enrolment/2";
 
 /// Everything a node needs to join the network: its identity plus the
 /// county's topology and the catalogue. Written by `county-hub enroll`, read
@@ -20,38 +20,51 @@ pub struct Bundle {
     pub format: String,
     #[serde(flatten)]
     pub identity: Identity,
+    pub secrets: Secrets,
     pub topology: Topology,
     pub catalogue: Catalogue,
 }
 
-/// A node's own identity, as kept in its store.
+/// A node's public identity, as kept in its store.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Identity {
     pub node: NodeInfo,
-    /// Hex ed25519 secret key that signs this node's seals.
-    pub signing_key: String,
     pub tls_cert_pem: String,
-    pub tls_key_pem: String,
     pub ca_cert_pem: String,
-    /// Hex county data key for personal data.
-    pub data_key: String,
     /// Where the county hub listens (host:port).
     pub hub_address: String,
+}
+
+/// A node's private keys. In its store they exist only sealed under the
+/// node's passphrase (see [`crate::keystore`]).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Secrets {
+    /// Hex ed25519 secret key that signs this node's seals.
+    pub signing_key: String,
+    pub tls_key_pem: String,
+    /// Keys of the personal data of the lanes in this node's scope.
+    pub data_keys: DataKeys,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secrets({:?})", self.data_keys)
+    }
 }
 
 impl Identity {
     pub fn tier(&self) -> Tier {
         self.node.tier
     }
+}
+
+impl Secrets {
     pub fn signing_key(&self) -> Result<SigningKey> {
         let bytes: [u8; 32] = hex::decode(&self.signing_key)
             .ok()
             .and_then(|v| v.try_into().ok())
             .context("the stored signing key is damaged; re-enrol this node")?;
         Ok(SigningKey::from_bytes(&bytes))
-    }
-    pub fn data_key(&self) -> Result<DataKey> {
-        DataKey::from_hex(&self.data_key).context("the stored data key is damaged; re-enrol this node")
     }
 }
 
@@ -66,8 +79,7 @@ impl Bundle {
         if bundle.format != BUNDLE_FORMAT {
             bail!("{} is a bundle of format {:?}; this program reads {BUNDLE_FORMAT}", path.display(), bundle.format);
         }
-        bundle.identity.signing_key()?;
-        bundle.identity.data_key()?;
+        bundle.secrets.signing_key()?;
         Ok(bundle)
     }
 }

@@ -4,7 +4,8 @@
 //! it, so a refusal writes nothing and two processes writing to one data
 //! directory cannot interleave a check with another's write.
 
-use crate::identity::{Bundle, Identity};
+use crate::identity::{Bundle, Identity, Secrets};
+use crate::keystore::{self, Kdf};
 use crate::protect::DataKey;
 use crate::store::{self, Store};
 use anyhow::{Context, Result};
@@ -61,7 +62,9 @@ pub struct Ledger {
     origin: NodeId,
     topology: Topology,
     catalogues: Catalogues,
-    data_key: DataKey,
+    /// The private keys, unsealed with the passphrase on first use, so
+    /// that reading cases needs no passphrase and writing does.
+    secrets: std::cell::OnceCell<Secrets>,
 }
 
 enum Target {
@@ -79,6 +82,7 @@ enum Check {
 }
 
 const HLC_KEY: &str = "hlc";
+const SECRETS_KEY: &str = "secrets";
 const ORIGIN_KEY: &str = "origin";
 /// Set while this node's own chains are set aside and not yet re-entered.
 const RECOVERING_KEY: &str = "recovering";
@@ -108,11 +112,14 @@ pub struct Reentered {
 }
 
 impl Ledger {
-    /// Initialises a data directory from an enrolment bundle.
-    pub fn init(dir: &Path, bundle: &Bundle) -> Result<Ledger> {
+    /// Initialises a data directory from an enrolment bundle, sealing the
+    /// bundle's private keys under `passphrase`.
+    pub fn init(dir: &Path, bundle: &Bundle, passphrase: &str, kdf: Kdf) -> Result<Ledger> {
+        let sealed = keystore::seal(&serde_json::to_vec(&bundle.secrets)?, passphrase, kdf)?;
         let mut store = Store::create(dir)?;
         let tx = store.write()?;
         store::meta_set(&tx, "identity", &bundle.identity)?;
+        store::meta_set(&tx, SECRETS_KEY, &sealed)?;
         store::meta_set(&tx, "topology", &bundle.topology)?;
         store::meta_set(&tx, "catalogue", &bundle.catalogue)?;
         tx.commit()?;
@@ -128,12 +135,11 @@ impl Ledger {
         let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
         let catalogue: Catalogue =
             store::meta_get(store.conn(), "catalogue")?.context("the stored catalogue is missing")?;
-        let data_key = identity.data_key()?;
         // The county holds every version it published; below it a version
         // not held may still arrive.
         let catalogues = Catalogues::single(catalogue, identity.tier() == proto::Tier::County);
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
-        Ok(Ledger { store, identity, origin, topology, catalogues, data_key })
+        Ok(Ledger { store, identity, origin, topology, catalogues, secrets: Default::default() })
     }
 
     pub fn identity(&self) -> &Identity {
@@ -238,8 +244,24 @@ impl Ledger {
     pub fn catalogues(&self) -> &Catalogues {
         &self.catalogues
     }
-    pub fn data_key(&self) -> &DataKey {
-        &self.data_key
+    /// This node's private keys, unsealed with its passphrase.
+    pub fn secrets(&self) -> Result<&Secrets> {
+        if let Some(s) = self.secrets.get() {
+            return Ok(s);
+        }
+        let sealed: keystore::Sealed = store::meta_get(self.store.conn(), SECRETS_KEY)?
+            .context("this data directory holds no keys; initialise it again from its enrolment bundle")?;
+        let what = format!("node {}", self.identity.node.id);
+        let clear = keystore::open(&sealed, &keystore::passphrase(&what)?)?;
+        let secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
+        Ok(self.secrets.get_or_init(|| secrets))
+    }
+
+    /// The data key of the lane homed at `home`.
+    fn lane_key(&self, home: &NodeId) -> Result<DataKey> {
+        self.secrets()?.data_keys.for_lane(home).ok_or_else(|| {
+            Refusal::Invalid(format!("this node holds no key for the personal data of {home}'s cases")).into()
+        })
     }
     pub fn store(&self) -> &Store {
         &self.store
@@ -265,12 +287,13 @@ impl Ledger {
             return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
         }
         let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
+        let lane_key = self.lane_key(self.me())?;
         let mut fields = vec![
             ("applicant".to_string(), FieldValue::Text(input.applicant.trim().to_string())),
-            ("id_number".to_string(), FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id_number))),
+            ("id_number".to_string(), FieldValue::Protected(lane_key.protect(PersonalKind::IdNumber, &id_number))),
         ];
         if let Some(phone) = &input.phone {
-            fields.push(("phone".into(), self.protected_value("phone", phone)?));
+            fields.push(("phone".into(), self.protected_value(&lane_key, "phone", phone)?));
         }
         let create = Create {
             item: item.code.clone(),
@@ -286,13 +309,13 @@ impl Ledger {
         Ok(event.case)
     }
 
-    fn protected_value(&self, field: &str, value: &str) -> Result<FieldValue> {
+    fn protected_value(&self, key: &DataKey, field: &str, value: &str) -> Result<FieldValue> {
         let value = value.trim();
         Ok(match PersonalKind::of_field(field) {
             None => FieldValue::Text(value.to_string()),
             Some(PersonalKind::IdNumber) => {
                 let id = validate_id_number(value).map_err(Refusal::from)?;
-                FieldValue::Protected(self.data_key.protect(PersonalKind::IdNumber, &id))
+                FieldValue::Protected(key.protect(PersonalKind::IdNumber, &id))
             }
             Some(PersonalKind::Phone) => {
                 if value.len() < 7 || !value.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '+') {
@@ -300,9 +323,9 @@ impl Ledger {
                         Refusal::Invalid(format!("{value:?} is not a phone number (digits, '-' or '+')")).into()
                     );
                 }
-                FieldValue::Protected(self.data_key.protect(PersonalKind::Phone, value))
+                FieldValue::Protected(key.protect(PersonalKind::Phone, value))
             }
-            Some(kind) => FieldValue::Protected(self.data_key.protect(kind, value)),
+            Some(kind) => FieldValue::Protected(key.protect(kind, value)),
         })
     }
 
@@ -315,7 +338,8 @@ impl Ledger {
             ))
             .into());
         }
-        let value = self.protected_value(field, value)?;
+        let home = case.home().ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
+        let value = self.protected_value(&self.lane_key(&home)?, field, value)?;
         self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })
     }
 
@@ -358,7 +382,7 @@ impl Ledger {
             return Err(Refusal::Invalid("staff name (--as) may not be empty".into()).into());
         }
         let me = self.origin.clone();
-        let key = self.identity.signing_key()?;
+        let key = self.secrets()?.signing_key()?;
         let tx = self.store.write()?;
         if check == Check::Full && store::meta_get::<bool>(&tx, RECOVERING_KEY)?.unwrap_or(false) {
             return Err(Refusal::Recovering.into());
@@ -431,7 +455,13 @@ impl Ledger {
     /// Cases whose applicant has this ID number (found by its keyed hash).
     pub fn find_by_id_number(&self, id_number: &str) -> Result<Vec<CaseId>> {
         let id = validate_id_number(id_number).map_err(Refusal::from)?;
-        store::cases_by_lookup(self.store.conn(), &self.data_key.lookup(PersonalKind::IdNumber, &id))
+        let mut found = Vec::new();
+        for key in self.secrets()?.data_keys.all(&self.topology) {
+            found.extend(store::cases_by_lookup(self.store.conn(), &key.lookup(PersonalKind::IdNumber, &id))?);
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// `{cases, events, digest}` over the cases held (only those homed at

@@ -142,7 +142,8 @@ fn tls_material(ledger: &Ledger) -> Result<TlsMaterial> {
     let certs = CertificateDer::pem_slice_iter(id.tls_cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the node certificate is damaged; re-enrol")?;
-    let key = PrivateKeyDer::from_pem_slice(id.tls_key_pem.as_bytes()).context("the node TLS key is damaged")?;
+    let key = PrivateKeyDer::from_pem_slice(ledger.secrets()?.tls_key_pem.as_bytes())
+        .context("the node TLS key is damaged")?;
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(id.ca_cert_pem.as_bytes()) {
         roots.add(ca.context("the county CA certificate is damaged")?)?;

@@ -31,9 +31,16 @@ pub fn cmd(name: &str) -> Command {
     c.env_remove("CASE_NODE_DATA")
         .env_remove("CASE_NODE_OPERATOR")
         .env_remove("CASE_NODE_CLOCK_SKEW_MS")
+        .env(PASSPHRASE_ENV, PASSPHRASE)
+        .stdin(std::process::Stdio::null())
         .env("RUST_LOG", "warn");
     c
 }
+
+/// The passphrase every node of a test county is sealed under.
+pub const PASSPHRASE: &str = "test county passphrase";
+/// Where services read their passphrase from.
+pub const PASSPHRASE_ENV: &str = "CASE_NODE_PASSPHRASE";
 
 /// Runs a command and returns its output, whatever the exit status.
 pub fn run(name: &str, args: &[&str]) -> Output {

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    unlock: node::cli::Unlock,
 }
 
 #[derive(Subcommand, Debug)]
@@ -45,6 +47,9 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = cli.unlock.apply() {
+        return exit_with(Err(e));
+    }
     node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
         Cmd::Serve { data, listen, upstream, every } => {

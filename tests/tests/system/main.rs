@@ -4,4 +4,5 @@
 mod cli;
 mod copies;
 mod demo;
+mod keys;
 mod sync;

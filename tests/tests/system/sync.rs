@@ -274,7 +274,7 @@ fn tampered_and_forged_events_are_quarantined() {
         &std::fs::read_to_string(net.county.root.path().join(format!("{VILLAGE_A}.bundle.json"))).unwrap(),
     )
     .unwrap();
-    let a_key: [u8; 32] = hex::decode(bundle["signing_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let a_key: [u8; 32] = hex::decode(bundle["secrets"]["signing_key"].as_str().unwrap()).unwrap().try_into().unwrap();
     let conn_b = rusqlite::Connection::open(net.county.data(VILLAGE_B).join("node.db")).unwrap();
     let head: Vec<u8> =
         conn_b.query_row("SELECT body FROM events ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).unwrap();

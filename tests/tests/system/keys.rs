@@ -1,0 +1,156 @@
+//! Keys at rest (issue 11, finding 3): a stolen laptop's disk holds no key
+//! in the clear, its keys open only with the node's passphrase, and its
+//! data keys open only its own village's personal data.
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::Path;
+use system_tests::{cmd, id_number, ok, ok_json, s, County, PASSPHRASE_ENV};
+
+const VILLAGE_A: &str = "511421101001";
+const VILLAGE_B: &str = "511421102001";
+const TOWNSHIP: &str = "511421101";
+
+fn bundle(county: &County, node: &str) -> Value {
+    let text = std::fs::read_to_string(county.root.path().join(format!("{node}.bundle.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every byte of every file in a data directory.
+fn disk(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_laptop_disk_holds_no_key_in_the_clear() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    let a_s = s(&a).to_string();
+    ok(
+        "village-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            &a_s,
+            "--item",
+            "V001",
+            "--applicant",
+            "张三",
+            "--id-number",
+            &id_number(1),
+            "--as",
+            "王芳",
+        ],
+    );
+    let b = bundle(&county, VILLAGE_A);
+    let secrets = &b["secrets"];
+    let signing = secrets["signing_key"].as_str().unwrap();
+    let tls_body: String =
+        secrets["tls_key_pem"].as_str().unwrap().lines().filter(|l| !l.starts_with("-----")).collect();
+    let lane_key = secrets["data_keys"]["lanes"][VILLAGE_A].as_str().unwrap();
+    let bytes = disk(&a);
+    for (what, secret) in [("signing key", signing), ("TLS key", &tls_body[..40]), ("data key", lane_key)] {
+        assert!(!contains(&bytes, secret.as_bytes()), "the {what} is on disk in the clear");
+        if let Ok(raw) = hex::decode(secret) {
+            assert!(!contains(&bytes, &raw), "the {what} is on disk in raw bytes");
+        }
+    }
+    let hub_bytes = disk(&county.hub());
+    assert!(!contains(&hub_bytes, b"BEGIN PRIVATE KEY"), "the hub's CA key is on disk in the clear");
+    assert!(!contains(&hub_bytes, signing.as_bytes()), "the hub keeps a node's signing key in the clear");
+}
+
+#[test]
+fn writing_needs_the_passphrase_and_reading_does_not() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    let a_s = s(&a).to_string();
+    let new_case = ["case", "new", "--data", &a_s, "--item", "V001", "--applicant", "李四", "--id-number"];
+    let id = id_number(2);
+    let run = |pass: Option<&str>, stdin: Option<&str>, extra: &[&str]| {
+        let mut c = cmd("village-node");
+        c.args(new_case).arg(&id).args(["--as", "王芳"]).args(extra);
+        match pass {
+            Some(p) => c.env(PASSPHRASE_ENV, p),
+            None => c.env_remove(PASSPHRASE_ENV),
+        };
+        c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let locked = run(None, None, &[]);
+    assert!(!locked.status.success());
+    assert!(String::from_utf8_lossy(&locked.stderr).contains("locked under its passphrase"));
+    let wrong = run(Some("not the passphrase"), None, &[]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"), "{wrong:?}");
+    let piped = run(None, Some(&format!("{}\n", system_tests::PASSPHRASE)), &["--passphrase-stdin"]);
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    // Nothing was written by the refused attempts; the listing needs no key.
+    let mut list = cmd("village-node");
+    list.args(["case", "list", "--data", &a_s, "--json"]).env_remove(PASSPHRASE_ENV);
+    let out = list.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cases: Value = serde_json::from_slice(out.stdout.rsplit(|b| *b == b'\n').nth(1).unwrap()).unwrap();
+    assert_eq!(cases.as_array().unwrap().len(), 1);
+}
+
+/// One village's bundle opens its own lane's personal data only; its
+/// township's opens its villages'; no bundle holds the county's master key.
+#[test]
+fn data_keys_are_scoped_to_the_lanes_a_node_may_hold() {
+    let county = County::new();
+    county.enrol(VILLAGE_A, "village-node");
+    county.enrol(VILLAGE_B, "village-node");
+    county.enrol(TOWNSHIP, "township-node");
+    let lanes = |node| {
+        let b = bundle(&county, node);
+        assert!(b["secrets"]["data_keys"]["master"].is_null(), "{node}'s bundle holds the master key");
+        b["secrets"]["data_keys"]["lanes"].as_object().unwrap().clone()
+    };
+    let a = lanes(VILLAGE_A);
+    assert_eq!(a.keys().collect::<Vec<_>>(), vec![VILLAGE_A]);
+    let b = lanes(VILLAGE_B);
+    assert_ne!(a[VILLAGE_A], b[VILLAGE_B], "villages do not share a data key");
+    let t = lanes(TOWNSHIP);
+    assert!(t.contains_key(TOWNSHIP) && t.contains_key(VILLAGE_A));
+    assert!(!t.contains_key(VILLAGE_B), "{VILLAGE_B} lies under another township");
+    assert_eq!(t[VILLAGE_A], a[VILLAGE_A]);
+    // The same ID number taken in two villages has unrelated lookups.
+    let id = id_number(3);
+    for (node, name) in [(VILLAGE_A, "甲"), (VILLAGE_B, "乙")] {
+        let d = county.data(node);
+        ok(
+            "village-node",
+            &[
+                "case",
+                "new",
+                "--data",
+                s(&d),
+                "--item",
+                "V001",
+                "--applicant",
+                name,
+                "--id-number",
+                &id,
+                "--as",
+                "王芳",
+            ],
+        );
+        let found = ok_json("village-node", &["case", "find", "--data", s(&d), "--id-number", &id, "--json"]);
+        assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    }
+}
