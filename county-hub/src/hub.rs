@@ -1,11 +1,14 @@
 //! County creation and enrolment.
 
 use anyhow::{bail, Context, Result};
-use node::identity::{generate_signing_key, Bundle, CertificateAuthority, Identity, Secrets, BUNDLE_FORMAT};
+use node::identity::{
+    certificate_fingerprint, generate_signing_key, Bundle, CertificateAuthority, Identity, Secrets, BUNDLE_FORMAT,
+};
 use node::keystore::{self, Kdf};
 use node::protect::{DataKey, DataKeys};
 use node::store;
 use node::Ledger;
+use proto::event::KeyId;
 use proto::topology::TopologyFile;
 use proto::{Catalogue, NodeId, Tier, Topology};
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,6 @@ struct HubSecrets {
     /// The county's master data key (hex), from which every lane's derives.
     data_key: String,
     hub_address: String,
-    /// Hex ed25519 signing keys of every node, issued at init.
-    signing_keys: BTreeMap<NodeId, String>,
 }
 
 fn read_or_default(path: Option<&Path>, default: &str, what: &str) -> Result<String> {
@@ -66,23 +67,37 @@ pub fn init_quiet(
         .context("the catalogue file is not valid JSON of the expected shape")?;
     catalogue.validate().context("the catalogue file does not hold together")?;
 
-    let mut signing_keys = BTreeMap::new();
-    let ids: Vec<NodeId> = topology.nodes().iter().map(|n| n.id.clone()).collect();
-    for id in ids {
-        let (secret, public) = generate_signing_key();
-        topology.get_mut(&id).expect("listed").verifying_key = Some(public);
-        signing_keys.insert(id, secret);
-    }
+    // Only the hub's own key goes into the topology; every other node's key
+    // is generated when it is enrolled, given only to its bundle, and
+    // certified by an enrolment event in the global lane.
     let county = topology.county().clone();
+    let (hub_key, hub_public) = generate_signing_key();
+    topology.get_mut(&county.id).expect("listed").verifying_key = Some(hub_public);
     let ca = CertificateAuthority::generate(&county)?;
     let secrets = HubSecrets {
         ca_cert_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
         data_key: DataKey::generate().to_hex(),
         hub_address: hub_address.to_string(),
-        signing_keys,
     };
-    let bundle = make_bundle(&secrets, &topology, &catalogue, &county.id)?;
+    let (tls_cert_pem, tls_key_pem) = ca.issue(&county, &county)?;
+    let bundle = Bundle {
+        format: BUNDLE_FORMAT.to_string(),
+        identity: Identity {
+            node: topology.county().clone(),
+            tls_cert_pem,
+            ca_cert_pem: secrets.ca_cert_pem.clone(),
+            hub_address: secrets.hub_address.clone(),
+        },
+        secrets: Secrets {
+            signing_key: hub_key,
+            tls_key_pem,
+            data_keys: DataKeys::county(&DataKey::from_hex(&secrets.data_key).expect("fresh key")),
+        },
+        topology: topology.clone(),
+        catalogue: catalogue.clone(),
+        global: None,
+    };
     let ledger = Ledger::init(dir, &bundle, passphrase, kdf)?;
     let sealed = keystore::seal(&serde_json::to_vec(&secrets)?, passphrase, kdf)?;
     store::meta_set(ledger.store().conn(), "hub_secrets", &sealed)?;
@@ -108,15 +123,32 @@ pub fn init_quiet(
     Ok(())
 }
 
-fn make_bundle(secrets: &HubSecrets, topology: &Topology, catalogue: &Catalogue, id: &NodeId) -> Result<Bundle> {
+/// Enrols `id`: a fresh signing key and TLS certificate, certified by an
+/// enrolment event in the hub's ledger (which reaches every node), and a
+/// bundle that alone holds the private keys. The hub keeps no node's
+/// private key. A node that holds a live key must be revoked first.
+fn enrol(secrets: &HubSecrets, ledger: &mut Ledger, id: &NodeId) -> Result<(Bundle, ed25519_dalek::SigningKey)> {
+    let topology = ledger.topology().clone();
     let node =
         topology.get(id).with_context(|| format!("node {id} is not in the topology (county-hub nodes lists them)"))?;
+    if node.tier == Tier::County || id.as_str() != id.base() {
+        bail!("{id} is the county hub itself; it was enrolled by init");
+    }
+    if !store::live_keys(ledger.store().conn(), id)?.is_empty() {
+        bail!(
+            "node {id} is enrolled and its key is live; if its laptop is lost or replaced, revoke it first \
+             (county-hub revoke --node {id} --reason …), then enrol it again"
+        );
+    }
     let ca = CertificateAuthority { cert_pem: secrets.ca_cert_pem.clone(), key_pem: secrets.ca_key_pem.clone() };
     let (tls_cert_pem, tls_key_pem) = ca.issue(topology.county(), node)?;
+    let (signing_key, _) = generate_signing_key();
+    let key = Secrets { signing_key: signing_key.clone(), tls_key_pem: String::new(), data_keys: DataKeys::default() }
+        .signing_key()?;
+    ledger.enrol("county-hub enroll", id, KeyId::of(&key.verifying_key()), certificate_fingerprint(&tls_cert_pem)?)?;
+    let global = global_segment(ledger)?;
     let master = DataKey::from_hex(&secrets.data_key).context("the county's data key is damaged")?;
-    let data_keys =
-        if node.tier == Tier::County { DataKeys::county(&master) } else { DataKeys::issue(&master, topology, id) };
-    Ok(Bundle {
+    let bundle = Bundle {
         format: BUNDLE_FORMAT.to_string(),
         identity: Identity {
             node: node.clone(),
@@ -124,14 +156,21 @@ fn make_bundle(secrets: &HubSecrets, topology: &Topology, catalogue: &Catalogue,
             ca_cert_pem: secrets.ca_cert_pem.clone(),
             hub_address: secrets.hub_address.clone(),
         },
-        secrets: Secrets {
-            signing_key: secrets.signing_keys.get(id).context("no signing key issued for this node")?.clone(),
-            tls_key_pem,
-            data_keys,
-        },
+        secrets: Secrets { signing_key, tls_key_pem, data_keys: DataKeys::issue(&master, &topology, id) },
         topology: topology.clone(),
-        catalogue: catalogue_for(catalogue, node.tier),
-    })
+        catalogue: catalogue_for(ledger.catalogue(), node.tier),
+        global: Some(hex::encode(global.encode())),
+    };
+    Ok((bundle, key))
+}
+
+/// The hub's whole global-lane chain, ending at its seal.
+fn global_segment(ledger: &Ledger) -> Result<proto::sync::Segment> {
+    let conn = ledger.store().conn();
+    let me = ledger.me();
+    let seal = store::seal_of(conn, me, &proto::Lane::Global)?.context("the hub has no sealed global lane")?;
+    let events = store::lane_events(conn, &proto::Lane::Global, me, 0, seal.pos)?;
+    Ok(proto::sync::Segment { events, seal })
 }
 
 /// The slice of the catalogue a node's windows work with: the items its
@@ -166,12 +205,9 @@ fn write_private(path: &Path, bundle: &Bundle) -> Result<()> {
 }
 
 pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
-    let (ledger, secrets) = open_hub(dir)?;
+    let (mut ledger, secrets) = open_hub(dir)?;
     let id = NodeId::new(node);
-    if &id == ledger.me() {
-        bail!("{id} is the county hub itself; it was enrolled by init");
-    }
-    let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &id)?;
+    let (bundle, _) = enrol(&secrets, &mut ledger, &id)?;
     write_private(out, &bundle)?;
     println!(
         "county-hub: wrote bundle for {} ({}, {}) to {}",
@@ -184,17 +220,26 @@ pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
 }
 
 pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
-    let (ledger, secrets) = open_hub(dir)?;
+    let (mut ledger, secrets) = open_hub(dir)?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let nodes: Vec<_> = ledger.topology().nodes().iter().filter(|n| n.tier != Tier::County).cloned().collect();
+    let mut nodes = Vec::new();
+    for n in ledger.topology().nodes().iter().filter(|n| n.tier != Tier::County) {
+        if store::live_keys(ledger.store().conn(), &n.id)?.is_empty() {
+            nodes.push(n.clone());
+        }
+    }
     for (i, n) in nodes.iter().enumerate() {
-        let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &n.id)?;
+        let (bundle, _) = enrol(&secrets, &mut ledger, &n.id)?;
         write_private(&out_dir.join(format!("{}.json", n.id)), &bundle)?;
         if (i + 1) % 50 == 0 || i + 1 == nodes.len() {
             eprintln!("county-hub: enrolled {}/{}", i + 1, nodes.len());
         }
     }
-    println!("county-hub: wrote {} bundles to {}", nodes.len(), out_dir.display());
+    println!(
+        "county-hub: wrote {} bundles to {} (nodes enrolled before, with live keys, were skipped)",
+        nodes.len(),
+        out_dir.display()
+    );
     Ok(())
 }
 
@@ -202,18 +247,24 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
 /// files), as the demo does for a whole county; their keys are sealed
 /// under `passphrase`.
 pub fn enrol_into(hub_dir: &Path, nodes: &[NodeId], root: &Path, passphrase: &str, kdf: Kdf) -> Result<()> {
-    let (ledger, secrets) = open_hub(hub_dir)?;
+    let (mut ledger, secrets) = open_hub(hub_dir)?;
     for id in nodes {
-        let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), id)?;
+        let (bundle, _) = enrol(&secrets, &mut ledger, id)?;
         Ledger::init(&root.join(id.as_str()), &bundle, passphrase, kdf)?;
     }
     Ok(())
 }
 
-/// Every node's signing key, as the hub issued them (for benchmarks that
-/// stand in for the nodes).
-pub fn signing_keys(hub_dir: &Path) -> Result<BTreeMap<NodeId, String>> {
-    Ok(open_hub(hub_dir)?.1.signing_keys)
+/// Enrols `nodes` and hands their signing keys to the caller only (for
+/// benchmarks that stand in for the nodes); nothing is written but the
+/// enrolment events.
+pub fn enrol_for_benchmark(hub_dir: &Path, nodes: &[NodeId]) -> Result<BTreeMap<NodeId, ed25519_dalek::SigningKey>> {
+    let (mut ledger, secrets) = open_hub(hub_dir)?;
+    let mut keys = BTreeMap::new();
+    for id in nodes {
+        keys.insert(id.clone(), enrol(&secrets, &mut ledger, id)?.1);
+    }
+    Ok(keys)
 }
 
 pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
@@ -247,8 +298,16 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
 pub fn revoke(dir: &Path, node: &str, reason: &str, staff: &node::cli::Staff) -> Result<()> {
     let (mut ledger, _) = open_hub(dir)?;
     let actor = node::cli::actor(&ledger, staff)?;
-    let e = ledger.revoke(&actor, &NodeId::new(node), reason)?;
-    println!("county-hub: revoked {node} (event {}); it reaches every node with the next syncs", e.id);
+    let events = ledger.revoke(&actor, &NodeId::new(node), reason)?;
+    for e in &events {
+        if let proto::Body::Revoke { key, .. } = &e.body {
+            println!(
+                "county-hub: revoked key {key} of {node} (event {}); it reaches every node with the next syncs",
+                e.id
+            );
+        }
+    }
+    println!("next, for a replacement laptop: county-hub enroll --data {} --node {node} --out BUNDLE", dir.display());
     Ok(())
 }
 
@@ -276,7 +335,10 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                     _ => serde_json::json!({"note": note}),
                 },
                 proto::Body::Rate { level, note } => serde_json::json!({"level": level, "note": note}),
-                proto::Body::Revoke { node, reason } => serde_json::json!({"node": node, "reason": reason}),
+                proto::Body::Revoke { node, reason, key, .. } => {
+                    serde_json::json!({"node": node, "reason": reason, "key": key.to_hex()})
+                }
+                proto::Body::Enrol { node, key, .. } => serde_json::json!({"node": node, "key": key.to_hex()}),
             };
             let line = serde_json::json!({
                 "origin": e.id.origin, "seq": e.id.seq, "lane": e.lane.key(), "pos": e.pos,

@@ -107,7 +107,14 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let hub_dir = dir.join("hub");
     hub::init_quiet(&hub_dir, None, None, "127.0.0.1:0", true, SIMULATION_PASSPHRASE, Kdf::SIMULATION)?;
-    let keys = hub::signing_keys(&hub_dir)?;
+    let village_ids: Vec<NodeId> = Ledger::open(&hub_dir)?
+        .topology()
+        .nodes()
+        .iter()
+        .filter(|n| n.tier == Tier::Village)
+        .map(|n| n.id.clone())
+        .collect();
+    let keys = hub::enrol_for_benchmark(&hub_dir, &village_ids)?;
     let mut ledger = Ledger::open(&hub_dir)?;
     let topology = ledger.topology().clone();
     let me = ledger.me().clone();
@@ -133,10 +140,8 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
         if n == 0 {
             break;
         }
-        let key = SigningKey::from_bytes(
-            &hex::decode(keys.get(village).context("no key")?)?.try_into().map_err(|_| anyhow::anyhow!("bad key"))?,
-        );
-        let segments = village_year(village, township, &key, &item, catalogue.version, n, per_case, t0);
+        let key = keys.get(village).context("no key")?;
+        let segments = village_year(village, township, key, &item, catalogue.version, n, per_case, t0);
         let received = segments.clone();
         let started = Instant::now();
         for seg in received {

@@ -738,10 +738,22 @@ pub fn verify(ledger: &mut Ledger) -> Result<Value> {
             Ok(tip) => tip,
         };
         match seals.iter().find(|s| s.origin == origin && s.lane == lane) {
+            None if store::vouched_by_revocation(conn, &lane, &origin, tip.pos, &tip.hash)? => {}
             None => problems.push(format!("no seal held for the chain of {origin} in lane {lane}")),
             Some(seal) => {
-                match ledger.topology().verifying_key(&origin) {
-                    None => problems.push(format!("no public key for {origin} in the topology")),
+                let node = origin.node();
+                let status = store::key_status(conn, &node, &seal.key)?;
+                let published = ledger.topology().verifying_key(&node).map(|k| proto::event::KeyId::of(&k));
+                let trusted = match &status {
+                    proto::sync::KeyStatus::Enrolled => true,
+                    proto::sync::KeyStatus::Revoked { upto } => {
+                        upto.iter().any(|(l, o, p, h)| l == &lane && o == &origin && *p == seal.pos && *h == seal.head)
+                    }
+                    proto::sync::KeyStatus::Unknown => published == Some(seal.key),
+                };
+                match seal.key.verifying_key().filter(|_| trusted) {
+                    None => problems
+                        .push(format!("the seal of {origin} in lane {lane} is under a key the county did not enrol")),
                     Some(k) => {
                         if let Err(e) = seal.verify(&k) {
                             problems.push(e.to_string());

@@ -23,6 +23,12 @@ pub struct Bundle {
     pub secrets: Secrets,
     pub topology: Topology,
     pub catalogue: Catalogue,
+    /// The county's global-lane events up to this node's enrolment, with
+    /// the county's seal (hex of the wire encoding of a segment), so the
+    /// node knows every key the county enrolled before it, its own among
+    /// them, and passes them on at its first sync.
+    #[serde(default)]
+    pub global: Option<String>,
 }
 
 /// A node's public identity, as kept in its store.
@@ -132,6 +138,14 @@ impl CertificateAuthority {
         let cert = params.signed_by(&key, &issuer, &ca_key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+}
+
+/// The SHA-256 of a PEM certificate's DER bytes: how revocations name it.
+pub fn certificate_fingerprint(pem: &str) -> Result<proto::Hash> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("unreadable certificate: {e:?}"))?;
+    Ok(proto::Hash::of(der.as_ref()))
 }
 
 /// A fresh ed25519 signing key, hex encoded, with its public key.

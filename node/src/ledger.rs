@@ -11,11 +11,11 @@ use crate::store::{self, Store};
 use anyhow::{Context, Result};
 use proto::auth;
 use proto::author::{AuthoringError, Draft};
-use proto::event::{Create, FieldValue, Seal};
+use proto::event::{Create, FieldValue, KeyId, Seal};
 use proto::fold::{digest_of, CaseState};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
 use proto::workflow::State;
-use proto::{Body, CaseId, Catalogue, Catalogues, Event, Hlc, HlcClock, NodeId, Step, Topology};
+use proto::{Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, NodeId, Step, Topology};
 use std::path::Path;
 
 /// A local command was refused. Nothing was written.
@@ -125,7 +125,34 @@ impl Ledger {
         tx.commit()?;
         restrict_permissions(dir);
         drop(store);
-        Ledger::open(dir)
+        let mut ledger = Ledger::open(dir)?;
+        if let Some(global) = &bundle.global {
+            ledger.take_county_segment(global)?;
+        }
+        Ok(ledger)
+    }
+
+    /// Stores the county's global-lane events carried in a bundle, checked
+    /// like any received batch (the county's seal, its key in the topology).
+    fn take_county_segment(&mut self, hex_segment: &str) -> Result<()> {
+        let bytes = hex::decode(hex_segment).context("the bundle's county events are damaged")?;
+        let segment = proto::sync::Segment::decode(&bytes).context("the bundle's county events are damaged")?;
+        let county = self.topology.county().id.clone();
+        let verdict = proto::sync::check_batch(
+            &crate::sync::SqliteReplica(self.store.conn()),
+            &self.topology,
+            &self.catalogues,
+            &self.identity.node.id.clone(),
+            &county,
+            vec![segment],
+            crate::wall_clock_ms(),
+        )?;
+        if !verdict.refused.is_empty() || verdict.deferred > 0 {
+            anyhow::bail!(
+                "the bundle's county events do not verify against the county's key; ask the county for a new bundle"
+            );
+        }
+        crate::sync::apply_verdict(self, &county, &verdict)
     }
 
     pub fn open(dir: &Path) -> Result<Ledger> {
@@ -392,7 +419,7 @@ impl Ledger {
             Target::New => CaseId::mint(&me, seq),
             Target::Case(c) => c,
         };
-        let global = matches!(body, Body::Revoke { .. });
+        let global = body.is_global();
         let current = if global { None } else { store::fold_stored(&tx, &case)? };
         let draft = Draft {
             topology: &self.topology,
@@ -424,10 +451,13 @@ impl Ledger {
         Ok(event)
     }
 
-    /// The county revokes a node's certificate; the revocation travels to
-    /// every node in the global lane.
-    pub fn revoke(&mut self, actor: &str, node: &NodeId, reason: &str) -> Result<Event> {
-        if self.topology.get(node).is_none() {
+    /// The county revokes a node's live keys and certificates (a lost
+    /// laptop); the revocation travels to every node in the global lane.
+    /// What the county holds of the node's chains now stays valid; nothing
+    /// signed with those keys afterwards is accepted anywhere. The node can
+    /// be enrolled again with fresh keys.
+    pub fn revoke(&mut self, actor: &str, node: &NodeId, reason: &str) -> Result<Vec<Event>> {
+        if self.topology.get(node).is_none() || node.as_str() != node.base() {
             return Err(
                 Refusal::Invalid(format!("node {node} is not in the topology (county-hub nodes lists them)")).into()
             );
@@ -435,11 +465,23 @@ impl Ledger {
         if node == self.me() {
             return Err(Refusal::Invalid("the hub cannot revoke itself".into()).into());
         }
-        self.append(
-            actor,
-            Target::Case(CaseId(proto::event::GLOBAL_CASE.into())),
-            Body::Revoke { node: node.clone(), reason: reason.into() },
-        )
+        let live = store::live_keys(self.store.conn(), node)?;
+        if live.is_empty() {
+            return Err(Refusal::Invalid(format!("node {node} holds no live key; nothing to revoke")).into());
+        }
+        let upto = store::heads_of(self.store.conn(), node)?;
+        let mut out = Vec::new();
+        for (key, certificate) in live {
+            let body = Body::Revoke { node: node.clone(), reason: reason.into(), key, certificate, upto: upto.clone() };
+            out.push(self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?);
+        }
+        Ok(out)
+    }
+
+    /// The county certifies a node's new signing key and TLS certificate.
+    pub fn enrol(&mut self, actor: &str, node: &NodeId, key: KeyId, certificate: Hash) -> Result<Event> {
+        let body = Body::Enrol { node: node.clone(), key, certificate };
+        self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)
     }
 
     /// A case's folded state.

@@ -6,8 +6,9 @@
 //! transaction that holds it has committed to disk.
 
 use anyhow::{bail, Context, Result};
-use proto::event::{ChainTip, Seal};
+use proto::event::{ChainTip, KeyId, Seal};
 use proto::fold::CaseState;
+use proto::sync::KeyStatus;
 use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{de::DeserializeOwned, Serialize};
@@ -54,6 +55,13 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE set_aside (
         origin TEXT NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, at_ms INTEGER NOT NULL,
         event BLOB NOT NULL, outcome TEXT, PRIMARY KEY (origin, seq, hash)) WITHOUT ROWID;",
+    // 3: the keys and certificates the county enrolled and revoked, kept
+    // beside the global-lane events that say so (in the same transaction).
+    "CREATE TABLE node_keys (
+        node TEXT NOT NULL, key BLOB NOT NULL, certificate BLOB NOT NULL, revoked INTEGER NOT NULL,
+        status BLOB NOT NULL, PRIMARY KEY (node, key)) WITHOUT ROWID;
+     CREATE INDEX node_keys_certificate ON node_keys(certificate);
+     ALTER TABLE seals ADD COLUMN key BLOB NOT NULL DEFAULT x'';",
 ];
 
 /// What inserting an event did.
@@ -200,6 +208,22 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
                 params![node.0, e.id.origin.0, e.id.seq],
             )?;
         }
+        if let proto::Body::Enrol { node, key, certificate } | proto::Body::Revoke { node, key, certificate, .. } =
+            &e.body
+        {
+            let status = key_status(conn, node, key)?.after(&e.body);
+            conn.execute(
+                "INSERT INTO node_keys (node, key, certificate, revoked, status) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(node, key) DO UPDATE SET revoked = MAX(revoked, excluded.revoked), status = excluded.status",
+                params![
+                    node.0,
+                    key.0,
+                    certificate.0,
+                    matches!(status, KeyStatus::Revoked { .. }),
+                    codec::encode(&status)
+                ],
+            )?;
+        }
         return Ok(Inserted::New);
     }
     let existing: Option<Vec<u8>> = conn
@@ -308,6 +332,118 @@ pub fn lane_events(conn: &Connection, lane: &Lane, origin: &NodeId, after: u64, 
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// What the county said about `key` as a key of `node`.
+pub fn key_status(conn: &Connection, node: &NodeId, key: &KeyId) -> Result<KeyStatus> {
+    let status: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT status FROM node_keys WHERE node = ?1 AND key = ?2")?
+        .query_row(params![node.0, key.0], |r| r.get(0))
+        .optional()?;
+    match status {
+        None => Ok(KeyStatus::Unknown),
+        Some(b) => Ok(codec::decode("key status", &b)?),
+    }
+}
+
+/// The keys of `node` the county enrolled and has not revoked, with their
+/// certificates.
+pub fn live_keys(conn: &Connection, node: &NodeId) -> Result<Vec<(KeyId, Hash)>> {
+    let mut stmt = conn.prepare("SELECT key, certificate FROM node_keys WHERE node = ?1 AND revoked = 0")?;
+    let rows = stmt.query_map([&node.0], |r| {
+        let (k, c): (Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?);
+        Ok((KeyId(k.try_into().unwrap_or([0; 32])), Hash(c.try_into().unwrap_or([0; 32]))))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// True when the county revoked the certificate with this SHA-256.
+pub fn certificate_revoked(conn: &Connection, certificate: &Hash) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM node_keys WHERE certificate = ?1 AND revoked = 1")?
+        .exists([certificate.0.as_slice()])?)
+}
+
+/// Every chain head held of `node`'s origins (all its incarnations):
+/// (lane, origin, position, head hash).
+pub fn heads_of(conn: &Connection, node: &NodeId) -> Result<Vec<(Lane, NodeId, u64, Hash)>> {
+    let mut stmt = conn.prepare(
+        "SELECT e.lane, e.origin, e.pos, e.hash FROM events e
+         JOIN (SELECT lane, origin, MAX(pos) AS pos FROM events WHERE origin = ?1 OR origin LIKE ?1 || '~%'
+               GROUP BY lane, origin) m ON e.lane = m.lane AND e.origin = m.origin AND e.pos = m.pos",
+    )?;
+    let rows = stmt.query_map([&node.0], |r| {
+        let hash: Vec<u8> = r.get(3)?;
+        Ok((
+            Lane::from_key(&r.get::<_, String>(0)?),
+            NodeId::new(r.get::<_, String>(1)?),
+            r.get::<_, u64>(2)?,
+            Hash(hash.try_into().unwrap_or([0; 32])),
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// After a revocation arrives: the chains of `node` sealed with the revoked
+/// `key` lose every event past the revocation's cut (what the county held
+/// when it revoked). Those events, signed by a lost laptop's key and never
+/// vouched for by the county, move to quarantine with the reason (kept for
+/// administrators, never applied). Returns how many moved.
+pub fn purge_after_revocation(
+    conn: &Connection,
+    at_ms: u64,
+    from: &NodeId,
+    node: &NodeId,
+    key: &KeyId,
+    upto: &[(Lane, NodeId, u64, Hash)],
+) -> Result<usize> {
+    let mut moved = 0;
+    for (lane, origin, pos) in lane_positions(conn, None)? {
+        if !origin.is_incarnation_of(node) || seal_of(conn, &origin, &lane)?.is_none_or(|s| s.key != *key) {
+            continue;
+        }
+        let cut = upto.iter().find(|(l, o, _, _)| l == &lane && o == &origin).map_or(0, |(_, _, p, _)| *p);
+        if pos <= cut {
+            continue;
+        }
+        let events = lane_events(conn, &lane, &origin, cut, pos)?;
+        let reason = format!(
+            "signed with key {key} of {node} after the point the county vouched for when it revoked that key \
+             (a lost laptop's work, or a thief's)"
+        );
+        let mut cases = std::collections::BTreeSet::new();
+        for e in &events {
+            quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, &reason, &e.encode())?;
+            cases.insert(e.case.clone());
+        }
+        conn.execute(
+            "DELETE FROM events WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
+            params![lane.key(), origin.0, cut],
+        )?;
+        conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+        for case in cases.iter().filter(|c| c.as_str() != proto::event::GLOBAL_CASE) {
+            conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+            conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+            refold_case(conn, case)?;
+        }
+        moved += events.len();
+    }
+    Ok(moved)
+}
+
+/// True when a revocation the county published vouches for this chain
+/// head (a chain whose seal was dropped with the events after the cut).
+pub fn vouched_by_revocation(conn: &Connection, lane: &Lane, origin: &NodeId, pos: u64, head: &Hash) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT status FROM node_keys WHERE node = ?1 AND revoked = 1")?;
+    let rows = stmt.query_map([origin.base()], |r| r.get::<_, Vec<u8>>(0))?;
+    for row in rows {
+        if let KeyStatus::Revoked { upto } = codec::decode("key status", &row?)? {
+            if upto.iter().any(|(l, o, p, h)| l == lane && o == origin && *p == pos && h == head) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 /// The nodes whose certificates the county has revoked.
 pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
     let mut stmt = conn.prepare_cached("SELECT node FROM revoked ORDER BY node")?;
@@ -317,11 +453,11 @@ pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
 
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
     conn.execute(
-        "INSERT INTO seals (origin, lane, pos, seq, head, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO seals (origin, lane, pos, seq, head, signature, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(origin, lane) DO UPDATE SET pos = excluded.pos, seq = excluded.seq, head = excluded.head,
-            signature = excluded.signature
+            signature = excluded.signature, key = excluded.key
          WHERE excluded.pos > seals.pos",
-        params![seal.origin.0, seal.lane.key(), seal.pos, seal.seq, seal.head.0, seal.signature],
+        params![seal.origin.0, seal.lane.key(), seal.pos, seal.seq, seal.head.0, seal.signature, seal.key.0],
     )?;
     Ok(())
 }
@@ -335,6 +471,7 @@ fn seal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Seal> {
         seq: r.get(3)?,
         head: Hash(head.try_into().unwrap_or([0; 32])),
         signature: r.get(5)?,
+        key: KeyId(r.get::<_, Vec<u8>>(6)?.try_into().unwrap_or([0; 32])),
     })
 }
 
@@ -342,7 +479,7 @@ fn seal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Seal> {
 pub fn seal_of(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>> {
     Ok(conn
         .query_row(
-            "SELECT origin, lane, pos, seq, head, signature FROM seals WHERE origin = ?1 AND lane = ?2",
+            "SELECT origin, lane, pos, seq, head, signature, key FROM seals WHERE origin = ?1 AND lane = ?2",
             params![origin.0, lane.key()],
             seal_row,
         )
@@ -350,7 +487,8 @@ pub fn seal_of(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Option
 }
 
 pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
-    let mut stmt = conn.prepare("SELECT origin, lane, pos, seq, head, signature FROM seals ORDER BY origin, lane")?;
+    let mut stmt =
+        conn.prepare("SELECT origin, lane, pos, seq, head, signature, key FROM seals ORDER BY origin, lane")?;
     let rows = stmt.query_map([], seal_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -439,7 +577,7 @@ pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {
 
 pub fn count_events(conn: &Connection, home: Option<&NodeId>) -> Result<u64> {
     Ok(match home {
-        None => conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?,
+        None => conn.query_row("SELECT COUNT(*) FROM events WHERE lane != '*'", [], |r| r.get(0))?,
         Some(h) => conn.query_row(
             "SELECT COUNT(*) FROM events WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
             [&h.0],

@@ -55,8 +55,8 @@ impl Replica for SqliteReplica<'_> {
     fn create_of(&self, case: &CaseId) -> Result<Option<proto::event::Create>> {
         Ok(store::get_case(self.0, case)?.and_then(|c| c.create))
     }
-    fn is_revoked(&self, node: &NodeId) -> Result<bool> {
-        Ok(store::revoked(self.0)?.contains(node))
+    fn key_status(&self, node: &NodeId, key: &proto::event::KeyId) -> Result<proto::sync::KeyStatus> {
+        store::key_status(self.0, node, key)
     }
     fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<proto::Hash>> {
         store::hash_at(self.0, origin, lane, pos)
@@ -94,6 +94,14 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
     }
     for seal in &verdict.seals {
         store::put_seal(&tx, seal)?;
+    }
+    for (e, _) in &verdict.accept {
+        if let proto::Body::Revoke { node, key, upto, .. } = &e.body {
+            let moved = store::purge_after_revocation(&tx, now, from, node, key, upto)?;
+            if moved > 0 {
+                tracing::warn!(node = %node, moved, "events signed after a revoked key's cut moved to quarantine");
+            }
+        }
     }
     for (e, _) in verdict.accept.iter().filter(|(e, _)| e.id.seq == 1 && e.id.origin.as_str() != e.id.origin.base()) {
         // The first event of a new incarnation: a copy of that node found
@@ -258,8 +266,11 @@ fn authenticate(conn: &quinn::Connection, ledger: &Ledger) -> Result<NodeId> {
     if topology.tier_of(&id) != Some(tier) {
         bail!("the peer's certificate names {id} as a {tier} node, which the topology does not know");
     }
-    if store::revoked(ledger.store().conn())?.contains(&id) {
-        bail!("node {id} has been revoked by the county; its certificate is refused");
+    let fingerprint = proto::Hash::of(certs.first().expect("checked above").as_ref());
+    if store::certificate_revoked(ledger.store().conn(), &fingerprint)? {
+        bail!(
+            "this certificate of node {id} has been revoked by the county; a replacement laptop needs a new enrolment"
+        );
     }
     if !proto::sync::allowed_peer(topology, ledger.me(), &id) {
         bail!("{} does not sync with {id} (a village syncs with its township or the county)", ledger.me());

@@ -82,7 +82,7 @@ pub fn lane_in_scope(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
 /// The lane an event about `case` with `body` belongs in.
 pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
     match body {
-        Body::Revoke { .. } => Lane::Global,
+        Body::Revoke { .. } | Body::Enrol { .. } => Lane::Global,
         _ => Lane::Home(case.home().unwrap_or_else(|| NodeId::new(case.as_str()))),
     }
 }
@@ -109,12 +109,12 @@ pub fn authorize(
     if lane != &expected {
         return Err(AuthError::WrongLane { lane: lane.to_string(), expected: expected.to_string() });
     }
-    if let Body::Revoke { node, .. } = body {
+    if let Body::Revoke { node, .. } | Body::Enrol { node, .. } = body {
         if tier != Tier::County {
-            return Err(AuthError::CountyOnly("revocation"));
+            return Err(AuthError::CountyOnly(body.name()));
         }
-        if case.as_str() != GLOBAL_CASE || topology.get(node).is_none() {
-            return Err(AuthError::BadValue(format!("revocation of unknown node {node}")));
+        if case.as_str() != GLOBAL_CASE || topology.get(node).is_none() || node.as_str() != node.base() {
+            return Err(AuthError::BadValue(format!("{} of unknown node {node}", body.name())));
         }
         return Ok(());
     }
@@ -147,7 +147,7 @@ pub fn authorize(
     let decider = tier == decider_tier;
     let wrong = |step: &'static str, who: String| Err(AuthError::WrongTier { step, tier, who });
     match body {
-        Body::Create(_) | Body::Revoke { .. } => unreachable!("handled above"),
+        Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } => unreachable!("handled above"),
         Body::SetField { field, .. } if field.trim().is_empty() => {
             Err(AuthError::BadValue("a field name may not be empty".into()))
         }

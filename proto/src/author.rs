@@ -72,7 +72,7 @@ impl Draft<'_> {
     /// did uses only this: a step no longer valid in the case's state is
     /// kept, folded as superseded and flagged for a person, never lost.
     pub fn check_authority(&self) -> Result<(), AuthoringError> {
-        let creating = matches!(self.body, Body::Create(_) | Body::Revoke { .. });
+        let creating = self.body.is_global() || matches!(self.body, Body::Create(_));
         let create = self.current.and_then(|c| c.create.as_ref());
         if !creating && create.is_none() {
             return Err(AuthoringError::NoSuchCase(self.case.clone()));

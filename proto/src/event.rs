@@ -182,11 +182,62 @@ pub enum Body {
     Step { step: Step, note: String },
     /// 好差评: level 1 (非常满意) to 5 (非常不满意).
     Rate { level: u8, note: String },
-    /// The county revokes a node's certificate (global lane).
-    Revoke { node: NodeId, reason: String },
+    /// The county certifies a node's signing key and TLS certificate
+    /// (global lane). A node's seals verify only under keys the county
+    /// enrolled (or the topology it published names).
+    Enrol {
+        node: NodeId,
+        /// The ed25519 verifying key.
+        key: KeyId,
+        /// SHA-256 of the TLS certificate (DER).
+        certificate: Hash,
+    },
+    /// The county revokes one key and certificate of a node (global lane):
+    /// a lost laptop. A seal under the key stays valid only where it seals
+    /// exactly a chain head in `upto` (what the county held when it
+    /// revoked: lane, origin, position, head), so the history before the
+    /// loss still travels and nothing the thief signs does. The node itself
+    /// may be enrolled again with fresh keys.
+    Revoke { node: NodeId, reason: String, key: KeyId, certificate: Hash, upto: Vec<(Lane, NodeId, u64, Hash)> },
+}
+
+/// An ed25519 verifying key, as it names itself in seals and enrolments.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyId(pub [u8; 32]);
+
+impl KeyId {
+    pub fn of(key: &VerifyingKey) -> KeyId {
+        KeyId(key.to_bytes())
+    }
+    pub fn verifying_key(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Option<KeyId> {
+        Some(KeyId(hex::decode(s).ok()?.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key {}", &self.to_hex()[..12])
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex()[..16])
+    }
 }
 
 impl Body {
+    /// True for the county's events of the global lane.
+    pub fn is_global(&self) -> bool {
+        matches!(self, Body::Revoke { .. } | Body::Enrol { .. })
+    }
+
     /// A short name for listings.
     pub fn name(&self) -> &'static str {
         match self {
@@ -196,6 +247,7 @@ impl Body {
             Body::RemoveMaterial { .. } => "remove_material",
             Body::Step { step, .. } => step.name(),
             Body::Rate { .. } => "rate",
+            Body::Enrol { .. } => "enrol",
             Body::Revoke { .. } => "revoke",
         }
     }
@@ -285,6 +337,10 @@ pub struct Seal {
     pub pos: u64,
     pub seq: u64,
     pub head: Hash,
+    /// The key that signed: a receiver verifies only under a key the
+    /// county enrolled for the origin's node, and holds a seal whose key it
+    /// does not know yet until the enrolment arrives.
+    pub key: KeyId,
     pub signature: Vec<u8>,
 }
 
@@ -305,7 +361,7 @@ impl Seal {
             head_event.hash(),
         );
         let signature = key.sign(&seal_message(&origin, &lane, pos, seq, &head)).to_bytes().to_vec();
-        Seal { origin, lane, pos, seq, head, signature }
+        Seal { origin, lane, pos, seq, head, key: KeyId::of(&key.verifying_key()), signature }
     }
 
     /// Checks the signature against the origin's public key.

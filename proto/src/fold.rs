@@ -238,9 +238,12 @@ pub fn fold_case_hashed<'a>(
                 materials.apply(orswot::Op::Rm { clock: e.context.clone(), members: vec![name.clone()] });
                 entry.detail = name.clone();
             }
-            Body::Revoke { node, reason } => {
+            Body::Revoke { node, reason, .. } => {
                 // Global events do not belong to a case; kept for the record.
                 entry.detail = format!("{node} {reason}");
+            }
+            Body::Enrol { node, key, .. } => {
+                entry.detail = format!("{node} {key}");
             }
             Body::Rate { level, note } => {
                 st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });

@@ -24,7 +24,7 @@
 
 use crate::auth::{self, lane_in_scope};
 use crate::catalogue::{CatalogueCheck, Catalogues};
-use crate::event::{verify_chain, ChainError, ChainTip, Create, Lane, Seal};
+use crate::event::{verify_chain, ChainError, ChainTip, Create, KeyId, Lane, Seal};
 use crate::hlc::{Hlc, DEFAULT_MAX_DRIFT_MS};
 use crate::ids::{CaseId, NodeId, Tier};
 use crate::{codec, Body, Event, Hash, Topology};
@@ -39,6 +39,15 @@ pub type Positions = Vec<(Lane, NodeId, u64)>;
 pub struct Segment {
     pub events: Vec<Event>,
     pub seal: Seal,
+}
+
+impl Segment {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Segment, codec::DecodeError> {
+        codec::decode("segment", bytes)
+    }
 }
 
 /// What travels between two sessions.
@@ -104,10 +113,33 @@ pub trait Replica {
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
     /// A case's creation, if held.
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
-    /// The county has revoked this node.
-    fn is_revoked(&self, node: &NodeId) -> Result<bool, Self::Error>;
+    /// What the county said about `key` as a key of `node` (its
+    /// enrolments and revocations in the global lane).
+    fn key_status(&self, node: &NodeId, key: &KeyId) -> Result<KeyStatus, Self::Error>;
     /// The hash of the event at `pos` of a chain, if held.
     fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, Self::Error>;
+}
+
+/// What a receiver knows of a signing key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyStatus {
+    /// Not (yet) enrolled by the county: seals under it are held.
+    Unknown,
+    /// Enrolled and not revoked.
+    Enrolled,
+    /// Revoked; valid only for the chain heads the county held then.
+    Revoked { upto: Vec<(Lane, NodeId, u64, Hash)> },
+}
+
+impl KeyStatus {
+    /// The status after a global event about this key.
+    pub fn after(self, body: &Body) -> KeyStatus {
+        match body {
+            Body::Revoke { upto, .. } => KeyStatus::Revoked { upto: upto.clone() },
+            Body::Enrol { .. } if self == KeyStatus::Unknown => KeyStatus::Enrolled,
+            _ => self,
+        }
+    }
 }
 
 /// The protocol was broken or storage failed; the session is over.
@@ -208,6 +240,9 @@ pub fn check_batch<R: Replica>(
     // chain (a fork) are checked against each other, not both against the
     // stored tip.
     let mut tips: BTreeMap<(NodeId, Lane), ChainTip> = BTreeMap::new();
+    // Key statuses as enrolments and revocations earlier in this batch
+    // change them.
+    let mut keys: BTreeMap<(NodeId, KeyId), KeyStatus> = BTreeMap::new();
     for Segment { events, seal } in segments {
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
@@ -227,13 +262,42 @@ pub fn check_batch<R: Replica>(
             refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into());
             continue;
         }
-        if replica.is_revoked(&origin.node()).map_err(storage)? {
-            let reason = format!("origin {origin} has been revoked by the county");
-            refuse_all(&mut v, &mut events.into_iter(), reason);
-            continue;
+        let node = origin.node();
+        let mut status = match keys.get(&(node.clone(), seal.key)) {
+            Some(s) => s.clone(),
+            None => replica.key_status(&node, &seal.key).map_err(storage)?,
+        };
+        if status == KeyStatus::Unknown && topology.verifying_key(&node).map(|k| KeyId::of(&k)) == Some(seal.key) {
+            // The topology the county published names this key.
+            status = KeyStatus::Enrolled;
         }
-        let Some(key) = topology.verifying_key(origin) else {
-            refuse_all(&mut v, &mut events.into_iter(), format!("no public key for origin {origin}"));
+        match &status {
+            KeyStatus::Unknown if topology.tier_of(me) == Some(Tier::County) => {
+                // The county enrols every key: one it does not know was
+                // never enrolled.
+                let reason = format!("signed with key {}, which the county never enrolled for {node}", seal.key);
+                refuse_all(&mut v, &mut events.into_iter(), reason);
+                continue;
+            }
+            KeyStatus::Unknown => {
+                // Perhaps enrolled by the county after our last contact
+                // with it: held until the enrolment arrives.
+                v.deferred += events.len();
+                continue;
+            }
+            KeyStatus::Revoked { upto } => {
+                let vouched =
+                    upto.iter().any(|(l, o, p, h)| l == lane && o == origin && *p == seal.pos && *h == seal.head);
+                if !vouched {
+                    let reason = format!("signed with key {} of {node}, which the county has revoked", seal.key);
+                    refuse_all(&mut v, &mut events.into_iter(), reason);
+                    continue;
+                }
+            }
+            KeyStatus::Enrolled => {}
+        }
+        let Some(key) = seal.key.verifying_key() else {
+            refuse_all(&mut v, &mut events.into_iter(), format!("malformed key in the seal of {origin}"));
             continue;
         };
         if let Err(e) = seal.verify(&key) {
@@ -300,7 +364,7 @@ pub fn check_batch<R: Replica>(
             }
             let stored;
             let create = match &e.body {
-                Body::Create(_) | Body::Revoke { .. } => None,
+                Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } => None,
                 _ => match creates.get(&e.case) {
                     Some(c) => Some(c),
                     None => {
@@ -309,7 +373,7 @@ pub fn check_batch<R: Replica>(
                     }
                 },
             };
-            let needs_create = !matches!(e.body, Body::Create(_) | Body::Revoke { .. });
+            let needs_create = !(e.body.is_global() || matches!(e.body, Body::Create(_)));
             if needs_create && create.is_none() {
                 // The case's creation has not arrived yet: try again next time.
                 v.deferred += 1 + rest.count();
@@ -333,6 +397,14 @@ pub fn check_batch<R: Replica>(
             }
             if let Body::Create(c) = &e.body {
                 creates.entry(e.case.clone()).or_insert_with(|| c.clone());
+            }
+            if let Body::Enrol { node, key, .. } | Body::Revoke { node, key, .. } = &e.body {
+                // Later segments of this batch are judged by it already.
+                let before = match keys.get(&(node.clone(), *key)) {
+                    Some(s) => s.clone(),
+                    None => replica.key_status(node, key).map_err(storage)?,
+                };
+                keys.insert((node.clone(), *key), before.after(&e.body));
             }
             v.max_hlc = v.max_hlc.max(e.hlc);
             if mine {
@@ -664,8 +736,8 @@ mod tests {
         fn create_of(&self, _: &CaseId) -> Result<Option<Create>, String> {
             Ok(None)
         }
-        fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
-            Ok(false)
+        fn key_status(&self, _: &NodeId, _: &KeyId) -> Result<KeyStatus, String> {
+            Ok(KeyStatus::Unknown)
         }
         fn hash_at(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Hash>, String> {
             Ok(None)

@@ -7,9 +7,9 @@
 
 use ed25519_dalek::SigningKey;
 use proto::author::Draft;
-use proto::event::{ChainTip, Create, FieldValue, Lane, Seal};
+use proto::event::{ChainTip, Create, FieldValue, KeyId, Lane, Seal};
 use proto::fold::CaseState;
-use proto::sync::{check_batch, Message, Positions, Replica, Segment, Session, Verdict};
+use proto::sync::{check_batch, KeyStatus, Message, Positions, Replica, Segment, Session, Verdict};
 use proto::{
     auth, fold_case, Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, Item, NodeId, NodeInfo, Step,
     Tier, Topology,
@@ -62,8 +62,16 @@ impl Replica for Mem {
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, String> {
         Ok(self.case(case).and_then(|c| c.create))
     }
-    fn is_revoked(&self, _: &NodeId) -> Result<bool, String> {
-        Ok(false)
+    fn key_status(&self, node: &NodeId, key: &KeyId) -> Result<KeyStatus, String> {
+        let mut status = KeyStatus::Unknown;
+        for e in self.chains.iter().filter(|((l, _), _)| *l == Lane::Global).flat_map(|(_, c)| c) {
+            if let Body::Enrol { node: n, key: k, .. } | Body::Revoke { node: n, key: k, .. } = &e.body {
+                if n == node && k == key {
+                    status = status.after(&e.body);
+                }
+            }
+        }
+        Ok(status)
     }
     fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, String> {
         let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
@@ -644,7 +652,15 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
         now,
     )
     .unwrap();
-    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"));
+    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("never enrolled"), "{:?}", verdict.refused);
+    // …or names the village's key but signs with its own.
+    let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    seg.seal.signature = Seal::sign(&w.nodes[t].key, &seg.events[0]).signature;
+    let c_node = &w.nodes[c];
+    let verdict =
+        check_batch(c_node, &topology, &c_node.catalogues, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now)
+            .unwrap();
+    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"), "{:?}", verdict.refused);
 
     // A village signs an approval of a county item: authentic but not authorised.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
