@@ -47,6 +47,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX cases_home ON cases(home);
      CREATE TABLE person_index (lookup TEXT NOT NULL, case_id TEXT NOT NULL,
         PRIMARY KEY (lookup, case_id)) WITHOUT ROWID;",
+    // 2: the seal at every checkpoint position of a chain (source of truth,
+    // like `seals`), so long runs travel in segments that end at a seal.
+    "CREATE TABLE checkpoints (
+        origin TEXT NOT NULL, lane TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+        head BLOB NOT NULL, signature BLOB NOT NULL, PRIMARY KEY (origin, lane, pos)) WITHOUT ROWID;",
 ];
 
 /// What inserting an event did.
@@ -308,7 +313,16 @@ pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Stores a verified seal: it becomes the chain's latest when it is ahead
+/// of the one held, and a seal at a checkpoint position is kept for good.
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
+    if proto::sync::is_checkpoint(seal.pos) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO checkpoints (origin, lane, pos, seq, head, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![seal.origin.0, seal.lane.key(), seal.pos, seal.seq, seal.head.0, seal.signature])?;
+    }
     conn.execute(
         "INSERT INTO seals (origin, lane, pos, seq, head, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(origin, lane) DO UPDATE SET pos = excluded.pos, seq = excluded.seq, head = excluded.head,
@@ -339,6 +353,18 @@ pub fn seal_of(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Option
             params![origin.0, lane.key()],
             seal_row,
         )
+        .optional()?)
+}
+
+/// The checkpoint seal of an (origin, lane) chain with the lowest position
+/// above `after`.
+pub fn checkpoint_after(conn: &Connection, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT origin, lane, pos, seq, head, signature FROM checkpoints
+             WHERE origin = ?1 AND lane = ?2 AND pos > ?3 ORDER BY pos LIMIT 1",
+        )?
+        .query_row(params![origin.0, lane.key(), after], seal_row)
         .optional()?)
 }
 

@@ -49,6 +49,9 @@ impl Replica for SqliteReplica<'_> {
     fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>> {
         store::seal_of(self.0, origin, lane)
     }
+    fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>> {
+        store::checkpoint_after(self.0, origin, lane, after)
+    }
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<proto::event::ChainTip> {
         store::lane_tip(self.0, origin, lane)
     }
