@@ -17,7 +17,7 @@ pub struct DecodeError {
 /// the decoder allocate more than this. It equals the largest sync message
 /// a node accepts before compression (`node::sync` refuses longer frames
 /// before decoding them).
-pub const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+pub const DECODE_LIMIT: usize = 32 * 1024 * 1024;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()

@@ -46,7 +46,7 @@ pub const CHECKPOINT_INTERVAL: u64 = 1024;
 
 /// Whether the seal at `pos` is a checkpoint, kept by every node that holds it.
 pub fn is_checkpoint(pos: u64) -> bool {
-    pos > 0 && pos % CHECKPOINT_INTERVAL == 0
+    pos > 0 && pos.is_multiple_of(CHECKPOINT_INTERVAL)
 }
 
 /// Default target of events per batch.
