@@ -51,7 +51,12 @@ impl Replica for Mem {
     }
     fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>, String> {
         let from = (origin.clone(), lane.clone(), after + 1);
-        Ok(self.checkpoints.range(from..).next().filter(|((o, l, _), _)| o == origin && l == lane).map(|(_, s)| s.clone()))
+        Ok(self
+            .checkpoints
+            .range(from..)
+            .next()
+            .filter(|((o, l, _), _)| o == origin && l == lane)
+            .map(|(_, s)| s.clone()))
     }
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, String> {
         Ok(self
