@@ -31,6 +31,7 @@ pub fn cmd(name: &str) -> Command {
     c.env_remove("CASE_NODE_DATA")
         .env_remove("CASE_NODE_OPERATOR")
         .env_remove("CASE_NODE_CLOCK_SKEW_MS")
+        .env_remove("CASE_NODE_MAX_CONNECTIONS")
         .env("RUST_LOG", "warn");
     c
 }
