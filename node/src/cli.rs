@@ -421,7 +421,8 @@ pub fn run(cmd: Common) -> Result<()> {
                 eprintln!("{} events wait for their case or catalogue to arrive; sync again", summary.deferred_events);
             }
             if let Some(r) = &summary.recovery {
-                eprintln!("WARNING: {}", r.explain());
+                let level = if r.set_aside > 0 { "WARNING" } else { "note" };
+                eprintln!("{level}: {}", r.explain());
             }
             for d in &summary.peer_diverged {
                 eprintln!(
@@ -438,7 +439,7 @@ pub fn run(cmd: Common) -> Result<()> {
                     summary.peer
                 );
             }
-            if summary.recovery.is_some() || !summary.own_diverged.is_empty() {
+            if summary.recovery.as_ref().is_some_and(|r| r.set_aside > 0) || !summary.own_diverged.is_empty() {
                 bail!("sync finished, but this node's own records had diverged (see the warning above)");
             }
         }

@@ -445,6 +445,9 @@ impl Ledger {
         if !global {
             store::refold_case(&tx, &case)?;
         }
+        // Every local write seals the chain's head; at a checkpoint
+        // position the store keeps that seal for good (long runs are sent
+        // in segments ending at checkpoints).
         store::put_seal(&tx, &Seal::sign(&key, &event))?;
         store::meta_set(&tx, HLC_KEY, &hlc)?;
         tx.commit()?;

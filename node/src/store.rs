@@ -62,6 +62,11 @@ const MIGRATIONS: &[&str] = &[
         status BLOB NOT NULL, PRIMARY KEY (node, key)) WITHOUT ROWID;
      CREATE INDEX node_keys_certificate ON node_keys(certificate);
      ALTER TABLE seals ADD COLUMN key BLOB NOT NULL DEFAULT x'';",
+    // 4: the seal at every checkpoint position of a chain (source of truth,
+    // like `seals`), so long runs travel in segments that end at a seal.
+    "CREATE TABLE checkpoints (
+        origin TEXT NOT NULL, lane TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
+        head BLOB NOT NULL, signature BLOB NOT NULL, key BLOB NOT NULL, PRIMARY KEY (origin, lane, pos)) WITHOUT ROWID;",
 ];
 
 /// What inserting an event did.
@@ -419,6 +424,10 @@ pub fn purge_after_revocation(
             params![lane.key(), origin.0, cut],
         )?;
         conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+        conn.execute(
+            "DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
+            params![lane.key(), origin.0, cut],
+        )?;
         for case in cases.iter().filter(|c| c.as_str() != proto::event::GLOBAL_CASE) {
             conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
             conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
@@ -451,7 +460,24 @@ pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Stores a verified seal: it becomes the chain's latest when it is ahead
+/// of the one held, and a seal at a checkpoint position is kept for good.
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
+    if proto::sync::is_checkpoint(seal.pos) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO checkpoints (origin, lane, pos, seq, head, signature, key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            seal.origin.0,
+            seal.lane.key(),
+            seal.pos,
+            seal.seq,
+            seal.head.0,
+            seal.signature,
+            seal.key.0
+        ])?;
+    }
     conn.execute(
         "INSERT INTO seals (origin, lane, pos, seq, head, signature, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(origin, lane) DO UPDATE SET pos = excluded.pos, seq = excluded.seq, head = excluded.head,
@@ -483,6 +509,18 @@ pub fn seal_of(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Option
             params![origin.0, lane.key()],
             seal_row,
         )
+        .optional()?)
+}
+
+/// The checkpoint seal of an (origin, lane) chain with the lowest position
+/// above `after`.
+pub fn checkpoint_after(conn: &Connection, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT origin, lane, pos, seq, head, signature, key FROM checkpoints
+             WHERE origin = ?1 AND lane = ?2 AND pos > ?3 ORDER BY pos LIMIT 1",
+        )?
+        .query_row(params![origin.0, lane.key(), after], seal_row)
         .optional()?)
 }
 
@@ -620,6 +658,7 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
     )?;
     conn.execute("DELETE FROM events WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
     conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+    conn.execute("DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
     for case in &cases {
         conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
         conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;

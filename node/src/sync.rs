@@ -5,6 +5,14 @@
 //! (`<id>.<tier>.node`), never from a message. One bidirectional stream per
 //! connection carries length-prefixed, zstd-compressed messages. A received
 //! batch is acknowledged only after the transaction that stores it commits.
+//!
+//! A server spends little on a connection before it has earned more: the
+//! peer is authenticated (certificate, topology, edges, revocations) and
+//! counted against [`Limits`] before anything else; it must open its stream
+//! and send its Hello within [`OPEN_DEADLINE`]; only then is the ledger (a
+//! SQLite connection) opened. Frame buffers grow with the bytes received,
+//! never with the length a peer declares, and frames and their decompressed
+//! size are bounded ([`MAX_FRAME`], [`MAX_RAW_FRAME`]).
 
 use crate::identity::parse_certificate_name;
 use crate::ledger::Ledger;
@@ -23,17 +31,51 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// ALPN of the case-ledger sync protocol.
 const ALPN: &[u8] = b"case-ledger-sync/1";
 /// Longest a served session may last.
 const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
-/// Largest frame accepted (compressed), to bound memory.
-const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Largest frame accepted, compressed. Honest batches are a few hundred
+/// KiB compressed (see `proto::sync::BATCH_BYTES`).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest frame accepted once decompressed; also the decoder's limit.
+pub const MAX_RAW_FRAME: usize = proto::codec::DECODE_LIMIT;
+/// Largest zstd window accepted (2^23 = 8 MiB); our frames use at most 2 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+/// A server gives a connection this long to finish its handshake, then to
+/// open its stream, then to send its Hello.
+pub const OPEN_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest either side waits for the peer's next message once a session
+/// runs (a frame in transit included).
+pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(120);
+/// A connection on which nothing at all arrives for this long is dead: the
+/// peer stopped or the network went down. Keep-alives are sent far more
+/// often, so a live but quiet peer is never mistaken for a dead one.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Connections a server holds at once, by default.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one peer may hold with a server at once.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
+/// Connections over the limit still get a handshake and a close reason, up
+/// to this many more; past that they are refused without a handshake.
+const REFUSAL_HANDSHAKES: usize = 64;
+
+/// QUIC application close codes.
+mod close {
+    pub const DONE: u32 = 0;
+    pub const REFUSED: u32 = 1;
+    pub const BUSY: u32 = 2;
+    pub const TOO_SLOW: u32 = 3;
+    pub const FAILED: u32 = 4;
+}
 
 /// The ledger as the sync protocol reads it.
 pub struct SqliteReplica<'a>(pub &'a Connection);
@@ -48,6 +90,9 @@ impl Replica for SqliteReplica<'_> {
     }
     fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>> {
         store::seal_of(self.0, origin, lane)
+    }
+    fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>> {
+        store::checkpoint_after(self.0, origin, lane, after)
     }
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<proto::event::ChainTip> {
         store::lane_tip(self.0, origin, lane)
@@ -145,13 +190,11 @@ struct TlsMaterial {
     roots: RootCertStore,
 }
 
-fn tls_material(ledger: &Ledger) -> Result<TlsMaterial> {
-    let id = ledger.identity();
+fn tls_material(id: &crate::Identity, secrets: &crate::identity::Secrets) -> Result<TlsMaterial> {
     let certs = CertificateDer::pem_slice_iter(id.tls_cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("the node certificate is damaged; re-enrol")?;
-    let key = PrivateKeyDer::from_pem_slice(ledger.secrets()?.tls_key_pem.as_bytes())
-        .context("the node TLS key is damaged")?;
+    let key = PrivateKeyDer::from_pem_slice(secrets.tls_key_pem.as_bytes()).context("the node TLS key is damaged")?;
     let mut roots = RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(id.ca_cert_pem.as_bytes()) {
         roots.add(ca.context("the county CA certificate is damaged")?)?;
@@ -161,14 +204,17 @@ fn tls_material(ledger: &Ledger) -> Result<TlsMaterial> {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(Duration::from_secs(60).try_into().expect("valid idle timeout")));
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("valid idle timeout")));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    // One stream per connection is all the protocol uses.
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
 }
 
 /// Server side: clients must present a certificate issued by the county CA.
-fn server_config(ledger: &Ledger) -> Result<quinn::ServerConfig> {
-    let m = tls_material(ledger)?;
+fn server_config(identity: &crate::Identity, secrets: &crate::identity::Secrets) -> Result<quinn::ServerConfig> {
+    let m = tls_material(identity, secrets)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots), provider()).build()?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -230,8 +276,10 @@ impl ServerCertVerifier for CountyCaVerifier {
     }
 }
 
-fn client_config(ledger: &Ledger) -> Result<quinn::ClientConfig> {
-    let m = tls_material(ledger)?;
+/// Client side: presents the node's certificate and accepts a server whose
+/// certificate chains to the county CA and names a node.
+pub fn client_config(identity: &crate::Identity, secrets: &crate::identity::Secrets) -> Result<quinn::ClientConfig> {
+    let m = tls_material(identity, secrets)?;
     let verifier = Arc::new(CountyCaVerifier { roots: m.roots, provider: provider() });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -254,53 +302,191 @@ fn identity_of(cert: &CertificateDer<'_>) -> Result<(NodeId, Tier)> {
         .ok_or_else(|| anyhow!("the certificate names no node ({names:?})"))
 }
 
-/// The peer's node id, from its certificate, checked against the topology,
-/// the allowed edges and the revocation list.
-fn authenticate(conn: &quinn::Connection, ledger: &Ledger) -> Result<NodeId> {
+/// The node id and tier the peer's certificate names, and the
+/// certificate's SHA-256 (how revocations name it).
+fn peer_identity(conn: &quinn::Connection) -> Result<(NodeId, Tier, proto::Hash)> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| anyhow!("the peer presented no certificate"))?;
-    let (id, tier) = identity_of(certs.first().ok_or_else(|| anyhow!("empty certificate chain"))?)?;
-    let topology = ledger.topology();
-    if topology.tier_of(&id) != Some(tier) {
+    let cert = certs.first().ok_or_else(|| anyhow!("empty certificate chain"))?;
+    let (id, tier) = identity_of(cert)?;
+    Ok((id, tier, proto::Hash::of(cert.as_ref())))
+}
+
+/// Checks a peer against the topology, the allowed edges and the
+/// revocation list.
+fn check_peer(topology: &proto::Topology, me: &NodeId, id: &NodeId, tier: Tier, revoked: bool) -> Result<()> {
+    if topology.tier_of(id) != Some(tier) {
         bail!("the peer's certificate names {id} as a {tier} node, which the topology does not know");
     }
-    let fingerprint = proto::Hash::of(certs.first().expect("checked above").as_ref());
-    if store::certificate_revoked(ledger.store().conn(), &fingerprint)? {
+    if revoked {
         bail!(
             "this certificate of node {id} has been revoked by the county; a replacement laptop needs a new enrolment"
         );
     }
-    if !proto::sync::allowed_peer(topology, ledger.me(), &id) {
-        bail!("{} does not sync with {id} (a village syncs with its township or the county)", ledger.me());
+    if !proto::sync::allowed_peer(topology, me, id) {
+        bail!("{me} does not sync with {id} (a village syncs with its township or the county)");
     }
+    Ok(())
+}
+
+/// The peer's node id, from its certificate, checked against the topology,
+/// the allowed edges and the revocation list.
+fn authenticate(conn: &quinn::Connection, ledger: &Ledger) -> Result<NodeId> {
+    let (id, tier, certificate) = peer_identity(conn)?;
+    let revoked = store::certificate_revoked(ledger.store().conn(), &certificate)?;
+    check_peer(ledger.topology(), ledger.me(), &id, tier, revoked)?;
     Ok(id)
 }
 
-async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<u64> {
+/// What a lost connection means, in words for the staff at the laptop.
+fn explain(e: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError as E;
+    match e {
+        E::TimedOut => format!(
+            "the peer stopped answering (nothing heard for {} s): it may have stopped, or the network is down",
+            IDLE_TIMEOUT.as_secs()
+        ),
+        E::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            if reason.is_empty() {
+                "the peer closed the connection".into()
+            } else {
+                format!("the peer closed the connection: {reason}")
+            }
+        }
+        E::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+            "the peer refused the connection: it is serving as many connections as it can; try again shortly".into()
+        }
+        E::Reset => "the peer restarted and no longer knows this connection".into(),
+        other => format!("the connection failed: {other}"),
+    }
+}
+
+fn read_error(e: quinn::ReadError) -> anyhow::Error {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => anyhow!(explain(&c)),
+        other => anyhow!("reading from the peer failed: {other}"),
+    }
+}
+
+fn write_error(e: quinn::WriteError) -> anyhow::Error {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => anyhow!(explain(&c)),
+        other => anyhow!("sending to the peer failed: {other}"),
+    }
+}
+
+/// Compresses a message into a frame body, refusing one the peer would
+/// refuse (an honest batch never comes near the limits).
+fn pack(msg: &Message) -> Result<Vec<u8>> {
     let raw = msg.encode();
+    if raw.len() > MAX_RAW_FRAME {
+        bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
+    }
     let packed = zstd::bulk::compress(&raw, 3)?;
-    send.write_all(&(packed.len() as u32).to_be_bytes()).await?;
-    send.write_all(&packed).await?;
+    if packed.len() > MAX_FRAME {
+        bail!("a message of {} compressed bytes is over the {MAX_FRAME}-byte frame limit", packed.len());
+    }
+    Ok(packed)
+}
+
+async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<u64> {
+    let packed = block(|| pack(msg))?;
+    send.write_all(&(packed.len() as u32).to_be_bytes()).await.map_err(write_error)?;
+    send.write_all(&packed).await.map_err(write_error)?;
     Ok(4 + packed.len() as u64)
 }
 
+/// Decompresses a frame body, never holding more than [`MAX_RAW_FRAME`]
+/// bytes of output however much the frame claims or expands to.
+pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+    let mut raw = Vec::new();
+    decoder
+        .take(MAX_RAW_FRAME as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"))?;
+    if raw.len() > MAX_RAW_FRAME {
+        bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
+    }
+    Ok(raw)
+}
+
+/// Reads one frame. The buffer grows with the bytes that arrive, so a
+/// peer that declares a large frame and sends little costs little.
 async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(Message, u64)>> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => bail!("the peer ended the stream inside a frame header"),
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        bail!("peer sent a frame of {len} bytes, over the {MAX_FRAME} limit");
+        bail!("the peer announced a frame of {len} bytes, over the {MAX_FRAME}-byte limit");
     }
-    let mut buf = vec![0u8; len];
-    recv.read_exact(&mut buf).await?;
-    let raw = zstd::bulk::decompress(&buf, MAX_FRAME)?;
-    Ok(Some((Message::decode(&raw)?, 4 + len as u64)))
+    let mut buf = Vec::new();
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await.map_err(read_error)? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => bail!("the peer ended the stream inside a frame ({} of {len} bytes)", buf.len()),
+        }
+    }
+    let msg = block(|| -> Result<Message> {
+        let raw = unpack(&buf)?;
+        drop(buf);
+        Ok(Message::decode(&raw)?)
+    })?;
+    Ok(Some((msg, 4 + len as u64)))
+}
+
+/// The peer's messages, read by a task of their own (so that reading
+/// overlaps checking and storing) and handed over one at a time: at most
+/// one decoded message waits while another is read. The task ends with the
+/// stream or when this is dropped.
+struct Frames {
+    rx: tokio::sync::mpsc::Receiver<Result<(Message, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Frames {
+    fn spawn(mut recv: quinn::RecvStream) -> Frames {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            loop {
+                let frame = read_frame(&mut recv).await;
+                let end = !matches!(frame, Ok(Some(_)));
+                let item = match frame {
+                    Ok(Some(f)) => Ok(f),
+                    Ok(None) => Err(anyhow!("the peer ended the stream")),
+                    Err(e) => Err(e),
+                };
+                if tx.send(item).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        Frames { rx, task }
+    }
+
+    /// The next message, waiting at most `deadline`.
+    async fn next(&mut self, deadline: Duration, what: &str) -> Result<(Message, u64)> {
+        match tokio::time::timeout(deadline, self.rx.recv()).await {
+            Err(_) => bail!("no {what} from the peer within {} s", deadline.as_secs()),
+            Ok(None) => bail!("the peer ended the stream"),
+            Ok(Some(r)) => r,
+        }
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What one sync session did.
@@ -354,12 +540,20 @@ impl Recovery {
             .collect();
         let again = self.reentered.iter().filter(|r| r.now.is_some()).count();
         let kept = self.reentered.iter().filter(|r| r.kept_because.is_some()).count();
-        let mut msg = format!(
-            "this laptop's records were older than the network's copy of its own work (restored from a backup, \
-             re-initialised, or a copy of this node's data directory). It took back {} of its own events from \
-             the peer and now works as {}.",
-            self.taken_back, self.origin
-        );
+        let mut msg = if self.set_aside == 0 {
+            format!(
+                "this node took back {} of its own events from the peer (expected after re-initialising or \
+                 replacing a laptop; after restoring a backup, nothing was lost) and now works as {}.",
+                self.taken_back, self.origin
+            )
+        } else {
+            format!(
+                "this laptop's records were older than the network's copy of its own work (restored from a \
+                 backup, or a copy of this node's data directory). It took back {} of its own events from the \
+                 peer and now works as {}.",
+                self.taken_back, self.origin
+            )
+        };
         if self.set_aside > 0 {
             msg.push_str(&format!(
                 " {} events written here conflicted with another copy's; nothing is lost: {again} were entered \
@@ -383,11 +577,14 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Runs one session over an established, authenticated connection.
+/// `first` is a message already read from `frames` (the server reads the
+/// client's Hello before opening the ledger).
 async fn run_session(
     ledger: &mut Ledger,
     peer: NodeId,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut frames: Frames,
+    first: Option<(Message, u64)>,
     progress: bool,
 ) -> Result<Summary> {
     let started = Instant::now();
@@ -395,38 +592,24 @@ async fn run_session(
     let me = ledger.me().clone();
     let mut session =
         block(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Message, u64)>>(16);
-    let reader = tokio::spawn(async move {
-        loop {
-            let frame = read_frame(&mut recv).await;
-            let end = !matches!(frame, Ok(Some(_)));
-            let item = match frame {
-                Ok(Some(f)) => Ok(f),
-                Ok(None) => Err(anyhow!("the peer ended the stream")),
-                Err(e) => Err(e),
-            };
-            if tx.send(item).await.is_err() || end {
-                break;
-            }
-        }
-    });
+    let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
     let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
     let mut last_report = Instant::now();
+    let mut pending = first;
     loop {
         loop {
             let msg = block(|| session.poll_transmit(&SqliteReplica(ledger.store().conn())))?;
             match msg {
-                Some(m) => bytes_sent += write_frame(&mut send, &m).await?,
+                Some(m) => bytes_sent += write_frame(&mut send, &m).await.map_err(broke_off)?,
                 None => break,
             }
         }
         if session.is_finished() {
             break;
         }
-        let (msg, n) = match rx.recv().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => return Err(e.context(format!("sync with {peer} broke off; run sync again to resume"))),
-            None => bail!("sync with {peer} broke off; run sync again to resume"),
+        let (msg, n) = match pending.take() {
+            Some(f) => f,
+            None => frames.next(MESSAGE_DEADLINE, "message").await.map_err(broke_off)?,
         };
         bytes_received += n;
         let now = crate::wall_clock_ms();
@@ -456,8 +639,8 @@ async fn run_session(
     }
     send.finish()?;
     // Wait for the peer to finish its side, so that our last frames arrive.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while rx.recv().await.is_some() {} }).await;
-    reader.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
+    drop(frames);
     let Stats {
         sent_events,
         received_events,
@@ -565,19 +748,24 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Sum
     let addr = resolve(peer_addr).await?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
     let mut endpoint = quinn::Endpoint::client(bind)?;
-    endpoint.set_default_client_config(client_config(&ledger)?);
+    endpoint.set_default_client_config(client_config(ledger.identity(), ledger.secrets()?)?);
     let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, "peer.node")?)
         .await
         .with_context(|| format!("no answer from {peer_addr} within 20 s; is the peer serving and reachable?"))?
+        .map_err(|e| anyhow!(explain(&e)))
         .with_context(|| format!("cannot connect to {peer_addr}"))?;
     let peer = authenticate(&conn, &ledger)?;
-    let (send, recv) = conn.open_bi().await?;
-    let summary = run_session(&mut ledger, peer, send, recv, progress).await?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| anyhow!(explain(&e)))
+        .with_context(|| format!("cannot start a sync session with {peer}"))?;
+    let summary = run_session(&mut ledger, peer, send, Frames::spawn(recv), None, progress).await?;
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
     // drain period is needed here.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-    conn.close(0u32.into(), b"done");
+    conn.close(close::DONE.into(), b"done");
     Ok(summary)
 }
 
@@ -586,34 +774,187 @@ pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary>
     runtime()?.block_on(sync_with(dir, peer_addr, progress))
 }
 
-async fn serve_connection(dir: PathBuf, incoming: quinn::Incoming) -> Result<()> {
-    let conn = incoming.await?;
-    let mut ledger = Ledger::open(&dir)?;
-    let peer = match authenticate(&conn, &ledger) {
+/// How many connections a server holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// In total ([`MAX_CONNECTIONS`]).
+    pub connections: usize,
+    /// From one peer ([`MAX_CONNECTIONS_PER_PEER`]).
+    pub per_peer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER }
+    }
+}
+
+impl Limits {
+    /// The defaults, with `CASE_NODE_MAX_CONNECTIONS` (a number) replacing
+    /// the total when set.
+    pub fn from_env() -> Result<Limits> {
+        let mut limits = Limits::default();
+        if let Ok(v) = std::env::var("CASE_NODE_MAX_CONNECTIONS") {
+            limits.connections = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("CASE_NODE_MAX_CONNECTIONS must be a positive number, not {v:?}"))?;
+        }
+        Ok(limits)
+    }
+}
+
+/// What a server knows before any session: who it is, the topology, one
+/// SQLite connection for revocation checks, and the connections it holds.
+struct Gate {
+    dir: PathBuf,
+    me: NodeId,
+    topology: proto::Topology,
+    revocations: Mutex<store::Store>,
+    limits: Limits,
+    total: AtomicUsize,
+    per_peer: Mutex<BTreeMap<NodeId, usize>>,
+}
+
+/// One connection counted against the limits; released when dropped, so
+/// every way a connection ends gives its place back.
+struct Slot {
+    gate: Arc<Gate>,
+    peer: Option<NodeId>,
+}
+
+impl Gate {
+    fn is_revoked(&self, certificate: &proto::Hash) -> Result<bool> {
+        let store = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        store::certificate_revoked(store.conn(), certificate)
+    }
+}
+
+impl Slot {
+    /// Counts the connection against its peer's limit; false when the peer
+    /// already holds as many as it may.
+    fn claim_peer(&mut self, id: &NodeId) -> bool {
+        let mut open = self.gate.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(id.clone()).or_insert(0);
+        if *n >= self.gate.limits.per_peer {
+            return false;
+        }
+        *n += 1;
+        self.peer = Some(id.clone());
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.total.fetch_sub(1, Ordering::SeqCst);
+        if let Some(id) = &self.peer {
+            let mut open = self.gate.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection, telling the peer why (and logging it).
+fn refuse(conn: &quinn::Connection, code: u32, why: &str) {
+    tracing::warn!(remote = %conn.remote_address(), "closing a sync connection: {why}");
+    let mut reason = why.as_bytes();
+    // A close reason must fit in one packet.
+    let mut cut = reason.len().min(400);
+    while !why.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason = &reason[..cut];
+    conn.close(code.into(), reason);
+}
+
+async fn serve_connection(mut slot: Slot, incoming: quinn::Incoming, over_limit: bool) -> Result<()> {
+    let gate = slot.gate.clone();
+    let conn = match tokio::time::timeout(OPEN_DEADLINE, incoming).await {
+        Err(_) => bail!("a handshake took over {} s", OPEN_DEADLINE.as_secs()),
+        Ok(Err(e)) => bail!("handshake failed: {e}"),
+        Ok(Ok(c)) => c,
+    };
+    if over_limit {
+        let why = format!(
+            "{} is serving {} connections, its limit; sync again in a minute",
+            gate.me, gate.limits.connections
+        );
+        refuse(&conn, close::BUSY, &why);
+        return Ok(());
+    }
+    let peer = match peer_identity(&conn).and_then(|(id, tier, certificate)| {
+        let revoked = block(|| gate.is_revoked(&certificate))?;
+        check_peer(&gate.topology, &gate.me, &id, tier, revoked)?;
+        Ok(id)
+    }) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(remote = %conn.remote_address(), "refused: {e:#}");
-            conn.close(1u32.into(), format!("{e:#}").as_bytes());
+            refuse(&conn, close::REFUSED, &format!("refused: {e:#}"));
             return Ok(());
         }
     };
-    let (send, recv) = conn.accept_bi().await?;
-    // A peer that stops talking must not hold a session (and its SQLite
-    // connection) for ever; keep-alives stop the idle timeout from firing.
-    let s = tokio::time::timeout(SESSION_DEADLINE, run_session(&mut ledger, peer.clone(), send, recv, false))
-        .await
-        .map_err(|_| anyhow!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()))??;
+    if !slot.claim_peer(&peer) {
+        let why = format!(
+            "{peer} already holds {} connections with {}, the most one node may; let them finish first",
+            gate.limits.per_peer, gate.me
+        );
+        refuse(&conn, close::BUSY, &why);
+        return Ok(());
+    }
+    let (send, recv) = match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
+        Err(_) => {
+            refuse(&conn, close::TOO_SLOW, &format!("{peer} opened no stream within {} s", OPEN_DEADLINE.as_secs()));
+            return Ok(());
+        }
+        Ok(Err(e)) => bail!("connection from {peer} lost before its stream opened: {}", explain(&e)),
+        Ok(Ok(s)) => s,
+    };
+    // Nothing is read from the ledger until the peer has said Hello.
+    let mut frames = Frames::spawn(recv);
+    let first = match frames.next(OPEN_DEADLINE, "Hello").await {
+        Ok(f) if matches!(f.0, Message::Hello { .. }) => f,
+        Ok(_) => {
+            refuse(&conn, close::FAILED, &format!("protocol violation by {peer}: the first message must be a Hello"));
+            return Ok(());
+        }
+        Err(e) => {
+            refuse(&conn, close::TOO_SLOW, &format!("{peer}: {e:#}"));
+            return Ok(());
+        }
+    };
+    let mut ledger = block(|| Ledger::open(&gate.dir))?;
+    let session = run_session(&mut ledger, peer.clone(), send, frames, Some(first), false);
+    let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
+        Err(_) => {
+            refuse(&conn, close::TOO_SLOW, &format!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()));
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            refuse(&conn, close::FAILED, &format!("{e:#}"));
+            return Ok(());
+        }
+        Ok(Ok(s)) => s,
+    };
     tracing::info!(
         peer = %peer, sent = s.sent_events, received = s.received_events, refused = s.refused_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
-    record_divergence(&mut ledger, &peer, &s)?;
+    block(|| record_divergence(&mut ledger, &peer, &s))?;
+    drop(ledger);
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");
     }
     // Our side is complete (every batch stored and acknowledged both ways):
     // closing tells the client it may exit.
-    conn.close(0u32.into(), b"done");
+    conn.close(close::DONE.into(), b"done");
     Ok(())
 }
 
@@ -654,6 +995,14 @@ pub struct Server {
     pub endpoint: quinn::Endpoint,
     pub addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    gate: Arc<Gate>,
+}
+
+impl Server {
+    /// Connections held right now (handshaking, waiting or in a session).
+    pub fn connections(&self) -> usize {
+        self.gate.total.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Server {
@@ -663,25 +1012,50 @@ impl Drop for Server {
     }
 }
 
-/// Starts serving sync sessions for the node in `dir` on `listen`.
+/// Starts serving sync sessions for the node in `dir` on `listen`, with the
+/// default [`Limits`] (and `CASE_NODE_MAX_CONNECTIONS`).
 pub async fn start_server(dir: &Path, listen: &str) -> Result<Server> {
+    start_server_with(dir, listen, Limits::from_env()?).await
+}
+
+/// [`start_server`] with explicit limits.
+pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Result<Server> {
     let ledger = Ledger::open(dir)?;
     let addr = resolve(listen).await?;
-    let endpoint =
-        quinn::Endpoint::server(server_config(&ledger)?, addr).with_context(|| format!("cannot listen on {listen}"))?;
+    let endpoint = quinn::Endpoint::server(server_config(ledger.identity(), ledger.secrets()?)?, addr)
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = endpoint.local_addr()?;
-    let (ep, dir) = (endpoint.clone(), dir.to_path_buf());
+    let gate = Arc::new(Gate {
+        dir: dir.to_path_buf(),
+        me: ledger.me().clone(),
+        topology: ledger.topology().clone(),
+        revocations: Mutex::new(store::Store::open(dir)?),
+        limits,
+        total: AtomicUsize::new(0),
+        per_peer: Mutex::new(BTreeMap::new()),
+    });
+    drop(ledger);
+    let ep = endpoint.clone();
+    let g = gate.clone();
     let accept = tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
-            let dir = dir.clone();
+            let held = g.total.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot { gate: g.clone(), peer: None };
+            if held >= g.limits.connections + REFUSAL_HANDSHAKES {
+                // A flood: not even a handshake.
+                incoming.refuse();
+                drop(slot);
+                continue;
+            }
+            let over_limit = held >= g.limits.connections;
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(dir, incoming).await {
+                if let Err(e) = serve_connection(slot, incoming, over_limit).await {
                     tracing::warn!("sync session failed: {e:#}");
                 }
             });
         }
     });
-    Ok(Server { endpoint, addr, accept })
+    Ok(Server { endpoint, addr, accept, gate })
 }
 
 /// `serve` command: accept sync sessions; with `upstream`, also sync with

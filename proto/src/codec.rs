@@ -14,8 +14,10 @@ pub struct DecodeError {
 }
 
 /// Largest value decoded, in bytes: no length field from the wire may make
-/// the decoder allocate more than this.
-pub const DECODE_LIMIT: usize = 256 * 1024 * 1024;
+/// the decoder allocate more than this. It equals the largest sync message
+/// a node accepts before compression (`node::sync` refuses longer frames
+/// before decoding them).
+pub const DECODE_LIMIT: usize = 32 * 1024 * 1024;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -33,6 +35,12 @@ fn limited() -> bincode::config::Configuration<
 /// non-serialisable keys, no unbounded lengths), so this returns bytes.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("encoding an in-memory value cannot fail")
+}
+
+/// The length of a value's encoding, without building it.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    bincode::serde::encode_into_std_write(value, &mut std::io::sink(), config())
+        .expect("encoding an in-memory value cannot fail")
 }
 
 /// Decodes a value, refusing trailing bytes.
@@ -57,5 +65,11 @@ mod tests {
         let mut bytes = vec![0xFD];
         bytes.extend((1u64 << 40).to_le_bytes());
         assert!(decode::<String>("test", &bytes).is_err());
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let value = (String::from("a case"), vec![1u64, 300, 70_000], [7u8; 32]);
+        assert_eq!(encoded_len(&value), encode(&value).len());
     }
 }

@@ -8,8 +8,13 @@
 //!    of metadata; nothing new means two tiny messages.
 //! 2. Each side then streams what the other lacks as [`Message::Batch`]es of
 //!    [`Segment`]s. A segment is one (origin, lane) run that ends exactly at
-//!    the origin's [`Seal`], so one signature vouches for the whole run,
-//!    whoever relays it. Only lanes in the receiver's scope are ever sent.
+//!    one of the origin's [`Seal`]s, so one signature vouches for the whole
+//!    run, whoever relays it. Origins keep a seal at every
+//!    [`CHECKPOINT_INTERVAL`]th position of a chain and every node keeps the
+//!    checkpoint seals it receives, so a long run is sent as segments of at
+//!    most that many events, and batches stay within [`Session::batch_events`]
+//!    and [`Session::batch_bytes`]. Only lanes in the receiver's scope are
+//!    ever sent.
 //! 3. The receiver checks each segment ([`check_batch`]) and the driver
 //!    stores the accepted events durably before calling
 //!    [`Session::batch_stored`], which queues the [`Message::Ack`]. A dropped
@@ -33,6 +38,24 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Last position held per (lane, origin) chain.
 pub type Positions = Vec<(Lane, NodeId, u64)>;
+
+/// Every chain keeps the seal at each multiple of this position (a
+/// checkpoint), so that a long run can be sent, and verified, in segments of
+/// at most this many events.
+pub const CHECKPOINT_INTERVAL: u64 = 1024;
+
+/// Whether the seal at `pos` is a checkpoint, kept by every node that holds it.
+pub fn is_checkpoint(pos: u64) -> bool {
+    pos > 0 && pos.is_multiple_of(CHECKPOINT_INTERVAL)
+}
+
+/// Default target of events per batch.
+pub const BATCH_EVENTS: usize = 2000;
+/// Default target of encoded bytes per batch (before compression). A batch
+/// stops taking segments once past either target, and a segment holds at
+/// most [`CHECKPOINT_INTERVAL`] events, so an honest batch stays far below
+/// the frame limits of the transport.
+pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// One (origin, lane) run of events ending at the origin's seal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +132,9 @@ pub trait Replica {
     fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>, Self::Error>;
     /// The latest seal held for a chain.
     fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>, Self::Error>;
+    /// The held checkpoint seal (see [`is_checkpoint`]) of a chain with the
+    /// lowest position above `after`, if any.
+    fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>, Self::Error>;
     /// The last event held of a chain.
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
     /// A case's creation, if held.
@@ -286,8 +312,12 @@ pub fn check_batch<R: Replica>(
                 continue;
             }
             KeyStatus::Revoked { upto } => {
-                let vouched =
-                    upto.iter().any(|(l, o, p, h)| l == lane && o == origin && *p == seal.pos && *h == seal.head);
+                // Exactly a head the county held when it revoked; or, from
+                // the county itself, a checkpoint before such a head (the
+                // county relays only what it accepted).
+                let vouched = upto.iter().any(|(l, o, p, h)| {
+                    l == lane && o == origin && (*p == seal.pos && *h == seal.head || peer_is_county && seal.pos < *p)
+                });
                 if !vouched {
                     let reason = format!("signed with key {} of {node}, which the county has revoked", seal.key);
                     refuse_all(&mut v, &mut events.into_iter(), reason);
@@ -476,6 +506,8 @@ pub struct Session {
     pub window: usize,
     /// Target events per batch (a batch holds whole segments).
     pub batch_events: usize,
+    /// Target encoded bytes per batch.
+    pub batch_bytes: usize,
     pub stats: Stats,
     /// Chains of this node's own origins that another copy of it wrote
     /// differently: never sent, the node recovers.
@@ -516,7 +548,8 @@ impl Session {
             peer_done: None,
             stored: BTreeSet::new(),
             window: 8,
-            batch_events: 2000,
+            batch_events: BATCH_EVENTS,
+            batch_bytes: BATCH_BYTES,
             stats: Stats::default(),
             own_diverged: BTreeSet::new(),
             peer_diverged: BTreeSet::new(),
@@ -670,21 +703,30 @@ impl Session {
             if self.unacked.len() >= self.window {
                 return Ok(None);
             }
+            let storage = |e: R::Error| SyncError::Storage(e.to_string());
             let mut segments = Vec::new();
-            let mut count = 0;
+            let (mut count, mut bytes) = (0, 0);
             while let Some((lane, origin, after, seal)) = self.plan.pop_front() {
-                let mut events = replica
-                    .chain_events(&lane, &origin, after, seal.pos)
-                    .map_err(|e| SyncError::Storage(e.to_string()))?;
+                // A run that passes a checkpoint ends there; the rest of it
+                // goes back to the front of the plan.
+                let end = match replica.checkpoint_after(&origin, &lane, after).map_err(storage)? {
+                    Some(cp) if cp.pos > after && cp.pos < seal.pos => {
+                        self.plan.push_front((lane.clone(), origin.clone(), cp.pos, seal));
+                        cp
+                    }
+                    _ => seal,
+                };
+                let mut events = replica.chain_events(&lane, &origin, after, end.pos).map_err(storage)?;
                 // Each event's `prev` is the hash of the one before it, which
                 // the receiver computes anyway; 32 incompressible bytes per
                 // event need not travel.
                 for e in &mut events {
                     e.prev = Hash::ZERO;
+                    bytes += codec::encoded_len(e);
                 }
                 count += events.len();
-                segments.push(Segment { events, seal });
-                if count >= self.batch_events {
+                segments.push(Segment { events, seal: end });
+                if count >= self.batch_events || bytes >= self.batch_bytes {
                     break;
                 }
             }
@@ -728,6 +770,9 @@ mod tests {
             Ok(vec![])
         }
         fn seal(&self, _: &NodeId, _: &Lane) -> Result<Option<Seal>, String> {
+            Ok(None)
+        }
+        fn checkpoint_after(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Seal>, String> {
             Ok(None)
         }
         fn tip(&self, _: &NodeId, _: &Lane) -> Result<ChainTip, String> {

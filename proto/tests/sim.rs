@@ -9,7 +9,9 @@ use ed25519_dalek::SigningKey;
 use proto::author::Draft;
 use proto::event::{ChainTip, Create, FieldValue, KeyId, Lane, Seal};
 use proto::fold::CaseState;
-use proto::sync::{check_batch, KeyStatus, Message, Positions, Replica, Segment, Session, Verdict};
+use proto::sync::{
+    check_batch, KeyStatus, Message, Positions, Replica, Segment, Session, Verdict, CHECKPOINT_INTERVAL,
+};
 use proto::{
     auth, fold_case, Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, Item, NodeId, NodeInfo, Step,
     Tier, Topology,
@@ -29,6 +31,8 @@ struct Mem {
     catalogues: Catalogues,
     chains: BTreeMap<(Lane, NodeId), Vec<Event>>,
     seals: BTreeMap<(NodeId, Lane), Seal>,
+    /// Checkpoint seals, as every node keeps them.
+    checkpoints: BTreeMap<(NodeId, Lane, u64), Seal>,
     seq: u64,
     clock: HlcClock,
     skew_ms: i64,
@@ -52,6 +56,15 @@ impl Replica for Mem {
     fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>, String> {
         Ok(self.seals.get(&(origin.clone(), lane.clone())).cloned())
     }
+    fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>, String> {
+        let from = (origin.clone(), lane.clone(), after + 1);
+        Ok(self
+            .checkpoints
+            .range(from..)
+            .next()
+            .filter(|((o, l, _), _)| o == origin && l == lane)
+            .map(|(_, s)| s.clone()))
+    }
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, String> {
         Ok(self
             .chains
@@ -60,7 +73,14 @@ impl Replica for Mem {
             .map_or(ChainTip::GENESIS, |e| ChainTip { pos: e.pos, seq: e.id.seq, hash: e.hash(), hlc: e.hlc }))
     }
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, String> {
-        Ok(self.case(case).and_then(|c| c.create))
+        // The creation is the minting node's event in the case's home lane
+        // (receivers refuse any other), so no fold is needed to find it.
+        let Some(home) = case.minted_by() else { return Ok(None) };
+        let chain = self.chains.get(&(Lane::Home(home.clone()), home)).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(chain.iter().find_map(|e| match &e.body {
+            Body::Create(c) if &e.case == case => Some(c.clone()),
+            _ => None,
+        }))
     }
     fn key_status(&self, node: &NodeId, key: &KeyId) -> Result<KeyStatus, String> {
         let mut status = KeyStatus::Unknown;
@@ -140,10 +160,20 @@ impl Mem {
         let hlc = self.clock.tick(self.wall(now));
         let e = draft.build(&tip, hlc);
         self.seq += 1;
-        self.seals.insert((me.clone(), lane.clone()), Seal::sign(&self.key, &e));
+        self.keep_seal(Seal::sign(&self.key, &e));
         let case = e.case.clone();
         self.chains.entry((lane, me)).or_default().push(e);
         case
+    }
+    /// Keeps a chain's latest seal, and every checkpoint seal.
+    fn keep_seal(&mut self, seal: Seal) {
+        if proto::sync::is_checkpoint(seal.pos) {
+            self.checkpoints.insert((seal.origin.clone(), seal.lane.clone(), seal.pos), seal.clone());
+        }
+        let latest = self.seals.entry((seal.origin.clone(), seal.lane.clone())).or_insert_with(|| seal.clone());
+        if seal.pos > latest.pos {
+            *latest = seal;
+        }
     }
     fn apply(&mut self, v: &Verdict, now: u64) {
         for (e, hash) in &v.accept {
@@ -153,7 +183,7 @@ impl Mem {
             chain.push(e.clone());
         }
         for s in &v.seals {
-            self.seals.insert((s.origin.clone(), s.lane.clone()), s.clone());
+            self.keep_seal(s.clone());
         }
         for r in &v.refused {
             self.refused.push(format!("{}/{}: {}", r.origin, r.seq, r.reason));
@@ -280,6 +310,7 @@ impl World {
                 catalogues: Catalogues::single(sim_catalogue(1), n.tier == Tier::County),
                 chains: BTreeMap::new(),
                 seals: BTreeMap::new(),
+                checkpoints: BTreeMap::new(),
                 seq: 0,
                 clock: HlcClock::new(Hlc::default()),
                 skew_ms: rng.gen_range(-max_skew_ms..=max_skew_ms),
@@ -402,6 +433,7 @@ impl World {
                 node.set_aside.extend(chain);
             }
             node.seals.remove(&(key.1.clone(), key.0.clone()));
+            node.checkpoints.retain(|(o, l, _), _| !(o == &key.1 && l == &key.0));
         }
         if !diverged.is_empty() {
             assert!(self.sync(i, peer, Faults { drop: 0.0, duplicate: 0.0 }));
@@ -733,6 +765,7 @@ fn timestamps_far_in_the_future_are_refused() {
     let body = create_body(Tier::Village, vec![], vec![]);
     node.chains.clear();
     node.seals.clear();
+    node.checkpoints.clear();
     node.seq = 0;
     node.clock = HlcClock::new(Hlc::default());
     assert!(node.author(&topology, case, body, w.now));
@@ -1077,4 +1110,140 @@ fn two_live_copies_of_a_village_both_reach_the_county() {
     w.converge();
     w.assert_converged();
     assert_eq!(county_applicants(&w), tags(&["a1", "x1", "x2", "x3", "y1", "y2", "y3", "y4"]));
+}
+
+/// One delivered segment: (origin, events, first position, last position,
+/// the seal's position).
+type SegmentShape = (NodeId, usize, u64, u64, u64);
+
+/// Runs a session between `a` and `b` with no faults but one: the
+/// connection drops before batch number `cut` (counting both directions)
+/// would be delivered. `tune` adjusts both sessions. Returns whether the
+/// session finished, the shape of every segment delivered, and the events
+/// `a` sent.
+fn sync_cut(
+    w: &mut World,
+    a: usize,
+    b: usize,
+    cut: Option<usize>,
+    tune: impl Fn(&mut Session),
+) -> (bool, Vec<SegmentShape>, u64) {
+    let now = w.now;
+    let topology = &w.topology;
+    let (na, nb) = pair_mut(&mut w.nodes, a, b);
+    let mut sa = Session::start(na, topology, &na.me.clone(), &nb.me.clone(), now).unwrap();
+    let mut sb = Session::start(nb, topology, &nb.me.clone(), &na.me.clone(), now).unwrap();
+    tune(&mut sa);
+    tune(&mut sb);
+    let (mut shapes, mut batches) = (Vec::new(), 0);
+    loop {
+        let mut progress = false;
+        for dir in 0..2 {
+            let (from, to, sfrom, sto) =
+                if dir == 0 { (&mut *na, &mut *nb, &mut sa, &mut sb) } else { (&mut *nb, &mut *na, &mut sb, &mut sa) };
+            while let Some(msg) = sfrom.poll_transmit(from).unwrap() {
+                progress = true;
+                let msg = Message::decode(&msg.encode()).unwrap();
+                if let Message::Batch { segments, .. } = &msg {
+                    if cut == Some(batches) {
+                        return (false, shapes, sa.stats.sent_events);
+                    }
+                    batches += 1;
+                    for seg in segments {
+                        let first = seg.events.first().map_or(0, |e| e.pos);
+                        let last = seg.events.last().map_or(0, |e| e.pos);
+                        shapes.push((seg.seal.origin.clone(), seg.events.len(), first, last, seg.seal.pos));
+                    }
+                }
+                if let Some((n, segments)) = sto.handle(msg, to, topology, now).unwrap() {
+                    let v = check_batch(to, topology, &to.catalogues, &to.me.clone(), &from.me, segments, now).unwrap();
+                    to.apply(&v, now);
+                    sto.batch_stored(n, &v);
+                }
+            }
+        }
+        if sa.is_finished() && sb.is_finished() {
+            return (true, shapes, sa.stats.sent_events);
+        }
+        assert!(progress, "session stalled");
+    }
+}
+
+/// Issue 11, finding 4: a chain several checkpoints long travels in
+/// segments that each end at a checkpoint seal (so no honest batch needs a
+/// large frame); a session cut off mid-way resumes from what was stored,
+/// and a relay, holding the checkpoint seals it received, splits the same
+/// way.
+#[test]
+fn a_long_chain_syncs_in_segments_split_at_checkpoints_and_resumes_after_a_cut() {
+    let mut w = World::new(11, 1, 1, 0);
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let (v, t, c) = (w.index[&village], w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    let now = w.now;
+    let case = CaseId::mint(&village, 1);
+    assert!(w.nodes[v].author(&topology, case.clone(), create_body(Tier::County, vec![], vec![]), now));
+    let total = 3 * CHECKPOINT_INTERVAL + 300;
+    let node = &mut w.nodes[v];
+    let (me, catalogues) = (node.me.clone(), node.catalogues.clone());
+    for i in 1..total {
+        // Checked once above; the case need not be refolded for each material.
+        let body = Body::AddMaterial { name: format!("m{i}") };
+        let draft = Draft {
+            topology: &topology,
+            catalogues: &catalogues,
+            me: &me,
+            seq: node.seq + 1,
+            case: case.clone(),
+            current: None,
+            actor: "staff",
+            body,
+        };
+        node.push(draft, now);
+    }
+    let lane = Lane::Home(village.clone());
+    assert_eq!(node.chains[&(lane.clone(), village.clone())].len() as u64, total);
+    let checkpoints: Vec<u64> = (1..=3).map(|k| k * CHECKPOINT_INTERVAL).collect();
+    let kept = |n: &Mem| -> Vec<u64> { n.checkpoints.keys().map(|(_, _, p)| *p).collect() };
+    assert_eq!(kept(&w.nodes[v]), checkpoints, "the origin keeps its checkpoint seals");
+
+    let well_formed = |shapes: &[SegmentShape]| {
+        for (origin, len, first, last, seal) in shapes {
+            assert_eq!(origin, &village);
+            assert!(*len as u64 <= CHECKPOINT_INTERVAL, "a segment of {len} events");
+            assert_eq!(last - first + 1, *len as u64);
+            assert_eq!(last, seal, "every segment ends at its seal");
+            assert!(proto::sync::is_checkpoint(*seal) || *seal == total, "segment ends at {seal}");
+        }
+    };
+
+    // Village -> township, cut off after the first batch.
+    let (done, shapes, _) = sync_cut(&mut w, v, t, Some(1), |_| {});
+    assert!(!done);
+    well_formed(&shapes);
+    assert_eq!(shapes.len(), 2, "the first batch holds two whole segments: {shapes:?}");
+    let stored = w.nodes[t].chains[&(lane.clone(), village.clone())].len() as u64;
+    assert_eq!(stored, 2 * CHECKPOINT_INTERVAL);
+    assert_eq!(kept(&w.nodes[t]), checkpoints[..2], "the township keeps the checkpoints it received");
+
+    // The next session resumes where the stored events end.
+    let (done, shapes, sent) = sync_cut(&mut w, v, t, None, |_| {});
+    assert!(done);
+    well_formed(&shapes);
+    assert_eq!(sent, total - stored, "only what was missing is sent again");
+    assert_eq!(shapes.iter().map(|s| s.2).collect::<Vec<_>>(), vec![stored + 1, 3 * CHECKPOINT_INTERVAL + 1]);
+    assert_eq!(kept(&w.nodes[t]), checkpoints);
+
+    // The township relays to the county in the same segments, one batch
+    // each when batches are limited to a few bytes.
+    let (done, shapes, sent) = sync_cut(&mut w, t, c, None, |s| s.batch_bytes = 1);
+    assert!(done);
+    well_formed(&shapes);
+    assert_eq!((sent, shapes.len()), (total, 4));
+    for n in [t, c] {
+        assert_eq!(w.nodes[n].chains[&(lane.clone(), village.clone())].len() as u64, total);
+        assert!(w.nodes[n].refused.is_empty(), "{:?}", w.nodes[n].refused);
+    }
+    assert_eq!(kept(&w.nodes[c]), checkpoints);
+    assert_eq!(w.nodes[c].case(&case).unwrap().digest(), w.nodes[v].case(&case).unwrap().digest());
 }

@@ -33,6 +33,7 @@ pub fn cmd(name: &str) -> Command {
         .env_remove("CASE_NODE_CLOCK_SKEW_MS")
         .env(PASSPHRASE_ENV, PASSPHRASE)
         .stdin(std::process::Stdio::null())
+        .env_remove("CASE_NODE_MAX_CONNECTIONS")
         .env("RUST_LOG", "warn");
     c
 }
@@ -143,8 +144,14 @@ impl Server {
     /// Starts `program args…` and waits for the line that names its
     /// listening address (the last word of "... on ADDR" or "ADDR -> ...").
     pub fn start(program: &str, args: &[&str]) -> Server {
+        Server::start_with_env(program, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         use std::io::BufRead;
         let mut child = cmd(program)
+            .envs(env.iter().copied())
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

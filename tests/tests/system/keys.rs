@@ -154,3 +154,103 @@ fn data_keys_are_scoped_to_the_lanes_a_node_may_hold() {
         assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+fn case_new(d: &str, name: &str, serial: u32) {
+    ok(
+        "village-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            d,
+            "--item",
+            "V001",
+            "--applicant",
+            name,
+            "--id-number",
+            &id_number(serial),
+            "--as",
+            "王芳",
+        ],
+    );
+}
+
+/// A lost laptop is revoked; the village gets a replacement with fresh
+/// keys the same day. The replacement takes back the village's history and
+/// works at once, through the county and through its township; the stolen
+/// laptop stays refused everywhere, and what the thief signs after the
+/// revocation is never applied (a township that took it before it heard
+/// of the revocation sets it aside in quarantine).
+#[test]
+fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
+    let county = County::new();
+    let township = county.enrol(TOWNSHIP, "township-node");
+    let v = county.enrol(VILLAGE_A, "village-node");
+    let (t, v, hub_data) = (s(&township).to_string(), s(&v).to_string(), s(&county.hub()).to_string());
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
+    let tsrv = system_tests::Server::start("township-node", &["serve", "--data", &t, "--listen", "127.0.0.1:0"]);
+    case_new(&v, "甲", 1);
+    case_new(&v, "乙", 2);
+    ok("village-node", &["sync", "--data", &v, "--peer", &hub.addr]);
+    ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    // The laptop is stolen; the county revokes it and enrols a replacement.
+    let stolen = county.root.path().join("stolen");
+    copy_dir(Path::new(&v), &stolen);
+    let stolen = s(&stolen).to_string();
+    ok(
+        "county-hub",
+        &["revoke", "--data", &hub_data, "--node", VILLAGE_A, "--reason", "笔记本被盗", "--as", "县管理员"],
+    );
+    let bundle = county.root.path().join("replacement.bundle.json");
+    ok("county-hub", &["enroll", "--data", &hub_data, "--node", VILLAGE_A, "--out", s(&bundle)]);
+    let fresh = county.root.path().join("replacement");
+    let fresh_s = s(&fresh).to_string();
+    ok("village-node", &["init", "--data", &fresh_s, "--enrollment", s(&bundle)]);
+    // The replacement syncs: it takes back the village's history and works.
+    let out = ok_json("village-node", &["sync", "--data", &fresh_s, "--peer", &hub.addr, "--json"]);
+    assert!(out["recovery"]["taken_back"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(ok_json("village-node", &["case", "list", "--data", &fresh_s, "--json"]).as_array().unwrap().len(), 2);
+    case_new(&fresh_s, "丙", 3);
+    ok("village-node", &["sync", "--data", &fresh_s, "--peer", &hub.addr]);
+    // The thief is refused by the county at once…
+    let err = system_tests::refused("village-node", &["sync", "--data", &stolen, "--peer", &hub.addr]);
+    assert!(err.contains("revoked") || err.contains("closed"), "{err}");
+    // …and reaches the township, which has not heard of the revocation yet.
+    case_new(&stolen, "贼", 4);
+    ok("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
+    // The township hears of it: the thief's work is set aside, not relayed.
+    // (Its first sync may already have offered it, and been told the county
+    // refused it: a sync with refusals exits non-zero.)
+    system_tests::run("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    let names = |program: &str, d: &str| -> Vec<String> {
+        let list = ok_json(program, &["case", "list", "--data", d, "--json"]);
+        let mut v: Vec<String> =
+            list.as_array().unwrap().iter().map(|c| c["applicant"].as_str().unwrap().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("county-hub", &hub_data), vec!["丙", "乙", "甲"]);
+    assert_eq!(names("township-node", &t), vec!["丙", "乙", "甲"]);
+    let q = ok_json("township-node", &["quarantine", "list", "--data", &t, "--json"]);
+    assert!(q.as_array().unwrap().iter().any(|r| r["reason"].as_str().unwrap().contains("revoked")), "{q}");
+    // The stolen laptop is now refused by the township too; the
+    // replacement works through it.
+    let err = system_tests::refused("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
+    assert!(err.contains("revoked") || err.contains("closed"), "{err}");
+    case_new(&fresh_s, "丁", 5);
+    ok("village-node", &["sync", "--data", &fresh_s, "--peer", &tsrv.addr]);
+    ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    assert_eq!(names("county-hub", &hub_data), vec!["丁", "丙", "乙", "甲"]);
+    for (program, d) in [("county-hub", &hub_data), ("township-node", &t), ("village-node", &fresh_s)] {
+        assert_eq!(ok_json(program, &["verify", "--data", d, "--json"])["ok"], true, "{program}");
+    }
+}

@@ -4,5 +4,6 @@
 mod cli;
 mod copies;
 mod demo;
+mod hostile;
 mod keys;
 mod sync;
