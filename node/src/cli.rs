@@ -330,7 +330,13 @@ pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &st
     Ok(())
 }
 
+/// Who is writing, for a command about to write: `--as`, or the
+/// configured operator. Staff are warned here, before the write, when the
+/// last sync found this computer's clock wrong.
 pub fn actor(ledger: &Ledger, staff: &Staff) -> Result<String> {
+    if let Some(w) = ledger.clock_warning()? {
+        eprintln!("WARNING: {w}");
+    }
     if let Some(a) = &staff.actor {
         return Ok(a.clone());
     }
@@ -668,7 +674,7 @@ fn conflict_json(c: &Conflict) -> Value {
         Conflict::SupersededTransition { event, step, state } => {
             json!({"kind": c.kind(), "event": event.to_string(), "step": step, "state": state.name()})
         }
-        Conflict::Equivocation { event } | Conflict::StrayCreate { event } => {
+        Conflict::Equivocation { event } | Conflict::StrayCreate { event } | Conflict::ClockSkew { event } => {
             json!({"kind": c.kind(), "event": event.to_string()})
         }
     }

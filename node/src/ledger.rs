@@ -83,6 +83,17 @@ enum Check {
 
 const HLC_KEY: &str = "hlc";
 const SECRETS_KEY: &str = "secrets";
+const CLOCK_KEY: &str = "clock_offset";
+
+/// "3 days", "5 hours", "12 minutes".
+fn human_duration(ms: u64) -> String {
+    let minutes = ms / 60_000;
+    match minutes {
+        m if m >= 2 * 24 * 60 => format!("{} days", m / (24 * 60)),
+        m if m >= 2 * 60 => format!("{} hours", m / 60),
+        m => format!("{m} minutes"),
+    }
+}
 const ORIGIN_KEY: &str = "origin";
 /// Set while this node's own chains are set aside and not yet re-entered.
 const RECOVERING_KEY: &str = "recovering";
@@ -295,6 +306,31 @@ impl Ledger {
     }
     pub fn store_mut(&mut self) -> &mut Store {
         &mut self.store
+    }
+
+    /// Records how far an upstream peer's clock was from ours at the last
+    /// contact (peer minus ours), so staff are warned before they write.
+    pub fn record_clock_offset(&mut self, peer: &NodeId, offset_ms: i64) -> Result<()> {
+        let at_ms = crate::wall_clock_ms();
+        store::meta_set(self.store.conn(), CLOCK_KEY, &(peer, offset_ms, at_ms))
+    }
+
+    /// A warning for staff when this node's clock was found wrong at its
+    /// last contact upstream. Work is not refused: the fold orders events
+    /// causally whatever their stamps, and flags stamps far ahead.
+    pub fn clock_warning(&self) -> Result<Option<String>> {
+        let Some((peer, offset_ms, _)) = store::meta_get::<(NodeId, i64, u64)>(self.store.conn(), CLOCK_KEY)? else {
+            return Ok(None);
+        };
+        if offset_ms.abs() <= proto::sync::CLOCK_WARNING_MS {
+            return Ok(None);
+        }
+        let (how, by) = if offset_ms < 0 { ("ahead of", -offset_ms) } else { ("behind", offset_ms) };
+        Ok(Some(format!(
+            "at the last sync this computer's clock was {} {how} {peer}'s; correct the system date and time \
+             (what you enter now is kept, but stamped with the wrong time and flagged)",
+            human_duration(by as u64)
+        )))
     }
 
     /// The operator recorded when `--as` is not given.

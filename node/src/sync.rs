@@ -701,6 +701,15 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
     let mut summary = session_with(dir, peer_addr, progress).await?;
     let mut ledger = Ledger::open(dir)?;
+    let peer = NodeId::new(summary.peer.clone());
+    if let (Some(offset), Some(mine), Some(theirs)) =
+        (summary.peer_clock_offset_ms, ledger.topology().tier_of(ledger.me()), ledger.topology().tier_of(&peer))
+    {
+        if theirs > mine {
+            // Upstream keeps the reference time for this node.
+            block(|| ledger.record_clock_offset(&peer, offset))?;
+        }
+    }
     let previous_origin = ledger.origin().clone();
     let mut taken_back = summary.own_received.get(&previous_origin).copied().unwrap_or(0);
     let mut set_aside = 0;

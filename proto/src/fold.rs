@@ -49,6 +49,10 @@ pub enum Conflict {
     Equivocation { event: EventId },
     /// An event claims to create the case but is not the minting event.
     StrayCreate { event: EventId },
+    /// An event is stamped later than events that were written after it
+    /// (they had seen it): its author's clock ran ahead, or theirs behind.
+    /// The case is folded in causal order all the same.
+    ClockSkew { event: EventId },
 }
 
 impl Conflict {
@@ -59,6 +63,7 @@ impl Conflict {
             Conflict::SupersededTransition { .. } => "superseded_transition",
             Conflict::Equivocation { .. } => "equivocation",
             Conflict::StrayCreate { .. } => "stray_create",
+            Conflict::ClockSkew { .. } => "clock_skew",
         }
     }
 }
@@ -132,6 +137,70 @@ fn field_detail(field: &str, value: &FieldValue) -> String {
     format!("{field} = {}", value.display())
 }
 
+/// How far a stamp may run ahead of an event that saw it before the case
+/// is flagged for a clock that was wrong.
+const SKEW_FLAG_MS: u64 = 5 * 60 * 1000;
+
+/// Orders events (given in (hlc, origin, seq, hash) order) so that every
+/// event comes after every event its author had seen: an event `a` is
+/// before `b` when `b`'s context covers `a`'s dot, or both are of one origin
+/// and `a`'s seq is lower. Among events free to go next, the earliest in
+/// the given order goes first. So clocks decide only between concurrent
+/// events: a laptop whose clock ran ahead cannot reorder what was done
+/// after its events were seen. A stamp far ahead of a successor's is
+/// flagged ([`Conflict::ClockSkew`]).
+fn causal_order<'a>(
+    ordered: Vec<(Hash, &'a Event, bool)>,
+    conflicts: &mut Vec<Conflict>,
+) -> Vec<(Hash, &'a Event, bool)> {
+    let n = ordered.len();
+    let before = |a: &Event, b: &Event| {
+        (a.id.origin == b.id.origin && a.id.seq < b.id.seq) || b.context.get(&a.id.origin) >= a.id.seq
+    };
+    let mut successors: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut waiting = vec![0usize; n];
+    let mut in_order = true;
+    for i in 0..n {
+        for j in 0..n {
+            if i != j && before(ordered[i].1, ordered[j].1) && !before(ordered[j].1, ordered[i].1) {
+                successors[i].push(j);
+                waiting[j] += 1;
+                in_order &= i < j;
+            }
+        }
+    }
+    let mut skewed = std::collections::BTreeSet::new();
+    for (i, succ) in successors.iter().enumerate() {
+        let a = ordered[i].1;
+        for &j in succ {
+            if a.hlc.wall_ms > ordered[j].1.hlc.wall_ms.saturating_add(SKEW_FLAG_MS) {
+                skewed.insert(a.id.clone());
+            }
+        }
+    }
+    conflicts.extend(skewed.into_iter().map(|event| Conflict::ClockSkew { event }));
+    if in_order {
+        return ordered;
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
+        (0..n).filter(|&i| waiting[i] == 0).map(std::cmp::Reverse).collect();
+    let mut slots: Vec<Option<(Hash, &Event, bool)>> = ordered.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        out.push(slots[i].take().expect("each event is placed once"));
+        for &j in &successors[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                ready.push(std::cmp::Reverse(j));
+            }
+        }
+    }
+    // A cycle (only possible with forged contexts) leaves events unplaced:
+    // they follow in the given order.
+    out.extend(slots.into_iter().flatten());
+    out
+}
+
 /// Folds the events of one case. Events of other cases are ignored.
 /// Returns `None` when no event of the case is given.
 pub fn fold_case<'a>(case_id: &CaseId, events: impl IntoIterator<Item = &'a Event>) -> Option<CaseState> {
@@ -163,6 +232,7 @@ pub fn fold_case_hashed<'a>(
         }
     }
     ordered.sort_by(|a, b| a.1.order_key().cmp(&b.1.order_key()).then(a.0.cmp(&b.0)));
+    let ordered = causal_order(ordered, &mut conflicts);
 
     let home = case_id.home().unwrap_or_else(|| NodeId::new(""));
     let mut st = CaseState {

@@ -215,8 +215,11 @@ pub struct Verdict {
     /// Events set aside for now (their case is not known yet); the next
     /// session sends them again.
     pub deferred: usize,
-    /// Highest timestamp accepted, for the receiver's clock.
+    /// Highest timestamp accepted, for the receiver's clock (stamps too
+    /// far ahead of it are left out).
     pub max_hlc: Hlc,
+    /// Accepted events stamped too far ahead of this node's clock.
+    pub ahead: usize,
     /// Accepted events whose origin is an incarnation of the receiver
     /// itself, by origin. A node receiving events of its own current
     /// origin learns that its store is older than its own history: it was
@@ -386,12 +389,6 @@ pub fn check_batch<R: Replica>(
             let refuse = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
                 refuse_all(v, &mut std::iter::once(e).chain(rest), reason);
             };
-            if e.hlc.wall_ms > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS) {
-                let reason = format!("timestamp {} is too far ahead of this node's clock", e.hlc);
-                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
-                complete = false;
-                break;
-            }
             let stored;
             let create = match &e.body {
                 Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } => None,
@@ -436,7 +433,14 @@ pub fn check_batch<R: Replica>(
                 };
                 keys.insert((node.clone(), *key), before.after(&e.body));
             }
-            v.max_hlc = v.max_hlc.max(e.hlc);
+            // A stamp far ahead of this node's clock (its author's clock was
+            // wrong) is accepted, the fold orders it causally and flags it,
+            // but it never drags this node's clock forward.
+            if e.hlc.wall_ms > now_ms.saturating_add(DEFAULT_MAX_DRIFT_MS) {
+                v.ahead += 1;
+            } else {
+                v.max_hlc = v.max_hlc.max(e.hlc);
+            }
             if mine {
                 *v.own_received.entry(e.id.origin.clone()).or_default() += 1;
             }

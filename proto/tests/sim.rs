@@ -752,36 +752,40 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     assert!(verdict.refused[0].event.is_none(), "out-of-scope data must not be stored even in quarantine");
 }
 
+/// Issue 11, finding 5: a village whose clock runs a day ahead. Its work
+/// is accepted (not refused), the township's decision taken after it on a
+/// correct clock folds after it because it saw it (causal order, whatever
+/// the stamps), the case is flagged for the skew, no receiver's clock is
+/// dragged forward, and once the clock is fixed new work flows as usual.
 #[test]
-fn timestamps_far_in_the_future_are_refused() {
-    let (mut w, _) = small_world();
+fn a_village_clock_a_day_ahead_neither_blocks_nor_drags_anyone() {
+    let mut w = World::new(21, 1, 1, 0);
     let topology = w.topology.clone();
-    let v = w.index[&NodeId::new("t0v0")];
-    w.nodes[v].skew_ms = 10 * 60 * 1000;
-    let mut w2 = World::new(7, 2, 2, 0);
-    std::mem::swap(&mut w2.nodes[v], &mut w.nodes[v]);
+    let (v, t, c) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    let day = 24 * 3600 * 1000;
+    w.nodes[v].skew_ms = day;
     let case = CaseId::mint(&NodeId::new("t0v0"), 1);
-    let node = &mut w2.nodes[v];
-    let body = create_body(Tier::Village, vec![], vec![]);
-    node.chains.clear();
-    node.seals.clear();
-    node.checkpoints.clear();
-    node.seq = 0;
-    node.clock = HlcClock::new(Hlc::default());
-    assert!(node.author(&topology, case, body, w.now));
-    let seg = segment_of(node, "t0v0", &Lane::Home(NodeId::new("t0v0")));
-    let c = w2.index[&NodeId::new("c")];
-    let verdict = check_batch(
-        &w2.nodes[c],
-        &topology,
-        &w2.nodes[c].catalogues,
-        &NodeId::new("c"),
-        &NodeId::new("t0v0"),
-        vec![seg],
-        w.now,
-    )
-    .unwrap();
-    assert!(verdict.refused[0].reason.contains("too far ahead"), "{:?}", verdict.refused);
+    let now = w.now;
+    assert!(w.nodes[v].author(&topology, case.clone(), create_body(Tier::Township, vec![], vec![]), now));
+    for step in [Step::PrereviewPass, Step::Forward { to: NodeId::new("t0") }] {
+        assert!(w.nodes[v].author(&topology, case.clone(), Body::Step { step, note: String::new() }, now));
+    }
+    assert!(w.sync(v, t, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert!(w.nodes[t].clock.last().wall_ms < now + 60_000, "the township's clock was dragged forward");
+    let accept = Body::Step { step: Step::Accept, note: String::new() };
+    assert!(w.nodes[t].author(&topology, case.clone(), accept, now + 1000), "the township decides at once");
+    let st = w.nodes[t].case(&case).unwrap();
+    assert_eq!(st.state.name(), "accepted", "the decision folds after what it saw: {:?}", st.conflicts);
+    assert!(st.conflicts.iter().any(|c| matches!(c, proto::fold::Conflict::ClockSkew { .. })), "{:?}", st.conflicts);
+    // The clock is fixed; the village's next work still flows.
+    w.nodes[v].skew_ms = 0;
+    w.now += 60_000;
+    let now = w.now;
+    assert!(w.nodes[v].author(&topology, case.clone(), Body::AddMaterial { name: "户口簿".into() }, now));
+    w.converge();
+    w.assert_converged();
+    assert!(w.nodes[c].clock.last().wall_ms < w.now + 60_000, "the county's clock was dragged forward");
+    assert_eq!(w.nodes[c].case(&case).unwrap().state.name(), "accepted");
 }
 
 #[test]
