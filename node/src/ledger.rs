@@ -12,6 +12,7 @@ use proto::auth;
 use proto::author::{AuthoringError, Draft};
 use proto::event::{Create, FieldValue, Seal};
 use proto::fold::{digest_of, CaseState};
+use proto::limits::{self, LimitError};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
 use proto::workflow::State;
 use proto::{Body, CaseId, Catalogue, Catalogues, Event, Hlc, HlcClock, NodeId, Step, Topology};
@@ -32,6 +33,9 @@ pub enum Refusal {
     /// An argument is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// Input beyond the limits (see [`proto::limits`]).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// A newly taken case's input.
@@ -131,6 +135,7 @@ impl Ledger {
         if input.applicant.trim().is_empty() {
             return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
         }
+        limits::check_value_text("applicant", input.applicant.trim()).map_err(Refusal::from)?;
         let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
         let mut fields = vec![
             ("applicant".to_string(), FieldValue::Text(input.applicant.trim().to_string())),
@@ -155,6 +160,10 @@ impl Ledger {
 
     fn protected_value(&self, field: &str, value: &str) -> Result<FieldValue> {
         let value = value.trim();
+        if PersonalKind::of_field(field) != Some(PersonalKind::IdNumber) {
+            // An ID number is checked whole below.
+            limits::check_value_text(field, value).map_err(Refusal::from)?;
+        }
         Ok(match PersonalKind::of_field(field) {
             None => FieldValue::Text(value.to_string()),
             Some(PersonalKind::IdNumber) => {
@@ -176,12 +185,7 @@ impl Ledger {
     /// Sets a field. Personal fields (id_number, phone, address) are
     /// protected before they are stored.
     pub fn edit(&mut self, actor: &str, case: &CaseId, field: &str, value: &str) -> Result<Event> {
-        if field.is_empty() || !field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(Refusal::Invalid(format!(
-                "field name {field:?} must be lower-case letters, digits and '_' (e.g. applicant, phone, address)"
-            ))
-            .into());
-        }
+        limits::check_field_name(field).map_err(Refusal::from)?;
         let value = self.protected_value(field, value)?;
         self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })
     }
