@@ -78,8 +78,23 @@ impl Ledger {
         Ledger::open(dir)
     }
 
+    /// Opens a ledger for writing (see [`Store::open`]).
     pub fn open(dir: &Path) -> Result<Ledger> {
-        let store = Store::open(dir)?;
+        Ledger::on(Store::open(dir)?, dir)
+    }
+
+    /// Opens a ledger for reading; works on read-only media and on a
+    /// damaged store (see [`Store::open_read`]).
+    pub fn open_read(dir: &Path) -> Result<Ledger> {
+        Ledger::on(Store::open_read(dir)?, dir)
+    }
+
+    /// Opens a ledger for `verify --repair`, damaged or not.
+    pub fn open_for_repair(dir: &Path) -> Result<Ledger> {
+        Ledger::on(Store::open_for_repair(dir)?, dir)
+    }
+
+    fn on(store: Store, dir: &Path) -> Result<Ledger> {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
         let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;

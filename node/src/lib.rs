@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod identity;
+pub mod integrity;
 pub mod ledger;
 pub mod linkemu;
 pub mod protect;
