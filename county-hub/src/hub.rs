@@ -78,7 +78,7 @@ pub fn init_quiet(
     if quiet {
         return Ok(());
     }
-    println!(
+    node::say!(
         "county-hub: created county {} ({}) in {}: {} townships, {} villages, catalogue v{} with {} items \
          ({} at villages, {} at townships, {} at the county)",
         county.id,
@@ -92,7 +92,7 @@ pub fn init_quiet(
         catalogue.count_accepted_at(Tier::Township),
         catalogue.count_accepted_at(Tier::County),
     );
-    println!("next: county-hub enroll --data {} --all --out-dir BUNDLES", dir.display());
+    node::say!("next: county-hub enroll --data {} --all --out-dir BUNDLES", dir.display());
     Ok(())
 }
 
@@ -154,7 +154,7 @@ pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
     }
     let bundle = make_bundle(&secrets, ledger.topology(), ledger.catalogue(), &id)?;
     write_private(out, &bundle)?;
-    println!(
+    node::say!(
         "county-hub: wrote bundle for {} ({}, {}) to {}",
         id,
         bundle.identity.node.tier,
@@ -175,7 +175,7 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
             eprintln!("county-hub: enrolled {}/{}", i + 1, nodes.len());
         }
     }
-    println!("county-hub: wrote {} bundles to {}", nodes.len(), out_dir.display());
+    node::say!("county-hub: wrote {} bundles to {}", nodes.len(), out_dir.display());
     Ok(())
 }
 
@@ -208,10 +208,10 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
             .iter()
             .map(|n| serde_json::json!({"id": n.id, "tier": n.tier, "parent": n.parent, "name": n.name}))
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        node::say!("{}", serde_json::Value::Array(rows));
     } else {
         for n in &nodes {
-            println!(
+            node::say!(
                 "{:<14} {:<9} {:<11} {}",
                 n.id,
                 n.tier,
@@ -219,7 +219,7 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
                 n.name
             );
         }
-        println!("{} nodes", nodes.len());
+        node::say!("{} nodes", nodes.len());
     }
     Ok(())
 }
@@ -228,7 +228,7 @@ pub fn revoke(dir: &Path, node: &str, reason: &str, staff: &node::cli::Staff) ->
     let (mut ledger, _) = open_hub(dir)?;
     let actor = node::cli::actor(&ledger, staff)?;
     let e = ledger.revoke(&actor, &NodeId::new(node), reason)?;
-    println!("county-hub: revoked {node} (event {}); it reaches every node with the next syncs", e.id);
+    node::say!("county-hub: revoked {node} (event {}); it reaches every node with the next syncs", e.id);
     Ok(())
 }
 
@@ -263,9 +263,10 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                 "hlc": e.hlc.to_string(), "actor": e.actor, "case": e.case, "kind": e.body.name(),
                 "detail": detail, "hash": e.hash().to_hex(),
             });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", node::cli::json_line(&line))?;
         } else {
-            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), e.case.to_string(), e.body.name(), e.actor)?;
+            let (case, actor) = (node::cli::clean(e.case.as_str()), node::cli::clean(&e.actor));
+            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), case, e.body.name(), actor)?;
         }
         Ok(())
     })?;

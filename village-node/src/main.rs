@@ -29,6 +29,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    node::cli::quiet_on_closed_output();
     let cli = Cli::parse();
     node::cli::init_logging("warn");
     exit_with(match cli.cmd {
