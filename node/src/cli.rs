@@ -406,10 +406,14 @@ fn print_json(v: &Value) -> Result<()> {
 
 /// `serve` command: checks the store, then serves sync sessions (see
 /// [`crate::sync::serve`]) while holding it open, so sessions need no
-/// check of their own and a crash is seen at the next open.
+/// check of their own and a crash is seen at the next open. The county's
+/// store, which holds everything, is checked whole only after a session
+/// that did not end cleanly (by [`Ledger::open`]), not at every start.
 pub fn serve(data: &Path, listen: &str, upstream: Option<(String, std::time::Duration)>) -> Result<()> {
     let ledger = Ledger::open(data)?;
-    integrity::ensure_sound(ledger.store().conn(), data)?;
+    if ledger.identity().tier() != Tier::County {
+        integrity::ensure_sound(ledger.store().conn(), data)?;
+    }
     crate::sync::serve(data, listen, upstream)?;
     drop(ledger);
     Ok(())
@@ -823,7 +827,14 @@ fn print_case(c: &CaseState) -> Result<()> {
     for (k, v) in &c.fields {
         let shown: Vec<_> = v.iter().map(|x| clean(x.display())).collect();
         let mark = if v.len() > 1 { "   <- concurrent values, resolve with case edit" } else { "" };
-        say!("{:<9} {}{mark}", clean(k), shown.join(" | "));
+        // A name refused as input (reserved, like `state`, or odd) that
+        // arrived from elsewhere is shown quoted, never as a line of the
+        // case view itself.
+        let name = match proto::limits::check_field_name(k) {
+            Ok(()) => Cow::Borrowed(k.as_str()),
+            Err(_) => Cow::Owned(format!("field \"{}\"", clean(k))),
+        };
+        say!("{name:<9} {}{mark}", shown.join(" | "));
     }
     let materials: Vec<_> = c.materials.iter().map(|m| clean(m)).collect();
     say!("materials {}", materials.join(", "));

@@ -6,7 +6,8 @@
 //! - when it is opened for writing and the previous session did not end
 //!   cleanly, or the file changed since it did (a killed process, a power
 //!   cut, a disk or a person that altered it);
-//! - at the start of every `sync` and `serve`.
+//! - at the start of every `sync`, and of `serve` below the county (whose
+//!   store, holding everything, is checked only after an unclean end).
 //!
 //! A store found damaged is marked so (`node.damaged`): every write is
 //! refused with what to do, until `verify --repair` has rebuilt it (derived
