@@ -105,7 +105,7 @@ pub fn init_quiet(
     if quiet {
         return Ok(());
     }
-    println!(
+    node::say!(
         "county-hub: created county {} ({}) in {}: {} townships, {} villages, catalogue v{} with {} items \
          ({} at villages, {} at townships, {} at the county)",
         county.id,
@@ -119,7 +119,7 @@ pub fn init_quiet(
         catalogue.count_accepted_at(Tier::Township),
         catalogue.count_accepted_at(Tier::County),
     );
-    println!("next: county-hub enroll --data {} --all --out-dir BUNDLES", dir.display());
+    node::say!("next: county-hub enroll --data {} --all --out-dir BUNDLES", dir.display());
     Ok(())
 }
 
@@ -209,7 +209,7 @@ pub fn enroll_one(dir: &Path, node: &str, out: &Path) -> Result<()> {
     let id = NodeId::new(node);
     let (bundle, _) = enrol(&secrets, &mut ledger, &id)?;
     write_private(out, &bundle)?;
-    println!(
+    node::say!(
         "county-hub: wrote bundle for {} ({}, {}) to {}",
         id,
         bundle.identity.node.tier,
@@ -235,7 +235,7 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
             eprintln!("county-hub: enrolled {}/{}", i + 1, nodes.len());
         }
     }
-    println!(
+    node::say!(
         "county-hub: wrote {} bundles to {} (nodes enrolled before, with live keys, were skipped)",
         nodes.len(),
         out_dir.display()
@@ -279,10 +279,10 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
             .iter()
             .map(|n| serde_json::json!({"id": n.id, "tier": n.tier, "parent": n.parent, "name": n.name}))
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        node::say!("{}", serde_json::Value::Array(rows));
     } else {
         for n in &nodes {
-            println!(
+            node::say!(
                 "{:<14} {:<9} {:<11} {}",
                 n.id,
                 n.tier,
@@ -290,7 +290,7 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
                 n.name
             );
         }
-        println!("{} nodes", nodes.len());
+        node::say!("{} nodes", nodes.len());
     }
     Ok(())
 }
@@ -301,13 +301,13 @@ pub fn revoke(dir: &Path, node: &str, reason: &str, staff: &node::cli::Staff) ->
     let events = ledger.revoke(&actor, &NodeId::new(node), reason)?;
     for e in &events {
         if let proto::Body::Revoke { key, .. } = &e.body {
-            println!(
+            node::say!(
                 "county-hub: revoked key {key} of {node} (event {}); it reaches every node with the next syncs",
                 e.id
             );
         }
     }
-    println!("next, for a replacement laptop: county-hub enroll --data {} --node {node} --out BUNDLE", dir.display());
+    node::say!("next, for a replacement laptop: county-hub enroll --data {} --node {node} --out BUNDLE", dir.display());
     Ok(())
 }
 
@@ -345,9 +345,10 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                 "hlc": e.hlc.to_string(), "actor": e.actor, "case": e.case, "kind": e.body.name(),
                 "detail": detail, "hash": e.hash().to_hex(),
             });
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", node::cli::json_line(&line))?;
         } else {
-            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), e.case.to_string(), e.body.name(), e.actor)?;
+            let (case, actor) = (node::cli::clean(e.case.as_str()), node::cli::clean(&e.actor));
+            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), case, e.body.name(), actor)?;
         }
         Ok(())
     })?;

@@ -168,13 +168,14 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    node::cli::quiet_on_closed_output();
     let cli = Cli::parse();
     if let Err(e) = cli.unlock.apply() {
         return exit_with(Err(e));
     }
     node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
-        Cmd::Serve { data, listen } => node::sync::serve(&data.data, &listen, None),
+        Cmd::Serve { data, listen } => node::cli::serve(&data.data, &listen, None),
         Cmd::Revoke { data, node, reason, staff } => hub::revoke(&data.data, &node, &reason, &staff),
         Cmd::Ledger { data, json } => hub::ledger(&data.data, json),
         Cmd::BenchIngest { data, cases, events_per_case } => ingest::run(&data, cases, events_per_case),

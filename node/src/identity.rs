@@ -85,9 +85,112 @@ impl Bundle {
         if bundle.format != BUNDLE_FORMAT {
             bail!("{} is a bundle of format {:?}; this program reads {BUNDLE_FORMAT}", path.display(), bundle.format);
         }
-        bundle.secrets.signing_key()?;
+        bundle.validate().with_context(|| {
+            format!("{} cannot enrol a node; ask the county for a new bundle (county-hub enroll)", path.display())
+        })?;
         Ok(bundle)
     }
+
+    /// Checks that the bundle can run its node, so that `init` never
+    /// creates a store every later command would fail on: the node is in
+    /// the topology with the same tier and parent and the public key of the
+    /// signing key; the certificate and TLS key parse, belong together, are
+    /// issued by the bundle's county CA and name the node; the catalogue
+    /// holds together and is not empty. (The topology was checked when it
+    /// was read.)
+    pub fn validate(&self) -> Result<()> {
+        let id = &self.identity;
+        let node = &id.node;
+        let listed = self
+            .topology
+            .get(&node.id)
+            .with_context(|| format!("its node {} is not in the topology it carries", node.id))?;
+        if listed.tier != node.tier || listed.parent != node.parent {
+            let under = |p: &Option<NodeId>| p.as_ref().map_or("nothing".to_string(), |p| p.to_string());
+            bail!(
+                "its node {} is a {} under {} in its topology, but the bundle says a {} under {}",
+                node.id,
+                listed.tier,
+                under(&listed.parent),
+                node.tier,
+                under(&node.parent)
+            );
+        }
+        if self.secrets.data_keys.for_lane(&node.id).is_none() {
+            bail!("it holds no data key for {}'s own cases", node.id);
+        }
+        if id.hub_address.trim().is_empty() {
+            bail!("it names no hub address");
+        }
+        check_certificate(id, &self.secrets)?;
+        let public = proto::event::KeyId::of(&self.secrets.signing_key()?.verifying_key());
+        let listed_key = listed.verifying_key.as_deref() == Some(public.to_hex().as_str());
+        let certificate = certificate_fingerprint(&id.tls_cert_pem).context("its node certificate is not PEM")?;
+        let enrolled = match &self.global {
+            None => false,
+            Some(hex_segment) => {
+                let bytes = hex::decode(hex_segment).context("its county events are damaged")?;
+                let segment = proto::sync::Segment::decode(&bytes).context("its county events are damaged")?;
+                segment.events.iter().any(|e| {
+                    matches!(&e.body, proto::Body::Enrol { node: n, key, certificate: c }
+                        if n == &node.id && *key == public && *c == certificate)
+                })
+            }
+        };
+        if !listed_key && !enrolled {
+            bail!(
+                "its signing key and certificate are not the ones the county enrolled for {}; every peer would refuse its work",
+                node.id
+            );
+        }
+
+        self.catalogue.validate().context("its catalogue does not hold together")?;
+        if self.catalogue.items.is_empty() {
+            bail!("its catalogue holds no items");
+        }
+        Ok(())
+    }
+}
+
+/// The node's certificate and key parse, belong together, chain to the
+/// county CA and name the node.
+fn check_certificate(id: &Identity, secrets: &Secrets) -> Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+    let certs = CertificateDer::pem_slice_iter(id.tls_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("its node certificate is not PEM")?;
+    let cert = certs.first().context("its node certificate is missing or not PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(secrets.tls_key_pem.as_bytes())
+        .context("its TLS key is not a PEM private key")?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(id.ca_cert_pem.as_bytes()) {
+        roots
+            .add(ca.context("its county CA certificate is not PEM")?)
+            .context("its county CA certificate cannot be read")?;
+    }
+    if roots.is_empty() {
+        bail!("it holds no county CA certificate");
+    }
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs.clone(), key, &provider)
+        .context("its TLS key cannot be read or does not belong to its certificate")?;
+    let parsed = rustls::server::ParsedCertificate::try_from(cert).context("its node certificate cannot be read")?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_millis(crate::wall_clock_ms()));
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &roots,
+        &certs[1..],
+        now,
+        provider.signature_verification_algorithms.all,
+    )
+    .context("its node certificate is not issued by its county CA, or is not valid now")?;
+    let want = certificate_name(&id.node.id, id.node.tier);
+    let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| anyhow::anyhow!("unreadable certificate: {e:?}"))?;
+    if !ee.valid_dns_names().any(|n| n == want) {
+        bail!("its node certificate does not name {want}");
+    }
+    Ok(())
 }
 
 /// The DNS name a node's certificate carries: `<id>.<tier>.node`. Peers

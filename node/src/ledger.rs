@@ -13,6 +13,7 @@ use proto::auth;
 use proto::author::{AuthoringError, Draft};
 use proto::event::{Create, FieldValue, KeyId, Seal};
 use proto::fold::{digest_of, CaseState};
+use proto::limits::{self, LimitError};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
 use proto::workflow::State;
 use proto::{Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, NodeId, Step, Topology};
@@ -41,6 +42,9 @@ pub enum Refusal {
          before taking new work"
     )]
     Recovering,
+    /// Input beyond the limits (see [`proto::limits`]).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 /// A newly taken case's input.
@@ -166,8 +170,23 @@ impl Ledger {
         crate::sync::apply_verdict(self, &county, &verdict)
     }
 
+    /// Opens a ledger for writing (see [`Store::open`]).
     pub fn open(dir: &Path) -> Result<Ledger> {
-        let store = Store::open(dir)?;
+        Ledger::on(Store::open(dir)?, dir)
+    }
+
+    /// Opens a ledger for reading; works on read-only media and on a
+    /// damaged store (see [`Store::open_read`]).
+    pub fn open_read(dir: &Path) -> Result<Ledger> {
+        Ledger::on(Store::open_read(dir)?, dir)
+    }
+
+    /// Opens a ledger for `verify --repair`, damaged or not.
+    pub fn open_for_repair(dir: &Path) -> Result<Ledger> {
+        Ledger::on(Store::open_for_repair(dir)?, dir)
+    }
+
+    fn on(store: Store, dir: &Path) -> Result<Ledger> {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
         let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
@@ -349,6 +368,7 @@ impl Ledger {
         if input.applicant.trim().is_empty() {
             return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
         }
+        limits::check_value_text("applicant", input.applicant.trim()).map_err(Refusal::from)?;
         let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
         let lane_key = self.lane_key(self.me())?;
         let mut fields = vec![
@@ -374,6 +394,10 @@ impl Ledger {
 
     fn protected_value(&self, key: &DataKey, field: &str, value: &str) -> Result<FieldValue> {
         let value = value.trim();
+        if PersonalKind::of_field(field) != Some(PersonalKind::IdNumber) {
+            // An ID number is checked whole below.
+            limits::check_value_text(field, value).map_err(Refusal::from)?;
+        }
         Ok(match PersonalKind::of_field(field) {
             None => FieldValue::Text(value.to_string()),
             Some(PersonalKind::IdNumber) => {
@@ -395,12 +419,7 @@ impl Ledger {
     /// Sets a field. Personal fields (id_number, phone, address) are
     /// protected before they are stored.
     pub fn edit(&mut self, actor: &str, case: &CaseId, field: &str, value: &str) -> Result<Event> {
-        if field.is_empty() || !field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-            return Err(Refusal::Invalid(format!(
-                "field name {field:?} must be lower-case letters, digits and '_' (e.g. applicant, phone, address)"
-            ))
-            .into());
-        }
+        limits::check_field_name(field).map_err(Refusal::from)?;
         let home = case.home().ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
         let value = self.protected_value(&self.lane_key(&home)?, field, value)?;
         self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })

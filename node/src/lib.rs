@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod identity;
+pub mod integrity;
 pub mod keystore;
 pub mod ledger;
 pub mod linkemu;

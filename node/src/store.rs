@@ -4,12 +4,19 @@
 //! and `person_index` tables are derived from events and can be rebuilt at
 //! any time ([`Store::rebuild`]). Nothing is reported written before the
 //! transaction that holds it has committed to disk.
+//!
+//! A store is opened for writing ([`Store::open`]: a session, see
+//! [`crate::integrity`], and refused when damaged) or for reading
+//! ([`Store::open_read`]: read-only, without migrations, when the directory
+//! or file cannot be written, e.g. on read-only media).
 
+use crate::integrity;
 use anyhow::{bail, Context, Result};
 use proto::event::{ChainTip, KeyId, Seal};
 use proto::fold::CaseState;
 use proto::sync::KeyStatus;
 use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId};
+use rusqlite::OpenFlags;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
@@ -94,6 +101,18 @@ pub struct QuarantineEntry {
 /// A node's store.
 pub struct Store {
     conn: Connection,
+    /// This process's part in the writing session; dropped after the
+    /// connection has closed. None when opened for reading.
+    session: Option<integrity::Session>,
+}
+
+/// What a store is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Writes: refused on a store found damaged.
+    Write,
+    /// `verify --repair`: opened whatever its state.
+    Repair,
 }
 
 fn configure(conn: &Connection) -> Result<()> {
@@ -129,22 +148,116 @@ impl Store {
         if path.exists() {
             bail!("{} already holds a node; use another --data directory", dir.display());
         }
+        let (mut session, _) = integrity::Session::begin(dir)?;
         let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store { conn })
+        session.checked()?;
+        Ok(Store { conn, session: Some(session) })
     }
 
-    /// Opens the store in `dir`, applying pending migrations.
+    /// Opens the store in `dir` for writing, applying pending migrations.
+    /// Refuses a store found damaged, checking it first when the previous
+    /// session did not end cleanly (see [`crate::integrity`]).
     pub fn open(dir: &Path) -> Result<Store> {
+        Store::open_for(dir, Purpose::Write)
+    }
+
+    /// Opens the store in `dir` for `verify --repair`, damaged or not.
+    pub fn open_for_repair(dir: &Path) -> Result<Store> {
+        Store::open_for(dir, Purpose::Repair)
+    }
+
+    fn open_for(dir: &Path, purpose: Purpose) -> Result<Store> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
             bail!("{} holds no node; run `init --data {}` first", dir.display(), dir.display());
         }
+        let (mut session, due) = integrity::Session::begin(dir)?;
+        if purpose == Purpose::Write {
+            if let Some(advice) = integrity::recorded_damage(dir) {
+                bail!("{}", advice.trim());
+            }
+        }
         let mut conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        if due && purpose == Purpose::Write {
+            conn.busy_timeout(Duration::from_secs(30))?;
+            integrity::ensure_sound(&conn, dir)?;
+        }
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(Store { conn })
+        session.checked()?;
+        Ok(Store { conn, session: Some(session) })
+    }
+
+    /// Opens the store in `dir` for reading. Where the directory and file
+    /// can be written this is [`Store::open`] without the damage check (a
+    /// damaged store can still be read); elsewhere (read-only media) the
+    /// file is opened read-only, with no migration and no journal change.
+    pub fn open_read(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            bail!("{} holds no node; run `init --data {}` first", dir.display(), dir.display());
+        }
+        let dir_writable = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(integrity::LOCK_FILE))
+            .is_ok();
+        if dir_writable {
+            let mut conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            if !conn.is_readonly("main")? {
+                configure(&conn)?;
+                migrate(&mut conn)?;
+                return Ok(Store { conn, session: None });
+            }
+        }
+        Store::open_read_only(dir)
+    }
+
+    pub(crate) fn open_read_only(dir: &Path) -> Result<Store> {
+        let path = dir.join(DB_FILE);
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Without a WAL left behind the file is all there is, and nothing
+        // can change it: `immutable` needs no lock or shared-memory file
+        // (which could not be created here). With one, SQLite must read it.
+        let has_wal = dir.join(format!("{DB_FILE}-wal")).exists();
+        let mut attempts = Vec::new();
+        if has_wal {
+            attempts.push((file_uri(&path, "mode=ro"), None));
+        }
+        let caveat = has_wal.then_some("the changes left in its write-ahead log cannot be read here");
+        attempts.push((file_uri(&path, "immutable=1"), caveat));
+        let mut last = None;
+        for (uri, caveat) in attempts {
+            let conn = match Connection::open_with_flags(&uri, flags) {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            conn.busy_timeout(Duration::from_secs(30))?;
+            match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, usize>(0)) {
+                Ok(v) if v == MIGRATIONS.len() => {
+                    if let Some(caveat) = caveat {
+                        tracing::warn!("{} is read-only: {caveat}", dir.display());
+                    }
+                    return Ok(Store { conn, session: None });
+                }
+                Ok(v) if v > MIGRATIONS.len() => {
+                    bail!("this data directory was written by a newer version (schema {v}); upgrade this program")
+                }
+                Ok(v) => bail!(
+                    "{} is read-only and holds an older schema ({v}); open it once where it can be written to upgrade it",
+                    dir.display()
+                ),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no way to open it")))
+            .with_context(|| format!("cannot open {} read-only", path.display()))
     }
 
     /// Starts a write transaction that holds the database's write lock
@@ -157,6 +270,25 @@ impl Store {
     pub fn conn(&self) -> &Connection {
         &self.conn
     }
+
+    /// True when opened for reading only.
+    pub fn is_read_only(&self) -> bool {
+        self.session.is_none()
+    }
+}
+
+/// A `file:` URI for `path` with `query`, for SQLite.
+fn file_uri(path: &Path, query: &str) -> String {
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' | b'~' => uri.push(b as char),
+            _ => uri.push_str(&format!("%{b:02X}")),
+        }
+    }
+    uri.push('?');
+    uri.push_str(query);
+    uri
 }
 
 // ---- reads and writes usable both inside and outside a transaction ----
@@ -178,6 +310,8 @@ pub fn meta_set<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result
     Ok(())
 }
 
+/// Decodes a stored event. A failure means the store is damaged; the
+/// command line adds what to do about it.
 fn decode_event(bytes: Vec<u8>) -> rusqlite::Result<Event> {
     Event::decode(&bytes)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
@@ -697,6 +831,19 @@ pub fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>)
     Ok(())
 }
 
+/// [`for_each_event`] for `verify`, which reports damage itself: events
+/// that cannot be decoded are skipped, and a read that fails ends the walk.
+pub fn for_each_decodable_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT body FROM events ORDER BY origin, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Ok(Some(r)) = rows.next() {
+        if let Ok(e) = r.get::<_, Vec<u8>>(0).map_err(anyhow::Error::from).and_then(|b| Ok(Event::decode(&b)?)) {
+            f(e)?;
+        }
+    }
+    Ok(())
+}
+
 /// Records refused input. `event` is the encoded event when it was in this
 /// node's scope, or only its header otherwise: data outside a node's scope
 /// is never stored, not even in quarantine.
@@ -732,19 +879,9 @@ pub fn quarantine_list(conn: &Connection) -> Result<Vec<QuarantineEntry>> {
 }
 
 impl Store {
-    /// Drops and recomputes every derived row from the events.
+    /// Drops and recomputes every index and derived row from the events
+    /// (see [`integrity::repair`]). Returns the number of cases.
     pub fn rebuild(&mut self) -> Result<usize> {
-        let tx = self.write()?;
-        tx.execute_batch("DELETE FROM cases; DELETE FROM person_index;")?;
-        let ids: Vec<CaseId> = {
-            let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
-            let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        for id in &ids {
-            refold_case(&tx, id)?;
-        }
-        tx.commit()?;
-        Ok(ids.len())
+        integrity::repair(self)
     }
 }

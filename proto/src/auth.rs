@@ -103,6 +103,7 @@ pub fn authorize(
     create: Option<&Create>,
     body: &Body,
 ) -> Result<(), AuthError> {
+    crate::limits::check_body(body)?;
     let author_info = topology.get(author).ok_or_else(|| AuthError::UnknownNode(author.clone()))?;
     let tier = author_info.tier;
     let expected = lane_of(case, body);

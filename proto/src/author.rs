@@ -7,6 +7,7 @@ use crate::auth::{self, AuthError};
 use crate::catalogue::Catalogues;
 use crate::event::{ChainTip, Lane};
 use crate::fold::CaseState;
+use crate::limits;
 use crate::workflow::{self, State};
 use crate::{Body, CaseId, Event, EventId, Hlc, NodeId, Topology};
 
@@ -76,6 +77,10 @@ impl Draft<'_> {
         let create = self.current.and_then(|c| c.create.as_ref());
         if !creating && create.is_none() {
             return Err(AuthoringError::NoSuchCase(self.case.clone()));
+        }
+        limits::check_actor(self.actor).map_err(AuthError::from)?;
+        if let Some(st) = self.current {
+            limits::check_growth(st, &self.body).map_err(AuthError::from)?;
         }
         auth::authorize(
             self.topology,

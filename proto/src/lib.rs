@@ -13,6 +13,7 @@ pub mod event;
 pub mod fold;
 pub mod hlc;
 pub mod ids;
+pub mod limits;
 pub mod personal;
 pub mod sync;
 pub mod topology;

@@ -41,6 +41,11 @@ pub fn validate_id_number(raw: &str) -> Result<String, IdNumberError> {
     if n != 18 {
         return Err(IdNumberError::Length(n));
     }
+    // Only ASCII may be sliced by byte below: a multi-byte character of
+    // the right count must not reach `split_at`.
+    if !id.is_ascii() {
+        return Err(IdNumberError::Character);
+    }
     let (body, last) = id.split_at(17);
     let last = last.chars().next().unwrap_or(' ');
     if !body.bytes().all(|b| b.is_ascii_digit()) || !(last.is_ascii_digit() || last == 'X') {
@@ -128,6 +133,10 @@ mod tests {
         ));
         assert!(matches!(validate_id_number("12345"), Err(IdNumberError::Length(5))));
         assert!(matches!(validate_id_number("11010519491331002X"), Err(IdNumberError::BirthDate(_))));
+        // 18 characters, one of them multi-byte: refused, not a panic.
+        assert_eq!(validate_id_number("123456789012345中67"), Err(IdNumberError::Character));
+        assert_eq!(validate_id_number("中23456789012345678"), Err(IdNumberError::Character));
+        assert_eq!(validate_id_number("12345678901234567中"), Err(IdNumberError::Character));
     }
 
     #[test]

@@ -407,6 +407,11 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
+            if let Err(err) = crate::limits::check_actor(&e.actor) {
+                refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
+                complete = false;
+                break;
+            }
             match auth::authorize(topology, catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 Ok(()) => {}
                 Err(auth::AuthError::Catalogue(CatalogueCheck::VersionNotHeld(_))) => {

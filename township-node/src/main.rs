@@ -46,6 +46,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    node::cli::quiet_on_closed_output();
     let cli = Cli::parse();
     if let Err(e) = cli.unlock.apply() {
         return exit_with(Err(e));
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
         Cmd::Serve { data, listen, upstream, every } => {
-            node::sync::serve(&data.data, &listen, upstream.map(|u| (u, std::time::Duration::from_secs(every.max(1)))))
+            node::cli::serve(&data.data, &listen, upstream.map(|u| (u, std::time::Duration::from_secs(every.max(1)))))
         }
         Cmd::Init { data, enrollment } => {
             node::cli::init_from_bundle(&data.data, &enrollment, Tier::Township, "township-node")

@@ -31,6 +31,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    node::cli::quiet_on_closed_output();
     let cli = Cli::parse();
     if let Err(e) = cli.unlock.apply() {
         return exit_with(Err(e));

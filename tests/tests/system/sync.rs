@@ -264,13 +264,19 @@ fn tampered_and_forged_events_are_quarantined() {
     let (a, b, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, HUB));
     ok("village-node", &["case", "generate", "--data", &a, "--count", "3", "--seed", "4", "--as", "王芳"]);
     ok("village-node", &["case", "generate", "--data", &b, "--count", "3", "--seed", "5", "--as", "李娜"]);
-    // Tamper with A's first event on disk, as a thief or a broken relay might.
+    // Tamper with A's first event on disk, as a thief might: the row is
+    // kept consistent (its stored hash too, or A's own check would refuse to
+    // send it), so only the chain and the seal give it away.
     let conn = rusqlite::Connection::open(net.county.data(VILLAGE_A).join("node.db")).unwrap();
     let blob: Vec<u8> =
         conn.query_row("SELECT body FROM events WHERE seq = 1 AND origin = ?1", [VILLAGE_A], |r| r.get(0)).unwrap();
     let mut e = proto::Event::decode(&blob).unwrap();
     e.actor = "冒名者".into();
-    conn.execute("UPDATE events SET body = ?1 WHERE seq = 1 AND origin = ?2", (e.encode(), VILLAGE_A)).unwrap();
+    conn.execute(
+        "UPDATE events SET body = ?1, hash = ?2 WHERE seq = 1 AND origin = ?3",
+        rusqlite::params![e.encode(), e.hash().0.to_vec(), VILLAGE_A],
+    )
+    .unwrap();
     // Forge B's seal: sign its chain head with A's key instead of B's.
     let bundle: Value = serde_json::from_str(
         &std::fs::read_to_string(net.county.root.path().join(format!("{VILLAGE_A}.bundle.json"))).unwrap(),

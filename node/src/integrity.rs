@@ -1,0 +1,596 @@
+//! Keeping a damaged store from taking work it can never send.
+//!
+//! A store is checked ([`check`]: SQLite's `quick_check`, every event
+//! decoded and matched against the id and hash stored beside it, every
+//! derived case row decoded)
+//! - when it is opened for writing and the previous session did not end
+//!   cleanly, or the file changed since it did (a killed process, a power
+//!   cut, a disk or a person that altered it);
+//! - at the start of every `sync`, and of `serve` below the county (whose
+//!   store, holding everything, is checked only after an unclean end).
+//!
+//! A store found damaged is marked so (`node.damaged`): every write is
+//! refused with what to do, until `verify --repair` has rebuilt it (derived
+//! rows and indexes), or the node is initialised afresh and pulls its data
+//! back from its peers.
+//!
+//! Sessions: every process that opens the store for writing holds a shared
+//! `flock` on `node.lock` while it does. The first one in (the only one to
+//! get it exclusively) reads `node.state`: `clean <size> <mtime>`, written by
+//! the last one out once SQLite had checkpointed and removed its WAL, vouches
+//! for the file if it is still that size and age and has no WAL; `open`
+//! (a session that never ended: a crash) or `checking` (a check that never
+//! finished) do not. Later openers wait for the first one's check.
+
+use crate::store::{self, DB_FILE};
+use anyhow::{Context, Result};
+use proto::{codec, CaseId, Event};
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// Held (shared) by every process writing to the store.
+pub const LOCK_FILE: &str = "node.lock";
+/// How the last session ended.
+pub const STATE_FILE: &str = "node.state";
+/// Why the store was found damaged; writes are refused while it exists.
+pub const DAMAGED_FILE: &str = "node.damaged";
+const WAL_FILE: &str = "node.db-wal";
+/// Problems listed per kind in a report.
+const MAX_LISTED: usize = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    mtime_ns: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Clean(Fingerprint),
+    Open,
+    Checking,
+}
+
+fn fingerprint(dir: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(dir.join(DB_FILE)).ok()?;
+    let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(Fingerprint { len: meta.len(), mtime_ns: mtime.as_nanos() })
+}
+
+fn wal_is_empty(dir: &Path) -> bool {
+    std::fs::metadata(dir.join(WAL_FILE)).map(|m| m.len() == 0).unwrap_or(true)
+}
+
+fn read_state(dir: &Path) -> Option<State> {
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        ["open"] => Some(State::Open),
+        ["checking"] => Some(State::Checking),
+        ["clean", len, mtime] => {
+            Some(State::Clean(Fingerprint { len: len.parse().ok()?, mtime_ns: mtime.parse().ok()? }))
+        }
+        _ => None,
+    }
+}
+
+/// Replaces the state file (write, then rename, so a reader never sees
+/// half of it). A state that cannot be written only costs a check later.
+fn write_state(dir: &Path, state: &State) {
+    let text = match state {
+        State::Clean(f) => format!("clean {} {}\n", f.len, f.mtime_ns),
+        State::Open => "open\n".into(),
+        State::Checking => "checking\n".into(),
+    };
+    let tmp = dir.join(format!("{STATE_FILE}.{}", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, dir.join(STATE_FILE)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// One process's part in a writing session on a store.
+#[derive(Debug)]
+pub struct Session {
+    dir: PathBuf,
+    lock: File,
+    first: bool,
+    checked: bool,
+}
+
+impl Session {
+    /// Joins (or starts) the session on the store in `dir`. Returns it and
+    /// whether the store must be checked before it is written to.
+    pub fn begin(dir: &Path) -> Result<(Session, bool)> {
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(LOCK_FILE))
+            .with_context(|| {
+                format!(
+                    "{} cannot be written (read-only media?): commands that change the store need a writable \
+                     data directory; reading commands (case show/list/find, digest, verify) work here",
+                    dir.display()
+                )
+            })?;
+        let first = lock.try_lock().is_ok();
+        if !first {
+            // Waits while the first one in checks the store.
+            lock.lock_shared().context("cannot lock the store")?;
+        }
+        let vouched = match read_state(dir) {
+            Some(State::Open) => !first,
+            Some(State::Clean(f)) => fingerprint(dir) == Some(f) && wal_is_empty(dir),
+            _ => false,
+        };
+        if first && !vouched {
+            write_state(dir, &State::Checking);
+        }
+        Ok((Session { dir: dir.to_path_buf(), lock, first, checked: false }, !vouched))
+    }
+
+    /// The store passed its check (or needed none): later openers may
+    /// trust it, and this process now shares the session.
+    pub fn checked(&mut self) -> Result<()> {
+        write_state(&self.dir, &State::Open);
+        self.checked = true;
+        if self.first {
+            self.lock.lock_shared().context("cannot lock the store")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    /// Runs once the connection has closed. The last process out records
+    /// the file as it leaves it, if SQLite has emptied its WAL into it.
+    fn drop(&mut self) {
+        if self.checked && self.lock.try_lock().is_ok() && wal_is_empty(&self.dir) {
+            if let Some(f) = fingerprint(&self.dir) {
+                write_state(&self.dir, &State::Clean(f));
+            }
+        }
+    }
+}
+
+/// What a check found; empty when the store is sound.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// SQLite's own check of the file (pages, b-trees, indexes), or reads
+    /// that failed.
+    pub structure: Vec<String>,
+    /// Events (or equivocation evidence) that cannot be decoded or do not
+    /// match the id and hash stored beside them.
+    pub events: Vec<String>,
+    /// Derived case rows that cannot be decoded.
+    pub derived: Vec<String>,
+}
+
+impl Health {
+    pub fn is_ok(&self) -> bool {
+        self.structure.is_empty() && self.events.is_empty() && self.derived.is_empty()
+    }
+
+    /// Only derived rows are damaged: `verify --repair` rebuilds them.
+    pub fn repairable(&self) -> bool {
+        self.structure.is_empty() && self.events.is_empty()
+    }
+
+    /// Every problem, most serious first.
+    pub fn problems(&self) -> Vec<String> {
+        self.structure.iter().chain(&self.events).chain(&self.derived).cloned().collect()
+    }
+}
+
+fn push(list: &mut Vec<String>, problem: String) {
+    if list.len() < MAX_LISTED {
+        list.push(problem);
+    } else if list.len() == MAX_LISTED {
+        list.push("… and more".into());
+    }
+}
+
+/// Checks the store behind `conn`: the file's structure, every event, every
+/// derived row. Reads only; costs one pass over the database.
+pub fn check(conn: &Connection) -> Health {
+    let mut h = Health::default();
+    match quick_check(conn) {
+        Ok(problems) => problems.into_iter().for_each(|p| push(&mut h.structure, p)),
+        Err(e) => push(&mut h.structure, format!("SQLite cannot check the file: {e}")),
+    }
+    for table in ["events", "equivocations"] {
+        if let Err(e) = check_events(conn, table, &mut h.events) {
+            push(&mut h.structure, format!("reading the {table} failed: {e}"));
+        }
+    }
+    if let Err(e) = check_case_rows(conn, &mut h.derived) {
+        push(&mut h.structure, format!("reading the case rows failed: {e}"));
+    }
+    h
+}
+
+fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(10)")?;
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    // One row may hold several lines.
+    Ok(rows
+        .iter()
+        .flat_map(|r| r.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "ok" && !l.starts_with("***"))
+        .map(String::from)
+        .collect())
+}
+
+fn check_events(conn: &Connection, table: &str, problems: &mut Vec<String>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("SELECT origin, seq, hash, body FROM {table}"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (origin, seq): (String, i64) = (r.get(0)?, r.get(1)?);
+        let hash: Vec<u8> = r.get(2)?;
+        let body: Vec<u8> = r.get(3)?;
+        match Event::decode(&body) {
+            Err(e) => push(problems, format!("event {origin}/{seq} cannot be decoded ({e})")),
+            Ok(e) if e.id.origin.as_str() != origin || i64::try_from(e.id.seq) != Ok(seq) => {
+                push(problems, format!("the event stored as {origin}/{seq} is {}", e.id))
+            }
+            Ok(e) if e.hash().0.as_slice() != hash.as_slice() => {
+                push(problems, format!("event {origin}/{seq} does not match its stored hash"))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_case_rows(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT case_id, folded FROM cases")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let case: String = r.get(0)?;
+        let folded: Vec<u8> = r.get(1)?;
+        if codec::decode::<proto::CaseState>("case", &folded).is_err() {
+            push(problems, format!("the derived row of case {case} cannot be decoded"));
+        }
+    }
+    Ok(())
+}
+
+/// The damage recorded for the store in `dir`, if any.
+pub fn recorded_damage(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(DAMAGED_FILE)).ok()
+}
+
+/// Records that the store in `dir` is damaged, so that every later write
+/// is refused without checking again.
+pub fn record_damage(dir: &Path, health: &Health) {
+    let _ = std::fs::write(dir.join(DAMAGED_FILE), advice(dir, health));
+}
+
+/// The store has been repaired: writes may resume.
+pub fn clear_damage(dir: &Path) -> Result<()> {
+    match std::fs::remove_file(dir.join(DAMAGED_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", dir.join(DAMAGED_FILE).display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn program() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| ["county-hub", "township-node", "village-node"].contains(&n.as_str()))
+        .unwrap_or_else(|| "village-node".into())
+}
+
+/// How to get a node with a damaged store working again.
+pub fn recovery(dir: &Path) -> String {
+    let p = program();
+    let d = dir.display();
+    format!(
+        "keep {d} aside (it may hold work not yet synced), initialise a new directory from this node's \
+         enrolment bundle (`{p} init --data NEW_DIR --enrollment BUNDLE`; if it is lost, the county issues \
+         another with `county-hub enroll`) and run `{p} sync --data NEW_DIR` with the county hub and with \
+         every other node this one syncs with (`--peer ADDR`): that pulls back everything they hold of this \
+         node's cases. Work never synced from {d} is lost. (The county hub restores from its backup instead.)"
+    )
+}
+
+/// What the refusal of a write to a damaged store says.
+pub fn advice(dir: &Path, health: &Health) -> String {
+    let problems = health.problems();
+    let shown = problems.first().cloned().unwrap_or_default();
+    let more = if problems.len() > 1 { format!(" (and {} more)", problems.len() - 1) } else { String::new() };
+    let p = program();
+    let d = dir.display();
+    if health.repairable() {
+        format!(
+            "the derived case rows in {d} are damaged: {shown}{more}. Nothing was written. \
+             Run `{p} verify --data {d} --repair`: it rebuilds them from the events."
+        )
+    } else if health.events.is_empty() {
+        format!(
+            "the store in {d} is damaged: {shown}{more}. Nothing was written. \
+             First try `{p} verify --data {d} --repair`; if the store is still damaged after it, {}",
+            recovery(dir)
+        )
+    } else {
+        format!(
+            "the store in {d} is damaged: {shown}{more}. Nothing was written, and its events cannot be \
+             repaired here: {}",
+            recovery(dir)
+        )
+    }
+}
+
+/// Checks the store and, when damaged, records it and returns the refusal.
+pub fn ensure_sound(conn: &Connection, dir: &Path) -> Result<()> {
+    let health = check(conn);
+    if health.is_ok() {
+        return Ok(());
+    }
+    record_damage(dir, &health);
+    Err(anyhow::anyhow!(advice(dir, &health)))
+}
+
+/// Compares every derived row (case rows, the personal-data index, the
+/// revocation list) with what the events say, without trusting the stored
+/// rows to decode. Returns the differences.
+pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut expected_lookups: BTreeSet<(String, String)> = BTreeSet::new();
+    let ids: Vec<CaseId> = {
+        let mut stmt = conn.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
+        let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut row_stmt =
+        conn.prepare("SELECT item, state, home, handler, flagged, updated_wall, folded FROM cases WHERE case_id = ?1")?;
+    for id in &ids {
+        // Undecodable events are reported by `check`; their cases cannot be folded.
+        let Ok(Some(st)) = store::fold_stored(conn, id) else { continue };
+        for values in st.fields.values() {
+            for v in values {
+                if let proto::event::FieldValue::Protected(p) = v {
+                    expected_lookups.insert((p.lookup.clone(), id.0.clone()));
+                }
+            }
+        }
+        type Row = (String, String, String, String, bool, u64, Vec<u8>);
+        let row: Option<Row> = rusqlite::OptionalExtension::optional(row_stmt.query_row([&id.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        }))?;
+        let Some((item, state, home, handler, flagged, updated, folded)) = row else {
+            push(&mut problems, format!("case {id} has no derived row"));
+            continue;
+        };
+        let columns = (item.as_str(), state.as_str(), home.as_str(), handler.as_str(), flagged, updated)
+            == (st.item(), st.state.name(), st.home.as_str(), st.handler.as_str(), st.flagged(), st.updated.wall_ms);
+        let digest = codec::decode::<proto::CaseState>("case", &folded).map(|c| c.digest());
+        match digest {
+            Err(_) => push(&mut problems, format!("the derived row of case {id} cannot be decoded")),
+            Ok(d) if d != st.digest() || !columns => {
+                push(&mut problems, format!("the derived row of case {id} differs from a fresh fold of its events"))
+            }
+            Ok(_) => {}
+        }
+    }
+    let held: BTreeSet<String> = ids.iter().map(|c| c.0.clone()).collect();
+    let mut stmt = conn.prepare("SELECT case_id FROM cases")?;
+    for c in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let c = c?;
+        if !held.contains(&c) {
+            push(&mut problems, format!("a derived row names case {c}, which has no events"));
+        }
+    }
+    let mut stmt = conn.prepare("SELECT lookup, case_id FROM person_index")?;
+    let stored: BTreeSet<(String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    // Entries of values replaced since are kept by design (a look-up finds
+    // a case by any value it held); only missing entries and entries for
+    // cases that do not exist are damage.
+    let missing = expected_lookups.difference(&stored).count();
+    if missing > 0 {
+        push(&mut problems, format!("{missing} personal-data index entries are missing"));
+    }
+    let stray = stored.iter().filter(|(_, c)| !held.contains(c)).count();
+    if stray > 0 {
+        push(&mut problems, format!("{stray} personal-data index entries name cases that have no events"));
+    }
+    let expected_revoked = revocations(conn)?;
+    let mut stmt = conn.prepare("SELECT node, event_origin, event_seq FROM revoked")?;
+    let stored_revoked: BTreeSet<(String, String, u64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+    let revoked_nodes: BTreeSet<&String> = stored_revoked.iter().map(|(n, _, _)| n).collect();
+    let expected_nodes: BTreeSet<&String> = expected_revoked.iter().map(|(n, _, _)| n).collect();
+    if revoked_nodes != expected_nodes {
+        push(&mut problems, "the revocation list differs from the revocations held".into());
+    }
+    Ok(problems)
+}
+
+/// Every revocation event held: (node, origin, seq).
+fn revocations(conn: &Connection) -> Result<Vec<(String, String, u64)>> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT body FROM events WHERE lane = '*' ORDER BY origin, seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let body: Vec<u8> = r.get(0)?;
+        if let Ok(e) = Event::decode(&body) {
+            if let proto::Body::Revoke { node, .. } = &e.body {
+                out.push((node.0.clone(), e.id.origin.0.clone(), e.id.seq));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds every index and derived table from the source of truth,
+/// without reading (let alone decoding) the old derived rows: a table that
+/// cannot even be emptied is dropped and created again. Returns the
+/// number of cases folded.
+pub fn repair(store: &mut store::Store) -> Result<usize> {
+    let tx = store.write()?;
+    tx.execute_batch("REINDEX").context("rebuilding the indexes failed")?;
+    for table in ["cases", "person_index", "revoked"] {
+        reset_table(&tx, table)?;
+    }
+    for (node, origin, seq) in revocations(&tx)? {
+        tx.execute(
+            "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
+            rusqlite::params![node, origin, seq],
+        )?;
+    }
+    let ids: Vec<CaseId> = {
+        let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
+        let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for id in &ids {
+        // A case with an event that cannot be decoded stays without a row;
+        // `check` reports the event.
+        if let Err(e) = store::refold_case(&tx, id) {
+            tracing::warn!("case {id} cannot be folded: {e:#}");
+        }
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
+fn reset_table(conn: &Connection, table: &str) -> Result<()> {
+    if conn.execute(&format!("DELETE FROM {table}"), []).is_ok() {
+        return Ok(());
+    }
+    let schema: Vec<String> = {
+        let mut stmt = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE tbl_name = ?1 AND sql IS NOT NULL ORDER BY type = 'index'")?;
+        let rows = stmt.query_map([table], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    conn.execute_batch(&format!("DROP TABLE {table}"))
+        .with_context(|| format!("the {table} table can be neither emptied nor dropped"))?;
+    for sql in schema {
+        conn.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
+/// True when `e` comes from SQLite finding the file damaged.
+pub fn is_corruption(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) || c.downcast_ref::<codec::DecodeError>().is_some()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn store_with_rows(dir: &Path) {
+        let store = Store::create(dir).unwrap();
+        store.conn().execute_batch("INSERT INTO meta (key, value) VALUES ('k', '\"v\"')").unwrap();
+    }
+
+    fn due(dir: &Path) -> bool {
+        let (mut s, due) = Session::begin(dir).unwrap();
+        s.checked().unwrap();
+        due
+    }
+
+    #[test]
+    fn a_cleanly_closed_store_is_trusted_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        assert!(matches!(read_state(dir.path()), Some(State::Clean(_))));
+        assert!(!due(dir.path()), "closed cleanly and unchanged: no check");
+        // Something writes the file behind the store's back.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        let n = bytes.len();
+        bytes[n - 100] ^= 0xff;
+        std::fs::write(dir.path().join(DB_FILE), bytes).unwrap();
+        assert!(due(dir.path()));
+    }
+
+    #[test]
+    fn a_session_that_never_ended_is_checked_and_later_openers_wait_for_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        write_state(dir.path(), &State::Open);
+        let (mut first, due_first) = Session::begin(dir.path()).unwrap();
+        assert!(due_first, "a crashed session leaves `open` behind");
+        first.checked().unwrap();
+        let (mut second, due_second) = Session::begin(dir.path()).unwrap();
+        assert!(!due_second, "the first one in has checked");
+        second.checked().unwrap();
+        drop(first);
+        assert_eq!(read_state(dir.path()), Some(State::Open), "only the last one out records the store");
+        drop(second);
+        assert!(matches!(read_state(dir.path()), Some(State::Clean(_))));
+        // A check that never finished is done again by whoever comes next.
+        write_state(dir.path(), &State::Checking);
+        let (_held, due) = Session::begin(dir.path()).unwrap();
+        assert!(due);
+    }
+
+    #[test]
+    fn damage_found_is_recorded_and_refuses_writes_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .conn()
+                .execute("INSERT INTO cases VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')", [])
+                .unwrap();
+            let err = ensure_sound(store.conn(), dir.path()).unwrap_err().to_string();
+            assert!(err.contains("verify --data") && err.contains("--repair"), "{err}");
+        }
+        let err = Store::open(dir.path()).err().expect("refused").to_string();
+        assert!(err.contains("v-1 cannot be decoded"), "{err}");
+        assert!(Store::open_read(dir.path()).is_ok(), "a damaged store can still be read");
+        let mut store = Store::open_for_repair(dir.path()).unwrap();
+        repair(&mut store).unwrap();
+        assert!(check(store.conn()).is_ok());
+        clear_damage(dir.path()).unwrap();
+        drop(store);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn events_that_do_not_match_their_hash_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        store.conn().execute("INSERT INTO events VALUES ('v', 1, 'v', 1, x'00', 'v-1', 1, 0, x'0102')", []).unwrap();
+        let h = check(store.conn());
+        assert!(!h.repairable() && h.events[0].contains("v/1 cannot be decoded"), "{h:?}");
+        let advice = advice(dir.path(), &h);
+        assert!(advice.contains("init --data NEW_DIR") && advice.contains("sync --data NEW_DIR"), "{advice}");
+    }
+
+    #[test]
+    fn the_read_only_open_reads_a_store_under_any_path() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a dir #1 ?x=%20&y");
+        store_with_rows(&dir);
+        let store = Store::open_read_only(&dir).unwrap();
+        let v: String = store.conn().query_row("SELECT value FROM meta WHERE key = 'k'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "\"v\"");
+        assert!(store.is_read_only());
+        assert!(store.conn().execute("DELETE FROM meta", []).is_err(), "read-only");
+        drop(store);
+        assert!(!dir.join("node.db-wal").exists() && !dir.join("node.db-shm").exists(), "nothing created beside it");
+    }
+}
