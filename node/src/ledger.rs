@@ -88,6 +88,7 @@ enum Check {
 const HLC_KEY: &str = "hlc";
 const SECRETS_KEY: &str = "secrets";
 const CLOCK_KEY: &str = "clock_offset";
+const FOLD_VERSION_KEY: &str = "fold_version";
 
 /// "3 days", "5 hours", "12 minutes".
 fn human_duration(ms: u64) -> String {
@@ -172,7 +173,23 @@ impl Ledger {
 
     /// Opens a ledger for writing (see [`Store::open`]).
     pub fn open(dir: &Path) -> Result<Ledger> {
-        Ledger::on(Store::open(dir)?, dir)
+        let mut ledger = Ledger::on(Store::open(dir)?, dir)?;
+        ledger.refold_if_stale()?;
+        Ok(ledger)
+    }
+
+    /// Case rows folded by another version of the fold are rebuilt from
+    /// the events (which are the truth), once.
+    fn refold_if_stale(&mut self) -> Result<()> {
+        let stored: Option<u32> = store::meta_get(self.store.conn(), FOLD_VERSION_KEY)?;
+        if stored != Some(proto::fold::FOLD_VERSION) {
+            if stored.is_some() {
+                tracing::warn!(from = ?stored, to = proto::fold::FOLD_VERSION, "rebuilding case rows for a new fold");
+            }
+            self.store.rebuild()?;
+            store::meta_set(self.store.conn(), FOLD_VERSION_KEY, &proto::fold::FOLD_VERSION)?;
+        }
+        Ok(())
     }
 
     /// Opens a ledger for reading; works on read-only media and on a

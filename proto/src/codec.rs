@@ -9,8 +9,66 @@ use serde::{de::DeserializeOwned, Serialize};
 pub struct DecodeError {
     /// What was being decoded.
     pub what: &'static str,
+    /// Why, as a kind a program can act on.
+    pub kind: DecodeErrorKind,
     /// The decoder's explanation.
     pub message: String,
+}
+
+/// Why a value could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeErrorKind {
+    /// The bytes are not a well-formed value of the type.
+    Malformed,
+    /// The bytes are another kind of value (their type byte differs).
+    WrongType,
+    /// A format version this program does not read (a newer release).
+    UnsupportedVersion(u8),
+}
+
+/// The first two bytes of every tagged encoding: what it is and which
+/// version of its format. Each kind keeps its own version; a change of
+/// format bumps it, and golden-bytes tests pin every current one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub kind: u8,
+    pub version: u8,
+    pub what: &'static str,
+}
+
+/// A sync message on the wire.
+pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 1, what: "sync message" };
+/// An event as stored.
+pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
+/// The bytes an event's hash covers (its header).
+pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header" };
+/// The bytes an event's content hash covers.
+pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event content" };
+/// A segment carried in an enrolment bundle.
+pub const SEGMENT: Tag = Tag { kind: 0x47, version: 1, what: "segment" };
+
+/// Encodes a value behind its tag.
+pub fn encode_tagged<T: Serialize>(tag: Tag, value: &T) -> Vec<u8> {
+    let mut out = vec![tag.kind, tag.version];
+    bincode::serde::encode_into_std_write(value, &mut out, config()).expect("encoding an in-memory value cannot fail");
+    out
+}
+
+/// Decodes a value behind its tag: another type or a version this program
+/// does not read is a typed error, never a misread value.
+pub fn decode_tagged<T: DeserializeOwned>(tag: Tag, bytes: &[u8]) -> Result<T, DecodeError> {
+    let err = |kind, message: String| DecodeError { what: tag.what, kind, message };
+    match bytes {
+        [kind, ..] if *kind != tag.kind => {
+            Err(err(DecodeErrorKind::WrongType, format!("type byte 0x{kind:02x}, expected 0x{:02x}", tag.kind)))
+        }
+        [_, version, ..] if *version != tag.version => Err(err(
+            DecodeErrorKind::UnsupportedVersion(*version),
+            format!("format version {version}; this program reads version {} (upgrade it)", tag.version),
+        )),
+        [_, _, rest @ ..] => decode(tag.what, rest),
+        _ => Err(err(DecodeErrorKind::Malformed, "too short".into())),
+    }
 }
 
 /// Largest value decoded, in bytes: no length field from the wire may make
@@ -45,10 +103,14 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
 
 /// Decodes a value, refusing trailing bytes.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, limited())
-        .map_err(|e| DecodeError { what, message: e.to_string() })?;
+    let (value, used) = bincode::serde::decode_from_slice(bytes, limited()).map_err(|e| DecodeError {
+        what,
+        kind: DecodeErrorKind::Malformed,
+        message: e.to_string(),
+    })?;
     if used != bytes.len() {
-        return Err(DecodeError { what, message: format!("{} trailing bytes", bytes.len() - used) });
+        let message = format!("{} trailing bytes", bytes.len() - used);
+        return Err(DecodeError { what, kind: DecodeErrorKind::Malformed, message });
     }
     Ok(value)
 }
@@ -65,6 +127,20 @@ mod tests {
         let mut bytes = vec![0xFD];
         bytes.extend((1u64 << 40).to_le_bytes());
         assert!(decode::<String>("test", &bytes).is_err());
+    }
+
+    #[test]
+    fn a_tag_of_another_type_or_version_is_a_typed_error() {
+        let bytes = encode_tagged(SYNC_MESSAGE, &7u32);
+        assert_eq!(decode_tagged::<u32>(SYNC_MESSAGE, &bytes).unwrap(), 7);
+        assert_eq!(decode_tagged::<u32>(EVENT, &bytes).unwrap_err().kind, DecodeErrorKind::WrongType);
+        let mut newer = bytes.clone();
+        newer[1] = 9;
+        assert_eq!(
+            decode_tagged::<u32>(SYNC_MESSAGE, &newer).unwrap_err().kind,
+            DecodeErrorKind::UnsupportedVersion(9)
+        );
+        assert_eq!(decode_tagged::<u32>(SYNC_MESSAGE, &[]).unwrap_err().kind, DecodeErrorKind::Malformed);
     }
 
     #[test]

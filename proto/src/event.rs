@@ -288,14 +288,14 @@ pub struct Header {
 impl Header {
     /// The event's hash, which the next event of the same origin commits to.
     pub fn hash(&self) -> Hash {
-        Hash::of(&codec::encode(self))
+        Hash::of(&codec::encode_tagged(codec::EVENT_HEADER, self))
     }
 }
 
 impl Event {
     /// Hash of what the header does not carry.
     pub fn content_hash(&self) -> Hash {
-        Hash::of(&codec::encode(&(&self.actor, &self.case, &self.context, &self.body)))
+        Hash::of(&codec::encode_tagged(codec::EVENT_CONTENT, &(&self.actor, &self.case, &self.context, &self.body)))
     }
 
     pub fn header(&self) -> Header {
@@ -315,11 +315,11 @@ impl Event {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        codec::encode_tagged(codec::EVENT, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Event, codec::DecodeError> {
-        codec::decode("event", bytes)
+        codec::decode_tagged(codec::EVENT, bytes)
     }
 
     /// The fold order: hlc, then origin, then seq.

@@ -137,6 +137,12 @@ fn field_detail(field: &str, value: &FieldValue) -> String {
     format!("{field} = {}", value.display())
 }
 
+/// The version of the fold: what a stored case row holds and how events
+/// are ordered and applied. A node that finds rows of another version
+/// rebuilds them from the events (bump it with every change of the fold).
+/// 2: causal order, clock-skew flags.
+pub const FOLD_VERSION: u32 = 2;
+
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
 const SKEW_FLAG_MS: u64 = 5 * 60 * 1000;

@@ -66,10 +66,10 @@ pub struct Segment {
 
 impl Segment {
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        codec::encode_tagged(codec::SEGMENT, self)
     }
     pub fn decode(bytes: &[u8]) -> Result<Segment, codec::DecodeError> {
-        codec::decode("segment", bytes)
+        codec::decode_tagged(codec::SEGMENT, bytes)
     }
 }
 
@@ -100,10 +100,10 @@ pub enum Message {
 
 impl Message {
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(self)
+        codec::encode_tagged(codec::SYNC_MESSAGE, self)
     }
     pub fn decode(bytes: &[u8]) -> Result<Message, codec::DecodeError> {
-        codec::decode("sync message", bytes)
+        codec::decode_tagged(codec::SYNC_MESSAGE, bytes)
     }
 }
 

@@ -1082,3 +1082,20 @@ fn init_refuses_a_bundle_that_cannot_run_its_node() {
     std::fs::write(&path, good.to_string()).unwrap();
     ok("village-node", &["init", "--data", s(&county.root.path().join("fine")), "--enrollment", s(&path)]);
 }
+
+/// Case rows folded by another version of the fold are rebuilt from the
+/// events the first time the node is opened for writing (issue 12): a new
+/// release never shows rows an older fold wrote.
+#[test]
+fn rows_of_an_older_fold_are_rebuilt_from_the_events() {
+    let county = County::new();
+    let data = county.enrol(VILLAGE, "village-node");
+    let d = s(&data);
+    let case = new_case("village-node", d, "V001", 77);
+    let conn = rusqlite::Connection::open(data.join("node.db")).unwrap();
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'fold_version'", []).unwrap();
+    conn.execute("UPDATE cases SET state = 'closed'", []).unwrap();
+    drop(conn);
+    ok("village-node", &["config", "--data", d, "--operator", "王芳"]);
+    assert_eq!(show("village-node", d, &case)["state"], "received", "the stale row was rebuilt");
+}
