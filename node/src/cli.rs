@@ -9,7 +9,7 @@ use crate::store;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use proto::event::FieldValue;
-use proto::fold::{CaseState, Conflict};
+use proto::fold::CaseState;
 use proto::workflow::State;
 use proto::{CaseId, NodeId, Step, Tier};
 use serde_json::{json, Value};
@@ -819,8 +819,8 @@ pub fn case_json(c: &CaseState) -> Value {
                 "event": h.event.to_string(),
                 "hlc": h.hlc.to_string(),
                 "actor": h.actor,
-                "kind": h.kind,
-                "detail": h.detail,
+                "kind": h.kind(),
+                "detail": crate::view::history_detail(h),
                 "from": h.from.map(|s| s.name()),
                 "to": h.to.map(|s| s.name()),
                 "superseded": h.superseded,
@@ -840,25 +840,11 @@ pub fn case_json(c: &CaseState) -> Value {
         "materials": c.materials,
         "ratings": c.ratings.iter().map(|r| json!({"event": r.event.to_string(), "level": r.level, "note": r.note})).collect::<Vec<_>>(),
         "flagged": c.flagged(),
-        "conflicts": c.conflicts.iter().map(conflict_json).collect::<Vec<_>>(),
+        "conflicts": c.conflicts.iter().map(crate::view::conflict_json).collect::<Vec<_>>(),
         "history": history,
         "version_vector": c.clock,
         "digest": c.digest().to_hex(),
     })
-}
-
-fn conflict_json(c: &Conflict) -> Value {
-    match c {
-        Conflict::ConcurrentValues { field, values } => {
-            json!({"kind": c.kind(), "field": field, "values": values})
-        }
-        Conflict::SupersededTransition { event, step, state } => {
-            json!({"kind": c.kind(), "event": event.to_string(), "step": step, "state": state.name()})
-        }
-        Conflict::Equivocation { event } | Conflict::StrayCreate { event } | Conflict::ClockSkew { event } => {
-            json!({"kind": c.kind(), "event": event.to_string()})
-        }
-    }
 }
 
 fn print_case(c: &CaseState) -> Result<()> {
@@ -894,7 +880,7 @@ fn print_case(c: &CaseState) -> Result<()> {
     if !c.conflicts.is_empty() {
         say!("needs attention:");
         for conflict in &c.conflicts {
-            say!("  {}", json_line(&conflict_json(conflict)));
+            say!("  {}", json_line(&crate::view::conflict_json(conflict)));
         }
     }
     say!("history:");
@@ -907,9 +893,9 @@ fn print_case(c: &CaseState) -> Result<()> {
             "  {:<20} {:<14} {:<18} {:<30} {}{}",
             h.event.to_string(),
             clean(&h.actor),
-            h.kind,
+            h.kind(),
             arrow,
-            clean(&h.detail),
+            clean(&crate::view::history_detail(h)),
             if h.superseded { "  [superseded]" } else { "" }
         );
     }

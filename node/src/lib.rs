@@ -11,6 +11,7 @@ pub mod linkemu;
 pub mod protect;
 pub mod store;
 pub mod sync;
+pub mod view;
 pub mod workload;
 
 pub use identity::{Bundle, Identity};

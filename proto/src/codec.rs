@@ -44,6 +44,8 @@ pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header" };
 /// The bytes an event's content hash covers.
 pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event content" };
+/// What a case digest covers (`CaseState::digest`).
+pub const CASE_DIGEST: Tag = Tag { kind: 0x44, version: 1, what: "case digest" };
 /// A segment carried in an enrolment bundle.
 pub const SEGMENT: Tag = Tag { kind: 0x47, version: 1, what: "segment" };
 

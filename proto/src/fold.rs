@@ -1,7 +1,8 @@
 //! Case state as a pure function of the case's event set.
 //!
-//! Events are deduplicated, sorted by (hlc, origin, seq) and applied in that
-//! order. Fields are `MVReg`s keyed by the event's causal context, so
+//! Events are deduplicated, ordered causally (ties by hlc, origin, seq) and
+//! applied in that order. History and conflicts are typed data; wording
+//! belongs to the views (`node::view`). Fields are `MVReg`s keyed by the event's causal context, so
 //! concurrent edits of a field keep every value and flag the case; materials
 //! are an `Orswot`; the case's version vector is a `VClock`. A transition
 //! that is not allowed at its place in the order is kept in the history,
@@ -25,10 +26,9 @@ pub struct HistoryEntry {
     pub hash: Hash,
     pub hlc: Hlc,
     pub actor: String,
-    /// The body's short name (`create`, `accept`, `set_field`…).
-    pub kind: String,
-    /// Human detail: the note, the field set, the material, the rating.
-    pub detail: String,
+    /// What the event did, as data: wording is the views' business, so a
+    /// relabel changes no digest.
+    pub happened: Happened,
     /// For transitions: the state before and after (after = before when
     /// superseded).
     pub from: Option<State>,
@@ -38,13 +38,60 @@ pub struct HistoryEntry {
     pub superseded: bool,
 }
 
+/// What an event did to a case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Happened {
+    /// 收件: the case was taken.
+    Created {
+        item: String,
+    },
+    FieldSet {
+        field: String,
+        value: FieldValue,
+    },
+    MaterialAdded {
+        name: String,
+    },
+    MaterialRemoved {
+        name: String,
+    },
+    /// A workflow step, with its note.
+    Step {
+        step: Step,
+        note: String,
+    },
+    /// 好差评.
+    Rated {
+        level: u8,
+        note: String,
+    },
+    /// A county event of the global lane (not part of any case).
+    Global,
+}
+
+impl HistoryEntry {
+    /// The stable name of what happened (`create`, `accept`, `set_field`…),
+    /// as the JSON views and scripts use it.
+    pub fn kind(&self) -> &'static str {
+        match &self.happened {
+            Happened::Created { .. } => "create",
+            Happened::FieldSet { .. } => "set_field",
+            Happened::MaterialAdded { .. } => "add_material",
+            Happened::MaterialRemoved { .. } => "remove_material",
+            Happened::Step { step, .. } => step.name(),
+            Happened::Rated { .. } => "rate",
+            Happened::Global => "global",
+        }
+    }
+}
+
 /// Something a person should look at.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Conflict {
     /// A field holds several concurrent values.
     ConcurrentValues { field: String, values: usize },
     /// A transition was not valid where it fell in the order.
-    SupersededTransition { event: EventId, step: String, state: State },
+    SupersededTransition { event: EventId, step: Step, state: State },
     /// Two different events were seen with one id.
     Equivocation { event: EventId },
     /// An event claims to create the case but is not the minting event.
@@ -111,10 +158,41 @@ impl CaseState {
     pub fn flagged(&self) -> bool {
         !self.conflicts.is_empty()
     }
-    /// A hash of the whole folded state; equal on every replica holding the
-    /// same events.
+    /// A hash of what the case means (state, holder, fields, materials,
+    /// ratings, conflicts, and the events it was folded from), never of
+    /// wording: equal on every replica holding the same events, whatever
+    /// release each runs, as long as the fold means the same.
     pub fn digest(&self) -> Hash {
-        Hash::of(&codec::encode(self))
+        #[derive(Serialize)]
+        struct Meaning<'a> {
+            case: &'a CaseId,
+            home: &'a NodeId,
+            handler: &'a NodeId,
+            state: State,
+            create: &'a Option<Create>,
+            fields: &'a BTreeMap<String, Vec<FieldValue>>,
+            materials: &'a [String],
+            ratings: &'a [Rating],
+            conflicts: &'a [Conflict],
+            events: Vec<(&'a EventId, &'a Hash, bool)>,
+        }
+        let mut events: Vec<_> = self.history.iter().map(|h| (&h.event, &h.hash, h.superseded)).collect();
+        events.sort();
+        Hash::of(&codec::encode_tagged(
+            codec::CASE_DIGEST,
+            &Meaning {
+                case: &self.case_id,
+                home: &self.home,
+                handler: &self.handler,
+                state: self.state,
+                create: &self.create,
+                fields: &self.fields,
+                materials: &self.materials,
+                ratings: &self.ratings,
+                conflicts: &self.conflicts,
+                events,
+            },
+        ))
     }
     /// The causal context for a new event on this case.
     pub fn context(&self) -> VClock<NodeId> {
@@ -133,15 +211,11 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
     Hash::of(&codec::encode(&per_case))
 }
 
-fn field_detail(field: &str, value: &FieldValue) -> String {
-    format!("{field} = {}", value.display())
-}
-
 /// The version of the fold: what a stored case row holds and how events
 /// are ordered and applied. A node that finds rows of another version
 /// rebuilds them from the events (bump it with every change of the fold).
-/// 2: causal order, clock-skew flags.
-pub const FOLD_VERSION: u32 = 2;
+/// 2: causal order, clock-skew flags. 3: typed history.
+pub const FOLD_VERSION: u32 = 3;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -266,8 +340,7 @@ pub fn fold_case_hashed<'a>(
             hash,
             hlc: e.hlc,
             actor: e.actor.clone(),
-            kind: e.body.name().to_string(),
-            detail: String::new(),
+            happened: Happened::Global,
             from: None,
             to: None,
             superseded: equivocating,
@@ -296,7 +369,7 @@ pub fn fold_case_hashed<'a>(
                     if !c.materials.is_empty() {
                         materials.apply(orswot::Op::Add { dot: dot.clone(), members: c.materials.clone() });
                     }
-                    entry.detail = format!("{} {}", c.item, c.item_name);
+                    entry.happened = Happened::Created { item: c.item.clone() };
                     entry.to = Some(State::Received);
                     st.create = Some(c.clone());
                     st.created = Some(e.hlc);
@@ -304,35 +377,29 @@ pub fn fold_case_hashed<'a>(
             }
             Body::SetField { field, value } => {
                 regs.entry(field.clone()).or_default().apply(mvreg::Op::Put { clock, val: value.clone() });
-                entry.detail = field_detail(field, value);
+                entry.happened = Happened::FieldSet { field: field.clone(), value: value.clone() };
             }
             Body::AddMaterial { name } => {
                 materials.apply(orswot::Op::Add { dot, members: vec![name.clone()] });
-                entry.detail = name.clone();
+                entry.happened = Happened::MaterialAdded { name: name.clone() };
             }
             Body::RemoveMaterial { name } => {
                 materials.apply(orswot::Op::Rm { clock: e.context.clone(), members: vec![name.clone()] });
-                entry.detail = name.clone();
+                entry.happened = Happened::MaterialRemoved { name: name.clone() };
             }
-            Body::Revoke { node, reason, .. } => {
-                // Global events do not belong to a case; kept for the record.
-                entry.detail = format!("{node} {reason}");
-            }
-            Body::Enrol { node, key, .. } => {
-                entry.detail = format!("{node} {key}");
-            }
+            // Global events do not belong to a case; kept for the record.
+            Body::Revoke { .. } | Body::Enrol { .. } => {}
             Body::Rate { level, note } => {
                 st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
-                entry.detail = format!("level {level} {note}").trim_end().to_string();
+                entry.happened = Happened::Rated { level: *level, note: note.clone() };
             }
             Body::Step { step, note } => {
-                entry.detail = note.clone();
+                entry.happened = Happened::Step { step: step.clone(), note: note.clone() };
                 entry.from = Some(st.state);
                 match workflow::next(st.state, step) {
                     Some(to) => {
                         if let Step::Forward { to: target } = step {
                             st.handler = target.clone();
-                            entry.detail = format!("→ {target} {note}").trim_end().to_string();
                         }
                         if to == State::Accepted && st.accepted.is_none() {
                             st.accepted = Some(e.hlc);
@@ -345,7 +412,7 @@ pub fn fold_case_hashed<'a>(
                         entry.to = Some(st.state);
                         st.conflicts.push(Conflict::SupersededTransition {
                             event: e.id.clone(),
-                            step: step.name().to_string(),
+                            step: step.clone(),
                             state: st.state,
                         });
                     }

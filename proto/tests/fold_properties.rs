@@ -263,9 +263,12 @@ fn invalid_transition_is_kept_and_flagged() {
     let events = w.all_events();
     let st = fold_case(&w.case, &events).unwrap();
     assert_eq!(st.state, State::Withdrawn, "withdraw has the earlier hlc here");
-    let approve = st.history.iter().find(|h| h.kind == "approve").expect("approve is kept in the history");
+    let approve = st.history.iter().find(|h| h.kind() == "approve").expect("approve is kept in the history");
     assert!(approve.superseded);
-    assert!(st.conflicts.iter().any(|c| matches!(c, Conflict::SupersededTransition { step, .. } if step == "approve")));
+    assert!(st
+        .conflicts
+        .iter()
+        .any(|c| matches!(c, Conflict::SupersededTransition { step, .. } if step.name() == "approve")));
     assert_eq!(st.history.len(), events.len());
 }
 

@@ -96,3 +96,16 @@ fn sync_messages_encode_as_pinned() {
     let back = Message::decode(&hello.encode()).unwrap();
     assert_eq!(back, hello);
 }
+
+/// The case digest covers meaning (state, holder, fields, conflicts, the
+/// events folded), not wording: pinned, so a change of what it covers is
+/// deliberate (and bumps `fold::FOLD_VERSION`).
+#[test]
+fn a_case_digest_is_pinned() {
+    let (c, e) = (creation(), event());
+    let st = proto::fold_case(&c.case, [&c, &e]).unwrap();
+    // A forward straight after intake skips pre-review: kept, superseded.
+    assert_eq!(st.state.name(), "received");
+    assert!(st.flagged());
+    assert_eq!(st.digest().to_hex(), "bae3b2521120ed78917396d4e6e1844446476bcd715e08ddf2a419d3cc44a37d");
+}
