@@ -28,6 +28,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
 POUCH = os.path.join(ROOT, "bench", "pouch")
+# Every node's keys are sealed under a passphrase; the benchmark's county
+# uses one for all its nodes.
+os.environ.setdefault("CASE_NODE_PASSPHRASE", "benchmark county passphrase")
 
 
 def say(msg):
@@ -95,7 +98,7 @@ class County:
     def generate(self, cases, seed=1):
         def one(iv):
             i, v = iv
-            return run_json(f"{BIN}/village-node", "case", "generate", "--data", self.dir(v), "--count", str(cases),
+            return run_json(f"{BIN}/county-sim", "generate", "--data", self.dir(v), "--count", str(cases),
                             "--seed", str(seed * 100000 + i), "--as", "bench", "--json")
         with cf.ThreadPoolExecutor(2) as ex:
             out = list(ex.map(one, enumerate(self.villages)))
@@ -169,7 +172,7 @@ def workload_rural(work, results):
     county = County(work, 1)
     n_cases, n_events = county.generate(20, seed=9)
     hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
-    link = Serve(f"{BIN}/county-hub", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
+    link = Serve(f"{BIN}/county-sim", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
                  "--rtt-ms", "300", "--loss", "0.03", "--kbps", "1000", "--jitter-ms", "20")
     ours = county.sync_all(link.addr, concurrency=1)
     link.stop()
@@ -184,7 +187,7 @@ def workload_rural(work, results):
 
 def workload_year(work, results, cases, events_per_case):
     say(f"W5: hub ingest of {cases} cases (~{cases * events_per_case} events) vs raw SQLite append")
-    out = run_json(f"{BIN}/county-hub", "bench-ingest", "--data", os.path.join(work, "ingest"),
+    out = run_json(f"{BIN}/county-sim", "bench-ingest", "--data", os.path.join(work, "ingest"),
                    "--cases", str(cases), "--events-per-case", str(events_per_case))
     results["W5 hub ingest"] = out
 

@@ -358,36 +358,3 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
     }
     Ok(())
 }
-
-/// Runs the link emulator until interrupted.
-pub fn link(
-    listen: &str,
-    target: &str,
-    params: node::linkemu::LinkParams,
-    cut_every: u64,
-    cut_for: u64,
-    seed: u64,
-) -> Result<()> {
-    anyhow::ensure!((0.0..=1.0).contains(&params.loss), "--loss is a fraction between 0.0 and 1.0");
-    let listen: std::net::SocketAddr = listen.parse().context("--listen takes host:port with an IP address")?;
-    let target: std::net::SocketAddr = target.parse().context("--target takes host:port with an IP address")?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(async {
-        let link = node::linkemu::LinkEmulator::start(listen, target, params, seed).await?;
-        println!("link emulator {} -> {target}: {params:?}", link.local_addr);
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        let mut seconds = 0u64;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    seconds += 1;
-                    if cut_every > 0 {
-                        link.set_cut(seconds % cut_every < cut_for);
-                    }
-                }
-                _ = tokio::signal::ctrl_c() => break,
-            }
-        }
-        anyhow::Ok(())
-    })
-}

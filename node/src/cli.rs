@@ -278,20 +278,6 @@ pub enum CaseCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Take COUNT generated cases (at most 10000 a run) and move each as far
-    /// as this node may (for demos, tests and benchmarks).
-    Generate {
-        #[command(flatten)]
-        data: DataDir,
-        #[arg(long, value_name = "N")]
-        count: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[command(flatten)]
-        staff: Staff,
-        #[arg(long)]
-        json: bool,
-    },
     /// Find cases by the applicant's ID number (looked up by keyed hash).
     Find {
         #[command(flatten)]
@@ -464,7 +450,6 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             | CaseCmd::Rate { data, .. }
             | CaseCmd::Show { data, .. }
             | CaseCmd::List { data, .. }
-            | CaseCmd::Generate { data, .. }
             | CaseCmd::Find { data, .. } => data,
             CaseCmd::Forward(a)
             | CaseCmd::Accept(a)
@@ -749,24 +734,6 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                     );
                 }
                 say!("{} cases", cases.len());
-            }
-        }
-        CaseCmd::Generate { data, count, seed, staff, json } => {
-            if count > proto::limits::GENERATE_MAX {
-                bail!(
-                    "case generate takes at most {} cases a run (asked for {count}); run it again for more",
-                    proto::limits::GENERATE_MAX
-                );
-            }
-            let mut ledger = Ledger::open(&data.data)?;
-            let who = actor(&ledger, &staff)?;
-            let started = std::time::Instant::now();
-            let g = crate::workload::generate(&mut ledger, count, seed, &who)?;
-            let secs = started.elapsed().as_secs_f64();
-            if json {
-                print_json(&json!({"cases": g.cases, "events": g.events, "seconds": secs}))?;
-            } else {
-                say!("generated {} cases, {} events in {secs:.2} s", g.cases, g.events);
             }
         }
         CaseCmd::Find { data, id_number, json } => {

@@ -7,12 +7,10 @@ pub mod identity;
 pub mod integrity;
 pub mod keystore;
 pub mod ledger;
-pub mod linkemu;
 pub mod protect;
 pub mod store;
 pub mod sync;
 pub mod view;
-pub mod workload;
 
 pub use identity::{Bundle, Identity};
 pub use ledger::{Ledger, Refusal};

@@ -282,7 +282,7 @@ fn every_refusal_writes_nothing() {
             vec!["case", "rate", "--data", v, &case, "--level", "1", "--note", &note_2001, "--as", "a"],
             "at most 2000",
         ),
-        ("village-node", vec!["case", "generate", "--data", v, "--count", "10001", "--as", "a"], "at most 10000"),
+        ("county-sim", vec!["generate", "--data", v, "--count", "10001", "--as", "a"], "at most 10000"),
         (
             "county-hub",
             vec!["revoke", "--data", hub, "--node", VILLAGE, "--reason", &note_2001, "--as", "a"],
@@ -598,10 +598,10 @@ fn output_to_a_closed_pipe_ends_quietly() {
     let data = county.enrol(VILLAGE, "village-node");
     let d = s(&data);
     let case = new_case("village-node", d, "V001", 30);
-    ok("village-node", &["case", "generate", "--data", d, "--count", "20", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", d, "--count", "20", "--as", "王芳"]);
     let hub = county.hub();
     let h = s(&hub);
-    ok("county-hub", &["case", "generate", "--data", h, "--count", "5", "--as", "县窗口"]);
+    ok("county-sim", &["generate", "--data", h, "--count", "5", "--as", "县窗口"]);
     let id = id_number(30);
     let out = county.root.path().join("t.bundle.json").to_string_lossy().into_owned();
     let commands: Vec<(&str, Vec<&str>)> = vec![
@@ -1098,4 +1098,25 @@ fn rows_of_an_older_fold_are_rebuilt_from_the_events() {
     drop(conn);
     ok("village-node", &["config", "--data", d, "--operator", "王芳"]);
     assert_eq!(show("village-node", d, &case)["state"], "received", "the stale row was rebuilt");
+}
+
+/// Development tooling is not in the field binaries (issue 12): a laptop's
+/// `village-node` cannot generate signed work, and the hub's binary runs no
+/// simulation or link emulator; `county-sim` does.
+#[test]
+fn field_binaries_carry_no_development_tooling() {
+    for (program, args) in [
+        ("village-node", vec!["case", "generate", "--data", "x", "--count", "1"]),
+        ("township-node", vec!["case", "generate", "--data", "x", "--count", "1"]),
+        ("county-hub", vec!["demo", "--exit"]),
+        ("county-hub", vec!["link", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1"]),
+        ("county-hub", vec!["bench-ingest", "--data", "x"]),
+    ] {
+        let err = refused(program, &args);
+        assert!(err.contains("unrecognized subcommand"), "{program} {args:?}: {err}");
+    }
+    let help = ok("county-sim", &["--help"]);
+    for sub in ["demo", "generate", "link", "bench-ingest"] {
+        assert!(help.contains(sub), "county-sim --help lists {sub}: {help}");
+    }
 }

@@ -9,7 +9,7 @@ fn demo(args: &[&str]) -> Value {
     let data = dir.path().join("county");
     let mut all = vec!["demo", "--data", data.to_str().unwrap(), "--exit", "--json"];
     all.extend(args);
-    let out = ok("county-hub", &all);
+    let out = ok("county-sim", &all);
     serde_json::from_str(out.lines().last().unwrap()).unwrap()
 }
 

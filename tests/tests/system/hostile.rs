@@ -144,9 +144,9 @@ fn a_hostile_enrolled_node_cannot_exhaust_the_hub() {
     let addr: SocketAddr = hub.addr.parse().unwrap();
 
     // Warm up with one legitimate session, then take the baseline.
-    ok("village-node", &["case", "generate", "--data", &legit, "--count", "20", "--seed", "1", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &legit, "--count", "20", "--seed", "1", "--as", "王芳"]);
     sync(&legit, &hub.addr);
-    ok("village-node", &["case", "generate", "--data", &legit, "--count", "20", "--seed", "2", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &legit, "--count", "20", "--seed", "2", "--as", "王芳"]);
     std::thread::sleep(Duration::from_millis(300));
     let (base_rss, base_fds) = (rss(pid), fds(pid));
     let monitor = Monitor::start(pid);
@@ -290,7 +290,7 @@ fn connections_over_the_limits_are_refused_with_a_reason() {
     for r in &held {
         assert!(r.contains("opened no stream within 10 s"), "{r}");
     }
-    ok("village-node", &["case", "generate", "--data", s(&legit), "--count", "3", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", s(&legit), "--count", "3", "--as", "王芳"]);
     let out = sync(s(&legit), &hub.addr);
     assert!(out["sent_events"].as_u64().unwrap() >= 3, "{out}");
     assert_eq!(digest("village-node", s(&legit)), digest("county-hub", s(&county.hub())));
@@ -305,10 +305,10 @@ fn a_sync_whose_hub_dies_gives_up_within_seconds_and_resumes() {
     let data = county.enrol(LEGIT, "village-node");
     let data = s(&data).to_string();
     let hub_dir = county.hub();
-    ok("village-node", &["case", "generate", "--data", &data, "--count", "1500", "--seed", "5", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &data, "--count", "1500", "--seed", "5", "--as", "王芳"]);
     let mut hub = Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
     let link = Server::start(
-        "county-hub",
+        "county-sim",
         &["link", "--listen", "127.0.0.1:0", "--target", &hub.addr, "--rtt-ms", "100", "--kbps", "1000"],
     );
     let client = system_tests::cmd("village-node")

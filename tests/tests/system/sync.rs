@@ -58,8 +58,8 @@ fn data(net: &Net, node: &str) -> String {
 fn both_paths_reach_the_county_and_decisions_come_back() {
     let net = network();
     let (a, b, t, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, TOWNSHIP), data(&net, HUB));
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "20", "--seed", "1", "--as", "王芳"]);
-    ok("village-node", &["case", "generate", "--data", &b, "--count", "20", "--seed", "2", "--as", "李娜"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "20", "--seed", "1", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &b, "--count", "20", "--seed", "2", "--as", "李娜"]);
 
     // A goes through its township, B straight to the county.
     let up = sync("village-node", &a, &net.township.addr);
@@ -167,7 +167,7 @@ fn concurrent_edits_at_village_and_county_both_survive() {
 fn a_revoked_village_is_refused_everywhere() {
     let net = network();
     let (a, t, hub) = (data(&net, VILLAGE_A), data(&net, TOWNSHIP), data(&net, HUB));
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "2", "--as", "王芳"]);
     sync("village-node", &a, &net.township.addr);
     sync("township-node", &t, &net.hub.addr);
     let before = digest("county-hub", &hub, VILLAGE_A);
@@ -175,7 +175,7 @@ fn a_revoked_village_is_refused_everywhere() {
     let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.hub.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     // The thief works on and reaches the township, which has not heard yet…
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "2", "--seed", "9", "--as", "冒名者"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "2", "--seed", "9", "--as", "冒名者"]);
     sync("village-node", &a, &net.township.addr);
     // …but the county refuses what the township relays from a revoked node.
     let relay = sync_with_refusals("township-node", &t, &net.hub.addr);
@@ -210,9 +210,9 @@ fn a_village_may_not_sync_with_another_township() {
 fn a_killed_sync_over_a_rural_link_resumes_without_loss() {
     let net = network();
     let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "1500", "--seed", "3", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "1500", "--seed", "3", "--as", "王芳"]);
     let link = Server::start(
-        "county-hub",
+        "county-sim",
         &[
             "link",
             "--listen",
@@ -262,8 +262,8 @@ fn a_killed_sync_over_a_rural_link_resumes_without_loss() {
 fn tampered_and_forged_events_are_quarantined() {
     let net = network();
     let (a, b, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, HUB));
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "3", "--seed", "4", "--as", "王芳"]);
-    ok("village-node", &["case", "generate", "--data", &b, "--count", "3", "--seed", "5", "--as", "李娜"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "3", "--seed", "4", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &b, "--count", "3", "--seed", "5", "--as", "李娜"]);
     // Tamper with A's first event on disk, as a thief might: the row is
     // kept consistent (its stored hash too, or A's own check would refuse to
     // send it), so only the chain and the seal give it away.
@@ -322,7 +322,8 @@ fn a_village_with_a_wrong_clock_is_warned_and_nothing_is_lost() {
     let net = network();
     let (a, hub) = (data(&net, VILLAGE_A), data(&net, HUB));
     let skewed = |args: &[&str]| {
-        let out = system_tests::cmd("village-node")
+        let program = if args[0] == "generate" { "county-sim" } else { "village-node" };
+        let out = system_tests::cmd(program)
             .args(args)
             .env("CASE_NODE_CLOCK_SKEW_MS", (24 * 3600 * 1000).to_string())
             .output()
@@ -330,7 +331,7 @@ fn a_village_with_a_wrong_clock_is_warned_and_nothing_is_lost() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
     };
-    skewed(&["case", "generate", "--data", &a, "--count", "2", "--as", "王芳"]);
+    skewed(&["generate", "--data", &a, "--count", "2", "--as", "王芳"]);
     let (out, err) = skewed(&["sync", "--data", &a, "--peer", &net.hub.addr, "--json"]);
     let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(summary["clock_warning"].as_str().unwrap().contains("clock"), "{summary}");
@@ -338,7 +339,7 @@ fn a_village_with_a_wrong_clock_is_warned_and_nothing_is_lost() {
     assert_eq!(summary["refused_by_peer"], 0, "nothing is refused for its stamp");
     assert_eq!(digest("county-hub", &hub, VILLAGE_A), digest("village-node", &a, VILLAGE_A));
     // The next write is preceded by a warning naming the offset.
-    let (_, err) = skewed(&["case", "generate", "--data", &a, "--count", "1", "--seed", "8", "--as", "王芳"]);
+    let (_, err) = skewed(&["generate", "--data", &a, "--count", "1", "--seed", "8", "--as", "王芳"]);
     assert!(err.contains("clock was 1 days ahead") || err.contains("clock was 24 hours ahead"), "{err}");
     // The county's own next event is stamped by its own clock.
     let id = cases("county-hub", &hub)[0]["case_id"].as_str().unwrap().to_string();
@@ -357,7 +358,7 @@ fn a_village_with_a_wrong_clock_is_warned_and_nothing_is_lost() {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     assert!(stamp < now + 5 * 60 * 1000, "the county's clock was dragged a day ahead: {stamp} vs {now}");
     // The clock is fixed: new work flows at the next sync, nothing is lost.
-    ok("village-node", &["case", "generate", "--data", &a, "--count", "1", "--seed", "9", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", &a, "--count", "1", "--seed", "9", "--as", "王芳"]);
     let after = sync("village-node", &a, &net.hub.addr);
     assert!(after["clock_warning"].is_null(), "{after}");
     assert_eq!(digest("county-hub", &hub, VILLAGE_A)["cases"], 4);
@@ -380,7 +381,7 @@ fn a_township_relays_to_the_county_on_its_own() {
         &["serve", "--data", s(&t2), "--listen", "127.0.0.1:0", "--upstream", &net.hub.addr, "--every", "1"],
     );
     let relay_addr = _relay.addr.clone();
-    ok("village-node", &["case", "generate", "--data", s(&v2), "--count", "5", "--as", "王芳"]);
+    ok("county-sim", &["generate", "--data", s(&v2), "--count", "5", "--as", "王芳"]);
     sync("village-node", s(&v2), &relay_addr);
     let want = digest("village-node", s(&v2), "511421103001");
     let mut got = Value::Null;

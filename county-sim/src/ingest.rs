@@ -3,8 +3,8 @@
 //! authorisation, SQLite with synchronous=FULL, case folding), against the
 //! raw SQLite append rate of the same machine measured in the same run.
 
-use crate::hub::{self, SIMULATION_PASSPHRASE};
 use anyhow::{Context, Result};
+use county_hub::hub::{self, SIMULATION_PASSPHRASE};
 use crdts::{CmRDT, Dot, VClock};
 use ed25519_dalek::SigningKey;
 use node::keystore::{self, Kdf};

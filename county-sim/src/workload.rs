@@ -2,8 +2,8 @@
 //! node's windows and moved along their lifecycle as far as this node may
 //! move them, through the same write path as every command.
 
-use crate::ledger::{Ledger, NewCase};
 use anyhow::Result;
+use node::ledger::{Ledger, NewCase};
 use proto::workflow::State;
 use proto::{CaseId, Step, Tier};
 use rand::rngs::StdRng;

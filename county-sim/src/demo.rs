@@ -4,11 +4,11 @@
 //! as `village-node sync`. A working day runs in phases, then every replica
 //! is checked against the county for its scope.
 
-use crate::hub::{self, SIMULATION_PASSPHRASE};
+use crate::linkemu::{LinkEmulator, LinkParams};
 use anyhow::{bail, Context, Result};
+use county_hub::hub::{self, SIMULATION_PASSPHRASE};
 use node::keystore::{self, Kdf};
 use node::ledger::Ledger;
-use node::linkemu::{LinkEmulator, LinkParams};
 use node::sync::{start_server, sync_with, Server, Summary};
 use proto::workflow::State;
 use proto::{NodeId, Step, Tier};
@@ -289,7 +289,7 @@ async fn intake(plan: &Plan, opts: &DemoOptions, clock: &Clock, quiet: bool) -> 
             let mut g = Generated::default();
             for (dir, count, seed) in chunk {
                 let mut ledger = Ledger::open(&dir)?;
-                let out = node::workload::generate(&mut ledger, count, seed, "窗口人员")?;
+                let out = crate::workload::generate(&mut ledger, count, seed, "窗口人员")?;
                 g.cases += out.cases;
                 g.events += out.events;
             }
