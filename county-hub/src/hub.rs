@@ -348,7 +348,9 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
             writeln!(out, "{}", node::cli::json_line(&line))?;
         } else {
             let (case, actor) = (node::cli::clean(e.case.as_str()), node::cli::clean(&e.actor));
-            writeln!(out, "{:<22} {:<20} {:<16} {}", e.id.to_string(), case, e.body.name(), actor)?;
+            let id = e.id.to_string();
+            let id = node::cli::clean(&id);
+            writeln!(out, "{id:<22} {case:<20} {:<16} {actor}", e.body.name())?;
         }
         Ok(())
     })?;

@@ -858,7 +858,7 @@ fn print_case(c: &CaseState) -> Result<()> {
         };
         say!(
             "  {:<20} {:<14} {:<18} {:<30} {}{}",
-            h.event.to_string(),
+            clean(&h.event.to_string()),
             clean(&h.actor),
             h.kind(),
             arrow,

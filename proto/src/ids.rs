@@ -36,6 +36,19 @@ impl NodeId {
         self.base() == node.base()
     }
 
+    /// True for a node id, or a node id with a well-formed incarnation tag
+    /// (`~` and 8 lower-case hex digits). Receivers refuse any other origin.
+    pub fn is_well_formed_origin(&self) -> bool {
+        match self.0.split_once(INCARNATION_SEPARATOR) {
+            None => !self.0.is_empty(),
+            Some((base, tag)) => {
+                !base.is_empty()
+                    && tag.len() == 8
+                    && tag.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+        }
+    }
+
     /// The origin of a new incarnation of this node, tagged `tag`. A
     /// restored or copied data directory that learns it is stale continues
     /// under a fresh incarnation, so it never mints an id another copy used.
@@ -112,6 +125,10 @@ impl CaseId {
     /// its incarnation), if the id is well formed.
     pub fn home(&self) -> Option<NodeId> {
         self.minted_by().map(|o| o.node())
+    }
+    /// The seq of the event that minted this case id, if well formed.
+    pub fn minted_seq(&self) -> Option<u64> {
+        self.0.rsplit_once('-')?.1.parse().ok()
     }
     /// The origin (node and incarnation) that minted this case id, if the
     /// id is well formed.

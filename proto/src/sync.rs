@@ -79,10 +79,12 @@ pub enum Message {
     Hello {
         wall_ms: u64,
         positions: Positions,
-        /// For every chain in `positions` whose origin is an incarnation of
-        /// either party: its head hash. Two copies of one node (a restored
-        /// backup, a copied data directory) are told apart by these.
-        heads: Vec<(Lane, NodeId, u64, Hash)>,
+        /// For every chain in `positions` (outside the global lane) whose
+        /// origin is an incarnation of the receiver: the latest seal held. Two copies of one node (a
+        /// restored backup, a copied data directory) are told apart by
+        /// these; being signed by the node's own enrolled key, a seal is
+        /// proof, where a bare hash from the peer would only be a claim.
+        heads: Vec<Seal>,
     },
     Batch {
         n: u32,
@@ -287,6 +289,10 @@ pub fn check_batch<R: Replica>(
             refuse_all(&mut v, &mut events.into_iter(), format!("sender {peer} has no authority over lane {lane}"));
             continue;
         }
+        if !origin.is_well_formed_origin() {
+            refuse_all(&mut v, &mut events.into_iter(), "malformed origin (incarnation tag)".into());
+            continue;
+        }
         if events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
             refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into());
             continue;
@@ -404,6 +410,15 @@ pub fn check_batch<R: Replica>(
             if needs_create && create.is_none() {
                 // The case's creation has not arrived yet: try again next time.
                 v.deferred += 1 + rest.count();
+                complete = false;
+                break;
+            }
+            // Acting on a case means having seen it: the context must cover
+            // the event that created it (local authoring always does).
+            let saw_creation = e.case.minted_by().zip(e.case.minted_seq()).is_some_and(|(o, s)| e.context.get(&o) >= s);
+            if needs_create && !saw_creation {
+                let reason = "not authorised: the event's context does not include its case's creation".to_string();
+                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
@@ -538,11 +553,14 @@ impl Session {
         let lanes = shared_lanes(topology, me, peer);
         let storage = |e: R::Error| SyncError::Storage(e.to_string());
         let positions = replica.positions(lanes.as_deref()).map_err(storage)?;
+        // The peer's own chains (outside the global lane) as we hold them:
+        // a second copy of the peer learns of itself from these.
         let mut heads = Vec::new();
-        for (lane, origin, pos) in &positions {
-            if origin.is_incarnation_of(me) || origin.is_incarnation_of(peer) {
-                let tip = replica.tip(origin, lane).map_err(storage)?;
-                heads.push((lane.clone(), origin.clone(), *pos, tip.hash));
+        for (lane, origin, _) in &positions {
+            if origin.is_incarnation_of(peer) && *lane != Lane::Global {
+                if let Some(seal) = replica.seal(origin, lane).map_err(storage)? {
+                    heads.push(seal);
+                }
             }
         }
         let mut s = Session {
@@ -588,7 +606,7 @@ impl Session {
                     return Ok(None);
                 }
                 self.got_hello = true;
-                self.compare_heads(replica, &heads)?;
+                self.compare_heads(replica, topology, &heads)?;
                 let offset = i128::from(wall_ms) - i128::from(now_ms);
                 self.stats.peer_clock_offset_ms =
                     Some(offset.clamp(i128::from(i64::MIN + 1), i128::from(i64::MAX)) as i64);
@@ -636,28 +654,50 @@ impl Session {
         self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32 });
     }
 
-    /// Compares the peer's heads of chains of either party's origins with
-    /// ours: where we hold the peer's position, our event there must be the
-    /// one the peer holds. (Where the peer holds more, its events will not
-    /// continue our chain, which `check_batch` reports.)
-    fn compare_heads<R: Replica>(&mut self, replica: &R, heads: &[(Lane, NodeId, u64, Hash)]) -> Result<(), SyncError> {
+    /// Compares the peer's seals of chains of either party's origins with
+    /// ours: where we hold the sealed position, our event there must be the
+    /// one the seal names. Only a seal under a key the county enrolled for
+    /// that node counts (a peer cannot fake a divergence, which would make
+    /// us set our work aside); where the peer holds more, its events will
+    /// not continue our chain, which `check_batch` reports.
+    fn compare_heads<R: Replica>(&mut self, replica: &R, topology: &Topology, heads: &[Seal]) -> Result<(), SyncError> {
         let storage = |e: R::Error| SyncError::Storage(e.to_string());
-        for (lane, origin, there, hash) in heads {
+        for seal in heads {
+            let (lane, origin, there) = (&seal.lane, &seal.origin, seal.pos);
             let mine = origin.is_incarnation_of(&self.me);
             if !mine && !origin.is_incarnation_of(&self.peer) {
                 continue;
             }
             let here = replica.tip(origin, lane).map_err(storage)?.pos;
-            if here < *there || *there == 0 {
+            if here < there || there == 0 {
                 continue;
             }
-            if replica.hash_at(origin, lane, *there).map_err(storage)?.as_ref() != Some(hash) {
-                let d = Divergence { lane: lane.clone(), origin: origin.clone(), here, there: *there };
-                if mine {
-                    self.own_diverged.insert(d);
-                } else {
-                    self.peer_diverged.insert(d);
+            if replica.hash_at(origin, lane, there).map_err(storage)?.as_ref() == Some(&seal.head) {
+                continue;
+            }
+            let status = match replica.key_status(&origin.node(), &seal.key).map_err(storage)? {
+                KeyStatus::Unknown
+                    if topology.verifying_key(&origin.node()).map(|k| KeyId::of(&k)) == Some(seal.key) =>
+                {
+                    KeyStatus::Enrolled
                 }
+                s => s,
+            };
+            let trusted = match &status {
+                KeyStatus::Enrolled => true,
+                KeyStatus::Revoked { upto } => {
+                    upto.iter().any(|(l, o, p, h)| l == lane && o == origin && *p == there && *h == seal.head)
+                }
+                KeyStatus::Unknown => false,
+            };
+            if !trusted || seal.key.verifying_key().is_none_or(|k| seal.verify(&k).is_err()) {
+                continue;
+            }
+            let d = Divergence { lane: lane.clone(), origin: origin.clone(), here, there };
+            if mine {
+                self.own_diverged.insert(d);
+            } else {
+                self.peer_diverged.insert(d);
             }
         }
         Ok(())

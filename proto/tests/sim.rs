@@ -1190,6 +1190,8 @@ fn a_long_chain_syncs_in_segments_split_at_checkpoints_and_resumes_after_a_cut()
     let total = 3 * CHECKPOINT_INTERVAL + 300;
     let node = &mut w.nodes[v];
     let (me, catalogues) = (node.me.clone(), node.catalogues.clone());
+    // Every event's context covers the creation (receivers require it).
+    let created = node.case(&case).unwrap();
     for i in 1..total {
         // Checked once above; the case need not be refolded for each material.
         let body = Body::AddMaterial { name: format!("m{i}") };
@@ -1199,7 +1201,7 @@ fn a_long_chain_syncs_in_segments_split_at_checkpoints_and_resumes_after_a_cut()
             me: &me,
             seq: node.seq + 1,
             case: case.clone(),
-            current: None,
+            current: Some(&created),
             actor: "staff",
             body,
         };
@@ -1250,4 +1252,47 @@ fn a_long_chain_syncs_in_segments_split_at_checkpoints_and_resumes_after_a_cut()
     }
     assert_eq!(kept(&w.nodes[c]), checkpoints);
     assert_eq!(w.nodes[c].case(&case).unwrap().digest(), w.nodes[v].case(&case).unwrap().digest());
+}
+
+/// Review of issue 11: a township relay lying in its Hello (a head for the
+/// village's own chain that the village never signed) must not make the
+/// village set its work aside and renumber its cases. Only a seal under the
+/// village's own enrolled key is proof of another copy.
+#[test]
+fn a_relay_cannot_fake_a_divergence_with_an_unsigned_head() {
+    let mut w = World::new(31, 1, 1, 0);
+    let (v, t) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")]);
+    take(&mut w, v, "a1");
+    take(&mut w, v, "a2");
+    assert!(w.sync(v, t, Faults { drop: 0.0, duplicate: 0.0 }));
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let lane = Lane::Home(village.clone());
+    let genuine = w.nodes[v].seals[&(village.clone(), lane.clone())].clone();
+    let hello = |heads: Vec<Seal>| Message::Hello { wall_ms: w.now, positions: vec![], heads };
+    let session = |heads: Vec<Seal>| {
+        let node = &w.nodes[v];
+        let mut s = Session::start(node, &topology, &village, &NodeId::new("t0"), w.now).unwrap();
+        s.handle(hello(heads), node, &topology, w.now).unwrap();
+        s.own_diverged.len()
+    };
+    // A lie: the village's real seal with another head.
+    let lie = Seal { head: Hash([0xAA; 32]), ..genuine.clone() };
+    assert_eq!(session(vec![lie]), 0, "an unsigned claim is ignored");
+    // Signed by the township's own key, naming the village's chain.
+    let mut forged = lie_signed_by(&w.nodes[t].key, &w.nodes[v].chains[&(lane.clone(), village.clone())][1]);
+    forged.head = Hash([0xAA; 32]);
+    assert_eq!(session(vec![forged]), 0, "a seal under another node's key is ignored");
+    // A genuine seal of another copy of the village (same key, another history).
+    let mut twin = w.nodes[v].clone();
+    let other = &twin.chains[&(lane.clone(), village.clone())][1];
+    let mut changed = other.clone();
+    changed.actor = "另一台电脑".into();
+    let real_other = Seal::sign(&twin.key, &changed);
+    twin.chains.clear();
+    assert_eq!(session(vec![real_other]), 1, "a seal the village's own key signed is proof");
+}
+
+fn lie_signed_by(key: &SigningKey, e: &Event) -> Seal {
+    Seal::sign(key, e)
 }

@@ -666,7 +666,13 @@ fn forge(data: &Path, case: &str, actor: &str, body: proto::Body) {
         hlc: proto::Hlc { wall_ms: wall + 1, logical: 0 },
         actor: actor.into(),
         case: proto::CaseId(case.into()),
-        context: Default::default(),
+        // The author saw the case: its context covers the creation.
+        context: {
+            let case_id = proto::CaseId(case.into());
+            let mut c = crdts::VClock::new();
+            crdts::CmRDT::apply(&mut c, crdts::Dot::new(case_id.minted_by().unwrap(), case_id.minted_seq().unwrap()));
+            c
+        },
         body,
     };
     conn.execute(
