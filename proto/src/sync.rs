@@ -274,7 +274,24 @@ pub fn check_batch<R: Replica>(
     // Key statuses as enrolments and revocations earlier in this batch
     // change them.
     let mut keys: BTreeMap<(NodeId, KeyId), KeyStatus> = BTreeMap::new();
-    for Segment { events, seal } in segments {
+    // Causal delivery: an event is applied only once every event its
+    // context covers is held. The rest of a segment waiting for one is
+    // tried again after the batch's other segments (which may hold what it
+    // waits for), and otherwise held back for the next session; a context
+    // naming events that never arrive keeps it waiting, never applied.
+    let mut queue: VecDeque<Segment> = segments.into();
+    let mut waiting: Vec<Segment> = Vec::new();
+    let mut accepted_before_round = 0;
+    loop {
+        let Some(Segment { events, seal }) = queue.pop_front() else {
+            if waiting.is_empty() || v.accept.len() == accepted_before_round {
+                v.deferred += waiting.iter().map(|s| s.events.len()).sum::<usize>();
+                break;
+            }
+            accepted_before_round = v.accept.len();
+            queue = std::mem::take(&mut waiting).into();
+            continue;
+        };
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
         if events.iter().any(|e| e.id.seq > i64::MAX as u64 || e.pos > i64::MAX as u64) {
@@ -419,6 +436,34 @@ pub fn check_batch<R: Replica>(
             if needs_create && !saw_creation {
                 let reason = "not authorised: the event's context does not include its case's creation".to_string();
                 refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                complete = false;
+                break;
+            }
+            let mut missing = false;
+            for dot in e.context.iter() {
+                let held = if dot.actor == origin {
+                    dot.counter < e.id.seq
+                } else {
+                    let key = (dot.actor.clone(), lane.clone());
+                    let tip_seq = match tips.get(&key) {
+                        Some(t) => t.seq,
+                        None => replica.tip(dot.actor, lane).map_err(storage)?.seq,
+                    };
+                    tip_seq >= dot.counter
+                };
+                missing |= !held;
+            }
+            if missing && e.context.get(origin) >= e.id.seq {
+                let reason =
+                    "not authorised: the event's context claims events of its own origin not before it".to_string();
+                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                complete = false;
+                break;
+            }
+            if missing {
+                let mut remainder = vec![e];
+                remainder.extend(rest.by_ref().map(|(e, _)| e));
+                waiting.push(Segment { events: remainder, seal: seal.clone() });
                 complete = false;
                 break;
             }

@@ -1296,3 +1296,45 @@ fn a_relay_cannot_fake_a_divergence_with_an_unsigned_head() {
 fn lie_signed_by(key: &SigningKey, e: &Event) -> Seal {
     Seal::sign(key, e)
 }
+
+/// Review of issue 11: an event whose context claims events that were never
+/// written (a forged "future" context, which would pin a field value and
+/// swallow later additions) is never applied: it waits for what it claims
+/// to have seen. Honest dependencies inside one batch are met within it.
+#[test]
+fn an_event_waits_for_what_its_context_claims() {
+    let mut w = World::new(41, 1, 1, 0);
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let (v, t) = (w.index[&village], w.index[&NodeId::new("t0")]);
+    let case = CaseId::mint(&village, 1);
+    let now = w.now;
+    assert!(w.nodes[v].author(&topology, case.clone(), create_body(Tier::Township, vec![], vec![]), now));
+    // Forged: the context claims an event of the township far in its future.
+    let mut context = w.nodes[v].case(&case).unwrap().context();
+    crdts::CmRDT::apply(&mut context, crdts::Dot::new(NodeId::new("t0"), 1 << 62));
+    let node = &mut w.nodes[v];
+    let lane = Lane::Home(village.clone());
+    let tip = node.tip(&village, &lane).unwrap();
+    let mut e = Draft {
+        topology: &topology,
+        catalogues: &node.catalogues,
+        me: &village,
+        seq: 2,
+        case: case.clone(),
+        current: None,
+        actor: "forger",
+        body: Body::SetField { field: "address".into(), value: FieldValue::Text("pinned".into()) },
+    }
+    .build(&tip, Hlc { wall_ms: now + 1, logical: 0 });
+    e.context = context;
+    node.seq = 2;
+    node.keep_seal(Seal::sign(&node.key, &e));
+    node.chains.get_mut(&(lane.clone(), village.clone())).unwrap().push(e);
+    let seg = segment_of(&w.nodes[v], "t0v0", &lane);
+    let r = &w.nodes[t];
+    let verdict = check_batch(r, &topology, &r.catalogues, &r.me, &village, vec![seg], now).unwrap();
+    assert_eq!(verdict.accept.len(), 1, "the creation is accepted");
+    assert_eq!(verdict.deferred, 1, "the forged event waits: {:?}", verdict.refused);
+    assert!(verdict.refused.is_empty());
+}
