@@ -236,7 +236,8 @@ pub fn enroll_all(dir: &Path, out_dir: &Path) -> Result<()> {
         }
     }
     node::say!(
-        "county-hub: wrote {} bundles to {} (nodes enrolled before, with live keys, were skipped)",
+        "county-hub: wrote {} bundles to {} (nodes enrolled before, with live keys, were skipped); they hold \
+         private keys: carry each to its laptop and delete them here",
         nodes.len(),
         out_dir.display()
     );

@@ -394,6 +394,11 @@ pub fn init_from_bundle(data: &Path, enrollment: &Path, tier: Tier, program: &st
         bundle.identity.node.name,
         bundle.identity.hub_address
     );
+    eprintln!(
+        "{program}: this node's keys are now sealed under its passphrase; delete the bundle {} \
+         (it holds them in the clear)",
+        enrollment.display()
+    );
     Ok(())
 }
 

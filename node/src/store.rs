@@ -506,7 +506,7 @@ pub fn certificate_revoked(conn: &Connection, certificate: &Hash) -> Result<bool
 pub fn heads_of(conn: &Connection, node: &NodeId) -> Result<Vec<(Lane, NodeId, u64, Hash)>> {
     let mut stmt = conn.prepare(
         "SELECT e.lane, e.origin, e.pos, e.hash FROM events e
-         JOIN (SELECT lane, origin, MAX(pos) AS pos FROM events WHERE origin = ?1 OR origin LIKE ?1 || '~%'
+         JOIN (SELECT lane, origin, MAX(pos) AS pos FROM events WHERE origin = ?1 OR substr(origin, 1, length(?1) + 1) = ?1 || '~'
                GROUP BY lane, origin) m ON e.lane = m.lane AND e.origin = m.origin AND e.pos = m.pos",
     )?;
     let rows = stmt.query_map([&node.0], |r| {

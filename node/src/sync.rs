@@ -825,6 +825,43 @@ struct Gate {
     limits: Limits,
     total: AtomicUsize,
     per_peer: Mutex<BTreeMap<NodeId, usize>>,
+    /// Handshakes in progress per remote address.
+    handshakes: Mutex<BTreeMap<std::net::IpAddr, usize>>,
+}
+
+/// Most handshakes one address may have in progress at once: a flood of
+/// half-open handshakes from one place cannot take the places of villages
+/// connecting from elsewhere.
+pub const HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// A handshake in progress, counted against its address until dropped.
+struct Handshake {
+    gate: Arc<Gate>,
+    ip: std::net::IpAddr,
+}
+
+impl Gate {
+    fn claim_handshake(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Handshake> {
+        let mut open = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut open = self.gate.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// One connection counted against the limits; released when dropped, so
@@ -884,13 +921,19 @@ fn refuse(conn: &quinn::Connection, code: u32, why: &str) {
     conn.close(code.into(), reason);
 }
 
-async fn serve_connection(mut slot: Slot, incoming: quinn::Incoming, over_limit: bool) -> Result<()> {
+async fn serve_connection(
+    mut slot: Slot,
+    incoming: quinn::Incoming,
+    over_limit: bool,
+    handshake: Handshake,
+) -> Result<()> {
     let gate = slot.gate.clone();
     let conn = match tokio::time::timeout(OPEN_DEADLINE, incoming).await {
         Err(_) => bail!("a handshake took over {} s", OPEN_DEADLINE.as_secs()),
         Ok(Err(e)) => bail!("handshake failed: {e}"),
         Ok(Ok(c)) => c,
     };
+    drop(handshake);
     if over_limit {
         let why = format!(
             "{} is serving {} connections, its limit; sync again in a minute",
@@ -1042,12 +1085,24 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
         limits,
         total: AtomicUsize::new(0),
         per_peer: Mutex::new(BTreeMap::new()),
+        handshakes: Mutex::new(BTreeMap::new()),
     });
     drop(ledger);
     let ep = endpoint.clone();
     let g = gate.clone();
     let accept = tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                // Address validation (QUIC Retry): a first packet from a
+                // spoofed or silent source costs nothing until its sender
+                // answers.
+                let _ = incoming.retry();
+                continue;
+            }
+            let Some(handshake) = g.claim_handshake(incoming.remote_address().ip()) else {
+                incoming.refuse();
+                continue;
+            };
             let held = g.total.fetch_add(1, Ordering::SeqCst);
             let slot = Slot { gate: g.clone(), peer: None };
             if held >= g.limits.connections + REFUSAL_HANDSHAKES {
@@ -1058,7 +1113,7 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
             }
             let over_limit = held >= g.limits.connections;
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(slot, incoming, over_limit).await {
+                if let Err(e) = serve_connection(slot, incoming, over_limit, handshake).await {
                     tracing::warn!("sync session failed: {e:#}");
                 }
             });

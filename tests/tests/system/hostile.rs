@@ -344,3 +344,45 @@ fn a_sync_whose_hub_dies_gives_up_within_seconds_and_resumes() {
     assert_eq!(done["sent_events"].as_u64().unwrap() + partial, total, "{done}");
     assert_eq!(digest("village-node", &data), digest("county-hub", s(&hub_dir)));
 }
+
+/// Review of issue 11: first packets of handshakes that are never finished
+/// (no certificate needed to send them) must not take the places of
+/// villages. The hub answers a first packet with a QUIC Retry and keeps
+/// nothing until the sender answers; a sender that does answer may hold at
+/// most `HANDSHAKES_PER_ADDRESS` handshakes at once.
+#[test]
+fn half_open_handshakes_do_not_lock_villages_out() {
+    let county = County::new();
+    let legit = s(&county.enrol(LEGIT, "village-node")).to_string();
+    let hub_data = s(&county.hub()).to_string();
+    let hub = Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
+    ok("county-sim", &["generate", "--data", &legit, "--count", "3", "--as", "王芳"]);
+    let hub_addr: SocketAddr = hub.addr.parse().unwrap();
+    let bundle = village_identities(&county, 1).remove(0);
+    // Capture 400 genuine first packets (ClientHellos) without answering.
+    let initials: Vec<Vec<u8>> = runtime().block_on(async move {
+        let mut out = Vec::new();
+        for _ in 0..400 {
+            let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let ep = client_endpoint();
+            let cfg = node::sync::client_config(&bundle.identity, &bundle.secrets).unwrap();
+            let connecting = ep.connect_with(cfg, trap.local_addr().unwrap(), "peer.node").unwrap();
+            let mut buf = vec![0u8; 2048];
+            let n = tokio::time::timeout(Duration::from_secs(2), trap.recv(&mut buf)).await.unwrap().unwrap();
+            buf.truncate(n);
+            out.push(buf);
+            drop(connecting);
+        }
+        out
+    });
+    let mut sockets = Vec::new();
+    for initial in &initials {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.send_to(initial, hub_addr).unwrap();
+        sockets.push(sock); // kept open, never answering
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let out = run("village-node", &["sync", "--data", &legit, "--peer", &hub.addr, "--json"]);
+    assert!(out.status.success(), "a village was locked out: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(digest("village-node", &legit), digest("county-hub", &hub_data));
+}
