@@ -340,6 +340,9 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                     serde_json::json!({"node": node, "reason": reason, "key": key.to_hex()})
                 }
                 proto::Body::Enrol { node, key, .. } => serde_json::json!({"node": node, "key": key.to_hex()}),
+                proto::Body::Incarnate { origin, after } => {
+                    serde_json::json!({"origin": origin, "after": after.to_string()})
+                }
             };
             let line = serde_json::json!({
                 "origin": e.id.origin, "seq": e.id.seq, "lane": e.lane.key(), "pos": e.pos,

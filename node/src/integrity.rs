@@ -346,7 +346,8 @@ pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut expected_lookups: BTreeSet<(String, String)> = BTreeSet::new();
     let ids: Vec<CaseId> = {
-        let mut stmt = conn.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
+        let mut stmt =
+            conn.prepare("SELECT DISTINCT case_id FROM events WHERE substr(case_id, 1, 1) != '*' ORDER BY case_id")?;
         let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
@@ -448,7 +449,8 @@ pub fn repair(store: &mut store::Store) -> Result<usize> {
         )?;
     }
     let ids: Vec<CaseId> = {
-        let mut stmt = tx.prepare("SELECT DISTINCT case_id FROM events WHERE lane != '*' ORDER BY case_id")?;
+        let mut stmt =
+            tx.prepare("SELECT DISTINCT case_id FROM events WHERE substr(case_id, 1, 1) != '*' ORDER BY case_id")?;
         let rows = stmt.query_map([], |r| Ok(CaseId(r.get(0)?)))?;
         rows.collect::<rusqlite::Result<_>>()?
     };

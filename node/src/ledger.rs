@@ -553,6 +553,15 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Vouches for `origin`, a new incarnation of a peer this node serves
+    /// (see `Body::Incarnate`): in the village's own lane, or for a
+    /// township in the global lane.
+    pub fn vouch(&mut self, origin: &NodeId, after: Hlc, village: bool) -> Result<Event> {
+        let case = if village { proto::event::LANE_CASE } else { proto::event::GLOBAL_CASE };
+        let body = Body::Incarnate { origin: origin.clone(), after };
+        self.append_as("voucher", Target::Case(CaseId(case.into())), body, Check::AuthorityOnly)
+    }
+
     /// The county certifies a node's new signing key and TLS certificate.
     pub fn enrol(&mut self, actor: &str, node: &NodeId, key: KeyId, certificate: Hash) -> Result<Event> {
         let body = Body::Enrol { node: node.clone(), key, certificate };

@@ -74,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE checkpoints (
         origin TEXT NOT NULL, lane TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,
         head BLOB NOT NULL, signature BLOB NOT NULL, key BLOB NOT NULL, PRIMARY KEY (origin, lane, pos)) WITHOUT ROWID;",
+    // 5: vouchers for incarnations (derived from `incarnate` events, kept
+    // beside them in the same transaction).
+    "CREATE TABLE vouchers (
+        origin TEXT PRIMARY KEY, after_wall INTEGER NOT NULL, after_logical INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 /// What inserting an event did.
@@ -347,6 +351,12 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
                 params![node.0, e.id.origin.0, e.id.seq],
             )?;
         }
+        if let proto::Body::Incarnate { origin, after } = &e.body {
+            conn.execute(
+                "INSERT OR IGNORE INTO vouchers (origin, after_wall, after_logical) VALUES (?1, ?2, ?3)",
+                params![origin.0, after.wall_ms, after.logical],
+            )?;
+        }
         if let proto::Body::Enrol { node, key, certificate } | proto::Body::Revoke { node, key, certificate, .. } =
             &e.body
         {
@@ -492,6 +502,29 @@ pub fn live_keys(conn: &Connection, node: &NodeId) -> Result<Vec<(KeyId, Hash)>>
         Ok((KeyId(k.try_into().unwrap_or([0; 32])), Hash(c.try_into().unwrap_or([0; 32]))))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The `after` stamp of the voucher held for an incarnation, if any.
+pub fn voucher(conn: &Connection, origin: &NodeId) -> Result<Option<Hlc>> {
+    Ok(conn
+        .prepare_cached("SELECT after_wall, after_logical FROM vouchers WHERE origin = ?1")?
+        .query_row([&origin.0], |r| Ok(Hlc { wall_ms: r.get(0)?, logical: r.get(1)? }))
+        .optional()?)
+}
+
+/// The latest stamp of any event held from `node`'s origins (every
+/// incarnation but `except`).
+pub fn latest_stamp_of(conn: &Connection, node: &NodeId, except: &NodeId) -> Result<Hlc> {
+    let row: Option<(u64, u32)> = conn
+        .query_row(
+            "SELECT hlc_wall, hlc_logical FROM events
+             WHERE (origin = ?1 OR substr(origin, 1, length(?1) + 1) = ?1 || '~') AND origin != ?2
+             ORDER BY hlc_wall DESC, hlc_logical DESC LIMIT 1",
+            params![node.base(), except.0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.map_or(Hlc::default(), |(wall_ms, logical)| Hlc { wall_ms, logical }))
 }
 
 /// True when the county revoked the certificate with this SHA-256.
@@ -749,7 +782,7 @@ pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {
 
 pub fn count_events(conn: &Connection, home: Option<&NodeId>) -> Result<u64> {
     Ok(match home {
-        None => conn.query_row("SELECT COUNT(*) FROM events WHERE lane != '*'", [], |r| r.get(0))?,
+        None => conn.query_row("SELECT COUNT(*) FROM events WHERE substr(case_id, 1, 1) != '*'", [], |r| r.get(0))?,
         Some(h) => conn.query_row(
             "SELECT COUNT(*) FROM events WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
             [&h.0],

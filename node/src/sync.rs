@@ -106,6 +106,38 @@ impl Replica for SqliteReplica<'_> {
     fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<proto::Hash>> {
         store::hash_at(self.0, origin, lane, pos)
     }
+    fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>> {
+        store::voucher(self.0, origin)
+    }
+}
+
+/// The peer (authenticated by its certificate) writes as a new incarnation
+/// of itself: where this node vouches for the peer (the county for anyone,
+/// a township for its villages), it does so before judging the batch, with
+/// `after` the latest stamp of the peer's other origins it holds, so that
+/// the new incarnation cannot write anything dated before them.
+fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::Segment]) -> Result<()> {
+    let topology = ledger.topology();
+    let (Some(mine), Some(theirs)) = (topology.get(ledger.me()), topology.get(peer)) else { return Ok(()) };
+    let may = mine.tier == Tier::County || (theirs.tier == Tier::Village && theirs.parent.as_ref() == Some(&mine.id));
+    let village = theirs.tier == Tier::Village;
+    if !may {
+        return Ok(());
+    }
+    let origins: BTreeSet<&NodeId> = segments
+        .iter()
+        .map(|s| &s.seal.origin)
+        .filter(|o| o.is_incarnation_of(peer) && o.as_str() != o.base() && o.is_well_formed_origin())
+        .collect();
+    for origin in origins {
+        if store::voucher(ledger.store().conn(), origin)?.is_some() {
+            continue;
+        }
+        let after = store::latest_stamp_of(ledger.store().conn(), peer, origin)?;
+        let e = ledger.vouch(origin, after, village)?;
+        tracing::info!(peer = %peer, origin = %origin, event = %e.id, "vouched for a new incarnation");
+    }
+    Ok(())
 }
 
 /// Stores a checked batch in one transaction: accepted events, their
@@ -123,7 +155,7 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
         if store::insert_hashed(&tx, e, *hash)? != store::Inserted::New {
             created.remove(&e.case);
         }
-        if e.lane != Lane::Global {
+        if !e.body.is_global() {
             touched.entry(&e.case).or_default().push((e, *hash));
             if matches!(e.body, proto::Body::Create(_)) && !store::case_exists(&tx, &e.case)? {
                 created.insert(e.case.clone());
@@ -615,6 +647,7 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
         if let Some((n, segments)) = batch {
+            block(|| vouch_for_peer(ledger, &peer, &segments))?;
             let verdict = block(|| {
                 check_batch(
                     &SqliteReplica(ledger.store().conn()),

@@ -83,6 +83,10 @@ pub fn lane_in_scope(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
 pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
     match body {
         Body::Revoke { .. } | Body::Enrol { .. } => Lane::Global,
+        // A village's voucher lives in its own lane (the case id names it),
+        // a township's in the global lane.
+        Body::Incarnate { origin, .. } if case.as_str() != GLOBAL_CASE => Lane::Home(origin.node()),
+        Body::Incarnate { .. } => Lane::Global,
         _ => Lane::Home(case.home().unwrap_or_else(|| NodeId::new(case.as_str()))),
     }
 }
@@ -109,6 +113,26 @@ pub fn authorize(
     let expected = lane_of(case, body);
     if lane != &expected {
         return Err(AuthError::WrongLane { lane: lane.to_string(), expected: expected.to_string() });
+    }
+    if let Body::Incarnate { origin, .. } = body {
+        let node = origin.node();
+        let info = topology.get(&node).ok_or_else(|| AuthError::UnknownNode(node.clone()))?;
+        if origin.as_str() == node.as_str() || !origin.is_well_formed_origin() {
+            return Err(AuthError::BadValue(format!("{origin} is not an incarnation of a node")));
+        }
+        let (want_lane, by_parent) = match info.tier {
+            Tier::Village => {
+                (Lane::Home(node.clone()), info.parent.as_ref().is_some_and(|p| author.base() == p.as_str()))
+            }
+            _ => (Lane::Global, false),
+        };
+        if lane != &want_lane {
+            return Err(AuthError::WrongLane { lane: lane.to_string(), expected: want_lane.to_string() });
+        }
+        if !(tier == Tier::County || by_parent) {
+            return Err(AuthError::CountyOnly("incarnate (or the village's own township)"));
+        }
+        return Ok(());
     }
     if let Body::Revoke { node, .. } | Body::Enrol { node, .. } = body {
         if tier != Tier::County {
@@ -148,7 +172,9 @@ pub fn authorize(
     let decider = tier == decider_tier;
     let wrong = |step: &'static str, who: String| Err(AuthError::WrongTier { step, tier, who });
     match body {
-        Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } => unreachable!("handled above"),
+        Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } => {
+            unreachable!("handled above")
+        }
         Body::SetField { field, .. } if field.trim().is_empty() => {
             Err(AuthError::BadValue("a field name may not be empty".into()))
         }

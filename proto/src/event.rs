@@ -79,6 +79,9 @@ impl fmt::Display for Lane {
 
 /// The case id that global events carry.
 pub const GLOBAL_CASE: &str = "*";
+/// The case id of a network event filed in a home lane (a village's
+/// incarnation voucher). Case ids starting with `*` name no case.
+pub const LANE_CASE: &str = "*lane";
 
 /// A field's value. Personal data is always [`Protected`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -192,6 +195,14 @@ pub enum Body {
         /// SHA-256 of the TLS certificate (DER).
         certificate: Hash,
     },
+    /// A node's new incarnation is vouched for by the node it recovered
+    /// against (a village's township, or the county): its events are
+    /// accepted only once this is held, and none stamped before `after`
+    /// (the latest stamp of the node's own events the voucher held), so a
+    /// holder of a node's key cannot open a fresh chain to backdate steps.
+    /// In the village's own lane for a village; in the global lane (by the
+    /// county) for a township, whose events reach its villages' lanes.
+    Incarnate { origin: NodeId, after: Hlc },
     /// The county revokes one key and certificate of a node (global lane):
     /// a lost laptop. A seal under the key stays valid only where it seals
     /// exactly a chain head in `upto` (what the county held when it
@@ -233,9 +244,10 @@ impl fmt::Display for KeyId {
 }
 
 impl Body {
-    /// True for the county's events of the global lane.
+    /// True for events about the network, not about a case: the county's
+    /// enrolments and revocations, and vouchers for incarnations.
     pub fn is_global(&self) -> bool {
-        matches!(self, Body::Revoke { .. } | Body::Enrol { .. })
+        matches!(self, Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. })
     }
 
     /// A short name for listings.
@@ -248,6 +260,7 @@ impl Body {
             Body::Step { step, .. } => step.name(),
             Body::Rate { .. } => "rate",
             Body::Enrol { .. } => "enrol",
+            Body::Incarnate { .. } => "incarnate",
             Body::Revoke { .. } => "revoke",
         }
     }

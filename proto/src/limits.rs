@@ -237,7 +237,7 @@ pub fn check_body(body: &Body) -> Result<(), LimitError> {
             }
             check_note(reason)
         }
-        Body::Enrol { .. } => Ok(()),
+        Body::Enrol { .. } | Body::Incarnate { .. } => Ok(()),
     }
 }
 

@@ -141,6 +141,8 @@ pub trait Replica {
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
     /// A case's creation, if held.
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
+    /// The `after` stamp of a voucher held for this incarnation, if any.
+    fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, Self::Error>;
     /// What the county said about `key` as a key of `node` (its
     /// enrolments and revocations in the global lane).
     fn key_status(&self, node: &NodeId, key: &KeyId) -> Result<KeyStatus, Self::Error>;
@@ -279,6 +281,8 @@ pub fn check_batch<R: Replica>(
     // tried again after the batch's other segments (which may hold what it
     // waits for), and otherwise held back for the next session; a context
     // naming events that never arrive keeps it waiting, never applied.
+    // Vouchers for incarnations accepted earlier in this batch.
+    let mut vouched: BTreeMap<NodeId, Hlc> = BTreeMap::new();
     let mut queue: VecDeque<Segment> = segments.into();
     let mut waiting: Vec<Segment> = Vec::new();
     let mut accepted_before_round = 0;
@@ -414,7 +418,7 @@ pub fn check_batch<R: Replica>(
             };
             let stored;
             let create = match &e.body {
-                Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } => None,
+                Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } => None,
                 _ => match creates.get(&e.case) {
                     Some(c) => Some(c),
                     None => {
@@ -438,6 +442,34 @@ pub fn check_batch<R: Replica>(
                 refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
+            }
+            // An incarnation writes only once vouched for, and never stamped
+            // before the voucher's `after` (no fresh chain to backdate with).
+            let incarnation = origin.as_str() != origin.base() && topology.tier_of(origin) != Some(Tier::County);
+            if incarnation {
+                let after = match vouched.get(origin) {
+                    Some(h) => Some(*h),
+                    None => replica.voucher(origin).map_err(storage)?,
+                };
+                match after {
+                    None => {
+                        let mut remainder = vec![e];
+                        remainder.extend(rest.by_ref().map(|(e, _)| e));
+                        waiting.push(Segment { events: remainder, seal: seal.clone() });
+                        complete = false;
+                        break;
+                    }
+                    Some(after) if e.hlc < after => {
+                        let reason = format!(
+                            "not authorised: stamped {} before its incarnation {origin} was vouched for (after {after})",
+                            e.hlc
+                        );
+                        refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                        complete = false;
+                        break;
+                    }
+                    Some(_) => {}
+                }
             }
             let mut missing = false;
             for dot in e.context.iter() {
@@ -489,6 +521,9 @@ pub fn check_batch<R: Replica>(
             }
             if let Body::Create(c) = &e.body {
                 creates.entry(e.case.clone()).or_insert_with(|| c.clone());
+            }
+            if let Body::Incarnate { origin, after } = &e.body {
+                vouched.entry(origin.clone()).or_insert(*after);
             }
             if let Body::Enrol { node, key, .. } | Body::Revoke { node, key, .. } = &e.body {
                 // Later segments of this batch are judged by it already.
@@ -879,6 +914,9 @@ mod tests {
             Ok(KeyStatus::Unknown)
         }
         fn hash_at(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Hash>, String> {
+            Ok(None)
+        }
+        fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
             Ok(None)
         }
     }

@@ -38,6 +38,9 @@ impl Replica for Empty {
     fn checkpoint_after(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Seal>, String> {
         Ok(None)
     }
+    fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
+        Ok(None)
+    }
 }
 
 fn item() -> Item {

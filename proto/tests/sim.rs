@@ -93,6 +93,12 @@ impl Replica for Mem {
         }
         Ok(status)
     }
+    fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, String> {
+        Ok(self.events().find_map(|e| match &e.body {
+            Body::Incarnate { origin: o, after } if o == origin => Some(*after),
+            _ => None,
+        }))
+    }
     fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, String> {
         let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
         Ok(chain.iter().find(|e| e.pos == pos).map(Event::hash))
@@ -113,7 +119,7 @@ impl Mem {
         fold_case(case, events)
     }
     fn case_ids(&self) -> BTreeSet<CaseId> {
-        self.events().filter(|e| e.lane != Lane::Global).map(|e| e.case.clone()).collect()
+        self.events().filter(|e| !e.body.is_global()).map(|e| e.case.clone()).collect()
     }
     fn author(&mut self, topology: &Topology, case: CaseId, body: Body, now: u64) -> bool {
         let current = self.case(&case);
@@ -189,6 +195,33 @@ impl Mem {
             self.refused.push(format!("{}/{}: {}", r.origin, r.seq, r.reason));
         }
         let _ = self.clock.observe(v.max_hlc, self.wall(now));
+    }
+}
+
+/// What the node driver does before judging a batch (`node::sync`): a
+/// node that vouches for its peer (the county for anyone, a township for
+/// its villages) vouches for the peer's new incarnations, after the latest
+/// stamp of the peer's other origins it holds.
+fn vouch_for_peer(to: &mut Mem, peer: &NodeId, segments: &[Segment], topology: &Topology, now: u64) {
+    let (mine, theirs) = (topology.get(&to.me).unwrap().clone(), topology.get(peer).unwrap().clone());
+    let may = mine.tier == Tier::County || (theirs.tier == Tier::Village && theirs.parent.as_ref() == Some(&to.me));
+    if !may {
+        return;
+    }
+    for s in segments {
+        let origin = &s.seal.origin;
+        if !origin.is_incarnation_of(peer) || origin.as_str() == origin.base() || to.voucher(origin).unwrap().is_some()
+        {
+            continue;
+        }
+        let after = to
+            .events()
+            .filter(|e| e.id.origin.is_incarnation_of(peer) && &e.id.origin != origin)
+            .map(|e| e.hlc)
+            .max()
+            .unwrap_or_default();
+        let case = CaseId(if theirs.tier == Tier::Village { proto::event::LANE_CASE } else { "*" }.into());
+        assert!(to.author(topology, case, Body::Incarnate { origin: origin.clone(), after }, now), "vouching refused");
     }
 }
 
@@ -382,6 +415,7 @@ impl World {
                             }
                         }
                         if let Some((n, segments)) = sto.handle(msg, to, topology, to.wall(now)).unwrap() {
+                            vouch_for_peer(to, &from.me, &segments, topology, now);
                             let v = check_batch(
                                 to,
                                 topology,
@@ -1337,4 +1371,44 @@ fn an_event_waits_for_what_its_context_claims() {
     assert_eq!(verdict.accept.len(), 1, "the creation is accepted");
     assert_eq!(verdict.deferred, 1, "the forged event waits: {:?}", verdict.refused);
     assert!(verdict.refused.is_empty());
+}
+
+/// Review of issue 11: a holder of a village's key opens a fresh
+/// incarnation of the village and signs a withdrawal stamped long ago, to
+/// undo the township's decision on a case. The new incarnation writes only
+/// once vouched for, and never before the voucher's `after` (the latest
+/// stamp of the village's own events the voucher held): refused.
+#[test]
+fn a_fresh_incarnation_cannot_backdate_a_step() {
+    let mut w = World::new(51, 1, 1, 0);
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let (v, t, c) = (w.index[&village], w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    let case = CaseId::mint(&village, 1);
+    let now = w.now;
+    assert!(w.nodes[v].author(&topology, case.clone(), create_body(Tier::Township, vec![], vec![]), now));
+    for step in [Step::PrereviewPass, Step::Forward { to: NodeId::new("t0") }] {
+        assert!(w.nodes[v].author(&topology, case.clone(), Body::Step { step, note: String::new() }, now + 10));
+    }
+    assert!(w.sync(v, t, Faults { drop: 0.0, duplicate: 0.0 }));
+    for step in [Step::Accept, Step::Approve, Step::Issue] {
+        assert!(w.nodes[t].author(&topology, case.clone(), Body::Step { step, note: String::new() }, now + 20));
+    }
+    w.converge();
+    assert_eq!(w.nodes[c].case(&case).unwrap().state.name(), "issued");
+    // The forger: the village's key, a fresh incarnation, a stamp from 1970.
+    let mut forger = w.nodes[v].clone();
+    forger.origin = village.incarnation(0x0badc0de);
+    forger.seq = 0;
+    forger.clock = HlcClock::new(Hlc::default());
+    forger.skew_ms = -(now as i64) + 1;
+    forger.forge(&topology, case.clone(), Body::Step { step: Step::Withdraw, note: String::new() }, now);
+    let k = w.nodes.len();
+    w.nodes.push(forger);
+    for peer in [c, t] {
+        w.sync(k, peer, Faults { drop: 0.0, duplicate: 0.0 });
+        let held = &w.nodes[peer];
+        assert_eq!(held.case(&case).unwrap().state.name(), "issued", "the decision was undone at {}", held.me);
+        assert!(held.refused.iter().any(|r| r.contains("before its incarnation")), "{:?}", held.refused);
+    }
 }
