@@ -78,6 +78,8 @@ const MIGRATIONS: &[&str] = &[
     // beside them in the same transaction).
     "CREATE TABLE vouchers (
         origin TEXT PRIMARY KEY, after_wall INTEGER NOT NULL, after_logical INTEGER NOT NULL) WITHOUT ROWID;",
+    // 6: the kind of every quarantine entry beside its text.
+    "ALTER TABLE quarantine ADD COLUMN kind TEXT NOT NULL DEFAULT 'other';",
 ];
 
 /// What inserting an event did.
@@ -99,6 +101,9 @@ pub struct QuarantineEntry {
     pub from_node: String,
     pub origin: String,
     pub seq: u64,
+    /// The stable kind (`proto::sync::RefusalKind::name`, or `second_copy`,
+    /// `new_incarnation`).
+    pub kind: String,
     pub reason: String,
 }
 
@@ -583,7 +588,7 @@ pub fn purge_after_revocation(
         );
         let mut cases = std::collections::BTreeSet::new();
         for e in &events {
-            quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, &reason, &e.encode())?;
+            quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, "key_revoked", &reason, &e.encode())?;
             cases.insert(e.case.clone());
         }
         conn.execute(
@@ -880,24 +885,28 @@ pub fn for_each_decodable_event(conn: &Connection, mut f: impl FnMut(Event) -> R
 /// Records refused input. `event` is the encoded event when it was in this
 /// node's scope, or only its header otherwise: data outside a node's scope
 /// is never stored, not even in quarantine.
+#[allow(clippy::too_many_arguments)]
 pub fn quarantine(
     conn: &Connection,
     at_ms: u64,
     from: &NodeId,
     origin: &NodeId,
     seq: u64,
+    kind: &str,
     reason: &str,
     event: &[u8],
 ) -> Result<()> {
     conn.execute(
-        "INSERT OR IGNORE INTO quarantine (at_ms, from_node, origin, seq, reason, event) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![at_ms, from.0, origin.0, seq, reason, event],
+        "INSERT OR IGNORE INTO quarantine (at_ms, from_node, origin, seq, reason, event, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![at_ms, from.0, origin.0, seq, reason, event, kind],
     )?;
     Ok(())
 }
 
 pub fn quarantine_list(conn: &Connection) -> Result<Vec<QuarantineEntry>> {
-    let mut stmt = conn.prepare("SELECT id, at_ms, from_node, origin, seq, reason FROM quarantine ORDER BY id")?;
+    let mut stmt =
+        conn.prepare("SELECT id, at_ms, from_node, origin, seq, reason, kind FROM quarantine ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
         Ok(QuarantineEntry {
             id: r.get(0)?,
@@ -906,6 +915,7 @@ pub fn quarantine_list(conn: &Connection) -> Result<Vec<QuarantineEntry>> {
             origin: r.get(3)?,
             seq: r.get(4)?,
             reason: r.get(5)?,
+            kind: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -191,7 +191,7 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
             e.id.origin,
             e.id.origin.node()
         );
-        store::quarantine(&tx, now, from, &e.id.origin, 0, &reason, &[])?;
+        store::quarantine(&tx, now, from, &e.id.origin, 0, "new_incarnation", &reason, &[])?;
     }
     if stale {
         // Our own current origin's events came back: this store is stale.
@@ -199,7 +199,7 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
     }
     for r in &verdict.refused {
         let blob = r.event.as_ref().map(Event::encode).unwrap_or_default();
-        store::quarantine(&tx, now, from, &r.origin, r.seq, &r.reason, &blob)?;
+        store::quarantine(&tx, now, from, &r.origin, r.seq, r.kind.name(), &r.reason, &blob)?;
         tracing::warn!(from = %from, origin = %r.origin, seq = r.seq, reason = %r.reason, "quarantined");
     }
     if verdict.max_hlc > Hlc::default() {
@@ -1061,7 +1061,7 @@ fn record_divergence(ledger: &mut Ledger, peer: &NodeId, s: &Summary) -> Result<
                 d.here
             );
             tracing::warn!("{reason}");
-            store::quarantine(&tx, now, peer, &d.origin, d.there, &reason, &[])?;
+            store::quarantine(&tx, now, peer, &d.origin, d.there, "second_copy", &reason, &[])?;
         }
         tx.commit()?;
     }

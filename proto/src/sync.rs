@@ -196,11 +196,48 @@ pub fn allowed_peer(topology: &Topology, me: &NodeId, peer: &NodeId) -> bool {
     }
 }
 
+/// Why input was refused, as a kind a program (and the QUIC close, and an
+/// administrator's filter) can act on; the reason's text says the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RefusalKind {
+    /// Ids out of range, a malformed origin, a segment mixing chains.
+    Malformed,
+    /// A lane outside this node's scope, or one the sender may not relay.
+    OutOfScope,
+    /// The seal's key was never enrolled by the county for its node.
+    KeyNotEnrolled,
+    /// The seal's key was revoked, past what the revocation vouches for.
+    KeyRevoked,
+    /// The seal's signature does not verify.
+    BadSeal,
+    /// The events do not form the chain the seal names (altered, forged,
+    /// forked, or a gap).
+    BrokenChain,
+    /// Well formed and authentic, but its origin may not author it.
+    NotAuthorised,
+}
+
+impl RefusalKind {
+    /// The stable name (JSON, the store, filters).
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalKind::Malformed => "malformed",
+            RefusalKind::OutOfScope => "out_of_scope",
+            RefusalKind::KeyNotEnrolled => "key_not_enrolled",
+            RefusalKind::KeyRevoked => "key_revoked",
+            RefusalKind::BadSeal => "bad_seal",
+            RefusalKind::BrokenChain => "broken_chain",
+            RefusalKind::NotAuthorised => "not_authorised",
+        }
+    }
+}
+
 /// Refused input: never applied, kept with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refused {
     pub origin: NodeId,
     pub seq: u64,
+    pub kind: RefusalKind,
     pub reason: String,
     /// The event, when it is in the receiver's scope; otherwise only its id
     /// is kept (data outside a node's scope is never stored).
@@ -258,12 +295,13 @@ pub fn check_batch<R: Replica>(
     let peer_is_county = topology.tier_of(peer) == Some(Tier::County);
     // Refused events are kept for administrators only when their own lane
     // is in this node's scope; otherwise only their ids are.
-    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, reason: String| {
+    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, kind: RefusalKind, reason: String| {
         for e in events {
             let keep = lane_in_scope(topology, me, &e.lane) && auth::lane_of(&e.case, &e.body) == e.lane;
             v.refused.push(Refused {
                 origin: e.id.origin.clone(),
                 seq: e.id.seq,
+                kind,
                 reason: reason.clone(),
                 event: keep.then_some(e),
             });
@@ -299,23 +337,38 @@ pub fn check_batch<R: Replica>(
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
         if events.iter().any(|e| e.id.seq > i64::MAX as u64 || e.pos > i64::MAX as u64) {
-            refuse_all(&mut v, &mut events.into_iter(), "seq or position out of range".into());
+            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::Malformed, "seq or position out of range".into());
             continue;
         }
         if !lane_in_scope(topology, me, lane) {
-            refuse_all(&mut v, &mut events.into_iter(), format!("lane {lane} is outside this node's scope"));
+            refuse_all(
+                &mut v,
+                &mut events.into_iter(),
+                RefusalKind::OutOfScope,
+                format!("lane {lane} is outside this node's scope"),
+            );
             continue;
         }
         if !peer_is_county && !lane_in_scope(topology, peer, lane) {
-            refuse_all(&mut v, &mut events.into_iter(), format!("sender {peer} has no authority over lane {lane}"));
+            refuse_all(
+                &mut v,
+                &mut events.into_iter(),
+                RefusalKind::OutOfScope,
+                format!("sender {peer} has no authority over lane {lane}"),
+            );
             continue;
         }
         if !origin.is_well_formed_origin() {
-            refuse_all(&mut v, &mut events.into_iter(), "malformed origin (incarnation tag)".into());
+            refuse_all(
+                &mut v,
+                &mut events.into_iter(),
+                RefusalKind::Malformed,
+                "malformed origin (incarnation tag)".into(),
+            );
             continue;
         }
         if events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
-            refuse_all(&mut v, &mut events.into_iter(), "segment mixes chains".into());
+            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::Malformed, "segment mixes chains".into());
             continue;
         }
         let node = origin.node();
@@ -332,7 +385,7 @@ pub fn check_batch<R: Replica>(
                 // The county enrols every key: one it does not know was
                 // never enrolled.
                 let reason = format!("signed with key {}, which the county never enrolled for {node}", seal.key);
-                refuse_all(&mut v, &mut events.into_iter(), reason);
+                refuse_all(&mut v, &mut events.into_iter(), RefusalKind::KeyNotEnrolled, reason);
                 continue;
             }
             KeyStatus::Unknown => {
@@ -350,18 +403,23 @@ pub fn check_batch<R: Replica>(
                 });
                 if !vouched {
                     let reason = format!("signed with key {} of {node}, which the county has revoked", seal.key);
-                    refuse_all(&mut v, &mut events.into_iter(), reason);
+                    refuse_all(&mut v, &mut events.into_iter(), RefusalKind::KeyRevoked, reason);
                     continue;
                 }
             }
             KeyStatus::Enrolled => {}
         }
         let Some(key) = seal.key.verifying_key() else {
-            refuse_all(&mut v, &mut events.into_iter(), format!("malformed key in the seal of {origin}"));
+            refuse_all(
+                &mut v,
+                &mut events.into_iter(),
+                RefusalKind::Malformed,
+                format!("malformed key in the seal of {origin}"),
+            );
             continue;
         };
         if let Err(e) = seal.verify(&key) {
-            refuse_all(&mut v, &mut events.into_iter(), format!("seal: {e}"));
+            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::BadSeal, format!("seal: {e}"));
             continue;
         }
         let tip = match tips.get(&(origin.clone(), lane.clone())) {
@@ -403,18 +461,18 @@ pub fn check_batch<R: Replica>(
         }
         if !continues {
             let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
-            refuse_all(&mut v, &mut new.into_iter(), reason);
+            refuse_all(&mut v, &mut new.into_iter(), RefusalKind::BrokenChain, reason);
             continue;
         }
         if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
-            refuse_all(&mut v, &mut new.into_iter(), chain_reason(&e));
+            refuse_all(&mut v, &mut new.into_iter(), RefusalKind::BrokenChain, chain_reason(&e));
             continue;
         }
         let mut complete = true;
         let mut rest = new.into_iter().zip(hashes).peekable();
         while let Some((e, hash)) = rest.next() {
             let refuse = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
-                refuse_all(v, &mut std::iter::once(e).chain(rest), reason);
+                refuse_all(v, &mut std::iter::once(e).chain(rest), RefusalKind::NotAuthorised, reason);
             };
             let stored;
             let create = match &e.body {

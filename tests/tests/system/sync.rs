@@ -302,6 +302,8 @@ fn tampered_and_forged_events_are_quarantined() {
         "the altered event breaks A's chain, which no longer ends at A's seal: {reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("not signed by")), "{reasons:?}");
+    let kinds: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"broken_chain") && kinds.contains(&"bad_seal"), "typed kinds beside the text: {kinds:?}");
     // Syncing again does not pile up duplicate entries.
     let before = q.as_array().unwrap().len();
     sync_with_refusals("village-node", &b, &net.hub.addr);
