@@ -6,9 +6,9 @@ use crate::identity::Bundle;
 use crate::integrity;
 use crate::ledger::{Ledger, NewCase};
 use crate::store;
+use crate::view::{case_json, case_summary};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use proto::event::FieldValue;
 use proto::fold::CaseState;
 use proto::workflow::State;
 use proto::{CaseId, NodeId, Step, Tier};
@@ -727,15 +727,15 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             if json {
                 print_json(&Value::Array(cases.iter().map(case_summary).collect()))?;
             } else {
-                for c in &cases {
+                for c in cases.iter().map(crate::view::CaseSummary::from) {
                     say!(
                         "{:<22} {:<6} {:<20} {:<14} {}{}",
                         clean(c.case_id.as_str()),
-                        clean(c.item()),
-                        c.state.name(),
+                        clean(&c.item),
+                        c.state,
                         clean(c.handler.as_str()),
-                        clean(&first_value(c, "applicant")),
-                        if c.flagged() { "  [needs attention]" } else { "" }
+                        clean(&c.applicant),
+                        if c.flagged { "  [needs attention]" } else { "" }
                     );
                 }
                 say!("{} cases", cases.len());
@@ -755,68 +755,6 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn first_value(c: &CaseState, field: &str) -> String {
-    c.fields.get(field).and_then(|v| v.first()).map(|v| v.display().to_string()).unwrap_or_default()
-}
-
-fn field_values(values: &[FieldValue]) -> Value {
-    Value::Array(values.iter().map(|v| Value::String(v.display().to_string())).collect())
-}
-
-/// The list-row JSON of a case.
-pub fn case_summary(c: &CaseState) -> Value {
-    json!({
-        "case_id": c.case_id,
-        "item": c.item(),
-        "item_name": c.create.as_ref().map(|c| c.item_name.as_str()).unwrap_or(""),
-        "state": c.state.name(),
-        "home": c.home,
-        "handler": c.handler,
-        "applicant": first_value(c, "applicant"),
-        "flagged": c.flagged(),
-        "updated_ms": c.updated.wall_ms,
-    })
-}
-
-/// The `case show --json` form: personal data masked.
-pub fn case_json(c: &CaseState) -> Value {
-    let fields: serde_json::Map<String, Value> = c.fields.iter().map(|(k, v)| (k.clone(), field_values(v))).collect();
-    let history: Vec<Value> = c
-        .history
-        .iter()
-        .map(|h| {
-            json!({
-                "event": h.event.to_string(),
-                "hlc": h.hlc.to_string(),
-                "actor": h.actor,
-                "kind": h.kind(),
-                "detail": crate::view::history_detail(h),
-                "from": h.from.map(|s| s.name()),
-                "to": h.to.map(|s| s.name()),
-                "superseded": h.superseded,
-            })
-        })
-        .collect();
-    json!({
-        "case_id": c.case_id,
-        "item": c.item(),
-        "item_name": c.create.as_ref().map(|c| c.item_name.as_str()).unwrap_or(""),
-        "catalogue_version": c.create.as_ref().map(|c| c.catalogue_version),
-        "decided_by": c.decided_by(),
-        "state": c.state.name(),
-        "home": c.home,
-        "handler": c.handler,
-        "fields": fields,
-        "materials": c.materials,
-        "ratings": c.ratings.iter().map(|r| json!({"event": r.event.to_string(), "level": r.level, "note": r.note})).collect::<Vec<_>>(),
-        "flagged": c.flagged(),
-        "conflicts": c.conflicts.iter().map(crate::view::conflict_json).collect::<Vec<_>>(),
-        "history": history,
-        "version_vector": c.clock,
-        "digest": c.digest().to_hex(),
-    })
 }
 
 fn print_case(c: &CaseState) -> Result<()> {

@@ -3,8 +3,147 @@
 //! command line (and, next, the desks) turn them into words here, in one
 //! place, so a relabel changes no digest and no stored row.
 
-use proto::fold::{Conflict, Happened, HistoryEntry};
+use proto::event::FieldValue;
+use proto::fold::{CaseState, Conflict, Happened, HistoryEntry};
+use proto::{CaseId, NodeId, Tier};
+use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// A case as a list shows it (`case list --json`, the desks' lists).
+/// Personal data masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseSummary {
+    pub case_id: CaseId,
+    pub item: String,
+    pub item_name: String,
+    pub state: &'static str,
+    pub home: NodeId,
+    pub handler: NodeId,
+    pub applicant: String,
+    pub flagged: bool,
+    pub updated_ms: u64,
+}
+
+/// One line of a case's history, in words.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryLine {
+    pub event: String,
+    pub hlc: String,
+    pub actor: String,
+    pub kind: &'static str,
+    pub detail: String,
+    pub from: Option<&'static str>,
+    pub to: Option<&'static str>,
+    pub superseded: bool,
+}
+
+/// A rating, as shown.
+#[derive(Debug, Clone, Serialize)]
+pub struct RatingLine {
+    pub event: String,
+    pub level: u8,
+    pub note: String,
+}
+
+/// A case in full (`case show --json`, the desks' case page). Personal
+/// data masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseDetail {
+    pub case_id: CaseId,
+    pub item: String,
+    pub item_name: String,
+    pub catalogue_version: Option<u32>,
+    pub decided_by: Option<Tier>,
+    pub state: &'static str,
+    pub home: NodeId,
+    pub handler: NodeId,
+    pub fields: BTreeMap<String, Vec<String>>,
+    pub materials: Vec<String>,
+    pub ratings: Vec<RatingLine>,
+    pub flagged: bool,
+    pub conflicts: Vec<Value>,
+    pub history: Vec<HistoryLine>,
+    pub version_vector: BTreeMap<NodeId, u64>,
+    pub digest: String,
+}
+
+fn shown(values: &[FieldValue]) -> Vec<String> {
+    values.iter().map(|v| v.display().to_string()).collect()
+}
+
+impl From<&CaseState> for CaseSummary {
+    fn from(c: &CaseState) -> CaseSummary {
+        CaseSummary {
+            case_id: c.case_id.clone(),
+            item: c.item().to_string(),
+            item_name: c.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default(),
+            state: c.state.name(),
+            home: c.home.clone(),
+            handler: c.handler.clone(),
+            applicant: c
+                .fields
+                .get("applicant")
+                .map(|v| shown(v))
+                .and_then(|v| v.into_iter().next())
+                .unwrap_or_default(),
+            flagged: c.flagged(),
+            updated_ms: c.updated.wall_ms,
+        }
+    }
+}
+
+impl From<&HistoryEntry> for HistoryLine {
+    fn from(h: &HistoryEntry) -> HistoryLine {
+        HistoryLine {
+            event: h.event.to_string(),
+            hlc: h.hlc.to_string(),
+            actor: h.actor.clone(),
+            kind: h.kind(),
+            detail: history_detail(h),
+            from: h.from.map(|s| s.name()),
+            to: h.to.map(|s| s.name()),
+            superseded: h.superseded,
+        }
+    }
+}
+
+impl From<&CaseState> for CaseDetail {
+    fn from(c: &CaseState) -> CaseDetail {
+        CaseDetail {
+            case_id: c.case_id.clone(),
+            item: c.item().to_string(),
+            item_name: c.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default(),
+            catalogue_version: c.create.as_ref().map(|c| c.catalogue_version),
+            decided_by: c.decided_by(),
+            state: c.state.name(),
+            home: c.home.clone(),
+            handler: c.handler.clone(),
+            fields: c.fields.iter().map(|(k, v)| (k.clone(), shown(v))).collect(),
+            materials: c.materials.clone(),
+            ratings: c
+                .ratings
+                .iter()
+                .map(|r| RatingLine { event: r.event.to_string(), level: r.level, note: r.note.clone() })
+                .collect(),
+            flagged: c.flagged(),
+            conflicts: c.conflicts.iter().map(conflict_json).collect(),
+            history: c.history.iter().map(HistoryLine::from).collect(),
+            version_vector: c.clock.clone(),
+            digest: c.digest().to_hex(),
+        }
+    }
+}
+
+/// The list-row JSON of a case.
+pub fn case_summary(c: &CaseState) -> Value {
+    serde_json::to_value(CaseSummary::from(c)).expect("a view serialises")
+}
+
+/// The `case show --json` form: personal data masked.
+pub fn case_json(c: &CaseState) -> Value {
+    serde_json::to_value(CaseDetail::from(c)).expect("a view serialises")
+}
 
 /// The detail of a history line: the note, the field set, the material,
 /// the rating. Personal data stays masked.
