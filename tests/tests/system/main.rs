@@ -6,4 +6,5 @@ mod copies;
 mod demo;
 mod hostile;
 mod keys;
+mod pair;
 mod sync;
