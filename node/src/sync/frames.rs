@@ -1,0 +1,153 @@
+//! Framing: length-prefixed, zstd-compressed messages on one QUIC stream,
+//! read in chunks with bounded buffers, and lost connections in words.
+
+use super::*;
+
+/// What a lost connection means, in words for the staff at the laptop.
+pub(super) fn explain(e: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError as E;
+    match e {
+        E::TimedOut => format!(
+            "the peer stopped answering (nothing heard for {} s): it may have stopped, or the network is down",
+            IDLE_TIMEOUT.as_secs()
+        ),
+        E::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            if reason.is_empty() {
+                "the peer closed the connection".into()
+            } else {
+                format!("the peer closed the connection: {reason}")
+            }
+        }
+        E::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => {
+            "the peer refused the connection: it is serving as many connections as it can; try again shortly".into()
+        }
+        E::Reset => "the peer restarted and no longer knows this connection".into(),
+        other => format!("the connection failed: {other}"),
+    }
+}
+
+pub(super) fn read_error(e: quinn::ReadError) -> anyhow::Error {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => anyhow!(explain(&c)),
+        other => anyhow!("reading from the peer failed: {other}"),
+    }
+}
+
+pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => anyhow!(explain(&c)),
+        other => anyhow!("sending to the peer failed: {other}"),
+    }
+}
+
+/// Compresses a message into a frame body, refusing one the peer would
+/// refuse (an honest batch never comes near the limits).
+pub(super) fn pack(msg: &Message) -> Result<Vec<u8>> {
+    let raw = msg.encode();
+    if raw.len() > MAX_RAW_FRAME {
+        bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
+    }
+    let packed = zstd::bulk::compress(&raw, 3)?;
+    if packed.len() > MAX_FRAME {
+        bail!("a message of {} compressed bytes is over the {MAX_FRAME}-byte frame limit", packed.len());
+    }
+    Ok(packed)
+}
+
+pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<u64> {
+    let packed = block(|| pack(msg))?;
+    send.write_all(&(packed.len() as u32).to_be_bytes()).await.map_err(write_error)?;
+    send.write_all(&packed).await.map_err(write_error)?;
+    Ok(4 + packed.len() as u64)
+}
+
+/// Decompresses a frame body, never holding more than [`MAX_RAW_FRAME`]
+/// bytes of output however much the frame claims or expands to.
+pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
+    decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+    let mut raw = Vec::new();
+    decoder
+        .take(MAX_RAW_FRAME as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"))?;
+    if raw.len() > MAX_RAW_FRAME {
+        bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
+    }
+    Ok(raw)
+}
+
+/// Reads one frame. The buffer grows with the bytes that arrive, so a
+/// peer that declares a large frame and sends little costs little.
+pub(super) async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(Message, u64)>> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => bail!("the peer ended the stream inside a frame header"),
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        bail!("the peer announced a frame of {len} bytes, over the {MAX_FRAME}-byte limit");
+    }
+    let mut buf = Vec::new();
+    while buf.len() < len {
+        match recv.read_chunk(len - buf.len(), true).await.map_err(read_error)? {
+            Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+            None => bail!("the peer ended the stream inside a frame ({} of {len} bytes)", buf.len()),
+        }
+    }
+    let msg = block(|| -> Result<Message> {
+        let raw = unpack(&buf)?;
+        drop(buf);
+        Ok(Message::decode(&raw)?)
+    })?;
+    Ok(Some((msg, 4 + len as u64)))
+}
+
+/// The peer's messages, read by a task of their own (so that reading
+/// overlaps checking and storing) and handed over one at a time: at most
+/// one decoded message waits while another is read. The task ends with the
+/// stream or when this is dropped.
+pub(super) struct Frames {
+    pub(super) rx: tokio::sync::mpsc::Receiver<Result<(Message, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Frames {
+    pub(super) fn spawn(mut recv: quinn::RecvStream) -> Frames {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            loop {
+                let frame = read_frame(&mut recv).await;
+                let end = !matches!(frame, Ok(Some(_)));
+                let item = match frame {
+                    Ok(Some(f)) => Ok(f),
+                    Ok(None) => Err(anyhow!("the peer ended the stream")),
+                    Err(e) => Err(e),
+                };
+                if tx.send(item).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        Frames { rx, task }
+    }
+
+    /// The next message, waiting at most `deadline`.
+    pub(super) async fn next(&mut self, deadline: Duration, what: &str) -> Result<(Message, u64)> {
+        match tokio::time::timeout(deadline, self.rx.recv()).await {
+            Err(_) => bail!("no {what} from the peer within {} s", deadline.as_secs()),
+            Ok(None) => bail!("the peer ended the stream"),
+            Ok(Some(r)) => r,
+        }
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,522 @@
+//! The sync driver: runs `proto::sync::Session` over QUIC with mutual TLS
+//! against the county CA, reading and writing the node's SQLite ledger.
+//!
+//! Each side learns the other's node id and tier from its certificate name
+//! (`<id>.<tier>.node`), never from a message. One bidirectional stream per
+//! connection carries length-prefixed, zstd-compressed messages. A received
+//! batch is acknowledged only after the transaction that stores it commits.
+//!
+//! A server spends little on a connection before it has earned more: the
+//! peer is authenticated (certificate, topology, edges, revocations) and
+//! counted against [`Limits`] before anything else; it must open its stream
+//! and send its Hello within [`OPEN_DEADLINE`]; only then is the ledger (a
+//! SQLite connection) opened. Frame buffers grow with the bytes received,
+//! never with the length a peer declares, and frames and their decompressed
+//! size are bounded ([`MAX_FRAME`], [`MAX_RAW_FRAME`]).
+
+use crate::identity::parse_certificate_name;
+use crate::ledger::Ledger;
+use crate::store;
+use anyhow::{anyhow, bail, Context, Result};
+use proto::event::Lane;
+use proto::sync::{check_batch, Divergence, Message, Positions, Replica, Session, Stats, Verdict};
+use proto::{CaseId, Event, Hlc, NodeId, Seal, Tier};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rusqlite::Connection;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// ALPN of the case-ledger sync protocol.
+const ALPN: &[u8] = b"case-ledger-sync/1";
+/// Longest a served session may last.
+const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// Largest frame accepted, compressed. Honest batches are a few hundred
+/// KiB compressed (see `proto::sync::BATCH_BYTES`).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Largest frame accepted once decompressed; also the decoder's limit.
+pub const MAX_RAW_FRAME: usize = proto::codec::DECODE_LIMIT;
+/// Largest zstd window accepted (2^23 = 8 MiB); our frames use at most 2 MiB.
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+/// A server gives a connection this long to finish its handshake, then to
+/// open its stream, then to send its Hello.
+pub const OPEN_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest either side waits for the peer's next message once a session
+/// runs (a frame in transit included).
+pub const MESSAGE_DEADLINE: Duration = Duration::from_secs(120);
+/// A connection on which nothing at all arrives for this long is dead: the
+/// peer stopped or the network went down. Keep-alives are sent far more
+/// often, so a live but quiet peer is never mistaken for a dead one.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Connections a server holds at once, by default.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one peer may hold with a server at once.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
+/// Connections over the limit still get a handshake and a close reason, up
+/// to this many more; past that they are refused without a handshake.
+const REFUSAL_HANDSHAKES: usize = 64;
+
+/// QUIC application close codes.
+mod close {
+    pub const DONE: u32 = 0;
+    pub const REFUSED: u32 = 1;
+    pub const BUSY: u32 = 2;
+    pub const TOO_SLOW: u32 = 3;
+    pub const FAILED: u32 = 4;
+}
+
+/// The ledger as the sync protocol reads it.
+pub struct SqliteReplica<'a>(pub &'a Connection);
+
+impl Replica for SqliteReplica<'_> {
+    type Error = anyhow::Error;
+    fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions> {
+        store::lane_positions(self.0, lanes)
+    }
+    fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>> {
+        store::lane_events(self.0, lane, origin, after, upto)
+    }
+    fn seal(&self, origin: &NodeId, lane: &Lane) -> Result<Option<Seal>> {
+        store::seal_of(self.0, origin, lane)
+    }
+    fn checkpoint_after(&self, origin: &NodeId, lane: &Lane, after: u64) -> Result<Option<Seal>> {
+        store::checkpoint_after(self.0, origin, lane, after)
+    }
+    fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<proto::event::ChainTip> {
+        store::lane_tip(self.0, origin, lane)
+    }
+    fn create_of(&self, case: &CaseId) -> Result<Option<proto::event::Create>> {
+        Ok(store::get_case(self.0, case)?.and_then(|c| c.create))
+    }
+    fn key_status(&self, node: &NodeId, key: &proto::event::KeyId) -> Result<proto::sync::KeyStatus> {
+        store::key_status(self.0, node, key)
+    }
+    fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<proto::Hash>> {
+        store::hash_at(self.0, origin, lane, pos)
+    }
+    fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>> {
+        store::voucher(self.0, origin)
+    }
+}
+
+/// The peer (authenticated by its certificate) writes as a new incarnation
+/// of itself: where this node vouches for the peer (the county for anyone,
+/// a township for its villages), it does so before judging the batch, with
+/// `after` the latest stamp of the peer's other origins it holds, so that
+/// the new incarnation cannot write anything dated before them.
+fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::Segment]) -> Result<()> {
+    let topology = ledger.topology();
+    let (Some(mine), Some(theirs)) = (topology.get(ledger.me()), topology.get(peer)) else { return Ok(()) };
+    let may = mine.tier == Tier::County || (theirs.tier == Tier::Village && theirs.parent.as_ref() == Some(&mine.id));
+    let village = theirs.tier == Tier::Village;
+    if !may {
+        return Ok(());
+    }
+    let origins: BTreeSet<&NodeId> = segments
+        .iter()
+        .map(|s| &s.seal.origin)
+        .filter(|o| o.is_incarnation_of(peer) && o.as_str() != o.base() && o.is_well_formed_origin())
+        .collect();
+    for origin in origins {
+        if store::voucher(ledger.store().conn(), origin)?.is_some() {
+            continue;
+        }
+        let after = store::latest_stamp_of(ledger.store().conn(), peer, origin)?;
+        let e = ledger.vouch(origin, after, village)?;
+        tracing::info!(peer = %peer, origin = %origin, event = %e.id, "vouched for a new incarnation");
+    }
+    Ok(())
+}
+
+/// Stores a checked batch in one transaction: accepted events, their
+/// cases refolded, seals, quarantined input, and the clock.
+pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> Result<()> {
+    let now = crate::wall_clock_ms();
+    let stale = verdict.own_received.contains_key(ledger.origin());
+    let tx = ledger.store_mut().write()?;
+    // Cases created in this batch hold no other stored events (events of an
+    // unknown case are deferred, never stored), so they are folded from
+    // memory; the others are refolded from the store.
+    let mut touched: BTreeMap<&CaseId, Vec<(&Event, proto::Hash)>> = BTreeMap::new();
+    let mut created = BTreeSet::new();
+    for (e, hash) in &verdict.accept {
+        if store::insert_hashed(&tx, e, *hash)? != store::Inserted::New {
+            created.remove(&e.case);
+        }
+        if !e.body.is_global() {
+            touched.entry(&e.case).or_default().push((e, *hash));
+            if matches!(e.body, proto::Body::Create(_)) && !store::case_exists(&tx, &e.case)? {
+                created.insert(e.case.clone());
+            }
+        }
+    }
+    for (case, events) in &touched {
+        if created.contains(*case) {
+            store::fold_new_case(&tx, case, events)?;
+        } else {
+            store::refold_case(&tx, case)?;
+        }
+    }
+    for seal in &verdict.seals {
+        store::put_seal(&tx, seal)?;
+    }
+    for (e, _) in &verdict.accept {
+        if let proto::Body::Revoke { node, key, upto, .. } = &e.body {
+            let moved = store::purge_after_revocation(&tx, now, from, node, key, upto)?;
+            if moved > 0 {
+                tracing::warn!(node = %node, moved, "events signed after a revoked key's cut moved to quarantine");
+            }
+        }
+    }
+    for (e, _) in verdict.accept.iter().filter(|(e, _)| e.id.seq == 1 && e.id.origin.as_str() != e.id.origin.base()) {
+        // The first event of a new incarnation: a copy of that node found
+        // its store stale (restored, copied or re-initialised). Recorded
+        // for administrators; the events themselves are accepted.
+        let reason = format!(
+            "node {} continues as incarnation {}: one copy of it found its records stale (restored from a backup, \
+             copied, or re-initialised); if two laptops run as {}, find the second one",
+            e.id.origin.node(),
+            e.id.origin,
+            e.id.origin.node()
+        );
+        store::quarantine(&tx, now, from, &e.id.origin, 0, "new_incarnation", &reason, &[])?;
+    }
+    if stale {
+        // Our own current origin's events came back: this store is stale.
+        crate::ledger::mark_recovering(&tx)?;
+    }
+    for r in &verdict.refused {
+        let blob = r.event.as_ref().map(Event::encode).unwrap_or_default();
+        store::quarantine(&tx, now, from, &r.origin, r.seq, r.kind.name(), &r.reason, &blob)?;
+        tracing::warn!(from = %from, origin = %r.origin, seq = r.seq, reason = %r.reason, "quarantined");
+    }
+    if verdict.max_hlc > Hlc::default() {
+        let last: Hlc = store::meta_get(&tx, "hlc")?.unwrap_or_default();
+        if verdict.max_hlc > last {
+            store::meta_set(&tx, "hlc", &verdict.max_hlc)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// What one sync session did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub peer: String,
+    pub sent_events: u64,
+    pub received_events: u64,
+    pub refused_events: u64,
+    pub deferred_events: u64,
+    /// Of the events sent, how many the peer quarantined.
+    pub refused_by_peer: u64,
+    pub sent_batches: u32,
+    pub received_batches: u32,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub seconds: f64,
+    pub peer_clock_offset_ms: Option<i64>,
+    pub clock_warning: Option<String>,
+    /// Events of this node's own origins that came back from the peer.
+    pub own_received: BTreeMap<NodeId, u64>,
+    /// Chains of this node that the peer holds as another copy wrote them.
+    pub own_diverged: Vec<Divergence>,
+    /// Chains of the peer that we hold as another copy of it wrote them.
+    pub peer_diverged: Vec<Divergence>,
+    /// What recovering from a stale or copied store did, when it happened.
+    pub recovery: Option<Recovery>,
+}
+
+/// A stale or copied store recovered: it took back its own history from
+/// the peer and continues under a new incarnation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub previous_origin: NodeId,
+    pub origin: NodeId,
+    /// Own events set aside because another copy wrote those positions.
+    pub set_aside: usize,
+    /// Own events taken back from the peer.
+    pub taken_back: u64,
+    pub reentered: Vec<crate::ledger::Reentered>,
+}
+
+impl Recovery {
+    /// The plain-words account for the staff at this node.
+    pub fn explain(&self) -> String {
+        let new_cases: Vec<String> = self
+            .reentered
+            .iter()
+            .filter(|r| r.now.is_some() && r.case != r.now_case)
+            .map(|r| format!("{} is now {}", r.case, r.now_case))
+            .collect();
+        let again = self.reentered.iter().filter(|r| r.now.is_some()).count();
+        let kept = self.reentered.iter().filter(|r| r.kept_because.is_some()).count();
+        let mut msg = if self.set_aside == 0 {
+            format!(
+                "this node took back {} of its own events from the peer (expected after re-initialising or \
+                 replacing a laptop; after restoring a backup, nothing was lost) and now works as {}.",
+                self.taken_back, self.origin
+            )
+        } else {
+            format!(
+                "this laptop's records were older than the network's copy of its own work (restored from a \
+                 backup, or a copy of this node's data directory). It took back {} of its own events from the \
+                 peer and now works as {}.",
+                self.taken_back, self.origin
+            )
+        };
+        if self.set_aside > 0 {
+            msg.push_str(&format!(
+                " {} events written here conflicted with another copy's; nothing is lost: {again} were entered \
+                 again and sent on",
+                self.set_aside
+            ));
+            if !new_cases.is_empty() {
+                msg.push_str(&format!(", with new case numbers ({}): tell the applicants", new_cases.join(", ")));
+            }
+            msg.push('.');
+        }
+        if kept > 0 {
+            msg.push_str(&format!(" {kept} could not be entered again and are kept for the administrator."));
+        }
+        msg
+    }
+}
+
+fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Runs one session over an established, authenticated connection.
+/// `first` is a message already read from `frames` (the server reads the
+/// client's Hello before opening the ledger).
+async fn run_session(
+    ledger: &mut Ledger,
+    peer: NodeId,
+    mut send: quinn::SendStream,
+    mut frames: Frames,
+    first: Option<(Message, u64)>,
+    progress: bool,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let topology = ledger.topology().clone();
+    let me = ledger.me().clone();
+    let mut session =
+        block(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
+    let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
+    let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
+    let mut last_report = Instant::now();
+    let mut pending = first;
+    loop {
+        loop {
+            let msg = block(|| session.poll_transmit(&SqliteReplica(ledger.store().conn())))?;
+            match msg {
+                Some(m) => bytes_sent += write_frame(&mut send, &m).await.map_err(broke_off)?,
+                None => break,
+            }
+        }
+        if session.is_finished() {
+            break;
+        }
+        let (msg, n) = match pending.take() {
+            Some(f) => f,
+            None => frames.next(MESSAGE_DEADLINE, "message").await.map_err(broke_off)?,
+        };
+        bytes_received += n;
+        let now = crate::wall_clock_ms();
+        let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
+        if let Some((n, segments)) = batch {
+            block(|| vouch_for_peer(ledger, &peer, &segments))?;
+            let verdict = block(|| {
+                check_batch(
+                    &SqliteReplica(ledger.store().conn()),
+                    &topology,
+                    ledger.catalogues(),
+                    &me,
+                    &peer,
+                    segments,
+                    now,
+                )
+            })?;
+            block(|| apply_verdict(ledger, &peer, &verdict))?;
+            session.batch_stored(n, &verdict);
+            if progress && last_report.elapsed() > Duration::from_secs(1) {
+                last_report = Instant::now();
+                eprintln!(
+                    "sync {me} <-> {peer}: sent {} events, received {} events ({} bytes in)",
+                    session.stats.sent_events, session.stats.received_events, bytes_received
+                );
+            }
+        }
+    }
+    send.finish()?;
+    // Wait for the peer to finish its side, so that our last frames arrive.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
+    drop(frames);
+    let Stats {
+        sent_events,
+        received_events,
+        refused_events,
+        deferred_events,
+        refused_by_peer,
+        sent_batches,
+        received_batches,
+        peer_clock_offset_ms,
+        own_received,
+    } = session.stats.clone();
+    let clock_warning = session.clock_warning().map(|off| {
+        let msg = format!(
+            "this node's clock differs from {peer}'s by {:.0} s; correct the system time (timestamps more than 5 minutes ahead are refused)",
+            off as f64 / 1000.0
+        );
+        tracing::warn!("{msg}");
+        msg
+    });
+    Ok(Summary {
+        peer: peer.to_string(),
+        sent_events,
+        received_events,
+        refused_events,
+        deferred_events,
+        refused_by_peer,
+        sent_batches,
+        received_batches,
+        bytes_sent,
+        bytes_received,
+        seconds: started.elapsed().as_secs_f64(),
+        peer_clock_offset_ms,
+        clock_warning,
+        own_received,
+        own_diverged: session.own_diverged.iter().cloned().collect(),
+        peer_diverged: session.peer_diverged.iter().cloned().collect(),
+        recovery: None,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("cannot resolve {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+/// Syncs with the node at `peer` (both directions). When the session shows
+/// that this store is stale (its own events came back) or that another
+/// copy of this node wrote a different history, it recovers: sets its own
+/// diverged chains aside, takes the peer's history back, continues under a
+/// new incarnation and re-enters what only it held, then sends that on.
+pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+    let mut summary = session_with(dir, peer_addr, progress).await?;
+    let mut ledger = Ledger::open(dir)?;
+    let peer = NodeId::new(summary.peer.clone());
+    if let (Some(offset), Some(mine), Some(theirs)) =
+        (summary.peer_clock_offset_ms, ledger.topology().tier_of(ledger.me()), ledger.topology().tier_of(&peer))
+    {
+        if theirs > mine {
+            // Upstream keeps the reference time for this node.
+            block(|| ledger.record_clock_offset(&peer, offset))?;
+        }
+    }
+    let previous_origin = ledger.origin().clone();
+    let mut taken_back = summary.own_received.get(&previous_origin).copied().unwrap_or(0);
+    let mut set_aside = 0;
+    let diverged: Vec<(Lane, NodeId)> = summary
+        .own_diverged
+        .iter()
+        .map(|d| (d.lane.clone(), d.origin.clone()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !diverged.is_empty() {
+        set_aside = block(|| ledger.begin_recovery(&diverged))?;
+        drop(ledger);
+        let pull = session_with(dir, peer_addr, progress).await?;
+        taken_back += pull.own_received.get(&previous_origin).copied().unwrap_or(0);
+        merge_counts(&mut summary, &pull);
+        ledger = Ledger::open(dir)?;
+    }
+    if block(|| ledger.recovering())? {
+        let (origin, reentered) = block(|| ledger.finish_recovery())?;
+        drop(ledger);
+        if reentered.iter().any(|r| r.now.is_some()) {
+            let push = session_with(dir, peer_addr, progress).await?;
+            merge_counts(&mut summary, &push);
+        }
+        summary.recovery = Some(Recovery { previous_origin, origin, set_aside, taken_back, reentered });
+    }
+    Ok(summary)
+}
+
+fn merge_counts(into: &mut Summary, more: &Summary) {
+    into.sent_events += more.sent_events;
+    into.received_events += more.received_events;
+    into.refused_events += more.refused_events;
+    into.refused_by_peer += more.refused_by_peer;
+    into.deferred_events = more.deferred_events;
+    into.bytes_sent += more.bytes_sent;
+    into.bytes_received += more.bytes_received;
+    into.seconds += more.seconds;
+}
+
+/// One client session with the node at `peer` (both directions).
+async fn session_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+    let mut ledger = Ledger::open(dir)?;
+    let addr = resolve(peer_addr).await?;
+    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
+    let mut endpoint = quinn::Endpoint::client(bind)?;
+    endpoint.set_default_client_config(client_config(ledger.identity(), ledger.secrets()?)?);
+    let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, "peer.node")?)
+        .await
+        .with_context(|| format!("no answer from {peer_addr} within 20 s; is the peer serving and reachable?"))?
+        .map_err(|e| anyhow!(explain(&e)))
+        .with_context(|| format!("cannot connect to {peer_addr}"))?;
+    let peer = authenticate(&conn, &ledger)?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| anyhow!(explain(&e)))
+        .with_context(|| format!("cannot start a sync session with {peer}"))?;
+    let summary = run_session(&mut ledger, peer, send, Frames::spawn(recv), None, progress).await?;
+    // The server closes the connection once its side is done; waiting for
+    // that (half a round trip) means both sides have everything, and no
+    // drain period is needed here.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    conn.close(close::DONE.into(), b"done");
+    Ok(summary)
+}
+
+/// `sync` command: one session, blocking.
+pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+    runtime()?.block_on(sync_with(dir, peer_addr, progress))
+}
+
+mod frames;
+mod server;
+mod tls;
+
+pub use frames::unpack;
+#[allow(unused_imports)]
+use frames::*;
+#[allow(unused_imports)]
+use server::*;
+pub use server::{serve, start_server, start_server_with, Limits, Server, HANDSHAKES_PER_ADDRESS};
+pub use tls::client_config;
+#[allow(unused_imports)]
+use tls::*;

@@ -1,0 +1,369 @@
+//! The serving side: limits on connections and handshakes, the accept
+//! loop, one served session, and what a server records and vouches for.
+
+use super::*;
+
+/// How many connections a server holds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// In total ([`MAX_CONNECTIONS`]).
+    pub connections: usize,
+    /// From one peer ([`MAX_CONNECTIONS_PER_PEER`]).
+    pub per_peer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER }
+    }
+}
+
+impl Limits {
+    /// The defaults, with `CASE_NODE_MAX_CONNECTIONS` (a number) replacing
+    /// the total when set.
+    pub fn from_env() -> Result<Limits> {
+        let mut limits = Limits::default();
+        if let Ok(v) = std::env::var("CASE_NODE_MAX_CONNECTIONS") {
+            limits.connections = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("CASE_NODE_MAX_CONNECTIONS must be a positive number, not {v:?}"))?;
+        }
+        Ok(limits)
+    }
+}
+
+/// What a server knows before any session: who it is, the topology, one
+/// SQLite connection for revocation checks, and the connections it holds.
+pub(super) struct Gate {
+    dir: PathBuf,
+    me: NodeId,
+    topology: proto::Topology,
+    revocations: Mutex<store::Store>,
+    limits: Limits,
+    total: AtomicUsize,
+    per_peer: Mutex<BTreeMap<NodeId, usize>>,
+    /// Handshakes in progress per remote address.
+    handshakes: Mutex<BTreeMap<std::net::IpAddr, usize>>,
+}
+
+/// Most handshakes one address may have in progress at once: a flood of
+/// half-open handshakes from one place cannot take the places of villages
+/// connecting from elsewhere.
+pub const HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// A handshake in progress, counted against its address until dropped.
+pub(super) struct Handshake {
+    gate: Arc<Gate>,
+    ip: std::net::IpAddr,
+}
+
+impl Gate {
+    fn claim_handshake(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Handshake> {
+        let mut open = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut open = self.gate.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// One connection counted against the limits; released when dropped, so
+/// every way a connection ends gives its place back.
+pub(super) struct Slot {
+    gate: Arc<Gate>,
+    peer: Option<NodeId>,
+}
+
+impl Gate {
+    fn is_revoked(&self, certificate: &proto::Hash) -> Result<bool> {
+        let store = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        store::certificate_revoked(store.conn(), certificate)
+    }
+}
+
+impl Slot {
+    /// Counts the connection against its peer's limit; false when the peer
+    /// already holds as many as it may.
+    fn claim_peer(&mut self, id: &NodeId) -> bool {
+        let mut open = self.gate.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(id.clone()).or_insert(0);
+        if *n >= self.gate.limits.per_peer {
+            return false;
+        }
+        *n += 1;
+        self.peer = Some(id.clone());
+        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.total.fetch_sub(1, Ordering::SeqCst);
+        if let Some(id) = &self.peer {
+            let mut open = self.gate.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// Closes a connection, telling the peer why (and logging it).
+pub(super) fn refuse(conn: &quinn::Connection, code: u32, why: &str) {
+    tracing::warn!(remote = %conn.remote_address(), "closing a sync connection: {why}");
+    let mut reason = why.as_bytes();
+    // A close reason must fit in one packet.
+    let mut cut = reason.len().min(400);
+    while !why.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason = &reason[..cut];
+    conn.close(code.into(), reason);
+}
+
+pub(super) async fn serve_connection(
+    mut slot: Slot,
+    incoming: quinn::Incoming,
+    over_limit: bool,
+    handshake: Handshake,
+) -> Result<()> {
+    let gate = slot.gate.clone();
+    let conn = match tokio::time::timeout(OPEN_DEADLINE, incoming).await {
+        Err(_) => bail!("a handshake took over {} s", OPEN_DEADLINE.as_secs()),
+        Ok(Err(e)) => bail!("handshake failed: {e}"),
+        Ok(Ok(c)) => c,
+    };
+    drop(handshake);
+    if over_limit {
+        let why = format!(
+            "{} is serving {} connections, its limit; sync again in a minute",
+            gate.me, gate.limits.connections
+        );
+        refuse(&conn, close::BUSY, &why);
+        return Ok(());
+    }
+    let peer = match peer_identity(&conn).and_then(|(id, tier, certificate)| {
+        let revoked = block(|| gate.is_revoked(&certificate))?;
+        check_peer(&gate.topology, &gate.me, &id, tier, revoked)?;
+        Ok(id)
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            refuse(&conn, close::REFUSED, &format!("refused: {e:#}"));
+            return Ok(());
+        }
+    };
+    if !slot.claim_peer(&peer) {
+        let why = format!(
+            "{peer} already holds {} connections with {}, the most one node may; let them finish first",
+            gate.limits.per_peer, gate.me
+        );
+        refuse(&conn, close::BUSY, &why);
+        return Ok(());
+    }
+    let (send, recv) = match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
+        Err(_) => {
+            refuse(&conn, close::TOO_SLOW, &format!("{peer} opened no stream within {} s", OPEN_DEADLINE.as_secs()));
+            return Ok(());
+        }
+        Ok(Err(e)) => bail!("connection from {peer} lost before its stream opened: {}", explain(&e)),
+        Ok(Ok(s)) => s,
+    };
+    // Nothing is read from the ledger until the peer has said Hello.
+    let mut frames = Frames::spawn(recv);
+    let first = match frames.next(OPEN_DEADLINE, "Hello").await {
+        Ok(f) if matches!(f.0, Message::Hello { .. }) => f,
+        Ok(_) => {
+            refuse(&conn, close::FAILED, &format!("protocol violation by {peer}: the first message must be a Hello"));
+            return Ok(());
+        }
+        Err(e) => {
+            refuse(&conn, close::TOO_SLOW, &format!("{peer}: {e:#}"));
+            return Ok(());
+        }
+    };
+    let mut ledger = block(|| Ledger::open(&gate.dir))?;
+    let session = run_session(&mut ledger, peer.clone(), send, frames, Some(first), false);
+    let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
+        Err(_) => {
+            refuse(&conn, close::TOO_SLOW, &format!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()));
+            return Ok(());
+        }
+        Ok(Err(e)) => {
+            refuse(&conn, close::FAILED, &format!("{e:#}"));
+            return Ok(());
+        }
+        Ok(Ok(s)) => s,
+    };
+    tracing::info!(
+        peer = %peer, sent = s.sent_events, received = s.received_events, refused = s.refused_events,
+        bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
+    );
+    block(|| record_divergence(&mut ledger, &peer, &s))?;
+    drop(ledger);
+    if let Some(w) = &s.clock_warning {
+        eprintln!("warning: {w}");
+    }
+    // Our side is complete (every batch stored and acknowledged both ways):
+    // closing tells the client it may exit.
+    conn.close(close::DONE.into(), b"done");
+    Ok(())
+}
+
+/// On the serving side: a peer that is a second or stale copy of a node is
+/// recorded for administrators (in quarantine, with no event data); when
+/// this node's own events came back, it continues under a new incarnation.
+pub(super) fn record_divergence(ledger: &mut Ledger, peer: &NodeId, s: &Summary) -> Result<()> {
+    if !s.peer_diverged.is_empty() {
+        let now = crate::wall_clock_ms();
+        let tx = ledger.store_mut().write()?;
+        for d in &s.peer_diverged {
+            let reason = format!(
+                "two copies of node {}: the copy that connected holds a different history of chain {} in lane {} \
+                 (position {} there, {} here); it recovers by itself, but find out where the other copy is",
+                d.origin.node(),
+                d.origin,
+                d.lane,
+                d.there,
+                d.here
+            );
+            tracing::warn!("{reason}");
+            store::quarantine(&tx, now, peer, &d.origin, d.there, "second_copy", &reason, &[])?;
+        }
+        tx.commit()?;
+    }
+    if !s.own_diverged.is_empty() {
+        tracing::error!(peer = %peer, "another copy of this node wrote a different history; sync as a client to recover");
+    }
+    if block(|| ledger.recovering())? && s.own_diverged.is_empty() {
+        let (origin, _) = block(|| ledger.finish_recovery())?;
+        tracing::warn!(origin = %origin, "this node's store was stale; it continues as a new incarnation");
+    }
+    Ok(())
+}
+
+/// A sync server running inside the caller's tokio runtime.
+pub struct Server {
+    pub endpoint: quinn::Endpoint,
+    pub addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    gate: Arc<Gate>,
+}
+
+impl Server {
+    /// Connections held right now (handshaking, waiting or in a session).
+    pub fn connections(&self) -> usize {
+        self.gate.total.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.endpoint.close(0u32.into(), b"shutting down");
+    }
+}
+
+/// Starts serving sync sessions for the node in `dir` on `listen`, with the
+/// default [`Limits`] (and `CASE_NODE_MAX_CONNECTIONS`).
+pub async fn start_server(dir: &Path, listen: &str) -> Result<Server> {
+    start_server_with(dir, listen, Limits::from_env()?).await
+}
+
+/// [`start_server`] with explicit limits.
+pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Result<Server> {
+    let ledger = Ledger::open(dir)?;
+    let addr = resolve(listen).await?;
+    let endpoint = quinn::Endpoint::server(server_config(ledger.identity(), ledger.secrets()?)?, addr)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = endpoint.local_addr()?;
+    let gate = Arc::new(Gate {
+        dir: dir.to_path_buf(),
+        me: ledger.me().clone(),
+        topology: ledger.topology().clone(),
+        revocations: Mutex::new(store::Store::open(dir)?),
+        limits,
+        total: AtomicUsize::new(0),
+        per_peer: Mutex::new(BTreeMap::new()),
+        handshakes: Mutex::new(BTreeMap::new()),
+    });
+    drop(ledger);
+    let ep = endpoint.clone();
+    let g = gate.clone();
+    let accept = tokio::spawn(async move {
+        while let Some(incoming) = ep.accept().await {
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                // Address validation (QUIC Retry): a first packet from a
+                // spoofed or silent source costs nothing until its sender
+                // answers.
+                let _ = incoming.retry();
+                continue;
+            }
+            let Some(handshake) = g.claim_handshake(incoming.remote_address().ip()) else {
+                incoming.refuse();
+                continue;
+            };
+            let held = g.total.fetch_add(1, Ordering::SeqCst);
+            let slot = Slot { gate: g.clone(), peer: None };
+            if held >= g.limits.connections + REFUSAL_HANDSHAKES {
+                // A flood: not even a handshake.
+                incoming.refuse();
+                drop(slot);
+                continue;
+            }
+            let over_limit = held >= g.limits.connections;
+            tokio::spawn(async move {
+                if let Err(e) = serve_connection(slot, incoming, over_limit, handshake).await {
+                    tracing::warn!("sync session failed: {e:#}");
+                }
+            });
+        }
+    });
+    Ok(Server { endpoint, addr, accept, gate })
+}
+
+/// `serve` command: accept sync sessions; with `upstream`, also sync with
+/// it every `every`.
+pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> Result<()> {
+    runtime()?.block_on(async {
+        let server = start_server(dir, listen).await?;
+        println!("{} serving sync on {}", Ledger::open(dir)?.me(), server.addr);
+        if let Some((up, every)) = upstream {
+            let dir = dir.to_path_buf();
+            tokio::spawn(async move {
+                loop {
+                    match sync_with(&dir, &up, false).await {
+                        Ok(s) => tracing::info!(
+                            peer = %s.peer, sent = s.sent_events, received = s.received_events, "upstream sync done"
+                        ),
+                        Err(e) => tracing::warn!("upstream sync with {up} failed: {e:#}"),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+        tokio::signal::ctrl_c().await?;
+        drop(server);
+        Ok(())
+    })
+}
