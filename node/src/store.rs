@@ -517,6 +517,22 @@ pub fn voucher(conn: &Connection, origin: &NodeId) -> Result<Option<Hlc>> {
         .optional()?)
 }
 
+/// True when the event `(origin, seq)` is in quarantine here.
+pub fn is_quarantined(conn: &Connection, origin: &NodeId, seq: u64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM quarantine WHERE origin = ?1 AND seq = ?2")?
+        .exists(params![origin.0, seq])?)
+}
+
+/// How many incarnations of `node` hold a voucher here.
+pub fn vouchers_of(conn: &Connection, node: &NodeId) -> Result<usize> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM vouchers WHERE substr(origin, 1, length(?1) + 1) = ?1 || '~'",
+        [node.base()],
+        |r| r.get::<_, i64>(0),
+    )? as usize)
+}
+
 /// The latest stamp of any event held from `node`'s origins (every
 /// incarnation but `except`).
 pub fn latest_stamp_of(conn: &Connection, node: &NodeId, except: &NodeId) -> Result<Hlc> {

@@ -80,7 +80,7 @@ pub enum Message {
         wall_ms: u64,
         positions: Positions,
         /// For every chain in `positions` (outside the global lane) whose
-        /// origin is an incarnation of the receiver: the latest seal held. Two copies of one node (a
+        /// origin is an incarnation of either party: the latest seal held. Two copies of one node (a
         /// restored backup, a copied data directory) are told apart by
         /// these; being signed by the node's own enrolled key, a seal is
         /// proof, where a bare hash from the peer would only be a claim.
@@ -141,6 +141,10 @@ pub trait Replica {
     fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, Self::Error>;
     /// A case's creation, if held.
     fn create_of(&self, case: &CaseId) -> Result<Option<Create>, Self::Error>;
+    /// True when this node quarantined the event `(origin, seq)`: an event
+    /// whose context names it waits for it no longer (it will never be
+    /// held here).
+    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool, Self::Error>;
     /// The `after` stamp of a voucher held for this incarnation, if any.
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, Self::Error>;
     /// What the county said about `key` as a key of `node` (its
@@ -429,9 +433,28 @@ pub fn check_batch<R: Replica>(
         // Events already held are skipped (a resent batch). They are not
         // passed on unverified: a relay must not be able to plant a "twin"
         // of a held event.
+        // Our own chain as another copy wrote it keeps its overlap with
+        // ours: it is the proof of a divergence (see below).
+        let overlap = origin.is_incarnation_of(me) && events.first().is_some_and(|e| e.pos <= tip.pos);
+        let all = if overlap { Some(events.clone()) } else { None };
         let mut new: Vec<Event> = events.into_iter().filter(|e| e.pos > tip.pos).collect();
-        if new.is_empty() {
+        if new.is_empty() && all.is_none() {
             continue;
+        }
+        if let Some(mut all) = all {
+            // A segment of our own origin that starts within what we hold:
+            // rebuilt from our own event before it, it must end at the seal
+            // (so it is genuine history our key signed), and differ from our
+            // events where they overlap. Only that is proof that another
+            // copy of this node wrote a different history.
+            if proves_divergence(replica, &mut all, &seal, &tip).map_err(storage)? {
+                v.deferred += all.iter().filter(|e| e.pos > tip.pos).count();
+                v.own_diverged.push((lane.clone(), origin.clone()));
+                continue;
+            }
+            if new.is_empty() {
+                continue;
+            }
         }
         // `prev` does not travel (see `Session::poll_transmit`): rebuild it
         // from our tip and each previous event. The seal then decides: the
@@ -450,15 +473,6 @@ pub fn check_batch<R: Replica>(
         let last = new.last().expect("non-empty");
         let continues = last.pos == seal.pos && last.id.seq == seal.seq && prev == seal.head;
         let mine = origin.is_incarnation_of(me);
-        if !continues && mine {
-            // Signed with this node's own key (checked above), yet not a
-            // continuation of its stored chain: another copy of this node
-            // wrote a different history. Neither stored nor quarantined;
-            // the node recovers (see `Verdict::own_diverged`).
-            v.deferred += new.len();
-            v.own_diverged.push((lane.clone(), origin.clone()));
-            continue;
-        }
         if !continues {
             let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
             refuse_all(&mut v, &mut new.into_iter(), RefusalKind::BrokenChain, reason);
@@ -540,6 +554,8 @@ pub fn check_batch<R: Replica>(
                         None => replica.tip(dot.actor, lane).map_err(storage)?.seq,
                     };
                     tip_seq >= dot.counter
+                        || v.refused.iter().any(|r| &r.origin == dot.actor && r.seq == dot.counter)
+                        || replica.is_refused(dot.actor, dot.counter).map_err(storage)?
                 };
                 missing |= !held;
             }
@@ -618,6 +634,45 @@ pub fn check_batch<R: Replica>(
     Ok(v)
 }
 
+/// Whether `events` (of our own origin, starting at or before our tip) are
+/// a genuine history that differs from ours: rebuilt from our own event
+/// before the first of them, they end exactly at the verified `seal`, and
+/// one of them is not the event we hold at its position.
+fn proves_divergence<R: Replica>(
+    replica: &R,
+    events: &mut [Event],
+    seal: &Seal,
+    tip: &ChainTip,
+) -> Result<bool, R::Error> {
+    let Some(first) = events.first() else { return Ok(false) };
+    let (origin, lane) = (first.id.origin.clone(), first.lane.clone());
+    let mut prev = match first.pos {
+        0 => return Ok(false),
+        1 => Hash::ZERO,
+        p => match replica.hash_at(&origin, &lane, p - 1)? {
+            Some(h) => h,
+            None => return Ok(false),
+        },
+    };
+    for e in events.iter_mut() {
+        if e.id.origin != origin || e.lane != lane {
+            return Ok(false);
+        }
+        e.prev = prev;
+        prev = e.hash();
+    }
+    let last = events.last().expect("non-empty");
+    if last.pos != seal.pos || last.id.seq != seal.seq || prev != seal.head {
+        return Ok(false);
+    }
+    for e in events.iter().filter(|e| e.pos <= tip.pos) {
+        if replica.hash_at(&origin, &lane, e.pos)? != Some(e.hash()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Counters of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
@@ -691,11 +746,13 @@ impl Session {
         let lanes = shared_lanes(topology, me, peer);
         let storage = |e: R::Error| SyncError::Storage(e.to_string());
         let positions = replica.positions(lanes.as_deref()).map_err(storage)?;
-        // The peer's own chains (outside the global lane) as we hold them:
-        // a second copy of the peer learns of itself from these.
+        // The peer's chains as we hold them (a second copy of the peer
+        // learns of itself from these) and our own (so a peer holding more
+        // of them can tell us, by sending our chain whole, that we are a
+        // second copy). Outside the global lane.
         let mut heads = Vec::new();
         for (lane, origin, _) in &positions {
-            if origin.is_incarnation_of(peer) && *lane != Lane::Global {
+            if (origin.is_incarnation_of(peer) || origin.is_incarnation_of(me)) && *lane != Lane::Global {
                 if let Some(seal) = replica.seal(origin, lane).map_err(storage)? {
                     heads.push(seal);
                 }
@@ -857,7 +914,12 @@ impl Session {
                 // The peer holds another copy's history of this chain.
                 continue;
             }
-            let have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
+            let mut have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
+            if self.peer_diverged.iter().any(|d| d.lane == lane && d.origin == origin) {
+                // The peer is a second copy of itself: send the chain whole,
+                // from which it can prove the divergence to itself.
+                have = 0;
+            }
             if let Some(seal) = replica.seal(&origin, &lane).map_err(storage)? {
                 if seal.pos > have {
                     plan.push((lane, origin, have, seal));
@@ -976,6 +1038,9 @@ mod tests {
         }
         fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
             Ok(None)
+        }
+        fn is_refused(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+            Ok(false)
         }
     }
 

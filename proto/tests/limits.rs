@@ -41,6 +41,9 @@ impl Replica for Empty {
     fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
         Ok(None)
     }
+    fn is_refused(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 fn item() -> Item {

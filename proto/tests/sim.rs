@@ -93,6 +93,9 @@ impl Replica for Mem {
         }
         Ok(status)
     }
+    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool, String> {
+        Ok(self.refused.iter().any(|r| r.starts_with(&format!("{origin}/{seq}:"))))
+    }
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, String> {
         Ok(self.events().find_map(|e| match &e.body {
             Body::Incarnate { origin: o, after } if o == origin => Some(*after),
@@ -1411,4 +1414,55 @@ fn a_fresh_incarnation_cannot_backdate_a_step() {
         assert_eq!(held.case(&case).unwrap().state.name(), "issued", "the decision was undone at {}", held.me);
         assert!(held.refused.iter().any(|r| r.contains("before its incarnation")), "{:?}", held.refused);
     }
+}
+
+/// A restored village that took fewer cases than its earlier self had sent
+/// (the county holds more of its chain than it does) still finds out: it
+/// tells the county its own head, the county sees another event there and
+/// sends the chain whole, and the village proves the divergence to itself.
+#[test]
+fn a_restored_village_behind_the_county_still_recovers() {
+    let mut w = World::new(61, 1, 1, 0);
+    let (v, c) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("c")]);
+    take(&mut w, v, "a1");
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    let backup = w.nodes[v].clone();
+    for tag in ["a2", "a3", "a4"] {
+        take(&mut w, v, tag);
+    }
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    w.nodes[v] = backup;
+    take(&mut w, v, "b1");
+    assert!(w.sync(v, c, Faults { drop: 0.0, duplicate: 0.0 }));
+    assert_eq!(w.recoveries, 1, "the restored copy found out it was behind and diverged");
+    w.converge();
+    w.assert_converged();
+    assert_eq!(county_applicants(&w), tags(&["a1", "a2", "a3", "a4", "b1"]));
+}
+
+/// Second review of issue 11: a relay that returns a village's genuine seal
+/// with a junk event past the village's tip must not make the village set
+/// its work aside: without an overlap that rebuilds to the seal there is no
+/// proof, and the junk is refused.
+#[test]
+fn a_genuine_seal_with_junk_events_proves_nothing() {
+    let mut w = World::new(71, 1, 1, 0);
+    let topology = w.topology.clone();
+    let village = NodeId::new("t0v0");
+    let v = w.index[&village];
+    take(&mut w, v, "a1");
+    take(&mut w, v, "a2");
+    let lane = Lane::Home(village.clone());
+    let node = &w.nodes[v];
+    let genuine = node.seals[&(village.clone(), lane.clone())].clone();
+    let mut junk = node.chains[&(lane.clone(), village.clone())][1].clone();
+    junk.pos += 1;
+    junk.id.seq += 1;
+    junk.actor = "junk".into();
+    let seg = Segment { events: vec![junk], seal: genuine };
+    let verdict =
+        check_batch(node, &topology, &node.catalogues, &village, &NodeId::new("t0"), vec![seg], w.now).unwrap();
+    assert!(verdict.own_diverged.is_empty(), "no proof, no recovery");
+    assert!(verdict.accept.is_empty());
+    assert_eq!(verdict.refused.len(), 1, "{verdict:?}");
 }

@@ -64,9 +64,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections one peer may hold with a server at once.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
-/// Connections over the limit still get a handshake and a close reason, up
-/// to this many more; past that they are refused without a handshake.
-const REFUSAL_HANDSHAKES: usize = 64;
 
 /// QUIC application close codes.
 mod close {
@@ -109,6 +106,9 @@ impl Replica for SqliteReplica<'_> {
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>> {
         store::voucher(self.0, origin)
     }
+    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool> {
+        store::is_quarantined(self.0, origin, seq)
+    }
 }
 
 /// The peer (authenticated by its certificate) writes as a new incarnation
@@ -124,13 +124,34 @@ fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::S
     if !may {
         return Ok(());
     }
-    let origins: BTreeSet<&NodeId> = segments
-        .iter()
-        .map(|s| &s.seal.origin)
-        .filter(|o| o.is_incarnation_of(peer) && o.as_str() != o.base() && o.is_well_formed_origin())
-        .collect();
+    // Only a segment with events, sealed under a key the county enrolled
+    // for the peer (or its topology key), earns a voucher: no vouchers for
+    // empty segments or foreign keys, and at most `MAX_INCARNATIONS` per node.
+    let enrolled = |seal: &Seal| -> Result<bool> {
+        let status = store::key_status(ledger.store().conn(), peer, &seal.key)?;
+        let published = ledger.topology().verifying_key(peer).map(|k| proto::event::KeyId::of(&k));
+        let trusted = status == proto::sync::KeyStatus::Enrolled
+            || (status == proto::sync::KeyStatus::Unknown && published == Some(seal.key));
+        Ok(trusted && seal.key.verifying_key().is_some_and(|k| seal.verify(&k).is_ok()))
+    };
+    let mut origins: BTreeSet<&NodeId> = BTreeSet::new();
+    for s in segments {
+        let o = &s.seal.origin;
+        if !s.events.is_empty()
+            && o.is_incarnation_of(peer)
+            && o.as_str() != o.base()
+            && o.is_well_formed_origin()
+            && enrolled(&s.seal)?
+        {
+            origins.insert(o);
+        }
+    }
     for origin in origins {
         if store::voucher(ledger.store().conn(), origin)?.is_some() {
+            continue;
+        }
+        if store::vouchers_of(ledger.store().conn(), peer)? >= MAX_INCARNATIONS {
+            tracing::warn!(peer = %peer, origin = %origin, "not vouching: the node has had {MAX_INCARNATIONS} incarnations");
             continue;
         }
         let after = store::latest_stamp_of(ledger.store().conn(), peer, origin)?;
@@ -139,6 +160,10 @@ fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::S
     }
     Ok(())
 }
+
+/// Most incarnations a node is vouched for (a restored or copied laptop
+/// needs one each time; more is an administrator's business).
+pub const MAX_INCARNATIONS: usize = 16;
 
 /// Stores a checked batch in one transaction: accepted events, their
 /// cases refolded, seals, quarantined input, and the clock.

@@ -54,15 +54,45 @@ pub(super) struct Gate {
 /// connecting from elsewhere.
 pub const HANDSHAKES_PER_ADDRESS: usize = 32;
 
-/// A handshake in progress, counted against its address until dropped.
+/// Most handshakes in progress at once, whatever their addresses.
+pub const MAX_HANDSHAKES: usize = 512;
+
+/// Longest a QUIC + TLS handshake may take.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The network an address is counted under: its IPv4 /24 or IPv6 /64, so
+/// one host with many addresses counts once.
+fn network_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mut s = v6.segments();
+            s[4..].iter_mut().for_each(|x| *x = 0);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(s))
+        }
+    }
+}
+
+/// A handshake in progress, counted against its network until dropped.
 pub(super) struct Handshake {
     gate: Arc<Gate>,
     ip: std::net::IpAddr,
 }
 
 impl Gate {
+    /// A place for a handshake from `ip`, if its network (an IPv4 /24, an
+    /// IPv6 /64) and the server as a whole have one free. Handshakes have
+    /// their own budget: they never take the places of authenticated
+    /// sessions.
     fn claim_handshake(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Handshake> {
+        let ip = network_of(ip);
         let mut open = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        if open.values().sum::<usize>() >= MAX_HANDSHAKES {
+            return None;
+        }
         let n = open.entry(ip).or_insert(0);
         if *n >= HANDSHAKES_PER_ADDRESS {
             return None;
@@ -141,19 +171,17 @@ pub(super) fn refuse(conn: &quinn::Connection, code: u32, why: &str) {
     conn.close(code.into(), reason);
 }
 
-pub(super) async fn serve_connection(
-    mut slot: Slot,
-    incoming: quinn::Incoming,
-    over_limit: bool,
-    handshake: Handshake,
-) -> Result<()> {
-    let gate = slot.gate.clone();
-    let conn = match tokio::time::timeout(OPEN_DEADLINE, incoming).await {
-        Err(_) => bail!("a handshake took over {} s", OPEN_DEADLINE.as_secs()),
+pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming, handshake: Handshake) -> Result<()> {
+    let conn = match tokio::time::timeout(HANDSHAKE_DEADLINE, incoming).await {
+        Err(_) => bail!("a handshake took over {} s", HANDSHAKE_DEADLINE.as_secs()),
         Ok(Err(e)) => bail!("handshake failed: {e}"),
         Ok(Ok(c)) => c,
     };
     drop(handshake);
+    // Only a finished handshake counts against the connection limit.
+    let held = gate.total.fetch_add(1, Ordering::SeqCst);
+    let mut slot = Slot { gate: gate.clone(), peer: None };
+    let over_limit = held >= gate.limits.connections;
     if over_limit {
         let why = format!(
             "{} is serving {} connections, its limit; sync again in a minute",
@@ -323,17 +351,9 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
                 incoming.refuse();
                 continue;
             };
-            let held = g.total.fetch_add(1, Ordering::SeqCst);
-            let slot = Slot { gate: g.clone(), peer: None };
-            if held >= g.limits.connections + REFUSAL_HANDSHAKES {
-                // A flood: not even a handshake.
-                incoming.refuse();
-                drop(slot);
-                continue;
-            }
-            let over_limit = held >= g.limits.connections;
+            let g = g.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_connection(slot, incoming, over_limit, handshake).await {
+                if let Err(e) = serve_connection(g, incoming, handshake).await {
                     tracing::warn!("sync session failed: {e:#}");
                 }
             });

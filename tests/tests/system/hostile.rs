@@ -386,3 +386,62 @@ fn half_open_handshakes_do_not_lock_villages_out() {
     assert!(out.status.success(), "a village was locked out: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(digest("village-node", &legit), digest("county-hub", &hub_data));
 }
+
+/// Second review of issue 11: handshakes that pass address validation
+/// (Retry) and then stall at TLS, 32 from each of ten addresses of one
+/// network (320, more than the 256 sessions a hub serves), do not lock out
+/// a village from another network: handshakes have their own budget
+/// (`MAX_HANDSHAKES`), capped per network (`HANDSHAKES_PER_ADDRESS` per
+/// IPv4 /24), and never count against sessions.
+#[test]
+fn stalled_handshakes_from_several_networks_leave_room_for_villages() {
+    let county = County::new();
+    let legit = s(&county.enrol(LEGIT, "village-node")).to_string();
+    let hub_data = s(&county.hub()).to_string();
+    let hub = Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
+    ok("county-sim", &["generate", "--data", &legit, "--count", "2", "--as", "王芳"]);
+    let hub_addr: SocketAddr = hub.addr.parse().unwrap();
+    let b = village_identities(&county, 1).remove(0);
+    let rt = runtime();
+    let flood = rt.spawn(async move {
+        let (mut tasks, mut eps) = (Vec::new(), Vec::new());
+        for host in 2..12u8 {
+            let ip: std::net::IpAddr = std::net::Ipv4Addr::new(127, 0, 1, host).into();
+            for _ in 0..32 {
+                // A relay passing only the client's first two packets (the
+                // Initial and the Initial with the Retry token): a handshake
+                // that validates its address, then stalls.
+                let up = Arc::new(tokio::net::UdpSocket::bind((ip, 0)).await.unwrap());
+                up.connect(hub_addr).await.unwrap();
+                let down = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                let ep = client_endpoint();
+                let cfg = node::sync::client_config(&b.identity, &b.secrets).unwrap();
+                eps.push((ep.clone(), ep.connect_with(cfg, down.local_addr().unwrap(), "peer.node").unwrap()));
+                tasks.push(tokio::spawn(async move {
+                    let (mut buf, mut buf2) = (vec![0u8; 65536], vec![0u8; 65536]);
+                    let (mut client, mut forwarded) = (None, 0);
+                    loop {
+                        tokio::select! {
+                            r = down.recv_from(&mut buf) => {
+                                let Ok((n, from)) = r else { break };
+                                client = Some(from);
+                                if forwarded < 2 { forwarded += 1; let _ = up.send(&buf[..n]).await; }
+                            }
+                            r = up.recv(&mut buf2) => {
+                                let Ok(n) = r else { break };
+                                if let Some(c) = client { let _ = down.send_to(&buf2[..n], c).await; }
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(eps);
+        tasks.into_iter().for_each(|t| t.abort());
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let out = run("village-node", &["sync", "--data", &legit, "--peer", &hub.addr, "--json"]);
+    flood.abort();
+    assert!(out.status.success(), "a village was locked out: {}", String::from_utf8_lossy(&out.stderr));
+}
