@@ -7,4 +7,5 @@ mod demo;
 mod hostile;
 mod keys;
 mod pair;
+mod review_attacks;
 mod sync;
