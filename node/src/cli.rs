@@ -595,6 +595,13 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.peer, d.origin, d.lane
                 );
             }
+            if summary.held_by_peer > 0 {
+                eprintln!(
+                    "{} holds back {} of the events sent until what they depend on reaches it; sync again later \
+                     (if it lasts, ask the county administrator)",
+                    summary.peer, summary.held_by_peer
+                );
+            }
             if summary.refused_events > 0 || summary.refused_by_peer > 0 {
                 bail!(
                     "sync finished, but {} received events were refused here and {} sent events were refused by {} \

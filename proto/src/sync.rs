@@ -90,10 +90,13 @@ pub enum Message {
         n: u32,
         segments: Vec<Segment>,
     },
-    /// Batch `n` is stored; `refused` of its events went to quarantine.
+    /// Batch `n` is stored; `refused` of its events went to quarantine and
+    /// `held` wait (for their case, catalogue version, voucher or what
+    /// their context names), so the sender's staff are told either way.
     Ack {
         n: u32,
         refused: u32,
+        held: u32,
     },
     Done {
         batches: u32,
@@ -684,6 +687,8 @@ pub struct Stats {
     pub deferred_events: u64,
     /// Of the events we sent, how many the peer quarantined.
     pub refused_by_peer: u64,
+    /// Of the events we sent, how many the peer holds back for now.
+    pub held_by_peer: u64,
     /// Peer's wall clock minus ours, from the Hello (ms).
     pub peer_clock_offset_ms: Option<i64>,
     /// Events of this node's own origins received, by origin (see
@@ -814,14 +819,15 @@ impl Session {
                 }
                 if self.stored.contains(&n) {
                     // A duplicate of a batch already stored: acknowledge again.
-                    self.outbox.push_back(Message::Ack { n, refused: 0 });
+                    self.outbox.push_back(Message::Ack { n, refused: 0, held: 0 });
                     return Ok(None);
                 }
                 Ok(Some((n, segments)))
             }
-            Message::Ack { n, refused } => {
+            Message::Ack { n, refused, held } => {
                 if self.unacked.remove(&n) {
                     self.stats.refused_by_peer += u64::from(refused);
+                    self.stats.held_by_peer += u64::from(held);
                 }
                 Ok(None)
             }
@@ -846,7 +852,8 @@ impl Session {
                 self.own_diverged.insert(Divergence { lane: lane.clone(), origin: origin.clone(), here: 0, there: 0 });
             }
         }
-        self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32 });
+        let held = verdict.deferred.min(u32::MAX as usize) as u32;
+        self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32, held });
     }
 
     /// Compares the peer's seals of chains of either party's origins with
@@ -1073,6 +1080,19 @@ mod tests {
             s.handle(hello, &Empty, &topo, 1_000_000_000).unwrap();
             assert_eq!(s.clock_warning().is_some(), warn, "offset {offset}");
         }
+    }
+
+    /// The sender learns how many of its events the receiver holds back
+    /// (beside how many it refused), so its staff are told.
+    #[test]
+    fn an_ack_tells_the_sender_what_was_held_back() {
+        let topo = topology();
+        let (v, c) = (NodeId::new("v"), NodeId::new("c"));
+        let mut s = Session::start(&Empty, &topo, &v, &c, 0).unwrap();
+        s.handle(Message::Hello { wall_ms: 0, positions: vec![], heads: vec![] }, &Empty, &topo, 0).unwrap();
+        s.unacked.insert(0);
+        s.handle(Message::Ack { n: 0, refused: 1, held: 3 }, &Empty, &topo, 0).unwrap();
+        assert_eq!((s.stats.refused_by_peer, s.stats.held_by_peer), (1, 3));
     }
 
     #[test]

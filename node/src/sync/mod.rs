@@ -247,6 +247,9 @@ pub struct Summary {
     pub deferred_events: u64,
     /// Of the events sent, how many the peer quarantined.
     pub refused_by_peer: u64,
+    /// Of the events sent, how many the peer holds back for now (they wait
+    /// for what they depend on; the next sync sends them again).
+    pub held_by_peer: u64,
     pub sent_batches: u32,
     pub received_batches: u32,
     pub bytes_sent: u64,
@@ -396,6 +399,7 @@ async fn run_session(
         refused_events,
         deferred_events,
         refused_by_peer,
+        held_by_peer,
         sent_batches,
         received_batches,
         peer_clock_offset_ms,
@@ -416,6 +420,7 @@ async fn run_session(
         refused_events,
         deferred_events,
         refused_by_peer,
+        held_by_peer,
         sent_batches,
         received_batches,
         bytes_sent,
@@ -494,6 +499,7 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.received_events += more.received_events;
     into.refused_events += more.refused_events;
     into.refused_by_peer += more.refused_by_peer;
+    into.held_by_peer = more.held_by_peer;
     into.deferred_events = more.deferred_events;
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;

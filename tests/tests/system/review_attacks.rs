@@ -93,7 +93,7 @@ fn send_batch(b: &Bundle, addr: &str, segments: Vec<Segment>) -> (u32, f64) {
         let t = Instant::now();
         write_msg(&mut send, &Message::Batch { n: 0, segments }).await;
         while let Some(m) = tokio::time::timeout(Duration::from_secs(300), read_msg(&mut recv)).await.unwrap() {
-            if let Message::Ack { n: 0, refused } = m {
+            if let Message::Ack { n: 0, refused, .. } = m {
                 return (refused, t.elapsed().as_secs_f64());
             }
         }
@@ -159,7 +159,7 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
         write_msg(&mut send, &Message::Done { batches: 0 }).await;
         while let Some(m) = read_msg(&mut recv).await {
             match m {
-                Message::Batch { n, .. } => write_msg(&mut send, &Message::Ack { n, refused: 0 }).await,
+                Message::Batch { n, .. } => write_msg(&mut send, &Message::Ack { n, refused: 0, held: 0 }).await,
                 Message::Done { .. } => break,
                 _ => {}
             }
@@ -174,7 +174,7 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
     while let Some(m) = read_msg(&mut recv).await {
         match m {
             Message::Batch { n, segments } => {
-                write_msg(&mut send, &Message::Ack { n, refused: 0 }).await;
+                write_msg(&mut send, &Message::Ack { n, refused: 0, held: 0 }).await;
                 if sent {
                     continue;
                 }
