@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod protect;
 pub mod store;
 pub mod sync;
+pub mod verify;
 pub mod view;
 
 pub use identity::{Bundle, Identity};
