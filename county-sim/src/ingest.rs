@@ -9,9 +9,8 @@ use crdts::{CmRDT, Dot, VClock};
 use ed25519_dalek::SigningKey;
 use node::keystore::{self, Kdf};
 use node::ledger::Ledger;
-use node::sync::{apply_verdict, SqliteReplica};
 use proto::event::{Create, FieldValue, Lane, Seal};
-use proto::sync::{check_batch, Segment};
+use proto::sync::Segment;
 use proto::{Body, CaseId, Event, EventId, Hash, Hlc, NodeId, Step, Tier};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -117,7 +116,6 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
     let keys = hub::enrol_for_benchmark(&hub_dir, &village_ids)?;
     let mut ledger = Ledger::open(&hub_dir)?;
     let topology = ledger.topology().clone();
-    let me = ledger.me().clone();
     let catalogue = ledger.catalogue().clone();
     let item = catalogue.item("V001").context("the shipped catalogue lists V001")?.clone();
     let villages: Vec<(NodeId, NodeId)> = topology
@@ -145,17 +143,8 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
         let received = segments.clone();
         let started = Instant::now();
         for seg in received {
-            let verdict = check_batch(
-                &SqliteReplica(ledger.store().conn()),
-                &topology,
-                ledger.catalogues(),
-                &me,
-                village,
-                vec![seg],
-                now,
-            )?;
+            let verdict = ledger.receive(village, vec![seg], now)?;
             anyhow::ensure!(verdict.refused.is_empty(), "generated events were refused: {:?}", verdict.refused.first());
-            apply_verdict(&mut ledger, village, &verdict)?;
         }
         ingest += started.elapsed();
         raw_time += raw_append(&raw, &segments)?;

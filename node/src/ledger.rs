@@ -148,6 +148,31 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// The one receive path, beside the local write path: vouches for the
+    /// sender's new incarnation where this node vouches for it, checks the
+    /// segments (`proto::sync::check_batch`) and stores the verdict in one
+    /// transaction. Returns the verdict, for the session's Ack.
+    pub fn receive(
+        &mut self,
+        from: &NodeId,
+        segments: Vec<proto::sync::Segment>,
+        now_ms: u64,
+    ) -> Result<proto::sync::Verdict> {
+        crate::sync::vouch_for_peer(self, from, &segments)?;
+        let me = self.identity.node.id.clone();
+        let verdict = proto::sync::check_batch(
+            &crate::sync::SqliteReplica(self.store.conn()),
+            &self.topology,
+            &self.catalogues,
+            &me,
+            from,
+            segments,
+            now_ms,
+        )?;
+        crate::sync::apply_verdict(self, from, &verdict)?;
+        Ok(verdict)
+    }
+
     /// Stores the county's global-lane events carried in a bundle, checked
     /// like any received batch (the county's seal, its key in the topology).
     fn take_county_segment(&mut self, hex_segment: &str) -> Result<()> {
@@ -163,6 +188,8 @@ impl Ledger {
             vec![segment],
             crate::wall_clock_ms(),
         )?;
+        // Checked before anything is stored: a bundle that does not verify
+        // leaves no trace of its county events.
         if !verdict.refused.is_empty() || verdict.deferred > 0 {
             anyhow::bail!(
                 "the bundle's county events do not verify against the county's key; ask the county for a new bundle"

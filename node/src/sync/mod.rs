@@ -19,7 +19,7 @@ use crate::ledger::Ledger;
 use crate::store;
 use anyhow::{anyhow, bail, Context, Result};
 use proto::event::Lane;
-use proto::sync::{check_batch, Divergence, Message, Positions, Replica, Session, Stats, Verdict};
+use proto::sync::{Divergence, Message, Positions, Replica, Session, Stats, Verdict};
 use proto::{CaseId, Event, Hlc, NodeId, Seal, Tier};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rusqlite::Connection;
@@ -116,7 +116,7 @@ impl Replica for SqliteReplica<'_> {
 /// a township for its villages), it does so before judging the batch, with
 /// `after` the latest stamp of the peer's other origins it holds, so that
 /// the new incarnation cannot write anything dated before them.
-fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::Segment]) -> Result<()> {
+pub(crate) fn vouch_for_peer(ledger: &mut Ledger, peer: &NodeId, segments: &[proto::sync::Segment]) -> Result<()> {
     let topology = ledger.topology();
     let (Some(mine), Some(theirs)) = (topology.get(ledger.me()), topology.get(peer)) else { return Ok(()) };
     let may = mine.tier == Tier::County || (theirs.tier == Tier::Village && theirs.parent.as_ref() == Some(&mine.id));
@@ -366,19 +366,7 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
         if let Some((n, segments)) = batch {
-            block(|| vouch_for_peer(ledger, &peer, &segments))?;
-            let verdict = block(|| {
-                check_batch(
-                    &SqliteReplica(ledger.store().conn()),
-                    &topology,
-                    ledger.catalogues(),
-                    &me,
-                    &peer,
-                    segments,
-                    now,
-                )
-            })?;
-            block(|| apply_verdict(ledger, &peer, &verdict))?;
+            let verdict = block(|| ledger.receive(&peer, segments, now))?;
             session.batch_stored(n, &verdict);
             if progress && last_report.elapsed() > Duration::from_secs(1) {
                 last_report = Instant::now();

@@ -1,13 +1,13 @@
 //! Two real ledgers (SQLite files) joined by an in-memory session, in one
-//! process: the node's own sync path (`SqliteReplica`, `check_batch`,
-//! `apply_verdict`) without QUIC, like quinn's `Pair`. Fast enough to try
+//! process: the node's own sync path (`Session` and `Ledger::receive`)
+//! without QUIC, like quinn's `Pair`. Fast enough to try
 //! many orders of work; the whole-system tests cover the transport.
 
 use county_hub::hub::{self, SIMULATION_PASSPHRASE};
 use node::keystore::{self, Kdf};
 use node::ledger::{Ledger, NewCase};
-use node::sync::{apply_verdict, SqliteReplica};
-use proto::sync::{check_batch, Message, Session};
+use node::sync::SqliteReplica;
+use proto::sync::{Message, Session};
 use proto::{NodeId, Step};
 use std::path::Path;
 
@@ -54,11 +54,8 @@ fn pump(from: &Ledger, to: &mut Ledger, sfrom: &mut Session, sto: &mut Session, 
         let msg = Message::decode(&msg.encode()).unwrap();
         let batch = sto.handle(msg, &SqliteReplica(to.store().conn()), &topo, now).unwrap();
         if let Some((n, segments)) = batch {
-            let verdict =
-                check_batch(&SqliteReplica(to.store().conn()), &topo, to.catalogues(), &me, &peer, segments, now)
-                    .unwrap();
+            let verdict = to.receive(&peer, segments, now).unwrap();
             assert!(verdict.refused.is_empty(), "{me} refused honest input: {:?}", verdict.refused);
-            apply_verdict(to, &peer, &verdict).unwrap();
             sto.batch_stored(n, &verdict);
         }
     }
