@@ -283,7 +283,11 @@ pub(super) fn record_divergence(ledger: &mut Ledger, peer: &NodeId, s: &Summary)
     if !s.own_diverged.is_empty() {
         tracing::error!(peer = %peer, "another copy of this node wrote a different history; sync as a client to recover");
     }
-    if block(|| ledger.recovering())? && s.own_diverged.is_empty() {
+    // Only the simple case here (our own events came back: stale, nothing
+    // set aside). A chain set aside waits for its history to be pulled back,
+    // which the client side of this node's next sync does.
+    let nothing_aside = block(|| store::set_aside_pending(ledger.store().conn()))?.is_empty();
+    if block(|| ledger.recovering())? && s.own_diverged.is_empty() && nothing_aside {
         let (origin, _) = block(|| ledger.finish_recovery())?;
         tracing::warn!(origin = %origin, "this node's store was stale; it continues as a new incarnation");
     }
