@@ -144,7 +144,11 @@ pub fn run(dir: &Path, cases: u64, per_case: u64) -> Result<()> {
         let started = Instant::now();
         for seg in received {
             let verdict = ledger.receive(village, vec![seg], now)?;
-            anyhow::ensure!(verdict.refused.is_empty(), "generated events were refused: {:?}", verdict.refused.first());
+            anyhow::ensure!(
+                verdict.quarantined.is_empty(),
+                "generated events were refused: {:?}",
+                verdict.quarantined.first()
+            );
         }
         ingest += started.elapsed();
         raw_time += raw_append(&raw, &segments)?;

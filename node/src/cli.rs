@@ -410,7 +410,7 @@ pub fn actor(ledger: &Ledger, staff: &Staff) -> Result<String> {
         eprintln!("WARNING: {w}");
     }
     if let Some(a) = &staff.actor {
-        proto::limits::check_actor(a).map_err(crate::Refusal::from)?;
+        proto::limits::check_actor(a).map_err(crate::Declined::from)?;
         return Ok(a.clone());
     }
     ledger
@@ -572,15 +572,15 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.bytes_sent,
                     summary.received_events,
                     summary.bytes_received,
-                    summary.refused_events,
+                    summary.quarantined_events,
                     summary.seconds
                 );
             }
-            if summary.refused_by_peer > 0 {
+            if summary.quarantined_by_peer > 0 {
                 eprintln!(
                     "WARNING: {} refused {} of the events sent and quarantined them; \
                      ask the county administrator (quarantine list) before working on",
-                    summary.peer, summary.refused_by_peer
+                    summary.peer, summary.quarantined_by_peer
                 );
             }
             if summary.deferred_events > 0 {
@@ -603,12 +603,12 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.peer, summary.held_by_peer
                 );
             }
-            if summary.refused_events > 0 || summary.refused_by_peer > 0 {
+            if summary.quarantined_events > 0 || summary.quarantined_by_peer > 0 {
                 bail!(
                     "sync finished, but {} received events were refused here and {} sent events were refused by {} \
                      (quarantine list shows why)",
-                    summary.refused_events,
-                    summary.refused_by_peer,
+                    summary.quarantined_events,
+                    summary.quarantined_by_peer,
                     summary.peer
                 );
             }
@@ -635,7 +635,7 @@ fn run_common(cmd: Common) -> Result<()> {
                     if op.trim().is_empty() {
                         bail!("--operator needs a name");
                     }
-                    proto::limits::check_name("the operator's name", op.trim()).map_err(crate::Refusal::from)?;
+                    proto::limits::check_name("the operator's name", op.trim()).map_err(crate::Declined::from)?;
                     let mut ledger = Ledger::open(&data.data)?;
                     ledger.set_operator(op.trim())?;
                     ledger

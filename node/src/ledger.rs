@@ -21,7 +21,7 @@ use std::path::Path;
 
 /// A local command was refused. Nothing was written.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum Declined {
     /// The item code is not in the catalogue.
     #[error("item {0} is not in the catalogue (catalogue list shows the codes)")]
     UnknownItem(String),
@@ -190,7 +190,7 @@ impl Ledger {
         )?;
         // Checked before anything is stored: a bundle that does not verify
         // leaves no trace of its county events.
-        if !verdict.refused.is_empty() || verdict.deferred > 0 {
+        if !verdict.quarantined.is_empty() || verdict.deferred > 0 {
             anyhow::bail!(
                 "the bundle's county events do not verify against the county's key; ask the county for a new bundle"
             );
@@ -313,7 +313,7 @@ impl Ledger {
                         entry.now = Some(written.id.to_string());
                         entry.now_case = written.case;
                     }
-                    Err(err) if err.downcast_ref::<Refusal>().is_some() => {
+                    Err(err) if err.downcast_ref::<Declined>().is_some() => {
                         entry.kept_because = Some(format!("{err:#}"))
                     }
                     Err(err) => return Err(err),
@@ -361,7 +361,7 @@ impl Ledger {
     /// The data key of the lane homed at `home`.
     fn lane_key(&self, home: &NodeId) -> Result<DataKey> {
         self.secrets()?.data_keys.for_lane(home).ok_or_else(|| {
-            Refusal::Invalid(format!("this node holds no key for the personal data of {home}'s cases")).into()
+            Declined::Invalid(format!("this node holds no key for the personal data of {home}'s cases")).into()
         })
     }
     pub fn store(&self) -> &Store {
@@ -408,12 +408,12 @@ impl Ledger {
     /// 收件: takes a new case.
     pub fn new_case(&mut self, actor: &str, input: NewCase) -> Result<CaseId> {
         let catalogue = self.catalogue();
-        let item = catalogue.item(&input.item).ok_or_else(|| Refusal::UnknownItem(input.item.clone()))?;
+        let item = catalogue.item(&input.item).ok_or_else(|| Declined::UnknownItem(input.item.clone()))?;
         if input.applicant.trim().is_empty() {
-            return Err(Refusal::Invalid("the applicant's name may not be empty".into()).into());
+            return Err(Declined::Invalid("the applicant's name may not be empty".into()).into());
         }
-        limits::check_value_text("applicant", input.applicant.trim()).map_err(Refusal::from)?;
-        let id_number = validate_id_number(&input.id_number).map_err(Refusal::from)?;
+        limits::check_value_text("applicant", input.applicant.trim()).map_err(Declined::from)?;
+        let id_number = validate_id_number(&input.id_number).map_err(Declined::from)?;
         let lane_key = self.lane_key(self.me())?;
         let mut fields = vec![
             ("applicant".to_string(), FieldValue::Text(input.applicant.trim().to_string())),
@@ -440,18 +440,18 @@ impl Ledger {
         let value = value.trim();
         if PersonalKind::of_field(field) != Some(PersonalKind::IdNumber) {
             // An ID number is checked whole below.
-            limits::check_value_text(field, value).map_err(Refusal::from)?;
+            limits::check_value_text(field, value).map_err(Declined::from)?;
         }
         Ok(match PersonalKind::of_field(field) {
             None => FieldValue::Text(value.to_string()),
             Some(PersonalKind::IdNumber) => {
-                let id = validate_id_number(value).map_err(Refusal::from)?;
+                let id = validate_id_number(value).map_err(Declined::from)?;
                 FieldValue::Protected(key.protect(PersonalKind::IdNumber, &id))
             }
             Some(PersonalKind::Phone) => {
                 if value.len() < 7 || !value.chars().all(|c| c.is_ascii_digit() || c == '-' || c == '+') {
                     return Err(
-                        Refusal::Invalid(format!("{value:?} is not a phone number (digits, '-' or '+')")).into()
+                        Declined::Invalid(format!("{value:?} is not a phone number (digits, '-' or '+')")).into()
                     );
                 }
                 FieldValue::Protected(key.protect(PersonalKind::Phone, value))
@@ -463,8 +463,8 @@ impl Ledger {
     /// Sets a field. Personal fields (id_number, phone, address) are
     /// protected before they are stored.
     pub fn edit(&mut self, actor: &str, case: &CaseId, field: &str, value: &str) -> Result<Event> {
-        limits::check_field_name(field).map_err(Refusal::from)?;
-        let home = case.home().ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
+        limits::check_field_name(field).map_err(Declined::from)?;
+        let home = case.home().ok_or_else(|| Declined::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
         let value = self.protected_value(&self.lane_key(&home)?, field, value)?;
         self.append(actor, Target::Case(case.clone()), Body::SetField { field: field.into(), value })
     }
@@ -484,9 +484,9 @@ impl Ledger {
             Step::Forward { .. } => {
                 let st = self.case(case)?;
                 let decided_by =
-                    st.decided_by().ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
+                    st.decided_by().ok_or_else(|| Declined::Authoring(AuthoringError::NoSuchCase(case.clone())))?;
                 let to = auth::deciding_node(&self.topology, &st.home, decided_by)
-                    .ok_or_else(|| Refusal::Invalid(format!("no {decided_by} node above {}", st.home)))?;
+                    .ok_or_else(|| Declined::Invalid(format!("no {decided_by} node above {}", st.home)))?;
                 Step::Forward { to: to.clone() }
             }
             s => s,
@@ -505,13 +505,13 @@ impl Ledger {
 
     fn append_as(&mut self, actor: &str, target: Target, body: Body, check: Check) -> Result<Event> {
         if actor.trim().is_empty() {
-            return Err(Refusal::Invalid("staff name (--as) may not be empty".into()).into());
+            return Err(Declined::Invalid("staff name (--as) may not be empty".into()).into());
         }
         let me = self.origin.clone();
         let key = self.secrets()?.signing_key()?;
         let tx = self.store.write()?;
         if check == Check::Full && store::meta_get::<bool>(&tx, RECOVERING_KEY)?.unwrap_or(false) {
-            return Err(Refusal::Recovering.into());
+            return Err(Declined::Recovering.into());
         }
         let seq = store::origin_seq(&tx, &me)? + 1;
         let case = match target {
@@ -534,7 +534,7 @@ impl Ledger {
             Check::Full => draft.check(),
             Check::AuthorityOnly => draft.check_authority(),
         }
-        .map_err(Refusal::from)?;
+        .map_err(Declined::from)?;
         let tip = store::lane_tip(&tx, &me, &draft.lane())?;
         let last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
         let mut clock = HlcClock::new(last.max(tip.hlc));
@@ -561,15 +561,15 @@ impl Ledger {
     pub fn revoke(&mut self, actor: &str, node: &NodeId, reason: &str) -> Result<Vec<Event>> {
         if self.topology.get(node).is_none() || node.as_str() != node.base() {
             return Err(
-                Refusal::Invalid(format!("node {node} is not in the topology (county-hub nodes lists them)")).into()
+                Declined::Invalid(format!("node {node} is not in the topology (county-hub nodes lists them)")).into()
             );
         }
         if node == self.me() {
-            return Err(Refusal::Invalid("the hub cannot revoke itself".into()).into());
+            return Err(Declined::Invalid("the hub cannot revoke itself".into()).into());
         }
         let live = store::live_keys(self.store.conn(), node)?;
         if live.is_empty() {
-            return Err(Refusal::Invalid(format!("node {node} holds no live key; nothing to revoke")).into());
+            return Err(Declined::Invalid(format!("node {node} holds no live key; nothing to revoke")).into());
         }
         let upto = store::heads_of(self.store.conn(), node)?;
         let mut out = Vec::new();
@@ -598,7 +598,7 @@ impl Ledger {
     /// A case's folded state.
     pub fn case(&self, case: &CaseId) -> Result<CaseState> {
         Ok(store::get_case(self.store.conn(), case)?
-            .ok_or_else(|| Refusal::Authoring(AuthoringError::NoSuchCase(case.clone())))?)
+            .ok_or_else(|| Declined::Authoring(AuthoringError::NoSuchCase(case.clone())))?)
     }
 
     pub fn cases(&self, state: Option<State>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
@@ -607,7 +607,7 @@ impl Ledger {
 
     /// Cases whose applicant has this ID number (found by its keyed hash).
     pub fn find_by_id_number(&self, id_number: &str) -> Result<Vec<CaseId>> {
-        let id = validate_id_number(id_number).map_err(Refusal::from)?;
+        let id = validate_id_number(id_number).map_err(Declined::from)?;
         let mut found = Vec::new();
         for key in self.secrets()?.data_keys.all(&self.topology) {
             found.extend(store::cases_by_lookup(self.store.conn(), &key.lookup(PersonalKind::IdNumber, &id))?);

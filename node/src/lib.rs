@@ -14,7 +14,7 @@ pub mod verify;
 pub mod view;
 
 pub use identity::{Bundle, Identity};
-pub use ledger::{Ledger, Refusal};
+pub use ledger::{Declined, Ledger};
 pub use store::Store;
 
 /// Milliseconds since the Unix epoch from the system clock. The only place

@@ -101,7 +101,7 @@ pub struct QuarantineEntry {
     pub from_node: String,
     pub origin: String,
     pub seq: u64,
-    /// The stable kind (`proto::sync::RefusalKind::name`, or `second_copy`,
+    /// The stable kind (`proto::sync::QuarantineKind::name`, or `second_copy`,
     /// `new_incarnation`).
     pub kind: String,
     pub reason: String,

@@ -95,7 +95,7 @@ pub enum Message {
     /// their context names), so the sender's staff are told either way.
     Ack {
         n: u32,
-        refused: u32,
+        quarantined: u32,
         held: u32,
     },
     Done {
@@ -147,7 +147,7 @@ pub trait Replica {
     /// True when this node quarantined the event `(origin, seq)`: an event
     /// whose context names it waits for it no longer (it will never be
     /// held here).
-    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool, Self::Error>;
+    fn is_quarantined_here(&self, origin: &NodeId, seq: u64) -> Result<bool, Self::Error>;
     /// The `after` stamp of a voucher held for this incarnation, if any.
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, Self::Error>;
     /// What the county said about `key` as a key of `node` (its
@@ -206,7 +206,7 @@ pub fn allowed_peer(topology: &Topology, me: &NodeId, peer: &NodeId) -> bool {
 /// Why input was refused, as a kind a program (and the QUIC close, and an
 /// administrator's filter) can act on; the reason's text says the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RefusalKind {
+pub enum QuarantineKind {
     /// Ids out of range, a malformed origin, a segment mixing chains.
     Malformed,
     /// A lane outside this node's scope, or one the sender may not relay.
@@ -224,27 +224,27 @@ pub enum RefusalKind {
     NotAuthorised,
 }
 
-impl RefusalKind {
+impl QuarantineKind {
     /// The stable name (JSON, the store, filters).
     pub fn name(self) -> &'static str {
         match self {
-            RefusalKind::Malformed => "malformed",
-            RefusalKind::OutOfScope => "out_of_scope",
-            RefusalKind::KeyNotEnrolled => "key_not_enrolled",
-            RefusalKind::KeyRevoked => "key_revoked",
-            RefusalKind::BadSeal => "bad_seal",
-            RefusalKind::BrokenChain => "broken_chain",
-            RefusalKind::NotAuthorised => "not_authorised",
+            QuarantineKind::Malformed => "malformed",
+            QuarantineKind::OutOfScope => "out_of_scope",
+            QuarantineKind::KeyNotEnrolled => "key_not_enrolled",
+            QuarantineKind::KeyRevoked => "key_revoked",
+            QuarantineKind::BadSeal => "bad_seal",
+            QuarantineKind::BrokenChain => "broken_chain",
+            QuarantineKind::NotAuthorised => "not_authorised",
         }
     }
 }
 
-/// Refused input: never applied, kept with its reason.
+/// Quarantined input: never applied, kept with its reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused {
+pub struct Quarantined {
     pub origin: NodeId,
     pub seq: u64,
-    pub kind: RefusalKind,
+    pub kind: QuarantineKind,
     pub reason: String,
     /// The event, when it is in the receiver's scope; otherwise only its id
     /// is kept (data outside a node's scope is never stored).
@@ -259,7 +259,7 @@ pub struct Verdict {
     pub accept: Vec<(Event, Hash)>,
     /// Seals of fully accepted segments.
     pub seals: Vec<Seal>,
-    pub refused: Vec<Refused>,
+    pub quarantined: Vec<Quarantined>,
     /// Events set aside for now (their case is not known yet); the next
     /// session sends them again.
     pub deferred: usize,
@@ -300,20 +300,21 @@ pub fn check_batch<R: Replica>(
     // Creations accepted earlier in this batch, for authorising later events.
     let mut creates: BTreeMap<CaseId, Create> = BTreeMap::new();
     let peer_is_county = topology.tier_of(peer) == Some(Tier::County);
-    // Refused events are kept for administrators only when their own lane
+    // Quarantined events are kept for administrators only when their own lane
     // is in this node's scope; otherwise only their ids are.
-    let refuse_all = |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, kind: RefusalKind, reason: String| {
-        for e in events {
-            let keep = lane_in_scope(topology, me, &e.lane) && auth::lane_of(&e.case, &e.body) == e.lane;
-            v.refused.push(Refused {
-                origin: e.id.origin.clone(),
-                seq: e.id.seq,
-                kind,
-                reason: reason.clone(),
-                event: keep.then_some(e),
-            });
-        }
-    };
+    let quarantine_all =
+        |v: &mut Verdict, events: &mut dyn Iterator<Item = Event>, kind: QuarantineKind, reason: String| {
+            for e in events {
+                let keep = lane_in_scope(topology, me, &e.lane) && auth::lane_of(&e.case, &e.body) == e.lane;
+                v.quarantined.push(Quarantined {
+                    origin: e.id.origin.clone(),
+                    seq: e.id.seq,
+                    kind,
+                    reason: reason.clone(),
+                    event: keep.then_some(e),
+                });
+            }
+        };
     // Chain tips as this batch advances them, so that two segments of one
     // chain (a fork) are checked against each other, not both against the
     // stored tip.
@@ -344,38 +345,43 @@ pub fn check_batch<R: Replica>(
         let (origin, lane) = (&seal.origin, &seal.lane);
         // SQLite stores integers as i64; larger ids cannot be genuine.
         if events.iter().any(|e| e.id.seq > i64::MAX as u64 || e.pos > i64::MAX as u64) {
-            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::Malformed, "seq or position out of range".into());
+            quarantine_all(
+                &mut v,
+                &mut events.into_iter(),
+                QuarantineKind::Malformed,
+                "seq or position out of range".into(),
+            );
             continue;
         }
         if !lane_in_scope(topology, me, lane) {
-            refuse_all(
+            quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
-                RefusalKind::OutOfScope,
+                QuarantineKind::OutOfScope,
                 format!("lane {lane} is outside this node's scope"),
             );
             continue;
         }
         if !peer_is_county && !lane_in_scope(topology, peer, lane) {
-            refuse_all(
+            quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
-                RefusalKind::OutOfScope,
+                QuarantineKind::OutOfScope,
                 format!("sender {peer} has no authority over lane {lane}"),
             );
             continue;
         }
         if !origin.is_well_formed_origin() {
-            refuse_all(
+            quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
-                RefusalKind::Malformed,
+                QuarantineKind::Malformed,
                 "malformed origin (incarnation tag)".into(),
             );
             continue;
         }
         if events.iter().any(|e| &e.id.origin != origin || &e.lane != lane) {
-            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::Malformed, "segment mixes chains".into());
+            quarantine_all(&mut v, &mut events.into_iter(), QuarantineKind::Malformed, "segment mixes chains".into());
             continue;
         }
         let node = origin.node();
@@ -392,7 +398,7 @@ pub fn check_batch<R: Replica>(
                 // The county enrols every key: one it does not know was
                 // never enrolled.
                 let reason = format!("signed with key {}, which the county never enrolled for {node}", seal.key);
-                refuse_all(&mut v, &mut events.into_iter(), RefusalKind::KeyNotEnrolled, reason);
+                quarantine_all(&mut v, &mut events.into_iter(), QuarantineKind::KeyNotEnrolled, reason);
                 continue;
             }
             KeyStatus::Unknown => {
@@ -410,23 +416,23 @@ pub fn check_batch<R: Replica>(
                 });
                 if !vouched {
                     let reason = format!("signed with key {} of {node}, which the county has revoked", seal.key);
-                    refuse_all(&mut v, &mut events.into_iter(), RefusalKind::KeyRevoked, reason);
+                    quarantine_all(&mut v, &mut events.into_iter(), QuarantineKind::KeyRevoked, reason);
                     continue;
                 }
             }
             KeyStatus::Enrolled => {}
         }
         let Some(key) = seal.key.verifying_key() else {
-            refuse_all(
+            quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
-                RefusalKind::Malformed,
+                QuarantineKind::Malformed,
                 format!("malformed key in the seal of {origin}"),
             );
             continue;
         };
         if let Err(e) = seal.verify(&key) {
-            refuse_all(&mut v, &mut events.into_iter(), RefusalKind::BadSeal, format!("seal: {e}"));
+            quarantine_all(&mut v, &mut events.into_iter(), QuarantineKind::BadSeal, format!("seal: {e}"));
             continue;
         }
         let tip = match tips.get(&(origin.clone(), lane.clone())) {
@@ -478,18 +484,18 @@ pub fn check_batch<R: Replica>(
         let mine = origin.is_incarnation_of(me);
         if !continues {
             let reason = "the events do not end at the origin's seal (altered, forged or forked)".to_string();
-            refuse_all(&mut v, &mut new.into_iter(), RefusalKind::BrokenChain, reason);
+            quarantine_all(&mut v, &mut new.into_iter(), QuarantineKind::BrokenChain, reason);
             continue;
         }
         if let Err(e) = verify_chain(origin, lane, &tip, &headers) {
-            refuse_all(&mut v, &mut new.into_iter(), RefusalKind::BrokenChain, chain_reason(&e));
+            quarantine_all(&mut v, &mut new.into_iter(), QuarantineKind::BrokenChain, chain_reason(&e));
             continue;
         }
         let mut complete = true;
         let mut rest = new.into_iter().zip(hashes).peekable();
         while let Some((e, hash)) = rest.next() {
-            let refuse = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
-                refuse_all(v, &mut std::iter::once(e).chain(rest), RefusalKind::NotAuthorised, reason);
+            let quarantine_rest = |v: &mut Verdict, e: Event, reason: String, rest: &mut dyn Iterator<Item = Event>| {
+                quarantine_all(v, &mut std::iter::once(e).chain(rest), QuarantineKind::NotAuthorised, reason);
             };
             let stored;
             let create = match &e.body {
@@ -514,7 +520,7 @@ pub fn check_batch<R: Replica>(
             let saw_creation = e.case.minted_by().zip(e.case.minted_seq()).is_some_and(|(o, s)| e.context.get(&o) >= s);
             if needs_create && !saw_creation {
                 let reason = "not authorised: the event's context does not include its case's creation".to_string();
-                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                quarantine_rest(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
@@ -539,7 +545,7 @@ pub fn check_batch<R: Replica>(
                             "not authorised: stamped {} before its incarnation {origin} was vouched for (after {after})",
                             e.hlc
                         );
-                        refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                        quarantine_rest(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                         complete = false;
                         break;
                     }
@@ -557,15 +563,15 @@ pub fn check_batch<R: Replica>(
                         None => replica.tip(dot.actor, lane).map_err(storage)?.seq,
                     };
                     tip_seq >= dot.counter
-                        || v.refused.iter().any(|r| &r.origin == dot.actor && r.seq == dot.counter)
-                        || replica.is_refused(dot.actor, dot.counter).map_err(storage)?
+                        || v.quarantined.iter().any(|r| &r.origin == dot.actor && r.seq == dot.counter)
+                        || replica.is_quarantined_here(dot.actor, dot.counter).map_err(storage)?
                 };
                 missing |= !held;
             }
             if missing && e.context.get(origin) >= e.id.seq {
                 let reason =
                     "not authorised: the event's context claims events of its own origin not before it".to_string();
-                refuse(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                quarantine_rest(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
@@ -577,7 +583,7 @@ pub fn check_batch<R: Replica>(
                 break;
             }
             if let Err(err) = crate::limits::check_actor(&e.actor) {
-                refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
+                quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                 complete = false;
                 break;
             }
@@ -591,7 +597,7 @@ pub fn check_batch<R: Replica>(
                     break;
                 }
                 Err(err) => {
-                    refuse(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
+                    quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                     complete = false;
                     break;
                 }
@@ -683,10 +689,10 @@ pub struct Stats {
     pub sent_batches: u32,
     pub received_events: u64,
     pub received_batches: u32,
-    pub refused_events: u64,
+    pub quarantined_events: u64,
     pub deferred_events: u64,
     /// Of the events we sent, how many the peer quarantined.
-    pub refused_by_peer: u64,
+    pub quarantined_by_peer: u64,
     /// Of the events we sent, how many the peer holds back for now.
     pub held_by_peer: u64,
     /// Peer's wall clock minus ours, from the Hello (ms).
@@ -819,14 +825,14 @@ impl Session {
                 }
                 if self.stored.contains(&n) {
                     // A duplicate of a batch already stored: acknowledge again.
-                    self.outbox.push_back(Message::Ack { n, refused: 0, held: 0 });
+                    self.outbox.push_back(Message::Ack { n, quarantined: 0, held: 0 });
                     return Ok(None);
                 }
                 Ok(Some((n, segments)))
             }
-            Message::Ack { n, refused, held } => {
+            Message::Ack { n, quarantined, held } => {
                 if self.unacked.remove(&n) {
-                    self.stats.refused_by_peer += u64::from(refused);
+                    self.stats.quarantined_by_peer += u64::from(quarantined);
                     self.stats.held_by_peer += u64::from(held);
                 }
                 Ok(None)
@@ -843,7 +849,7 @@ impl Session {
         if self.stored.insert(n) {
             self.stats.received_batches += 1;
             self.stats.received_events += verdict.accept.len() as u64;
-            self.stats.refused_events += verdict.refused.len() as u64;
+            self.stats.quarantined_events += verdict.quarantined.len() as u64;
             self.stats.deferred_events += verdict.deferred as u64;
             for (origin, n) in &verdict.own_received {
                 *self.stats.own_received.entry(origin.clone()).or_default() += n;
@@ -853,7 +859,7 @@ impl Session {
             }
         }
         let held = verdict.deferred.min(u32::MAX as usize) as u32;
-        self.outbox.push_back(Message::Ack { n, refused: verdict.refused.len() as u32, held });
+        self.outbox.push_back(Message::Ack { n, quarantined: verdict.quarantined.len() as u32, held });
     }
 
     /// Compares the peer's seals of chains of either party's origins with
@@ -1046,7 +1052,7 @@ mod tests {
         fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
             Ok(None)
         }
-        fn is_refused(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+        fn is_quarantined_here(&self, _: &NodeId, _: u64) -> Result<bool, String> {
             Ok(false)
         }
     }
@@ -1091,8 +1097,8 @@ mod tests {
         let mut s = Session::start(&Empty, &topo, &v, &c, 0).unwrap();
         s.handle(Message::Hello { wall_ms: 0, positions: vec![], heads: vec![] }, &Empty, &topo, 0).unwrap();
         s.unacked.insert(0);
-        s.handle(Message::Ack { n: 0, refused: 1, held: 3 }, &Empty, &topo, 0).unwrap();
-        assert_eq!((s.stats.refused_by_peer, s.stats.held_by_peer), (1, 3));
+        s.handle(Message::Ack { n: 0, quarantined: 1, held: 3 }, &Empty, &topo, 0).unwrap();
+        assert_eq!((s.stats.quarantined_by_peer, s.stats.held_by_peer), (1, 3));
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn sync_messages_encode_as_pinned() {
         heads: vec![Seal::sign(&SigningKey::from_bytes(&[42; 32]), &event())],
     };
     assert_eq!(hex(&hello.encode()), "530100fd00e897b69a01000001000635313134323103010c353131343231313031303031010c3531313432313130313030310202dc2a9016e882a3f65814719fcd7df490d2ea2694cf04be99d0706890a9ccf668197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d6140c65ea9d0e7a1120248e6cf3fb195dd95b526873b58abaf06f2997990c18568961a8fa7f94a399f6d4395de413b96b2fcbb7993a93fb1037756d79bbf8853060b", "the Hello changed: bump codec::SYNC_MESSAGE's version");
-    assert_eq!(hex(&Message::Ack { n: 4, refused: 1, held: 2 }.encode()), "530102040102");
+    assert_eq!(hex(&Message::Ack { n: 4, quarantined: 1, held: 2 }.encode()), "530102040102");
     assert_eq!(hex(&Message::Done { batches: 2 }.encode()), "53010302");
     let back = Message::decode(&hello.encode()).unwrap();
     assert_eq!(back, hello);

@@ -41,7 +41,7 @@ impl Replica for Empty {
     fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
         Ok(None)
     }
-    fn is_refused(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+    fn is_quarantined_here(&self, _: &NodeId, _: u64) -> Result<bool, String> {
         Ok(false)
     }
 }
@@ -118,11 +118,11 @@ fn receive(segment: Segment) -> Vec<String> {
     let (topology, catalogues, _) = world();
     let v = check_batch(&Empty, &topology, &catalogues, &NodeId::new("c"), &NodeId::new("v"), vec![segment], 2_000)
         .unwrap();
-    assert!(v.accept.is_empty() || v.refused.is_empty());
-    if v.refused.is_empty() {
+    assert!(v.accept.is_empty() || v.quarantined.is_empty());
+    if v.quarantined.is_empty() {
         assert_eq!(v.accept.len(), 1);
     }
-    v.refused.into_iter().map(|r| r.reason).collect()
+    v.quarantined.into_iter().map(|r| r.reason).collect()
 }
 
 fn text(s: &str) -> FieldValue {

@@ -36,7 +36,7 @@ struct Mem {
     seq: u64,
     clock: HlcClock,
     skew_ms: i64,
-    refused: Vec<String>,
+    quarantined: Vec<String>,
 }
 
 impl Replica for Mem {
@@ -93,8 +93,8 @@ impl Replica for Mem {
         }
         Ok(status)
     }
-    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool, String> {
-        Ok(self.refused.iter().any(|r| r.starts_with(&format!("{origin}/{seq}:"))))
+    fn is_quarantined_here(&self, origin: &NodeId, seq: u64) -> Result<bool, String> {
+        Ok(self.quarantined.iter().any(|r| r.starts_with(&format!("{origin}/{seq}:"))))
     }
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>, String> {
         Ok(self.events().find_map(|e| match &e.body {
@@ -194,8 +194,8 @@ impl Mem {
         for s in &v.seals {
             self.keep_seal(s.clone());
         }
-        for r in &v.refused {
-            self.refused.push(format!("{}/{}: {}", r.origin, r.seq, r.reason));
+        for r in &v.quarantined {
+            self.quarantined.push(format!("{}/{}: {}", r.origin, r.seq, r.reason));
         }
         let _ = self.clock.observe(v.max_hlc, self.wall(now));
     }
@@ -350,7 +350,7 @@ impl World {
                 seq: 0,
                 clock: HlcClock::new(Hlc::default()),
                 skew_ms: rng.gen_range(-max_skew_ms..=max_skew_ms),
-                refused: Vec::new(),
+                quarantined: Vec::new(),
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.me.clone(), i)).collect();
@@ -605,7 +605,7 @@ impl World {
                     node.me
                 );
             }
-            assert!(node.refused.is_empty(), "{} refused honest input: {:?}", node.me, node.refused);
+            assert!(node.quarantined.is_empty(), "{} refused honest input: {:?}", node.me, node.quarantined);
         }
     }
 }
@@ -706,7 +706,7 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     )
     .unwrap();
     assert!(verdict.accept.is_empty());
-    assert!(verdict.refused[0].reason.contains("seal"), "{:?}", verdict.refused);
+    assert!(verdict.quarantined[0].reason.contains("seal"), "{:?}", verdict.quarantined);
 
     // A relay forges a whole event and seals it with its own key.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
@@ -721,7 +721,11 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
         now,
     )
     .unwrap();
-    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("never enrolled"), "{:?}", verdict.refused);
+    assert!(
+        verdict.accept.is_empty() && verdict.quarantined[0].reason.contains("never enrolled"),
+        "{:?}",
+        verdict.quarantined
+    );
     // …or names the village's key but signs with its own.
     let mut seg = segment_of(&w.nodes[v], "t0v0", &lane);
     seg.seal.signature = Seal::sign(&w.nodes[t].key, &seg.events[0]).signature;
@@ -729,7 +733,11 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     let verdict =
         check_batch(c_node, &topology, &c_node.catalogues, &NodeId::new("c"), &NodeId::new("t0"), vec![seg], now)
             .unwrap();
-    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("not signed"), "{:?}", verdict.refused);
+    assert!(
+        verdict.accept.is_empty() && verdict.quarantined[0].reason.contains("not signed"),
+        "{:?}",
+        verdict.quarantined
+    );
 
     // A village signs an approval of a county item: authentic but not authorised.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
@@ -769,8 +777,8 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     )
     .unwrap();
     assert!(verdict.accept.is_empty());
-    assert!(verdict.refused[0].reason.contains("not authorised"), "{:?}", verdict.refused);
-    assert!(verdict.refused[0].event.is_some(), "in-scope refused events are kept for administrators");
+    assert!(verdict.quarantined[0].reason.contains("not authorised"), "{:?}", verdict.quarantined);
+    assert!(verdict.quarantined[0].event.is_some(), "in-scope refused events are kept for administrators");
 
     // Another village's lane sent to a village: refused, and not kept.
     let seg = segment_of(&w.nodes[v], "t0v0", &lane);
@@ -785,8 +793,8 @@ fn tampered_forged_and_unauthorised_events_are_refused() {
     )
     .unwrap();
     assert!(verdict.accept.is_empty());
-    assert!(verdict.refused[0].reason.contains("outside this node's scope"));
-    assert!(verdict.refused[0].event.is_none(), "out-of-scope data must not be stored even in quarantine");
+    assert!(verdict.quarantined[0].reason.contains("outside this node's scope"));
+    assert!(verdict.quarantined[0].event.is_none(), "out-of-scope data must not be stored even in quarantine");
 }
 
 /// Issue 11, finding 5: a village whose clock runs a day ahead. Its work
@@ -849,7 +857,7 @@ fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
         w.now,
     )
     .unwrap();
-    assert_eq!(honest.accept.len(), 3, "{:?}", honest.refused);
+    assert_eq!(honest.accept.len(), 3, "{:?}", honest.quarantined);
     seg.events.remove(1);
     let verdict = check_batch(
         &w.nodes[0],
@@ -862,7 +870,7 @@ fn a_relay_that_drops_an_event_from_the_middle_is_caught() {
     )
     .unwrap();
     assert!(verdict.accept.is_empty());
-    assert!(verdict.refused.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.refused);
+    assert!(verdict.quarantined.iter().all(|r| r.reason.contains("seal")), "{:?}", verdict.quarantined);
 }
 
 /// A creation must be the event that minted the case id: a second,
@@ -902,7 +910,7 @@ fn a_second_creation_of_a_case_is_refused() {
     )
     .unwrap();
     assert_eq!(verdict.accept.len(), 1, "the genuine creation is accepted");
-    assert!(verdict.refused[0].reason.contains("did not mint"), "{:?}", verdict.refused);
+    assert!(verdict.quarantined[0].reason.contains("did not mint"), "{:?}", verdict.quarantined);
 }
 
 /// A home node cannot grant itself the decision on an item by writing a
@@ -929,14 +937,18 @@ fn a_creation_that_contradicts_the_catalogue_is_refused() {
     assert_eq!(check(catalogue(1, Tier::County), true).accept.len(), 1);
     // Catalogue v1 says the township decides: the creation lies.
     let verdict = check(catalogue(1, Tier::Township), true);
-    assert!(verdict.accept.is_empty() && verdict.refused[0].reason.contains("catalogue"), "{:?}", verdict.refused);
+    assert!(
+        verdict.accept.is_empty() && verdict.quarantined[0].reason.contains("catalogue"),
+        "{:?}",
+        verdict.quarantined
+    );
     // A version the receiver does not hold is never judged by another one:
     // below the county the creation waits; at the county it was never
     // published.
     let held = check(catalogue(2, Tier::County), false);
-    assert!(held.accept.is_empty() && held.refused.is_empty() && held.deferred == 1, "{held:?}");
+    assert!(held.accept.is_empty() && held.quarantined.is_empty() && held.deferred == 1, "{held:?}");
     let at_county = check(catalogue(2, Tier::County), true);
-    assert!(at_county.accept.is_empty() && at_county.refused[0].reason.contains("never published"));
+    assert!(at_county.accept.is_empty() && at_county.quarantined[0].reason.contains("never published"));
 }
 
 /// Issue 11, finding 1: a village signs, with its own key, a creation of a
@@ -970,9 +982,9 @@ fn a_village_cannot_decide_a_county_item_under_an_unpublished_catalogue() {
                 check_batch(r, &topology, &r.catalogues, &NodeId::new(receiver), &village, vec![seg], now).unwrap();
             assert!(verdict.accept.is_empty(), "{receiver} accepted a forged decision under v{version} {code}");
             assert!(verdict.seals.is_empty(), "{receiver} stored the forger's seal");
-            assert_eq!(verdict.refused.len(), refused, "{receiver}: {:?}", verdict.refused);
+            assert_eq!(verdict.quarantined.len(), refused, "{receiver}: {:?}", verdict.quarantined);
             assert_eq!(verdict.deferred, 4 - refused, "{receiver} holds what it cannot judge yet");
-            assert!(verdict.refused.iter().all(|r| r.reason.contains("catalogue")), "{:?}", verdict.refused);
+            assert!(verdict.quarantined.iter().all(|r| r.reason.contains("catalogue")), "{:?}", verdict.quarantined);
         }
         // The forger's own local path refuses the same creation.
         let node = &w.nodes[v];
@@ -1008,10 +1020,10 @@ fn a_creation_waits_for_its_catalogue_version_then_is_judged() {
     let seg = segment_of(&w.nodes[v], "t0v0", &Lane::Home(village.clone()));
     let check = |r: &Mem| check_batch(r, &topology, &r.catalogues, &r.me, &village, vec![seg.clone()], now).unwrap();
     let before = check(&w.nodes[t]);
-    assert_eq!((before.accept.len(), before.refused.len(), before.deferred), (0, 0, 1));
+    assert_eq!((before.accept.len(), before.quarantined.len(), before.deferred), (0, 0, 1));
     w.nodes[t].catalogues.insert(sim_catalogue(2));
     let after = check(&w.nodes[t]);
-    assert_eq!((after.accept.len(), after.refused.len()), (1, 0), "{:?}", after.refused);
+    assert_eq!((after.accept.len(), after.quarantined.len()), (1, 0), "{:?}", after.quarantined);
 }
 
 /// A segment whose seal names a lane in the receiver's scope but whose
@@ -1031,8 +1043,8 @@ fn smuggled_events_of_another_lane_leave_no_data_behind() {
     let verdict =
         check_batch(receiver, &topology, &receiver.catalogues, &t0v1, &NodeId::new("c"), vec![seg], w.now).unwrap();
     assert!(verdict.accept.is_empty());
-    assert!(!verdict.refused.is_empty());
-    assert!(verdict.refused.iter().all(|r| r.event.is_none()), "{:?}", verdict.refused);
+    assert!(!verdict.quarantined.is_empty());
+    assert!(verdict.quarantined.iter().all(|r| r.event.is_none()), "{:?}", verdict.quarantined);
 }
 
 /// Takes a case at replica `i` whose applicant is `tag`.
@@ -1285,7 +1297,7 @@ fn a_long_chain_syncs_in_segments_split_at_checkpoints_and_resumes_after_a_cut()
     assert_eq!((sent, shapes.len()), (total, 4));
     for n in [t, c] {
         assert_eq!(w.nodes[n].chains[&(lane.clone(), village.clone())].len() as u64, total);
-        assert!(w.nodes[n].refused.is_empty(), "{:?}", w.nodes[n].refused);
+        assert!(w.nodes[n].quarantined.is_empty(), "{:?}", w.nodes[n].quarantined);
     }
     assert_eq!(kept(&w.nodes[c]), checkpoints);
     assert_eq!(w.nodes[c].case(&case).unwrap().digest(), w.nodes[v].case(&case).unwrap().digest());
@@ -1372,8 +1384,8 @@ fn an_event_waits_for_what_its_context_claims() {
     let r = &w.nodes[t];
     let verdict = check_batch(r, &topology, &r.catalogues, &r.me, &village, vec![seg], now).unwrap();
     assert_eq!(verdict.accept.len(), 1, "the creation is accepted");
-    assert_eq!(verdict.deferred, 1, "the forged event waits: {:?}", verdict.refused);
-    assert!(verdict.refused.is_empty());
+    assert_eq!(verdict.deferred, 1, "the forged event waits: {:?}", verdict.quarantined);
+    assert!(verdict.quarantined.is_empty());
 }
 
 /// Review of issue 11: a holder of a village's key opens a fresh
@@ -1412,7 +1424,7 @@ fn a_fresh_incarnation_cannot_backdate_a_step() {
         w.sync(k, peer, Faults { drop: 0.0, duplicate: 0.0 });
         let held = &w.nodes[peer];
         assert_eq!(held.case(&case).unwrap().state.name(), "issued", "the decision was undone at {}", held.me);
-        assert!(held.refused.iter().any(|r| r.contains("before its incarnation")), "{:?}", held.refused);
+        assert!(held.quarantined.iter().any(|r| r.contains("before its incarnation")), "{:?}", held.quarantined);
     }
 }
 
@@ -1464,5 +1476,5 @@ fn a_genuine_seal_with_junk_events_proves_nothing() {
         check_batch(node, &topology, &node.catalogues, &village, &NodeId::new("t0"), vec![seg], w.now).unwrap();
     assert!(verdict.own_diverged.is_empty(), "no proof, no recovery");
     assert!(verdict.accept.is_empty());
-    assert_eq!(verdict.refused.len(), 1, "{verdict:?}");
+    assert_eq!(verdict.quarantined.len(), 1, "{verdict:?}");
 }

@@ -69,7 +69,7 @@ pub fn ok_json(name: &str, args: &[&str]) -> Value {
 }
 
 /// Runs a command that must fail; returns its stderr.
-pub fn refused(name: &str, args: &[&str]) -> String {
+pub fn fails(name: &str, args: &[&str]) -> String {
     let out = run(name, args);
     assert!(
         !out.status.success(),

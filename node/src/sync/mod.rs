@@ -68,7 +68,7 @@ pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
 /// QUIC application close codes.
 mod close {
     pub const DONE: u32 = 0;
-    pub const REFUSED: u32 = 1;
+    pub const NOT_ADMITTED: u32 = 1;
     pub const BUSY: u32 = 2;
     pub const TOO_SLOW: u32 = 3;
     pub const FAILED: u32 = 4;
@@ -106,7 +106,7 @@ impl Replica for SqliteReplica<'_> {
     fn voucher(&self, origin: &NodeId) -> Result<Option<Hlc>> {
         store::voucher(self.0, origin)
     }
-    fn is_refused(&self, origin: &NodeId, seq: u64) -> Result<bool> {
+    fn is_quarantined_here(&self, origin: &NodeId, seq: u64) -> Result<bool> {
         store::is_quarantined(self.0, origin, seq)
     }
 }
@@ -222,7 +222,7 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
         // Our own current origin's events came back: this store is stale.
         crate::ledger::mark_recovering(&tx)?;
     }
-    for r in &verdict.refused {
+    for r in &verdict.quarantined {
         let blob = r.event.as_ref().map(Event::encode).unwrap_or_default();
         store::quarantine(&tx, now, from, &r.origin, r.seq, r.kind.name(), &r.reason, &blob)?;
         tracing::warn!(from = %from, origin = %r.origin, seq = r.seq, reason = %r.reason, "quarantined");
@@ -243,10 +243,10 @@ pub struct Summary {
     pub peer: String,
     pub sent_events: u64,
     pub received_events: u64,
-    pub refused_events: u64,
+    pub quarantined_events: u64,
     pub deferred_events: u64,
     /// Of the events sent, how many the peer quarantined.
-    pub refused_by_peer: u64,
+    pub quarantined_by_peer: u64,
     /// Of the events sent, how many the peer holds back for now (they wait
     /// for what they depend on; the next sync sends them again).
     pub held_by_peer: u64,
@@ -384,9 +384,9 @@ async fn run_session(
     let Stats {
         sent_events,
         received_events,
-        refused_events,
+        quarantined_events,
         deferred_events,
-        refused_by_peer,
+        quarantined_by_peer,
         held_by_peer,
         sent_batches,
         received_batches,
@@ -405,9 +405,9 @@ async fn run_session(
         peer: peer.to_string(),
         sent_events,
         received_events,
-        refused_events,
+        quarantined_events,
         deferred_events,
-        refused_by_peer,
+        quarantined_by_peer,
         held_by_peer,
         sent_batches,
         received_batches,
@@ -485,8 +485,8 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
 fn merge_counts(into: &mut Summary, more: &Summary) {
     into.sent_events += more.sent_events;
     into.received_events += more.received_events;
-    into.refused_events += more.refused_events;
-    into.refused_by_peer += more.refused_by_peer;
+    into.quarantined_events += more.quarantined_events;
+    into.quarantined_by_peer += more.quarantined_by_peer;
     into.held_by_peer = more.held_by_peer;
     into.deferred_events = more.deferred_events;
     into.bytes_sent += more.bytes_sent;

@@ -159,7 +159,7 @@ impl Drop for Slot {
 }
 
 /// Closes a connection, telling the peer why (and logging it).
-pub(super) fn refuse(conn: &quinn::Connection, code: u32, why: &str) {
+pub(super) fn close_with(conn: &quinn::Connection, code: u32, why: &str) {
     tracing::warn!(remote = %conn.remote_address(), "closing a sync connection: {why}");
     let mut reason = why.as_bytes();
     // A close reason must fit in one packet.
@@ -187,7 +187,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             "{} is serving {} connections, its limit; sync again in a minute",
             gate.me, gate.limits.connections
         );
-        refuse(&conn, close::BUSY, &why);
+        close_with(&conn, close::BUSY, &why);
         return Ok(());
     }
     let peer = match peer_identity(&conn).and_then(|(id, tier, certificate)| {
@@ -197,7 +197,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     }) {
         Ok(p) => p,
         Err(e) => {
-            refuse(&conn, close::REFUSED, &format!("refused: {e:#}"));
+            close_with(&conn, close::NOT_ADMITTED, &format!("refused: {e:#}"));
             return Ok(());
         }
     };
@@ -206,12 +206,16 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             "{peer} already holds {} connections with {}, the most one node may; let them finish first",
             gate.limits.per_peer, gate.me
         );
-        refuse(&conn, close::BUSY, &why);
+        close_with(&conn, close::BUSY, &why);
         return Ok(());
     }
     let (send, recv) = match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
         Err(_) => {
-            refuse(&conn, close::TOO_SLOW, &format!("{peer} opened no stream within {} s", OPEN_DEADLINE.as_secs()));
+            close_with(
+                &conn,
+                close::TOO_SLOW,
+                &format!("{peer} opened no stream within {} s", OPEN_DEADLINE.as_secs()),
+            );
             return Ok(());
         }
         Ok(Err(e)) => bail!("connection from {peer} lost before its stream opened: {}", explain(&e)),
@@ -222,11 +226,15 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     let first = match frames.next(OPEN_DEADLINE, "Hello").await {
         Ok(f) if matches!(f.0, Message::Hello { .. }) => f,
         Ok(_) => {
-            refuse(&conn, close::FAILED, &format!("protocol violation by {peer}: the first message must be a Hello"));
+            close_with(
+                &conn,
+                close::FAILED,
+                &format!("protocol violation by {peer}: the first message must be a Hello"),
+            );
             return Ok(());
         }
         Err(e) => {
-            refuse(&conn, close::TOO_SLOW, &format!("{peer}: {e:#}"));
+            close_with(&conn, close::TOO_SLOW, &format!("{peer}: {e:#}"));
             return Ok(());
         }
     };
@@ -234,17 +242,21 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     let session = run_session(&mut ledger, peer.clone(), send, frames, Some(first), false);
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
         Err(_) => {
-            refuse(&conn, close::TOO_SLOW, &format!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()));
+            close_with(
+                &conn,
+                close::TOO_SLOW,
+                &format!("session with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
+            );
             return Ok(());
         }
         Ok(Err(e)) => {
-            refuse(&conn, close::FAILED, &format!("{e:#}"));
+            close_with(&conn, close::FAILED, &format!("{e:#}"));
             return Ok(());
         }
         Ok(Ok(s)) => s,
     };
     tracing::info!(
-        peer = %peer, sent = s.sent_events, received = s.received_events, refused = s.refused_events,
+        peer = %peer, sent = s.sent_events, received = s.received_events, quarantined = s.quarantined_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;

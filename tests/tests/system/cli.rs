@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use system_tests::{id_number, ok, ok_json, refused, run, s, County, Server};
+use system_tests::{fails, id_number, ok, ok_json, run, s, County, Server};
 
 const VILLAGE: &str = "511421101001";
 const TOWNSHIP: &str = "511421101";
@@ -77,10 +77,9 @@ fn county_init_lists_the_whole_topology_and_enrols_nodes() {
     // A bundle for a village cannot initialise a township node, and a data
     // directory is initialised once.
     let bundle = county.root.path().join(format!("{VILLAGE}.bundle.json"));
-    let err =
-        refused("township-node", &["init", "--data", s(&county.root.path().join("t")), "--enrollment", s(&bundle)]);
+    let err = fails("township-node", &["init", "--data", s(&county.root.path().join("t")), "--enrollment", s(&bundle)]);
     assert!(err.contains("village-node"), "{err}");
-    let err = refused("village-node", &["init", "--data", s(&data), "--enrollment", s(&bundle)]);
+    let err = fails("village-node", &["init", "--data", s(&data), "--enrollment", s(&bundle)]);
     assert!(err.contains("already holds a node"), "{err}");
 
     // enroll --all writes one bundle per township and village not yet
@@ -90,7 +89,7 @@ fn county_init_lists_the_whole_topology_and_enrols_nodes() {
     ok("county-hub", &["enroll", "--data", s(&county.hub()), "--all", "--out-dir", s(&out)]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 319);
     let err =
-        refused("county-hub", &["enroll", "--data", s(&county.hub()), "--node", "511421101001", "--out", s(&bundle)]);
+        fails("county-hub", &["enroll", "--data", s(&county.hub()), "--node", "511421101001", "--out", s(&bundle)]);
     assert!(err.contains("revoke it first"), "{err}");
 }
 
@@ -457,7 +456,7 @@ fn every_refusal_writes_nothing() {
         ("village-node", vec!["case", "list", "--data", "/nonexistent/dir", "--json"], "init"),
     ]);
     for (program, args, hint) in &cases {
-        let err = refused(program, args);
+        let err = fails(program, args);
         let shown = |a: &&str| if a.len() > 80 { format!("<{} bytes>", a.len()) } else { a.to_string() };
         let args: Vec<String> = args.iter().map(shown).collect();
         assert!(err.contains(hint), "{program} {args:?}: message {err:?} should mention {hint:?}");
@@ -466,7 +465,7 @@ fn every_refusal_writes_nothing() {
         assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "raw control characters printed: {err:?}");
     }
     // An operator name is a name too.
-    refused("village-node", &["config", "--data", v, "--operator", &name_65]);
+    fails("village-node", &["config", "--data", v, "--operator", &name_65]);
     assert!(ok("village-node", &["config", "--data", v]).contains("(not set)"));
     let after = (digest("village-node", v), digest("township-node", t), digest("county-hub", hub));
     assert_eq!(before, after, "a refusal wrote something");
@@ -723,7 +722,7 @@ fn forged_odd_events_are_quarantined_upstream_and_shown_escaped() {
     let out = run("village-node", &["sync", "--data", d, "--peer", &hub.addr, "--json"]);
     assert!(!out.status.success(), "a sync with refusals exits non-zero");
     let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
-    assert_eq!(summary["refused_by_peer"], 1, "{summary}");
+    assert_eq!(summary["quarantined_by_peer"], 1, "{summary}");
     let q = ok_json("county-hub", &["quarantine", "list", "--data", s(&county.hub()), "--json"]);
     assert!(q[0]["reason"].as_str().unwrap().contains("control"), "{q}");
     let held = ok_json("county-hub", &["case", "show", "--data", s(&county.hub()), &case, "--json"]);
@@ -778,14 +777,14 @@ fn a_damaged_store_refuses_work_and_is_recovered_from_upstream() {
     let id = id_number(54);
     let take = ["case", "new", "--data", d, "--item", "V001", "--applicant", "孙八", "--id-number", &id, "--as", "a"];
     for _ in 0..2 {
-        let err = refused("village-node", &take);
+        let err = fails("village-node", &take);
         for hint in ["is damaged", "Nothing was written", "init --data", "--enrollment", "sync --data"] {
             assert!(err.contains(hint), "{hint:?} not in {err}");
         }
     }
-    let err = refused("village-node", &["case", "withdraw", "--data", d, &unsynced, "--as", "a"]);
+    let err = fails("village-node", &["case", "withdraw", "--data", d, &unsynced, "--as", "a"]);
     assert!(err.contains("is damaged"), "{err}");
-    let err = refused("village-node", &["sync", "--data", d, "--peer", &hub.addr]);
+    let err = fails("village-node", &["sync", "--data", d, "--peer", &hub.addr]);
     assert!(err.contains("is damaged") && err.contains("init --data"), "{err}");
     assert_eq!(std::fs::read(data.join("node.db")).unwrap(), db, "a refused write changed the file");
     assert_eq!(wal_len(&data), 0, "a refused write left changes to apply");
@@ -808,7 +807,7 @@ fn a_damaged_store_refuses_work_and_is_recovered_from_upstream() {
     // Work goes on from there and reaches the county.
     synced.push(new_case("village-node", s(&fresh), "V001", 55));
     let up = ok_json("village-node", &["sync", "--data", s(&fresh), "--peer", &hub.addr, "--json"]);
-    assert_eq!((up["sent_events"].as_u64(), up["refused_by_peer"].as_u64()), (Some(1), Some(0)), "{up}");
+    assert_eq!((up["sent_events"].as_u64(), up["quarantined_by_peer"].as_u64()), (Some(1), Some(0)), "{up}");
     assert_eq!(home("village-node", s(&fresh)), home("county-hub", s(&county.hub())));
     assert_eq!(ok_json("village-node", &["verify", "--data", s(&fresh), "--json"])["ok"], true);
 }
@@ -836,9 +835,9 @@ fn an_undecodable_event_is_reported_and_refused_with_the_way_out() {
     assert!(report["problems"][0].as_str().unwrap().contains("/1 cannot be decoded"), "{report}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("init --data"));
     // No peer is listening there: the store is checked before connecting.
-    let err = refused("village-node", &["sync", "--data", d, "--peer", "127.0.0.1:9"]);
+    let err = fails("village-node", &["sync", "--data", d, "--peer", "127.0.0.1:9"]);
     assert!(err.contains("cannot be decoded") && err.contains("init --data"), "{err}");
-    let err = refused(
+    let err = fails(
         "village-node",
         &[
             "case",
@@ -906,9 +905,9 @@ fn verify_repair_rebuilds_damaged_derived_rows() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--repair"));
     assert_eq!(std::fs::read(data.join("node.db")).unwrap(), db, "verify without --repair changed the store");
     // The file changed behind the node's back: the next write checks it.
-    let err = refused("village-node", &["case", "close", "--data", d, &cases[2], "--as", "a"]);
+    let err = fails("village-node", &["case", "close", "--data", d, &cases[2], "--as", "a"]);
     assert!(err.contains("verify --data") && err.contains("--repair"), "{err}");
-    let err = refused("village-node", &["case", "show", "--data", d, &cases[0]]);
+    let err = fails("village-node", &["case", "show", "--data", d, &cases[0]]);
     assert!(err.contains("--repair"), "{err}");
 
     let repaired = ok_json("village-node", &["verify", "--data", d, "--repair", "--json"]);
@@ -1011,7 +1010,7 @@ fn reading_commands_work_on_read_only_media() {
         ok_json("village-node", &["case", "find", "--data", d, "--id-number", &id, "--json"]),
         serde_json::json!([case])
     );
-    let err = refused("village-node", &["case", "withdraw", "--data", d, &case, "--as", "a"]);
+    let err = fails("village-node", &["case", "withdraw", "--data", d, &case, "--as", "a"]);
     assert!(err.contains("cannot be written"), "{err}");
     drop(guard);
     assert_eq!(files(&data), listed, "reading left files behind");
@@ -1080,7 +1079,7 @@ fn init_refuses_a_bundle_that_cannot_run_its_node() {
         let path = county.root.path().join(format!("bad{i}.json"));
         std::fs::write(&path, b.to_string()).unwrap();
         let dir = county.root.path().join(format!("node{i}"));
-        let err = refused("village-node", &["init", "--data", s(&dir), "--enrollment", s(&path)]);
+        let err = fails("village-node", &["init", "--data", s(&dir), "--enrollment", s(&path)]);
         assert!(err.contains(hint), "bundle {i}: {hint:?} not in {err}");
         assert!(!dir.exists(), "bundle {i}: init created {}", dir.display());
     }
@@ -1118,7 +1117,7 @@ fn field_binaries_carry_no_development_tooling() {
         ("county-hub", vec!["link", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1"]),
         ("county-hub", vec!["bench-ingest", "--data", "x"]),
     ] {
-        let err = refused(program, &args);
+        let err = fails(program, &args);
         assert!(err.contains("unrecognized subcommand"), "{program} {args:?}: {err}");
     }
     let help = ok("county-sim", &["--help"]);

@@ -221,7 +221,7 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
     case_new(&fresh_s, "丙", 3);
     ok("village-node", &["sync", "--data", &fresh_s, "--peer", &hub.addr]);
     // The thief is refused by the county at once…
-    let err = system_tests::refused("village-node", &["sync", "--data", &stolen, "--peer", &hub.addr]);
+    let err = system_tests::fails("village-node", &["sync", "--data", &stolen, "--peer", &hub.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     // …and reaches the township, which has not heard of the revocation yet.
     case_new(&stolen, "贼", 4);
@@ -244,7 +244,7 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
     assert!(q.as_array().unwrap().iter().any(|r| r["reason"].as_str().unwrap().contains("revoked")), "{q}");
     // The stolen laptop is now refused by the township too; the
     // replacement works through it.
-    let err = system_tests::refused("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
+    let err = system_tests::fails("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     case_new(&fresh_s, "丁", 5);
     ok("village-node", &["sync", "--data", &fresh_s, "--peer", &tsrv.addr]);

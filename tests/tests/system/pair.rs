@@ -55,7 +55,7 @@ fn pump(from: &Ledger, to: &mut Ledger, sfrom: &mut Session, sto: &mut Session, 
         let batch = sto.handle(msg, &SqliteReplica(to.store().conn()), &topo, now).unwrap();
         if let Some((n, segments)) = batch {
             let verdict = to.receive(&peer, segments, now).unwrap();
-            assert!(verdict.refused.is_empty(), "{me} refused honest input: {:?}", verdict.refused);
+            assert!(verdict.quarantined.is_empty(), "{me} refused honest input: {:?}", verdict.quarantined);
             sto.batch_stored(n, &verdict);
         }
     }

@@ -93,8 +93,8 @@ fn send_batch(b: &Bundle, addr: &str, segments: Vec<Segment>) -> (u32, f64) {
         let t = Instant::now();
         write_msg(&mut send, &Message::Batch { n: 0, segments }).await;
         while let Some(m) = tokio::time::timeout(Duration::from_secs(300), read_msg(&mut recv)).await.unwrap() {
-            if let Message::Ack { n: 0, refused, .. } = m {
-                return (refused, t.elapsed().as_secs_f64());
+            if let Message::Ack { n: 0, quarantined, .. } = m {
+                return (quarantined, t.elapsed().as_secs_f64());
             }
         }
         panic!("no ack");
@@ -159,7 +159,7 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
         write_msg(&mut send, &Message::Done { batches: 0 }).await;
         while let Some(m) = read_msg(&mut recv).await {
             match m {
-                Message::Batch { n, .. } => write_msg(&mut send, &Message::Ack { n, refused: 0, held: 0 }).await,
+                Message::Batch { n, .. } => write_msg(&mut send, &Message::Ack { n, quarantined: 0, held: 0 }).await,
                 Message::Done { .. } => break,
                 _ => {}
             }
@@ -174,7 +174,7 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
     while let Some(m) = read_msg(&mut recv).await {
         match m {
             Message::Batch { n, segments } => {
-                write_msg(&mut send, &Message::Ack { n, refused: 0, held: 0 }).await;
+                write_msg(&mut send, &Message::Ack { n, quarantined: 0, held: 0 }).await;
                 if sent {
                     continue;
                 }
@@ -323,7 +323,7 @@ fn a_revocation_cut_does_not_stall_a_townships_chain() {
     for i in 0..3 {
         let out = run("township-node", &["sync", "--data", &t, "--peer", &hub.addr, "--json"]);
         let out: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        eprintln!("township sync {i}: sent {} refused_by_peer {} ", out["sent_events"], out["refused_by_peer"]);
+        eprintln!("township sync {i}: sent {} quarantined_by_peer {} ", out["sent_events"], out["quarantined_by_peer"]);
     }
     // Later township work in the same lane (another case of that village).
     let out = run("township-node", &["case", "forward", "--data", &t, &other, "--as", "乡审批"]);

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use system_tests::{ok, ok_json, refused, run, s, County, Server};
+use system_tests::{fails, ok, ok_json, run, s, County, Server};
 
 const HUB: &str = "511421";
 const TOWNSHIP: &str = "511421101";
@@ -175,19 +175,19 @@ fn a_revoked_village_is_refused_everywhere() {
     sync("township-node", &t, &net.hub.addr);
     let before = digest("county-hub", &hub, VILLAGE_A);
     ok("county-hub", &["revoke", "--data", &hub, "--node", VILLAGE_A, "--reason", "笔记本丢失", "--as", "县管理员"]);
-    let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.hub.addr]);
+    let err = fails("village-node", &["sync", "--data", &a, "--peer", &net.hub.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     // The thief works on and reaches the township, which has not heard yet…
     ok("county-sim", &["generate", "--data", &a, "--count", "2", "--seed", "9", "--as", "冒名者"]);
     sync("village-node", &a, &net.township.addr);
     // …but the county refuses what the township relays from a revoked node.
     let relay = sync_with_refusals("township-node", &t, &net.hub.addr);
-    assert!(relay["refused_by_peer"].as_u64().unwrap() > 0, "{relay}");
+    assert!(relay["quarantined_by_peer"].as_u64().unwrap() > 0, "{relay}");
     assert_eq!(digest("county-hub", &hub, VILLAGE_A), before, "nothing from after the revocation was applied");
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     assert!(q.as_array().unwrap().iter().any(|r| r["reason"].as_str().unwrap().contains("revoked")), "{q}");
     // The revocation has travelled to the township, which now refuses the village too.
-    let err = refused("village-node", &["sync", "--data", &a, "--peer", &net.township.addr]);
+    let err = fails("village-node", &["sync", "--data", &a, "--peer", &net.township.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     // Holding a revocation, the stores still verify, and it is no case.
     for (program, d) in [("county-hub", &hub), ("township-node", &t)] {
@@ -203,7 +203,7 @@ fn a_revoked_village_is_refused_everywhere() {
 fn a_village_may_not_sync_with_another_township() {
     let net = network();
     let b = data(&net, VILLAGE_B);
-    let err = refused("village-node", &["sync", "--data", &b, "--peer", &net.township.addr]);
+    let err = fails("village-node", &["sync", "--data", &b, "--peer", &net.township.addr]);
     assert!(err.contains("does not sync with") || err.contains("closed"), "{err}");
 }
 
@@ -308,7 +308,7 @@ fn tampered_and_forged_events_are_quarantined() {
     drop((conn, conn_b));
 
     let out_a = sync_with_refusals("village-node", &a, &net.hub.addr);
-    assert!(out_a["refused_by_peer"].as_u64().unwrap() > 0, "the village is told: {out_a}");
+    assert!(out_a["quarantined_by_peer"].as_u64().unwrap() > 0, "the village is told: {out_a}");
     sync_with_refusals("village-node", &b, &net.hub.addr);
     let q = ok_json("county-hub", &["quarantine", "list", "--data", &hub, "--json"]);
     let reasons: Vec<&str> = q.as_array().unwrap().iter().map(|r| r["reason"].as_str().unwrap()).collect();
@@ -353,7 +353,7 @@ fn a_village_with_a_wrong_clock_is_warned_and_nothing_is_lost() {
     let summary: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(summary["clock_warning"].as_str().unwrap().contains("clock"), "{summary}");
     assert!(err.contains("WARNING"), "staff see the warning: {err:?}");
-    assert_eq!(summary["refused_by_peer"], 0, "nothing is refused for its stamp");
+    assert_eq!(summary["quarantined_by_peer"], 0, "nothing is refused for its stamp");
     assert_eq!(digest("county-hub", &hub, VILLAGE_A), digest("village-node", &a, VILLAGE_A));
     // The next write is preceded by a warning naming the offset.
     let (_, err) = skewed(&["generate", "--data", &a, "--count", "1", "--seed", "8", "--as", "王芳"]);
