@@ -404,29 +404,19 @@ pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
     if stray > 0 {
         push(&mut problems, format!("{stray} personal-data index entries name cases that have no events"));
     }
-    let expected_revoked = revocations(conn)?;
-    let mut stmt = conn.prepare("SELECT node, event_origin, event_seq FROM revoked")?;
-    let stored_revoked: BTreeSet<(String, String, u64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-    let revoked_nodes: BTreeSet<&String> = stored_revoked.iter().map(|(n, _, _)| n).collect();
-    let expected_nodes: BTreeSet<&String> = expected_revoked.iter().map(|(n, _, _)| n).collect();
-    if revoked_nodes != expected_nodes {
-        push(&mut problems, "the revocation list differs from the revocations held".into());
-    }
     Ok(problems)
 }
 
-/// Every revocation event held: (node, origin, seq).
-fn revocations(conn: &Connection) -> Result<Vec<(String, String, u64)>> {
+/// Every network event held (enrolments, revocations, vouchers), in
+/// (origin, seq) order, which is each origin's own order.
+fn network_events(conn: &Connection) -> Result<Vec<Event>> {
     let mut out = Vec::new();
-    let mut stmt = conn.prepare("SELECT body FROM events WHERE lane = '*' ORDER BY origin, seq")?;
+    let mut stmt = conn.prepare("SELECT body FROM events WHERE substr(case_id, 1, 1) = '*' ORDER BY origin, seq")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let body: Vec<u8> = r.get(0)?;
         if let Ok(e) = Event::decode(&body) {
-            if let proto::Body::Revoke { node, .. } = &e.body {
-                out.push((node.0.clone(), e.id.origin.0.clone(), e.id.seq));
-            }
+            out.push(e);
         }
     }
     Ok(out)
@@ -439,14 +429,11 @@ fn revocations(conn: &Connection) -> Result<Vec<(String, String, u64)>> {
 pub fn repair(store: &mut store::Store) -> Result<usize> {
     let tx = store.write()?;
     tx.execute_batch("REINDEX").context("rebuilding the indexes failed")?;
-    for table in ["cases", "person_index", "revoked"] {
+    for table in ["cases", "person_index", "revoked", "node_keys", "vouchers"] {
         reset_table(&tx, table)?;
     }
-    for (node, origin, seq) in revocations(&tx)? {
-        tx.execute(
-            "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
-            rusqlite::params![node, origin, seq],
-        )?;
+    for e in network_events(&tx)? {
+        store::note_network_event(&tx, &e)?;
     }
     let ids: Vec<CaseId> = {
         let mut stmt =

@@ -350,34 +350,7 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
             e.encode()
         ])?;
     if inserted == 1 {
-        if let proto::Body::Revoke { node, .. } = &e.body {
-            conn.execute(
-                "INSERT OR IGNORE INTO revoked (node, event_origin, event_seq) VALUES (?1, ?2, ?3)",
-                params![node.0, e.id.origin.0, e.id.seq],
-            )?;
-        }
-        if let proto::Body::Incarnate { origin, after } = &e.body {
-            conn.execute(
-                "INSERT OR IGNORE INTO vouchers (origin, after_wall, after_logical) VALUES (?1, ?2, ?3)",
-                params![origin.0, after.wall_ms, after.logical],
-            )?;
-        }
-        if let proto::Body::Enrol { node, key, certificate } | proto::Body::Revoke { node, key, certificate, .. } =
-            &e.body
-        {
-            let status = key_status(conn, node, key)?.after(&e.body);
-            conn.execute(
-                "INSERT INTO node_keys (node, key, certificate, revoked, status) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(node, key) DO UPDATE SET revoked = MAX(revoked, excluded.revoked), status = excluded.status",
-                params![
-                    node.0,
-                    key.0,
-                    certificate.0,
-                    matches!(status, KeyStatus::Revoked { .. }),
-                    codec::encode(&status)
-                ],
-            )?;
-        }
+        note_network_event(conn, e)?;
         return Ok(Inserted::New);
     }
     let existing: Option<Vec<u8>> = conn
@@ -393,6 +366,29 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
         params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
     )?;
     Ok(Inserted::Equivocation)
+}
+
+/// Keeps the tables derived from network events (the county's enrolments
+/// and revocations: `node_keys`; vouchers for incarnations: `vouchers`)
+/// beside the event, in the caller's transaction. `verify --repair` replays
+/// every such event through here.
+pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
+    if let proto::Body::Incarnate { origin, after } = &e.body {
+        conn.execute(
+            "INSERT OR IGNORE INTO vouchers (origin, after_wall, after_logical) VALUES (?1, ?2, ?3)",
+            params![origin.0, after.wall_ms, after.logical],
+        )?;
+    }
+    if let proto::Body::Enrol { node, key, certificate } | proto::Body::Revoke { node, key, certificate, .. } = &e.body
+    {
+        let status = key_status(conn, node, key)?.after(&e.body);
+        conn.execute(
+            "INSERT INTO node_keys (node, key, certificate, revoked, status) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(node, key) DO UPDATE SET revoked = MAX(revoked, excluded.revoked), status = excluded.status",
+            params![node.0, key.0, certificate.0, matches!(status, KeyStatus::Revoked { .. }), codec::encode(&status)],
+        )?;
+    }
+    Ok(())
 }
 
 /// Every stored event of a case, including equivocating twins, with the
@@ -639,13 +635,6 @@ pub fn vouched_by_revocation(conn: &Connection, lane: &Lane, origin: &NodeId, po
         }
     }
     Ok(false)
-}
-
-/// The nodes whose certificates the county has revoked.
-pub fn revoked(conn: &Connection) -> Result<Vec<NodeId>> {
-    let mut stmt = conn.prepare_cached("SELECT node FROM revoked ORDER BY node")?;
-    let rows = stmt.query_map([], |r| Ok(NodeId::new(r.get::<_, String>(0)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Stores a verified seal: it becomes the chain's latest when it is ahead

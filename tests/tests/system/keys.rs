@@ -254,3 +254,38 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
         assert_eq!(ok_json(program, &["verify", "--data", d, "--json"])["ok"], true, "{program}");
     }
 }
+
+/// The tables derived from the county's enrolments and vouchers are
+/// rebuilt by `verify --repair` like every derived table: a hub whose
+/// `node_keys` rows were lost knows every enrolled key again.
+#[test]
+fn verify_repair_rebuilds_the_keys_the_county_enrolled() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE_A, "village-node");
+    let (v, hub_data) = (s(&v).to_string(), s(&county.hub()).to_string());
+    ok(
+        "village-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            &v,
+            "--item",
+            "V001",
+            "--applicant",
+            "甲",
+            "--id-number",
+            &id_number(9),
+            "--as",
+            "王芳",
+        ],
+    );
+    let conn = rusqlite::Connection::open(county.hub().join("node.db")).unwrap();
+    conn.execute("DELETE FROM node_keys", []).unwrap();
+    drop(conn);
+    ok("county-hub", &["verify", "--data", &hub_data, "--repair", "--json"]);
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
+    ok("village-node", &["sync", "--data", &v, "--peer", &hub.addr]);
+    let digest = |program: &str, d: &str| ok_json(program, &["digest", "--data", d, "--home", VILLAGE_A, "--json"]);
+    assert_eq!(digest("county-hub", &hub_data), digest("village-node", &v));
+}
