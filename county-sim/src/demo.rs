@@ -64,7 +64,7 @@ impl Totals {
         self.sessions += 1;
         self.bytes_sent += s.bytes_sent;
         self.bytes_received += s.bytes_received;
-        self.events_moved += s.sent_events + s.received_events;
+        self.events_moved += s.stats.sent_events + s.stats.received_events;
     }
 }
 

@@ -568,23 +568,26 @@ fn run_common(cmd: Common) -> Result<()> {
                 say!(
                     "synced with {}: sent {} events ({} bytes), received {} events ({} bytes), refused {}, in {:.2} s",
                     summary.peer,
-                    summary.sent_events,
+                    summary.stats.sent_events,
                     summary.bytes_sent,
-                    summary.received_events,
+                    summary.stats.received_events,
                     summary.bytes_received,
-                    summary.quarantined_events,
+                    summary.stats.quarantined_events,
                     summary.seconds
                 );
             }
-            if summary.quarantined_by_peer > 0 {
+            if summary.stats.quarantined_by_peer > 0 {
                 eprintln!(
                     "WARNING: {} refused {} of the events sent and quarantined them; \
                      ask the county administrator (quarantine list) before working on",
-                    summary.peer, summary.quarantined_by_peer
+                    summary.peer, summary.stats.quarantined_by_peer
                 );
             }
-            if summary.deferred_events > 0 {
-                eprintln!("{} events wait for their case or catalogue to arrive; sync again", summary.deferred_events);
+            if summary.stats.deferred_events > 0 {
+                eprintln!(
+                    "{} events wait for their case or catalogue to arrive; sync again",
+                    summary.stats.deferred_events
+                );
             }
             if let Some(r) = &summary.recovery {
                 let level = if r.set_aside > 0 { "WARNING" } else { "note" };
@@ -596,19 +599,19 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.peer, d.origin, d.lane
                 );
             }
-            if summary.held_by_peer > 0 {
+            if summary.stats.held_by_peer > 0 {
                 eprintln!(
                     "{} holds back {} of the events sent until what they depend on reaches it; sync again later \
                      (if it lasts, ask the county administrator)",
-                    summary.peer, summary.held_by_peer
+                    summary.peer, summary.stats.held_by_peer
                 );
             }
-            if summary.quarantined_events > 0 || summary.quarantined_by_peer > 0 {
+            if summary.stats.quarantined_events > 0 || summary.stats.quarantined_by_peer > 0 {
                 bail!(
                     "sync finished, but {} received events were refused here and {} sent events were refused by {} \
                      (quarantine list shows why)",
-                    summary.quarantined_events,
-                    summary.quarantined_by_peer,
+                    summary.stats.quarantined_events,
+                    summary.stats.quarantined_by_peer,
                     summary.peer
                 );
             }

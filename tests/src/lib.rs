@@ -176,3 +176,21 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Takes a V001 case at the village in `data` as 王芳, for `applicant`;
+/// returns the case id.
+pub fn take_case(data: &str, applicant: &str, serial: u32) -> String {
+    let id = id_number(serial);
+    let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", applicant, "--id-number", &id];
+    let v = ok_json("village-node", &[&args[..], &["--as", "王芳", "--json"]].concat());
+    v["case_id"].as_str().expect("case new --json names the case").to_string()
+}
+
+/// Copies a data directory's files, as a backup or a second laptop would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}

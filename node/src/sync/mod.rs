@@ -241,24 +241,14 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub peer: String,
-    pub sent_events: u64,
-    pub received_events: u64,
-    pub quarantined_events: u64,
-    pub deferred_events: u64,
-    /// Of the events sent, how many the peer quarantined.
-    pub quarantined_by_peer: u64,
-    /// Of the events sent, how many the peer holds back for now (they wait
-    /// for what they depend on; the next sync sends them again).
-    pub held_by_peer: u64,
-    pub sent_batches: u32,
-    pub received_batches: u32,
+    /// The session's counters (events sent, received, quarantined and held
+    /// either way, the peer's clock offset, our own events that came back).
+    #[serde(flatten)]
+    pub stats: Stats,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub seconds: f64,
-    pub peer_clock_offset_ms: Option<i64>,
     pub clock_warning: Option<String>,
-    /// Events of this node's own origins that came back from the peer.
-    pub own_received: BTreeMap<NodeId, u64>,
     /// Chains of this node that the peer holds as another copy wrote them.
     pub own_diverged: Vec<Divergence>,
     /// Chains of the peer that we hold as another copy of it wrote them.
@@ -381,21 +371,9 @@ async fn run_session(
     // Wait for the peer to finish its side, so that our last frames arrive.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
     drop(frames);
-    let Stats {
-        sent_events,
-        received_events,
-        quarantined_events,
-        deferred_events,
-        quarantined_by_peer,
-        held_by_peer,
-        sent_batches,
-        received_batches,
-        peer_clock_offset_ms,
-        own_received,
-    } = session.stats.clone();
     let clock_warning = session.clock_warning().map(|off| {
         let msg = format!(
-            "this node's clock differs from {peer}'s by {:.0} s; correct the system time (timestamps more than 5 minutes ahead are refused)",
+            "this node's clock differs from {peer}'s by {:.0} s; correct the system time (work stamped with a wrong time is kept but flagged)",
             off as f64 / 1000.0
         );
         tracing::warn!("{msg}");
@@ -403,20 +381,11 @@ async fn run_session(
     });
     Ok(Summary {
         peer: peer.to_string(),
-        sent_events,
-        received_events,
-        quarantined_events,
-        deferred_events,
-        quarantined_by_peer,
-        held_by_peer,
-        sent_batches,
-        received_batches,
+        stats: session.stats.clone(),
         bytes_sent,
         bytes_received,
         seconds: started.elapsed().as_secs_f64(),
-        peer_clock_offset_ms,
         clock_warning,
-        own_received,
         own_diverged: session.own_diverged.iter().cloned().collect(),
         peer_diverged: session.peer_diverged.iter().cloned().collect(),
         recovery: None,
@@ -445,7 +414,7 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
     let mut ledger = Ledger::open(dir)?;
     let peer = NodeId::new(summary.peer.clone());
     if let (Some(offset), Some(mine), Some(theirs)) =
-        (summary.peer_clock_offset_ms, ledger.topology().tier_of(ledger.me()), ledger.topology().tier_of(&peer))
+        (summary.stats.peer_clock_offset_ms, ledger.topology().tier_of(ledger.me()), ledger.topology().tier_of(&peer))
     {
         if theirs > mine {
             // Upstream keeps the reference time for this node.
@@ -453,7 +422,7 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
         }
     }
     let previous_origin = ledger.origin().clone();
-    let mut taken_back = summary.own_received.get(&previous_origin).copied().unwrap_or(0);
+    let mut taken_back = summary.stats.own_received.get(&previous_origin).copied().unwrap_or(0);
     let mut set_aside = 0;
     let diverged: Vec<(Lane, NodeId)> = summary
         .own_diverged
@@ -466,7 +435,7 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
         set_aside = block(|| ledger.begin_recovery(&diverged))?;
         drop(ledger);
         let pull = session_with(dir, peer_addr, progress).await?;
-        taken_back += pull.own_received.get(&previous_origin).copied().unwrap_or(0);
+        taken_back += pull.stats.own_received.get(&previous_origin).copied().unwrap_or(0);
         merge_counts(&mut summary, &pull);
         ledger = Ledger::open(dir)?;
     }
@@ -483,12 +452,12 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
 }
 
 fn merge_counts(into: &mut Summary, more: &Summary) {
-    into.sent_events += more.sent_events;
-    into.received_events += more.received_events;
-    into.quarantined_events += more.quarantined_events;
-    into.quarantined_by_peer += more.quarantined_by_peer;
-    into.held_by_peer = more.held_by_peer;
-    into.deferred_events = more.deferred_events;
+    into.stats.sent_events += more.stats.sent_events;
+    into.stats.received_events += more.stats.received_events;
+    into.stats.quarantined_events += more.stats.quarantined_events;
+    into.stats.quarantined_by_peer += more.stats.quarantined_by_peer;
+    into.stats.held_by_peer = more.stats.held_by_peer;
+    into.stats.deferred_events = more.stats.deferred_events;
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;

@@ -256,7 +256,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         Ok(Ok(s)) => s,
     };
     tracing::info!(
-        peer = %peer, sent = s.sent_events, received = s.received_events, quarantined = s.quarantined_events,
+        peer = %peer, sent = s.stats.sent_events, received = s.stats.received_events, quarantined = s.stats.quarantined_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;
@@ -390,7 +390,7 @@ pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> 
                 loop {
                     match sync_with(&dir, &up, false).await {
                         Ok(s) => tracing::info!(
-                            peer = %s.peer, sent = s.sent_events, received = s.received_events, "upstream sync done"
+                            peer = %s.peer, sent = s.stats.sent_events, received = s.stats.received_events, "upstream sync done"
                         ),
                         Err(e) => tracing::warn!("upstream sync with {up} failed: {e:#}"),
                     }

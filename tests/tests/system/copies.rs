@@ -7,37 +7,9 @@
 
 use serde_json::Value;
 use std::path::Path;
-use system_tests::{id_number, ok, ok_json, run, s, County, Server};
+use system_tests::{copy_dir, ok, ok_json, run, s, take_case, County, Server};
 
 const VILLAGE: &str = "511421101001";
-
-fn take(data: &str, applicant: &str, serial: u32) {
-    ok(
-        "village-node",
-        &[
-            "case",
-            "new",
-            "--data",
-            data,
-            "--item",
-            "V001",
-            "--applicant",
-            applicant,
-            "--id-number",
-            &id_number(serial),
-            "--as",
-            "王芳",
-        ],
-    );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
 
 fn applicants(hub: &str) -> Vec<String> {
     let list = ok_json("county-hub", &["case", "list", "--data", hub, "--json"]);
@@ -72,20 +44,20 @@ fn a_restored_laptop_loses_none_of_the_cases_it_takes_after_the_restore() {
     let (county, hub, v) = setup();
     let hub_data = s(&county.hub()).to_string();
     for (i, name) in ["甲一", "甲二", "甲三"].iter().enumerate() {
-        take(&v, name, i as u32);
+        take_case(&v, name, i as u32);
     }
     assert!(sync(&v, &hub.addr).0);
     let backup = county.data("backup");
     copy_dir(Path::new(&v), &backup);
     for (i, name) in ["甲四", "甲五"].iter().enumerate() {
-        take(&v, name, 10 + i as u32);
+        take_case(&v, name, 10 + i as u32);
     }
     assert!(sync(&v, &hub.addr).0);
     // The laptop is restored from the backup and takes new cases.
     std::fs::remove_dir_all(&v).unwrap();
     copy_dir(&backup, Path::new(&v));
     for (i, name) in ["乙一", "乙二", "乙三"].iter().enumerate() {
-        take(&v, name, 20 + i as u32);
+        take_case(&v, name, 20 + i as u32);
     }
     let (ok_exit, stderr) = sync(&v, &hub.addr);
     assert!(!ok_exit, "a sync that found the laptop stale exits non-zero");
@@ -93,7 +65,7 @@ fn a_restored_laptop_loses_none_of_the_cases_it_takes_after_the_restore() {
     assert!(stderr.contains("new case numbers"), "{stderr}");
     assert_eq!(applicants(&hub_data), sorted(&["甲一", "甲二", "甲三", "甲四", "甲五", "乙一", "乙二", "乙三"]));
     // Work goes on as usual afterwards, and both sides agree.
-    take(&v, "乙四", 30);
+    take_case(&v, "乙四", 30);
     let (ok_exit, stderr) = sync(&v, &hub.addr);
     assert!(ok_exit, "{stderr}");
     assert_eq!(applicants(&hub_data).len(), 9);
@@ -107,23 +79,23 @@ fn a_restored_laptop_loses_none_of_the_cases_it_takes_after_the_restore() {
 fn two_laptops_with_one_copied_directory_both_reach_the_county() {
     let (county, hub, v) = setup();
     let hub_data = s(&county.hub()).to_string();
-    take(&v, "共一", 1);
+    take_case(&v, "共一", 1);
     assert!(sync(&v, &hub.addr).0);
     let twin = county.data("twin");
     copy_dir(Path::new(&v), &twin);
     let twin = s(&twin).to_string();
-    take(&v, "原一", 2);
-    take(&v, "原二", 3);
-    take(&twin, "副一", 4);
-    take(&twin, "副二", 5);
-    take(&twin, "副三", 6);
+    take_case(&v, "原一", 2);
+    take_case(&v, "原二", 3);
+    take_case(&twin, "副一", 4);
+    take_case(&twin, "副二", 5);
+    take_case(&twin, "副三", 6);
     assert!(sync(&v, &hub.addr).0);
     let (ok_exit, stderr) = sync(&twin, &hub.addr);
     assert!(!ok_exit);
     assert!(stderr.contains("older than the network's copy"), "{stderr}");
     // Both keep working.
-    take(&v, "原三", 7);
-    take(&twin, "副四", 8);
+    take_case(&v, "原三", 7);
+    take_case(&twin, "副四", 8);
     for d in [&v, &twin, &v, &twin] {
         let (ok_exit, stderr) = sync(d, &hub.addr);
         assert!(ok_exit, "{stderr}");

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
-use system_tests::{cmd, id_number, ok, ok_json, s, County, PASSPHRASE_ENV};
+use system_tests::{cmd, copy_dir, id_number, ok, ok_json, s, take_case, County, PASSPHRASE_ENV};
 
 const VILLAGE_A: &str = "511421101001";
 const VILLAGE_B: &str = "511421102001";
@@ -155,34 +155,6 @@ fn data_keys_are_scoped_to_the_lanes_a_node_may_hold() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
-fn case_new(d: &str, name: &str, serial: u32) {
-    ok(
-        "village-node",
-        &[
-            "case",
-            "new",
-            "--data",
-            d,
-            "--item",
-            "V001",
-            "--applicant",
-            name,
-            "--id-number",
-            &id_number(serial),
-            "--as",
-            "王芳",
-        ],
-    );
-}
-
 /// A lost laptop is revoked; the village gets a replacement with fresh
 /// keys the same day. The replacement takes back the village's history and
 /// works at once, through the county and through its township; the stolen
@@ -197,8 +169,8 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
     let (t, v, hub_data) = (s(&township).to_string(), s(&v).to_string(), s(&county.hub()).to_string());
     let hub = system_tests::Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
     let tsrv = system_tests::Server::start("township-node", &["serve", "--data", &t, "--listen", "127.0.0.1:0"]);
-    case_new(&v, "甲", 1);
-    case_new(&v, "乙", 2);
+    take_case(&v, "甲", 1);
+    take_case(&v, "乙", 2);
     ok("village-node", &["sync", "--data", &v, "--peer", &hub.addr]);
     ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
     // The laptop is stolen; the county revokes it and enrols a replacement.
@@ -218,13 +190,13 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
     let out = ok_json("village-node", &["sync", "--data", &fresh_s, "--peer", &hub.addr, "--json"]);
     assert!(out["recovery"]["taken_back"].as_u64().unwrap() >= 2, "{out}");
     assert_eq!(ok_json("village-node", &["case", "list", "--data", &fresh_s, "--json"]).as_array().unwrap().len(), 2);
-    case_new(&fresh_s, "丙", 3);
+    take_case(&fresh_s, "丙", 3);
     ok("village-node", &["sync", "--data", &fresh_s, "--peer", &hub.addr]);
     // The thief is refused by the county at once…
     let err = system_tests::fails("village-node", &["sync", "--data", &stolen, "--peer", &hub.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
     // …and reaches the township, which has not heard of the revocation yet.
-    case_new(&stolen, "贼", 4);
+    take_case(&stolen, "贼", 4);
     ok("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
     // The township hears of it: the thief's work is set aside, not relayed.
     // (Its first sync may already have offered it, and been told the county
@@ -246,7 +218,7 @@ fn a_revoked_laptop_stays_refused_while_its_replacement_works() {
     // replacement works through it.
     let err = system_tests::fails("village-node", &["sync", "--data", &stolen, "--peer", &tsrv.addr]);
     assert!(err.contains("revoked") || err.contains("closed"), "{err}");
-    case_new(&fresh_s, "丁", 5);
+    take_case(&fresh_s, "丁", 5);
     ok("village-node", &["sync", "--data", &fresh_s, "--peer", &tsrv.addr]);
     ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
     assert_eq!(names("county-hub", &hub_data), vec!["丁", "丙", "乙", "甲"]);

@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use system_tests::{id_number, ok, ok_json, run, s, County, Server};
+use system_tests::{ok, ok_json, run, s, take_case, County, Server};
 
 const TOWNSHIP: &str = "511421101";
 const VILLAGE: &str = "511421101001";
@@ -34,28 +34,6 @@ async fn read_msg(recv: &mut quinn::RecvStream) -> Option<Message> {
     let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
     recv.read_exact(&mut buf).await.ok()?;
     Some(Message::decode(&node::sync::unpack(&buf).unwrap()).unwrap())
-}
-
-fn new_case(data: &str, program: &str, item: &str, serial: u32) -> String {
-    let v = ok_json(
-        program,
-        &[
-            "case",
-            "new",
-            "--data",
-            data,
-            "--item",
-            item,
-            "--applicant",
-            "张三",
-            "--id-number",
-            &id_number(serial),
-            "--as",
-            "王芳",
-            "--json",
-        ],
-    );
-    v["case_id"].as_str().unwrap().to_string()
 }
 
 fn show(program: &str, data: &str, case: &str) -> Value {
@@ -219,7 +197,7 @@ fn a_genuine_seal_with_junk_events_does_not_make_a_village_renumber() {
     let hub_data = s(&county.hub()).to_string();
     let hub = Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
     for i in 0..3 {
-        new_case(&v, "village-node", "V001", i);
+        take_case(&v, "张三", i);
     }
     ok("village-node", &["sync", "--data", &v, "--peer", &hub.addr]);
     assert_eq!(cases("county-hub", &hub_data).len(), 3);
@@ -304,8 +282,8 @@ fn a_revocation_cut_does_not_stall_a_townships_chain() {
     let v = s(&county.enrol(VILLAGE, "village-node")).to_string();
     let hub_data = s(&county.hub()).to_string();
     let hub = Server::start("county-hub", &["serve", "--data", &hub_data, "--listen", "127.0.0.1:0"]);
-    let case = new_case(&v, "village-node", "V001", 1);
-    let other = new_case(&v, "village-node", "V001", 2);
+    let case = take_case(&v, "张三", 1);
+    let other = take_case(&v, "张三", 2);
     for c in [&case, &other] {
         ok("village-node", &["case", "prereview", "--data", &v, c, "--pass", "--as", "王芳"]);
     }
