@@ -1,6 +1,9 @@
 //! Helpers for whole-system tests: locate the real binaries, run them
 //! against real data directories, and read their JSON output.
 
+pub mod http;
+pub mod webdriver;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
