@@ -70,6 +70,14 @@ enum Cmd {
         /// Address to listen on (UDP), e.g. 0.0.0.0:7443.
         #[arg(long, value_name = "ADDR")]
         listen: String,
+        /// Also serve the county's desk (web interface) here, e.g.
+        /// 127.0.0.1:8082. A non-loopback address is served over HTTPS with
+        /// the hub's certificate, unless --insecure-http.
+        #[arg(long, value_name = "ADDR")]
+        desk: Option<std::net::SocketAddr>,
+        /// Serve the desk as plain HTTP on a non-loopback address.
+        #[arg(long, requires = "desk")]
+        insecure_http: bool,
     },
     /// Revoke a node's certificate (a lost laptop). The revocation travels
     /// to every node, which then refuses that certificate.
@@ -102,7 +110,10 @@ fn main() -> ExitCode {
     }
     node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
-        Cmd::Serve { data, listen } => node::cli::serve(&data.data, &listen, None),
+        Cmd::Serve { data, listen, desk: None, .. } => node::cli::serve(&data.data, &listen, None),
+        Cmd::Serve { data, listen, desk: Some(addr), insecure_http } => {
+            desk::serve_with_desk(&data.data, &listen, None, addr, insecure_http)
+        }
         Cmd::Revoke { data, node, reason, staff } => hub::revoke(&data.data, &node, &reason, &staff),
         Cmd::Ledger { data, json } => hub::ledger(&data.data, json),
         Cmd::Init { data, topology, catalogue, hub_address } => {

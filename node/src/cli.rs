@@ -14,6 +14,7 @@ use proto::workflow::State;
 use proto::{CaseId, NodeId, Step, Tier};
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -125,6 +126,9 @@ pub enum Common {
     /// Input refused by checks (bad signature, broken chain, not authorised…).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Staff accounts of this node's desk (the web interface).
+    #[command(subcommand)]
+    Staff(StaffCmd),
     /// Show or set this node's settings.
     Config {
         #[command(flatten)]
@@ -143,6 +147,50 @@ pub enum QuarantineCmd {
         data: DataDir,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StaffCmd {
+    /// Add a staff member who logs in at the desk. The password is asked
+    /// for at the terminal, or read from standard input.
+    Add {
+        #[command(flatten)]
+        data: DataDir,
+        /// Login name: letters, digits, '.', '_' or '-' (2–32).
+        #[arg(long)]
+        login: String,
+        /// The name events record, e.g. 王芳.
+        #[arg(long)]
+        name: String,
+        /// clerk (takes and pre-reviews), reviewer (also accepts and
+        /// decides) or admin (also staff, quarantine and nodes).
+        #[arg(long, value_parser = ["clerk", "reviewer", "admin"])]
+        role: String,
+        /// Read the password from the next line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List staff accounts.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it can no longer log in.
+    Disable {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        login: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        login: String,
     },
 }
 
@@ -446,6 +494,12 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
         | Common::Quarantine(QuarantineCmd::List { data, .. })
+        | Common::Staff(
+            StaffCmd::Add { data, .. }
+            | StaffCmd::List { data, .. }
+            | StaffCmd::Disable { data, .. }
+            | StaffCmd::Enable { data, .. },
+        )
         | Common::Config { data, .. } => data,
         Common::Case(c) => match c {
             CaseCmd::New { data, .. }
@@ -619,6 +673,7 @@ fn run_common(cmd: Common) -> Result<()> {
                 bail!("sync finished, but this node's own records had diverged (see the warning above)");
             }
         }
+        Common::Staff(cmd) => staff_command(cmd)?,
         Common::Quarantine(QuarantineCmd::List { data, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
             let rows = store::quarantine_list(ledger.store().conn())?;
@@ -669,7 +724,8 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         CaseCmd::New { data, item, applicant, id_number, phone, material, staff, json } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
-            let case = ledger.new_case(&who, NewCase { item, applicant, id_number, phone, materials: material })?;
+            let case = ledger
+                .new_case(&who, NewCase { item, applicant, id_number, phone, address: None, materials: material })?;
             if json {
                 print_json(&json!({ "case_id": case }))?;
             } else {
@@ -821,4 +877,64 @@ fn print_case(c: &CaseState) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn read_password(stdin: bool) -> Result<String> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no terminal to ask for the password: give it on standard input with --password-stdin");
+    }
+    let first = rpassword::prompt_password("password: ").context("cannot read the password")?;
+    let again = rpassword::prompt_password("password again: ").context("cannot read the password")?;
+    if first != again {
+        bail!("the two passwords differ; nothing was written");
+    }
+    Ok(first)
+}
+
+fn staff_command(cmd: StaffCmd) -> Result<()> {
+    use crate::staff;
+    match cmd {
+        StaffCmd::Add { data, login, name, role, password_stdin } => {
+            let role = staff::Role::parse(&role).context("role must be clerk, reviewer or admin")?;
+            let password = read_password(password_stdin)?;
+            let ledger = Ledger::open(&data.data)?;
+            let m = staff::add(ledger.store().conn(), &login, &name, role, &password, crate::wall_clock_ms())?;
+            say!("added {} ({}), {}", m.login, clean(&m.name), m.role.name());
+        }
+        StaffCmd::List { data, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let list = staff::list(ledger.store().conn())?;
+            if json {
+                print_json(&serde_json::to_value(&list)?)?;
+            } else {
+                for m in &list {
+                    let state = if m.disabled { " (disabled)" } else { "" };
+                    say!("{}\t{}\t{}{state}", m.login, clean(&m.name), m.role.name());
+                }
+            }
+        }
+        StaffCmd::Disable { data, login } => {
+            staff::set_disabled(Ledger::open(&data.data)?.store().conn(), &login, true)?;
+            say!("{login} disabled");
+        }
+        StaffCmd::Enable { data, login } => {
+            staff::set_disabled(Ledger::open(&data.data)?.store().conn(), &login, false)?;
+            say!("{login} enabled");
+        }
+    }
+    Ok(())
+}
+
+/// The peer a node syncs with: the address given, or the county hub named
+/// in its enrolment bundle.
+pub fn peer_address(dir: &Path, peer: Option<String>) -> Result<String> {
+    match peer {
+        Some(p) => Ok(p),
+        None => Ok(Ledger::open_read(dir)?.identity().hub_address.clone()),
+    }
 }

@@ -54,6 +54,7 @@ pub struct NewCase {
     pub applicant: String,
     pub id_number: String,
     pub phone: Option<String>,
+    pub address: Option<String>,
     pub materials: Vec<String>,
 }
 
@@ -89,6 +90,7 @@ const HLC_KEY: &str = "hlc";
 const SECRETS_KEY: &str = "secrets";
 const CLOCK_KEY: &str = "clock_offset";
 const FOLD_VERSION_KEY: &str = "fold_version";
+const ROWS_VERSION_KEY: &str = "case_rows_version";
 
 /// "3 days", "5 hours", "12 minutes".
 fn human_duration(ms: u64) -> String {
@@ -209,12 +211,14 @@ impl Ledger {
     /// the events (which are the truth), once.
     fn refold_if_stale(&mut self) -> Result<()> {
         let stored: Option<u32> = store::meta_get(self.store.conn(), FOLD_VERSION_KEY)?;
-        if stored != Some(proto::fold::FOLD_VERSION) {
+        let rows: Option<u32> = store::meta_get(self.store.conn(), ROWS_VERSION_KEY)?;
+        if stored != Some(proto::fold::FOLD_VERSION) || rows != Some(store::CASE_ROWS_VERSION) {
             if stored.is_some() {
                 tracing::warn!(from = ?stored, to = proto::fold::FOLD_VERSION, "rebuilding case rows for a new fold");
             }
             self.store.rebuild()?;
             store::meta_set(self.store.conn(), FOLD_VERSION_KEY, &proto::fold::FOLD_VERSION)?;
+            store::meta_set(self.store.conn(), ROWS_VERSION_KEY, &store::CASE_ROWS_VERSION)?;
         }
         Ok(())
     }
@@ -381,6 +385,14 @@ impl Ledger {
     /// A warning for staff when this node's clock was found wrong at its
     /// last contact upstream. Work is not refused: the fold orders events
     /// causally whatever their stamps, and flags stamps far ahead.
+    /// The peer and this clock's offset to it (peer minus ours, ms) at the
+    /// last sync with an upstream, when it is beyond the warning limit.
+    pub fn clock_offset(&self) -> Result<Option<(NodeId, i64)>> {
+        Ok(store::meta_get::<(NodeId, i64, u64)>(self.store.conn(), CLOCK_KEY)?
+            .filter(|(_, offset, _)| offset.abs() > proto::sync::CLOCK_WARNING_MS)
+            .map(|(peer, offset, _)| (peer, offset)))
+    }
+
     pub fn clock_warning(&self) -> Result<Option<String>> {
         let Some((peer, offset_ms, _)) = store::meta_get::<(NodeId, i64, u64)>(self.store.conn(), CLOCK_KEY)? else {
             return Ok(None);
@@ -421,6 +433,9 @@ impl Ledger {
         ];
         if let Some(phone) = &input.phone {
             fields.push(("phone".into(), self.protected_value(&lane_key, "phone", phone)?));
+        }
+        if let Some(address) = input.address.as_deref().filter(|a| !a.trim().is_empty()) {
+            fields.push(("address".into(), self.protected_value(&lane_key, "address", address)?));
         }
         let create = Create {
             item: item.code.clone(),
@@ -507,9 +522,11 @@ impl Ledger {
         if actor.trim().is_empty() {
             return Err(Declined::Invalid("staff name (--as) may not be empty".into()).into());
         }
-        let me = self.origin.clone();
         let key = self.secrets()?.signing_key()?;
         let tx = self.store.write()?;
+        // Read in the transaction: a long-lived handle (a desk) must follow
+        // a move to a new incarnation made through another connection.
+        let me: NodeId = store::meta_get(&tx, ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
         if check == Check::Full && store::meta_get::<bool>(&tx, RECOVERING_KEY)?.unwrap_or(false) {
             return Err(Declined::Recovering.into());
         }
@@ -550,7 +567,56 @@ impl Ledger {
         store::put_seal(&tx, &Seal::sign(&key, &event))?;
         store::meta_set(&tx, HLC_KEY, &hlc)?;
         tx.commit()?;
+        self.origin = me;
         Ok(event)
+    }
+
+    /// The workflow steps this node may take on a case now (its state,
+    /// the catalogue's authority and this node's tier all allow them): what
+    /// a desk offers as buttons. A forward names each node above this one
+    /// that may receive it.
+    pub fn allowed_steps(&self, case: &CaseId) -> Result<Vec<Step>> {
+        let conn = self.store.conn();
+        let Some(current) = store::fold_stored(conn, case)? else { return Ok(Vec::new()) };
+        let me: NodeId = store::meta_get(conn, ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
+        let seq = store::origin_seq(conn, &me)? + 1;
+        let mut candidates = vec![
+            Step::PrereviewPass,
+            Step::PrereviewReturn,
+            Step::Accept,
+            Step::Refuse,
+            Step::RequestSupplement,
+            Step::Resubmit,
+            Step::Approve,
+            Step::Deny,
+            Step::Issue,
+            Step::Close,
+            Step::Withdraw,
+            Step::Suspend,
+            Step::Resume,
+        ];
+        let mut up = self.topology.get(self.me()).and_then(|n| n.parent.clone());
+        while let Some(node) = up {
+            up = self.topology.get(&node).and_then(|n| n.parent.clone());
+            candidates.push(Step::Forward { to: node });
+        }
+        Ok(candidates
+            .into_iter()
+            .filter(|step| {
+                Draft {
+                    topology: &self.topology,
+                    catalogues: &self.catalogues,
+                    me: &me,
+                    seq,
+                    case: case.clone(),
+                    current: Some(&current),
+                    actor: "desk",
+                    body: Body::Step { step: step.clone(), note: String::new() },
+                }
+                .check()
+                .is_ok()
+            })
+            .collect())
     }
 
     /// The county revokes a node's live keys and certificates (a lost
@@ -603,6 +669,22 @@ impl Ledger {
 
     pub fn cases(&self, state: Option<State>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
         store::list_cases(self.store.conn(), state.map(|s| s.name()), home)
+    }
+
+    /// The clear values of a case's personal field (ID number, phone,
+    /// address), opened with the key of the case's home lane. The caller
+    /// logs who asked.
+    pub fn reveal(&self, case: &CaseId, field: &str) -> Result<Vec<String>> {
+        let st = self.case(case)?;
+        let key = self.lane_key(&st.home)?;
+        let mut out = Vec::new();
+        for v in st.fields.get(field).map(Vec::as_slice).unwrap_or_default() {
+            out.push(match v {
+                FieldValue::Protected(p) => key.reveal(p).map_err(|_| anyhow::anyhow!("the value cannot be opened"))?,
+                other => other.display().to_string(),
+            });
+        }
+        Ok(out)
     }
 
     /// Cases whose applicant has this ID number (found by its keyed hash).

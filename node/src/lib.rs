@@ -8,6 +8,8 @@ pub mod integrity;
 pub mod keystore;
 pub mod ledger;
 pub mod protect;
+pub mod query;
+pub mod staff;
 pub mod store;
 pub mod sync;
 pub mod verify;

@@ -80,7 +80,26 @@ const MIGRATIONS: &[&str] = &[
         origin TEXT PRIMARY KEY, after_wall INTEGER NOT NULL, after_logical INTEGER NOT NULL) WITHOUT ROWID;",
     // 6: the kind of every quarantine entry beside its text.
     "ALTER TABLE quarantine ADD COLUMN kind TEXT NOT NULL DEFAULT 'other';",
+    // 7: the desks. Staff accounts and the access log are this node's own
+    // (never synced); the case rows gain what lists filter and sort on.
+    "CREATE TABLE staff (
+        login TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, password TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+        locked_until INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE access_log (
+        id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, login TEXT NOT NULL, case_id TEXT NOT NULL,
+        what TEXT NOT NULL);
+     ALTER TABLE cases ADD COLUMN applicant TEXT NOT NULL DEFAULT '';
+     ALTER TABLE cases ADD COLUMN created_wall INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE cases ADD COLUMN rating INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX cases_updated ON cases(updated_wall, case_id);
+     CREATE INDEX cases_home_updated ON cases(home, updated_wall);
+     CREATE INDEX cases_item ON cases(item);
+     CREATE TABLE contacts (node TEXT PRIMARY KEY, last_ms INTEGER NOT NULL) WITHOUT ROWID;",
 ];
+
+/// The layout of the derived case rows; a change rebuilds them once.
+pub const CASE_ROWS_VERSION: u32 = 2;
 
 /// What inserting an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -712,11 +731,12 @@ pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
 pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     let folded = codec::encode(st);
     conn.prepare_cached(
-        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
-            folded = excluded.folded",
+            folded = excluded.folded, applicant = excluded.applicant, created_wall = excluded.created_wall,
+            rating = excluded.rating",
     )?
     .execute(params![
         st.case_id.0,
@@ -726,7 +746,10 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         st.handler.0,
         st.flagged(),
         st.updated.wall_ms,
-        folded
+        folded,
+        applicant_of(st),
+        st.created.map(|h| h.wall_ms).unwrap_or(0),
+        st.ratings.last().map(|r| r.level).unwrap_or(0)
     ])?;
     for values in st.fields.values() {
         for v in values {
@@ -739,6 +762,15 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The applicant's name as lists search it (the first value when several
+/// were written concurrently).
+fn applicant_of(st: &CaseState) -> String {
+    match st.fields.get("applicant").and_then(|v| v.first()) {
+        Some(proto::event::FieldValue::Text(t)) => t.clone(),
+        _ => String::new(),
+    }
 }
 
 /// Folds a case whose every event is `events` (it is new in this

@@ -40,6 +40,14 @@ enum Cmd {
         /// Seconds between upstream syncs.
         #[arg(long, value_name = "SECS", default_value_t = 60)]
         every: u64,
+        /// Also serve the township's desk (web interface) here, e.g.
+        /// 127.0.0.1:8081. A non-loopback address is served over HTTPS with
+        /// the node's certificate, unless --insecure-http.
+        #[arg(long, value_name = "ADDR")]
+        desk: Option<std::net::SocketAddr>,
+        /// Serve the desk as plain HTTP on a non-loopback address.
+        #[arg(long, requires = "desk")]
+        insecure_http: bool,
     },
     #[command(flatten)]
     Common(Common),
@@ -53,8 +61,12 @@ fn main() -> ExitCode {
     }
     node::cli::init_logging(if matches!(cli.cmd, Cmd::Serve { .. }) { "info" } else { "warn" });
     exit_with(match cli.cmd {
-        Cmd::Serve { data, listen, upstream, every } => {
-            node::cli::serve(&data.data, &listen, upstream.map(|u| (u, std::time::Duration::from_secs(every.max(1)))))
+        Cmd::Serve { data, listen, upstream, every, desk, insecure_http } => {
+            let upstream = upstream.map(|u| (u, std::time::Duration::from_secs(every.max(1))));
+            match desk {
+                Some(addr) => desk::serve_with_desk(&data.data, &listen, upstream, addr, insecure_http),
+                None => node::cli::serve(&data.data, &listen, upstream),
+            }
         }
         Cmd::Init { data, enrollment } => {
             node::cli::init_from_bundle(&data.data, &enrollment, Tier::Township, "township-node")

@@ -260,6 +260,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;
+    block(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
     drop(ledger);
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");

@@ -68,6 +68,7 @@ fn new_case(l: &mut Ledger, applicant: &str, serial: u32) -> proto::CaseId {
         applicant: applicant.into(),
         id_number: system_tests::id_number(serial),
         phone: None,
+        address: None,
         materials: vec!["居民身份证".into()],
     };
     l.new_case("王芳", input).unwrap()

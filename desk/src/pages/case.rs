@@ -1,0 +1,429 @@
+//! The case page: fields (masked, with concurrent values side by side),
+//! materials, the history timeline, and only the steps this node and this
+//! member may take now, as buttons.
+
+use super::{load_case, node_name, page, saved};
+use crate::session::{Checked, Staff};
+use crate::{csrf, text, App, DeskError, Html};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+use node::staff::Role;
+use proto::fold::{CaseState, Conflict};
+use proto::personal::PersonalKind;
+use proto::{CaseId, NodeId, Step, Topology};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Steps a clerk may take; the rest need a reviewer.
+fn clerk_may(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::PrereviewPass
+            | Step::PrereviewReturn
+            | Step::Forward { .. }
+            | Step::RequestSupplement
+            | Step::Resubmit
+            | Step::Withdraw
+    )
+}
+
+fn may(role: Role, step: &Step) -> bool {
+    role.decides() || clerk_may(step)
+}
+
+/// `accept`, `forward:<node>`… as the buttons send them.
+fn step_value(step: &Step) -> String {
+    match step {
+        Step::Forward { to } => format!("forward:{to}"),
+        s => s.name().to_string(),
+    }
+}
+
+fn parse_step(value: &str) -> Option<Step> {
+    if let Some(to) = value.strip_prefix("forward:") {
+        return Some(Step::Forward { to: NodeId::new(to) });
+    }
+    Some(match value {
+        "prereview_pass" => Step::PrereviewPass,
+        "prereview_return" => Step::PrereviewReturn,
+        "accept" => Step::Accept,
+        "refuse" => Step::Refuse,
+        "request_supplement" => Step::RequestSupplement,
+        "resubmit" => Step::Resubmit,
+        "approve" => Step::Approve,
+        "deny" => Step::Deny,
+        "issue" => Step::Issue,
+        "close" => Step::Close,
+        "withdraw" => Step::Withdraw,
+        "suspend" => Step::Suspend,
+        "resume" => Step::Resume,
+        _ => return None,
+    })
+}
+
+/// What the case page shows besides the case.
+struct Extra {
+    steps: Vec<Step>,
+    topology: Topology,
+    item: Option<proto::catalogue::Item>,
+    /// Clear values shown once, on an explicit (logged) request.
+    revealed: BTreeMap<String, Vec<String>>,
+    error: Option<String>,
+    saved: bool,
+}
+
+fn conflict_words(c: &Conflict) -> String {
+    match c {
+        Conflict::ConcurrentValues { field, values } => {
+            format!("“{}”同时录入了 {values} 个不同的值，请核对后采用其一。", text::field(field))
+        }
+        Conflict::SupersededTransition { event, step, state } => format!(
+            "{event} 的“{}”与其他窗口的并发操作冲突，未生效（当时办件已是“{}”）。",
+            text::step(step),
+            text::state(*state)
+        ),
+        Conflict::Equivocation { event } => format!("同一编号 {event} 出现了两条不同的记录，已留存备查。"),
+        Conflict::StrayCreate { event } => format!("{event} 试图重复创建本办件，未生效。"),
+        Conflict::ClockSkew { event } => format!("{event} 的时间戳晚于其后发生的操作（录入电脑的时钟不准）。"),
+    }
+}
+
+fn fields(staff: &Staff, c: &CaseState, revealed: &BTreeMap<String, Vec<String>>) -> Markup {
+    let order = ["applicant", "id_number", "phone", "address"];
+    let mut names: Vec<&String> = c.fields.keys().collect();
+    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    html! {
+        table.fields { tbody {
+            @for name in names {
+                @let values = &c.fields[name];
+                @let personal = PersonalKind::of_field(name).is_some();
+                tr class=[(values.len() > 1).then_some("concurrent")] {
+                    th { (text::field(name)) }
+                    td {
+                        @if values.len() > 1 {
+                            p.muted { (text::CONCURRENT) }
+                            div.side-by-side { @for (i, v) in values.iter().enumerate() {
+                                div.value {
+                                    span { (v.display()) }
+                                    form method="post" action=(format!("/case/{}/field", c.case_id)) class="inline" {
+                                        (csrf(staff))
+                                        input type="hidden" name="field" value=(name);
+                                        input type="hidden" name="index" value=(i);
+                                        button type="submit" { (text::ADOPT) }
+                                    }
+                                }
+                            } }
+                        } @else {
+                            @for v in values { span { (v.display()) } }
+                        }
+                        @if let Some(clear) = revealed.get(name.as_str()) {
+                            div.revealed { @for v in clear { span.clear { (v) } } span.muted { "（本次查看已记录）" } }
+                        } @else if personal {
+                            form method="post" action=(format!("/case/{}/reveal", c.case_id)) class="inline" {
+                                (csrf(staff))
+                                input type="hidden" name="field" value=(name);
+                                button.link type="submit" { (text::SHOW_FULL) }
+                            }
+                        }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn materials(staff: &Staff, c: &CaseState, item: Option<&proto::catalogue::Item>, open: bool) -> Markup {
+    let listed: Vec<&proto::catalogue::Material> = item.map(|i| i.materials.iter().collect()).unwrap_or_default();
+    let missing: Vec<&&proto::catalogue::Material> =
+        listed.iter().filter(|m| m.required && !c.materials.contains(&m.name)).collect();
+    html! {
+        ul.materials {
+            @for m in &c.materials {
+                li { span.badge.ok { (text::RECEIVED) } " " (m)
+                    @if open {
+                        form method="post" action=(format!("/case/{}/material", c.case_id)) class="inline" {
+                            (csrf(staff)) input type="hidden" name="name" value=(m); input type="hidden" name="action" value="remove";
+                            button.link type="submit" { (text::REMOVE_MATERIAL) }
+                        }
+                    }
+                }
+            }
+            @for m in &missing {
+                li.missing { span.badge.req { "未收" } " " (m.name)
+                    @if m.may_be_missing { " " span.badge.maybe { (text::MAY_BE_MISSING) } } }
+            }
+        }
+        @if open && listed.iter().any(|m| !c.materials.contains(&m.name)) {
+            form method="post" action=(format!("/case/{}/material", c.case_id)) class="row" {
+                (csrf(staff))
+                input type="hidden" name="action" value="add";
+                select name="name" { @for m in listed.iter().filter(|m| !c.materials.contains(&m.name)) {
+                    option value=(m.name) { (m.name) }
+                } }
+                button type="submit" { (text::ADD_MATERIAL) }
+            }
+        }
+    }
+}
+
+fn history(c: &CaseState, topology: &Topology) -> Markup {
+    html! {
+        ol.timeline {
+            @for h in &c.history {
+                @let line = node::view::HistoryLine::from(h);
+                li class=[h.superseded.then_some("superseded")] {
+                    span.when { (crate::when(h.hlc.wall_ms)) }
+                    span.what { (text::history_kind(line.kind)) }
+                    @if let Some(to) = h.to { @if !h.superseded { " → " (text::state(to)) } }
+                    span.who { (h.actor) " · " (node_name(topology, &h.event.origin)) }
+                    @if !line.detail.is_empty() && line.kind != "create" { div.detail { (line.detail) } }
+                    @if h.superseded { div.superseded-note { (text::SUPERSEDED) } }
+                }
+            }
+        }
+    }
+}
+
+fn actions(staff: &Staff, c: &CaseState, steps: &[Step], topology: &Topology) -> Markup {
+    let mine: Vec<&Step> = steps.iter().filter(|s| may(staff.role(), s)).collect();
+    let hidden = steps.len() - mine.len();
+    html! {
+        @if mine.is_empty() {
+            p.muted { "本窗口当前没有可办的操作。" @if hidden > 0 { "（有 " (hidden) " 项操作需审核人员办理）" } }
+        } @else {
+            form.actions method="post" action=(format!("/case/{}/step", c.case_id)) {
+                (csrf(staff))
+                label { (text::NOTE) textarea name="note" rows="2" maxlength="500" {} }
+                div.buttons { @for s in mine {
+                    button type="submit" name="step" value=(step_value(s))
+                        class=(if matches!(s, Step::Refuse | Step::Deny | Step::Withdraw) { "danger" } else { "primary" }) {
+                        (text::step(s))
+                        @if let Step::Forward { to } = s { "至" (node_name(topology, to)) }
+                    }
+                } }
+                @if hidden > 0 { p.muted { "另有 " (hidden) " 项操作需审核人员办理。" } }
+            }
+        }
+    }
+}
+
+fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
+    let s = node::view::CaseSummary::from(c);
+    let open = !c.state.is_terminal();
+    let title = format!("{} {}", text::CASE_ID, c.case_id);
+    let body = html! {
+        @if x.saved { p.banner.ok { (text::WRITTEN) } }
+        @if let Some(e) = &x.error { p.banner.error role="alert" { (e) } }
+        div.case-head {
+            span class=(format!("state big s-{}", s.state)) { (text::state(c.state)) }
+            strong { (s.item_name) } span.code { " " (s.item) }
+            div.muted { (text::HOME) "：" (node_name(&x.topology, &c.home)) " · " (text::HANDLER) "："
+                (node_name(&x.topology, &c.handler)) " · " (text::CREATED) "：" (crate::when(c.created.map(|h| h.wall_ms).unwrap_or(0))) }
+            div.links {
+                a href=(format!("/case/{}/receipt", c.case_id)) { (text::RECEIPT) }
+                " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
+            }
+        }
+        @if !c.conflicts.is_empty() {
+            div.banner.warn { strong { (text::FLAGGED) } ul { @for k in &c.conflicts { li { (conflict_words(k)) } } } }
+        }
+        div.columns {
+            section {
+                h2 { "申请信息" }
+                (fields(staff, c, &x.revealed))
+                h2 { (text::MATERIALS) }
+                (materials(staff, c, x.item.as_ref(), open))
+                h2 { (text::ACTIONS) }
+                (actions(staff, c, &x.steps, &x.topology))
+                @if open || c.ratings.is_empty() {
+                    h2 { (text::RATE) }
+                    @for r in &c.ratings { p { (text::rating(r.level)) @if !r.note.is_empty() { "：" (r.note) } } }
+                    form.row method="post" action=(format!("/case/{}/rate", c.case_id)) {
+                        (csrf(staff))
+                        select name="level" { @for l in (1..=5).rev() { option value=(l) { (text::rating(l)) } } }
+                        input name="note" placeholder="评价内容（可不填）" maxlength="200";
+                        button type="submit" { (text::RATE) }
+                    }
+                }
+            }
+            section {
+                h2 { (text::HISTORY) }
+                (history(c, &x.topology))
+            }
+        }
+    };
+    page(app, staff, &title, "", body)
+}
+
+async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
+    let (case, item) = (c.case_id.clone(), c.item().to_string());
+    let version = c.create.as_ref().map(|c| c.catalogue_version);
+    app.read(move |l| {
+        let steps = l.allowed_steps(&case)?;
+        let cat = l.catalogue();
+        let item = if version == Some(cat.version) { cat.item(&item).cloned() } else { None };
+        Ok(Extra { steps, topology: l.topology().clone(), item, revealed: BTreeMap::new(), error: None, saved: false })
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+pub struct Shown {
+    saved: Option<String>,
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Query(q): Query<Shown>,
+) -> Result<Html, DeskError> {
+    let c = load_case(&app, &id).await?;
+    let mut x = extra(&app, &c).await?;
+    x.saved = q.saved.is_some();
+    Ok(render(&app, &staff, &c, &x))
+}
+
+/// Runs a write for a case this desk may show; a refusal comes back as the
+/// case page with the reason, status 409, and nothing written.
+async fn write(
+    app: &Arc<App>,
+    staff: &Staff,
+    id: &str,
+    f: impl FnOnce(&mut node::Ledger, &CaseId, &str) -> anyhow::Result<()> + Send + 'static,
+) -> Result<Response, DeskError> {
+    let c = load_case(app, id).await?;
+    let (case, actor) = (c.case_id.clone(), staff.actor());
+    let result = app.with(move |l| Ok(f(l, &case, &actor))).await?;
+    match result {
+        Ok(()) => Ok(saved(&format!("/case/{}", c.case_id))),
+        Err(e) if e.downcast_ref::<node::Declined>().is_some() => {
+            let (_, message) = text::declined(&e);
+            let c = load_case(app, id).await?;
+            let mut x = extra(app, &c).await?;
+            x.error = Some(message);
+            let mut res = render(app, staff, &c, &x).into_response();
+            *res.status_mut() = StatusCode::CONFLICT;
+            Ok(res)
+        }
+        Err(e) => Err(DeskError::Internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct StepForm {
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn step(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<StepForm>,
+) -> Result<Response, DeskError> {
+    let step = parse_step(&c.form.step).ok_or_else(|| DeskError::BadRequest("未知的操作".into()))?;
+    if !may(c.staff.role(), &step) {
+        return Err(DeskError::Forbidden(text::FORBIDDEN_ROLE.into()));
+    }
+    let note = c.form.note.trim().to_string();
+    write(&app, &c.staff, &id, move |l, case, actor| l.step(actor, case, step, &note).map(drop)).await
+}
+
+#[derive(Deserialize)]
+pub struct FieldForm {
+    field: String,
+    index: usize,
+}
+
+/// 采用此值: writes one of a field's concurrent values again, which
+/// supersedes them all.
+pub async fn field(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<FieldForm>,
+) -> Result<Response, DeskError> {
+    let (field, index) = (c.form.field.clone(), c.form.index);
+    write(&app, &c.staff, &id, move |l, case, actor| {
+        let values = l.reveal(case, &field)?;
+        let value = values
+            .get(index)
+            .cloned()
+            .ok_or_else(|| node::Declined::Invalid("the value chosen is no longer one of the field's values".into()))?;
+        l.edit(actor, case, &field, &value).map(drop)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct MaterialForm {
+    name: String,
+    action: String,
+}
+
+pub async fn material(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<MaterialForm>,
+) -> Result<Response, DeskError> {
+    let (name, add) = (c.form.name.clone(), c.form.action == "add");
+    write(&app, &c.staff, &id, move |l, case, actor| {
+        if add {
+            l.add_material(actor, case, &name).map(drop)
+        } else {
+            l.remove_material(actor, case, &name).map(drop)
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub struct RateForm {
+    level: u8,
+    #[serde(default)]
+    note: String,
+}
+
+pub async fn rate(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<RateForm>,
+) -> Result<Response, DeskError> {
+    let (level, note) = (c.form.level, c.form.note.trim().to_string());
+    if !(1..=5).contains(&level) {
+        return Err(DeskError::BadRequest("评价等级应为 1–5".into()));
+    }
+    write(&app, &c.staff, &id, move |l, case, actor| l.rate(actor, case, level, &note).map(drop)).await
+}
+
+#[derive(Deserialize)]
+pub struct RevealForm {
+    field: String,
+}
+
+/// Shows a personal field in clear, once, and logs who asked.
+pub async fn reveal(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<RevealForm>,
+) -> Result<Html, DeskError> {
+    if PersonalKind::of_field(&c.form.field).is_none() {
+        return Err(DeskError::BadRequest("该信息不需要单独查看".into()));
+    }
+    let case = load_case(&app, &id).await?;
+    let (cid, field, login) = (case.case_id.clone(), c.form.field.clone(), c.staff.member.login.clone());
+    let clear = app
+        .with(move |l| {
+            let clear = l.reveal(&cid, &field)?;
+            node::staff::log_access(l.store().conn(), &login, &cid.0, &field, node::wall_clock_ms())?;
+            Ok(clear)
+        })
+        .await?;
+    let mut x = extra(&app, &case).await?;
+    x.revealed.insert(c.form.field.clone(), clear);
+    Ok(render(&app, &c.staff, &case, &x))
+}

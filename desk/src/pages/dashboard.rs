@@ -1,0 +1,102 @@
+//! 看板: cases by township and state, the share finished, ratings, and the
+//! villages whose work has not reached here for a while.
+
+use super::page;
+use crate::chart;
+use crate::session::Staff;
+use crate::{text, App, DeskError, Html};
+use axum::extract::{Query, State};
+use maud::html;
+use proto::workflow::State as CaseState;
+use proto::{NodeId, Tier};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The three groups of states the chart stacks.
+const GROUPS: [&str; 3] = ["办理中", "已办结", "未予办理"];
+
+fn group(state: &str) -> usize {
+    match CaseState::parse(state) {
+        Some(CaseState::Approved | CaseState::Issued | CaseState::Closed) => 1,
+        Some(CaseState::Denied | CaseState::NotAccepted | CaseState::Withdrawn) => 2,
+        _ => 0,
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Params {
+    /// Villages silent for this many days are listed (default 7).
+    days: Option<u64>,
+}
+
+pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Params>) -> Result<Html, DeskError> {
+    if app.tier() == Tier::Village {
+        return Err(DeskError::NotFound);
+    }
+    let days = p.days.unwrap_or(7).clamp(1, 365);
+    let me = app.me().clone();
+    let (by_township, ratings, silent) = app
+        .read(move |l| {
+            let topo = l.topology();
+            let conn = l.store().conn();
+            let mut by: BTreeMap<NodeId, [u64; 3]> = BTreeMap::new();
+            for (home, state, n) in node::query::counts_by_home_and_state(conn)? {
+                let township = topo.ancestor_at(&home, Tier::Township).map(|t| t.id.clone()).unwrap_or(home);
+                by.entry(township).or_default()[group(&state)] += n;
+            }
+            let rows: Vec<(String, Vec<u64>)> =
+                by.into_iter().map(|(t, g)| (super::node_name(topo, &t), g.to_vec())).collect();
+            let ratings: Vec<(String, u64)> = node::query::counts_by_rating(conn)?
+                .into_iter()
+                .filter(|(l, _)| *l > 0)
+                .map(|(l, n)| (text::rating(l).to_string(), n))
+                .collect();
+            let contacts = node::query::contacts(conn)?;
+            let cutoff = node::wall_clock_ms().saturating_sub(days * 86_400_000);
+            let mut silent = Vec::new();
+            for v in topo.nodes().iter().filter(|n| n.tier == Tier::Village && topo.is_within(&n.id, &me)) {
+                let work = node::query::latest_work_of(conn, &v.id)?;
+                let seen = contacts.get(&v.id).copied().max(work);
+                if seen.is_none_or(|s| s < cutoff) {
+                    let township = v.parent.as_ref().map(|p| super::node_name(topo, p)).unwrap_or_default();
+                    silent.push((township, v.name.clone(), seen));
+                }
+            }
+            silent.sort_by_key(|s| s.2);
+            Ok((rows, ratings, silent))
+        })
+        .await?;
+    let totals: [u64; 3] = by_township.iter().fold([0; 3], |mut acc, (_, g)| {
+        for (a, v) in acc.iter_mut().zip(g) {
+            *a += v;
+        }
+        acc
+    });
+    let all: u64 = totals.iter().sum();
+    let finished = if all == 0 { 0.0 } else { 100.0 * totals[1] as f64 / all as f64 };
+    let rated: u64 = ratings.iter().map(|r| r.1).sum();
+    let body = html! {
+        div.tiles {
+            div.tile { span.big { (all) } span { "办件总数" } }
+            div.tile { span.big { (totals[0]) } span { "办理中" } }
+            div.tile { span.big { (format!("{finished:.1}%")) } span { "办结率（准予、出证、办结）" } }
+            div.tile { span.big { (rated) } span { "已评价" } }
+        }
+        p.muted { "按期办结率需要工作日历和办结时限（见“服务规则”），届时显示在此。" }
+        h2 { "各乡镇办件" }
+        (chart::stacked(&by_township, &GROUPS))
+        h2 { "好差评分布" }
+        @if ratings.is_empty() { p.muted { "还没有评价。" } } @else { (chart::bars(&ratings)) }
+        h2 { (days) " 天以上没有记录到达本节点的村（社区）" span.count { (silent.len()) } }
+        form.filters method="get" action="/dashboard" {
+            label { "天数" input type="number" name="days" min="1" max="365" value=(days); }
+            button type="submit" { "刷新" }
+        }
+        @if silent.is_empty() { p.muted { "没有。" } } @else {
+            table.cases { thead { tr { th { "乡镇" } th { "村（社区）" } th { "最近一次" } } }
+                tbody { @for (t, v, seen) in &silent { tr { td { (t) } td { (v) } td { @match seen { Some(s) => (crate::when(*s)), None => "从未" } } } } } }
+        }
+    };
+    Ok(page(&app, &staff, text::NAV_DASHBOARD, text::NAV_DASHBOARD, body))
+}

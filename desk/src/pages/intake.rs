@@ -1,0 +1,165 @@
+//! 收件: pick the item, enter the applicant, tick the materials received.
+//! On save the case exists and the receipt opens; a refusal shows its
+//! reason beside the field, keeps what was typed, and writes nothing.
+
+use super::page;
+use crate::session::{Checked, Staff};
+use crate::{csrf, text, App, DeskError};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup};
+use node::ledger::NewCase;
+use proto::catalogue::Item;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Deserialize, Default)]
+pub struct Pick {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    item: String,
+}
+
+/// Items this desk's windows take, matching `q` (name or code).
+fn matching<'a>(items: &'a [Item], q: &str) -> Vec<&'a Item> {
+    let q = q.trim();
+    items.iter().filter(|i| q.is_empty() || i.name.contains(q) || i.code.contains(q)).collect()
+}
+
+fn picker(items: &[Item], q: &str) -> Markup {
+    let shown = matching(items, q);
+    html! {
+        form.filters method="get" action="/intake" {
+            input #item-search type="search" name="q" value=(q) placeholder=(text::PICK_ITEM_HINT) autofocus;
+            button type="submit" { (text::SEARCH) }
+        }
+        p.muted { "共 " (shown.len()) " 项，点击事项名称开始收件。" }
+        ul.items #item-list {
+            @for i in shown {
+                li data-search=(format!("{} {}", i.code, i.name)) {
+                    a href=(format!("/intake?item={}", i.code)) { span.code { (i.code) } " " (i.name) }
+                    span.muted { " · " (text::tier(i.decided_by)) "决定 · "
+                        @if i.case_kind == 1 { (text::SAME_DAY) } @else { "承诺 " (i.promised_limit_days) " 个工作日" } }
+                }
+            }
+        }
+    }
+}
+
+/// What was typed, kept when the form comes back with an error.
+#[derive(Deserialize, Default, Clone)]
+pub struct Intake {
+    #[serde(default)]
+    item: String,
+    #[serde(default)]
+    applicant: String,
+    #[serde(default)]
+    id_number: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    address: String,
+    /// Ticked materials (the form sends `material` once per tick, which
+    /// is read from the pairs, see [`Checked::pairs`]).
+    #[serde(skip)]
+    material: Vec<String>,
+}
+
+fn form(staff: &Staff, item: &Item, input: &Intake, errors: &BTreeMap<&str, String>) -> Markup {
+    let err = |f: &str| errors.get(f).cloned();
+    html! {
+        @if let Some(e) = err("") { p.banner.error role="alert" { (e) } }
+        form.intake method="post" action="/intake" novalidate {
+            (csrf(staff))
+            input type="hidden" name="item" value=(item.code);
+            div.item-head {
+                span.code { (item.code) } " " strong { (item.name) }
+                p.muted { (text::tier(item.decided_by)) "决定 · "
+                    @if item.case_kind == 1 { (text::SAME_DAY) } @else { "承诺 " (item.promised_limit_days) " 个工作日办结" }
+                    " · " a href="/intake" { "换一个事项" } }
+            }
+            fieldset {
+                legend { "申请人信息" }
+                label class=[err("applicant").map(|_| "invalid")] { (text::APPLICANT) " *"
+                    input name="applicant" value=(input.applicant) required maxlength="64";
+                    @if let Some(e) = err("applicant") { span.field-error { (e) } } }
+                label class=[err("id_number").map(|_| "invalid")] { (text::ID_NUMBER) " *"
+                    input #id_number name="id_number" value=(input.id_number) required maxlength="18"
+                        autocomplete="off" data-check="id-number" inputmode="text";
+                    span.field-error #id_number-error { @if let Some(e) = err("id_number") { (e) } } }
+                label class=[err("phone").map(|_| "invalid")] { (text::PHONE)
+                    input name="phone" value=(input.phone) maxlength="20" inputmode="tel";
+                    @if let Some(e) = err("phone") { span.field-error { (e) } } }
+                label class=[err("address").map(|_| "invalid")] { (text::ADDRESS)
+                    input name="address" value=(input.address) maxlength="200";
+                    @if let Some(e) = err("address") { span.field-error { (e) } } }
+            }
+            fieldset {
+                legend { (text::MATERIALS) "（勾选已收取的）" }
+                ul.materials { @for m in &item.materials {
+                    li { label.check {
+                        input type="checkbox" name="material" value=(m.name) checked[input.material.contains(&m.name)];
+                        (m.name) " "
+                        @if m.required && m.may_be_missing { span.badge.maybe { (text::MAY_BE_MISSING) } }
+                        @else if m.required { span.badge.req { (text::REQUIRED) } }
+                        @else { span.badge { (text::OPTIONAL) } }
+                    } }
+                } }
+            }
+            button.primary type="submit" { (text::SAVE_CASE) }
+        }
+    }
+}
+
+pub async fn pick(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Pick>) -> Result<Response, DeskError> {
+    let items = app.items.clone();
+    if p.item.is_empty() {
+        let body = picker(&items, &p.q);
+        return Ok(page(&app, &staff, text::PICK_ITEM, text::NAV_INTAKE, body).into_response());
+    }
+    let Some(item) = items.iter().find(|i| i.code == p.item) else {
+        return Ok(Redirect::to("/intake").into_response());
+    };
+    let body = form(&staff, item, &Intake::default(), &BTreeMap::new());
+    Ok(page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response())
+}
+
+pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<Response, DeskError> {
+    let (staff, mut input) = (c.staff, c.form);
+    input.material = c.pairs.iter().filter(|(k, _)| k == "material").map(|(_, v)| v.clone()).collect();
+    let Some(item) = app.items.iter().find(|i| i.code == input.item).cloned() else {
+        return Err(DeskError::BadRequest(format!("事项编码 {} 不在本窗口可收的事项中。", input.item)));
+    };
+    let mut errors: BTreeMap<&str, String> = BTreeMap::new();
+    // Only the item's own materials can be ticked.
+    if let Some(m) = input.material.iter().find(|m| !item.materials.iter().any(|x| &x.name == *m)) {
+        errors.insert("", format!("材料“{m}”不属于该事项。"));
+    }
+    if errors.is_empty() {
+        let actor = staff.actor();
+        let new = NewCase {
+            item: input.item.clone(),
+            applicant: input.applicant.clone(),
+            id_number: input.id_number.trim().to_uppercase(),
+            phone: Some(input.phone.trim().to_string()).filter(|p| !p.is_empty()),
+            address: Some(input.address.trim().to_string()).filter(|a| !a.is_empty()),
+            materials: input.material.clone(),
+        };
+        match app.with(move |l| Ok(l.new_case(&actor, new))).await? {
+            Ok(case) => return Ok(Redirect::to(&format!("/case/{case}/receipt?new=1")).into_response()),
+            Err(e) => {
+                let (field, message) = text::declined(&e);
+                if field.is_none() && e.downcast_ref::<node::Declined>().is_none() {
+                    return Err(DeskError::Internal(e));
+                }
+                errors.insert(field.unwrap_or(""), message);
+            }
+        }
+    }
+    let body = form(&staff, &item, &input, &errors);
+    let mut res = page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response();
+    *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(res)
+}

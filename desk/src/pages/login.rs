@@ -1,0 +1,123 @@
+//! 登录 and 退出.
+
+use crate::session::{self, Checked, Staff};
+use crate::{text, App, Html};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, DOCTYPE};
+use node::staff::LoginRefused;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize, Default)]
+pub struct Next {
+    #[serde(default)]
+    next: String,
+}
+
+/// Only a path of this desk is a place to go after login.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+fn login_page(app: &App, next: &str, nonce: &str, error: Option<&str>, login: &str) -> Html {
+    Html(html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (text::LOGIN) " · " (app.name) }
+                link rel="stylesheet" href="/static/desk.css";
+            }
+            body.login-page {
+                main.narrow.card {
+                    h1 { (text::APP) }
+                    p.node { (app.name) " · " (text::tier(app.tier)) }
+                    @if let Some(e) = error { p.error role="alert" { (e) } }
+                    form method="post" action="/login" {
+                        input type="hidden" name="nonce" value=(nonce);
+                        input type="hidden" name="next" value=(safe_next(next));
+                        label { (text::LOGIN_NAME) input name="login" value=(login) autocomplete="username" required autofocus; }
+                        label { (text::PASSWORD) input type="password" name="password" autocomplete="current-password" required; }
+                        button.primary type="submit" { (text::LOGIN) }
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn with_nonce(page: Html, nonce: &str, secure: bool, status: StatusCode) -> Response {
+    let cookie = session::set_cookie(session::LOGIN_COOKIE, nonce, 3600, secure);
+    (status, [(header::SET_COOKIE, cookie)], page).into_response()
+}
+
+pub async fn form(State(app): State<Arc<App>>, Query(q): Query<Next>) -> Response {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    with_nonce(login_page(&app, &q.next, &nonce, None, ""), &nonce, app.secure, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    nonce: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    let fresh = hex::encode(rand::random::<[u8; 16]>());
+    // The form must come from this desk's own login page (the cookie set
+    // with it): a page elsewhere cannot log a browser in as someone else.
+    let expected = session::cookie(&headers, session::LOGIN_COOKIE).unwrap_or("");
+    if expected.is_empty() || !session::same(expected, &f.nonce) {
+        let page = login_page(&app, &f.next, &fresh, Some(text::LOGIN_FORM_EXPIRED), &f.login);
+        return with_nonce(page, &fresh, app.secure, StatusCode::FORBIDDEN);
+    }
+    let (login, password) = (f.login.trim().to_string(), f.password.clone());
+    let now = node::wall_clock_ms();
+    let outcome = app.with(move |l| node::staff::log_in(l.store().conn(), &login, &password, now)).await;
+    let refused = match outcome {
+        Ok(Ok(member)) => {
+            let token = app.sessions.open(&member.login, now);
+            let cookie = session::set_cookie(session::COOKIE, &token, session::SESSION_MS / 1000, app.secure);
+            let clear = session::set_cookie(session::LOGIN_COOKIE, "", 0, app.secure);
+            tracing::info!(login = %member.login, "desk login");
+            return ([(header::SET_COOKIE, cookie), (header::SET_COOKIE, clear)], Redirect::to(safe_next(&f.next)))
+                .into_response();
+        }
+        Ok(Err(r)) => r,
+        Err(e) => return e.into_response(),
+    };
+    tracing::warn!(login = %f.login, "desk login refused: {refused}");
+    let message = match refused {
+        LoginRefused::WrongPassword => text::LOGIN_WRONG.to_string(),
+        LoginRefused::Disabled => text::LOGIN_DISABLED.to_string(),
+        LoginRefused::Locked { until_ms } => {
+            format!("密码连续输错次数过多，账号已锁定至 {}，请稍后再试或联系管理员。", crate::when(until_ms))
+        }
+    };
+    let page = login_page(&app, &f.next, &fresh, Some(&message), &f.login);
+    with_nonce(page, &fresh, app.secure, StatusCode::UNAUTHORIZED)
+}
+
+#[derive(Deserialize)]
+pub struct Empty {}
+
+pub async fn logout(State(app): State<Arc<App>>, checked: Checked<Empty>) -> Response {
+    let staff: Staff = checked.staff;
+    app.sessions.close(staff.token_hash());
+    let clear = session::set_cookie(session::COOKIE, "", 0, app.secure);
+    ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
+}

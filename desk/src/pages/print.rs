@@ -1,0 +1,140 @@
+//! Print views on A4: 受理回执 (receipt) and 一次性告知书 (everything still
+//! needed, listed once). Personal data masked.
+
+use super::{load_case, node_name};
+use crate::session::Staff;
+use crate::{chart, text, App, DeskError, Html};
+use axum::extract::{Path, Query, State};
+use maud::{html, Markup, DOCTYPE};
+use proto::fold::CaseState;
+use serde::Deserialize;
+use std::sync::Arc;
+
+fn sheet(title: &str, back: &str, body: Markup) -> Html {
+    Html(html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                link rel="stylesheet" href="/static/desk.css";
+                script src="/static/desk.js" defer {}
+            }
+            body.print {
+                div.no-print.print-bar {
+                    a href=(back) { "返回办件" }
+                    button type="button" data-print="1" { (text::PRINT) }
+                    span.muted { "（也可用浏览器的“打印”，纸张 A4）" }
+                }
+                article.a4 { (body) }
+            }
+        }
+    })
+}
+
+struct Facts {
+    window: String,
+    item: Option<proto::catalogue::Item>,
+}
+
+async fn facts(app: &Arc<App>, c: &CaseState) -> Result<Facts, DeskError> {
+    let (item, version, home) = (c.item().to_string(), c.create.as_ref().map(|c| c.catalogue_version), c.home.clone());
+    app.read(move |l| {
+        let cat = l.catalogue();
+        Ok(Facts {
+            window: node_name(l.topology(), &home),
+            item: if version == Some(cat.version) { cat.item(&item).cloned() } else { None },
+        })
+    })
+    .await
+}
+
+fn applicant(c: &CaseState) -> String {
+    node::view::CaseSummary::from(c).applicant
+}
+
+fn promised(c: &CaseState, item: Option<&proto::catalogue::Item>) -> String {
+    match (item, c.create.as_ref()) {
+        (Some(i), _) if i.case_kind == 1 => text::SAME_DAY.into(),
+        (_, Some(cr)) => format!("自受理之日起 {} 个工作日内办结", cr.promised_days),
+        _ => "—".into(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Fresh {
+    new: Option<String>,
+}
+
+pub async fn receipt(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Query(q): Query<Fresh>,
+) -> Result<Html, DeskError> {
+    let c = load_case(&app, &id).await?;
+    let f = facts(&app, &c).await?;
+    let first = c.history.first();
+    let taker = first.map(|h| h.actor.clone()).unwrap_or_default();
+    let missing: Vec<String> = f
+        .item
+        .as_ref()
+        .map(|i| {
+            i.materials
+                .iter()
+                .filter(|m| m.required && !c.materials.contains(&m.name))
+                .map(|m| m.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let back = format!("/case/{}", c.case_id);
+    let body = html! {
+        @if q.new.is_some() { p.no-print.banner.ok { "收件成功，办件已保存。请打印回执交申请人。" } }
+        header.sheet-head { h1 { (text::RECEIPT) } p { (f.window) } }
+        div.receipt {
+            table.sheet { tbody {
+                tr { th { (text::CASE_ID) } td { strong { (c.case_id) } } }
+                tr { th { (text::ITEM) } td { (c.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default()) "（" (c.item()) "）" } }
+                tr { th { (text::APPLICANT) } td { (applicant(&c)) } }
+                @if let Some(v) = c.fields.get("id_number").and_then(|v| v.first()) { tr { th { (text::ID_NUMBER) } td { (v.display()) } } }
+                tr { th { "已收材料" } td { @if c.materials.is_empty() { "无" } @else { (c.materials.join("、")) } } }
+                @if !missing.is_empty() { tr { th { "尚缺材料" } td { (missing.join("、")) "（详见一次性告知书）" } } }
+                tr { th { "办理时限" } td { (promised(&c, f.item.as_ref())) } }
+                tr { th { (text::CREATED) } td { (crate::when(c.created.map(|h| h.wall_ms).unwrap_or(0))) } }
+                tr { th { "收件窗口" } td { (f.window) } }
+                tr { th { "经办人" } td { (taker) } }
+            } }
+            figure.qr { (chart::qr(&c.case_id.0)) figcaption { "凭办件编号查询办理进度" } }
+        }
+        p.small { "请妥善保管本回执。办理结果将按约定方式告知；如需补正材料，工作人员将一次性告知。" }
+        footer.sign { span { "窗口（盖章）" } span { "日期：" (crate::day(node::wall_clock_ms())) } span { "打印：" (staff.member.name) } }
+    };
+    Ok(sheet(text::RECEIPT, &back, body))
+}
+
+pub async fn notice(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Html, DeskError> {
+    let c = load_case(&app, &id).await?;
+    let f = facts(&app, &c).await?;
+    let needed: Vec<&proto::catalogue::Material> = f
+        .item
+        .as_ref()
+        .map(|i| i.materials.iter().filter(|m| !c.materials.contains(&m.name)).collect())
+        .unwrap_or_default();
+    let back = format!("/case/{}", c.case_id);
+    let body = html! {
+        header.sheet-head { h1 { (text::NOTICE) } p { (f.window) } }
+        p { (applicant(&c)) "：" }
+        p.indent { "您申请办理的“" (c.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default()) "”（办件编号 "
+            (c.case_id) "），经审查，尚需提交以下材料。现一次性告知如下：" }
+        @if needed.is_empty() { p.indent { "申请材料已齐全，无需补充。" } } @else {
+            ol.needed { @for m in &needed {
+                li { (m.name)
+                    @if m.required && m.may_be_missing { "（必交，可容缺后补）" }
+                    @else if m.required { "（必交）" } @else { "（如有请提供）" } }
+            } }
+        }
+        p.indent { "请备齐上述材料后到" (f.window) "办理。材料齐全后，我们将依法及时办理。" }
+        footer.sign { span { "窗口（盖章）" } span { "经办人：" (staff.member.name) } span { "日期：" (crate::day(node::wall_clock_ms())) } }
+    };
+    Ok(sheet(text::NOTICE, &back, body))
+}

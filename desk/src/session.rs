@@ -1,0 +1,190 @@
+//! Logins, cookie sessions and CSRF tokens.
+//!
+//! A session is a random token in an HttpOnly, SameSite=Strict cookie; the
+//! server keeps only its SHA-256, with the staff member, a CSRF token and an
+//! expiry. Every form carries the session's CSRF token and every POST is
+//! checked against it before anything else ([`Checked`]). The login form,
+//! before any session, is tied to a short-lived cookie the same way.
+
+use crate::{App, DeskError};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
+use node::staff::{Member, Role};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The session cookie's name.
+pub const COOKIE: &str = "desk_session";
+/// The login form's cookie.
+pub const LOGIN_COOKIE: &str = "desk_login";
+/// How long a session lasts without a new login: a working day.
+pub const SESSION_MS: u64 = 10 * 60 * 60 * 1000;
+/// Most sessions held at once (the oldest go first).
+const MAX_SESSIONS: usize = 4096;
+
+/// A logged-in staff member, as the handlers see them.
+#[derive(Debug, Clone)]
+pub struct Staff {
+    pub member: Member,
+    pub csrf: String,
+    token_hash: [u8; 32],
+}
+
+impl Staff {
+    pub fn actor(&self) -> String {
+        self.member.actor()
+    }
+    pub fn role(&self) -> Role {
+        self.member.role
+    }
+    /// Refuses with 403 unless the member's role is at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), DeskError> {
+        if self.member.role >= role {
+            Ok(())
+        } else {
+            Err(DeskError::Forbidden(crate::text::FORBIDDEN_ROLE.into()))
+        }
+    }
+}
+
+struct Held {
+    login: String,
+    csrf: String,
+    expires_ms: u64,
+}
+
+/// The sessions of one desk, in memory: a restart asks everyone to log in
+/// again, which also ends every session of a disabled account.
+#[derive(Default)]
+pub struct Sessions {
+    held: Mutex<HashMap<[u8; 32], Held>>,
+}
+
+fn token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Equal strings, compared in time independent of where they differ.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Sessions {
+    /// Opens a session; returns the cookie token.
+    pub fn open(&self, login: &str, now_ms: u64) -> String {
+        let t = token();
+        let mut held = self.held.lock().expect("sessions");
+        held.retain(|_, h| h.expires_ms > now_ms);
+        if held.len() >= MAX_SESSIONS {
+            if let Some(oldest) = held.iter().min_by_key(|(_, h)| h.expires_ms).map(|(k, _)| *k) {
+                held.remove(&oldest);
+            }
+        }
+        held.insert(hash(&t), Held { login: login.into(), csrf: token(), expires_ms: now_ms + SESSION_MS });
+        t
+    }
+
+    pub fn close(&self, token_hash: &[u8; 32]) {
+        self.held.lock().expect("sessions").remove(token_hash);
+    }
+
+    fn find(&self, token: &str, now_ms: u64) -> Option<([u8; 32], String, String)> {
+        let h = hash(token);
+        let held = self.held.lock().expect("sessions");
+        held.get(&h).filter(|s| s.expires_ms > now_ms).map(|s| (h, s.login.clone(), s.csrf.clone()))
+    }
+}
+
+/// A cookie's value from the request headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A Set-Cookie header value with the attributes every desk cookie has.
+pub fn set_cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
+}
+
+fn to_login(parts: &Parts) -> Response {
+    let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let next = if parts.method == axum::http::Method::GET { next } else { "/" };
+    let q = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+    Redirect::to(&format!("/login?{q}")).into_response()
+}
+
+impl FromRequestParts<Arc<App>> for Staff {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Staff, Response> {
+        let now = node::wall_clock_ms();
+        let Some((token_hash, login, csrf)) = cookie(&parts.headers, COOKIE).and_then(|t| app.sessions.find(t, now))
+        else {
+            return Err(to_login(parts));
+        };
+        // The account is read again on every request: a disabled account
+        // or a changed role takes effect at once.
+        let member =
+            app.read(move |l| node::staff::get(l.store().conn(), &login)).await.map_err(IntoResponse::into_response)?;
+        match member {
+            Some(member) if !member.disabled => Ok(Staff { member, csrf, token_hash }),
+            _ => {
+                app.sessions.close(&token_hash);
+                Err(to_login(parts))
+            }
+        }
+    }
+}
+
+impl Staff {
+    pub fn token_hash(&self) -> &[u8; 32] {
+        &self.token_hash
+    }
+}
+
+/// A POST form from a logged-in member whose CSRF token was checked before
+/// the form itself was read: a request without the right token is refused
+/// with 403 whatever else it holds, and nothing is written.
+pub struct Checked<T> {
+    pub staff: Staff,
+    pub form: T,
+    /// Every (name, value) of the form, in order (for repeated names).
+    pub pairs: Vec<(String, String)>,
+}
+
+/// Largest form a desk accepts.
+pub const MAX_FORM: usize = 64 * 1024;
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<App>> for Checked<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Checked<T>, Response> {
+        let (mut parts, body) = req.into_parts();
+        let staff = Staff::from_request_parts(&mut parts, app).await?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| DeskError::TooLarge.into_response())?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|_| DeskError::BadRequest("表单格式不正确".into()).into_response())?;
+        let given = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+        if !same(given, &staff.csrf) {
+            return Err(DeskError::Forbidden(crate::text::FORBIDDEN_CSRF.into()).into_response());
+        }
+        let form = serde_urlencoded::from_bytes(&bytes)
+            .map_err(|e| DeskError::BadRequest(format!("表单内容不完整：{e}")).into_response())?;
+        Ok(Checked { staff, form, pairs })
+    }
+}

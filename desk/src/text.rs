@@ -1,0 +1,238 @@
+//! Every word the desks show, in one place (Chinese first), so an English
+//! desk can follow by adding a second table. Data (case ids, names, item
+//! names) never passes through here.
+
+use node::staff::Role;
+use proto::workflow::State;
+use proto::{Step, Tier};
+
+pub const APP: &str = "政务服务办件台";
+pub const LOGIN: &str = "登录";
+pub const LOGOUT: &str = "退出";
+pub const LOGIN_NAME: &str = "账号";
+pub const PASSWORD: &str = "密码";
+pub const LOGIN_WRONG: &str = "账号或密码不正确。";
+pub const LOGIN_DISABLED: &str = "该账号已停用，请联系管理员。";
+pub const LOGIN_FORM_EXPIRED: &str = "登录页面已过期，请重新输入。";
+
+pub const NAV_QUEUE: &str = "待办";
+pub const NAV_INTAKE: &str = "收件";
+pub const NAV_SYNC: &str = "同步";
+pub const NAV_LEDGER: &str = "总账";
+pub const NAV_DASHBOARD: &str = "看板";
+pub const NAV_QUARANTINE: &str = "隔离区";
+pub const NAV_NODES: &str = "节点";
+pub const NAV_STAFF: &str = "人员";
+pub const NAV_ACCESS: &str = "查阅记录";
+
+pub const CASE_ID: &str = "办件编号";
+pub const ITEM: &str = "事项";
+pub const ITEM_CODE: &str = "事项编码";
+pub const APPLICANT: &str = "申请人";
+pub const ID_NUMBER: &str = "身份证号";
+pub const PHONE: &str = "联系电话";
+pub const ADDRESS: &str = "住址";
+pub const STATE: &str = "状态";
+pub const HOME: &str = "收件点";
+pub const HANDLER: &str = "当前办理";
+pub const UPDATED: &str = "最近办理";
+pub const CREATED: &str = "收件时间";
+pub const MATERIALS: &str = "申请材料";
+pub const HISTORY: &str = "办理过程";
+pub const ACTIONS: &str = "可办操作";
+pub const NOTE: &str = "意见/备注";
+pub const SEARCH: &str = "查询";
+pub const SEARCH_HINT: &str = "办件编号、申请人姓名或身份证号";
+pub const NEXT_PAGE: &str = "下一页";
+pub const FIRST_PAGE: &str = "第一页";
+pub const NONE_FOUND: &str = "没有符合条件的办件。";
+pub const FLAGGED: &str = "需人工核对";
+pub const ALL: &str = "全部";
+pub const NEEDS_ME: &str = "待本窗口办理";
+pub const REQUIRED: &str = "必交";
+pub const MAY_BE_MISSING: &str = "可容缺";
+pub const OPTIONAL: &str = "非必交";
+pub const RECEIVED: &str = "已收";
+pub const SAVE_CASE: &str = "保存并出具回执";
+pub const PICK_ITEM: &str = "选择事项";
+pub const PICK_ITEM_HINT: &str = "输入事项名称或编码筛选";
+pub const SAME_DAY: &str = "即办";
+pub const RECEIPT: &str = "受理回执";
+pub const NOTICE: &str = "一次性告知书";
+pub const PRINT: &str = "打印";
+pub const SHOW_FULL: &str = "查看完整信息（将被记录）";
+pub const CONCURRENT: &str = "同时录入了不同的值";
+pub const ADOPT: &str = "采用此值";
+pub const SUPERSEDED: &str = "已被并发操作取代";
+pub const RATE: &str = "评价";
+pub const ADD_MATERIAL: &str = "补收材料";
+pub const REMOVE_MATERIAL: &str = "撤除";
+pub const SYNC_NOW: &str = "立即同步";
+pub const EXPORT_CSV: &str = "导出 CSV";
+pub const EXPORT_XLSX: &str = "导出 Excel";
+pub const NOT_FOUND: &str = "没有找到该页面或办件（或不在本节点的范围内）。";
+pub const FORBIDDEN_CSRF: &str = "表单已失效（缺少或错误的校验码），未做任何修改。请返回重新提交。";
+pub const FORBIDDEN_ROLE: &str = "您的角色无权进行此操作。";
+pub const INTERNAL: &str = "系统出错，未做任何修改。请稍后重试；若仍出错，请联系管理员。";
+pub const WRITTEN: &str = "已保存。";
+
+/// A case state as staff say it.
+pub fn state(s: State) -> &'static str {
+    match s {
+        State::Received => "已收件",
+        State::PreReviewed => "初审通过",
+        State::SupplementRequested => "待补正",
+        State::Forwarded => "已转报",
+        State::Accepted => "已受理",
+        State::Suspended => "已挂起",
+        State::Approved => "准予",
+        State::Denied => "不予许可",
+        State::Issued => "已出证",
+        State::Closed => "已办结",
+        State::Withdrawn => "已撤回",
+        State::NotAccepted => "不予受理",
+    }
+}
+
+/// A step as its button says it.
+pub fn step(s: &Step) -> &'static str {
+    match s {
+        Step::PrereviewPass => "预审通过",
+        Step::PrereviewReturn => "退回补正",
+        Step::Forward { .. } => "转报",
+        Step::Accept => "受理",
+        Step::Refuse => "不予受理",
+        Step::RequestSupplement => "一次性告知补正",
+        Step::Resubmit => "补正后重新收件",
+        Step::Approve => "准予",
+        Step::Deny => "不予许可",
+        Step::Issue => "出证",
+        Step::Close => "办结",
+        Step::Withdraw => "撤回",
+        Step::Suspend => "挂起",
+        Step::Resume => "恢复",
+    }
+}
+
+/// What a history line's kind means.
+pub fn history_kind(kind: &str) -> &'static str {
+    match kind {
+        "create" => "收件",
+        "set_field" => "修改信息",
+        "add_material" => "收取材料",
+        "remove_material" => "撤除材料",
+        "rate" => "评价",
+        "prereview_pass" => "预审通过",
+        "prereview_return" => "退回补正",
+        "forward" => "转报",
+        "accept" => "受理",
+        "refuse" => "不予受理",
+        "request_supplement" => "告知补正",
+        "resubmit" => "重新收件",
+        "approve" => "准予",
+        "deny" => "不予许可",
+        "issue" => "出证",
+        "close" => "办结",
+        "withdraw" => "撤回",
+        "suspend" => "挂起",
+        "resume" => "恢复",
+        _ => "其他",
+    }
+}
+
+pub fn role(r: Role) -> &'static str {
+    match r {
+        Role::Clerk => "窗口人员",
+        Role::Reviewer => "审核人员",
+        Role::Admin => "管理员",
+    }
+}
+
+pub fn tier(t: Tier) -> &'static str {
+    match t {
+        Tier::Village => "村便民服务室",
+        Tier::Township => "乡镇便民服务中心",
+        Tier::County => "县政务服务中心",
+    }
+}
+
+/// A field name as a label.
+pub fn field(name: &str) -> String {
+    match name {
+        "applicant" => APPLICANT.into(),
+        "id_number" => ID_NUMBER.into(),
+        "phone" => PHONE.into(),
+        "address" => ADDRESS.into(),
+        "missing_commitment" => "容缺承诺".into(),
+        other => other.into(),
+    }
+}
+
+/// Ratings of 好差评, 1 to 5.
+pub fn rating(level: u8) -> &'static str {
+    match level {
+        1 => "非常不满意",
+        2 => "不满意",
+        3 => "基本满意",
+        4 => "满意",
+        5 => "非常满意",
+        _ => "未评价",
+    }
+}
+
+/// A quarantine kind, in words.
+pub fn quarantine_kind(kind: &str) -> &'static str {
+    match kind {
+        "malformed" => "格式错误",
+        "out_of_scope" => "超出本节点范围",
+        "key_not_enrolled" => "签名密钥未经县中心登记",
+        "key_revoked" => "签名密钥已被吊销",
+        "bad_seal" => "签名无效",
+        "broken_chain" => "记录链断裂或被篡改",
+        "not_authorised" => "无权办理该事项",
+        "second_copy" => "发现同一节点的另一份副本",
+        "new_incarnation" => "节点恢复后启用新副本",
+        _ => "其他原因",
+    }
+}
+
+/// Why a local command was declined, in words, and the form field it is
+/// about (to show the message beside it).
+pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
+    use node::Declined;
+    use proto::author::AuthoringError;
+    use proto::personal::IdNumberError;
+    let Some(d) = e.downcast_ref::<Declined>() else {
+        return (None, INTERNAL.to_string());
+    };
+    match d {
+        Declined::UnknownItem(code) => (Some("item"), format!("事项编码 {code} 不在本节点的事项目录中。")),
+        Declined::IdNumber(e) => (
+            Some("id_number"),
+            match e {
+                IdNumberError::Length(n) => format!("身份证号应为18位（现为{n}位）。"),
+                IdNumberError::Character => "身份证号只能是数字，最后一位可以是X。".into(),
+                IdNumberError::BirthDate(d) => format!("身份证号第7–14位应为出生日期，{d} 不是有效日期。"),
+                IdNumberError::CheckDigit { expected, got } => {
+                    format!("身份证号校验位不正确（应为 {expected}，输入的是 {got}），请与申请人核对。")
+                }
+            },
+        ),
+        Declined::Authoring(AuthoringError::NoSuchCase(_)) => (None, NOT_FOUND.into()),
+        Declined::Authoring(AuthoringError::Transition { .. }) => {
+            (None, "办件当前状态不允许此操作（可能已被其他窗口办理），请刷新后查看。".into())
+        }
+        Declined::Authoring(AuthoringError::Auth(a)) => (None, format!("本节点无权进行此操作：{a}")),
+        Declined::Invalid(msg) if msg.contains("applicant") => (Some("applicant"), "申请人姓名不能为空。".into()),
+        Declined::Invalid(msg) if msg.contains("phone number") => {
+            (Some("phone"), "联系电话只能包含数字、“-”或“+”，至少7位。".into())
+        }
+        Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
+        Declined::Recovering => (
+            None,
+            "本机记录旧于网络上的副本（可能从备份恢复或复制而来）。已办事项均已保留，请先同步完成恢复，再办理新业务。"
+                .into(),
+        ),
+        Declined::Limit(l) => (None, format!("输入超出限制：{l}")),
+    }
+}

@@ -1,0 +1,228 @@
+//! Case lists for the desks: filters, search and keyset paging over the
+//! derived `cases` rows, fast on a county's 1.5 M cases (every filter has
+//! an index, pages are found by position, never by offset).
+
+use anyhow::Result;
+use proto::fold::CaseState;
+use proto::workflow::State;
+use proto::{codec, CaseId, NodeId};
+use rusqlite::types::ToSql;
+use rusqlite::Connection;
+
+/// Where a page starts: the row after (updated, case id), newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub updated_ms: u64,
+    pub case_id: String,
+}
+
+impl Cursor {
+    /// `<ms>.<case id>`, as it travels in a link.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.updated_ms, self.case_id)
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let (ms, id) = s.split_once('.')?;
+        Some(Cursor { updated_ms: ms.parse().ok()?, case_id: id.to_string() })
+    }
+}
+
+/// A filtered list of cases. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct CaseQuery {
+    /// Cases homed at one of these nodes (a township's subtree, a village).
+    pub homes: Option<Vec<NodeId>>,
+    /// Cases held by this node now.
+    pub handler: Option<NodeId>,
+    pub item: Option<String>,
+    /// Any of these states.
+    pub states: Vec<State>,
+    /// Only cases with a conflict for a person to look at.
+    pub flagged: bool,
+    /// Taken at or after (ms since the epoch).
+    pub created_from: Option<u64>,
+    /// Taken before.
+    pub created_to: Option<u64>,
+    /// A case id, or part of the applicant's name.
+    pub text: Option<String>,
+    /// Only these cases (found by an ID number's lookup hash, see
+    /// [`crate::Ledger::find_by_id_number`]; the clear number is never
+    /// stored or searched).
+    pub ids: Option<Vec<CaseId>>,
+    pub after: Option<Cursor>,
+    /// Rows per page (at most 500).
+    pub limit: usize,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub cases: Vec<CaseState>,
+    /// Every case the filters match, counted up to [`COUNT_CAP`].
+    pub total: u64,
+    /// Where the next page starts, if there is one.
+    pub next: Option<Cursor>,
+}
+
+/// Counting stops here: a filter matching more says "more than".
+pub const COUNT_CAP: u64 = 100_000;
+
+impl CaseQuery {
+    fn where_clause(&self) -> (String, Vec<Box<dyn ToSql>>) {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+        if let Some(homes) = &self.homes {
+            let marks = vec!["?"; homes.len()].join(",");
+            clauses.push(format!("home IN ({marks})"));
+            args.extend(homes.iter().map(|h| Box::new(h.0.clone()) as Box<dyn ToSql>));
+        }
+        if let Some(h) = &self.handler {
+            clauses.push("handler = ?".into());
+            args.push(Box::new(h.0.clone()));
+        }
+        if let Some(item) = &self.item {
+            clauses.push("item = ?".into());
+            args.push(Box::new(item.clone()));
+        }
+        if !self.states.is_empty() {
+            let marks = vec!["?"; self.states.len()].join(",");
+            clauses.push(format!("state IN ({marks})"));
+            args.extend(self.states.iter().map(|s| Box::new(s.name()) as Box<dyn ToSql>));
+        }
+        if self.flagged {
+            clauses.push("flagged = 1".into());
+        }
+        if let Some(from) = self.created_from {
+            clauses.push("created_wall >= ?".into());
+            args.push(Box::new(from as i64));
+        }
+        if let Some(to) = self.created_to {
+            clauses.push("created_wall < ?".into());
+            args.push(Box::new(to as i64));
+        }
+        if let Some(text) = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            // A case id matches exactly; anything else searches names.
+            clauses.push("(case_id = ? OR instr(applicant, ?) > 0)".into());
+            args.push(Box::new(text.to_string()));
+            args.push(Box::new(text.to_string()));
+        }
+        if let Some(ids) = &self.ids {
+            let marks = vec!["?"; ids.len()].join(",");
+            clauses.push(if ids.is_empty() { "0".into() } else { format!("case_id IN ({marks})") });
+            args.extend(ids.iter().map(|c| Box::new(c.0.clone()) as Box<dyn ToSql>));
+        }
+        let sql = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        (sql, args)
+    }
+
+    /// Runs the query: one page, newest change first, and the count.
+    pub fn run(&self, conn: &Connection) -> Result<Page> {
+        let limit = self.limit.clamp(1, 500);
+        let (filter, mut args) = self.where_clause();
+        let total: u64 = {
+            let sql = format!("SELECT COUNT(*) FROM (SELECT 1 FROM cases {filter} LIMIT {COUNT_CAP})");
+            let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+            conn.prepare_cached(&sql)?.query_row(refs.as_slice(), |r| r.get(0))?
+        };
+        let mut page_filter = filter;
+        if let Some(after) = &self.after {
+            page_filter.push_str(if page_filter.is_empty() { "WHERE " } else { " AND " });
+            page_filter.push_str("(updated_wall < ? OR (updated_wall = ? AND case_id < ?))");
+            args.push(Box::new(after.updated_ms as i64));
+            args.push(Box::new(after.updated_ms as i64));
+            args.push(Box::new(after.case_id.clone()));
+        }
+        let sql = format!(
+            "SELECT folded FROM cases {page_filter} ORDER BY updated_wall DESC, case_id DESC LIMIT {}",
+            limit + 1
+        );
+        let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(refs.as_slice(), |r| r.get::<_, Vec<u8>>(0))?;
+        let mut cases = Vec::with_capacity(limit + 1);
+        for row in rows {
+            cases.push(codec::decode::<CaseState>("case", &row?)?);
+        }
+        let next = if cases.len() > limit {
+            cases.truncate(limit);
+            cases.last().map(|c| Cursor { updated_ms: c.updated.wall_ms, case_id: c.case_id.0.clone() })
+        } else {
+            None
+        };
+        Ok(Page { cases, total, next })
+    }
+
+    /// Every matching case, in pages, for exports: calls `each` per case.
+    pub fn for_each(&self, conn: &Connection, mut each: impl FnMut(&CaseState) -> Result<()>) -> Result<()> {
+        let mut q = self.clone();
+        q.limit = 500;
+        loop {
+            let page = q.run(conn)?;
+            for c in &page.cases {
+                each(c)?;
+            }
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Cases per (home, state), for dashboards.
+pub fn counts_by_home_and_state(conn: &Connection) -> Result<Vec<(NodeId, String, u64)>> {
+    let mut stmt = conn.prepare("SELECT home, state, COUNT(*) FROM cases GROUP BY home, state")?;
+    let rows = stmt.query_map([], |r| Ok((NodeId(r.get(0)?), r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Cases per rating level (1–5; 0 = not rated).
+pub fn counts_by_rating(conn: &Connection) -> Result<Vec<(u8, u64)>> {
+    let mut stmt = conn.prepare("SELECT rating, COUNT(*) FROM cases GROUP BY rating ORDER BY rating")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Events of `node`'s own origins (it and its incarnations) stamped at or
+/// after `since_ms`: what it wrote since then.
+pub fn own_events_since(conn: &Connection, node: &NodeId, since_ms: u64) -> Result<u64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM events WHERE (origin = ?1 OR substr(origin, 1, length(?1) + 1) = ?1 || '~')
+           AND hlc_wall >= ?2",
+        rusqlite::params![node.0, since_ms as i64],
+        |r| r.get(0),
+    )?)
+}
+
+/// Records a finished sync session with `node` (at most once a minute per
+/// node, so a busy hub does not pay a disk write for every no-op session).
+pub fn note_contact(conn: &Connection, node: &NodeId, now_ms: u64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO contacts (node, last_ms) VALUES (?1, ?2)
+         ON CONFLICT(node) DO UPDATE SET last_ms = excluded.last_ms WHERE excluded.last_ms > last_ms + 60000",
+    )?
+    .execute(rusqlite::params![node.base(), now_ms as i64])?;
+    Ok(())
+}
+
+/// When this node last finished a sync session with each node it talked to.
+pub fn contacts(conn: &Connection) -> Result<std::collections::BTreeMap<NodeId, u64>> {
+    let mut stmt = conn.prepare("SELECT node, last_ms FROM contacts")?;
+    let rows = stmt.query_map([], |r| Ok((NodeId(r.get(0)?), r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The newest stamp (ms) of an event written by `node` (any incarnation)
+/// that this node holds: when its latest work reached here, at the latest.
+pub fn latest_work_of(conn: &Connection, node: &NodeId) -> Result<Option<u64>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .query_row(
+            "SELECT MAX(hlc_wall) FROM events WHERE origin = ?1 OR (origin > ?2 AND origin < ?3)",
+            rusqlite::params![node.0, format!("{}~", node.0), format!("{}~\u{7f}", node.0)],
+            |r| r.get::<_, Option<i64>>(0),
+        )
+        .optional()?
+        .flatten()
+        .map(|v| v as u64))
+}
