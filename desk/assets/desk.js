@@ -7,11 +7,16 @@
   var list = document.getElementById("item-list");
   if (search && list) {
     var items = list.querySelectorAll("li[data-search]");
+    var count = document.getElementById("item-count");
     search.addEventListener("input", function () {
       var q = search.value.trim();
+      var n = 0;
       items.forEach(function (li) {
-        li.classList.toggle("hidden", q !== "" && li.getAttribute("data-search").indexOf(q) < 0);
+        var hide = q !== "" && li.getAttribute("data-search").indexOf(q) < 0;
+        li.classList.toggle("hidden", hide);
+        if (!hide) n++;
       });
+      if (count) count.textContent = n;
     });
   }
 

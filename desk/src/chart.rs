@@ -27,11 +27,12 @@ pub fn bars(rows: &[(String, u64)]) -> Markup {
     }
 }
 
-/// One stacked bar per row; `series` names the parts (a legend is drawn).
-pub fn stacked(rows: &[(String, Vec<u64>)], series: &[&str]) -> Markup {
+/// One stacked bar per row; `series` names the parts and their colours (a
+/// legend is drawn).
+pub fn stacked(rows: &[(String, Vec<u64>)], series: &[(&str, &str)]) -> Markup {
     let max = rows.iter().map(|r| r.1.iter().sum::<u64>()).max().unwrap_or(0).max(1);
     let row_h = 22u64;
-    let label_w = 110u64;
+    let label_w = 150u64;
     let bar_w = 460u64;
     let legend_h = 26u64;
     let height = legend_h + row_h * rows.len() as u64 + 8;
@@ -39,9 +40,9 @@ pub fn stacked(rows: &[(String, Vec<u64>)], series: &[&str]) -> Markup {
     html! {
         svg.chart xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
             viewBox=(format!("0 0 {width} {height}")) role="img" {
-            @for (k, name) in series.iter().enumerate() {
+            @for (k, (name, colour)) in series.iter().enumerate() {
                 @let x = label_w + k as u64 * 95;
-                rect x=(x) y="6" width="12" height="12" fill=(PALETTE[k % PALETTE.len()]) {}
+                rect x=(x) y="6" width="12" height="12" fill=(colour) {}
                 text x=(x + 16) y="17" font-size="12" { (name) }
             }
             @for (i, (label, parts)) in rows.iter().enumerate() {
@@ -50,8 +51,8 @@ pub fn stacked(rows: &[(String, Vec<u64>)], series: &[&str]) -> Markup {
                 @let end = segments.last().map(|s| s.0 + s.1).unwrap_or(label_w);
                 text x=(label_w - 8) y=(y + 15) text-anchor="end" font-size="13" { (label) }
                 @for (x, w, k, v) in segments {
-                    rect x=(x) y=(y + 3) width=(w) height=(row_h - 7) fill=(PALETTE[k % PALETTE.len()]) {
-                        title { (series.get(k).copied().unwrap_or("")) "：" (v) }
+                    rect x=(x) y=(y + 3) width=(w) height=(row_h - 7) fill=(series.get(k).map_or(PALETTE[0], |s| s.1)) {
+                        title { (series.get(k).map_or("", |s| s.0)) "：" (v) }
                     }
                 }
                 text x=(end + 6) y=(y + 15) font-size="12" { (parts.iter().sum::<u64>()) }

@@ -17,10 +17,15 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The session cookie's name.
-pub const COOKIE: &str = "desk_session";
+/// The session cookie's name: `desk_<node>`, so desks of several nodes on
+/// one machine (the demo) keep their own sessions in one browser.
+pub fn cookie_name(node: &proto::NodeId) -> String {
+    format!("desk_{}", node.base())
+}
 /// The login form's cookie.
-pub const LOGIN_COOKIE: &str = "desk_login";
+pub fn login_cookie_name(node: &proto::NodeId) -> String {
+    format!("desk_login_{}", node.base())
+}
 /// How long a session lasts without a new login: a working day.
 pub const SESSION_MS: u64 = 10 * 60 * 60 * 1000;
 /// Most sessions held at once (the oldest go first).
@@ -133,7 +138,8 @@ impl FromRequestParts<Arc<App>> for Staff {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Staff, Response> {
         let now = node::wall_clock_ms();
-        let Some((token_hash, login, csrf)) = cookie(&parts.headers, COOKIE).and_then(|t| app.sessions.find(t, now))
+        let Some((token_hash, login, csrf)) =
+            cookie(&parts.headers, &cookie_name(app.me())).and_then(|t| app.sessions.find(t, now))
         else {
             return Err(to_login(parts));
         };

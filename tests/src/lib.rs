@@ -1,6 +1,7 @@
 //! Helpers for whole-system tests: locate the real binaries, run them
 //! against real data directories, and read their JSON output.
 
+pub mod desks;
 pub mod http;
 pub mod webdriver;
 

@@ -14,7 +14,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The three groups of states the chart stacks.
-const GROUPS: [&str; 3] = ["办理中", "已办结", "未予办理"];
+const GROUPS: [(&str, &str); 3] = [("办理中", "#2f6fb0"), ("已办结", "#3a9a5b"), ("未予办理", "#c0392b")];
+
+/// A township's name without the suffix every one of them shares.
+fn short(name: &str) -> String {
+    name.trim_end_matches("便民服务中心").trim_end_matches("便民服务室").to_string()
+}
 
 fn group(state: &str) -> usize {
     match CaseState::parse(state) {
@@ -46,7 +51,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                 by.entry(township).or_default()[group(&state)] += n;
             }
             let rows: Vec<(String, Vec<u64>)> =
-                by.into_iter().map(|(t, g)| (super::node_name(topo, &t), g.to_vec())).collect();
+                by.into_iter().map(|(t, g)| (short(&super::node_name(topo, &t)), g.to_vec())).collect();
             let ratings: Vec<(String, u64)> = node::query::counts_by_rating(conn)?
                 .into_iter()
                 .filter(|(l, _)| *l > 0)

@@ -35,7 +35,7 @@ fn picker(items: &[Item], q: &str) -> Markup {
             input #item-search type="search" name="q" value=(q) placeholder=(text::PICK_ITEM_HINT) autofocus;
             button type="submit" { (text::SEARCH) }
         }
-        p.muted { "共 " (shown.len()) " 项，点击事项名称开始收件。" }
+        p.muted { "共 " span #item-count { (shown.len()) } " 项，点击事项名称开始收件。" }
         ul.items #item-list {
             @for i in shown {
                 li data-search=(format!("{} {}", i.code, i.name)) {

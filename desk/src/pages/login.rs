@@ -54,14 +54,14 @@ fn login_page(app: &App, next: &str, nonce: &str, error: Option<&str>, login: &s
     })
 }
 
-fn with_nonce(page: Html, nonce: &str, secure: bool, status: StatusCode) -> Response {
-    let cookie = session::set_cookie(session::LOGIN_COOKIE, nonce, 3600, secure);
+fn with_nonce(app: &App, page: Html, nonce: &str, status: StatusCode) -> Response {
+    let cookie = session::set_cookie(&session::login_cookie_name(app.me()), nonce, 3600, app.secure);
     (status, [(header::SET_COOKIE, cookie)], page).into_response()
 }
 
 pub async fn form(State(app): State<Arc<App>>, Query(q): Query<Next>) -> Response {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    with_nonce(login_page(&app, &q.next, &nonce, None, ""), &nonce, app.secure, StatusCode::OK)
+    with_nonce(&app, login_page(&app, &q.next, &nonce, None, ""), &nonce, StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -80,10 +80,10 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Fo
     let fresh = hex::encode(rand::random::<[u8; 16]>());
     // The form must come from this desk's own login page (the cookie set
     // with it): a page elsewhere cannot log a browser in as someone else.
-    let expected = session::cookie(&headers, session::LOGIN_COOKIE).unwrap_or("");
+    let expected = session::cookie(&headers, &session::login_cookie_name(app.me())).unwrap_or("");
     if expected.is_empty() || !session::same(expected, &f.nonce) {
         let page = login_page(&app, &f.next, &fresh, Some(text::LOGIN_FORM_EXPIRED), &f.login);
-        return with_nonce(page, &fresh, app.secure, StatusCode::FORBIDDEN);
+        return with_nonce(&app, page, &fresh, StatusCode::FORBIDDEN);
     }
     let (login, password) = (f.login.trim().to_string(), f.password.clone());
     let now = node::wall_clock_ms();
@@ -91,10 +91,14 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Fo
     let refused = match outcome {
         Ok(Ok(member)) => {
             let token = app.sessions.open(&member.login, now);
-            let cookie = session::set_cookie(session::COOKIE, &token, session::SESSION_MS / 1000, app.secure);
-            let clear = session::set_cookie(session::LOGIN_COOKIE, "", 0, app.secure);
+            let cookie =
+                session::set_cookie(&session::cookie_name(app.me()), &token, session::SESSION_MS / 1000, app.secure);
+            let clear = session::set_cookie(&session::login_cookie_name(app.me()), "", 0, app.secure);
             tracing::info!(login = %member.login, "desk login");
-            return ([(header::SET_COOKIE, cookie), (header::SET_COOKIE, clear)], Redirect::to(safe_next(&f.next)))
+            return (
+                axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, clear)]),
+                Redirect::to(safe_next(&f.next)),
+            )
                 .into_response();
         }
         Ok(Err(r)) => r,
@@ -109,7 +113,7 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Fo
         }
     };
     let page = login_page(&app, &f.next, &fresh, Some(&message), &f.login);
-    with_nonce(page, &fresh, app.secure, StatusCode::UNAUTHORIZED)
+    with_nonce(&app, page, &fresh, StatusCode::UNAUTHORIZED)
 }
 
 #[derive(Deserialize)]
@@ -118,6 +122,6 @@ pub struct Empty {}
 pub async fn logout(State(app): State<Arc<App>>, checked: Checked<Empty>) -> Response {
     let staff: Staff = checked.staff;
     app.sessions.close(staff.token_hash());
-    let clear = session::set_cookie(session::COOKIE, "", 0, app.secure);
+    let clear = session::set_cookie(&session::cookie_name(app.me()), "", 0, app.secure);
     ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
 }

@@ -1,0 +1,164 @@
+//! The desk's security rules over plain HTTP: no session, no CSRF token,
+//! another village's case, escaping, lockout, roles, oversized bodies.
+//! Each refusal is checked to have written nothing.
+
+use system_tests::desks::{self, field_value, log_in, DeskProc, PASSWORD, VILLAGE};
+use system_tests::{id_number, ok_json, s, take_case, County};
+
+/// Cases the village's store holds, read by the CLI beside the desk.
+fn case_count(data: &std::path::Path) -> usize {
+    ok_json("village-node", &["case", "list", "--data", s(data), "--json"]).as_array().map_or(0, |a| a.len())
+}
+
+fn village_desk() -> (County, std::path::PathBuf, DeskProc) {
+    let county = County::new();
+    let data = county.enrol(VILLAGE, "village-node");
+    desks::add_staff("village-node", &data, "wangfang", "王芳", "clerk");
+    desks::add_staff("village-node", &data, "zhaolei", "赵磊", "admin");
+    let desk = DeskProc::start("village-node", &["desk", "--data", s(&data), "--listen", "127.0.0.1:0"]);
+    (county, data, desk)
+}
+
+fn intake_form<'a>(csrf: &'a str, applicant: &'a str, id: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("item", "V001"),
+        ("applicant", applicant),
+        ("id_number", id),
+        ("phone", ""),
+        ("address", ""),
+        ("material", "居民身份证"),
+    ]
+}
+
+#[test]
+fn the_desk_guards_every_page_and_every_write() {
+    let (_county, data, desk) = village_desk();
+
+    // Without a session every page sends the browser to the login.
+    let mut anon = system_tests::http::Session::new(desk.addr());
+    for path in ["/queue", "/intake", "/sync", "/case/511421101001-1"] {
+        let r = anon.get(path);
+        assert_eq!(r.status, 303, "{path}");
+        assert!(r.header("location").unwrap().starts_with("/login"), "{path}");
+    }
+    let r = anon.post_form("/intake", &[("item", "V001")]);
+    assert_eq!(r.status, 303, "a POST without a session goes to the login");
+
+    // A login form not from this desk (no nonce cookie) is refused.
+    let r = anon.post_form("/login", &[("nonce", "x"), ("login", "wangfang"), ("password", PASSWORD)]);
+    assert_eq!(r.status, 403);
+    assert!(r.set_cookies().iter().all(|(k, _)| k != &format!("desk_{VILLAGE}")));
+
+    let (mut clerk, res) = log_in(desk.addr(), "wangfang", PASSWORD);
+    assert_eq!(res.status, 303, "{}", res.text());
+    let cookie = res.header("set-cookie").unwrap_or_default().to_string();
+    let session_cookie = res
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .find(|v| v.starts_with(&format!("desk_{VILLAGE}=")));
+    let session_cookie = session_cookie.unwrap_or_else(|| panic!("no session cookie: {cookie}"));
+    assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Strict"), "{session_cookie}");
+
+    let page = clerk.get("/intake?item=V001");
+    assert_eq!(page.status, 200);
+    let csrf = field_value(&page.text(), "csrf").expect("every form carries a CSRF token");
+    let good = id_number(7);
+
+    // No token, a wrong token: 403 and nothing written.
+    let mut no_token = intake_form("", "张三", &good);
+    no_token.remove(0);
+    assert_eq!(clerk.post_form("/intake", &no_token).status, 403);
+    assert_eq!(clerk.post_form("/intake", &intake_form("0000", "张三", &good)).status, 403);
+    assert_eq!(case_count(&data), 0, "a refused POST wrote nothing");
+
+    // A wrong check digit: the form comes back with the reason, nothing written.
+    let mut bad = good.clone();
+    let last = if bad.ends_with('0') { '1' } else { '0' };
+    bad.pop();
+    bad.push(last);
+    let r = clerk.post_form("/intake", &intake_form(&csrf, "张三", &bad));
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("校验位不正确"), "the reason is shown beside the field");
+    assert!(r.text().contains("value=\"张三\""), "what was typed is kept");
+    assert_eq!(case_count(&data), 0);
+
+    // Applicant text is shown escaped.
+    let r = clerk.post_form("/intake", &intake_form(&csrf, "<script>alert(1)</script>", &good));
+    assert_eq!(r.status, 303, "{}", r.text());
+    let case_url = r.header("location").unwrap().replace("/receipt?new=1", "");
+    assert_eq!(case_count(&data), 1);
+    let shown = clerk.get(&case_url).text();
+    assert!(shown.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!shown.contains("<script>alert(1)"));
+    let listed = clerk.get("/queue").text();
+    assert!(listed.contains("&lt;script&gt;") && !listed.contains("<script>alert(1)"));
+
+    // Personal data is masked; the full number only on request, logged.
+    assert!(!shown.contains(&good), "the ID number is masked on the case page");
+    let r = clerk.post_form(&format!("{case_url}/reveal"), &[("csrf", &csrf), ("field", "id_number")]);
+    assert!(r.text().contains(&good), "shown in full when asked");
+
+    // A clerk may not decide, nor manage staff.
+    let r = clerk.post_form(&format!("{case_url}/step"), &[("csrf", &csrf), ("step", "accept"), ("note", "")]);
+    assert_eq!(r.status, 403);
+    assert_eq!(clerk.get("/staff").status, 403);
+    assert_eq!(clerk.get("/access").status, 403);
+
+    // Another village's case is not found here (the laptop does not hold it).
+    let other = take_case(s(&_county.enrol(desks::OTHER_VILLAGE, "village-node")), "李四", 9);
+    assert_eq!(clerk.get(&format!("/case/{other}")).status, 404);
+    assert_eq!(clerk.get("/case/not-a-case").status, 404);
+
+    // An oversized body is refused before it is read, and writes nothing.
+    let big = "x".repeat(200 * 1024);
+    let r = clerk.post_form("/intake", &[("csrf", &csrf), ("item", "V001"), ("applicant", &big)]);
+    assert_eq!(r.status, 413);
+    assert_eq!(case_count(&data), 1);
+
+    // The administrator sees who opened the ID number.
+    let (mut admin, _) = log_in(desk.addr(), "zhaolei", PASSWORD);
+    let log = admin.get("/access").text();
+    assert!(log.contains("wangfang") && log.contains(ID_LABEL), "{log}");
+
+    // Logging out ends the session: its cookie no longer opens pages.
+    let stolen = clerk.cookie(&format!("desk_{VILLAGE}")).unwrap().to_string();
+    assert_eq!(clerk.post_form("/logout", &[("csrf", &csrf)]).status, 303);
+    let mut replay = system_tests::http::Session::new(desk.addr());
+    replay.set_cookie(&format!("desk_{VILLAGE}"), &stolen);
+    assert_eq!(replay.get("/queue").status, 303);
+}
+
+const ID_LABEL: &str = "身份证号";
+
+#[test]
+fn repeated_wrong_passwords_lock_the_account() {
+    let (_county, _data, desk) = village_desk();
+    for _ in 0..4 {
+        let (_, r) = log_in(desk.addr(), "wangfang", "wrong password");
+        assert_eq!(r.status, 401);
+        assert!(r.text().contains("账号或密码不正确"));
+    }
+    let (_, r) = log_in(desk.addr(), "wangfang", "wrong password");
+    assert!(r.text().contains("已锁定"), "the fifth wrong password locks the account");
+    let (_, r) = log_in(desk.addr(), "wangfang", PASSWORD);
+    assert_eq!(r.status, 401, "even the right password waits for the lock to end");
+    assert!(r.text().contains("已锁定"));
+    // Another member is not affected.
+    let (_, r) = log_in(desk.addr(), "zhaolei", PASSWORD);
+    assert_eq!(r.status, 303);
+}
+
+#[test]
+fn a_disabled_account_loses_its_session_at_once() {
+    let (_county, data, desk) = village_desk();
+    let (mut clerk, r) = log_in(desk.addr(), "wangfang", PASSWORD);
+    assert_eq!(r.status, 303);
+    assert_eq!(clerk.get("/queue").status, 200);
+    system_tests::ok("village-node", &["staff", "disable", "--data", s(&data), "--login", "wangfang"]);
+    assert_eq!(clerk.get("/queue").status, 303);
+    let (_, r) = log_in(desk.addr(), "wangfang", PASSWORD);
+    assert!(r.text().contains("已停用"));
+}
