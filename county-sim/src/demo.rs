@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use county_hub::hub::{self, SIMULATION_PASSPHRASE};
 use node::keystore::{self, Kdf};
 use node::ledger::Ledger;
+use node::staff::Role;
 use node::sync::{start_server, sync_with, Server, Summary};
 use proto::workflow::State;
 use proto::{NodeId, Step, Tier};
@@ -235,6 +236,12 @@ async fn run_async(opts: DemoOptions) -> Result<()> {
         bail!("{} replicas disagree with the county", disagreements.len());
     }
     if !opts.exit {
+        let desks = serve_desks(&plan, &township_servers).await?;
+        println!();
+        println!("== the desks (open them in a browser on this machine) ==");
+        for (who, url, login) in desks.iter().map(|(w, d, l)| (w, d.url(), l)) {
+            println!("  {who:<28} {url}/   login {login}   password {DEMO_PASSWORD}");
+        }
         println!("servers stay up (hub {}); press Ctrl-C to stop. Data in {}", hub_server.addr, root.display());
         tokio::signal::ctrl_c().await?;
     }
@@ -489,4 +496,58 @@ fn print_report(
     println!("intake: {} cases and {} events taken offline", generated.cases, generated.events);
     println!("(`county-hub ledger --data <dir>/hub --json` prints every event)");
     Ok(())
+}
+
+/// Every demo login's password (printed with the desks' addresses).
+pub const DEMO_PASSWORD: &str = "demo-desk-2026";
+
+/// Serves the county desk, the first township's desk and the desk of one
+/// of its villages (syncing with it), with a demo member at each:
+/// `(who, desk, login)`.
+async fn serve_desks(
+    plan: &Plan,
+    township_servers: &BTreeMap<NodeId, Server>,
+) -> Result<Vec<(String, desk::Desk, &'static str)>> {
+    let Some(township) = plan.townships.first() else { return Ok(Vec::new()) };
+    let village = plan.villages.iter().find(|(_, t)| t == township).map(|(v, _)| v.clone());
+    let mut wanted = vec![(plan.hub.clone(), "admin", "陈静", Role::Admin, None, 8080u16)];
+    wanted.push((plan.dir(township), "lina", "李娜", Role::Reviewer, None, 8081));
+    if let Some(v) = &village {
+        wanted.push((
+            plan.dir(v),
+            "wangfang",
+            "王芳",
+            Role::Admin,
+            Some(township_servers[township].addr.to_string()),
+            8082,
+        ));
+    }
+    let mut out = Vec::new();
+    for (dir, login, name, role, upstream, port) in wanted {
+        block(|| {
+            let ledger = node::Ledger::open(&dir)?;
+            if node::staff::get(ledger.store().conn(), login)?.is_none() {
+                node::staff::add(ledger.store().conn(), login, name, role, DEMO_PASSWORD, node::wall_clock_ms())?;
+            }
+            anyhow::Ok(())
+        })?;
+        let mut options = desk::Options {
+            dir: dir.clone(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            insecure_http: false,
+            sync_every: upstream.as_ref().map(|_| Duration::from_secs(60)),
+            upstream,
+        };
+        // A port in use: any free one.
+        let started = match desk::start(options.clone()).await {
+            Ok(d) => d,
+            Err(_) => {
+                options.listen.set_port(0);
+                desk::start(options).await?
+            }
+        };
+        let who = format!("{} ({})", started.app.name(), started.app.me());
+        out.push((who, started, login));
+    }
+    Ok(out)
 }

@@ -165,6 +165,10 @@ impl App {
     pub fn me(&self) -> &NodeId {
         &self.me
     }
+    /// The node's name in the topology.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
     pub fn dir(&self) -> &Path {
         &self.dir
     }
