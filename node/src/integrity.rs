@@ -541,7 +541,11 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             store
                 .conn()
-                .execute("INSERT INTO cases VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')", [])
+                .execute(
+                    "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
+                     VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')",
+                    [],
+                )
                 .unwrap();
             let err = ensure_sound(store.conn(), dir.path()).unwrap_err().to_string();
             assert!(err.contains("verify --data") && err.contains("--repair"), "{err}");
