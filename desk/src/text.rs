@@ -168,14 +168,14 @@ pub fn field(name: &str) -> String {
     }
 }
 
-/// Ratings of 好差评, 1 to 5.
+/// Ratings of 好差评: 1 is best, 5 worst (the national 好差评 levels).
 pub fn rating(level: u8) -> &'static str {
     match level {
-        1 => "非常不满意",
-        2 => "不满意",
+        1 => "非常满意",
+        2 => "满意",
         3 => "基本满意",
-        4 => "满意",
-        5 => "非常满意",
+        4 => "不满意",
+        5 => "非常不满意",
         _ => "未评价",
     }
 }

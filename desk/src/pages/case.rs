@@ -107,7 +107,9 @@ fn fields(staff: &Staff, c: &CaseState, revealed: &BTreeMap<String, Vec<String>>
                             p.muted { (text::CONCURRENT) }
                             div.side-by-side { @for (i, v) in values.iter().enumerate() {
                                 div.value {
-                                    span { (v.display()) }
+                                    // Shown in full once revealed (logged), so
+                                    // the values can be told apart.
+                                    span { (revealed.get(name.as_str()).and_then(|c| c.get(i)).map_or(v.display(), |c| c.as_str())) }
                                     form method="post" action=(format!("/case/{}/field", c.case_id)) class="inline" {
                                         (csrf(staff))
                                         input type="hidden" name="field" value=(name);
@@ -243,7 +245,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                     @for r in &c.ratings { p { (text::rating(r.level)) @if !r.note.is_empty() { "：" (r.note) } } }
                     form.row method="post" action=(format!("/case/{}/rate", c.case_id)) {
                         (csrf(staff))
-                        select name="level" { @for l in (1..=5).rev() { option value=(l) { (text::rating(l)) } } }
+                        select name="level" { @for l in 1..=5 { option value=(l) { (text::rating(l)) } } }
                         input name="note" placeholder="评价内容（可不填）" maxlength="200";
                         button type="submit" { (text::RATE) }
                     }

@@ -52,11 +52,8 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
             }
             let rows: Vec<(String, Vec<u64>)> =
                 by.into_iter().map(|(t, g)| (short(&super::node_name(topo, &t)), g.to_vec())).collect();
-            let ratings: Vec<(String, u64)> = node::query::counts_by_rating(conn)?
-                .into_iter()
-                .filter(|(l, _)| *l > 0)
-                .map(|(l, n)| (text::rating(l).to_string(), n))
-                .collect();
+            let ratings: Vec<(u8, u64)> =
+                node::query::counts_by_rating(conn)?.into_iter().filter(|(l, _)| *l > 0).collect();
             let contacts = node::query::contacts(conn)?;
             let cutoff = node::wall_clock_ms().saturating_sub(days * 86_400_000);
             let mut silent = Vec::new();
@@ -81,18 +78,22 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
     let all: u64 = totals.iter().sum();
     let finished = if all == 0 { 0.0 } else { 100.0 * totals[1] as f64 / all as f64 };
     let rated: u64 = ratings.iter().map(|r| r.1).sum();
+    // 不满意 and 非常不满意 are followed up with the applicant.
+    let poor: u64 = ratings.iter().filter(|(l, _)| *l >= 4).map(|r| r.1).sum();
     let body = html! {
         div.tiles {
             div.tile { span.big { (all) } span { "办件总数" } }
             div.tile { span.big { (totals[0]) } span { "办理中" } }
             div.tile { span.big { (format!("{finished:.1}%")) } span { "办结率（准予、出证、办结）" } }
-            div.tile { span.big { (rated) } span { "已评价" } }
+            div.tile { span.big { (rated) } span { "已评价（差评 " (poor) " 件待回访）" } }
         }
         p.muted { "按期办结率需要工作日历和办结时限（见“服务规则”），届时显示在此。" }
         h2 { "各乡镇办件" }
         (chart::stacked(&by_township, &GROUPS))
         h2 { "好差评分布" }
-        @if ratings.is_empty() { p.muted { "还没有评价。" } } @else { (chart::bars(&ratings)) }
+        @if ratings.is_empty() { p.muted { "还没有评价。" } } @else {
+            (chart::bars(&ratings.iter().map(|(l, n)| (text::rating(*l).to_string(), *n)).collect::<Vec<_>>()))
+        }
         h2 { (days) " 天以上没有记录到达本节点的村（社区）" span.count { (silent.len()) } }
         form.filters method="get" action="/dashboard" {
             label { "天数" input type="number" name="days" min="1" max="365" value=(days); }

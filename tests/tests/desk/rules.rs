@@ -162,3 +162,39 @@ fn a_disabled_account_loses_its_session_at_once() {
     let (_, r) = log_in(desk.addr(), "wangfang", PASSWORD);
     assert!(r.text().contains("已停用"));
 }
+
+/// Two nodes set one field concurrently: the case page shows both values
+/// side by side, and "采用此值" writes the one chosen, which supersedes both.
+#[test]
+fn concurrent_values_are_shown_side_by_side_and_one_is_adopted() {
+    let d = desks::Desks::start();
+    let village = d.county.data(VILLAGE);
+    let township = d.county.data(desks::TOWNSHIP);
+    let case = take_case(s(&village), "王五", 11);
+    let town_addr = d.township.sync_addr.clone().unwrap();
+    let sync = |data: &std::path::Path| {
+        system_tests::ok("village-node", &["sync", "--data", s(data), "--peer", &town_addr]);
+    };
+    sync(&village);
+    let edit = |program: &str, data: &std::path::Path, value: &str| {
+        let args = ["case", "edit", "--data", s(data), &case, "--field", "address", "--value", value, "--as", "王芳"];
+        system_tests::ok(program, &args);
+    };
+    edit("township-node", &township, "文林街道一组");
+    edit("village-node", &village, "文林街道二组");
+    sync(&village);
+
+    let (mut clerk, _) = log_in(d.village.addr(), "wangfang", PASSWORD);
+    let page = clerk.get(&format!("/case/{case}"));
+    let text = page.text();
+    assert!(text.contains("同时录入了不同的值"), "{text}");
+    assert_eq!(text.matches("采用此值").count(), 2, "one button per value");
+    let csrf = field_value(&text, "csrf").unwrap();
+    let r = clerk.post_form(&format!("/case/{case}/field"), &[("csrf", &csrf), ("field", "address"), ("index", "1")]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let after = clerk.get(&format!("/case/{case}")).text();
+    assert!(!after.contains("同时录入了不同的值"), "one value remains");
+    let shown = ok_json("village-node", &["case", "show", "--data", s(&village), &case, "--json"]);
+    assert_eq!(shown["fields"]["address"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown["flagged"], false);
+}
