@@ -198,3 +198,78 @@ fn concurrent_values_are_shown_side_by_side_and_one_is_adopted() {
     assert_eq!(shown["fields"]["address"].as_array().map(Vec::len), Some(1), "{shown}");
     assert_eq!(shown["flagged"], false);
 }
+
+/// Accepts any server certificate: this test checks that the desk speaks
+/// TLS and what it sends, not the county CA (which the sync tests cover).
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn https_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate))
+            .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "desk.node".try_into().unwrap()).unwrap();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(tls, "GET {path} HTTP/1.1\r\nHost: desk\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A desk on an address beyond loopback speaks only HTTPS, with cookies
+/// marked Secure; plain HTTP there needs --insecure-http.
+#[test]
+fn a_desk_beyond_loopback_is_served_over_https() {
+    let county = County::new();
+    let data = county.enrol(VILLAGE, "village-node");
+    let desk = DeskProc::start("village-node", &["desk", "--data", s(&data), "--listen", "0.0.0.0:0"]);
+    assert!(desk.url.starts_with("https://"), "{}", desk.url);
+    let port: u16 = desk.url.rsplit(':').next().unwrap().parse().unwrap();
+    let page = https_get(port, "/login");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("; Secure"), "cookies are Secure over HTTPS: {page}");
+    let plain = system_tests::http::Client::new(&format!("127.0.0.1:{port}")).request("GET", "/login", &[], b"");
+    assert!(plain.map_or(true, |r| r.status != 200), "no plain HTTP answer on the HTTPS port");
+    drop(desk);
+    let plain =
+        DeskProc::start("village-node", &["desk", "--data", s(&data), "--listen", "0.0.0.0:0", "--insecure-http"]);
+    assert!(plain.url.starts_with("http://"), "{}", plain.url);
+}
