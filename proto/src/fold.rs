@@ -214,8 +214,9 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// The version of the fold: what a stored case row holds and how events
 /// are ordered and applied. A node that finds rows of another version
 /// rebuilds them from the events (bump it with every change of the fold).
-/// 2: causal order, clock-skew flags. 3: typed history.
-pub const FOLD_VERSION: u32 = 3;
+/// 2: causal order, clock-skew flags. 3: typed history. 4: 补正 during review
+/// (accepted → supplement requested).
+pub const FOLD_VERSION: u32 = 4;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod author;
+pub mod calendar;
 pub mod catalogue;
 pub mod codec;
 pub mod event;

@@ -112,7 +112,9 @@ pub fn next(state: State, step: &Step) -> Option<State> {
     let to = match (state, step) {
         (Received, Step::PrereviewPass) => PreReviewed,
         (Received | PreReviewed, Step::PrereviewReturn | Step::RequestSupplement) => SupplementRequested,
-        (Forwarded, Step::RequestSupplement) => SupplementRequested,
+        // 补正 during review too: the clock stops until the applicant
+        // resubmits and the case is accepted again.
+        (Forwarded | Accepted, Step::RequestSupplement) => SupplementRequested,
         (PreReviewed, Step::Forward { .. }) => Forwarded,
         (Received | PreReviewed | Forwarded, Step::Accept) => Accepted,
         (Received | PreReviewed | Forwarded | SupplementRequested, Step::Refuse) => NotAccepted,
