@@ -97,6 +97,9 @@ pub fn init_quiet(
         topology: topology.clone(),
         catalogue: catalogue.clone(),
         global: None,
+        calendar: Some(
+            serde_json::from_str(store::DEFAULT_CALENDAR).context("the shipped calendar (deploy/calendar.json)")?,
+        ),
     };
     let ledger = Ledger::init(dir, &bundle, passphrase, kdf)?;
     let sealed = keystore::seal(&serde_json::to_vec(&secrets)?, passphrase, kdf)?;
@@ -160,6 +163,7 @@ fn enrol(secrets: &HubSecrets, ledger: &mut Ledger, id: &NodeId) -> Result<(Bund
         topology: topology.clone(),
         catalogue: catalogue_for(ledger.catalogue(), node.tier),
         global: Some(hex::encode(global.encode())),
+        calendar: store::meta_get(ledger.store().conn(), "calendar")?,
     };
     Ok((bundle, key))
 }

@@ -323,6 +323,13 @@ pub enum CaseCmd {
         /// Only cases in this state (received, pre_reviewed, forwarded, accepted, …).
         #[arg(long, value_name = "S")]
         state: Option<String>,
+        /// Only open cases past their due date (红牌).
+        #[arg(long, conflicts_with = "due_within")]
+        overdue: bool,
+        /// Only open cases due within N working days from today (overdue
+        /// ones included).
+        #[arg(long, value_name = "N")]
+        due_within: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -774,14 +781,31 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         CaseCmd::Show { data, case, json } => {
             let ledger = Ledger::open_read(&data.data)?;
             let st = ledger.case(&CaseId(case))?;
-            let v = case_json(&st);
+            let timing = ledger.timing(&st, today())?;
             if json {
-                print_json(&v)?;
+                print_json(&crate::view::with_timing(case_json(&st), timing.as_ref()))?;
             } else {
                 print_case(&st)?;
+                if let Some(t) = &timing {
+                    say!(
+                        "time      {} of {} working days used; {}{}",
+                        t.used,
+                        t.limit_days,
+                        match (t.due, t.stopped) {
+                            (_, true) => "clock stopped".to_string(),
+                            (Some(d), _) => format!("due {d}"),
+                            (None, _) => String::new(),
+                        },
+                        match t.warning {
+                            proto::calendar::Warning::Red => "  [OVERDUE]",
+                            proto::calendar::Warning::Yellow => "  [yellow card: 80 % used]",
+                            proto::calendar::Warning::None => "",
+                        }
+                    );
+                }
             }
         }
-        CaseCmd::List { data, state, json } => {
+        CaseCmd::List { data, state, overdue, due_within, json } => {
             let ledger = Ledger::open_read(&data.data)?;
             let state = match state {
                 None => None,
@@ -790,9 +814,29 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                     format!("unknown state {s:?}; one of: {}", all.join(", "))
                 })?),
             };
-            let cases = ledger.cases(state, None)?;
+            let today = today();
+            let cases = if overdue || due_within.is_some() {
+                let mut q = crate::query::CaseQuery { states: state.into_iter().collect(), ..Default::default() };
+                if overdue {
+                    q.due_before = Some(today);
+                } else if let Some(n) = due_within {
+                    q.due_by = Some(ledger.calendar()?.add_working_days(today, n));
+                }
+                let mut all = Vec::new();
+                q.for_each(ledger.store().conn(), |c| {
+                    all.push(c.clone());
+                    Ok(())
+                })?;
+                all
+            } else {
+                ledger.cases(state, None)?
+            };
             if json {
-                print_json(&Value::Array(cases.iter().map(case_summary).collect()))?;
+                let mut rows = Vec::new();
+                for c in &cases {
+                    rows.push(crate::view::with_timing(case_summary(c), ledger.timing(c, today)?.as_ref()));
+                }
+                print_json(&Value::Array(rows))?;
             } else {
                 for c in cases.iter().map(crate::view::CaseSummary::from) {
                     say!(
@@ -937,4 +981,9 @@ pub fn peer_address(dir: &Path, peer: Option<String>) -> Result<String> {
         Some(p) => Ok(p),
         None => Ok(Ledger::open_read(dir)?.identity().hub_address.clone()),
     }
+}
+
+/// Today, in China (where the county works).
+pub fn today() -> proto::calendar::Day {
+    proto::calendar::Day::of_ms(crate::wall_clock_ms())
 }

@@ -29,6 +29,10 @@ pub struct Bundle {
     /// them, and passes them on at its first sync.
     #[serde(default)]
     pub global: Option<String>,
+    /// The county's working-day calendar (absent from older bundles: the
+    /// calendar shipped with the program is used).
+    #[serde(default)]
+    pub calendar: Option<proto::calendar::CalendarFile>,
 }
 
 /// A node's public identity, as kept in its store.

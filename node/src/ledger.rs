@@ -140,6 +140,9 @@ impl Ledger {
         store::meta_set(&tx, SECRETS_KEY, &sealed)?;
         store::meta_set(&tx, "topology", &bundle.topology)?;
         store::meta_set(&tx, "catalogue", &bundle.catalogue)?;
+        if let Some(calendar) = &bundle.calendar {
+            store::set_calendar(&tx, calendar)?;
+        }
         tx.commit()?;
         restrict_permissions(dir);
         drop(store);
@@ -346,6 +349,17 @@ impl Ledger {
         self.catalogues.latest().expect("a ledger always holds a catalogue")
     }
     /// Every catalogue version held, to judge creations against.
+    /// The working-day calendar this node times cases with.
+    pub fn calendar(&self) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
+        store::calendar(self.store.conn())
+    }
+
+    /// A case's time against its limit on `today` (see
+    /// [`proto::calendar::timing`]); `None` before acceptance.
+    pub fn timing(&self, case: &CaseState, today: proto::calendar::Day) -> Result<Option<proto::calendar::Timing>> {
+        Ok(proto::calendar::timing(case, &*self.calendar()?, today))
+    }
+
     pub fn catalogues(&self) -> &Catalogues {
         &self.catalogues
     }

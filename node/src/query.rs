@@ -49,6 +49,13 @@ pub struct CaseQuery {
     /// [`crate::Ledger::find_by_id_number`]; the clear number is never
     /// stored or searched).
     pub ids: Option<Vec<CaseId>>,
+    /// Only open cases whose due date falls before this day (overdue when
+    /// it is today).
+    pub due_before: Option<proto::calendar::Day>,
+    /// Only open cases due on or before this day (and still running).
+    pub due_by: Option<proto::calendar::Day>,
+    /// Only open cases holding this card on the given day.
+    pub card: Option<(proto::calendar::Warning, proto::calendar::Day)>,
     pub after: Option<Cursor>,
     /// Rows per page (at most 500).
     pub limit: usize,
@@ -105,6 +112,26 @@ impl CaseQuery {
             clauses.push("(case_id = ? OR instr(applicant, ?) > 0)".into());
             args.push(Box::new(text.to_string()));
             args.push(Box::new(text.to_string()));
+        }
+        if let Some(d) = self.due_before {
+            clauses.push("(finished_day IS NULL AND due_day IS NOT NULL AND due_day < ?)".into());
+            args.push(Box::new(d.0));
+        }
+        if let Some(d) = self.due_by {
+            clauses.push("(finished_day IS NULL AND due_day IS NOT NULL AND due_day <= ?)".into());
+            args.push(Box::new(d.0));
+        }
+        match self.card {
+            Some((proto::calendar::Warning::Red, today)) => {
+                clauses.push("(finished_day IS NULL AND due_day IS NOT NULL AND due_day < ?)".into());
+                args.push(Box::new(today.0));
+            }
+            Some((proto::calendar::Warning::Yellow, today)) => {
+                clauses.push("(finished_day IS NULL AND due_day >= ? AND yellow_day <= ?)".into());
+                args.push(Box::new(today.0));
+                args.push(Box::new(today.0));
+            }
+            Some((proto::calendar::Warning::None, _)) | None => {}
         }
         if let Some(ids) = &self.ids {
             let marks = vec!["?"; ids.len()].join(",");
@@ -225,4 +252,35 @@ pub fn latest_work_of(conn: &Connection, node: &NodeId) -> Result<Option<u64>> {
         .optional()?
         .flatten()
         .map(|v| v as u64))
+}
+
+/// Open cases with a red or yellow card on `today`, per (home, card):
+/// e-supervision's list by window.
+pub fn cards_by_home(
+    conn: &Connection,
+    today: proto::calendar::Day,
+) -> Result<Vec<(NodeId, proto::calendar::Warning, u64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT home, CASE WHEN due_day < ?1 THEN 2 ELSE 1 END AS card, COUNT(*) FROM cases
+         WHERE finished_day IS NULL AND due_day IS NOT NULL AND (due_day < ?1 OR yellow_day <= ?1)
+         GROUP BY home, card",
+    )?;
+    let rows = stmt.query_map([today.0], |r| {
+        let card: i64 = r.get(1)?;
+        Ok((
+            NodeId(r.get(0)?),
+            if card == 2 { proto::calendar::Warning::Red } else { proto::calendar::Warning::Yellow },
+            r.get(2)?,
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Cases finished in time and late (for the on-time rate).
+pub fn on_time_counts(conn: &Connection) -> Result<(u64, u64)> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(on_time = 1), 0), COALESCE(SUM(on_time = 0), 0) FROM cases WHERE on_time IS NOT NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }

@@ -96,10 +96,50 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX cases_home_updated ON cases(home, updated_wall);
      CREATE INDEX cases_item ON cases(item);
      CREATE TABLE contacts (node TEXT PRIMARY KEY, last_ms INTEGER NOT NULL) WITHOUT ROWID;",
+    // 8: time limits (限时办结): each case's deadlines under the node's
+    // working-day calendar, as days in China since 1970 (derived).
+    "ALTER TABLE cases ADD COLUMN due_day INTEGER;
+     ALTER TABLE cases ADD COLUMN yellow_day INTEGER;
+     ALTER TABLE cases ADD COLUMN finished_day INTEGER;
+     ALTER TABLE cases ADD COLUMN on_time INTEGER;
+     CREATE INDEX cases_due ON cases(due_day) WHERE finished_day IS NULL AND due_day IS NOT NULL;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
-pub const CASE_ROWS_VERSION: u32 = 2;
+pub const CASE_ROWS_VERSION: u32 = 3;
+
+/// The working-day calendar shipped with the program, used until the
+/// county's own (from the enrolment bundle) is stored.
+pub const DEFAULT_CALENDAR: &str = include_str!("../../deploy/calendar.json");
+
+static CALENDARS: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<proto::calendar::Calendar>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The node's working-day calendar (meta `calendar`, or the one shipped),
+/// read once per database file and process.
+pub fn calendar(conn: &Connection) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
+    let key = conn.path().unwrap_or_default().to_string();
+    if let Some(c) = CALENDARS.lock().expect("calendars").get(&key) {
+        return Ok(c.clone());
+    }
+    let file: proto::calendar::CalendarFile = match meta_get(conn, "calendar")? {
+        Some(f) => f,
+        None => serde_json::from_str(DEFAULT_CALENDAR).context("the shipped calendar is damaged")?,
+    };
+    let cal = std::sync::Arc::new(proto::calendar::Calendar::new(&file).context("the stored calendar")?);
+    if !key.is_empty() {
+        CALENDARS.lock().expect("calendars").insert(key, cal.clone());
+    }
+    Ok(cal)
+}
+
+/// Stores the county's calendar (in the caller's transaction).
+pub fn set_calendar(conn: &Connection, file: &proto::calendar::CalendarFile) -> Result<()> {
+    proto::calendar::Calendar::new(file).context("the calendar does not hold together")?;
+    meta_set(conn, "calendar", file)?;
+    CALENDARS.lock().expect("calendars").remove(conn.path().unwrap_or_default());
+    Ok(())
+}
 
 /// What inserting an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -730,13 +770,16 @@ pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
 /// Writes a case's derived row and its personal-data index entries.
 pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     let folded = codec::encode(st);
+    let deadlines = proto::calendar::deadlines(st, &*calendar(conn)?);
     conn.prepare_cached(
-        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+        "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating,
+                            due_day, yellow_day, finished_day, on_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
             folded = excluded.folded, applicant = excluded.applicant, created_wall = excluded.created_wall,
-            rating = excluded.rating",
+            rating = excluded.rating, due_day = excluded.due_day, yellow_day = excluded.yellow_day,
+            finished_day = excluded.finished_day, on_time = excluded.on_time",
     )?
     .execute(params![
         st.case_id.0,
@@ -749,7 +792,11 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         folded,
         applicant_of(st),
         st.created.map(|h| h.wall_ms).unwrap_or(0),
-        st.ratings.last().map(|r| r.level).unwrap_or(0)
+        st.ratings.last().map(|r| r.level).unwrap_or(0),
+        deadlines.and_then(|d| d.due).map(|d| d.0),
+        deadlines.and_then(|d| d.yellow_from).map(|d| d.0),
+        deadlines.and_then(|d| d.finished).map(|d| d.0),
+        deadlines.and_then(|d| d.on_time)
     ])?;
     for values in st.fields.values() {
         for v in values {

@@ -135,6 +135,36 @@ impl From<&CaseState> for CaseDetail {
     }
 }
 
+/// A case's time against its limit, as JSON keys (`case show --json`,
+/// `case list --json`): all null before acceptance.
+pub fn timing_json(t: Option<&proto::calendar::Timing>) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("due".into(), json!(t.and_then(|t| t.due).map(|d| d.to_string())));
+    m.insert("limit_days".into(), json!(t.map(|t| t.limit_days)));
+    m.insert("working_days_used".into(), json!(t.map(|t| t.used)));
+    m.insert("working_days_left".into(), json!(t.map(|t| t.left)));
+    m.insert(
+        "warning".into(),
+        json!(t.and_then(|t| match t.warning {
+            proto::calendar::Warning::None => None,
+            proto::calendar::Warning::Yellow => Some("yellow"),
+            proto::calendar::Warning::Red => Some("red"),
+        })),
+    );
+    m.insert("clock_stopped".into(), json!(t.map(|t| t.stopped)));
+    m.insert("on_time".into(), json!(t.and_then(|t| t.on_time)));
+    m.insert("due_provisional".into(), json!(t.map(|t| t.provisional)));
+    m
+}
+
+/// Adds [`timing_json`] keys to a case's JSON object.
+pub fn with_timing(mut v: Value, t: Option<&proto::calendar::Timing>) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.extend(timing_json(t));
+    }
+    v
+}
+
 /// The list-row JSON of a case.
 pub fn case_summary(c: &CaseState) -> Value {
     serde_json::to_value(CaseSummary::from(c)).expect("a view serialises")

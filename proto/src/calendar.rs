@@ -251,20 +251,33 @@ fn clock_ends(s: State) -> bool {
     matches!(s, State::Approved | State::Denied | State::Issued | State::Closed | State::Withdrawn | State::NotAccepted)
 }
 
-/// The timing of a case on `today`, or `None` when it was never accepted
-/// (受理 starts the clock) or has no known limit.
-pub fn timing(case: &CaseState, calendar: &Calendar, today: Day) -> Option<Timing> {
-    let limit = case.create.as_ref()?.promised_days;
-    // Runs of the clock: (from day, to day or None while running).
+/// What a case's events fix about its time, whatever the day: what a list
+/// can filter and sort on (stored beside the case row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Deadlines {
+    pub limit_days: u32,
+    pub accepted: Day,
+    /// The due date while the clock runs, or as it stood at the decision;
+    /// `None` while the clock is stopped.
+    pub due: Option<Day>,
+    /// From this day on (while the clock runs) the case has a yellow card.
+    pub yellow_from: Option<Day>,
+    /// Decided (or ended) on this day.
+    pub finished: Option<Day>,
+    /// Finished within the limit (for finished cases).
+    pub on_time: Option<bool>,
+}
+
+/// The clock's runs of a case: (from day, to day, or `None` while it runs),
+/// and the day it finished.
+fn runs_of(case: &CaseState) -> (Vec<(Day, Option<Day>)>, Option<Day>) {
     let mut runs: Vec<(Day, Option<Day>)> = Vec::new();
-    let mut accepted: Option<Day> = None;
     let mut finished: Option<Day> = None;
     for h in case.history.iter().filter(|h| !h.superseded) {
         let Some(to) = h.to else { continue };
         let day = Day::of_ms(h.hlc.wall_ms);
         let running = matches!(runs.last(), Some((_, None)));
         if clock_runs(to) && !running && finished.is_none() {
-            accepted.get_or_insert(day);
             runs.push((day, None));
         } else if !clock_runs(to) && running {
             if let Some(last) = runs.last_mut() {
@@ -273,34 +286,71 @@ pub fn timing(case: &CaseState, calendar: &Calendar, today: Day) -> Option<Timin
             if clock_ends(to) {
                 finished = Some(day);
             }
-        } else if clock_ends(to) && accepted.is_some() && finished.is_none() {
+        } else if clock_ends(to) && !runs.is_empty() && finished.is_none() {
             finished = Some(day);
         }
     }
-    let accepted = accepted?;
+    (runs, finished)
+}
+
+/// A case's deadlines, or `None` when it was never accepted (受理 starts
+/// the clock) or has no known limit.
+pub fn deadlines(case: &CaseState, calendar: &Calendar) -> Option<Deadlines> {
+    let limit = case.create.as_ref()?.promised_days;
+    let (runs, finished) = runs_of(case);
+    let first = runs.first()?;
+    let last = runs.last()?;
+    let counted = |r: &(Day, Option<Day>)| r.1.map_or(0, |end| calendar.working_days_between(r.0, end.max(r.0)));
+    let before: u32 = runs[..runs.len() - 1].iter().map(counted).sum();
+    let running_or_finished = last.1.is_none() || finished.is_some();
+    let (due, yellow_from) = if running_or_finished {
+        let yellow_at = (limit * YELLOW_PERCENT).div_ceil(100);
+        (
+            Some(calendar.add_working_days(last.0, limit.saturating_sub(before))),
+            Some(calendar.add_working_days(last.0, yellow_at.saturating_sub(before))),
+        )
+    } else {
+        (None, None)
+    };
+    let on_time = finished.map(|f| due.is_none_or(|d| f <= d));
+    Some(Deadlines { limit_days: limit, accepted: first.0, due, yellow_from, finished, on_time })
+}
+
+/// The timing of a case on `today`, or `None` when it was never accepted
+/// (受理 starts the clock) or has no known limit.
+pub fn timing(case: &CaseState, calendar: &Calendar, today: Day) -> Option<Timing> {
+    let dl = deadlines(case, calendar)?;
+    let (runs, _) = runs_of(case);
     let end_of = |run: &(Day, Option<Day>)| run.1.unwrap_or(today).max(run.0);
     let used: u32 = runs.iter().map(|r| calendar.working_days_between(r.0, end_of(r))).sum();
-    let stopped = finished.is_none() && !matches!(runs.last(), Some((_, None)));
-    let provisional = runs.iter().any(|r| (r.0 .0..=end_of(r).0).any(|d| calendar.is_provisional(Day(d))));
-    let due = if stopped {
-        None
-    } else {
-        // Counted from the start of the current (or last) run with what was
-        // left when it started.
-        let last = runs.last().expect("accepted, so a run exists");
-        let before: u32 = runs[..runs.len() - 1].iter().map(|r| calendar.working_days_between(r.0, end_of(r))).sum();
-        Some(calendar.add_working_days(last.0, limit.saturating_sub(before)))
-    };
-    let left = limit.saturating_sub(used);
-    let on_time = finished.map(|f| due.is_none_or(|d| f <= d));
-    let warning = match (finished, due) {
-        (Some(_), _) => Warning::None,
-        (None, Some(d)) if today > d => Warning::Red,
-        (None, None) if used > limit => Warning::Red,
-        _ if limit == 0 || used * 100 >= limit * YELLOW_PERCENT => Warning::Yellow,
+    let stopped = dl.finished.is_none() && dl.due.is_none();
+    let provisional = runs.iter().any(|r| (r.0 .0..=end_of(r).0).any(|d| calendar.is_provisional(Day(d))))
+        || dl.due.is_some_and(|d| calendar.is_provisional(d));
+    let warning = warning_on(&dl, used, today);
+    Some(Timing {
+        limit_days: dl.limit_days,
+        accepted: dl.accepted,
+        used,
+        left: dl.limit_days.saturating_sub(used),
+        due: dl.due,
+        stopped,
+        finished: dl.finished,
+        on_time: dl.on_time,
+        warning,
+        provisional,
+    })
+}
+
+/// The card a case has on `today` (`used`: working days counted so far).
+fn warning_on(dl: &Deadlines, used: u32, today: Day) -> Warning {
+    match (dl.finished, dl.due, dl.yellow_from) {
+        (Some(_), _, _) => Warning::None,
+        (None, Some(due), _) if today > due => Warning::Red,
+        (None, None, _) if used > dl.limit_days => Warning::Red,
+        (None, Some(_), Some(y)) if today >= y => Warning::Yellow,
+        (None, None, _) if dl.limit_days == 0 || used * 100 >= dl.limit_days * YELLOW_PERCENT => Warning::Yellow,
         _ => Warning::None,
-    };
-    Some(Timing { limit_days: limit, accepted, used, left, due, stopped, finished, on_time, warning, provisional })
+    }
 }
 
 #[cfg(test)]

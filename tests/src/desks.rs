@@ -29,8 +29,14 @@ pub struct DeskProc {
 impl DeskProc {
     /// Starts `program args…` and reads its output until the desk's URL.
     pub fn start(program: &str, args: &[&str]) -> DeskProc {
+        DeskProc::start_with_env(program, args, &[])
+    }
+
+    /// [`DeskProc::start`] with extra environment variables.
+    pub fn start_with_env(program: &str, args: &[&str], env: &[(&str, &str)]) -> DeskProc {
         let mut child = cmd(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .env("RUST_LOG", "error")

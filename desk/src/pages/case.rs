@@ -73,6 +73,7 @@ struct Extra {
     revealed: BTreeMap<String, Vec<String>>,
     error: Option<String>,
     saved: bool,
+    timing: Option<proto::calendar::Timing>,
 }
 
 fn conflict_words(c: &Conflict) -> String {
@@ -212,6 +213,30 @@ fn actions(staff: &Staff, c: &CaseState, steps: &[Step], topology: &Topology) ->
     }
 }
 
+fn timing_line(t: &proto::calendar::Timing) -> Markup {
+    use proto::calendar::Warning;
+    html! {
+        div.timing {
+            "受理于 " (t.accepted) " · 承诺 "
+            @if t.limit_days == 0 { "即办" } @else { (t.limit_days) " 个工作日" }
+            " · 已用 " (t.used) " 个工作日"
+            @if let Some(f) = t.finished {
+                " · " (f) " 办结，" @if t.on_time == Some(false) { span.badge.late { "超期" } } @else { "按期" }
+            } @else if t.stopped {
+                " · " span.badge { "暂停计时（挂起或补正中）" }
+            } @else if let Some(due) = t.due {
+                " · 剩 " (t.left) " 个 · 到期 " strong { (due) }
+                @if t.provisional { span.muted { "（该年工作日历未发布，暂按双休计）" } }
+                @match t.warning {
+                    Warning::Red => { " " span.badge.red { "红牌：已超期" } },
+                    Warning::Yellow => { " " span.badge.yellow { "黄牌：时限将到" } },
+                    Warning::None => {},
+                }
+            }
+        }
+    }
+}
+
 fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
     let s = node::view::CaseSummary::from(c);
     let open = !c.state.is_terminal();
@@ -224,6 +249,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
             strong { (s.item_name) } span.code { " " (s.item) }
             div.muted { (text::HOME) "：" (node_name(&x.topology, &c.home)) " · " (text::HANDLER) "："
                 (node_name(&x.topology, &c.handler)) " · " (text::CREATED) "：" (crate::when(c.created.map(|h| h.wall_ms).unwrap_or(0))) }
+            @if let Some(t) = &x.timing { (timing_line(t)) }
             div.links {
                 a href=(format!("/case/{}/receipt", c.case_id)) { (text::RECEIPT) }
                 " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
@@ -263,11 +289,20 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
 async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
     let (case, item) = (c.case_id.clone(), c.item().to_string());
     let version = c.create.as_ref().map(|c| c.catalogue_version);
+    let st = c.clone();
     app.read(move |l| {
         let steps = l.allowed_steps(&case)?;
         let cat = l.catalogue();
         let item = if version == Some(cat.version) { cat.item(&item).cloned() } else { None };
-        Ok(Extra { steps, topology: l.topology().clone(), item, revealed: BTreeMap::new(), error: None, saved: false })
+        Ok(Extra {
+            steps,
+            topology: l.topology().clone(),
+            item,
+            revealed: BTreeMap::new(),
+            error: None,
+            saved: false,
+            timing: l.timing(&st, node::cli::today())?,
+        })
     })
     .await
 }

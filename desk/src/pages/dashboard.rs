@@ -41,7 +41,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
     }
     let days = p.days.unwrap_or(7).clamp(1, 365);
     let me = app.me().clone();
-    let (by_township, ratings, silent) = app
+    let (by_township, ratings, silent, cards, (on_time, late)) = app
         .read(move |l| {
             let topo = l.topology();
             let conn = l.store().conn();
@@ -66,7 +66,13 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                 }
             }
             silent.sort_by_key(|s| s.2);
-            Ok((rows, ratings, silent))
+            let mut cards: BTreeMap<String, [u64; 2]> = BTreeMap::new();
+            for (home, card, n) in node::query::cards_by_home(conn, node::cli::today())? {
+                let township = topo.ancestor_at(&home, Tier::Township).map(|t| t.id.clone()).unwrap_or(home);
+                let slot = if card == proto::calendar::Warning::Red { 0 } else { 1 };
+                cards.entry(super::node_name(topo, &township)).or_default()[slot] += n;
+            }
+            Ok((rows, ratings, silent, cards, node::query::on_time_counts(conn)?))
         })
         .await?;
     let totals: [u64; 3] = by_township.iter().fold([0; 3], |mut acc, (_, g)| {
@@ -85,9 +91,18 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
             div.tile { span.big { (all) } span { "办件总数" } }
             div.tile { span.big { (totals[0]) } span { "办理中" } }
             div.tile { span.big { (format!("{finished:.1}%")) } span { "办结率（准予、出证、办结）" } }
+            div.tile { span.big { @if on_time + late == 0 { "—" } @else { (format!("{:.1}%", 100.0 * on_time as f64 / (on_time + late) as f64)) } }
+                span { "按期办结率（" (on_time + late) " 件已决定）" } }
             div.tile { span.big { (rated) } span { "已评价（差评 " (poor) " 件待回访）" } }
         }
-        p.muted { "按期办结率需要工作日历和办结时限（见“服务规则”），届时显示在此。" }
+        h2 { "电子监察：红黄牌" }
+        @if cards.is_empty() { p.muted { "没有超期或时限将到的办件。" } } @else {
+            table.cases { thead { tr { th { "乡镇" } th { "红牌（已超期）" } th { "黄牌（已用80%）" } } }
+                tbody { @for (t, [red, yellow]) in &cards { tr { td { (t) }
+                    td { @if *red > 0 { span.badge.red { (red) } } @else { "0" } }
+                    td { @if *yellow > 0 { span.badge.yellow { (yellow) } } @else { "0" } } } } } }
+            p { a href="/ledger?card=red" { "查看全部红牌办件" } " · " a href="/ledger?card=yellow" { "黄牌办件" } }
+        }
         h2 { "各乡镇办件" }
         (chart::stacked(&by_township, &GROUPS))
         h2 { "好差评分布" }

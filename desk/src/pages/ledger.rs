@@ -28,6 +28,9 @@ pub struct Filters {
     state: String,
     #[serde(default)]
     flagged: Option<String>,
+    /// `red` (overdue) or `yellow`.
+    #[serde(default)]
+    card: String,
     #[serde(default)]
     from: String,
     #[serde(default)]
@@ -47,6 +50,7 @@ impl Filters {
             ("village", &self.village),
             ("item", &self.item),
             ("state", &self.state),
+            ("card", &self.card),
             ("from", &self.from),
             ("to", &self.to),
             ("q", &self.q),
@@ -82,6 +86,7 @@ impl Filters {
             q.states = vec![s];
         }
         q.flagged = self.flagged.is_some();
+        q.card = super::queue::card(&self.card);
         q.created_from = crate::parse_day(&self.from);
         q.created_to = crate::parse_day(&self.to).map(|d| d + 86_400_000);
         super::queue::search(ledger, &self.q, &mut q)?;
@@ -104,10 +109,10 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
         return Err(DeskError::NotFound);
     }
     let (me, filters) = (app.me().clone(), f.clone());
-    let (page_rows, topology) = app
+    let (page_rows, topology, clock) = app
         .read(move |l| {
             let q = filters.query(l, &me)?;
-            Ok((q.run(l.store().conn())?, l.topology().clone()))
+            Ok((q.run(l.store().conn())?, l.topology().clone(), super::Clock::of(l)?))
         })
         .await?;
     let me = app.me().clone();
@@ -136,6 +141,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
             input name="item" value=(f.item) placeholder=(text::ITEM_CODE) size="8";
             select name="state" { option value="" { "全部状态" }
                 @for s in ALL_STATES { option value=(s.name()) selected[s.name() == f.state] { (text::state(s)) } } }
+            (super::queue::card_select(&f.card))
             label { "收件自" input type="date" name="from" value=(f.from); }
             label { "至" input type="date" name="to" value=(f.to); }
             input type="search" name="q" value=(f.q) placeholder=(text::SEARCH_HINT);
@@ -147,7 +153,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
             " · " a href=(format!("/ledger.csv?{qs}")) { (text::EXPORT_CSV) }
             " · " a href=(format!("/ledger.xlsx?{qs}")) { (text::EXPORT_XLSX) }
         }
-        (case_table(&topology, &page_rows.cases))
+        (case_table(&topology, &clock, &page_rows.cases))
         nav.pager {
             @if !f.after.is_empty() { a href=(format!("/ledger?{qs}")) { (text::FIRST_PAGE) } }
             @if let Some(n) = next { a.next href=(n) { (text::NEXT_PAGE) } }

@@ -83,14 +83,51 @@ pub async fn load_case(app: &Arc<App>, id: &str) -> Result<CaseState, DeskError>
     found.ok_or(DeskError::NotFound)
 }
 
+/// What a list needs to show time limits: the node's calendar and today.
+#[derive(Clone)]
+pub struct Clock {
+    pub calendar: std::sync::Arc<proto::calendar::Calendar>,
+    pub today: proto::calendar::Day,
+}
+
+impl Clock {
+    pub fn of(ledger: &node::Ledger) -> anyhow::Result<Clock> {
+        Ok(Clock { calendar: ledger.calendar()?, today: node::cli::today() })
+    }
+}
+
+/// A case's due date and card, as a cell.
+pub fn due_cell(c: &CaseState, clock: &Clock) -> Markup {
+    use proto::calendar::Warning;
+    let t = proto::calendar::timing(c, &clock.calendar, clock.today);
+    html! {
+        @match &t {
+            None => span.muted { "—" },
+            Some(t) if t.finished.is_some() => {
+                @if t.on_time == Some(false) { span.badge.late { "超期办结" } } @else { span.muted { "按期" } }
+            }
+            Some(t) if t.stopped => span.badge { "暂停计时" },
+            Some(t) => {
+                (t.due.map(|d| d.to_string()).unwrap_or_default())
+                @if t.provisional { span.muted { "（暂定）" } }
+                @match t.warning {
+                    Warning::Red => { " " span.badge.red { "红牌" } },
+                    Warning::Yellow => { " " span.badge.yellow { "黄牌" } },
+                    Warning::None => {},
+                }
+            }
+        }
+    }
+}
+
 /// A list of cases as a table, linking to each case.
-pub fn case_table(topology: &Topology, cases: &[CaseState]) -> Markup {
+pub fn case_table(topology: &Topology, clock: &Clock, cases: &[CaseState]) -> Markup {
     html! {
         @if cases.is_empty() { p.empty { (text::NONE_FOUND) } } @else {
             table.cases {
                 thead { tr {
                     th { (text::CASE_ID) } th { (text::ITEM) } th { (text::APPLICANT) } th { (text::STATE) }
-                    th { (text::HOME) } th { (text::HANDLER) } th { (text::UPDATED) }
+                    th { (text::HOME) } th { (text::HANDLER) } th { "办结时限" } th { (text::UPDATED) }
                 } }
                 tbody { @for c in cases {
                     @let s = node::view::CaseSummary::from(c);
@@ -102,6 +139,7 @@ pub fn case_table(topology: &Topology, cases: &[CaseState]) -> Markup {
                             @if c.flagged() { " " span.badge.flag { (text::FLAGGED) } } }
                         td { (node_name(topology, &c.home)) }
                         td { (node_name(topology, &c.handler)) }
+                        td { (due_cell(c, clock)) }
                         td { (crate::when(s.updated_ms)) }
                     }
                 } }

@@ -19,6 +19,9 @@ pub struct Filters {
     pub state: String,
     #[serde(default)]
     pub flagged: Option<String>,
+    /// `red` (overdue) or `yellow`.
+    #[serde(default)]
+    pub card: String,
     #[serde(default)]
     pub after: String,
     #[serde(default)]
@@ -40,6 +43,26 @@ pub const OPEN: [CaseState; 6] = [
 pub fn looks_like_id_number(q: &str) -> bool {
     let q = q.trim();
     q.len() == 18 && q.chars().enumerate().all(|(i, c)| c.is_ascii_digit() || (i == 17 && (c == 'X' || c == 'x')))
+}
+
+/// The card filter of a list: `red` (overdue) or `yellow`, today.
+pub fn card(value: &str) -> Option<(proto::calendar::Warning, proto::calendar::Day)> {
+    let today = node::cli::today();
+    match value {
+        "red" => Some((proto::calendar::Warning::Red, today)),
+        "yellow" => Some((proto::calendar::Warning::Yellow, today)),
+        _ => None,
+    }
+}
+
+pub fn card_select(current: &str) -> maud::Markup {
+    html! {
+        select name="card" {
+            option value="" { "全部时限" }
+            option value="red" selected[current == "red"] { "红牌（已超期）" }
+            option value="yellow" selected[current == "yellow"] { "黄牌（时限将到）" }
+        }
+    }
 }
 
 /// Fills the search part of a query from the search box.
@@ -67,9 +90,14 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
                 q.states = vec![s];
             }
             q.flagged = filters.flagged.is_some();
+            q.card = card(&filters.card);
             search(l, &filters.q, &mut q)?;
             q.after = Cursor::decode(&filters.after);
-            let filtered = !filters.q.trim().is_empty() || !q.states.is_empty() || q.flagged || q.after.is_some();
+            let filtered = !filters.q.trim().is_empty()
+                || !q.states.is_empty()
+                || q.flagged
+                || q.card.is_some()
+                || q.after.is_some();
             let mine = if filtered {
                 None
             } else {
@@ -79,7 +107,7 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
             Ok((mine, q.run(l.store().conn())?))
         })
         .await?;
-    let topology = app.read(|l| Ok(l.topology().clone())).await?;
+    let (topology, clock) = app.read(|l| Ok((l.topology().clone(), super::Clock::of(l)?))).await?;
     let next = list.next.as_ref().map(|c| {
         let mut params = vec![("after", c.encode())];
         if !f.q.is_empty() {
@@ -91,6 +119,9 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
         if f.flagged.is_some() {
             params.push(("flagged", "1".into()));
         }
+        if !f.card.is_empty() {
+            params.push(("card", f.card.clone()));
+        }
         format!("/queue?{}", serde_urlencoded::to_string(params).unwrap_or_default())
     });
     let body = html! {
@@ -101,19 +132,20 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
                 option value="" { (text::ALL) }
                 @for s in ALL_STATES { option value=(s.name()) selected[s.name() == f.state] { (text::state(s)) } }
             }
+            (card_select(&f.card))
             label.check { input type="checkbox" name="flagged" value="1" checked[f.flagged.is_some()]; (text::FLAGGED) }
             button type="submit" { (text::SEARCH) }
         }
         @if let Some(mine) = &mine {
             section {
                 h2 { (text::NEEDS_ME) " " span.count { (mine.total) } }
-                (case_table(&topology, &mine.cases))
+                (case_table(&topology, &clock, &mine.cases))
             }
             h2 { "全部办件 " span.count { (list.total) @if list.total >= node::query::COUNT_CAP { "+" } } }
         } @else {
             h2 { "查询结果 " span.count { (list.total) @if list.total >= node::query::COUNT_CAP { "+" } } }
         }
-        (case_table(&topology, &list.cases))
+        (case_table(&topology, &clock, &list.cases))
         nav.pager {
             @if !f.after.is_empty() { a href="/queue" { (text::FIRST_PAGE) } }
             @if let Some(n) = next { a.next href=(n) { (text::NEXT_PAGE) } }

@@ -273,3 +273,53 @@ fn a_desk_beyond_loopback_is_served_over_https() {
         DeskProc::start("village-node", &["desk", "--data", s(&data), "--listen", "0.0.0.0:0", "--insecure-http"]);
     assert!(plain.url.starts_with("http://"), "{}", plain.url);
 }
+
+/// An accepted case shows its due date; a month later (the desk's clock
+/// shifted, as debug builds allow) it carries a red card and the 红牌
+/// filter finds it, at the township and on the county dashboard's count.
+#[test]
+fn overdue_cases_carry_a_red_card_and_are_found_by_it() {
+    let county = County::new();
+    let t = county.enrol(desks::TOWNSHIP, "township-node");
+    desks::add_staff("township-node", &t, "lina", "李娜", "reviewer");
+    let id = id_number(5);
+    let case = ok_json(
+        "township-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            s(&t),
+            "--item",
+            "V001",
+            "--applicant",
+            "张三",
+            "--id-number",
+            &id,
+            "--as",
+            "李娜",
+            "--json",
+        ],
+    )["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    system_tests::ok("township-node", &["case", "accept", "--data", s(&t), &case, "--as", "李娜"]);
+
+    let serve = ["serve", "--data", s(&t), "--listen", "127.0.0.1:0", "--desk", "127.0.0.1:0"];
+    let today = DeskProc::start("township-node", &serve);
+    let (mut lina, _) = log_in(today.addr(), "lina", PASSWORD);
+    let page = lina.get(&format!("/case/{case}")).text();
+    assert!(page.contains("到期") && !page.contains("红牌"), "due, not yet overdue");
+    assert!(!lina.get("/queue?card=red").text().contains(&case));
+    drop(today);
+
+    let month = (30 * 86_400_000i64).to_string();
+    let later = DeskProc::start_with_env("township-node", &serve, &[("CASE_NODE_CLOCK_SKEW_MS", &month)]);
+    let (mut lina, _) = log_in(later.addr(), "lina", PASSWORD);
+    let page = lina.get(&format!("/case/{case}")).text();
+    assert!(page.contains("红牌"), "{page}");
+    let red = lina.get("/queue?card=red").text();
+    assert!(red.contains(&case), "the red-card filter finds it");
+    assert!(!lina.get("/queue?card=yellow").text().contains(&case), "red, not yellow");
+}

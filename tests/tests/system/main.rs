@@ -8,4 +8,5 @@ mod hostile;
 mod keys;
 mod pair;
 mod review_attacks;
+mod service_rules;
 mod sync;

@@ -1,0 +1,64 @@
+//! Service rules of the reform through the real binaries: time limits
+//! counted in working days from acceptance, overdue lists.
+
+use system_tests::{cmd, id_number, ok_json, s, County};
+
+const TOWNSHIP: &str = "511421101";
+
+/// Runs a township command with its clock shifted by `skew_days` (debug
+/// builds read `CASE_NODE_CLOCK_SKEW_MS`), as if it happened then.
+fn township_at(skew_days: i64, args: &[&str]) -> serde_json::Value {
+    let out = cmd("township-node")
+        .env("CASE_NODE_CLOCK_SKEW_MS", (skew_days * 86_400_000).to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn an_accepted_case_has_a_due_date_and_becomes_overdue() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let data = s(&t);
+    let new_case = |serial: u32| -> String {
+        let id = id_number(serial);
+        let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", "张三", "--id-number", &id];
+        let v = township_at(0, &[&args[..], &["--as", "李娜", "--json"]].concat());
+        v["case_id"].as_str().unwrap().to_string()
+    };
+    // Accepted today, with a limit of 3 working days.
+    let case = new_case(1);
+    township_at(0, &["case", "accept", "--data", data, &case, "--as", "李娜"]);
+    // Never accepted: never timed.
+    let untimed = new_case(2);
+
+    let show = |skew: i64, case: &str| township_at(skew, &["case", "show", "--data", data, case, "--json"]);
+    let ids = |v: serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|c| c["case_id"].as_str().unwrap().to_string()).collect()
+    };
+    let now = show(0, &case);
+    assert!(now["due"].as_str().is_some_and(|d| d.len() == 10), "{now}");
+    assert_eq!((now["limit_days"].as_u64(), now["working_days_used"].as_u64()), (Some(3), Some(0)));
+    assert_eq!(now["warning"], serde_json::Value::Null);
+    assert_eq!(show(0, &untimed)["due"], serde_json::Value::Null);
+    assert!(ids(township_at(0, &["case", "list", "--data", data, "--overdue", "--json"])).is_empty());
+    let soon = ids(township_at(0, &["case", "list", "--data", data, "--due-within", "5", "--json"]));
+    assert_eq!(soon, vec![case.clone()], "due within 5 working days; the untimed case is not listed");
+
+    // A month later it is overdue: a red card, listed as overdue.
+    let later = show(30, &case);
+    assert_eq!(later["warning"], "red", "{later}");
+    assert_eq!(later["working_days_left"], 0);
+    assert_eq!(later["due"], now["due"], "the due date does not move with the day it is looked at");
+    let overdue = ids(township_at(30, &["case", "list", "--data", data, "--overdue", "--json"]));
+    assert_eq!(overdue, vec![case.clone()]);
+
+    // Deciding stops the clock; decided late, it is recorded as late.
+    township_at(30, &["case", "approve", "--data", data, &case, "--as", "李娜"]);
+    assert!(ids(township_at(31, &["case", "list", "--data", data, "--overdue", "--json"])).is_empty());
+    let decided = show(31, &case);
+    assert_eq!((decided["on_time"].as_bool(), decided["warning"].as_str()), (Some(false), None), "{decided}");
+}
