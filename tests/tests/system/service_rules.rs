@@ -1,7 +1,7 @@
 //! Service rules of the reform through the real binaries: time limits
 //! counted in working days from acceptance, overdue lists.
 
-use system_tests::{cmd, id_number, ok_json, s, County};
+use system_tests::{cmd, id_number, s, County};
 
 const TOWNSHIP: &str = "511421101";
 
