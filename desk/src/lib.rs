@@ -184,6 +184,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/intake", get(pages::intake::pick).post(pages::intake::submit))
         .route("/case/{id}", get(pages::case::show))
         .route("/case/{id}/step", post(pages::case::step))
+        .route("/case/{id}/accept-missing", post(pages::case::accept_missing))
         .route("/case/{id}/field", post(pages::case::field))
         .route("/case/{id}/material", post(pages::case::material))
         .route("/case/{id}/rate", post(pages::case::rate))

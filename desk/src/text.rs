@@ -91,6 +91,7 @@ pub fn state(s: State) -> &'static str {
         State::Closed => "已办结",
         State::Withdrawn => "已撤回",
         State::NotAccepted => "不予受理",
+        State::Terminated => "已终止",
     }
 }
 
@@ -111,6 +112,8 @@ pub fn step(s: &Step) -> &'static str {
         Step::Withdraw => "撤回",
         Step::Suspend => "挂起",
         Step::Resume => "恢复",
+        Step::AcceptMissing { .. } => "容缺受理",
+        Step::Terminate => "终止",
     }
 }
 
@@ -136,6 +139,8 @@ pub fn history_kind(kind: &str) -> &'static str {
         "withdraw" => "撤回",
         "suspend" => "挂起",
         "resume" => "恢复",
+        "accept_missing" => "容缺受理",
+        "terminate" => "终止",
         _ => "其他",
     }
 }
@@ -222,11 +227,18 @@ pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
         Declined::Authoring(AuthoringError::Transition { .. }) => {
             (None, "办件当前状态不允许此操作（可能已被其他窗口办理），请刷新后查看。".into())
         }
+        Declined::Authoring(AuthoringError::Auth(proto::auth::AuthError::NotMayBeMissing { material, .. })) => {
+            (None, format!("“{material}”不允许容缺，受理时必须收取。未做任何修改。"))
+        }
         Declined::Authoring(AuthoringError::Auth(a)) => (None, format!("本节点无权进行此操作：{a}")),
         Declined::Invalid(msg) if msg.contains("applicant") => (Some("applicant"), "申请人姓名不能为空。".into()),
         Declined::Invalid(msg) if msg.contains("phone number") => {
             (Some("phone"), "联系电话只能包含数字、“-”或“+”，至少7位。".into())
         }
+        Declined::Invalid(msg) if msg.contains("promised date") && msg.contains("past") => {
+            (None, "承诺补交日期已过，请填写今天或以后的日期。未做任何修改。".into())
+        }
+        Declined::Invalid(msg) if msg.contains("at least one missing") => (None, "请勾选至少一项容缺的材料。".into()),
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
         Declined::Recovering => (
             None,

@@ -274,8 +274,21 @@ pub enum CaseCmd {
     },
     /// 转报: forward to the node that decides the item.
     Forward(StepArgs),
-    /// 受理: accept (deciding tier).
-    Accept(StepArgs),
+    /// 受理: accept (deciding tier). With --missing and --promise-date:
+    /// 容缺受理, accepted with materials the catalogue allows to be missing,
+    /// which the applicant promises to bring by that day.
+    Accept {
+        #[command(flatten)]
+        step: StepArgs,
+        /// A material accepted as missing (repeat for several).
+        #[arg(long, value_name = "MATERIAL", requires = "promise_date")]
+        missing: Vec<String>,
+        /// The day the applicant promises the missing materials by.
+        #[arg(long, value_name = "YYYY-MM-DD", requires = "missing")]
+        promise_date: Option<String>,
+    },
+    /// 终止: end a 容缺 case whose promised materials never came (deciding tier).
+    Terminate(StepArgs),
     /// 不予受理: refuse to accept (deciding tier).
     Refuse(StepArgs),
     /// 一次性告知补正: ask the applicant for missing materials.
@@ -518,7 +531,8 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             | CaseCmd::List { data, .. }
             | CaseCmd::Find { data, .. } => data,
             CaseCmd::Forward(a)
-            | CaseCmd::Accept(a)
+            | CaseCmd::Accept { step: a, .. }
+            | CaseCmd::Terminate(a)
             | CaseCmd::Refuse(a)
             | CaseCmd::Supplement(a)
             | CaseCmd::Resubmit(a)
@@ -761,7 +775,18 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             step_cmd(StepArgs { data, case, note, staff }, step)?
         }
         CaseCmd::Forward(a) => step_cmd(a, forward())?,
-        CaseCmd::Accept(a) => step_cmd(a, Step::Accept)?,
+        CaseCmd::Accept { step, missing, promise_date: None } if missing.is_empty() => step_cmd(step, Step::Accept)?,
+        CaseCmd::Accept { step, missing, promise_date } => {
+            let day = promise_date.as_deref().unwrap_or_default();
+            let promised = proto::calendar::Day::parse(day)
+                .with_context(|| format!("--promise-date {day:?} is not a date (YYYY-MM-DD)"))?;
+            let mut ledger = Ledger::open(&step.data.data)?;
+            let who = actor(&ledger, &step.staff)?;
+            let case = CaseId(step.case.clone());
+            ledger.accept_missing(&who, &case, missing, promised, &step.note)?;
+            say!("case {case}: 容缺受理 (accepted with materials missing until {promised})");
+        }
+        CaseCmd::Terminate(a) => step_cmd(a, Step::Terminate)?,
         CaseCmd::Refuse(a) => step_cmd(a, Step::Refuse)?,
         CaseCmd::Supplement(a) => step_cmd(a, Step::RequestSupplement)?,
         CaseCmd::Resubmit(a) => step_cmd(a, Step::Resubmit)?,
@@ -783,7 +808,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             let st = ledger.case(&CaseId(case))?;
             let timing = ledger.timing(&st, today())?;
             if json {
-                print_json(&crate::view::with_timing(case_json(&st), timing.as_ref()))?;
+                print_json(&crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today()))?;
             } else {
                 print_case(&st)?;
                 if let Some(t) = &timing {
@@ -834,7 +859,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             if json {
                 let mut rows = Vec::new();
                 for c in &cases {
-                    rows.push(crate::view::with_timing(case_summary(c), ledger.timing(c, today)?.as_ref()));
+                    rows.push(crate::view::with_timing(case_summary(c), c, ledger.timing(c, today)?.as_ref(), today));
                 }
                 print_json(&Value::Array(rows))?;
             } else {

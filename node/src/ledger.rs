@@ -523,6 +523,55 @@ impl Ledger {
         self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })
     }
 
+    /// 容缺受理: accepts a case with materials missing, which the applicant
+    /// promises by `promised` (today or later). Only materials of the item
+    /// the catalogue allows to be missing, and not already received.
+    pub fn accept_missing(
+        &mut self,
+        actor: &str,
+        case: &CaseId,
+        missing: Vec<String>,
+        promised: proto::calendar::Day,
+        note: &str,
+    ) -> Result<Event> {
+        let today = proto::calendar::Day::of_ms(crate::wall_clock_ms());
+        if promised < today {
+            return Err(Declined::Invalid(format!(
+                "the promised date {promised} is in the past (today is {today}); nothing was written"
+            ))
+            .into());
+        }
+        let mut missing: Vec<String> = missing.into_iter().map(|m| m.trim().to_string()).collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Err(Declined::Invalid("name at least one missing material".into()).into());
+        }
+        let st = self.case(case)?;
+        if let Some(m) = missing.iter().find(|m| st.materials.contains(m)) {
+            return Err(Declined::Invalid(format!("{m} was already received; it is not missing")).into());
+        }
+        // Every required material is received or (where the catalogue
+        // allows) accepted as missing; whether each missing one may be is
+        // the catalogue's to say, checked with the event (and by receivers).
+        let version = st.create.as_ref().map(|c| c.catalogue_version);
+        if let Some(item) = self.catalogue().item(st.item()).filter(|_| version == Some(self.catalogue().version)) {
+            if let Some(m) = item
+                .materials
+                .iter()
+                .find(|m| m.required && !m.may_be_missing && !st.materials.contains(&m.name) && !missing.contains(&m.name))
+            {
+                return Err(Declined::Invalid(format!(
+                    "{} is required and has not been received; only materials the catalogue allows (容缺) may be missing at acceptance",
+                    m.name
+                ))
+                .into());
+            }
+        }
+        let step = Step::AcceptMissing { missing, promised };
+        self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })
+    }
+
     pub fn rate(&mut self, actor: &str, case: &CaseId, level: u8, note: &str) -> Result<Event> {
         self.append(actor, Target::Case(case.clone()), Body::Rate { level, note: note.into() })
     }
@@ -608,6 +657,7 @@ impl Ledger {
             Step::Withdraw,
             Step::Suspend,
             Step::Resume,
+            Step::Terminate,
         ];
         let mut up = self.topology.get(self.me()).and_then(|n| n.parent.clone());
         while let Some(node) = up {

@@ -60,6 +60,10 @@ pub struct CaseDetail {
     pub handler: NodeId,
     pub fields: BTreeMap<String, Vec<String>>,
     pub materials: Vec<String>,
+    /// 容缺: materials accepted as missing and still not received.
+    pub missing_materials: Vec<String>,
+    /// 容缺: the day the applicant promised them by.
+    pub missing_promised: Option<String>,
     pub ratings: Vec<RatingLine>,
     pub flagged: bool,
     pub conflicts: Vec<Value>,
@@ -121,6 +125,8 @@ impl From<&CaseState> for CaseDetail {
             handler: c.handler.clone(),
             fields: c.fields.iter().map(|(k, v)| (k.clone(), shown(v))).collect(),
             materials: c.materials.clone(),
+            missing_materials: c.outstanding(),
+            missing_promised: c.tolerated.as_ref().map(|t| t.promised.to_string()),
             ratings: c
                 .ratings
                 .iter()
@@ -157,10 +163,12 @@ pub fn timing_json(t: Option<&proto::calendar::Timing>) -> serde_json::Map<Strin
     m
 }
 
-/// Adds [`timing_json`] keys to a case's JSON object.
-pub fn with_timing(mut v: Value, t: Option<&proto::calendar::Timing>) -> Value {
+/// Adds [`timing_json`] keys to a case's JSON object, and whether a 容缺
+/// case is due to be ended (`termination_due`) on `today`.
+pub fn with_timing(mut v: Value, c: &CaseState, t: Option<&proto::calendar::Timing>, today: proto::calendar::Day) -> Value {
     if let Value::Object(o) = &mut v {
         o.extend(timing_json(t));
+        o.insert("termination_due".into(), json!(c.termination_due(today)));
     }
     v
 }

@@ -49,6 +49,9 @@ pub enum AuthError {
     /// A value is out of range (a rating level, an empty field name).
     #[error("{0}")]
     BadValue(String),
+    /// 容缺 asked for a material the catalogue requires at acceptance.
+    #[error("{material} may not be missing at acceptance of item {item}: the catalogue does not allow 容缺 for it")]
+    NotMayBeMissing { item: String, material: String },
     /// A creation does not stand against the county's catalogue. Authority
     /// over a case comes only from the catalogue version it names, never
     /// from what the creation claims.
@@ -197,8 +200,33 @@ pub fn authorize(
                 }
                 Ok(())
             }
-            Step::Accept | Step::Refuse | Step::Approve | Step::Deny | Step::Suspend | Step::Resume if !decider => {
+            Step::Accept
+            | Step::AcceptMissing { .. }
+            | Step::Terminate
+            | Step::Refuse
+            | Step::Approve
+            | Step::Deny
+            | Step::Suspend
+            | Step::Resume
+                if !decider =>
+            {
                 wrong(step.name(), format!("the deciding tier ({decider_tier})"))
+            }
+            Step::AcceptMissing { missing, .. } => {
+                // Only what the catalogue allows to be missing (容缺), as
+                // the version the case was taken under says.
+                let item = catalogues.check_creation(create)?;
+                if missing.is_empty() {
+                    return Err(AuthError::BadValue("容缺受理 names at least one missing material".into()));
+                }
+                for m in missing {
+                    match item.materials.iter().find(|x| &x.name == m) {
+                        Some(x) if x.may_be_missing => {}
+                        Some(_) => return Err(AuthError::NotMayBeMissing { item: item.code.clone(), material: m.clone() }),
+                        None => return Err(AuthError::BadValue(format!("{m} is not a material of item {}", item.code))),
+                    }
+                }
+                Ok(())
             }
             Step::RequestSupplement | Step::Resubmit if !(decider || prereviewer) => wrong(
                 step.name(),

@@ -146,6 +146,12 @@ pub enum Step {
     Suspend,
     /// 恢复
     Resume,
+    /// 容缺受理: accepted with materials the catalogue allows to be
+    /// missing, which the applicant promises to bring by `promised`.
+    AcceptMissing { missing: Vec<String>, promised: crate::calendar::Day },
+    /// 终止: a 容缺 case whose promised materials never came is ended
+    /// (退件).
+    Terminate,
 }
 
 impl Step {
@@ -166,6 +172,8 @@ impl Step {
             Step::Withdraw => "withdraw",
             Step::Suspend => "suspend",
             Step::Resume => "resume",
+            Step::AcceptMissing { .. } => "accept_missing",
+            Step::Terminate => "terminate",
         }
     }
 }

@@ -144,6 +144,33 @@ pub struct CaseState {
     pub created: Option<Hlc>,
     pub accepted: Option<Hlc>,
     pub updated: Hlc,
+    /// 容缺受理: what was missing at acceptance and the day promised.
+    pub tolerated: Option<Tolerated>,
+}
+
+/// A 容缺 acceptance: materials missing at acceptance, promised by a day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tolerated {
+    pub missing: Vec<String>,
+    pub promised: crate::calendar::Day,
+}
+
+impl CaseState {
+    /// Materials accepted as missing (容缺) and not received since.
+    pub fn outstanding(&self) -> Vec<String> {
+        self.tolerated
+            .as_ref()
+            .map(|t| t.missing.iter().filter(|m| !self.materials.contains(m)).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A 容缺 case whose promised day has passed with materials still
+    /// missing: staff should end it (终止), or record the materials.
+    pub fn termination_due(&self, today: crate::calendar::Day) -> bool {
+        self.state == State::Accepted
+            && self.tolerated.as_ref().is_some_and(|t| today > t.promised)
+            && !self.outstanding().is_empty()
+    }
 }
 
 impl CaseState {
@@ -215,8 +242,8 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// are ordered and applied. A node that finds rows of another version
 /// rebuilds them from the events (bump it with every change of the fold).
 /// 2: causal order, clock-skew flags. 3: typed history. 4: 补正 during review
-/// (accepted → supplement requested).
-pub const FOLD_VERSION: u32 = 4;
+/// (accepted → supplement requested). 5: 容缺受理 and 终止.
+pub const FOLD_VERSION: u32 = 5;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -351,6 +378,7 @@ pub fn fold_case_hashed<'a>(
         created: None,
         accepted: None,
         updated: Hlc::default(),
+        tolerated: None,
     };
     let mut regs: BTreeMap<String, MVReg<FieldValue, NodeId>> = BTreeMap::new();
     let mut materials: Orswot<String, NodeId> = Orswot::new();
@@ -424,6 +452,9 @@ pub fn fold_case_hashed<'a>(
                         }
                         if to == State::Accepted && st.accepted.is_none() {
                             st.accepted = Some(e.hlc);
+                        }
+                        if let Step::AcceptMissing { missing, promised } = step {
+                            st.tolerated = Some(Tolerated { missing: missing.clone(), promised: *promised });
                         }
                         st.state = to;
                         entry.to = Some(to);

@@ -400,6 +400,7 @@ mod tests {
             created: None,
             accepted: None,
             updated: crate::Hlc::default(),
+            tolerated: None,
         }
     }
 }

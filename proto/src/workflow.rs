@@ -33,6 +33,8 @@ pub enum State {
     Withdrawn,
     /// 不予受理 / 退件 (terminal)
     NotAccepted,
+    /// 终止: a 容缺 case whose materials never came (terminal).
+    Terminated,
 }
 
 impl State {
@@ -50,6 +52,7 @@ impl State {
             State::Closed => "closed",
             State::Withdrawn => "withdrawn",
             State::NotAccepted => "not_accepted",
+            State::Terminated => "terminated",
         }
     }
 
@@ -59,7 +62,7 @@ impl State {
 
     /// No transition leaves this state.
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Closed | State::Withdrawn | State::NotAccepted)
+        matches!(self, State::Closed | State::Withdrawn | State::NotAccepted | State::Terminated)
     }
 
     /// The transitions allowed here, by name, for error messages.
@@ -74,7 +77,7 @@ impl fmt::Display for State {
     }
 }
 
-pub const ALL_STATES: [State; 12] = [
+pub const ALL_STATES: [State; 13] = [
     State::Received,
     State::PreReviewed,
     State::SupplementRequested,
@@ -87,9 +90,10 @@ pub const ALL_STATES: [State; 12] = [
     State::Closed,
     State::Withdrawn,
     State::NotAccepted,
+    State::Terminated,
 ];
 
-const ALL_STEPS: [Step; 14] = [
+const ALL_STEPS: [Step; 16] = [
     Step::PrereviewPass,
     Step::PrereviewReturn,
     Step::Forward { to: crate::ids::NodeId(String::new()) },
@@ -104,6 +108,8 @@ const ALL_STEPS: [Step; 14] = [
     Step::Withdraw,
     Step::Suspend,
     Step::Resume,
+    Step::AcceptMissing { missing: Vec::new(), promised: crate::calendar::Day(0) },
+    Step::Terminate,
 ];
 
 /// The state after `step`, or `None` when the step is not allowed in `state`.
@@ -116,7 +122,8 @@ pub fn next(state: State, step: &Step) -> Option<State> {
         // resubmits and the case is accepted again.
         (Forwarded | Accepted, Step::RequestSupplement) => SupplementRequested,
         (PreReviewed, Step::Forward { .. }) => Forwarded,
-        (Received | PreReviewed | Forwarded, Step::Accept) => Accepted,
+        (Received | PreReviewed | Forwarded, Step::Accept | Step::AcceptMissing { .. }) => Accepted,
+        (Accepted | Suspended, Step::Terminate) => Terminated,
         (Received | PreReviewed | Forwarded | SupplementRequested, Step::Refuse) => NotAccepted,
         (SupplementRequested, Step::Resubmit) => Received,
         (Accepted, Step::Approve) => Approved,

@@ -60,6 +60,7 @@ fn parse_step(value: &str) -> Option<Step> {
         "withdraw" => Step::Withdraw,
         "suspend" => Step::Suspend,
         "resume" => Step::Resume,
+        "terminate" => Step::Terminate,
         _ => return None,
     })
 }
@@ -191,7 +192,10 @@ fn history(c: &CaseState, topology: &Topology) -> Markup {
 }
 
 fn actions(staff: &Staff, c: &CaseState, steps: &[Step], topology: &Topology) -> Markup {
-    let mine: Vec<&Step> = steps.iter().filter(|s| may(staff.role(), s)).collect();
+    // 终止 is offered only when a 容缺 case's promised day has passed.
+    let due = c.termination_due(node::cli::today());
+    let mine: Vec<&Step> =
+        steps.iter().filter(|s| may(staff.role(), s) && (due || !matches!(s, Step::Terminate))).collect();
     let hidden = steps.len() - mine.len();
     html! {
         @if mine.is_empty() {
@@ -237,6 +241,31 @@ fn timing_line(t: &proto::calendar::Timing) -> Markup {
     }
 }
 
+/// 容缺受理: offered where accepting is, for the item's materials the
+/// catalogue allows to be missing and that were not received.
+fn accept_missing_form(staff: &Staff, c: &CaseState, x: &Extra) -> Markup {
+    let may_accept = staff.role().decides() && x.steps.iter().any(|s| matches!(s, Step::Accept));
+    let absent: Vec<&proto::catalogue::Material> = x
+        .item
+        .as_ref()
+        .map(|i| i.materials.iter().filter(|m| m.may_be_missing && !c.materials.contains(&m.name)).collect())
+        .unwrap_or_default();
+    html! {
+        @if may_accept && !absent.is_empty() {
+            form.actions method="post" action=(format!("/case/{}/accept-missing", c.case_id)) {
+                (csrf(staff))
+                strong { "容缺受理" } span.muted { "（勾选允许容缺、尚未收取的材料，并约定补交日期）" }
+                div.buttons { @for m in &absent {
+                    label.check { input type="checkbox" name="missing" value=(m.name); (m.name) }
+                } }
+                label { "承诺补交日期" input type="date" name="promised" required; }
+                label { (text::NOTE) input name="note" maxlength="500"; }
+                div.buttons { button.primary type="submit" { "容缺受理" } }
+            }
+        }
+    }
+}
+
 fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
     let s = node::view::CaseSummary::from(c);
     let open = !c.state.is_terminal();
@@ -255,6 +284,14 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                 " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
             }
         }
+        @if !c.outstanding().is_empty() {
+            @let promised = c.tolerated.as_ref().map(|t| t.promised.to_string()).unwrap_or_default();
+            @if c.termination_due(node::cli::today()) {
+                div.banner.error { "容缺受理的材料（" (c.outstanding().join("、")) "）未在承诺日期 " (promised) " 前补交，应予终止（或收取材料后继续办理）。" }
+            } @else {
+                div.banner.warn { "容缺受理：尚缺 " (c.outstanding().join("、")) "，申请人承诺 " (promised) " 前补交。" }
+            }
+        }
         @if !c.conflicts.is_empty() {
             div.banner.warn { strong { (text::FLAGGED) } ul { @for k in &c.conflicts { li { (conflict_words(k)) } } } }
         }
@@ -266,6 +303,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                 (materials(staff, c, x.item.as_ref(), open))
                 h2 { (text::ACTIONS) }
                 (actions(staff, c, &x.steps, &x.topology))
+                (accept_missing_form(staff, c, &x))
                 @if open || c.ratings.is_empty() {
                     h2 { (text::RATE) }
                     @for r in &c.ratings { p { (text::rating(r.level)) @if !r.note.is_empty() { "：" (r.note) } } }
@@ -463,4 +501,29 @@ pub async fn reveal(
     let mut x = extra(&app, &case).await?;
     x.revealed.insert(c.form.field.clone(), clear);
     Ok(render(&app, &c.staff, &case, &x))
+}
+
+#[derive(Deserialize)]
+pub struct AcceptMissingForm {
+    #[serde(default)]
+    promised: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// 容缺受理 from the case page.
+pub async fn accept_missing(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<AcceptMissingForm>,
+) -> Result<Response, DeskError> {
+    c.staff.require(Role::Reviewer)?;
+    let missing: Vec<String> = c.pairs.iter().filter(|(k, _)| k == "missing").map(|(_, v)| v.clone()).collect();
+    let promised = proto::calendar::Day::parse(&c.form.promised);
+    let note = c.form.note.trim().to_string();
+    write(&app, &c.staff, &id, move |l, case, actor| {
+        let promised = promised.ok_or_else(|| node::Declined::Invalid("请填写承诺补交日期（年-月-日）".into()))?;
+        l.accept_missing(actor, case, missing, promised, &note).map(drop)
+    })
+    .await
 }

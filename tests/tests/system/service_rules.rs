@@ -62,3 +62,76 @@ fn an_accepted_case_has_a_due_date_and_becomes_overdue() {
     let decided = show(31, &case);
     assert_eq!((decided["on_time"].as_bool(), decided["warning"].as_str()), (Some(false), None), "{decided}");
 }
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn township_fails(args: &[&str]) -> String {
+    let out = cmd("township-node").args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} should have been refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// 容缺受理: only what the catalogue allows may be missing, the promised
+/// day is not in the past; past it the case is due to be ended unless the
+/// material came; 终止 ends it.
+#[test]
+fn a_case_accepted_with_materials_missing_is_flagged_when_the_promise_passes() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let data = s(&t);
+    let today = proto::calendar::Day::of_ms(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+    );
+    let in_3 = proto::calendar::Day(today.0 + 3).to_string();
+    let yesterday = proto::calendar::Day(today.0 - 1).to_string();
+    let new_case = |serial: u32| -> String {
+        let id = id_number(serial);
+        let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", "张三", "--id-number", &id];
+        let v = township_at(0, &[&args[..], &["--material", "居民身份证", "--as", "李娜", "--json"]].concat());
+        v["case_id"].as_str().unwrap().to_string()
+    };
+    let show = |skew: i64, case: &str| township_at(skew, &["case", "show", "--data", data, case, "--json"]);
+    let accept = |case: &str, missing: &str, date: &str| -> Vec<String> {
+        vec![
+            "case".into(), "accept".into(), "--data".into(), data.into(), case.into(), "--missing".into(), missing.into(),
+            "--promise-date".into(), date.into(), "--as".into(), "李娜".into(),
+        ]
+    };
+
+    let case = new_case(1);
+    // V001 requires the 申请表 at acceptance; only the 户口簿 may be missing.
+    let err = township_fails(&refs(&accept(&case, "申请表", &in_3)));
+    assert!(err.contains("may not be missing at acceptance"), "{err}");
+    let err = township_fails(&refs(&accept(&case, "户口簿", &in_3)));
+    assert!(err.contains("申请表 is required and has not been received"), "{err}");
+    let err = township_fails(&refs(&accept(&case, "居民身份证", &in_3)));
+    assert!(err.contains("already received"), "{err}");
+    township_at(0, &["case", "material", "--data", data, &case, "--add", "申请表", "--as", "李娜"]);
+    let err = township_fails(&refs(&accept(&case, "户口簿", &yesterday)));
+    assert!(err.contains("in the past"), "{err}");
+    assert_eq!(show(0, &case)["state"], "received", "nothing was written");
+
+    township_at(0, &refs(&accept(&case, "户口簿", &in_3)));
+    let v = show(0, &case);
+    assert_eq!((v["state"].as_str(), v["missing_promised"].as_str()), (Some("accepted"), Some(in_3.as_str())));
+    assert_eq!(v["missing_materials"], serde_json::json!(["户口簿"]));
+    assert_eq!(v["termination_due"], false);
+    assert!(v["due"].is_string(), "容缺受理 starts the clock like 受理");
+    assert_eq!(show(10, &case)["termination_due"], true, "the promise passed without the material");
+
+    // The material arrives: the flag clears.
+    township_at(0, &["case", "material", "--data", data, &case, "--add", "户口簿", "--as", "李娜"]);
+    let v = show(10, &case);
+    assert_eq!((v["termination_due"].as_bool(), v["missing_materials"].clone()), (Some(false), serde_json::json!([])));
+
+    // It never arrives: 终止 ends the case, recorded.
+    let other = new_case(2);
+    township_at(0, &["case", "material", "--data", data, &other, "--add", "申请表", "--as", "李娜"]);
+    township_at(0, &refs(&accept(&other, "户口簿", &in_3)));
+    township_at(10, &["case", "terminate", "--data", data, &other, "--as", "李娜"]);
+    let v = show(10, &other);
+    assert_eq!(v["state"], "terminated");
+    assert!(v["history"].as_array().unwrap().iter().any(|h| h["kind"] == "terminate"));
+}
