@@ -30,6 +30,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Searches by full ID number one member may make per window.
+pub const ID_SEARCHES: usize = 30;
+/// The window of [`ID_SEARCHES`]: ten minutes.
+pub const ID_SEARCH_WINDOW_MS: u64 = 10 * 60 * 1000;
+
 /// How a desk is started.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,6 +66,15 @@ pub struct App {
     sync: sync::SyncState,
     /// The catalogue items this node's windows take.
     items: Vec<proto::catalogue::Item>,
+    /// Passwords being hashed (see `pages::login::HASHING`).
+    hashing: Arc<tokio::sync::Semaphore>,
+    unknown_logins: pages::login::UnknownLogins,
+    /// Recent searches by full ID number, per member (see
+    /// [`App::may_search_id_number`]).
+    id_searches: Mutex<std::collections::HashMap<String, Vec<u64>>>,
+    /// The Host names this desk answers to (`None`: any, for a desk served
+    /// over HTTPS beyond loopback).
+    hosts: std::sync::OnceLock<Option<Vec<String>>>,
 }
 
 /// Why a request was not served. Shown as a page in Chinese.
@@ -74,6 +88,8 @@ pub enum DeskError {
     BadRequest(String),
     #[error("body too large")]
     TooLarge,
+    #[error("too many requests: {0}")]
+    TooMany(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -85,6 +101,7 @@ impl IntoResponse for DeskError {
             DeskError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             DeskError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             DeskError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "提交的内容过大，未做任何修改。".to_string()),
+            DeskError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, m.clone()),
             DeskError::Internal(e) => {
                 tracing::error!("desk: {e:#}");
                 (StatusCode::INTERNAL_SERVER_ERROR, text::INTERNAL.to_string())
@@ -133,6 +150,10 @@ impl App {
             secure,
             sync,
             items,
+            hashing: Arc::new(tokio::sync::Semaphore::new(pages::login::HASHING)),
+            unknown_logins: Default::default(),
+            id_searches: Default::default(),
+            hosts: std::sync::OnceLock::new(),
         })
     }
 
@@ -161,6 +182,21 @@ impl App {
 
     pub fn tier(&self) -> Tier {
         self.tier
+    }
+
+    /// A member may search by full ID number at most [`ID_SEARCHES`] times
+    /// in [`ID_SEARCH_WINDOW_MS`]: a masked number shows all but the birth
+    /// date, so unlimited searches would recover the whole number. Every
+    /// search that finds a case is also written to the access log.
+    pub fn may_search_id_number(&self, login: &str, now: u64) -> bool {
+        let mut held = self.id_searches.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = held.entry(login.to_string()).or_default();
+        recent.retain(|t| *t + ID_SEARCH_WINDOW_MS > now);
+        if recent.len() >= ID_SEARCHES {
+            return false;
+        }
+        recent.push(now);
+        true
     }
     pub fn me(&self) -> &NodeId {
         &self.me
@@ -203,8 +239,26 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/access", get(pages::admin::access))
         .route("/static/{file}", get(pages::asset))
         .layer(DefaultBodyLimit::max(session::MAX_FORM))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), own_host))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// A desk on loopback answers only to loopback names with its port: a web
+/// page elsewhere that points a name of its own at 127.0.0.1 (DNS
+/// rebinding) gets 421, not the desk.
+async fn own_host(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(Some(hosts)) = app.hosts.get() {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return (StatusCode::MISDIRECTED_REQUEST, "this desk answers only to its own address").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -257,6 +311,12 @@ pub async fn start(opts: Options) -> Result<Desk> {
         .await
         .with_context(|| format!("cannot listen on {} for the desk", opts.listen))?;
     let addr = listener.local_addr()?;
+    let port = addr.port();
+    let _ = app.hosts.set(if https || !addr.ip().is_loopback() {
+        None
+    } else {
+        Some(vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")])
+    });
     let routes = router(app.clone());
     let task = if https {
         let config = tokio::task::block_in_place(|| app.read_tls_config())?;

@@ -169,6 +169,7 @@ pub fn field(name: &str) -> String {
         "phone" => PHONE.into(),
         "address" => ADDRESS.into(),
         "missing_commitment" => "容缺承诺".into(),
+        "id_number_search" => "按身份证号查询到此件".into(),
         other => other.into(),
     }
 }

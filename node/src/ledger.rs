@@ -556,11 +556,9 @@ impl Ledger {
         // the catalogue's to say, checked with the event (and by receivers).
         let version = st.create.as_ref().map(|c| c.catalogue_version);
         if let Some(item) = self.catalogue().item(st.item()).filter(|_| version == Some(self.catalogue().version)) {
-            if let Some(m) = item
-                .materials
-                .iter()
-                .find(|m| m.required && !m.may_be_missing && !st.materials.contains(&m.name) && !missing.contains(&m.name))
-            {
+            if let Some(m) = item.materials.iter().find(|m| {
+                m.required && !m.may_be_missing && !st.materials.contains(&m.name) && !missing.contains(&m.name)
+            }) {
                 return Err(Declined::Invalid(format!(
                     "{} is required and has not been received; only materials the catalogue allows (容缺) may be missing at acceptance",
                     m.name

@@ -176,27 +176,77 @@ pub fn set_disabled(conn: &Connection, login: &str, disabled: bool) -> Result<()
     Ok(())
 }
 
-/// Checks a login. Every wrong password counts; after [`MAX_FAILURES`] in
-/// a row the account is locked for [`LOCK_MS`]. An unknown login costs the
-/// same hashing time as a known one.
-pub fn log_in(conn: &Connection, login: &str, password: &str, now_ms: u64) -> Result<Result<Member, LoginRefused>> {
+/// A login being checked: what was read of the account. The password is
+/// hashed between [`begin_login`] and [`finish_login`] without holding the
+/// store, so a flood of guesses does not hold up the desk's other pages.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    login: String,
+    record: Option<String>,
+    failures: u32,
+    member: Option<Member>,
+}
+
+impl Attempt {
+    /// The account exists.
+    pub fn known(&self) -> bool {
+        self.member.is_some()
+    }
+    /// Until when the account is locked, if it is at `now`.
+    pub fn locked_until(&self, now_ms: u64) -> Option<u64> {
+        self.member.as_ref().map(|m| m.locked_until).filter(|until| *until > now_ms)
+    }
+}
+
+/// Reads the account a login names.
+pub fn begin_login(conn: &Connection, login: &str) -> Result<Attempt> {
     let row: Option<(String, u32)> = conn
         .query_row("SELECT password, failures FROM staff WHERE login = ?1", [login], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((record, failures)) = row else {
-        let _ = hash_password(password, &[0; 16], M_COST_KIB, T_COST)?;
-        return Ok(Err(LoginRefused::WrongPassword));
-    };
-    let m = get(conn, login)?.expect("row exists");
-    if m.locked_until > now_ms {
-        return Ok(Err(LoginRefused::Locked { until_ms: m.locked_until }));
+    let member = get(conn, login)?;
+    Ok(Attempt {
+        login: login.to_string(),
+        failures: row.as_ref().map_or(0, |r| r.1),
+        record: row.map(|r| r.0),
+        member,
+    })
+}
+
+/// Hashes the password against the account's record (an unknown login
+/// costs the same time). Slow by design; needs no store.
+pub fn password_fits(attempt: &Attempt, password: &str) -> Result<bool> {
+    match &attempt.record {
+        Some(record) => password_matches(record, password),
+        None => {
+            let _ = hash_password(password, &[0; 16], M_COST_KIB, T_COST)?;
+            Ok(false)
+        }
     }
-    if !password_matches(&record, password)? {
-        let failures = failures + 1;
+}
+
+/// Records the outcome: every wrong password counts; after
+/// [`MAX_FAILURES`] in a row the account is locked for [`LOCK_MS`].
+pub fn finish_login(
+    conn: &Connection,
+    attempt: &Attempt,
+    fits: bool,
+    now_ms: u64,
+) -> Result<Result<Member, LoginRefused>> {
+    let Some(m) = attempt.member.clone() else { return Ok(Err(LoginRefused::WrongPassword)) };
+    // Read again: another attempt may have locked it meanwhile.
+    let locked_until: u64 =
+        conn.query_row("SELECT locked_until FROM staff WHERE login = ?1", [&attempt.login], |r| r.get(0))?;
+    if locked_until > now_ms {
+        return Ok(Err(LoginRefused::Locked { until_ms: locked_until }));
+    }
+    if !fits {
+        let failures: u32 =
+            conn.query_row("SELECT failures FROM staff WHERE login = ?1", [&attempt.login], |r| r.get(0))?;
+        let failures = failures.max(attempt.failures) + 1;
         let locked_until = if failures >= MAX_FAILURES { now_ms + LOCK_MS } else { 0 };
         conn.execute(
             "UPDATE staff SET failures = ?2, locked_until = ?3 WHERE login = ?1",
-            params![login, if locked_until > 0 { 0 } else { failures }, locked_until],
+            params![attempt.login, if locked_until > 0 { 0 } else { failures }, locked_until],
         )?;
         return Ok(Err(if locked_until > 0 {
             LoginRefused::Locked { until_ms: locked_until }
@@ -207,8 +257,19 @@ pub fn log_in(conn: &Connection, login: &str, password: &str, now_ms: u64) -> Re
     if m.disabled {
         return Ok(Err(LoginRefused::Disabled));
     }
-    conn.execute("UPDATE staff SET failures = 0, locked_until = 0 WHERE login = ?1", [login])?;
+    conn.execute("UPDATE staff SET failures = 0, locked_until = 0 WHERE login = ?1", [&attempt.login])?;
     Ok(Ok(Member { locked_until: 0, ..m }))
+}
+
+/// Checks a login in one go ([`begin_login`], [`password_fits`],
+/// [`finish_login`]).
+pub fn log_in(conn: &Connection, login: &str, password: &str, now_ms: u64) -> Result<Result<Member, LoginRefused>> {
+    let attempt = begin_login(conn, login)?;
+    if let Some(until_ms) = attempt.locked_until(now_ms) {
+        return Ok(Err(LoginRefused::Locked { until_ms }));
+    }
+    let fits = password_fits(&attempt, password)?;
+    finish_login(conn, &attempt, fits, now_ms)
 }
 
 /// One line of the access log.

@@ -165,7 +165,12 @@ pub fn timing_json(t: Option<&proto::calendar::Timing>) -> serde_json::Map<Strin
 
 /// Adds [`timing_json`] keys to a case's JSON object, and whether a 容缺
 /// case is due to be ended (`termination_due`) on `today`.
-pub fn with_timing(mut v: Value, c: &CaseState, t: Option<&proto::calendar::Timing>, today: proto::calendar::Day) -> Value {
+pub fn with_timing(
+    mut v: Value,
+    c: &CaseState,
+    t: Option<&proto::calendar::Timing>,
+    today: proto::calendar::Day,
+) -> Value {
     if let Value::Object(o) = &mut v {
         o.extend(timing_json(t));
         o.insert("termination_due".into(), json!(c.termination_due(today)));

@@ -222,8 +222,12 @@ pub fn authorize(
                 for m in missing {
                     match item.materials.iter().find(|x| &x.name == m) {
                         Some(x) if x.may_be_missing => {}
-                        Some(_) => return Err(AuthError::NotMayBeMissing { item: item.code.clone(), material: m.clone() }),
-                        None => return Err(AuthError::BadValue(format!("{m} is not a material of item {}", item.code))),
+                        Some(_) => {
+                            return Err(AuthError::NotMayBeMissing { item: item.code.clone(), material: m.clone() })
+                        }
+                        None => {
+                            return Err(AuthError::BadValue(format!("{m} is not a material of item {}", item.code)))
+                        }
                     }
                 }
                 Ok(())

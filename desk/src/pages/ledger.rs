@@ -65,7 +65,7 @@ impl Filters {
         p
     }
 
-    fn query(&self, ledger: &node::Ledger, me: &NodeId) -> anyhow::Result<CaseQuery> {
+    fn query(&self, ledger: &node::Ledger, me: &NodeId, login: &str) -> anyhow::Result<CaseQuery> {
         let topo = ledger.topology();
         let mut q = CaseQuery { limit: 50, ..Default::default() };
         let within = |id: &str| {
@@ -89,7 +89,7 @@ impl Filters {
         q.card = super::queue::card(&self.card);
         q.created_from = crate::parse_day(&self.from);
         q.created_to = crate::parse_day(&self.to).map(|d| d + 86_400_000);
-        super::queue::search(ledger, &self.q, &mut q)?;
+        super::queue::search(ledger, login, &self.q, &mut q)?;
         q.after = Cursor::decode(&self.after);
         Ok(q)
     }
@@ -108,10 +108,11 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
     if app.tier() == Tier::Village {
         return Err(DeskError::NotFound);
     }
-    let (me, filters) = (app.me().clone(), f.clone());
+    super::queue::id_search_allowed(&app, &staff, &f.q)?;
+    let (me, filters, login) = (app.me().clone(), f.clone(), staff.member.login.clone());
     let (page_rows, topology, clock) = app
         .read(move |l| {
-            let q = filters.query(l, &me)?;
+            let q = filters.query(l, &me, &login)?;
             Ok((q.run(l.store().conn())?, l.topology().clone(), super::Clock::of(l)?))
         })
         .await?;
@@ -165,13 +166,14 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
 /// Most rows one export holds; a larger set is narrowed with the filters.
 pub const EXPORT_MAX: usize = 200_000;
 
-async fn rows(app: &Arc<App>, f: Filters) -> Result<Vec<Row>, DeskError> {
+async fn rows(app: &Arc<App>, staff: &Staff, f: Filters) -> Result<Vec<Row>, DeskError> {
     if app.tier() == Tier::Village {
         return Err(DeskError::NotFound);
     }
-    let me = app.me().clone();
+    super::queue::id_search_allowed(app, staff, &f.q)?;
+    let (me, login) = (app.me().clone(), staff.member.login.clone());
     app.read(move |l| {
-        let mut q = f.query(l, &me)?;
+        let mut q = f.query(l, &me, &login)?;
         q.after = None;
         let topo = l.topology();
         let mut out = Vec::new();
@@ -207,14 +209,14 @@ fn file_name(ext: &str) -> String {
 }
 
 pub async fn csv(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Filters>) -> Result<Response, DeskError> {
-    let rows = rows(&app, f).await?;
-    tracing::info!(login = %staff.member.login, rows = rows.len(), "ledger exported as CSV");
+    let rows = rows(&app, &staff, f).await?;
+    tracing::info!(login = ?staff.member.login, rows = rows.len(), "ledger exported as CSV");
     Ok(download(export::csv(&rows), "text/csv; charset=utf-8", &file_name("csv")))
 }
 
 pub async fn xlsx(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Filters>) -> Result<Response, DeskError> {
-    let rows = rows(&app, f).await?;
-    tracing::info!(login = %staff.member.login, rows = rows.len(), "ledger exported as Excel");
+    let rows = rows(&app, &staff, f).await?;
+    tracing::info!(login = ?staff.member.login, rows = rows.len(), "ledger exported as Excel");
     let book = export::xlsx(&rows)?;
     Ok(download(book, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", &file_name("xlsx")))
 }

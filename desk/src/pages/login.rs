@@ -17,9 +17,12 @@ pub struct Next {
     next: String,
 }
 
-/// Only a path of this desk is a place to go after login.
+/// Only a path of this desk is a place to go after login: one leading
+/// `/`, no backslash, no control or space characters (browsers drop tabs
+/// and newlines from a URL, which would turn `/\t/evil` into `//evil`).
 fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let plain = next.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != '\\');
+    if plain && next.starts_with('/') && !next.starts_with("//") {
         next
     } else {
         "/"
@@ -87,14 +90,13 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Fo
     }
     let (login, password) = (f.login.trim().to_string(), f.password.clone());
     let now = node::wall_clock_ms();
-    let outcome = app.with(move |l| node::staff::log_in(l.store().conn(), &login, &password, now)).await;
-    let refused = match outcome {
+    let refused = match check(&app, &login, password, now).await {
         Ok(Ok(member)) => {
             let token = app.sessions.open(&member.login, now);
             let cookie =
                 session::set_cookie(&session::cookie_name(app.me()), &token, session::SESSION_MS / 1000, app.secure);
             let clear = session::set_cookie(&session::login_cookie_name(app.me()), "", 0, app.secure);
-            tracing::info!(login = %member.login, "desk login");
+            tracing::info!(login = ?member.login, "desk login");
             return (
                 axum::response::AppendHeaders([(header::SET_COOKIE, cookie), (header::SET_COOKIE, clear)]),
                 Redirect::to(safe_next(&f.next)),
@@ -104,7 +106,8 @@ pub async fn submit(State(app): State<Arc<App>>, headers: HeaderMap, Form(f): Fo
         Ok(Err(r)) => r,
         Err(e) => return e.into_response(),
     };
-    tracing::warn!(login = %f.login, "desk login refused: {refused}");
+    // Debug formatting escapes line breaks: a login name cannot forge log lines.
+    tracing::warn!(login = ?f.login, "desk login refused: {refused}");
     let message = match refused {
         LoginRefused::WrongPassword => text::LOGIN_WRONG.to_string(),
         LoginRefused::Disabled => text::LOGIN_DISABLED.to_string(),
@@ -124,4 +127,77 @@ pub async fn logout(State(app): State<Arc<App>>, checked: Checked<Empty>) -> Res
     app.sessions.close(staff.token_hash());
     let clear = session::set_cookie(&session::cookie_name(app.me()), "", 0, app.secure);
     ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
+}
+
+/// Checks a login: the account is read and updated under the ledger's
+/// lock, the password hashed outside it (at most [`HASHING`] at once), so
+/// guessing does not hold up other pages. An unknown login is counted and
+/// locked like a known one (in memory), so the answers do not tell which
+/// logins exist.
+async fn check(
+    app: &Arc<App>,
+    login: &str,
+    password: String,
+    now: u64,
+) -> Result<Result<node::staff::Member, LoginRefused>, crate::DeskError> {
+    if let Some(until_ms) = app.unknown_logins.locked(login, now) {
+        return Ok(Err(LoginRefused::Locked { until_ms }));
+    }
+    let name = login.to_string();
+    let attempt = app.read(move |l| node::staff::begin_login(l.store().conn(), &name)).await?;
+    if let Some(until_ms) = attempt.locked_until(now) {
+        return Ok(Err(LoginRefused::Locked { until_ms }));
+    }
+    let permit = app.hashing.clone().acquire_owned().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let probe = attempt.clone();
+    let fits = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        node::staff::password_fits(&probe, &password)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))??;
+    if !attempt.known() {
+        return Ok(Err(match app.unknown_logins.fail(login, now) {
+            Some(until_ms) => LoginRefused::Locked { until_ms },
+            None => LoginRefused::WrongPassword,
+        }));
+    }
+    app.with(move |l| node::staff::finish_login(l.store().conn(), &attempt, fits, now)).await
+}
+
+/// Most passwords hashed at once (each takes 19 MiB and tens of ms).
+pub const HASHING: usize = 2;
+
+/// Wrong passwords for logins that do not exist, counted like real ones.
+#[derive(Default)]
+pub struct UnknownLogins {
+    held: std::sync::Mutex<std::collections::HashMap<String, (u32, u64)>>,
+}
+
+impl UnknownLogins {
+    fn locked(&self, login: &str, now: u64) -> Option<u64> {
+        let held = self.held.lock().expect("unknown logins");
+        held.get(login).map(|e| e.1).filter(|until| *until > now)
+    }
+
+    /// Counts a failure; returns the lock's end when this one locks.
+    fn fail(&self, login: &str, now: u64) -> Option<u64> {
+        let mut held = self.held.lock().expect("unknown logins");
+        if held.len() > 10_000 {
+            held.retain(|_, e| e.1 > now);
+            if held.len() > 10_000 {
+                held.clear();
+            }
+        }
+        let e = held.entry(login.to_string()).or_insert((0, 0));
+        if e.1 != 0 && e.1 <= now {
+            *e = (0, 0);
+        }
+        e.0 += 1;
+        if e.0 >= node::staff::MAX_FAILURES {
+            *e = (0, now + node::staff::LOCK_MS);
+            return Some(e.1);
+        }
+        None
+    }
 }

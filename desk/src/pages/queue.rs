@@ -65,23 +65,42 @@ pub fn card_select(current: &str) -> maud::Markup {
     }
 }
 
-/// Fills the search part of a query from the search box.
-pub fn search(ledger: &node::Ledger, q: &str, query: &mut CaseQuery) -> anyhow::Result<()> {
+/// Fills the search part of a query from the search box. A search by full
+/// ID number that finds cases is written to the access log under `login`.
+pub fn search(ledger: &node::Ledger, login: &str, q: &str, query: &mut CaseQuery) -> anyhow::Result<()> {
     let q = q.trim();
     if q.is_empty() {
         return Ok(());
     }
     if looks_like_id_number(q) {
         // A number with a wrong check digit finds nothing.
-        query.ids = Some(ledger.find_by_id_number(q).unwrap_or_default());
+        let found = ledger.find_by_id_number(q).unwrap_or_default();
+        for case in &found {
+            node::staff::log_access(ledger.store().conn(), login, &case.0, "id_number_search", node::wall_clock_ms())?;
+        }
+        query.ids = Some(found);
     } else {
         query.text = Some(q.to_string());
     }
     Ok(())
 }
 
+/// Refuses a search by full ID number beyond the member's allowance.
+pub fn id_search_allowed(app: &App, staff: &Staff, q: &str) -> Result<(), DeskError> {
+    if looks_like_id_number(q) && !app.may_search_id_number(&staff.member.login, node::wall_clock_ms()) {
+        return Err(DeskError::TooMany(format!(
+            "按身份证号查询过于频繁（每 {} 分钟最多 {} 次），请稍后再试。",
+            crate::ID_SEARCH_WINDOW_MS / 60_000,
+            crate::ID_SEARCHES
+        )));
+    }
+    Ok(())
+}
+
 pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Filters>) -> Result<Html, DeskError> {
+    id_search_allowed(&app, &staff, &f.q)?;
     let me = app.me().clone();
+    let login = staff.member.login.clone();
     let filters = f.clone();
     let (mine, list): (Option<Page>, Page) = app
         .read(move |l| {
@@ -91,7 +110,7 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
             }
             q.flagged = filters.flagged.is_some();
             q.card = card(&filters.card);
-            search(l, &filters.q, &mut q)?;
+            search(l, &login, &filters.q, &mut q)?;
             q.after = Cursor::decode(&filters.after);
             let filtered = !filters.q.trim().is_empty()
                 || !q.states.is_empty()

@@ -95,8 +95,17 @@ fn a_case_accepted_with_materials_missing_is_flagged_when_the_promise_passes() {
     let show = |skew: i64, case: &str| township_at(skew, &["case", "show", "--data", data, case, "--json"]);
     let accept = |case: &str, missing: &str, date: &str| -> Vec<String> {
         vec![
-            "case".into(), "accept".into(), "--data".into(), data.into(), case.into(), "--missing".into(), missing.into(),
-            "--promise-date".into(), date.into(), "--as".into(), "李娜".into(),
+            "case".into(),
+            "accept".into(),
+            "--data".into(),
+            data.into(),
+            case.into(),
+            "--missing".into(),
+            missing.into(),
+            "--promise-date".into(),
+            date.into(),
+            "--as".into(),
+            "李娜".into(),
         ]
     };
 
