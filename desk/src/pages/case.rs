@@ -303,7 +303,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                 (materials(staff, c, x.item.as_ref(), open))
                 h2 { (text::ACTIONS) }
                 (actions(staff, c, &x.steps, &x.topology))
-                (accept_missing_form(staff, c, &x))
+                (accept_missing_form(staff, c, x))
                 @if open || c.ratings.is_empty() {
                     h2 { (text::RATE) }
                     @for r in &c.ratings { p { (text::rating(r.level)) @if !r.note.is_empty() { "：" (r.note) } } }
