@@ -340,6 +340,12 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                     _ => serde_json::json!({"note": note}),
                 },
                 proto::Body::Rate { level, note } => serde_json::json!({"level": level, "note": note}),
+                proto::Body::Rating { level, stage, channel, note } => {
+                    serde_json::json!({"level": level, "stage": stage.name(), "channel": channel, "note": note})
+                }
+                proto::Body::FollowUp { rating, response, callback } => {
+                    serde_json::json!({"rating": rating.to_string(), "response": response, "callback": callback})
+                }
                 proto::Body::Revoke { node, reason, key, .. } => {
                     serde_json::json!({"node": node, "reason": reason, "key": key.to_hex()})
                 }

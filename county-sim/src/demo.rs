@@ -420,7 +420,7 @@ fn wrap_up(dir: &Path, actor: &str, seed: u64) -> Result<u64> {
         ledger.step(actor, &c.case_id, Step::Issue, "")?;
         ledger.step(actor, &c.case_id, Step::Close, "")?;
         if rng.gen_bool(0.7) {
-            ledger.rate(actor, &c.case_id, rng.gen_range(1..=5), "")?;
+            ledger.rate(actor, &c.case_id, rng.gen_range(1..=5), None, "", "")?;
         }
         n += 1;
     }

@@ -96,7 +96,7 @@ fn advance(ledger: &mut Ledger, case: &CaseId, decide_here: bool, rng: &mut StdR
     }
     debug_assert_eq!(ledger.case(case)?.state, State::Closed);
     if rng.gen_bool(0.6) {
-        ledger.rate(actor, case, rng.gen_range(1..=3), "")?;
+        ledger.rate(actor, case, rng.gen_range(1..=3), None, "", "")?;
         events += 1;
     }
     Ok(events)

@@ -129,6 +129,10 @@ pub enum Common {
     /// Staff accounts of this node's desk (the web interface).
     #[command(subcommand)]
     Staff(StaffCmd),
+    /// Follow-ups (整改回访) of poor ratings (不满意, 非常不满意), due within
+    /// 15 working days.
+    #[command(subcommand)]
+    Followup(FollowupCmd),
     /// Show or set this node's settings.
     Config {
         #[command(flatten)]
@@ -147,6 +151,34 @@ pub enum QuarantineCmd {
         data: DataDir,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FollowupCmd {
+    /// Follow-ups of the cases held here, open ones first.
+    List {
+        #[command(flatten)]
+        data: DataDir,
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a case's open follow-up with what was done and the call-back.
+    Close {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        /// What was done about the rating (整改情况).
+        #[arg(long)]
+        response: String,
+        /// What the applicant said when called back (回访结果).
+        #[arg(long, default_value = "")]
+        callback: String,
+        #[command(flatten)]
+        staff: Staff,
     },
 }
 
@@ -316,6 +348,13 @@ pub enum CaseCmd {
         case: String,
         #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
         level: u8,
+        /// The stage rated: accept (受理) or done (办结); default: the
+        /// latest the case has reached. One rating per stage.
+        #[arg(long, value_parser = ["accept", "done"])]
+        stage: Option<String>,
+        /// 窗口评价器 (default), 扫码, 短信, 电话, 网站 or APP.
+        #[arg(long, default_value = "窗口评价器")]
+        channel: String,
         #[arg(long, default_value = "")]
         note: String,
         #[command(flatten)]
@@ -514,6 +553,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
         | Common::Quarantine(QuarantineCmd::List { data, .. })
+        | Common::Followup(FollowupCmd::List { data, .. } | FollowupCmd::Close { data, .. })
         | Common::Staff(
             StaffCmd::Add { data, .. }
             | StaffCmd::List { data, .. }
@@ -695,6 +735,24 @@ fn run_common(cmd: Common) -> Result<()> {
             }
         }
         Common::Staff(cmd) => staff_command(cmd)?,
+        Common::Followup(FollowupCmd::List { data, all, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let rows = followups(&ledger, all)?;
+            if json {
+                print_json(&serde_json::to_value(&rows)?)?;
+            } else {
+                for r in &rows {
+                    say!("{:<24} level {} due {} {} ({})", clean(&r.case_id), r.level, r.due, r.state, clean(&r.owner));
+                }
+                say!("{} follow-ups", rows.len());
+            }
+        }
+        Common::Followup(FollowupCmd::Close { data, case, response, callback, staff }) => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let e = ledger.close_followup(&who, &CaseId(case.clone()), &response, &callback)?;
+            say!("follow-up of {} closed (event {})", clean(&case), e.id);
+        }
         Common::Quarantine(QuarantineCmd::List { data, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
             let rows = store::quarantine_list(ledger.store().conn())?;
@@ -797,11 +855,15 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
         CaseCmd::Withdraw(a) => step_cmd(a, Step::Withdraw)?,
         CaseCmd::Suspend(a) => step_cmd(a, Step::Suspend)?,
         CaseCmd::Resume(a) => step_cmd(a, Step::Resume)?,
-        CaseCmd::Rate { data, case, level, note, staff } => {
+        CaseCmd::Rate { data, case, level, stage, channel, note, staff } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
-            let e = ledger.rate(&who, &CaseId(case.clone()), level, &note)?;
+            let stage = stage.as_deref().and_then(proto::event::Stage::parse);
+            let e = ledger.rate(&who, &CaseId(case.clone()), level, stage, &channel, &note)?;
             say!("{} rated {level} (event {})", clean(&case), e.id);
+            if level >= proto::fold::POOR_RATING {
+                say!("a follow-up (整改回访) is open for it: followup list shows it, followup close ends it");
+            }
         }
         CaseCmd::Show { data, case, json } => {
             let ledger = Ledger::open_read(&data.data)?;
@@ -1011,4 +1073,54 @@ pub fn peer_address(dir: &Path, peer: Option<String>) -> Result<String> {
 /// Today, in China (where the county works).
 pub fn today() -> proto::calendar::Day {
     proto::calendar::Day::of_ms(crate::wall_clock_ms())
+}
+
+/// One follow-up, as `followup list --json` and the desks show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FollowupRow {
+    pub case_id: String,
+    pub level: u8,
+    pub rated: String,
+    /// 15 working days after the rating.
+    pub due: String,
+    /// `open`, `overdue` or `closed`.
+    pub state: &'static str,
+    pub owner: String,
+    pub response: Option<String>,
+    pub callback: Option<String>,
+}
+
+/// Follow-ups of the cases held (open ones; with `all`, closed ones too).
+pub fn followups(ledger: &Ledger, all: bool) -> Result<Vec<FollowupRow>> {
+    let conn = ledger.store().conn();
+    let cases = if all {
+        ledger.cases(None, None)?.into_iter().filter(|c| !c.followups.is_empty()).collect()
+    } else {
+        crate::query::with_open_followups(conn)?
+    };
+    let calendar = ledger.calendar()?;
+    let today = today();
+    let mut rows = Vec::new();
+    for c in &cases {
+        for f in c.followups.iter().filter(|f| all || f.closed.is_none()) {
+            let rated = proto::calendar::Day::of_ms(f.opened.wall_ms);
+            let due = calendar.add_working_days(rated, crate::ledger::FOLLOW_UP_DAYS);
+            rows.push(FollowupRow {
+                case_id: c.case_id.0.clone(),
+                level: f.level,
+                rated: rated.to_string(),
+                due: due.to_string(),
+                state: match (&f.closed, today > due) {
+                    (Some(_), _) => "closed",
+                    (None, true) => "overdue",
+                    (None, false) => "open",
+                },
+                owner: f.owner.0.clone(),
+                response: f.closed.as_ref().map(|c| c.1.clone()),
+                callback: f.closed.as_ref().map(|c| c.2.clone()),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (a.state == "closed", &a.due).cmp(&(b.state == "closed", &b.due)));
+    Ok(rows)
 }

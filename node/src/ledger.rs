@@ -47,6 +47,12 @@ pub enum Declined {
     Limit(#[from] LimitError),
 }
 
+/// How an applicant can rate a case (好差评 channels).
+pub const RATING_CHANNELS: [&str; 6] = ["窗口评价器", "扫码", "短信", "电话", "网站", "APP"];
+
+/// Working days within which a poor rating is followed up (Sichuan: 15).
+pub const FOLLOW_UP_DAYS: u32 = 15;
+
 /// A newly taken case's input.
 #[derive(Debug, Clone)]
 pub struct NewCase {
@@ -570,8 +576,84 @@ impl Ledger {
         self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })
     }
 
-    pub fn rate(&mut self, actor: &str, case: &CaseId, level: u8, note: &str) -> Result<Event> {
-        self.append(actor, Target::Case(case.clone()), Body::Rate { level, note: note.into() })
+    /// 好差评 ("一事一评"): one rating per stage of a case, only once the
+    /// case has reached that stage (受理: accepted; 办结: decided or
+    /// ended), through one of [`RATING_CHANNELS`]. `stage` None picks the
+    /// latest stage the case has reached.
+    pub fn rate(
+        &mut self,
+        actor: &str,
+        case: &CaseId,
+        level: u8,
+        stage: Option<proto::event::Stage>,
+        channel: &str,
+        note: &str,
+    ) -> Result<Event> {
+        use proto::event::Stage;
+        if !(1..=5).contains(&level) {
+            return Err(Declined::Invalid(format!(
+                "a rating level is 1 (非常满意) to 5 (非常不满意), not {level}; nothing was written"
+            ))
+            .into());
+        }
+        limits::check_note(note).map_err(Declined::from)?;
+        let channel = if channel.trim().is_empty() { RATING_CHANNELS[0] } else { channel.trim() };
+        if !RATING_CHANNELS.contains(&channel) {
+            return Err(Declined::Invalid(format!(
+                "unknown rating channel {channel:?}; one of {}",
+                RATING_CHANNELS.join(", ")
+            ))
+            .into());
+        }
+        let st = self.case(case)?;
+        let done = matches!(
+            st.state,
+            State::Approved | State::Denied | State::Issued | State::Closed | State::NotAccepted | State::Terminated
+        );
+        let accepted = st.accepted.is_some() || done;
+        let stage = match stage {
+            Some(s) => s,
+            None if done => Stage::Done,
+            None => Stage::Accept,
+        };
+        let reached = match stage {
+            Stage::Accept => accepted,
+            Stage::Done => done,
+        };
+        if !reached {
+            return Err(Declined::Invalid(format!(
+                "case {case} is {}; it has not reached the {} stage, which cannot be rated yet",
+                st.state,
+                stage.name()
+            ))
+            .into());
+        }
+        if st.staged.iter().any(|r| r.stage == Some(stage)) {
+            return Err(Declined::Invalid(format!(
+                "case {case} already has a rating for the {} stage (one rating per stage)",
+                stage.name()
+            ))
+            .into());
+        }
+        let body = Body::Rating { level, stage, channel: channel.to_string(), note: note.into() };
+        self.append(actor, Target::Case(case.clone()), body)
+    }
+
+    /// Closes the open follow-up (整改回访) of a case's poor rating.
+    pub fn close_followup(&mut self, actor: &str, case: &CaseId, response: &str, callback: &str) -> Result<Event> {
+        let st = self.case(case)?;
+        let Some(open) = st.followups.iter().find(|f| f.closed.is_none()) else {
+            return Err(Declined::Invalid(format!("case {case} has no open follow-up")).into());
+        };
+        if response.trim().is_empty() {
+            return Err(Declined::Invalid("say what was done (--response); nothing was written".into()).into());
+        }
+        let body = Body::FollowUp {
+            rating: open.rating.clone(),
+            response: response.trim().into(),
+            callback: callback.trim().into(),
+        };
+        self.append(actor, Target::Case(case.clone()), body)
     }
 
     /// The one local write path.

@@ -284,3 +284,14 @@ pub fn on_time_counts(conn: &Connection) -> Result<(u64, u64)> {
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
 }
+
+/// Cases with an open follow-up of a poor rating.
+pub fn with_open_followups(conn: &Connection) -> Result<Vec<CaseState>> {
+    let mut stmt = conn.prepare("SELECT folded FROM cases WHERE open_followups > 0 ORDER BY updated_wall DESC")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(codec::decode::<CaseState>("case", &row?)?);
+    }
+    Ok(out)
+}

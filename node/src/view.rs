@@ -197,7 +197,14 @@ pub fn history_detail(h: &HistoryEntry) -> String {
         Happened::MaterialAdded { name } | Happened::MaterialRemoved { name } => name.clone(),
         Happened::Step { step: proto::Step::Forward { to }, note } => format!("→ {to} {note}").trim_end().to_string(),
         Happened::Step { note, .. } => note.clone(),
-        Happened::Rated { level, note } => format!("level {level} {note}").trim_end().to_string(),
+        Happened::Rated { level, note, stage, channel } => {
+            let stage = stage.map(|s| format!(" ({})", s.name())).unwrap_or_default();
+            let channel = if channel.is_empty() { String::new() } else { format!(" via {channel}") };
+            format!("level {level}{stage}{channel} {note}").trim_end().to_string()
+        }
+        Happened::FollowedUp { rating, response, callback } => {
+            format!("follow-up of {rating}: {response} / {callback}").trim_end_matches([' ', '/']).to_string()
+        }
         Happened::Global => String::new(),
     }
 }

@@ -181,10 +181,15 @@ pub fn authorize(
         Body::SetField { field, .. } if field.trim().is_empty() => {
             Err(AuthError::BadValue("a field name may not be empty".into()))
         }
-        Body::Rate { level, .. } if !(1..=5).contains(level) => {
+        Body::Rate { level, .. } | Body::Rating { level, .. } if !(1..=5).contains(level) => {
             Err(AuthError::BadValue(format!("a rating level is 1 (非常满意) to 5 (非常不满意), not {level}")))
         }
-        Body::SetField { .. } | Body::AddMaterial { .. } | Body::RemoveMaterial { .. } | Body::Rate { .. } => Ok(()),
+        Body::SetField { .. }
+        | Body::AddMaterial { .. }
+        | Body::RemoveMaterial { .. }
+        | Body::Rate { .. }
+        | Body::Rating { .. }
+        | Body::FollowUp { .. } => Ok(()),
         Body::Step { step, .. } => match step {
             Step::PrereviewPass | Step::PrereviewReturn if !prereviewer => {
                 wrong(step.name(), format!("a window at {}", tiers(&create.accepted_at)))

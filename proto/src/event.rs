@@ -218,6 +218,38 @@ pub enum Body {
     /// loss still travels and nothing the thief signs does. The node itself
     /// may be enrolled again with fresh keys.
     Revoke { node: NodeId, reason: String, key: KeyId, certificate: Hash, upto: Vec<(Lane, NodeId, u64, Hash)> },
+    /// 好差评 ("一事一评"): level 1 (非常满意) to 5 (非常不满意) for one
+    /// stage of the case, through a channel (窗口评价器, 扫码, 短信, 电话…).
+    Rating { level: u8, stage: Stage, channel: String, note: String },
+    /// 整改回访: a poor rating (不满意, 非常不满意) followed up: what was
+    /// done and what the applicant said when called back.
+    FollowUp { rating: EventId, response: String, callback: String },
+}
+
+/// The stage of a case a rating is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// 受理: the acceptance.
+    Accept,
+    /// 办结: the outcome.
+    Done,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Accept => "accept",
+            Stage::Done => "done",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Stage> {
+        match s {
+            "accept" => Some(Stage::Accept),
+            "done" => Some(Stage::Done),
+            _ => None,
+        }
+    }
 }
 
 /// An ed25519 verifying key, as it names itself in seals and enrolments.
@@ -266,7 +298,8 @@ impl Body {
             Body::AddMaterial { .. } => "add_material",
             Body::RemoveMaterial { .. } => "remove_material",
             Body::Step { step, .. } => step.name(),
-            Body::Rate { .. } => "rate",
+            Body::Rate { .. } | Body::Rating { .. } => "rate",
+            Body::FollowUp { .. } => "follow_up",
             Body::Enrol { .. } => "enrol",
             Body::Incarnate { .. } => "incarnate",
             Body::Revoke { .. } => "revoke",

@@ -64,6 +64,15 @@ pub enum Happened {
     Rated {
         level: u8,
         note: String,
+        /// The stage rated (none for ratings written before stages).
+        stage: Option<crate::event::Stage>,
+        channel: String,
+    },
+    /// 整改回访 of a poor rating.
+    FollowedUp {
+        rating: EventId,
+        response: String,
+        callback: String,
     },
     /// A county event of the global lane (not part of any case).
     Global,
@@ -80,6 +89,7 @@ impl HistoryEntry {
             Happened::MaterialRemoved { .. } => "remove_material",
             Happened::Step { step, .. } => step.name(),
             Happened::Rated { .. } => "rate",
+            Happened::FollowedUp { .. } => "follow_up",
             Happened::Global => "global",
         }
     }
@@ -123,6 +133,31 @@ pub struct Rating {
     pub note: String,
 }
 
+/// A rating's stage, channel and time (好差评 "一事一评").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedRating {
+    pub event: EventId,
+    pub level: u8,
+    pub stage: Option<crate::event::Stage>,
+    pub channel: String,
+    pub at: Hlc,
+}
+
+/// Levels from which a rating is followed up (不满意, 非常不满意).
+pub const POOR_RATING: u8 = 4;
+
+/// 整改: a poor rating, owned by the node that held the case when it was
+/// rated, open until a follow-up event closes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub rating: EventId,
+    pub level: u8,
+    pub opened: Hlc,
+    pub owner: NodeId,
+    /// The closing event, the response and the call-back result.
+    pub closed: Option<(EventId, String, String)>,
+}
+
 /// The folded state of one case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseState {
@@ -146,6 +181,10 @@ pub struct CaseState {
     pub updated: Hlc,
     /// 容缺受理: what was missing at acceptance and the day promised.
     pub tolerated: Option<Tolerated>,
+    /// Every rating's stage and channel (beside `ratings`).
+    pub staged: Vec<StagedRating>,
+    /// Follow-ups of poor ratings.
+    pub followups: Vec<FollowUp>,
 }
 
 /// A 容缺 acceptance: materials missing at acceptance, promised by a day.
@@ -242,8 +281,9 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// are ordered and applied. A node that finds rows of another version
 /// rebuilds them from the events (bump it with every change of the fold).
 /// 2: causal order, clock-skew flags. 3: typed history. 4: 补正 during review
-/// (accepted → supplement requested). 5: 容缺受理 and 终止.
-pub const FOLD_VERSION: u32 = 5;
+/// (accepted → supplement requested). 5: 容缺受理 and 终止. 6: rating stages,
+/// channels and follow-ups.
+pub const FOLD_VERSION: u32 = 6;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -379,6 +419,8 @@ pub fn fold_case_hashed<'a>(
         accepted: None,
         updated: Hlc::default(),
         tolerated: None,
+        staged: Vec::new(),
+        followups: Vec::new(),
     };
     let mut regs: BTreeMap<String, MVReg<FieldValue, NodeId>> = BTreeMap::new();
     let mut materials: Orswot<String, NodeId> = Orswot::new();
@@ -440,7 +482,45 @@ pub fn fold_case_hashed<'a>(
             Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } => {}
             Body::Rate { level, note } => {
                 st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
-                entry.happened = Happened::Rated { level: *level, note: note.clone() };
+                entry.happened =
+                    Happened::Rated { level: *level, note: note.clone(), stage: None, channel: String::new() };
+            }
+            Body::Rating { level, stage, channel, note } => {
+                st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
+                st.staged.push(StagedRating {
+                    event: e.id.clone(),
+                    level: *level,
+                    stage: Some(*stage),
+                    channel: channel.clone(),
+                    at: e.hlc,
+                });
+                if *level >= POOR_RATING {
+                    st.followups.push(FollowUp {
+                        rating: e.id.clone(),
+                        level: *level,
+                        opened: e.hlc,
+                        owner: st.handler.clone(),
+                        closed: None,
+                    });
+                }
+                entry.happened = Happened::Rated {
+                    level: *level,
+                    note: note.clone(),
+                    stage: Some(*stage),
+                    channel: channel.clone(),
+                };
+            }
+            Body::FollowUp { rating, response, callback } => {
+                // Closes the follow-up of that rating (the first close counts
+                // when two were written concurrently; both stay in history).
+                if let Some(f) = st.followups.iter_mut().find(|f| &f.rating == rating && f.closed.is_none()) {
+                    f.closed = Some((e.id.clone(), response.clone(), callback.clone()));
+                }
+                entry.happened = Happened::FollowedUp {
+                    rating: rating.clone(),
+                    response: response.clone(),
+                    callback: callback.clone(),
+                };
             }
             Body::Step { step, note } => {
                 entry.happened = Happened::Step { step: step.clone(), note: note.clone() };

@@ -227,6 +227,14 @@ pub fn check_body(body: &Body) -> Result<(), LimitError> {
         }
         Body::AddMaterial { name } | Body::RemoveMaterial { name } => check_material(name),
         Body::Step { note, .. } | Body::Rate { note, .. } => check_note(note),
+        Body::Rating { channel, note, .. } => {
+            check_text("channel", channel, NAME_MAX)?;
+            check_note(note)
+        }
+        Body::FollowUp { response, callback, .. } => {
+            check_note(response)?;
+            check_note(callback)
+        }
         Body::Revoke { reason, upto, .. } => {
             if upto.len() > REVOKED_CHAINS_MAX {
                 return Err(LimitError::TooMany {
@@ -401,6 +409,8 @@ mod tests {
             accepted: None,
             updated: crate::Hlc::default(),
             tolerated: None,
+            staged: vec![],
+            followups: vec![],
         }
     }
 }

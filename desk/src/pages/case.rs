@@ -75,6 +75,7 @@ struct Extra {
     error: Option<String>,
     saved: bool,
     timing: Option<proto::calendar::Timing>,
+    calendar: std::sync::Arc<proto::calendar::Calendar>,
 }
 
 fn conflict_words(c: &Conflict) -> String {
@@ -183,7 +184,9 @@ fn history(c: &CaseState, topology: &Topology) -> Markup {
                     span.what { (text::history_kind(line.kind)) }
                     @if let Some(to) = h.to { @if !h.superseded { " → " (text::state(to)) } }
                     span.who { (h.actor) " · " (node_name(topology, &h.event.origin)) }
-                    @if !line.detail.is_empty() && line.kind != "create" { div.detail { (line.detail) } }
+                    @if let proto::fold::Happened::Step { step: Step::Forward { to }, note } = &h.happened {
+                        div.detail { "转至 " (node_name(topology, to)) @if !note.is_empty() { "：" (note) } }
+                    } @else if !line.detail.is_empty() && line.kind != "create" { div.detail { (line.detail) } }
                     @if h.superseded { div.superseded-note { (text::SUPERSEDED) } }
                 }
             }
@@ -266,6 +269,54 @@ fn accept_missing_form(staff: &Staff, c: &CaseState, x: &Extra) -> Markup {
     }
 }
 
+/// 好差评 ("一事一评": one per stage) and the follow-ups of poor ones.
+fn ratings(staff: &Staff, c: &CaseState, calendar: &proto::calendar::Calendar) -> Markup {
+    let rated = |stage| c.staged.iter().any(|r| r.stage == Some(stage));
+    let today = node::cli::today();
+    html! {
+        h2 { (text::RATE) }
+        @for (r, staged) in c.ratings.iter().map(|r| (r, c.staged.iter().find(|s| s.event == r.event))) {
+            p { (text::rating(r.level))
+                @if let Some(s) = staged {
+                    span.muted { "（" (s.stage.map(|s| if s == proto::event::Stage::Accept { "受理" } else { "办结" }).unwrap_or("")) "环节 · " (s.channel) "）" }
+                }
+                @if !r.note.is_empty() { "：" (r.note) } }
+        }
+        @for f in &c.followups {
+            @let due = calendar.add_working_days(proto::calendar::Day::of_ms(f.opened.wall_ms), node::ledger::FOLLOW_UP_DAYS);
+            div class=(if f.closed.is_none() { "banner warn" } else { "banner ok" }) {
+                strong { "整改回访 " } (text::rating(f.level)) "，" (crate::when(f.opened.wall_ms)) " 评价"
+                @match &f.closed {
+                    Some((_, response, callback)) => { "。已回访：" (response) @if !callback.is_empty() { "；回访结果：" (callback) } },
+                    None => {
+                        "，须在 " (due) " 前整改回访。"
+                        @if today > due { " " span.badge.red { "回访已超期" } }
+                        form.row method="post" action=(format!("/case/{}/followup", c.case_id)) {
+                            (csrf(staff))
+                            input name="response" placeholder="整改情况" required maxlength="500";
+                            input name="callback" placeholder="回访结果" maxlength="500";
+                            button type="submit" { "完成回访" }
+                        }
+                    }
+                }
+            }
+        }
+        @if !(rated(proto::event::Stage::Accept) && rated(proto::event::Stage::Done)) {
+            form.row method="post" action=(format!("/case/{}/rate", c.case_id)) {
+                (csrf(staff))
+                select name="stage" {
+                    @if !rated(proto::event::Stage::Accept) { option value="accept" { "受理环节" } }
+                    @if !rated(proto::event::Stage::Done) { option value="done" selected { "办结环节" } }
+                }
+                select name="level" { @for l in 1..=5 { option value=(l) { (text::rating(l)) } } }
+                select name="channel" { @for ch in node::ledger::RATING_CHANNELS { option value=(ch) { (ch) } } }
+                input name="note" placeholder="评价内容（可不填）" maxlength="200";
+                button type="submit" { (text::RATE) }
+            }
+        }
+    }
+}
+
 fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
     let s = node::view::CaseSummary::from(c);
     let open = !c.state.is_terminal();
@@ -304,16 +355,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                 h2 { (text::ACTIONS) }
                 (actions(staff, c, &x.steps, &x.topology))
                 (accept_missing_form(staff, c, x))
-                @if open || c.ratings.is_empty() {
-                    h2 { (text::RATE) }
-                    @for r in &c.ratings { p { (text::rating(r.level)) @if !r.note.is_empty() { "：" (r.note) } } }
-                    form.row method="post" action=(format!("/case/{}/rate", c.case_id)) {
-                        (csrf(staff))
-                        select name="level" { @for l in 1..=5 { option value=(l) { (text::rating(l)) } } }
-                        input name="note" placeholder="评价内容（可不填）" maxlength="200";
-                        button type="submit" { (text::RATE) }
-                    }
-                }
+                (ratings(staff, c, &x.calendar))
             }
             section {
                 h2 { (text::HISTORY) }
@@ -340,6 +382,7 @@ async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
             error: None,
             saved: false,
             timing: l.timing(&st, node::cli::today())?,
+            calendar: l.calendar()?,
         })
     })
     .await
@@ -460,6 +503,10 @@ pub async fn material(
 pub struct RateForm {
     level: u8,
     #[serde(default)]
+    stage: String,
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
     note: String,
 }
 
@@ -472,7 +519,28 @@ pub async fn rate(
     if !(1..=5).contains(&level) {
         return Err(DeskError::BadRequest("评价等级应为 1–5".into()));
     }
-    write(&app, &c.staff, &id, move |l, case, actor| l.rate(actor, case, level, &note).map(drop)).await
+    let stage = proto::event::Stage::parse(&c.form.stage);
+    let channel = c.form.channel.clone();
+    write(&app, &c.staff, &id, move |l, case, actor| l.rate(actor, case, level, stage, &channel, &note).map(drop)).await
+}
+
+#[derive(Deserialize)]
+pub struct FollowupForm {
+    #[serde(default)]
+    response: String,
+    #[serde(default)]
+    callback: String,
+}
+
+/// Closes a case's open follow-up (整改回访).
+pub async fn followup(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    c: Checked<FollowupForm>,
+) -> Result<Response, DeskError> {
+    let (response, callback) = (c.form.response.clone(), c.form.callback.clone());
+    write(&app, &c.staff, &id, move |l, case, actor| l.close_followup(actor, case, &response, &callback).map(drop))
+        .await
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod case;
 pub mod dashboard;
+pub mod followups;
 pub mod intake;
 pub mod ledger;
 pub mod login;
@@ -33,6 +34,7 @@ pub fn nav(tier: Tier, role: Role) -> Vec<(&'static str, &'static str)> {
     if tier == Tier::Township {
         nav.push(("/ledger", text::NAV_LEDGER));
     }
+    nav.push(("/followups", "回访"));
     if tier != Tier::County {
         nav.push(("/sync", text::NAV_SYNC));
     }

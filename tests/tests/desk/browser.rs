@@ -157,6 +157,16 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     assert!(page.contains("准予") && page.contains("王芳(wangfang)") && page.contains("李娜(lina)"), "{page}");
     shot(&b, "10-township-case")?;
 
+    // The applicant rates the outcome 非常不满意 at the window: a follow-up
+    // opens, listed on the township's 回访 page.
+    b.find("form[action$='/rate'] select[name=level] option[value='5']")?.click()?;
+    b.find("form[action$='/rate'] button[type=submit]")?.click()?;
+    wait_for(&b, "the rating", |b| Ok(body_text(b)?.contains("整改回访")))?;
+    b.goto(&format!("{township}/followups"))?;
+    let followups = body_text(&b)?;
+    assert!(followups.contains(&case) && followups.contains("待回访"), "{followups}");
+    shot(&b, "10b-township-followups")?;
+
     // The county ledger shows it with the decision (the township syncs up
     // every second), filtered by township and state.
     log_in(&b, county, "admin")?;

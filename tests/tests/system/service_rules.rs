@@ -144,3 +144,110 @@ fn a_case_accepted_with_materials_missing_is_flagged_when_the_promise_passes() {
     assert_eq!(v["state"], "terminated");
     assert!(v["history"].as_array().unwrap().iter().any(|h| h["kind"] == "terminate"));
 }
+
+/// 好差评 "一事一评": one rating per stage, only once reached; a 非常不满意
+/// rating opens a follow-up owned by the node that handled the case, seen
+/// at the township and the county, and closed with a response.
+#[test]
+fn a_very_poor_rating_opens_a_follow_up_seen_up_the_tiers() {
+    let county = County::new();
+    let v = county.enrol("511421101001", "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let (v, t, h) = (s(&v).to_string(), s(&t).to_string(), s(&county.hub()).to_string());
+    let sync = |program: &str, data: &str| {
+        system_tests::ok(program, &["sync", "--data", data, "--peer", &hub.addr]);
+    };
+    let run = |program: &str, args: &[&str]| system_tests::ok(program, args);
+    let case = system_tests::take_case(&v, "张三", 21);
+    run("village-node", &["case", "prereview", "--data", &v, &case, "--pass", "--as", "王芳"]);
+    // Not accepted yet: no stage can be rated.
+    let err =
+        system_tests::fails("village-node", &["case", "rate", "--data", &v, &case, "--level", "5", "--as", "王芳"]);
+    assert!(err.contains("has not reached"), "{err}");
+    run("village-node", &["case", "forward", "--data", &v, &case, "--as", "王芳"]);
+    sync("village-node", &v);
+    sync("township-node", &t);
+    run("township-node", &["case", "material", "--data", &t, &case, "--add", "申请表", "--as", "李娜"]);
+    run("township-node", &["case", "accept", "--data", &t, &case, "--as", "李娜"]);
+    let err = system_tests::fails(
+        "township-node",
+        &["case", "rate", "--data", &t, &case, "--level", "2", "--stage", "done", "--as", "李娜"],
+    );
+    assert!(err.contains("has not reached the done stage"), "{err}");
+    run(
+        "township-node",
+        &[
+            "case",
+            "rate",
+            "--data",
+            &t,
+            &case,
+            "--level",
+            "2",
+            "--stage",
+            "accept",
+            "--channel",
+            "扫码",
+            "--as",
+            "李娜",
+        ],
+    );
+    let err = system_tests::fails(
+        "township-node",
+        &["case", "rate", "--data", &t, &case, "--level", "1", "--stage", "accept", "--as", "李娜"],
+    );
+    assert!(err.contains("one rating per stage"), "{err}");
+    let err = system_tests::fails(
+        "township-node",
+        &["case", "rate", "--data", &t, &case, "--level", "1", "--channel", "传真", "--as", "李娜"],
+    );
+    assert!(err.contains("unknown rating channel"), "{err}");
+    for step in ["approve", "issue"] {
+        run("township-node", &["case", step, "--data", &t, &case, "--as", "李娜"]);
+    }
+    run(
+        "township-node",
+        &["case", "rate", "--data", &t, &case, "--level", "5", "--stage", "done", "--note", "跑了两趟", "--as", "李娜"],
+    );
+    sync("township-node", &t);
+
+    let open = |program: &str, data: &str| -> Vec<serde_json::Value> {
+        system_tests::ok_json(program, &["followup", "list", "--data", data, "--json"]).as_array().unwrap().clone()
+    };
+    for (program, data) in [("township-node", &t), ("county-hub", &h)] {
+        let rows = open(program, data);
+        assert_eq!(rows.len(), 1, "{program}: {rows:?}");
+        assert_eq!((rows[0]["case_id"].as_str(), rows[0]["level"].as_u64()), (Some(case.as_str()), Some(5)));
+        assert_eq!(rows[0]["state"], "open");
+        assert_eq!(rows[0]["owner"], TOWNSHIP, "owned by the node that handled the case");
+        assert!(rows[0]["due"].as_str().is_some_and(|d| d > rows[0]["rated"].as_str().unwrap()));
+    }
+    let err = system_tests::fails(
+        "township-node",
+        &["followup", "close", "--data", &t, &case, "--response", " ", "--as", "李娜"],
+    );
+    assert!(err.contains("response"), "{err}");
+    run(
+        "township-node",
+        &[
+            "followup",
+            "close",
+            "--data",
+            &t,
+            &case,
+            "--response",
+            "已改为一次办结",
+            "--callback",
+            "满意",
+            "--as",
+            "李娜",
+        ],
+    );
+    sync("township-node", &t);
+    assert!(open("county-hub", &h).is_empty(), "closed everywhere once synced");
+    let all = system_tests::ok_json("county-hub", &["followup", "list", "--data", &h, "--all", "--json"]);
+    assert_eq!(all[0]["state"], "closed");
+    assert_eq!(all[0]["response"], "已改为一次办结");
+}
