@@ -391,7 +391,7 @@ fn a_rating_means_at_the_desk_what_it_means_in_the_ledger() {
     let (_county, data, desk) = village_desk();
     let mut clerk = logged_in(&desk, "wangfang");
     let csrf = csrf_of(&mut clerk);
-    let case = take(&mut clerk, &csrf, "张三", &valid_id("51142119900315002"));
+    let case = accepted_case(&data, "51142119900315002");
     let page = clerk.get(&format!("/case/{case}")).text();
     let label = page.find(">非常满意</option>").expect("the rating form offers 非常满意");
     let value_at = page[..label].rfind("value=\"").expect("option value") + 7;
@@ -534,8 +534,9 @@ fn markup_from_staff_applicants_and_forms_is_shown_as_text() {
     let case = take(&mut clerk, &csrf, applicant, &valid_id("51142119900315002"));
     let step = [("csrf", csrf.as_str()), ("step", "prereview_pass"), ("note", "<script>alert(3)</script>")];
     assert_eq!(clerk.post_form(&format!("/case/{case}/step"), &step).status, 303);
+    let rated = accepted_case(&_data, "51142119900315003");
     let rate = [("csrf", csrf.as_str()), ("level", "3"), ("note", "<iframe src=//x>")];
-    assert_eq!(clerk.post_form(&format!("/case/{case}/rate"), &rate).status, 303);
+    assert_eq!(clerk.post_form(&format!("/case/{rated}/rate"), &rate).status, 303);
     // A refused intake puts what was typed back into the form's attributes.
     let bad = clerk.post_form(
         "/intake",
@@ -553,6 +554,9 @@ fn markup_from_staff_applicants_and_forms_is_shown_as_text() {
         let url = format!("/case/{case}{p}");
         pages.push((url.clone(), clerk.get(&url).text()));
     }
+    let rated_page = clerk.get(&format!("/case/{rated}")).text();
+    assert!(rated_page.contains("&lt;iframe src=//x&gt;"), "the rating note is shown, escaped");
+    pages.push(("rated case".into(), rated_page));
     let mut anon = Session::new(desk.addr());
     let login_page = anon.get("/login?next=%2F%22%3E%3Cscript%3Ealert(5)%3C%2Fscript%3E").text();
     let nonce = field_value(&login_page, "nonce").unwrap();
@@ -686,4 +690,32 @@ fn every_response_carries_the_security_headers() {
             assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
         }
     }
+}
+
+/// A village-decided case (V006, 即办) taken and accepted at the village
+/// with the CLI beside the desk, so its acceptance can be rated.
+fn accepted_case(data: &std::path::Path, id17: &str) -> String {
+    let id = valid_id(id17);
+    let d = system_tests::s(data);
+    let v = system_tests::ok_json(
+        "village-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            d,
+            "--item",
+            "V006",
+            "--applicant",
+            "赵六",
+            "--id-number",
+            &id,
+            "--as",
+            "赵磊",
+            "--json",
+        ],
+    );
+    let case = v["case_id"].as_str().unwrap().to_string();
+    system_tests::ok("village-node", &["case", "accept", "--data", d, &case, "--as", "赵磊"]);
+    case
 }
