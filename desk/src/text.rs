@@ -240,6 +240,18 @@ pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
             (None, "承诺补交日期已过，请填写今天或以后的日期。未做任何修改。".into())
         }
         Declined::Invalid(msg) if msg.contains("at least one missing") => (None, "请勾选至少一项容缺的材料。".into()),
+        Declined::Invalid(msg) if msg.contains("has not reached") => (None, "办件尚未到达该环节，暂不能评价。".into()),
+        Declined::Invalid(msg) if msg.contains("one rating per stage") => {
+            (None, "该环节已评价过（一事一评，每个环节评价一次）。".into())
+        }
+        Declined::Invalid(msg) if msg.contains("no open follow-up") => (None, "该办件没有待回访的评价。".into()),
+        Declined::Invalid(msg) if msg.contains("--response") => (None, "请填写整改情况。".into()),
+        Declined::Invalid(msg) if msg.contains("already received") => {
+            (None, "所选材料已收取，不属于缺少的材料。".into())
+        }
+        Declined::Invalid(msg) if msg.contains("is required and has not been received") => {
+            (None, format!("必交材料尚未收取，且不允许容缺：{}", msg.split(' ').next().unwrap_or_default()))
+        }
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
         Declined::Recovering => (
             None,

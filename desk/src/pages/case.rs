@@ -272,9 +272,18 @@ fn accept_missing_form(staff: &Staff, c: &CaseState, x: &Extra) -> Markup {
 /// 好差评 ("一事一评": one per stage) and the follow-ups of poor ones.
 fn ratings(staff: &Staff, c: &CaseState, calendar: &proto::calendar::Calendar) -> Markup {
     let rated = |stage| c.staged.iter().any(|r| r.stage == Some(stage));
+    use proto::workflow::State as S;
+    let done = matches!(c.state, S::Approved | S::Denied | S::Issued | S::Closed | S::NotAccepted | S::Terminated);
+    let reached = |stage| match stage {
+        proto::event::Stage::Accept => c.accepted.is_some() || done,
+        proto::event::Stage::Done => done,
+    };
+    let may_rate = |stage| reached(stage) && !rated(stage);
     let today = node::cli::today();
     html! {
-        h2 { (text::RATE) }
+        @if !c.ratings.is_empty() || may_rate(proto::event::Stage::Accept) || may_rate(proto::event::Stage::Done) {
+            h2 { (text::RATE) }
+        }
         @for (r, staged) in c.ratings.iter().map(|r| (r, c.staged.iter().find(|s| s.event == r.event))) {
             p { (text::rating(r.level))
                 @if let Some(s) = staged {
@@ -301,12 +310,12 @@ fn ratings(staff: &Staff, c: &CaseState, calendar: &proto::calendar::Calendar) -
                 }
             }
         }
-        @if !(rated(proto::event::Stage::Accept) && rated(proto::event::Stage::Done)) {
+        @if may_rate(proto::event::Stage::Accept) || may_rate(proto::event::Stage::Done) {
             form.row method="post" action=(format!("/case/{}/rate", c.case_id)) {
                 (csrf(staff))
                 select name="stage" {
-                    @if !rated(proto::event::Stage::Accept) { option value="accept" { "受理环节" } }
-                    @if !rated(proto::event::Stage::Done) { option value="done" selected { "办结环节" } }
+                    @if may_rate(proto::event::Stage::Accept) { option value="accept" { "受理环节" } }
+                    @if may_rate(proto::event::Stage::Done) { option value="done" selected { "办结环节" } }
                 }
                 select name="level" { @for l in 1..=5 { option value=(l) { (text::rating(l)) } } }
                 select name="channel" { @for ch in node::ledger::RATING_CHANNELS { option value=(ch) { (ch) } } }
