@@ -83,6 +83,12 @@ VILLAGE = [
     ("农村饮水安全问题反映登记", "village", "20", []),
     ("孕产妇住院分娩补助申请", "township", "05", [("出院证明", True, False)]),
     ("困难群众冬春生活救助申请", "township", "05", []),
+    # Items of the 一件事 bundles below.
+    ("出生医学证明办理", "county", "07", [("住院分娩记录", True, False)]),
+    ("出生户口登记", "township", "07", [HUKOU, ("出生医学证明", True, True)]),
+    ("社会保障卡申领", "township", "20", [PHOTO]),
+    ("死亡户口注销", "township", "07", [HUKOU, ("死亡证明", True, False)]),
+    ("城乡居民养老保险丧葬补助金申领", "township", "05", [("死亡证明", True, False)]),
 ]
 
 TOWNSHIP = [
@@ -159,11 +165,21 @@ def catalogue():
             name, typ, extra = f"县级政务服务事项（示例）{n + 1:04d}", ["01", "05", "07", "10", "20"][n % 5], []
         kind = 1 if n >= 1371 - 798 else 2
         items.append(item(f"C{n + 1:04d}", name, typ, ["county"], "county", extra, kind, n))
+    by_name = {i["name"]: i["code"] for i in items}
+    bundles = [
+        ("B01", "新生儿出生一件事", ["出生医学证明办理", "出生户口登记", "城乡居民基本医疗保险参保登记", "社会保障卡申领"]),
+        ("B02", "身后一件事", ["死亡户口注销", "殡葬补助申领", "城乡居民养老保险丧葬补助金申领"]),
+        ("B03", "退休养老一件事", ["城乡居民基本养老保险待遇领取", "老年人优待证办理", "高龄津贴申领"]),
+        ("B04", "残疾人服务一件事", ["残疾人证申领", "残疾人两项补贴申请", "医疗救助申请"]),
+        ("B05", "家庭农场开办一件事", ["农业经营主体信息登记", "农村土地承包经营权流转备案", "耕地地力保护补贴申报"]),
+    ]
     return {
         "version": 1,
         "note": "Editable example catalogue: common items carry real names, the long tail is generated "
-                "and marked （示例）. Codes are local example codes, not national implementation codes.",
+                "and marked （示例）. Codes are local example codes, not national implementation codes. "
+                "Bundles (一件事一次办) group items taken once at one window and decided in parallel.",
         "items": items,
+        "bundles": [{"code": c, "name": n, "items": [by_name[x] for x in names]} for c, n, names in bundles],
     }
 
 

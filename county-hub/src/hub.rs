@@ -184,6 +184,9 @@ fn global_segment(ledger: &Ledger) -> Result<proto::sync::Segment> {
 fn catalogue_for(catalogue: &Catalogue, tier: Tier) -> Catalogue {
     let mut c = catalogue.clone();
     c.items.retain(|i| i.accepted_at.iter().any(|t| *t <= tier));
+    // The bundles whose every item is in the slice.
+    let held: std::collections::HashSet<String> = c.items.iter().map(|i| i.code.clone()).collect();
+    c.bundles.retain(|b| b.items.iter().all(|code| held.contains(code)));
     c
 }
 

@@ -59,6 +59,7 @@ pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Resu
                 id_number: id_number(&mut rng),
                 phone: Some(phone),
                 address: None,
+                bundle: None,
                 materials: vec!["居民身份证".into()],
             },
         )?;

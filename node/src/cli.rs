@@ -129,6 +129,9 @@ pub enum Common {
     /// Staff accounts of this node's desk (the web interface).
     #[command(subcommand)]
     Staff(StaffCmd),
+    /// 一件事一次办 bundles taken here.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
     /// Follow-ups (整改回访) of poor ratings (不满意, 非常不满意), due within
     /// 15 working days.
     #[command(subcommand)]
@@ -227,7 +230,27 @@ pub enum StaffCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum BundleCmd {
+    /// One 一件事 bundle's cases and its state (done when every case is).
+    Show {
+        #[command(flatten)]
+        data: DataDir,
+        /// The bundle id `case new --bundle` printed.
+        bundle: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum CatalogueCmd {
+    /// 一件事一次办 bundles: items filed once and decided in parallel.
+    Bundles {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// List service items.
     List {
         #[command(flatten)]
@@ -247,8 +270,12 @@ pub enum CaseCmd {
         #[command(flatten)]
         data: DataDir,
         /// Item code from the catalogue.
+        #[arg(long, value_name = "CODE", required_unless_present = "bundle", conflicts_with = "bundle")]
+        item: Option<String>,
+        /// 一件事一次办: take every item of this catalogue bundle at once
+        /// (catalogue bundles lists them); prints the bundle id and cases.
         #[arg(long, value_name = "CODE")]
-        item: String,
+        bundle: Option<String>,
         /// The applicant's name.
         #[arg(long, value_name = "NAME")]
         applicant: String,
@@ -548,7 +575,8 @@ pub fn serve(data: &Path, listen: &str, upstream: Option<(String, std::time::Dur
 /// The data directory a command works on.
 fn data_dir(cmd: &Common) -> Option<PathBuf> {
     let d = match cmd {
-        Common::Catalogue(CatalogueCmd::List { data, .. })
+        Common::Catalogue(CatalogueCmd::List { data, .. } | CatalogueCmd::Bundles { data, .. })
+        | Common::Bundle(BundleCmd::Show { data, .. })
         | Common::Digest { data, .. }
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
@@ -735,6 +763,30 @@ fn run_common(cmd: Common) -> Result<()> {
             }
         }
         Common::Staff(cmd) => staff_command(cmd)?,
+        Common::Catalogue(CatalogueCmd::Bundles { data, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let bundles = &ledger.catalogue().bundles;
+            if json {
+                print_json(&serde_json::to_value(bundles)?)?;
+            } else {
+                for b in bundles {
+                    say!("{} {} ({})", b.code, b.name, b.items.join(", "));
+                }
+            }
+        }
+        Common::Bundle(BundleCmd::Show { data, bundle, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let v =
+                crate::view::bundle(&ledger, &bundle)?.with_context(|| format!("no bundle {bundle} is held here"))?;
+            if json {
+                print_json(&serde_json::to_value(&v)?)?;
+            } else {
+                say!("{} {} ({}): {}", v.bundle_id, v.name, v.code, v.state);
+                for c in &v.cases {
+                    say!("  {:<24} {:<6} {}", clean(c.case_id.as_str()), clean(&c.item), c.state);
+                }
+            }
+        }
         Common::Followup(FollowupCmd::List { data, all, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
             let rows = followups(&ledger, all)?;
@@ -800,11 +852,33 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
     };
     let forward = || Step::Forward { to: NodeId::new("") };
     match cmd {
-        CaseCmd::New { data, item, applicant, id_number, phone, material, staff, json } => {
+        CaseCmd::New { data, item: None, bundle: Some(code), applicant, id_number, phone, material, staff, json } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
-            let case = ledger
-                .new_case(&who, NewCase { item, applicant, id_number, phone, address: None, materials: material })?;
+            let input = NewCase {
+                item: String::new(),
+                applicant,
+                id_number,
+                phone,
+                address: None,
+                materials: material,
+                bundle: None,
+            };
+            let (bundle_id, cases) = ledger.new_bundle(&who, &code, input)?;
+            if json {
+                print_json(&json!({ "bundle_id": bundle_id, "case_ids": cases }))?;
+            } else {
+                say!("bundle {bundle_id}: {}", cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" "));
+            }
+        }
+        CaseCmd::New { data, item, applicant, id_number, phone, material, staff, json, .. } => {
+            let item = item.context("say --item CODE or --bundle CODE")?;
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let case = ledger.new_case(
+                &who,
+                NewCase { item, applicant, id_number, phone, address: None, materials: material, bundle: None },
+            )?;
             if json {
                 print_json(&json!({ "case_id": case }))?;
             } else {

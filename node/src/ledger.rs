@@ -62,6 +62,8 @@ pub struct NewCase {
     pub phone: Option<String>,
     pub address: Option<String>,
     pub materials: Vec<String>,
+    /// The 一件事 bundle this case was taken in, if any.
+    pub bundle: Option<String>,
 }
 
 /// A node's ledger, opened on a data directory.
@@ -457,6 +459,9 @@ impl Ledger {
         if let Some(address) = input.address.as_deref().filter(|a| !a.trim().is_empty()) {
             fields.push(("address".into(), self.protected_value(&lane_key, "address", address)?));
         }
+        if let Some(bundle) = &input.bundle {
+            fields.push(("bundle".into(), FieldValue::Text(bundle.clone())));
+        }
         let create = Create {
             item: item.code.clone(),
             item_name: item.name.clone(),
@@ -469,6 +474,46 @@ impl Ledger {
         };
         let event = self.append(actor, Target::New, Body::Create(create))?;
         Ok(event.case)
+    }
+
+    /// 一件事一次办: takes one case per item of a catalogue bundle, from one
+    /// form and one set of materials (each case gets the materials that are
+    /// its item's), linked by a bundle id. Every input check is made before
+    /// the first case is written.
+    pub fn new_bundle(&mut self, actor: &str, code: &str, input: NewCase) -> Result<(String, Vec<CaseId>)> {
+        let catalogue = self.catalogue().clone();
+        let bundle = catalogue
+            .bundle(code)
+            .ok_or_else(|| {
+                Declined::Invalid(format!("bundle {code} is not in the catalogue (catalogue bundles lists them)"))
+            })?
+            .clone();
+        let tier = self.identity.node.tier;
+        if !catalogue.bundle_tiers(&bundle).contains(&tier) {
+            return Err(Declined::Invalid(format!("bundle {code} is not taken at {tier} windows")).into());
+        }
+        let items: Vec<&proto::Item> = bundle.items.iter().filter_map(|c| catalogue.item(c)).collect();
+        if let Some(m) =
+            input.materials.iter().find(|m| !items.iter().any(|i| i.materials.iter().any(|x| &x.name == *m)))
+        {
+            return Err(Declined::Invalid(format!("{m} is not a material of bundle {code}")).into());
+        }
+        if input.applicant.trim().is_empty() {
+            return Err(Declined::Invalid("the applicant's name may not be empty".into()).into());
+        }
+        validate_id_number(&input.id_number).map_err(Declined::from)?;
+        let id = format!("{code}-{:08x}", rand::random::<u32>());
+        let mut cases = Vec::new();
+        for item in items {
+            let mine: Vec<String> =
+                input.materials.iter().filter(|m| item.materials.iter().any(|x| &x.name == *m)).cloned().collect();
+            let case = self.new_case(
+                actor,
+                NewCase { item: item.code.clone(), materials: mine, bundle: Some(id.clone()), ..input.clone() },
+            )?;
+            cases.push(case);
+        }
+        Ok((id, cases))
     }
 
     fn protected_value(&self, key: &DataKey, field: &str, value: &str) -> Result<FieldValue> {

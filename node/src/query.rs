@@ -295,3 +295,14 @@ pub fn with_open_followups(conn: &Connection) -> Result<Vec<CaseState>> {
     }
     Ok(out)
 }
+
+/// The cases of one 一件事 bundle.
+pub fn bundle_cases(conn: &Connection, bundle: &str) -> Result<Vec<CaseState>> {
+    let mut stmt = conn.prepare("SELECT folded FROM cases WHERE bundle = ?1 ORDER BY case_id")?;
+    let rows = stmt.query_map([bundle], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(codec::decode::<CaseState>("case", &row?)?);
+    }
+    Ok(out)
+}

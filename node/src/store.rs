@@ -106,10 +106,13 @@ const MIGRATIONS: &[&str] = &[
     // 9: open follow-ups of poor ratings per case (derived).
     "ALTER TABLE cases ADD COLUMN open_followups INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX cases_followups ON cases(open_followups) WHERE open_followups > 0;",
+    // 10: the 一件事 bundle a case was taken in (derived from its field).
+    "ALTER TABLE cases ADD COLUMN bundle TEXT;
+     CREATE INDEX cases_bundle ON cases(bundle) WHERE bundle IS NOT NULL;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
-pub const CASE_ROWS_VERSION: u32 = 4;
+pub const CASE_ROWS_VERSION: u32 = 5;
 
 /// The working-day calendar shipped with the program, used until the
 /// county's own (from the enrolment bundle) is stored.
@@ -776,14 +779,14 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     let deadlines = proto::calendar::deadlines(st, &*calendar(conn)?);
     conn.prepare_cached(
         "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating,
-                            due_day, yellow_day, finished_day, on_time, open_followups)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                            due_day, yellow_day, finished_day, on_time, open_followups, bundle)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
             folded = excluded.folded, applicant = excluded.applicant, created_wall = excluded.created_wall,
             rating = excluded.rating, due_day = excluded.due_day, yellow_day = excluded.yellow_day,
             finished_day = excluded.finished_day, on_time = excluded.on_time,
-            open_followups = excluded.open_followups",
+            open_followups = excluded.open_followups, bundle = excluded.bundle",
     )?
     .execute(params![
         st.case_id.0,
@@ -801,7 +804,11 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         deadlines.and_then(|d| d.yellow_from).map(|d| d.0),
         deadlines.and_then(|d| d.finished).map(|d| d.0),
         deadlines.and_then(|d| d.on_time),
-        st.followups.iter().filter(|f| f.closed.is_none()).count() as i64
+        st.followups.iter().filter(|f| f.closed.is_none()).count() as i64,
+        match st.fields.get("bundle").and_then(|v| v.first()) {
+            Some(proto::event::FieldValue::Text(b)) => Some(b.as_str()),
+            _ => None,
+        }
     ])?;
     for values in st.fields.values() {
         for v in values {

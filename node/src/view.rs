@@ -245,3 +245,39 @@ mod tests {
         assert_eq!(h.kind(), "forward");
     }
 }
+
+/// A 一件事 bundle: its cases and its state, derived (`done` when every
+/// case is decided or ended).
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleView {
+    pub bundle_id: String,
+    pub code: String,
+    pub name: String,
+    /// `open` or `done`.
+    pub state: &'static str,
+    pub cases: Vec<CaseSummary>,
+}
+
+/// The bundle `id` as held here, if any of its cases is.
+pub fn bundle(ledger: &crate::Ledger, id: &str) -> anyhow::Result<Option<BundleView>> {
+    use proto::workflow::State as S;
+    let cases = crate::query::bundle_cases(ledger.store().conn(), id)?;
+    if cases.is_empty() {
+        return Ok(None);
+    }
+    let code = id.rsplit_once('-').map(|(c, _)| c).unwrap_or(id).to_string();
+    let name = ledger.catalogue().bundle(&code).map(|b| b.name.clone()).unwrap_or_default();
+    let done = cases.iter().all(|c| {
+        matches!(
+            c.state,
+            S::Approved | S::Denied | S::Issued | S::Closed | S::NotAccepted | S::Withdrawn | S::Terminated
+        )
+    });
+    Ok(Some(BundleView {
+        bundle_id: id.to_string(),
+        code,
+        name,
+        state: if done { "done" } else { "open" },
+        cases: cases.iter().map(CaseSummary::from).collect(),
+    }))
+}

@@ -39,6 +39,16 @@ pub struct Item {
     pub result: String,
 }
 
+/// 一件事一次办: items an applicant files once, at one window, with one
+/// set of materials; each becomes its own case, decided in parallel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bundle {
+    pub code: String,
+    pub name: String,
+    /// Item codes.
+    pub items: Vec<String>,
+}
+
 /// The whole catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalogue {
@@ -47,6 +57,8 @@ pub struct Catalogue {
     #[serde(default)]
     pub note: String,
     pub items: Vec<Item>,
+    #[serde(default)]
+    pub bundles: Vec<Bundle>,
 }
 
 /// A catalogue file does not hold together.
@@ -61,6 +73,12 @@ pub enum CatalogueError {
     /// An item is decided at a tier below one that takes it.
     #[error("item {0} is decided at {1}, below a tier that accepts it; cases only move up")]
     DecidedBelowAcceptance(String, Tier),
+    /// A bundle names an item the catalogue does not hold, or none.
+    #[error("bundle {0} names item {1}, which is not in the catalogue")]
+    BundleItem(String, String),
+    /// No tier's windows take every item of a bundle.
+    #[error("bundle {0} has no tier whose windows take all its items")]
+    BundleNowhere(String),
 }
 
 impl Catalogue {
@@ -82,7 +100,27 @@ impl Catalogue {
                 return Err(CatalogueError::DecidedBelowAcceptance(item.code.clone(), item.decided_by));
             }
         }
+        for b in &self.bundles {
+            if let Some(code) = b.items.iter().find(|c| self.item(c).is_none()) {
+                return Err(CatalogueError::BundleItem(b.code.clone(), code.clone()));
+            }
+            if b.items.is_empty() || self.bundle_tiers(b).is_empty() {
+                return Err(CatalogueError::BundleNowhere(b.code.clone()));
+            }
+        }
         Ok(())
+    }
+
+    pub fn bundle(&self, code: &str) -> Option<&Bundle> {
+        self.bundles.iter().find(|b| b.code == code)
+    }
+
+    /// The tiers whose windows take every item of a bundle.
+    pub fn bundle_tiers(&self, bundle: &Bundle) -> Vec<Tier> {
+        [Tier::Village, Tier::Township, Tier::County]
+            .into_iter()
+            .filter(|t| bundle.items.iter().all(|c| self.item(c).is_some_and(|i| i.accepted_at.contains(t))))
+            .collect()
     }
 
     /// How many items each tier may take.

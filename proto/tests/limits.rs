@@ -79,7 +79,7 @@ fn world() -> (Topology, Catalogues, SigningKey) {
         ],
     )
     .unwrap();
-    let catalogue = Catalogue { version: 1, note: String::new(), items: vec![item()] };
+    let catalogue = Catalogue { version: 1, note: String::new(), items: vec![item()], bundles: vec![] };
     (topology, Catalogues::single(catalogue, true), key)
 }
 

@@ -254,6 +254,7 @@ fn sim_catalogue(version: u32) -> Catalogue {
         version,
         note: String::new(),
         items: [Tier::Village, Tier::Township, Tier::County].into_iter().map(sim_item).collect(),
+        bundles: vec![],
     }
 }
 

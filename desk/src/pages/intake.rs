@@ -146,6 +146,7 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
             phone: Some(input.phone.trim().to_string()).filter(|p| !p.is_empty()),
             address: Some(input.address.trim().to_string()).filter(|a| !a.is_empty()),
             materials: input.material.clone(),
+            bundle: None,
         };
         match app.with(move |l| Ok(l.new_case(&actor, new))).await? {
             Ok(case) => return Ok(Redirect::to(&format!("/case/{case}/receipt?new=1")).into_response()),

@@ -1068,7 +1068,13 @@ fn init_refuses_a_bundle_that_cannot_run_its_node() {
             }),
             "signing key",
         ),
-        (Box::new(|b| b["catalogue"]["items"] = serde_json::json!([])), "no items"),
+        (
+            Box::new(|b| {
+                b["catalogue"]["items"] = serde_json::json!([]);
+                b["catalogue"]["bundles"] = serde_json::json!([]);
+            }),
+            "no items",
+        ),
         (Box::new(|b| b["catalogue"]["items"][0]["accepted_at"] = serde_json::json!([])), "does not hold together"),
         (Box::new(|b| b["topology"]["nodes"] = serde_json::json!([])), "not an enrolment bundle"),
         (Box::new(|b| b["hub_address"] = "".into()), "hub address"),

@@ -69,6 +69,7 @@ fn new_case(l: &mut Ledger, applicant: &str, serial: u32) -> proto::CaseId {
         id_number: system_tests::id_number(serial),
         phone: None,
         address: None,
+        bundle: None,
         materials: vec!["居民身份证".into()],
     };
     l.new_case("王芳", input).unwrap()

@@ -251,3 +251,73 @@ fn a_very_poor_rating_opens_a_follow_up_seen_up_the_tiers() {
     assert_eq!(all[0]["state"], "closed");
     assert_eq!(all[0]["response"], "已改为一次办结");
 }
+
+/// 一件事一次办: one form at the village makes one case per item, each
+/// decided at its own tier in parallel; the bundle is done once, when the
+/// last of them is.
+#[test]
+fn a_bundle_decided_at_two_tiers_in_parallel_is_done_once() {
+    let county = County::new();
+    let v = county.enrol("511421101001", "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let (v, t, h) = (s(&v).to_string(), s(&t).to_string(), s(&county.hub()).to_string());
+    let sync = |program: &str, data: &str| {
+        system_tests::ok(program, &["sync", "--data", data, "--peer", &hub.addr]);
+    };
+    let run = |program: &str, args: &[&str]| system_tests::ok(program, args);
+    let bundles = system_tests::ok_json("village-node", &["catalogue", "bundles", "--data", &v, "--json"]);
+    assert!(bundles.as_array().unwrap().len() >= 5, "{bundles}");
+    let id = id_number(31);
+    let base = ["case", "new", "--data", &v, "--applicant", "刘洋", "--id-number", &id, "--as", "王芳", "--json"];
+    let err = system_tests::fails("village-node", &[&base[..], &["--bundle", "B99"]].concat());
+    assert!(err.contains("B99 is not in the catalogue"), "{err}");
+    let err =
+        system_tests::fails("village-node", &[&base[..], &["--bundle", "B01", "--material", "营业执照"]].concat());
+    assert!(err.contains("not a material of bundle B01"), "{err}");
+    assert_eq!(system_tests::ok_json("village-node", &["case", "list", "--data", &v, "--json"]), serde_json::json!([]));
+
+    let made = system_tests::ok_json(
+        "village-node",
+        &[&base[..], &["--bundle", "B01", "--material", "居民身份证", "--material", "申请表"]].concat(),
+    );
+    let bundle = made["bundle_id"].as_str().unwrap().to_string();
+    let cases: Vec<String> = made["case_ids"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().into()).collect();
+    assert_eq!(cases.len(), 4, "one case per item of 新生儿出生一件事");
+    for c in &cases {
+        run("village-node", &["case", "prereview", "--data", &v, c, "--pass", "--as", "王芳"]);
+        run("village-node", &["case", "forward", "--data", &v, c, "--as", "王芳"]);
+    }
+    sync("village-node", &v);
+    sync("township-node", &t);
+    let decide = |program: &str, data: &str, who: &str| {
+        let held = system_tests::ok_json(program, &["case", "list", "--data", data, "--state", "forwarded", "--json"]);
+        let mine: Vec<String> = held
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["handler"] == who)
+            .map(|c| c["case_id"].as_str().unwrap().to_string())
+            .collect();
+        for c in &mine {
+            for step in ["accept", "approve"] {
+                run(program, &["case", step, "--data", data, c, "--as", "审核员"]);
+            }
+        }
+        mine.len()
+    };
+    assert_eq!(decide("township-node", &t, TOWNSHIP), 3, "three of the four are the township's");
+    sync("township-node", &t);
+    sync("village-node", &v);
+    let show = |program: &str, data: &str| {
+        system_tests::ok_json(program, &["bundle", "show", "--data", data, &bundle, "--json"])
+    };
+    assert_eq!(show("village-node", &v)["state"], "open", "the county's item is still open");
+    assert_eq!(decide("county-hub", &h, "511421"), 1, "and one the county's, decided in parallel");
+    sync("village-node", &v);
+    let done = show("village-node", &v);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["cases"].as_array().unwrap().len(), 4);
+    assert_eq!(show("county-hub", &h)["state"], "done", "the county sees the same bundle");
+}
