@@ -66,6 +66,8 @@ pub struct App {
     sync: sync::SyncState,
     /// The catalogue items this node's windows take.
     items: Vec<proto::catalogue::Item>,
+    /// The 一件事 bundles this node's windows take.
+    bundles: Vec<proto::catalogue::Bundle>,
     /// Passwords being hashed (see `pages::login::HASHING`).
     hashing: Arc<tokio::sync::Semaphore>,
     unknown_logins: pages::login::UnknownLogins,
@@ -138,6 +140,8 @@ impl App {
         let tier = ledger.identity().node.tier;
         let name = ledger.identity().node.name.clone();
         let items = ledger.catalogue().items.iter().filter(|i| i.accepted_at.contains(&tier)).cloned().collect();
+        let catalogue = ledger.catalogue();
+        let bundles = catalogue.bundles.iter().filter(|b| catalogue.bundle_tiers(b).contains(&tier)).cloned().collect();
         let sync = sync::SyncState::new(upstream);
         sync.load(&ledger)?;
         Ok(App {
@@ -150,6 +154,7 @@ impl App {
             secure,
             sync,
             items,
+            bundles,
             hashing: Arc::new(tokio::sync::Semaphore::new(pages::login::HASHING)),
             unknown_logins: Default::default(),
             id_searches: Default::default(),
@@ -227,6 +232,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/followup", post(pages::case::followup))
         .route("/case/{id}/reveal", post(pages::case::reveal))
         .route("/case/{id}/receipt", get(pages::print::receipt))
+        .route("/bundle/{id}", get(pages::print::bundle))
         .route("/case/{id}/notice", get(pages::print::notice))
         .route("/sync", get(pages::sync::show).post(pages::sync::now))
         .route("/sync/status", get(pages::sync::status))

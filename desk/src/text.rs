@@ -170,6 +170,7 @@ pub fn field(name: &str) -> String {
         "address" => ADDRESS.into(),
         "missing_commitment" => "容缺承诺".into(),
         "id_number_search" => "按身份证号查询到此件".into(),
+        "bundle" => "一件事受理编号".into(),
         other => other.into(),
     }
 }

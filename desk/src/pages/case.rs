@@ -342,6 +342,9 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
             div.links {
                 a href=(format!("/case/{}/receipt", c.case_id)) { (text::RECEIPT) }
                 " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
+                @if let Some(proto::event::FieldValue::Text(b)) = c.fields.get("bundle").and_then(|v| v.first()) {
+                    " · " a href=(format!("/bundle/{b}")) { "一件事 " (b) }
+                }
             }
         }
         @if !c.outstanding().is_empty() {

@@ -20,6 +20,8 @@ pub struct Pick {
     q: String,
     #[serde(default)]
     item: String,
+    #[serde(default)]
+    bundle: String,
 }
 
 /// Items this desk's windows take, matching `q` (name or code).
@@ -28,9 +30,17 @@ fn matching<'a>(items: &'a [Item], q: &str) -> Vec<&'a Item> {
     items.iter().filter(|i| q.is_empty() || i.name.contains(q) || i.code.contains(q)).collect()
 }
 
-fn picker(items: &[Item], q: &str) -> Markup {
+fn picker(items: &[Item], bundles: &[proto::catalogue::Bundle], q: &str) -> Markup {
     let shown = matching(items, q);
     html! {
+        @if !bundles.is_empty() && q.trim().is_empty() {
+            h2 { "一件事一次办" }
+            ul.items.bundles { @for b in bundles {
+                li { a href=(format!("/intake?bundle={}", b.code)) { span.code { (b.code) } " " (b.name) }
+                     span.muted { " · " (b.items.len()) " 个事项，一次填表、一套材料" } }
+            } }
+            h2 { "单个事项" }
+        }
         form.filters method="get" action="/intake" {
             input #item-search type="search" name="q" value=(q) placeholder=(text::PICK_ITEM_HINT) autofocus;
             button type="submit" { (text::SEARCH) }
@@ -61,24 +71,68 @@ pub struct Intake {
     phone: String,
     #[serde(default)]
     address: String,
+    /// The 一件事 bundle taken, if the form is a bundle's.
+    #[serde(default)]
+    bundle: String,
     /// Ticked materials (the form sends `material` once per tick, which
     /// is read from the pairs, see [`Checked::pairs`]).
     #[serde(skip)]
     material: Vec<String>,
 }
 
-fn form(staff: &Staff, item: &Item, input: &Intake, errors: &BTreeMap<&str, String>) -> Markup {
+/// What the form is for: one item, or a bundle of several.
+enum Taking<'a> {
+    Item(&'a Item),
+    Bundle(&'a proto::catalogue::Bundle, Vec<&'a Item>),
+}
+
+impl Taking<'_> {
+    /// The materials to tick: the item's, or every item's once.
+    fn materials(&self) -> Vec<proto::catalogue::Material> {
+        match self {
+            Taking::Item(i) => i.materials.clone(),
+            Taking::Bundle(_, items) => {
+                let mut out: Vec<proto::catalogue::Material> = Vec::new();
+                for m in items.iter().flat_map(|i| i.materials.iter()) {
+                    match out.iter_mut().find(|x| x.name == m.name) {
+                        Some(x) => {
+                            x.required |= m.required;
+                            x.may_be_missing &= m.may_be_missing;
+                        }
+                        None => out.push(m.clone()),
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<&str, String>) -> Markup {
     let err = |f: &str| errors.get(f).cloned();
     html! {
         @if let Some(e) = err("") { p.banner.error role="alert" { (e) } }
         form.intake method="post" action="/intake" novalidate {
             (csrf(staff))
-            input type="hidden" name="item" value=(item.code);
-            div.item-head {
-                span.code { (item.code) } " " strong { (item.name) }
-                p.muted { (text::tier(item.decided_by)) "决定 · "
-                    @if item.case_kind == 1 { (text::SAME_DAY) } @else { "承诺 " (item.promised_limit_days) " 个工作日办结" }
-                    " · " a href="/intake" { "换一个事项" } }
+            @match taking {
+                Taking::Item(item) => {
+                    input type="hidden" name="item" value=(item.code);
+                    div.item-head {
+                        span.code { (item.code) } " " strong { (item.name) }
+                        p.muted { (text::tier(item.decided_by)) "决定 · "
+                            @if item.case_kind == 1 { (text::SAME_DAY) } @else { "承诺 " (item.promised_limit_days) " 个工作日办结" }
+                            " · " a href="/intake" { "换一个事项" } }
+                    }
+                }
+                Taking::Bundle(b, items) => {
+                    input type="hidden" name="bundle" value=(b.code);
+                    div.item-head {
+                        span.code { (b.code) } " " strong { (b.name) }
+                        p.muted { "一次受理以下 " (items.len()) " 个事项，各自由办理部门并联办理：" }
+                        ul { @for i in items { li { (i.name) span.muted { " · " (text::tier(i.decided_by)) "决定" } } } }
+                        p { a href="/intake" { "换一个事项" } }
+                    }
+                }
             }
             fieldset {
                 legend { "申请人信息" }
@@ -98,7 +152,7 @@ fn form(staff: &Staff, item: &Item, input: &Intake, errors: &BTreeMap<&str, Stri
             }
             fieldset {
                 legend { (text::MATERIALS) "（勾选已收取的）" }
-                ul.materials { @for m in &item.materials {
+                ul.materials { @for m in &taking.materials() {
                     li { label.check {
                         input type="checkbox" name="material" value=(m.name) checked[input.material.contains(&m.name)];
                         (m.name) " "
@@ -115,26 +169,42 @@ fn form(staff: &Staff, item: &Item, input: &Intake, errors: &BTreeMap<&str, Stri
 
 pub async fn pick(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Pick>) -> Result<Response, DeskError> {
     let items = app.items.clone();
-    if p.item.is_empty() {
-        let body = picker(&items, &p.q);
-        return Ok(page(&app, &staff, text::PICK_ITEM, text::NAV_INTAKE, body).into_response());
-    }
-    let Some(item) = items.iter().find(|i| i.code == p.item) else {
+    let taking = if !p.bundle.is_empty() {
+        app.bundles.iter().find(|b| b.code == p.bundle).map(|b| bundle_taking(&app, b))
+    } else {
+        items.iter().find(|i| i.code == p.item).map(Taking::Item)
+    };
+    let Some(taking) = taking else {
+        if p.item.is_empty() && p.bundle.is_empty() {
+            let body = picker(&items, &app.bundles, &p.q);
+            return Ok(page(&app, &staff, text::PICK_ITEM, text::NAV_INTAKE, body).into_response());
+        }
         return Ok(Redirect::to("/intake").into_response());
     };
-    let body = form(&staff, item, &Intake::default(), &BTreeMap::new());
+    let body = form(&staff, &taking, &Intake::default(), &BTreeMap::new());
     Ok(page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response())
+}
+
+fn bundle_taking<'a>(app: &'a App, b: &'a proto::catalogue::Bundle) -> Taking<'a> {
+    Taking::Bundle(b, b.items.iter().filter_map(|c| app.items.iter().find(|i| &i.code == c)).collect())
 }
 
 pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<Response, DeskError> {
     let (staff, mut input) = (c.staff, c.form);
     input.material = c.pairs.iter().filter(|(k, _)| k == "material").map(|(_, v)| v.clone()).collect();
-    let Some(item) = app.items.iter().find(|i| i.code == input.item).cloned() else {
-        return Err(DeskError::BadRequest(format!("事项编码 {} 不在本窗口可收的事项中。", input.item)));
+    let app2 = app.clone();
+    let taking = if !input.bundle.is_empty() {
+        app2.bundles.iter().find(|b| b.code == input.bundle).map(|b| bundle_taking(&app2, b))
+    } else {
+        app2.items.iter().find(|i| i.code == input.item).map(Taking::Item)
+    };
+    let Some(taking) = taking else {
+        return Err(DeskError::BadRequest(format!("事项编码 {}{} 不在本窗口可收的事项中。", input.item, input.bundle)));
     };
     let mut errors: BTreeMap<&str, String> = BTreeMap::new();
-    // Only the item's own materials can be ticked.
-    if let Some(m) = input.material.iter().find(|m| !item.materials.iter().any(|x| &x.name == *m)) {
+    // Only the item's (or bundle's) own materials can be ticked.
+    let listed = taking.materials();
+    if let Some(m) = input.material.iter().find(|m| !listed.iter().any(|x| &x.name == *m)) {
         errors.insert("", format!("材料“{m}”不属于该事项。"));
     }
     if errors.is_empty() {
@@ -148,8 +218,18 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
             materials: input.material.clone(),
             bundle: None,
         };
-        match app.with(move |l| Ok(l.new_case(&actor, new))).await? {
-            Ok(case) => return Ok(Redirect::to(&format!("/case/{case}/receipt?new=1")).into_response()),
+        let bundle = input.bundle.clone();
+        let made = app
+            .with(move |l| {
+                Ok(if bundle.is_empty() {
+                    l.new_case(&actor, new).map(|c| format!("/case/{c}/receipt?new=1"))
+                } else {
+                    l.new_bundle(&actor, &bundle, new).map(|(id, _)| format!("/bundle/{id}?new=1"))
+                })
+            })
+            .await?;
+        match made {
+            Ok(to) => return Ok(Redirect::to(&to).into_response()),
             Err(e) => {
                 let (field, message) = text::declined(&e);
                 if field.is_none() && e.downcast_ref::<node::Declined>().is_none() {
@@ -159,7 +239,7 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
             }
         }
     }
-    let body = form(&staff, &item, &input, &errors);
+    let body = form(&staff, &taking, &input, &errors);
     let mut res = page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response();
     *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     Ok(res)

@@ -138,3 +138,49 @@ pub async fn notice(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<St
     };
     Ok(sheet(text::NOTICE, &back, body))
 }
+
+/// A 一件事 bundle: its cases and state, printable as one receipt.
+pub async fn bundle(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+    Query(q): Query<Fresh>,
+) -> Result<Html, DeskError> {
+    let me = app.me().clone();
+    let (view, window, first) = app
+        .read(move |l| {
+            let v = node::view::bundle(l, &id)?;
+            let first = match &v {
+                Some(v) => l.case(&v.cases[0].case_id).ok(),
+                None => None,
+            };
+            Ok((v, node_name(l.topology(), &me), first))
+        })
+        .await?;
+    let (Some(v), Some(first)) = (view, first) else { return Err(DeskError::NotFound) };
+    // Shown only where its cases are in this node's scope (load_case checks).
+    load_case(&app, &first.case_id.0).await?;
+    let body = html! {
+        @if q.new.is_some() { p.no-print.banner.ok { "一件事收件成功：已为每个事项各建一件，并联办理。请打印回执交申请人。" } }
+        header.sheet-head { h1 { (text::RECEIPT) } p { (window) } }
+        div.receipt {
+            table.sheet { tbody {
+                tr { th { "一件事" } td { strong { (v.name) } "（" (v.code) "）" } }
+                tr { th { "受理编号" } td { strong { (v.bundle_id) } } }
+                tr { th { (text::APPLICANT) } td { (applicant(&first)) } }
+                @if let Some(idn) = first.fields.get("id_number").and_then(|x| x.first()) { tr { th { (text::ID_NUMBER) } td { (idn.display()) } } }
+                tr { th { "办理进度" } td { @if v.state == "done" { "已全部办结" } @else { "办理中" } } }
+                tr { th { "已收材料" } td { (first.materials.join("、")) } }
+            } }
+            figure.qr { (chart::qr(&v.bundle_id)) figcaption { "凭受理编号查询办理进度" } }
+        }
+        table.cases { thead { tr { th { (text::CASE_ID) } th { (text::ITEM) } th { (text::STATE) } th { (text::HANDLER) } } }
+            tbody { @for c in &v.cases { tr {
+                td { a.no-print-link href=(format!("/case/{}", c.case_id)) { (c.case_id) } }
+                td { (c.item_name) } td { (text::state(proto::workflow::State::parse(c.state).unwrap_or(proto::workflow::State::Received))) }
+                td { (c.handler) }
+            } } } }
+        footer.sign { span { "窗口（盖章）" } span { "日期：" (crate::day(node::wall_clock_ms())) } span { "打印：" (staff.member.name) } }
+    };
+    Ok(sheet("一件事受理回执", "/queue", body))
+}

@@ -323,3 +323,34 @@ fn overdue_cases_carry_a_red_card_and_are_found_by_it() {
     assert!(red.contains(&case), "the red-card filter finds it");
     assert!(!lina.get("/queue?card=yellow").text().contains(&case), "red, not yellow");
 }
+
+/// 一件事一次办 at the desk: one form makes a case per item, and the
+/// bundle's receipt lists them all.
+#[test]
+fn a_bundle_is_taken_with_one_form() {
+    let (_county, data, desk) = village_desk();
+    let (mut clerk, _) = log_in(desk.addr(), "wangfang", PASSWORD);
+    let picker = clerk.get("/intake").text();
+    assert!(picker.contains("新生儿出生一件事"), "the picker offers the bundles");
+    let form = clerk.get("/intake?bundle=B01").text();
+    let csrf = field_value(&form, "csrf").unwrap();
+    let id = id_number(44);
+    let r = clerk.post_form(
+        "/intake",
+        &[
+            ("csrf", &csrf),
+            ("bundle", "B01"),
+            ("applicant", "刘洋"),
+            ("id_number", &id),
+            ("material", "居民身份证"),
+            ("material", "申请表"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let to = r.header("location").unwrap().to_string();
+    assert!(to.starts_with("/bundle/B01-"), "{to}");
+    let receipt = clerk.get(&to).text();
+    assert_eq!(case_count(&data), 4, "one case per item");
+    assert_eq!(receipt.matches("href=\"/case/").count(), 4, "the receipt lists the four cases");
+    assert!(receipt.contains("新生儿出生一件事") && !receipt.contains(&id));
+}
