@@ -234,6 +234,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/receipt", get(pages::print::receipt))
         .route("/bundle/{id}", get(pages::print::bundle))
         .route("/case/{id}/notice", get(pages::print::notice))
+        .route("/case/{id}/licence", get(pages::print::licence))
         .route("/sync", get(pages::sync::show).post(pages::sync::now))
         .route("/sync/status", get(pages::sync::status))
         .route("/ledger", get(pages::ledger::show))

@@ -253,6 +253,10 @@ pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
         Declined::Invalid(msg) if msg.contains("is required and has not been received") => {
             (None, format!("必交材料尚未收取，且不允许容缺：{}", msg.split(' ').next().unwrap_or_default()))
         }
+        Declined::Invalid(msg) if msg.contains("only that node can sign its licence") => {
+            (None, "该办件的结果由其他节点出证，电子证照只能由出证节点签发。".into())
+        }
+        Declined::Invalid(msg) if msg.contains("has no result issued") => (None, "该办件尚未出证。".into()),
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
         Declined::Recovering => (
             None,

@@ -126,6 +126,18 @@ pub enum Common {
     /// Input refused by checks (bad signature, broken chain, not authorised…).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Check an electronic licence (电子证照) offline: its signature, and the
+    /// issuing node's key against what the county enrolled and revoked.
+    /// Exits 0 when valid, non-zero with the reason otherwise.
+    VerifyLicence {
+        #[command(flatten)]
+        data: DataDir,
+        /// The licence file (JSON, as `case licence` writes it, or read from
+        /// a result's QR code).
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Staff accounts of this node's desk (the web interface).
     #[command(subcommand)]
     Staff(StaffCmd),
@@ -387,6 +399,15 @@ pub enum CaseCmd {
         #[command(flatten)]
         staff: Staff,
     },
+    /// 电子证照: write the signed licence of a case whose result this node
+    /// issued (出证).
+    Licence {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Show one case: state, every concurrent field value, conflicts, history.
     Show {
         #[command(flatten)]
@@ -577,6 +598,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
     let d = match cmd {
         Common::Catalogue(CatalogueCmd::List { data, .. } | CatalogueCmd::Bundles { data, .. })
         | Common::Bundle(BundleCmd::Show { data, .. })
+        | Common::VerifyLicence { data, .. }
         | Common::Digest { data, .. }
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
@@ -596,6 +618,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             | CaseCmd::Prereview { data, .. }
             | CaseCmd::Rate { data, .. }
             | CaseCmd::Show { data, .. }
+            | CaseCmd::Licence { data, .. }
             | CaseCmd::List { data, .. }
             | CaseCmd::Find { data, .. } => data,
             CaseCmd::Forward(a)
@@ -763,6 +786,32 @@ fn run_common(cmd: Common) -> Result<()> {
             }
         }
         Common::Staff(cmd) => staff_command(cmd)?,
+        Common::VerifyLicence { data, file, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let licence: proto::licence::Licence =
+                serde_json::from_slice(&text).context("the file is not a licence of this county's format")?;
+            match ledger.verify_licence(&licence)? {
+                Ok(()) => {
+                    if json {
+                        print_json(
+                            &json!({"valid": true, "case": licence.terms.case, "issuer": licence.terms.issuer}),
+                        )?;
+                    } else {
+                        say!(
+                            "valid: {} {} for {} ({}), issued by {} on {}",
+                            clean(licence.terms.case.as_str()),
+                            clean(&licence.terms.result),
+                            clean(&licence.terms.holder),
+                            clean(&licence.terms.holder_id),
+                            licence.terms.issuer,
+                            licence.terms.issued
+                        );
+                    }
+                }
+                Err(e) => bail!("NOT valid: {e}"),
+            }
+        }
         Common::Catalogue(CatalogueCmd::Bundles { data, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
             let bundles = &ledger.catalogue().bundles;
@@ -938,6 +987,13 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
             if level >= proto::fold::POOR_RATING {
                 say!("a follow-up (整改回访) is open for it: followup list shows it, followup close ends it");
             }
+        }
+        CaseCmd::Licence { data, case, out } => {
+            let ledger = Ledger::open(&data.data)?;
+            let licence = ledger.licence(&CaseId(case.clone()))?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&licence)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            say!("licence of {} written to {} (verify-licence checks it offline)", clean(&case), out.display());
         }
         CaseCmd::Show { data, case, json } => {
             let ledger = Ledger::open_read(&data.data)?;

@@ -684,6 +684,76 @@ impl Ledger {
         self.append(actor, Target::Case(case.clone()), body)
     }
 
+    /// 电子证照: the signed licence of an issued case, made by the node that
+    /// issued it (only it holds the key that signs).
+    pub fn licence(&self, case: &CaseId) -> Result<proto::licence::Licence> {
+        use proto::fold::Happened;
+        let st = self.case(case)?;
+        let issued = st
+            .history
+            .iter()
+            .find(|h| !h.superseded && matches!(&h.happened, Happened::Step { step: Step::Issue, .. }))
+            .ok_or_else(|| Declined::Invalid(format!("case {case} has no result issued (出证) yet")))?;
+        if issued.event.origin.node() != *self.me() {
+            return Err(Declined::Invalid(format!(
+                "case {case}'s result was issued by {}; only that node can sign its licence",
+                issued.event.origin.node()
+            ))
+            .into());
+        }
+        let event = store::case_events(self.store.conn(), case)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .find(|e| e.id == issued.event)
+            .context("the 出证 event is missing from the store")?;
+        let version = st.create.as_ref().map(|c| c.catalogue_version);
+        let result = self
+            .catalogue()
+            .item(st.item())
+            .filter(|_| version == Some(self.catalogue().version))
+            .map(|i| i.result.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "办理结果".into());
+        let name = match st.fields.get("applicant").and_then(|v| v.first()) {
+            Some(FieldValue::Text(t)) => proto::personal::mask(t, 1, 0),
+            _ => String::new(),
+        };
+        let terms = proto::licence::Terms {
+            case: case.clone(),
+            item: st.item().to_string(),
+            item_name: st.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default(),
+            holder: name,
+            holder_id: st
+                .fields
+                .get("id_number")
+                .and_then(|v| v.first())
+                .map(|v| v.display().to_string())
+                .unwrap_or_default(),
+            result,
+            issuer: self.me().clone(),
+            issued: proto::calendar::Day::of_ms(event.hlc.wall_ms),
+            valid_until: None,
+            event: event.id.clone(),
+            lane: event.lane.clone(),
+            pos: event.pos,
+        };
+        Ok(terms.sign(&self.secrets()?.signing_key()?))
+    }
+
+    /// Checks a licence offline against the keys the county enrolled and
+    /// revoked, as this node holds them.
+    pub fn verify_licence(
+        &self,
+        licence: &proto::licence::Licence,
+    ) -> Result<Result<(), proto::licence::LicenceError>> {
+        let status = match licence.key() {
+            Some(key) => store::key_status(self.store.conn(), &licence.terms.issuer, &key)?,
+            None => proto::sync::KeyStatus::Unknown,
+        };
+        let county = self.topology.verifying_key(&self.topology.county().id);
+        Ok(licence.verify(&status, county.as_ref(), proto::calendar::Day::of_ms(crate::wall_clock_ms())))
+    }
+
     /// Closes the open follow-up (整改回访) of a case's poor rating.
     pub fn close_followup(&mut self, actor: &str, case: &CaseId, response: &str, callback: &str) -> Result<Event> {
         let st = self.case(case)?;

@@ -48,6 +48,8 @@ pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event conten
 pub const CASE_DIGEST: Tag = Tag { kind: 0x44, version: 1, what: "case digest" };
 /// A segment carried in an enrolment bundle.
 pub const SEGMENT: Tag = Tag { kind: 0x47, version: 1, what: "segment" };
+/// The signed part of an electronic licence (电子证照).
+pub const LICENCE: Tag = Tag { kind: 0x4c, version: 1, what: "licence" };
 
 /// Encodes a value behind its tag.
 pub fn encode_tagged<T: Serialize>(tag: Tag, value: &T) -> Vec<u8> {

@@ -14,6 +14,7 @@ pub mod event;
 pub mod fold;
 pub mod hlc;
 pub mod ids;
+pub mod licence;
 pub mod limits;
 pub mod personal;
 pub mod sync;

@@ -342,6 +342,10 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
             div.links {
                 a href=(format!("/case/{}/receipt", c.case_id)) { (text::RECEIPT) }
                 " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
+                @if c.history.iter().any(|h| !h.superseded && h.event.origin.node() == *app.me()
+                    && matches!(&h.happened, proto::fold::Happened::Step { step: Step::Issue, .. })) {
+                    " · " a href=(format!("/case/{}/licence", c.case_id)) { "电子证照" }
+                }
                 @if let Some(proto::event::FieldValue::Text(b)) = c.fields.get("bundle").and_then(|v| v.first()) {
                     " · " a href=(format!("/bundle/{b}")) { "一件事 " (b) }
                 }

@@ -184,3 +184,36 @@ pub async fn bundle(
     };
     Ok(sheet("一件事受理回执", "/queue", body))
 }
+
+/// 电子证照: the licence of a case this node issued, printable with a QR
+/// code of the signed document (any window checks it offline).
+pub async fn licence(State(app): State<Arc<App>>, _staff: Staff, Path(id): Path<String>) -> Result<Html, DeskError> {
+    let c = load_case(&app, &id).await?;
+    let case = c.case_id.clone();
+    let (made, issuer) = app.read(move |l| Ok((l.licence(&case), node_name(l.topology(), l.me())))).await?;
+    let licence = match made {
+        Ok(l) => l,
+        Err(e) => return Err(DeskError::BadRequest(text::declined(&e).1)),
+    };
+    let signed = serde_json::to_string(&licence).map_err(|e| DeskError::Internal(e.into()))?;
+    let t = &licence.terms;
+    let back = format!("/case/{}", c.case_id);
+    let body = html! {
+        header.sheet-head { h1 { "电子证照" } p { (t.result) } }
+        div.receipt {
+            table.sheet { tbody {
+                tr { th { "证照名称" } td { strong { (t.result) } } }
+                tr { th { (text::ITEM) } td { (t.item_name) "（" (t.item) "）" } }
+                tr { th { "持证人" } td { (t.holder) } }
+                tr { th { (text::ID_NUMBER) } td { (t.holder_id) } }
+                tr { th { (text::CASE_ID) } td { (t.case) } }
+                tr { th { "签发节点" } td { (issuer) " (" (t.issuer) ")" } }
+                tr { th { "签发日期" } td { (t.issued) } }
+                tr { th { "有效期" } td { @match t.valid_until { Some(d) => (d), None => "长期" } } }
+            } }
+            figure.qr { (chart::qr(&signed)) figcaption { "扫码离线核验（verify-licence）" } }
+        }
+        p.small { "本证照由签发节点以县政务服务中心登记的密钥签名；任何窗口可离线核验，被篡改或由已吊销密钥签发的证照核验不通过。" }
+    };
+    Ok(sheet("电子证照", &back, body))
+}

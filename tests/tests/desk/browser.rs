@@ -167,10 +167,19 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     assert!(followups.contains(&case) && followups.contains("待回访"), "{followups}");
     shot(&b, "10b-township-followups")?;
 
+    // 出证: the township issues the result and its signed electronic licence.
+    b.goto(&format!("{township}/case/{case}"))?;
+    click_step(&b, "issue")?;
+    b.goto(&format!("{township}/case/{case}/licence"))?;
+    let licence = body_text(&b)?;
+    assert!(licence.contains("电子证照") && licence.contains(&case) && !licence.contains(&good), "{licence}");
+    assert_eq!(b.find_all("figure.qr svg")?.len(), 1, "a QR code of the signed licence");
+    shot(&b, "10c-township-licence")?;
+
     // The county ledger shows it with the decision (the township syncs up
     // every second), filtered by township and state.
     log_in(&b, county, "admin")?;
-    let filtered = format!("{county}/ledger?township={TOWNSHIP}&state=approved");
+    let filtered = format!("{county}/ledger?township={TOWNSHIP}&state=issued");
     wait_for(&b, "the case at the county", |b| {
         b.goto(&filtered)?;
         Ok(body_text(b)?.contains(&case))
@@ -178,14 +187,18 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     let rows = b.find_all("table.cases tbody tr")?.len();
     assert_eq!(rows, 1, "the filter keeps the one approved case");
     shot(&b, "11-county-ledger")?;
-    b.goto(&format!("{county}/ledger?state=closed"))?;
+    b.goto(&format!("{county}/ledger?state=withdrawn"))?;
     assert!(!body_text(&b)?.contains(&case), "a filter that does not match leaves it out");
 
     // CSV export of the filtered set, fetched with the page's own session.
     b.goto(&filtered)?;
-    let csv = b.execute("return fetch('/ledger.csv?township=511421101&state=approved').then(r => r.text());", &[])?;
-    let csv = csv.as_str().context("CSV text")?;
-    assert!(csv.contains(&case) && csv.contains("准予") && csv.contains("张三"), "{csv}");
+    let fetch_csv = |b: &Browser| -> Result<String> {
+        let csv = b.execute("return fetch('/ledger.csv?township=511421101&state=issued').then(r => r.text());", &[])?;
+        Ok(csv.as_str().context("CSV text")?.to_string())
+    };
+    wait_for(&b, "the export to hold the case", |b| Ok(fetch_csv(b)?.contains(&case)))?;
+    let csv = fetch_csv(&b)?;
+    assert!(csv.contains(&case) && csv.contains("已出证") && csv.contains("张三"), "{csv}");
     assert_eq!(csv.lines().count(), 2, "a header and the one case");
 
     for (path, name) in

@@ -321,3 +321,62 @@ fn a_bundle_decided_at_two_tiers_in_parallel_is_done_once() {
     assert_eq!(done["cases"].as_array().unwrap().len(), 4);
     assert_eq!(show("county-hub", &h)["state"], "done", "the county sees the same bundle");
 }
+
+/// 电子证照: the issuing node signs a licence any window checks offline; an
+/// altered one fails, and so does one signed after the county revoked the
+/// issuing node's key (the one signed before still holds).
+#[test]
+fn a_licence_verifies_offline_and_a_tampered_or_revoked_one_does_not() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let v = county.enrol("511421101001", "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let (v, t, h) = (s(&v).to_string(), s(&t).to_string(), s(&county.hub()).to_string());
+    let sync = |program: &str, data: &str| {
+        system_tests::ok(program, &["sync", "--data", data, "--peer", &hub.addr]);
+    };
+    let run = |program: &str, args: &[&str]| system_tests::ok(program, args);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    let township_case = |serial: u32| -> String {
+        let id = id_number(serial);
+        let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
+        let case = system_tests::ok_json("township-node", &[&args[..], &["--as", "李娜", "--json"]].concat())
+            ["case_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for step in ["accept", "approve", "issue"] {
+            run("township-node", &["case", step, "--data", &t, &case, "--as", "李娜"]);
+        }
+        case
+    };
+    let first = township_case(1);
+    let err = system_tests::fails("village-node", &["case", "licence", "--data", &v, &first, "--out", &file("x.json")]);
+    assert!(!err.is_empty());
+    run("township-node", &["case", "licence", "--data", &t, &first, "--out", &file("good.json")]);
+    sync("township-node", &t);
+    sync("village-node", &v);
+    let ok = system_tests::ok("village-node", &["verify-licence", "--data", &v, &file("good.json")]);
+    assert!(ok.starts_with("valid") && ok.contains("周*"), "{ok}");
+
+    // Altered: the holder changed.
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(file("good.json")).unwrap()).unwrap();
+    doc["holder"] = serde_json::json!("李*");
+    std::fs::write(file("forged.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let err = system_tests::fails("village-node", &["verify-licence", "--data", &v, &file("forged.json")]);
+    assert!(err.contains("NOT valid") && err.contains("signature"), "{err}");
+
+    // The township's laptop is lost: the county revokes its key. What the
+    // stolen laptop signs afterwards fails; the earlier licence still holds.
+    run("county-hub", &["revoke", "--data", &h, "--node", TOWNSHIP, "--reason", "笔记本丢失", "--as", "陈静"]);
+    sync("village-node", &v);
+    let later = township_case(2);
+    run("township-node", &["case", "licence", "--data", &t, &later, "--out", &file("after.json")]);
+    let err = system_tests::fails("village-node", &["verify-licence", "--data", &v, &file("after.json")]);
+    assert!(err.contains("revoked"), "{err}");
+    let still = system_tests::ok("village-node", &["verify-licence", "--data", &v, &file("good.json")]);
+    assert!(still.starts_with("valid"), "{still}");
+}
