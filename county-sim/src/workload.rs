@@ -60,6 +60,7 @@ pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Resu
                 phone: Some(phone),
                 address: None,
                 bundle: None,
+                agent: None,
                 materials: vec!["居民身份证".into()],
             },
         )?;

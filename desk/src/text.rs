@@ -171,6 +171,8 @@ pub fn field(name: &str) -> String {
         "missing_commitment" => "容缺承诺".into(),
         "id_number_search" => "按身份证号查询到此件".into(),
         "bundle" => "一件事受理编号".into(),
+        "agent" => "代办员".into(),
+        "agent_authorisation" => "申请人委托".into(),
         other => other.into(),
     }
 }
@@ -257,6 +259,9 @@ pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
             (None, "该办件的结果由其他节点出证，电子证照只能由出证节点签发。".into())
         }
         Declined::Invalid(msg) if msg.contains("has no result issued") => (None, "该办件尚未出证。".into()),
+        Declined::Invalid(msg) if msg.contains("--authorisation") => {
+            (Some("agent"), "代办员代为申请，须填写申请人的委托情况。".into())
+        }
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
         Declined::Recovering => (
             None,

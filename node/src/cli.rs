@@ -126,6 +126,24 @@ pub enum Common {
     /// Input refused by checks (bad signature, broken chain, not authorised…).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Statistics for the county's assessment of each window: received,
+    /// accepted, done, on-time rate, average working days to decide, 容缺
+    /// cases and their outcome, satisfaction and open follow-ups.
+    Stats {
+        #[command(flatten)]
+        data: DataDir,
+        /// Cases taken on or after this day (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Cases taken on or before this day.
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// Group by township, village (the window that took the case) or item.
+        #[arg(long, value_name = "BY", default_value = "township", value_parser = ["township", "village", "item"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check an electronic licence (电子证照) offline: its signature, and the
     /// issuing node's key against what the county enrolled and revoked.
     /// Exits 0 when valid, non-zero with the reason otherwise.
@@ -300,6 +318,12 @@ pub enum CaseCmd {
         /// A material received (repeat for several).
         #[arg(long, value_name = "NAME")]
         material: Vec<String>,
+        /// 帮代办: the village agent (代办员) filing for the applicant.
+        #[arg(long, value_name = "NAME", requires = "authorisation")]
+        agent: Option<String>,
+        /// The applicant's authorisation of the agent (委托), e.g. 委托书编号.
+        #[arg(long, value_name = "TEXT", requires = "agent")]
+        authorisation: Option<String>,
         #[command(flatten)]
         staff: Staff,
         #[arg(long)]
@@ -430,6 +454,9 @@ pub enum CaseCmd {
         /// ones included).
         #[arg(long, value_name = "N")]
         due_within: Option<u32>,
+        /// 帮代办: only cases filed by this agent.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -599,6 +626,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         Common::Catalogue(CatalogueCmd::List { data, .. } | CatalogueCmd::Bundles { data, .. })
         | Common::Bundle(BundleCmd::Show { data, .. })
         | Common::VerifyLicence { data, .. }
+        | Common::Stats { data, .. }
         | Common::Digest { data, .. }
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
@@ -786,6 +814,70 @@ fn run_common(cmd: Common) -> Result<()> {
             }
         }
         Common::Staff(cmd) => staff_command(cmd)?,
+        Common::Stats { data, from, to, by, json } => {
+            let day = |s: &Option<String>, what: &str| -> Result<Option<proto::calendar::Day>> {
+                s.as_deref()
+                    .map(|d| {
+                        proto::calendar::Day::parse(d)
+                            .with_context(|| format!("--{what} {d:?} is not a date (YYYY-MM-DD)"))
+                    })
+                    .transpose()
+            };
+            let (from_day, to_day) = (day(&from, "from")?, day(&to, "to")?);
+            if let (Some(a), Some(b)) = (from_day, to_day) {
+                if b < a {
+                    bail!("--to {b} is before --from {a}");
+                }
+            }
+            let ledger = Ledger::open_read(&data.data)?;
+            let rows = crate::query::stats(
+                ledger.store().conn(),
+                from_day.map(|d| d.start_ms().max(0) as u64),
+                to_day.map(|d| d.next().start_ms().max(0) as u64),
+            )?;
+            let topo = ledger.topology();
+            let groups = crate::query::group_stats(&rows, |home, item| match by.as_str() {
+                "item" => item.to_string(),
+                "village" => home.0.clone(),
+                _ => topo.ancestor_at(home, Tier::Township).map(|t| t.id.0.clone()).unwrap_or_else(|| home.0.clone()),
+            });
+            let total = crate::query::group_stats(&rows, |_, _| "total".into()).remove("total").unwrap_or_default();
+            if json {
+                let rows: Vec<Value> = groups
+                    .iter()
+                    .map(|(k, c)| {
+                        let mut v = serde_json::to_value(c).unwrap_or_default();
+                        v[by.as_str()] = json!(k);
+                        v
+                    })
+                    .collect();
+                print_json(&json!({"from": from, "to": to, "by": by, "total": total, "rows": rows}))?;
+            } else {
+                say!(
+                    "{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    by,
+                    "received",
+                    "accepted",
+                    "done",
+                    "on time",
+                    "avg days",
+                    "satisf."
+                );
+                for (k, c) in groups.iter().chain(std::iter::once((&"total".to_string(), &total))) {
+                    let pct = |v: Option<f64>| v.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "-".into());
+                    say!(
+                        "{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        clean(k),
+                        c.received,
+                        c.accepted,
+                        c.done,
+                        pct(c.on_time_rate),
+                        c.avg_working_days.map(|d| format!("{d:.1}")).unwrap_or_else(|| "-".into()),
+                        pct(c.satisfaction_rate)
+                    );
+                }
+            }
+        }
         Common::VerifyLicence { data, file, json } => {
             let ledger = Ledger::open_read(&data.data)?;
             let text = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -901,7 +993,19 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
     };
     let forward = || Step::Forward { to: NodeId::new("") };
     match cmd {
-        CaseCmd::New { data, item: None, bundle: Some(code), applicant, id_number, phone, material, staff, json } => {
+        CaseCmd::New {
+            data,
+            item: None,
+            bundle: Some(code),
+            applicant,
+            id_number,
+            phone,
+            material,
+            agent,
+            authorisation,
+            staff,
+            json,
+        } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
             let input = NewCase {
@@ -912,6 +1016,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                 address: None,
                 materials: material,
                 bundle: None,
+                agent: agent.zip(authorisation),
             };
             let (bundle_id, cases) = ledger.new_bundle(&who, &code, input)?;
             if json {
@@ -920,13 +1025,16 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                 say!("bundle {bundle_id}: {}", cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" "));
             }
         }
-        CaseCmd::New { data, item, applicant, id_number, phone, material, staff, json, .. } => {
+        CaseCmd::New {
+            data, item, applicant, id_number, phone, material, agent, authorisation, staff, json, ..
+        } => {
             let item = item.context("say --item CODE or --bundle CODE")?;
+            let agent = agent.zip(authorisation);
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
             let case = ledger.new_case(
                 &who,
-                NewCase { item, applicant, id_number, phone, address: None, materials: material, bundle: None },
+                NewCase { item, applicant, id_number, phone, address: None, materials: material, bundle: None, agent },
             )?;
             if json {
                 print_json(&json!({ "case_id": case }))?;
@@ -1022,7 +1130,7 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                 }
             }
         }
-        CaseCmd::List { data, state, overdue, due_within, json } => {
+        CaseCmd::List { data, state, overdue, due_within, agent, json } => {
             let ledger = Ledger::open_read(&data.data)?;
             let state = match state {
                 None => None,
@@ -1032,8 +1140,9 @@ fn run_case(cmd: CaseCmd) -> Result<()> {
                 })?),
             };
             let today = today();
-            let cases = if overdue || due_within.is_some() {
-                let mut q = crate::query::CaseQuery { states: state.into_iter().collect(), ..Default::default() };
+            let cases = if overdue || due_within.is_some() || agent.is_some() {
+                let mut q =
+                    crate::query::CaseQuery { states: state.into_iter().collect(), agent, ..Default::default() };
                 if overdue {
                     q.due_before = Some(today);
                 } else if let Some(n) = due_within {

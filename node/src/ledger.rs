@@ -64,6 +64,9 @@ pub struct NewCase {
     pub materials: Vec<String>,
     /// The 一件事 bundle this case was taken in, if any.
     pub bundle: Option<String>,
+    /// 帮代办: the agent (代办员) filing for the applicant, and the
+    /// applicant's authorisation (委托), both recorded on the case.
+    pub agent: Option<(String, String)>,
 }
 
 /// A node's ledger, opened on a data directory.
@@ -461,6 +464,18 @@ impl Ledger {
         }
         if let Some(bundle) = &input.bundle {
             fields.push(("bundle".into(), FieldValue::Text(bundle.clone())));
+        }
+        if let Some((agent, authorisation)) = &input.agent {
+            if agent.trim().is_empty() || authorisation.trim().is_empty() {
+                return Err(Declined::Invalid(
+                    "an agent (--agent) files only with the applicant's authorisation noted (--authorisation)".into(),
+                )
+                .into());
+            }
+            limits::check_value_text("agent", agent.trim()).map_err(Declined::from)?;
+            limits::check_value_text("agent_authorisation", authorisation.trim()).map_err(Declined::from)?;
+            fields.push(("agent".into(), FieldValue::Text(agent.trim().to_string())));
+            fields.push(("agent_authorisation".into(), FieldValue::Text(authorisation.trim().to_string())));
         }
         let create = Create {
             item: item.code.clone(),

@@ -34,6 +34,8 @@ pub struct CaseQuery {
     pub homes: Option<Vec<NodeId>>,
     /// Cases held by this node now.
     pub handler: Option<NodeId>,
+    /// 帮代办: cases filed by this agent.
+    pub agent: Option<String>,
     pub item: Option<String>,
     /// Any of these states.
     pub states: Vec<State>,
@@ -86,6 +88,10 @@ impl CaseQuery {
         if let Some(h) = &self.handler {
             clauses.push("handler = ?".into());
             args.push(Box::new(h.0.clone()));
+        }
+        if let Some(agent) = &self.agent {
+            clauses.push("agent = ?".into());
+            args.push(Box::new(agent.clone()));
         }
         if let Some(item) = &self.item {
             clauses.push("item = ?".into());
@@ -305,4 +311,101 @@ pub fn bundle_cases(conn: &Connection, bundle: &str) -> Result<Vec<CaseState>> {
         out.push(codec::decode::<CaseState>("case", &row?)?);
     }
     Ok(out)
+}
+
+/// What the statistics count for one group of cases (县对窗口的考核).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Counts {
+    pub received: u64,
+    pub accepted: u64,
+    /// Decided or ended.
+    pub done: u64,
+    pub on_time: u64,
+    pub late: u64,
+    /// On time over finished cases with a limit, in per cent.
+    pub on_time_rate: Option<f64>,
+    /// Average working days from acceptance to decision.
+    pub avg_working_days: Option<f64>,
+    /// 容缺受理 cases, and how many of them were ended (终止).
+    pub tolerated: u64,
+    pub tolerated_terminated: u64,
+    pub rated: u64,
+    /// Rated 1–3 (满意 and better) over all rated, in per cent.
+    pub satisfaction_rate: Option<f64>,
+    pub open_followups: u64,
+    #[serde(skip)]
+    days_sum: u64,
+    #[serde(skip)]
+    satisfied: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.received += o.received;
+        self.accepted += o.accepted;
+        self.done += o.done;
+        self.on_time += o.on_time;
+        self.late += o.late;
+        self.tolerated += o.tolerated;
+        self.tolerated_terminated += o.tolerated_terminated;
+        self.rated += o.rated;
+        self.open_followups += o.open_followups;
+        self.days_sum += o.days_sum;
+        self.satisfied += o.satisfied;
+    }
+
+    fn finish(&mut self) {
+        let pct = |a: u64, b: u64| (b > 0).then(|| (1000.0 * a as f64 / b as f64).round() / 10.0);
+        self.on_time_rate = pct(self.on_time, self.on_time + self.late);
+        self.avg_working_days = (self.on_time + self.late > 0)
+            .then(|| (10.0 * self.days_sum as f64 / (self.on_time + self.late) as f64).round() / 10.0);
+        self.satisfaction_rate = pct(self.satisfied, self.rated);
+    }
+}
+
+/// Statistics of the cases taken in `[from, to)` (ms; all when `None`),
+/// per (home, item): each row a home node, an item and its counts.
+pub fn stats(conn: &Connection, from: Option<u64>, to: Option<u64>) -> Result<Vec<(NodeId, String, Counts)>> {
+    let mut stmt = conn.prepare(
+        "SELECT home, item, COUNT(*), SUM(accepted_wall > 0 OR finished_day IS NOT NULL), SUM(finished_day IS NOT NULL),
+                SUM(on_time = 1), SUM(on_time = 0), COALESCE(SUM(days_used), 0), SUM(tolerated),
+                SUM(tolerated = 1 AND state = 'terminated'), SUM(rating > 0), SUM(rating BETWEEN 1 AND 3),
+                SUM(open_followups)
+         FROM cases WHERE created_wall >= ?1 AND created_wall < ?2 GROUP BY home, item",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![from.unwrap_or(0) as i64, to.map_or(i64::MAX, |t| t as i64)], |r| {
+        Ok((
+            NodeId(r.get(0)?),
+            r.get::<_, String>(1)?,
+            Counts {
+                received: r.get(2)?,
+                accepted: r.get(3)?,
+                done: r.get(4)?,
+                on_time: r.get(5)?,
+                late: r.get(6)?,
+                days_sum: r.get(7)?,
+                tolerated: r.get(8)?,
+                tolerated_terminated: r.get(9)?,
+                rated: r.get(10)?,
+                satisfied: r.get(11)?,
+                open_followups: r.get(12)?,
+                ..Default::default()
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Adds up statistics rows by a key (a village, its township, an item, or
+/// one total), each group's rates computed.
+pub fn group_stats(
+    rows: &[(NodeId, String, Counts)],
+    key: impl Fn(&NodeId, &str) -> String,
+) -> std::collections::BTreeMap<String, Counts> {
+    let mut out: std::collections::BTreeMap<String, Counts> = Default::default();
+    for (home, item, c) in rows {
+        out.entry(key(home, item)).or_default().add(c);
+    }
+    out.values_mut().for_each(Counts::finish);
+    out
 }

@@ -109,10 +109,17 @@ const MIGRATIONS: &[&str] = &[
     // 10: the 一件事 bundle a case was taken in (derived from its field).
     "ALTER TABLE cases ADD COLUMN bundle TEXT;
      CREATE INDEX cases_bundle ON cases(bundle) WHERE bundle IS NOT NULL;",
+    // 11: 帮代办 agents and what the statistics count (derived).
+    "ALTER TABLE cases ADD COLUMN agent TEXT;
+     ALTER TABLE cases ADD COLUMN accepted_wall INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE cases ADD COLUMN days_used INTEGER;
+     ALTER TABLE cases ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX cases_agent ON cases(agent) WHERE agent IS NOT NULL;
+     CREATE INDEX cases_created ON cases(created_wall);",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
-pub const CASE_ROWS_VERSION: u32 = 5;
+pub const CASE_ROWS_VERSION: u32 = 6;
 
 /// The working-day calendar shipped with the program, used until the
 /// county's own (from the enrolment bundle) is stored.
@@ -776,17 +783,24 @@ pub fn seals(conn: &Connection) -> Result<Vec<Seal>> {
 /// Writes a case's derived row and its personal-data index entries.
 pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     let folded = codec::encode(st);
-    let deadlines = proto::calendar::deadlines(st, &*calendar(conn)?);
+    let cal = calendar(conn)?;
+    let deadlines = proto::calendar::deadlines(st, &cal);
+    // Working days a finished case took (its runs are all closed, so the
+    // day given does not count).
+    let days_used =
+        deadlines.and_then(|d| d.finished).and_then(|f| proto::calendar::timing(st, &cal, f)).map(|t| t.used);
     conn.prepare_cached(
         "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating,
-                            due_day, yellow_day, finished_day, on_time, open_followups, bundle)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                            due_day, yellow_day, finished_day, on_time, open_followups, bundle,
+                            agent, accepted_wall, days_used, tolerated)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
             folded = excluded.folded, applicant = excluded.applicant, created_wall = excluded.created_wall,
             rating = excluded.rating, due_day = excluded.due_day, yellow_day = excluded.yellow_day,
             finished_day = excluded.finished_day, on_time = excluded.on_time,
-            open_followups = excluded.open_followups, bundle = excluded.bundle",
+            open_followups = excluded.open_followups, bundle = excluded.bundle, agent = excluded.agent,
+            accepted_wall = excluded.accepted_wall, days_used = excluded.days_used, tolerated = excluded.tolerated",
     )?
     .execute(params![
         st.case_id.0,
@@ -805,10 +819,11 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         deadlines.and_then(|d| d.finished).map(|d| d.0),
         deadlines.and_then(|d| d.on_time),
         st.followups.iter().filter(|f| f.closed.is_none()).count() as i64,
-        match st.fields.get("bundle").and_then(|v| v.first()) {
-            Some(proto::event::FieldValue::Text(b)) => Some(b.as_str()),
-            _ => None,
-        }
+        text_field(st, "bundle"),
+        text_field(st, "agent"),
+        st.accepted.map(|h| h.wall_ms).unwrap_or(0),
+        days_used,
+        st.tolerated.is_some()
     ])?;
     for values in st.fields.values() {
         for v in values {
@@ -821,6 +836,14 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A plain-text field's first value.
+fn text_field<'a>(st: &'a CaseState, name: &str) -> Option<&'a str> {
+    match st.fields.get(name).and_then(|v| v.first()) {
+        Some(proto::event::FieldValue::Text(t)) => Some(t.as_str()),
+        _ => None,
+    }
 }
 
 /// The applicant's name as lists search it (the first value when several

@@ -41,7 +41,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
     }
     let days = p.days.unwrap_or(7).clamp(1, 365);
     let me = app.me().clone();
-    let (by_township, ratings, silent, cards, (on_time, late)) = app
+    let (by_township, ratings, silent, cards, (on_time, late), stats) = app
         .read(move |l| {
             let topo = l.topology();
             let conn = l.store().conn();
@@ -72,7 +72,12 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                 let slot = if card == proto::calendar::Warning::Red { 0 } else { 1 };
                 cards.entry(super::node_name(topo, &township)).or_default()[slot] += n;
             }
-            Ok((rows, ratings, silent, cards, node::query::on_time_counts(conn)?))
+            let stats_rows = node::query::stats(conn, None, None)?;
+            let stats = node::query::group_stats(&stats_rows, |home, _| {
+                let t = topo.ancestor_at(home, Tier::Township).map(|t| t.id.clone()).unwrap_or_else(|| home.clone());
+                short(&super::node_name(topo, &t))
+            });
+            Ok((rows, ratings, silent, cards, node::query::on_time_counts(conn)?, stats))
         })
         .await?;
     let totals: [u64; 3] = by_township.iter().fold([0; 3], |mut acc, (_, g)| {
@@ -102,6 +107,19 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                     td { @if *red > 0 { span.badge.red { (red) } } @else { "0" } }
                     td { @if *yellow > 0 { span.badge.yellow { (yellow) } } @else { "0" } } } } } }
             p { a href="/ledger?card=red" { "查看全部红牌办件" } " · " a href="/ledger?card=yellow" { "黄牌办件" } }
+        }
+        h2 { "各乡镇考核指标" }
+        table.cases {
+            thead { tr { th { "乡镇" } th { "收件" } th { "受理" } th { "办结" } th { "按期办结率" } th { "平均用时（工作日）" }
+                th { "容缺受理（终止）" } th { "满意率" } th { "待回访" } } }
+            tbody { @for (t, c) in &stats { tr {
+                td { (t) } td { (c.received) } td { (c.accepted) } td { (c.done) }
+                td { @match c.on_time_rate { Some(r) => (format!("{r:.1}%")), None => "—" } }
+                td { @match c.avg_working_days { Some(d) => (format!("{d:.1}")), None => "—" } }
+                td { (c.tolerated) "（" (c.tolerated_terminated) "）" }
+                td { @match c.satisfaction_rate { Some(r) => (format!("{r:.1}%")), None => "—" } }
+                td { (c.open_followups) }
+            } } }
         }
         h2 { "各乡镇办件" }
         (chart::stacked(&by_township, &GROUPS))

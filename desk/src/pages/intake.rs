@@ -74,6 +74,11 @@ pub struct Intake {
     /// The 一件事 bundle taken, if the form is a bundle's.
     #[serde(default)]
     bundle: String,
+    /// 帮代办: the agent filing for the applicant, and the authorisation.
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    authorisation: String,
     /// Ticked materials (the form sends `material` once per tick, which
     /// is read from the pairs, see [`Checked::pairs`]).
     #[serde(skip)]
@@ -151,6 +156,13 @@ fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<&str, 
                     @if let Some(e) = err("address") { span.field-error { (e) } } }
             }
             fieldset {
+                legend { "帮代办（由代办员代为申请时填写）" }
+                label { "代办员" input name="agent" value=(input.agent) maxlength="64"; }
+                label class=[err("agent").map(|_| "invalid")] { "申请人委托情况（如委托书编号）"
+                    input name="authorisation" value=(input.authorisation) maxlength="200";
+                    @if let Some(e) = err("agent") { span.field-error { (e) } } }
+            }
+            fieldset {
                 legend { (text::MATERIALS) "（勾选已收取的）" }
                 ul.materials { @for m in &taking.materials() {
                     li { label.check {
@@ -217,6 +229,8 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
             address: Some(input.address.trim().to_string()).filter(|a| !a.is_empty()),
             materials: input.material.clone(),
             bundle: None,
+            agent: Some((input.agent.trim().to_string(), input.authorisation.trim().to_string()))
+                .filter(|(a, _)| !a.is_empty()),
         };
         let bundle = input.bundle.clone();
         let made = app

@@ -37,6 +37,9 @@ pub struct Filters {
     to: String,
     #[serde(default)]
     q: String,
+    /// 帮代办: cases filed by this agent.
+    #[serde(default)]
+    agent: String,
     #[serde(default)]
     after: String,
 }
@@ -54,6 +57,7 @@ impl Filters {
             ("from", &self.from),
             ("to", &self.to),
             ("q", &self.q),
+            ("agent", &self.agent),
         ] {
             if !v.trim().is_empty() {
                 p.push((k, v.trim().to_string()));
@@ -87,6 +91,9 @@ impl Filters {
         }
         q.flagged = self.flagged.is_some();
         q.card = super::queue::card(&self.card);
+        if !self.agent.trim().is_empty() {
+            q.agent = Some(self.agent.trim().to_string());
+        }
         q.created_from = crate::parse_day(&self.from);
         q.created_to = crate::parse_day(&self.to).map(|d| d + 86_400_000);
         super::queue::search(ledger, login, &self.q, &mut q)?;
@@ -146,6 +153,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(f): Query<Fil
             label { "收件自" input type="date" name="from" value=(f.from); }
             label { "至" input type="date" name="to" value=(f.to); }
             input type="search" name="q" value=(f.q) placeholder=(text::SEARCH_HINT);
+            input name="agent" value=(f.agent) placeholder="代办员" size="8";
             label.check { input type="checkbox" name="flagged" value="1" checked[f.flagged.is_some()]; (text::FLAGGED) }
             button type="submit" { (text::SEARCH) }
         }

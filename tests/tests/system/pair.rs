@@ -70,6 +70,7 @@ fn new_case(l: &mut Ledger, applicant: &str, serial: u32) -> proto::CaseId {
         phone: None,
         address: None,
         bundle: None,
+        agent: None,
         materials: vec!["居民身份证".into()],
     };
     l.new_case("王芳", input).unwrap()

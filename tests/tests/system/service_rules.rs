@@ -380,3 +380,98 @@ fn a_licence_verifies_offline_and_a_tampered_or_revoked_one_does_not() {
     let still = system_tests::ok("village-node", &["verify-licence", "--data", &v, &file("good.json")]);
     assert!(still.starts_with("valid"), "{still}");
 }
+
+/// 帮代办 and the statistics: an agent's cases are listed by agent; the
+/// statistics count received, accepted, done, on time, 容缺 outcomes and
+/// satisfaction, per township and in total, for a date range.
+#[test]
+fn agents_are_recorded_and_the_statistics_count_what_happened() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let data = s(&t);
+    let run = |args: &[&str]| system_tests::ok("township-node", args);
+    let new_case = |serial: u32, extra: &[&str]| -> String {
+        let id = id_number(serial);
+        let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", "张三", "--id-number", &id];
+        let v = township_at(
+            0,
+            &[&args[..], extra, &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]]
+                .concat(),
+        );
+        v["case_id"].as_str().unwrap().to_string()
+    };
+    let err = system_tests::fails(
+        "township-node",
+        &[
+            "case",
+            "new",
+            "--data",
+            data,
+            "--item",
+            "V001",
+            "--applicant",
+            "张三",
+            "--id-number",
+            &id_number(9),
+            "--agent",
+            "代办员老王",
+            "--as",
+            "李娜",
+        ],
+    );
+    assert!(err.contains("authorisation"), "an agent files only with the applicant's authorisation: {err}");
+    let by_agent = new_case(1, &["--agent", "代办员老王", "--authorisation", "委托书 2026-001"]);
+    let plain = new_case(2, &[]);
+    let tolerated = new_case(3, &[]);
+    let never = new_case(4, &[]);
+    let agents =
+        system_tests::ok_json("township-node", &["case", "list", "--data", data, "--agent", "代办员老王", "--json"]);
+    assert_eq!(agents.as_array().unwrap().len(), 1);
+    assert_eq!(agents[0]["case_id"], by_agent.as_str());
+
+    for c in [&by_agent, &plain] {
+        run(&["case", "accept", "--data", data, c, "--as", "李娜"]);
+        run(&["case", "approve", "--data", data, c, "--as", "李娜"]);
+    }
+    run(&["case", "rate", "--data", data, &by_agent, "--level", "1", "--stage", "done", "--as", "李娜"]);
+    run(&["case", "rate", "--data", data, &plain, "--level", "5", "--stage", "done", "--as", "李娜"]);
+    let in_3 = proto::calendar::Day(
+        proto::calendar::Day::of_ms(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64,
+        )
+        .0 + 3,
+    )
+    .to_string();
+    run(&[
+        "case",
+        "accept",
+        "--data",
+        data,
+        &tolerated,
+        "--missing",
+        "户口簿",
+        "--promise-date",
+        &in_3,
+        "--as",
+        "李娜",
+    ]);
+    township_at(10, &["case", "terminate", "--data", data, &tolerated, "--as", "李娜"]);
+    let _ = never;
+
+    let stats = township_at(10, &["stats", "--data", data, "--json"]);
+    let total = &stats["total"];
+    assert_eq!(total["received"], 4, "{stats}");
+    assert_eq!(total["accepted"], 3);
+    assert_eq!(total["done"], 3, "two decided and one ended");
+    assert_eq!(total["on_time"], 2);
+    assert_eq!((total["tolerated"].as_u64(), total["tolerated_terminated"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(total["rated"], 2);
+    assert_eq!(total["satisfaction_rate"], 50.0);
+    assert_eq!(total["open_followups"], 1);
+    assert_eq!(stats["rows"][0]["township"], TOWNSHIP);
+    // A range before any case: nothing.
+    let none = township_at(0, &["stats", "--data", data, "--from", "2020-01-01", "--to", "2020-12-31", "--json"]);
+    assert_eq!(none["total"]["received"], 0);
+    let err = system_tests::fails("township-node", &["stats", "--data", data, "--from", "2026-02-30"]);
+    assert!(err.contains("not a date"), "{err}");
+}
