@@ -233,6 +233,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/reveal", post(pages::case::reveal))
         .route("/case/{id}/receipt", get(pages::print::receipt))
         .route("/bundle/{id}", get(pages::print::bundle))
+        .route("/bundle/{id}/result", get(pages::print::bundle_result))
         .route("/case/{id}/notice", get(pages::print::notice))
         .route("/case/{id}/licence", get(pages::print::licence))
         .route("/sync", get(pages::sync::show).post(pages::sync::now))

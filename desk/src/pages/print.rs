@@ -180,9 +180,47 @@ pub async fn bundle(
                 td { (c.item_name) } td { (text::state(proto::workflow::State::parse(c.state).unwrap_or(proto::workflow::State::Received))) }
                 td { (c.handler) }
             } } } }
+        @if v.state == "done" { p.no-print { a href=(format!("/bundle/{}/result", v.bundle_id)) { "打印一件事办理结果告知书" } } }
         footer.sign { span { "窗口（盖章）" } span { "日期：" (crate::day(node::wall_clock_ms())) } span { "打印：" (staff.member.name) } }
     };
     Ok(sheet("一件事受理回执", "/queue", body))
+}
+
+/// The single result notice of a 一件事 bundle, once every case is done.
+pub async fn bundle_result(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Html, DeskError> {
+    let me = app.me().clone();
+    let (view, window, first) = app
+        .read(move |l| {
+            let v = node::view::bundle(l, &id)?;
+            let first = match &v {
+                Some(v) => l.case(&v.cases[0].case_id).ok(),
+                None => None,
+            };
+            Ok((v, node_name(l.topology(), &me), first))
+        })
+        .await?;
+    let (Some(v), Some(first)) = (view, first) else { return Err(DeskError::NotFound) };
+    load_case(&app, &first.case_id.0).await?;
+    if v.state != "done" {
+        return Err(DeskError::BadRequest("一件事尚未全部办结，办结后才能出具结果告知书。".into()));
+    }
+    let body = html! {
+        header.sheet-head { h1 { "办理结果告知书" } p { (window) } }
+        p { (applicant(&first)) "：" }
+        p.indent { "您申请办理的“" (v.name) "”（受理编号 " (v.bundle_id) "）已全部办结，结果如下：" }
+        table.cases { thead { tr { th { (text::ITEM) } th { (text::CASE_ID) } th { "办理结果" } } }
+            tbody { @for c in &v.cases { tr {
+                td { (c.item_name) } td { (c.case_id) }
+                td { (text::state(proto::workflow::State::parse(c.state).unwrap_or(proto::workflow::State::Received))) }
+            } } } }
+        p.indent { "如对结果有异议，可依法申请行政复议或提起行政诉讼。欢迎对本次服务进行评价。" }
+        footer.sign { span { "窗口（盖章）" } span { "经办人：" (staff.member.name) } span { "日期：" (crate::day(node::wall_clock_ms())) } }
+    };
+    Ok(sheet("一件事办理结果告知书", &format!("/bundle/{}", v.bundle_id), body))
 }
 
 /// 电子证照: the licence of a case this node issued, printable with a QR

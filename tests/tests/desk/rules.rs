@@ -353,4 +353,6 @@ fn a_bundle_is_taken_with_one_form() {
     assert_eq!(case_count(&data), 4, "one case per item");
     assert_eq!(receipt.matches("href=\"/case/").count(), 4, "the receipt lists the four cases");
     assert!(receipt.contains("新生儿出生一件事") && !receipt.contains(&id));
+    let notice = clerk.get(&format!("{}/result", to.split('?').next().unwrap()));
+    assert_eq!(notice.status, 400, "no result notice before every case is done");
 }
