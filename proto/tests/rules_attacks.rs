@@ -1,0 +1,372 @@
+//! Service rules at the receiver, attacked by a hostile node holding its own
+//! genuine key: events built and sealed without the local checks (as a
+//! forged client would) and fed to the county's `check_batch`. Whatever the
+//! receiver takes, every replica folds the same way, so a rule only the
+//! writing node checks is no rule between nodes.
+
+use ed25519_dalek::SigningKey;
+use proto::author::Draft;
+use proto::catalogue::Material;
+use proto::event::{ChainTip, Create, KeyId, Lane, Seal, Stage};
+use proto::sync::{check_batch, KeyStatus, Positions, Replica, Segment};
+use proto::{
+    auth, fold_case, Body, CaseId, CaseState, Catalogue, Catalogues, Event, Hash, Hlc, Item, NodeId, NodeInfo, Step,
+    Tier, Topology,
+};
+use std::collections::BTreeMap;
+
+const COUNTY: &str = "c";
+const TOWNSHIP: &str = "t";
+const VILLAGE: &str = "v";
+/// 2026-03-02 00:00 China time and on: every event a minute after the last.
+const START_MS: u64 = 1_772_380_800_000;
+
+fn item() -> Item {
+    let material = |name: &str, may_be_missing| Material { name: name.into(), required: true, may_be_missing };
+    Item {
+        code: "V001".into(),
+        name: "item".into(),
+        item_type: "20".into(),
+        accepted_at: vec![Tier::Village],
+        decided_by: Tier::Township,
+        case_kind: 2,
+        materials: vec![material("居民身份证", false), material("户口簿", true)],
+        legal_limit_days: 20,
+        promised_limit_days: 5,
+        result: String::new(),
+    }
+}
+
+/// What the county holds: every chain, as it received them.
+struct County {
+    topology: Topology,
+    catalogues: Catalogues,
+    keys: BTreeMap<NodeId, SigningKey>,
+    chains: BTreeMap<(Lane, NodeId), Vec<Event>>,
+    wall_ms: u64,
+}
+
+impl Replica for County {
+    type Error = String;
+    fn positions(&self, _: Option<&[Lane]>) -> Result<Positions, String> {
+        Ok(self.chains.iter().map(|((l, o), c)| (l.clone(), o.clone(), c.len() as u64)).collect())
+    }
+    fn chain_events(&self, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>, String> {
+        let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(chain.iter().filter(|e| e.pos > after && e.pos <= upto).cloned().collect())
+    }
+    fn seal(&self, _: &NodeId, _: &Lane) -> Result<Option<Seal>, String> {
+        Ok(None)
+    }
+    fn checkpoint_after(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Seal>, String> {
+        Ok(None)
+    }
+    fn tip(&self, origin: &NodeId, lane: &Lane) -> Result<ChainTip, String> {
+        Ok(self
+            .chains
+            .get(&(lane.clone(), origin.clone()))
+            .and_then(|c| c.last())
+            .map_or(ChainTip::GENESIS, |e| ChainTip { pos: e.pos, seq: e.id.seq, hash: e.hash(), hlc: e.hlc }))
+    }
+    fn create_of(&self, case: &CaseId) -> Result<Option<Create>, String> {
+        Ok(self.chains.values().flatten().find_map(|e| match &e.body {
+            Body::Create(c) if &e.case == case => Some(c.clone()),
+            _ => None,
+        }))
+    }
+    fn key_status(&self, _: &NodeId, _: &KeyId) -> Result<KeyStatus, String> {
+        Ok(KeyStatus::Unknown)
+    }
+    fn is_quarantined_here(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
+        Ok(None)
+    }
+    fn hash_at(&self, origin: &NodeId, lane: &Lane, pos: u64) -> Result<Option<Hash>, String> {
+        let chain = self.chains.get(&(lane.clone(), origin.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(chain.iter().find(|e| e.pos == pos).map(Event::hash))
+    }
+}
+
+impl County {
+    fn new() -> County {
+        let keys: BTreeMap<NodeId, SigningKey> = [COUNTY, TOWNSHIP, VILLAGE]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (NodeId::new(*n), SigningKey::from_bytes(&[i as u8 + 1; 32])))
+            .collect();
+        let node = |id: &str, tier, parent: Option<&str>| NodeInfo {
+            id: NodeId::new(id),
+            tier,
+            parent: parent.map(NodeId::new),
+            name: id.into(),
+            verifying_key: Some(hex::encode(keys[&NodeId::new(id)].verifying_key().to_bytes())),
+        };
+        let topology = Topology::new(
+            String::new(),
+            vec![
+                node(COUNTY, Tier::County, None),
+                node(TOWNSHIP, Tier::Township, Some(COUNTY)),
+                node(VILLAGE, Tier::Village, Some(TOWNSHIP)),
+            ],
+        )
+        .unwrap();
+        let catalogue = Catalogue { version: 1, note: String::new(), items: vec![item()], bundles: vec![] };
+        County {
+            topology,
+            catalogues: Catalogues::single(catalogue, true),
+            keys,
+            chains: BTreeMap::new(),
+            wall_ms: START_MS,
+        }
+    }
+
+    fn case(&self, case: &CaseId) -> CaseState {
+        fold_case(case, self.chains.values().flatten()).expect("the case is held")
+    }
+
+    /// `origin` signs `body` on `case` (a creation when `case` is None)
+    /// without any local check, at `wall_ms` (the next minute when None);
+    /// the county receives it. Err: the reasons it was not taken.
+    fn send(
+        &mut self,
+        origin: &str,
+        case: Option<&CaseId>,
+        body: Body,
+        wall_ms: Option<u64>,
+    ) -> Result<CaseId, String> {
+        let me = NodeId::new(origin);
+        let seq = self.chains.values().flatten().filter(|e| e.id.origin == me).map(|e| e.id.seq).max().unwrap_or(0) + 1;
+        let case = case.cloned().unwrap_or_else(|| CaseId::mint(&me, seq));
+        let lane = auth::lane_of(&case, &body);
+        let tip = self.tip(&me, &lane).unwrap();
+        let current = fold_case(&case, self.chains.values().flatten());
+        self.wall_ms += 60_000;
+        let hlc = Hlc { wall_ms: wall_ms.unwrap_or(self.wall_ms), logical: 0 };
+        let draft = Draft {
+            topology: &self.topology,
+            catalogues: &self.catalogues,
+            me: &me,
+            seq,
+            case: case.clone(),
+            current: current.as_ref(),
+            actor: "王芳",
+            body,
+        };
+        let event = draft.build(&tip, hlc);
+        let seal = Seal::sign(&self.keys[&me], &event);
+        let segment = Segment { events: vec![event], seal };
+        let v = check_batch(
+            &*self,
+            &self.topology,
+            &self.catalogues,
+            &NodeId::new(COUNTY),
+            &NodeId::new(TOWNSHIP),
+            vec![segment],
+            self.wall_ms + 1_000,
+        )
+        .map_err(|e| e.to_string())?;
+        if !v.quarantined.is_empty() {
+            return Err(v.quarantined.iter().map(|q| q.reason.clone()).collect::<Vec<_>>().join("; "));
+        }
+        if v.accept.is_empty() {
+            return Err("held back".into());
+        }
+        for (e, _) in v.accept {
+            self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default().push(e);
+        }
+        Ok(case)
+    }
+
+    fn step(&mut self, origin: &str, case: &CaseId, step: Step) -> Result<CaseId, String> {
+        self.send(origin, Some(case), Body::Step { step, note: String::new() }, None)
+    }
+
+    /// A V001 case taken at the village with both materials, forwarded to
+    /// and accepted by the township.
+    fn accepted_case(&mut self) -> CaseId {
+        let i = item();
+        let create = Body::Create(Create {
+            item: i.code.clone(),
+            item_name: i.name.clone(),
+            catalogue_version: 1,
+            accepted_at: i.accepted_at.clone(),
+            decided_by: i.decided_by,
+            promised_days: i.promised_limit_days,
+            fields: vec![],
+            materials: vec!["居民身份证".into(), "户口簿".into()],
+        });
+        let case = self.send(VILLAGE, None, create, None).unwrap();
+        self.step(VILLAGE, &case, Step::PrereviewPass).unwrap();
+        self.step(VILLAGE, &case, Step::Forward { to: NodeId::new(TOWNSHIP) }).unwrap();
+        self.step(TOWNSHIP, &case, Step::Accept).unwrap();
+        case
+    }
+}
+
+fn rating(level: u8, stage: Stage, channel: &str) -> Body {
+    Body::Rating { level, stage, channel: channel.into(), note: String::new() }
+}
+
+/// 整改: a poor rating's follow-up is owned by the node that held the case
+/// when it was rated. Another node in scope (here the home village, for a
+/// case the township holds) must not close it for the owner: the receiver
+/// takes any `FollowUp` from any node in scope, and the fold closes the
+/// follow-up whoever wrote it (`close_followup` does not check the owner
+/// either).
+#[test]
+fn a_followup_is_closed_only_by_the_node_that_owns_it() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    county.step(TOWNSHIP, &case, Step::Approve).unwrap();
+    county.send(TOWNSHIP, Some(&case), rating(5, Stage::Done, "电话"), None).unwrap();
+    let st = county.case(&case);
+    assert_eq!(st.followups.len(), 1);
+    assert_eq!(st.followups[0].owner, NodeId::new(TOWNSHIP), "the township held the case when it was rated");
+    let rated = st.followups[0].rating.clone();
+
+    let body = Body::FollowUp { rating: rated, response: "已整改".into(), callback: "满意".into() };
+    let taken = county.send(VILLAGE, Some(&case), body, None);
+    let st = county.case(&case);
+    assert!(
+        taken.is_err() || st.followups[0].closed.is_none(),
+        "the village closed the township's follow-up: {:?}",
+        st.followups[0].closed
+    );
+}
+
+/// 一事一评: one rating per stage. Once a stage is rated (here the township
+/// records a poor 办结 rating taken by phone), another node must not rate
+/// it again so that the case's rating (the statistics' `rating` column, the
+/// last one folded) turns satisfied. The rule is checked only by the
+/// writing node (`Ledger::rate`); receivers take the second rating and the
+/// fold counts it.
+#[test]
+fn a_stage_once_rated_is_not_rated_over() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    county.step(TOWNSHIP, &case, Step::Approve).unwrap();
+    county.send(TOWNSHIP, Some(&case), rating(5, Stage::Done, "电话"), None).unwrap();
+    let taken = county.send(VILLAGE, Some(&case), rating(1, Stage::Done, "窗口评价器"), None);
+    let st = county.case(&case);
+    let done: Vec<u8> = st.staged.iter().filter(|r| r.stage == Some(Stage::Done)).map(|r| r.level).collect();
+    assert!(
+        taken.is_err() || (done == vec![5] && st.ratings.last().map(|r| r.level) == Some(5)),
+        "a second 办结 rating was counted: stage ratings {done:?}, the case's rating {:?}",
+        st.ratings.last().map(|r| r.level)
+    );
+}
+
+/// 终止 ends a 容缺 case whose materials never came. A deciding node can
+/// end any accepted case with it, one accepted with every material (no
+/// 容缺) included, and every receiver (and the writing node) takes it: the
+/// case is counted ended, its clock stopped, without a decision.
+#[test]
+fn only_a_case_accepted_with_materials_missing_is_terminated() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    assert!(county.case(&case).tolerated.is_none(), "accepted with every material");
+    let taken = county.step(TOWNSHIP, &case, Step::Terminate);
+    let st = county.case(&case);
+    assert!(
+        taken.is_err() || st.state != proto::workflow::State::Terminated,
+        "a case accepted with every material was terminated (state {})",
+        st.state
+    );
+}
+
+/// Resisted: what the catalogue requires at acceptance cannot be named as
+/// missing, nor anything that is not a material of the item, nor by a node
+/// that does not decide the item; every receiver refuses, not only the
+/// writing node.
+#[test]
+fn a_forged_acceptance_with_materials_missing_is_refused_by_the_receiver() {
+    let mut county = County::new();
+    let i = item();
+    let create = Body::Create(Create {
+        item: i.code.clone(),
+        item_name: i.name.clone(),
+        catalogue_version: 1,
+        accepted_at: i.accepted_at.clone(),
+        decided_by: i.decided_by,
+        promised_days: i.promised_limit_days,
+        fields: vec![],
+        materials: vec![],
+    });
+    let case = county.send(VILLAGE, None, create, None).unwrap();
+    county.step(VILLAGE, &case, Step::PrereviewPass).unwrap();
+    county.step(VILLAGE, &case, Step::Forward { to: NodeId::new(TOWNSHIP) }).unwrap();
+    let promised = proto::calendar::Day::of_ms(START_MS).next();
+    let missing =
+        |names: &[&str]| Step::AcceptMissing { missing: names.iter().map(|n| n.to_string()).collect(), promised };
+    let err = county.step(TOWNSHIP, &case, missing(&["居民身份证"])).unwrap_err();
+    assert!(err.contains("may not be missing"), "{err}");
+    let err = county.step(TOWNSHIP, &case, missing(&["户口簿", "居民身份证"])).unwrap_err();
+    assert!(err.contains("may not be missing"), "{err}");
+    let err = county.step(TOWNSHIP, &case, missing(&["营业执照"])).unwrap_err();
+    assert!(err.contains("not a material"), "{err}");
+    let err = county.step(TOWNSHIP, &case, missing(&[])).unwrap_err();
+    assert!(err.contains("at least one"), "{err}");
+    let err = county.step(VILLAGE, &case, missing(&["户口簿"])).unwrap_err();
+    assert!(err.contains("may not"), "{err}");
+    // What the catalogue allows is taken; only the deciding tier ends it.
+    county.step(TOWNSHIP, &case, missing(&["户口簿"])).unwrap();
+    let err = county.step(VILLAGE, &case, Step::Terminate).unwrap_err();
+    assert!(err.contains("may not"), "{err}");
+    county.step(TOWNSHIP, &case, Step::Terminate).unwrap();
+    assert_eq!(county.case(&case).state, proto::workflow::State::Terminated);
+}
+
+/// Resisted: a rating's level is 1 to 5 at every receiver.
+#[test]
+fn a_forged_rating_level_out_of_range_is_refused_by_the_receiver() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    for level in [0, 6, 255] {
+        let err = county.send(VILLAGE, Some(&case), rating(level, Stage::Accept, "扫码"), None).unwrap_err();
+        assert!(err.contains("rating level"), "{level}: {err}");
+    }
+    assert!(county.case(&case).staged.is_empty());
+}
+
+/// Detected, not prevented (the residual risk ARCHITECTURE names): a
+/// deciding node can stamp its steps at any time since its chain's last
+/// event in the lane, so a township that last wrote in the village's lane a
+/// month ago can accept and decide a case "a month ago", on time. The case
+/// is flagged, since the creation it saw is stamped later.
+#[test]
+fn a_decision_stamped_before_the_case_existed_is_flagged() {
+    let mut county = County::new();
+    let month = 30 * 86_400_000;
+    // The township's last event in the village's lane: an old case.
+    let old = county.accepted_case();
+    county.wall_ms += month + 86_400_000;
+    let i = item();
+    let create = Body::Create(Create {
+        item: i.code.clone(),
+        item_name: i.name.clone(),
+        catalogue_version: 1,
+        accepted_at: i.accepted_at.clone(),
+        decided_by: i.decided_by,
+        promised_days: i.promised_limit_days,
+        fields: vec![],
+        materials: vec!["居民身份证".into(), "户口簿".into()],
+    });
+    let case = county.send(VILLAGE, None, create, None).unwrap();
+    county.step(VILLAGE, &case, Step::PrereviewPass).unwrap();
+    county.step(VILLAGE, &case, Step::Forward { to: NodeId::new(TOWNSHIP) }).unwrap();
+    let back = county.wall_ms - month;
+    county.send(TOWNSHIP, Some(&case), Body::Step { step: Step::Accept, note: String::new() }, Some(back)).unwrap();
+    county
+        .send(TOWNSHIP, Some(&case), Body::Step { step: Step::Approve, note: String::new() }, Some(back + 1))
+        .unwrap();
+    let st = county.case(&case);
+    assert_eq!(st.state, proto::workflow::State::Approved);
+    assert!(county.case(&old).conflicts.is_empty());
+    assert!(
+        st.conflicts.iter().any(|c| matches!(c, proto::fold::Conflict::ClockSkew { .. })),
+        "a decision stamped a month before the case was taken goes unflagged: {:?}",
+        st.conflicts
+    );
+}
