@@ -716,10 +716,9 @@ impl Ledger {
             ))
             .into());
         }
-        let event = store::case_events(self.store.conn(), case)?
+        let (event, event_hash) = store::case_events(self.store.conn(), case)?
             .into_iter()
-            .map(|(e, _)| e)
-            .find(|e| e.id == issued.event)
+            .find(|(e, _)| e.id == issued.event)
             .context("the 出证 event is missing from the store")?;
         let version = st.create.as_ref().map(|c| c.catalogue_version);
         let result = self
@@ -749,6 +748,7 @@ impl Ledger {
             issued: proto::calendar::Day::of_ms(event.hlc.wall_ms),
             valid_until: None,
             event: event.id.clone(),
+            event_hash,
             lane: event.lane.clone(),
             pos: event.pos,
         };
@@ -761,12 +761,40 @@ impl Ledger {
         &self,
         licence: &proto::licence::Licence,
     ) -> Result<Result<(), proto::licence::LicenceError>> {
+        use proto::licence::LicenceError;
+        let t = &licence.terms;
+        // Offline checks of who may issue what: the issuer is the case's home
+        // window or a node above it, in the case's own lane, and (where this
+        // node holds the item) the home window or the item's deciding tier.
+        let home = t.case.home().filter(|h| self.topology.get(h).is_some());
+        let may = home.as_ref().is_some_and(|home| {
+            let above = self.topology.is_within(home, &t.issuer);
+            let tier = self.topology.tier_of(&t.issuer);
+            let item_ok = match self.catalogue().item(&t.item) {
+                Some(item) => t.issuer == *home || tier == Some(item.decided_by),
+                None => true,
+            };
+            above && item_ok && t.lane == proto::Lane::Home(home.clone())
+        });
+        if !may {
+            return Ok(Err(LicenceError::NotItsCase { issuer: t.issuer.clone(), case: t.case.clone() }));
+        }
+        // Whether this node holds the 出证 event the licence names.
+        let held = match store::case_events(self.store.conn(), &t.case)?.into_iter().find(|(e, _)| e.id == t.event) {
+            None => None,
+            Some((e, hash)) => Some(
+                hash == t.event_hash
+                    && e.lane == t.lane
+                    && e.pos == t.pos
+                    && matches!(e.body, Body::Step { step: Step::Issue, .. }),
+            ),
+        };
         let status = match licence.key() {
-            Some(key) => store::key_status(self.store.conn(), &licence.terms.issuer, &key)?,
+            Some(key) => store::key_status(self.store.conn(), &t.issuer, &key)?,
             None => proto::sync::KeyStatus::Unknown,
         };
         let county = self.topology.verifying_key(&self.topology.county().id);
-        Ok(licence.verify(&status, county.as_ref(), proto::calendar::Day::of_ms(crate::wall_clock_ms())))
+        Ok(licence.verify(&status, county.as_ref(), held, proto::calendar::Day::of_ms(crate::wall_clock_ms())))
     }
 
     /// Closes the open follow-up (整改回访) of a case's poor rating.
@@ -775,6 +803,13 @@ impl Ledger {
         let Some(open) = st.followups.iter().find(|f| f.closed.is_none()) else {
             return Err(Declined::Invalid(format!("case {case} has no open follow-up")).into());
         };
+        if open.owner != *self.me() {
+            return Err(Declined::Invalid(format!(
+                "the follow-up of case {case} belongs to {}, the node that handled it; only it closes it",
+                open.owner
+            ))
+            .into());
+        }
         if response.trim().is_empty() {
             return Err(Declined::Invalid("say what was done (--response); nothing was written".into()).into());
         }

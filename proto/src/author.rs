@@ -50,6 +50,13 @@ impl Draft<'_> {
     /// of this origin in [`Draft::lane`]) at time `hlc`.
     pub fn check(&self) -> Result<(), AuthoringError> {
         self.check_authority()?;
+        if let (Body::Step { step: crate::Step::Terminate, .. }, Some(st)) = (&self.body, self.current) {
+            if st.tolerated.is_none() {
+                return Err(AuthoringError::Auth(AuthError::BadValue(
+                    "终止 ends only a case accepted with materials missing (容缺受理)".into(),
+                )));
+            }
+        }
         if let (Body::Step { step, .. }, Some(st)) = (&self.body, self.current) {
             if workflow::next(st.state, step).is_none() {
                 let allowed = st.state.allowed_steps();

@@ -282,8 +282,9 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// rebuilds them from the events (bump it with every change of the fold).
 /// 2: causal order, clock-skew flags. 3: typed history. 4: 补正 during review
 /// (accepted → supplement requested). 5: 容缺受理 and 终止. 6: rating stages,
-/// channels and follow-ups.
-pub const FOLD_VERSION: u32 = 6;
+/// channels and follow-ups. 7: one rating per reached stage, follow-ups
+/// closed by their owner, 终止 only of 容缺 cases.
+pub const FOLD_VERSION: u32 = 7;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -486,46 +487,75 @@ pub fn fold_case_hashed<'a>(
                     Happened::Rated { level: *level, note: note.clone(), stage: None, channel: String::new() };
             }
             Body::Rating { level, stage, channel, note } => {
-                st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
-                st.staged.push(StagedRating {
-                    event: e.id.clone(),
-                    level: *level,
-                    stage: Some(*stage),
-                    channel: channel.clone(),
-                    at: e.hlc,
-                });
-                if *level >= POOR_RATING {
-                    st.followups.push(FollowUp {
-                        rating: e.id.clone(),
-                        level: *level,
-                        opened: e.hlc,
-                        owner: st.handler.clone(),
-                        closed: None,
-                    });
-                }
                 entry.happened = Happened::Rated {
                     level: *level,
                     note: note.clone(),
                     stage: Some(*stage),
                     channel: channel.clone(),
                 };
+                // "一事一评": the first rating of a stage the case had
+                // reached counts; a later one, or one of a stage not yet
+                // reached, is kept in the history as superseded.
+                let done = matches!(
+                    st.state,
+                    State::Approved
+                        | State::Denied
+                        | State::Issued
+                        | State::Closed
+                        | State::NotAccepted
+                        | State::Terminated
+                );
+                let reached = match stage {
+                    crate::event::Stage::Accept => st.accepted.is_some() || done,
+                    crate::event::Stage::Done => done,
+                };
+                if !reached || st.staged.iter().any(|r| r.stage == Some(*stage)) {
+                    entry.superseded = true;
+                } else {
+                    st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
+                    st.staged.push(StagedRating {
+                        event: e.id.clone(),
+                        level: *level,
+                        stage: Some(*stage),
+                        channel: channel.clone(),
+                        at: e.hlc,
+                    });
+                    if *level >= POOR_RATING {
+                        st.followups.push(FollowUp {
+                            rating: e.id.clone(),
+                            level: *level,
+                            opened: e.hlc,
+                            owner: st.handler.clone(),
+                            closed: None,
+                        });
+                    }
+                }
             }
             Body::FollowUp { rating, response, callback } => {
-                // Closes the follow-up of that rating (the first close counts
-                // when two were written concurrently; both stay in history).
-                if let Some(f) = st.followups.iter_mut().find(|f| &f.rating == rating && f.closed.is_none()) {
-                    f.closed = Some((e.id.clone(), response.clone(), callback.clone()));
-                }
                 entry.happened = Happened::FollowedUp {
                     rating: rating.clone(),
                     response: response.clone(),
                     callback: callback.clone(),
                 };
+                // Only the node that owns the follow-up closes it; the first
+                // close counts.
+                let author = e.id.origin.node();
+                match st.followups.iter_mut().find(|f| &f.rating == rating && f.closed.is_none()) {
+                    Some(f) if f.owner == author => {
+                        f.closed = Some((e.id.clone(), response.clone(), callback.clone()));
+                    }
+                    _ => entry.superseded = true,
+                }
             }
             Body::Step { step, note } => {
                 entry.happened = Happened::Step { step: step.clone(), note: note.clone() };
                 entry.from = Some(st.state);
-                match workflow::next(st.state, step) {
+                // 终止 ends only a case accepted with materials missing.
+                let allowed = match step {
+                    Step::Terminate => st.tolerated.is_some(),
+                    _ => true,
+                };
+                match workflow::next(st.state, step).filter(|_| allowed) {
                     Some(to) => {
                         if let Step::Forward { to: target } = step {
                             st.handler = target.clone();

@@ -30,8 +30,10 @@ pub struct Terms {
     pub issued: Day,
     /// Valid until this day, if the result expires.
     pub valid_until: Option<Day>,
-    /// The 出证 event it was issued with, and where it sits in its chain.
+    /// The 出证 event it was issued with, its hash, and where it sits in
+    /// its chain.
     pub event: EventId,
+    pub event_hash: crate::Hash,
     pub lane: Lane,
     pub pos: u64,
 }
@@ -58,6 +60,16 @@ pub enum LicenceError {
     KeyNotEnrolled(NodeId),
     #[error("the county revoked {0}'s key before this licence was issued")]
     Revoked(NodeId),
+    #[error(
+        "the county revoked {0}'s key; this window does not hold the 出证 event the licence names, so it cannot \
+         confirm offline that the licence was issued before the revocation: check it at the county or the issuing \
+         township"
+    )]
+    Unconfirmable(NodeId),
+    #[error("the 出证 event the licence names is not an issue of case {0} as this window holds it")]
+    NotIssued(CaseId),
+    #[error("{issuer} may not issue results of case {case} (its home, the item's deciding tier)")]
+    NotItsCase { issuer: NodeId, case: CaseId },
     #[error("it expired on {0}")]
     Expired(Day),
 }
@@ -88,11 +100,17 @@ impl Licence {
     /// Checks the licence: its format, its signature under the key it names,
     /// and that the county enrolled that key for the issuer (`status`, or
     /// `county_key` when the county itself issued it) and had not revoked
-    /// it before the 出证 event's place in its chain. `today` checks expiry.
+    /// it before the 出证 event's place in its chain. `held` says whether
+    /// this verifier holds the 出证 event the licence names (`Some(true)`:
+    /// held, with that hash, an issue of that case at that place;
+    /// `Some(false)`: it holds another event under that id; `None`: not
+    /// held). Under a revoked key only a held event confirms the licence: a
+    /// position alone is the thief's word. `today` checks expiry.
     pub fn verify(
         &self,
         status: &KeyStatus,
         county_key: Option<&VerifyingKey>,
+        held: Option<bool>,
         today: Day,
     ) -> Result<(), LicenceError> {
         let issuer = self.terms.issuer.clone();
@@ -111,6 +129,9 @@ impl Licence {
         if self.terms.event.origin.node() != issuer {
             return Err(LicenceError::BadSignature(issuer));
         }
+        if held == Some(false) {
+            return Err(LicenceError::NotIssued(self.terms.case.clone()));
+        }
         let is_county_key = county_key.is_some_and(|k| KeyId::of(k) == key);
         match status {
             _ if is_county_key => {}
@@ -122,6 +143,9 @@ impl Licence {
                 });
                 if !vouched {
                     return Err(LicenceError::Revoked(issuer));
+                }
+                if held != Some(true) {
+                    return Err(LicenceError::Unconfirmable(issuer));
                 }
             }
         }
@@ -151,6 +175,7 @@ mod tests {
             issued: Day(20_000),
             valid_until: None,
             event: EventId { origin: origin.clone(), seq: 7 },
+            event_hash: crate::Hash::ZERO,
             lane: Lane::Home(NodeId::new("511421101001")),
             pos: 4,
         }
@@ -160,11 +185,21 @@ mod tests {
     fn a_licence_verifies_and_a_tampered_one_does_not() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let licence = terms().sign(&key);
-        assert_eq!(licence.verify(&KeyStatus::Enrolled, None, Day(20_001)), Ok(()));
+        assert_eq!(licence.verify(&KeyStatus::Enrolled, None, None, Day(20_001)), Ok(()));
         let mut forged = licence.clone();
         forged.terms.holder = "李*".into();
-        assert!(matches!(forged.verify(&KeyStatus::Enrolled, None, Day(20_001)), Err(LicenceError::BadSignature(_))));
-        assert!(matches!(licence.verify(&KeyStatus::Unknown, None, Day(20_001)), Err(LicenceError::KeyNotEnrolled(_))));
+        assert!(matches!(
+            forged.verify(&KeyStatus::Enrolled, None, None, Day(20_001)),
+            Err(LicenceError::BadSignature(_))
+        ));
+        assert!(matches!(
+            licence.verify(&KeyStatus::Unknown, None, None, Day(20_001)),
+            Err(LicenceError::KeyNotEnrolled(_))
+        ));
+        assert!(matches!(
+            licence.verify(&KeyStatus::Enrolled, None, Some(false), Day(20_001)),
+            Err(LicenceError::NotIssued(_))
+        ));
     }
 
     #[test]
@@ -173,8 +208,12 @@ mod tests {
         let licence = terms().sign(&key);
         let t = terms();
         let before = KeyStatus::Revoked { upto: vec![(t.lane.clone(), t.event.origin.clone(), 4, crate::Hash::ZERO)] };
-        assert_eq!(licence.verify(&before, None, Day(20_001)), Ok(()));
+        assert_eq!(licence.verify(&before, None, Some(true), Day(20_001)), Ok(()));
+        assert!(
+            matches!(licence.verify(&before, None, None, Day(20_001)), Err(LicenceError::Unconfirmable(_))),
+            "a claimed position alone does not confirm a licence under a revoked key"
+        );
         let after = KeyStatus::Revoked { upto: vec![(t.lane.clone(), t.event.origin.clone(), 3, crate::Hash::ZERO)] };
-        assert!(matches!(licence.verify(&after, None, Day(20_001)), Err(LicenceError::Revoked(_))));
+        assert!(matches!(licence.verify(&after, None, Some(true), Day(20_001)), Err(LicenceError::Revoked(_))));
     }
 }

@@ -377,8 +377,13 @@ fn a_licence_verifies_offline_and_a_tampered_or_revoked_one_does_not() {
     run("township-node", &["case", "licence", "--data", &t, &later, "--out", &file("after.json")]);
     let err = system_tests::fails("village-node", &["verify-licence", "--data", &v, &file("after.json")]);
     assert!(err.contains("revoked"), "{err}");
-    let still = system_tests::ok("village-node", &["verify-licence", "--data", &v, &file("good.json")]);
+    // The licence issued before the revocation still holds where its 出证
+    // event is held (the county); a window that does not hold it says it
+    // cannot confirm it offline, rather than taking the thief's word.
+    let still = system_tests::ok("county-hub", &["verify-licence", "--data", &h, &file("good.json")]);
     assert!(still.starts_with("valid"), "{still}");
+    let unsure = system_tests::fails("village-node", &["verify-licence", "--data", &v, &file("good.json")]);
+    assert!(unsure.contains("cannot confirm offline"), "{unsure}");
 }
 
 /// 帮代办 and the statistics: an agent's cases are listed by agent; the
