@@ -38,17 +38,22 @@ pub struct Generated {
 pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Result<Generated> {
     let mut rng = StdRng::seed_from_u64(seed);
     let tier = ledger.identity().tier();
-    let items: Vec<(String, Tier)> = ledger
+    // Each item with the materials it requires: the applicant brings them
+    // all, so the deciding node can accept (受理 needs every one).
+    let items: Vec<(String, Tier, Vec<String>)> = ledger
         .catalogue()
         .items
         .iter()
         .filter(|i| i.accepted_at.contains(&tier))
-        .map(|i| (i.code.clone(), i.decided_by))
+        .map(|i| {
+            let required = i.materials.iter().filter(|m| m.required).map(|m| m.name.clone()).collect();
+            (i.code.clone(), i.decided_by, required)
+        })
         .collect();
     anyhow::ensure!(!items.is_empty(), "no catalogue item is taken at {tier} windows");
     let mut out = Generated::default();
     for _ in 0..count {
-        let (item, decided_by) = items[rng.gen_range(0..items.len())].clone();
+        let (item, decided_by, materials) = items[rng.gen_range(0..items.len())].clone();
         let name = format!("{}{}", SURNAMES[rng.gen_range(0..SURNAMES.len())], GIVEN[rng.gen_range(0..GIVEN.len())]);
         let phone = format!("1{}{:09}", rng.gen_range(3..10), rng.gen_range(0..1_000_000_000u64));
         let case = ledger.new_case(
@@ -61,7 +66,7 @@ pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Resu
                 address: None,
                 bundle: None,
                 agent: None,
-                materials: vec!["居民身份证".into()],
+                materials,
             },
         )?;
         out.cases += 1;

@@ -575,6 +575,9 @@ impl Ledger {
     /// A workflow step. For a forward, pass any target: the deciding node
     /// is filled in from the topology.
     pub fn step(&mut self, actor: &str, case: &CaseId, step: Step, note: &str) -> Result<Event> {
+        if step == Step::Accept {
+            self.check_materials_for_acceptance(case)?;
+        }
         let step = match step {
             Step::Forward { .. } => {
                 let st = self.case(case)?;
@@ -587,6 +590,40 @@ impl Ledger {
             s => s,
         };
         self.append(actor, Target::Case(case.clone()), Body::Step { step, note: note.into() })
+    }
+
+    /// 受理 needs every required material: one the catalogue allows to be
+    /// missing is accepted with [`Ledger::accept_missing`] (容缺受理), any
+    /// other must be received first.
+    fn check_materials_for_acceptance(&self, case: &CaseId) -> Result<()> {
+        let st = self.case(case)?;
+        let version = st.create.as_ref().map(|c| c.catalogue_version);
+        let Some(item) = self.catalogue().item(st.item()).filter(|_| version == Some(self.catalogue().version)) else {
+            return Ok(());
+        };
+        if item.decided_by != self.identity.node.tier {
+            // Not this node's to accept: the authorisation check says so.
+            return Ok(());
+        }
+        let missing: Vec<&proto::catalogue::Material> =
+            item.materials.iter().filter(|m| m.required && !st.materials.contains(&m.name)).collect();
+        if let Some(m) = missing.iter().find(|m| !m.may_be_missing) {
+            return Err(Declined::Invalid(format!(
+                "{} is required and has not been received; record it (case material --add) before 受理",
+                m.name
+            ))
+            .into());
+        }
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|m| m.name.as_str()).collect();
+            return Err(Declined::Invalid(format!(
+                "{} not received yet; the catalogue allows 容缺: accept with --missing {} --promise-date YYYY-MM-DD",
+                names.join(", "),
+                names.join(" --missing ")
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     /// 容缺受理: accepts a case with materials missing, which the applicant

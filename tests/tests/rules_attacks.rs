@@ -27,7 +27,10 @@ fn write(dir: &tempfile::TempDir, name: &str, terms: Terms, key: &ed25519_dalek:
 fn issued_case(t: &str, serial: u32, out: &str) -> (String, Terms) {
     let id = id_number(serial);
     let args = ["case", "new", "--data", t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
-    let case = ok_json("township-node", &[&args[..], &["--as", "李娜", "--json"]].concat())["case_id"]
+    let case = ok_json(
+        "township-node",
+        &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
+    )["case_id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -151,6 +151,14 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     assert!(body_text(&b)?.contains(&case), "the township's queue holds the case");
     shot(&b, "09-township-queue")?;
     b.goto(&format!("{township}/case/{case}"))?;
+    // The applicant brings the 户口簿 the notice asked for; then 受理.
+    b.execute("window.__before_step = true;", &[])?;
+    b.find("form.row[action$='/material'] select[name=name] option[value='户口簿']")?.click()?;
+    b.find("form.row[action$='/material'] button[type=submit]")?.click()?;
+    wait_for(&b, "the material to be recorded", |b| {
+        Ok(b.execute("return window.__before_step === undefined && document.readyState === 'complete';", &[])?
+            == serde_json::Value::Bool(true))
+    })?;
     click_step(&b, "accept")?;
     click_step(&b, "approve")?;
     let page = body_text(&b)?;

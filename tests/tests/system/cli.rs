@@ -34,6 +34,11 @@ fn new_case(program: &str, data: &str, item: &str, serial: u32) -> String {
             "13800001234",
             "--material",
             "居民身份证",
+            "--material",
+            "申请表",
+            // What V001 and V006 also require, so the deciding node accepts.
+            "--material",
+            if item == "V006" { "党员组织关系介绍信" } else { "户口簿" },
             "--as",
             "王芳",
             "--json",
@@ -147,10 +152,10 @@ fn a_village_forwards_a_township_item_and_edits_are_recorded() {
     let st = show("village-node", d, &case);
     assert_eq!(st["state"], "forwarded");
     assert_eq!(st["handler"], TOWNSHIP, "a township item goes to the village's township");
-    assert_eq!(st["materials"], serde_json::json!(["居民身份证", "户口簿"]));
+    assert_eq!(st["materials"], serde_json::json!(["居民身份证", "户口簿", "申请表"]));
     ok("village-node", &["case", "material", "--data", d, &case, "--remove", "居民身份证", "--as", "王芳"]);
     let st = show("village-node", d, &case);
-    assert_eq!(st["materials"], serde_json::json!(["户口簿"]), "a removed material leaves the list");
+    assert_eq!(st["materials"], serde_json::json!(["户口簿", "申请表"]), "a removed material leaves the list");
     // Personal data is shown masked.
     let id = id_number(2);
     assert_eq!(st["fields"]["id_number"][0], format!("{}********{}", &id[..6], &id[14..]));
@@ -631,7 +636,7 @@ fn output_to_a_closed_pipe_ends_quietly() {
             "{program} {args:?}: {err}"
         );
     }
-    assert_eq!(show("village-node", d, &case)["materials"], serde_json::json!(["居民身份证", "户口簿"]));
+    assert_eq!(show("village-node", d, &case)["materials"], serde_json::json!(["居民身份证", "户口簿", "申请表"]));
 }
 
 /// Appends an event to the node's own chain in `data` as a forged client

@@ -71,7 +71,7 @@ fn new_case(l: &mut Ledger, applicant: &str, serial: u32) -> proto::CaseId {
         address: None,
         bundle: None,
         agent: None,
-        materials: vec!["居民身份证".into()],
+        materials: vec!["居民身份证".into(), "申请表".into(), "户口簿".into()],
     };
     l.new_case("王芳", input).unwrap()
 }

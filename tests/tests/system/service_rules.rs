@@ -26,7 +26,14 @@ fn an_accepted_case_has_a_due_date_and_becomes_overdue() {
     let new_case = |serial: u32| -> String {
         let id = id_number(serial);
         let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", "张三", "--id-number", &id];
-        let v = township_at(0, &[&args[..], &["--as", "李娜", "--json"]].concat());
+        let v = township_at(
+            0,
+            &[
+                &args[..],
+                &["--material", "居民身份证", "--material", "申请表", "--material", "户口簿", "--as", "李娜", "--json"],
+            ]
+            .concat(),
+        );
         v["case_id"].as_str().unwrap().to_string()
     };
     // Accepted today, with a limit of 3 working days.
@@ -280,7 +287,24 @@ fn a_bundle_decided_at_two_tiers_in_parallel_is_done_once() {
 
     let made = system_tests::ok_json(
         "village-node",
-        &[&base[..], &["--bundle", "B01", "--material", "居民身份证", "--material", "申请表"]].concat(),
+        &[
+            &base[..],
+            &[
+                "--bundle",
+                "B01",
+                "--material",
+                "居民身份证",
+                "--material",
+                "申请表",
+                "--material",
+                "户口簿",
+                "--material",
+                "住院分娩记录",
+                "--material",
+                "出生医学证明",
+            ],
+        ]
+        .concat(),
     );
     let bundle = made["bundle_id"].as_str().unwrap().to_string();
     let cases: Vec<String> = made["case_ids"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().into()).collect();
@@ -343,8 +367,10 @@ fn a_licence_verifies_offline_and_a_tampered_or_revoked_one_does_not() {
     let township_case = |serial: u32| -> String {
         let id = id_number(serial);
         let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
-        let case = system_tests::ok_json("township-node", &[&args[..], &["--as", "李娜", "--json"]].concat())
-            ["case_id"]
+        let case = system_tests::ok_json(
+            "township-node",
+            &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
+        )["case_id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -400,8 +426,12 @@ fn agents_are_recorded_and_the_statistics_count_what_happened() {
         let args = ["case", "new", "--data", data, "--item", "V001", "--applicant", "张三", "--id-number", &id];
         let v = township_at(
             0,
-            &[&args[..], extra, &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]]
-                .concat(),
+            &[
+                &args[..],
+                extra,
+                &["--material", "居民身份证", "--material", "申请表", "--material", "户口簿", "--as", "李娜", "--json"],
+            ]
+            .concat(),
         );
         v["case_id"].as_str().unwrap().to_string()
     };
@@ -447,6 +477,7 @@ fn agents_are_recorded_and_the_statistics_count_what_happened() {
         .0 + 3,
     )
     .to_string();
+    run(&["case", "material", "--data", data, &tolerated, "--remove", "户口簿", "--as", "李娜"]);
     run(&[
         "case",
         "accept",
