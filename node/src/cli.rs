@@ -834,6 +834,7 @@ fn run_common(cmd: Common) -> Result<()> {
                 ledger.store().conn(),
                 from_day.map(|d| d.start_ms().max(0) as u64),
                 to_day.map(|d| d.next().start_ms().max(0) as u64),
+                today(),
             )?;
             let topo = ledger.topology();
             let groups = crate::query::group_stats(&rows, |home, item| match by.as_str() {

@@ -333,6 +333,9 @@ pub struct Counts {
     /// Rated 1–3 (满意 and better) over all rated, in per cent.
     pub satisfaction_rate: Option<f64>,
     pub open_followups: u64,
+    /// Open follow-ups past their 15 working days (they count against the
+    /// node like overdue cases).
+    pub overdue_followups: u64,
     #[serde(skip)]
     days_sum: u64,
     #[serde(skip)]
@@ -350,6 +353,7 @@ impl Counts {
         self.tolerated_terminated += o.tolerated_terminated;
         self.rated += o.rated;
         self.open_followups += o.open_followups;
+        self.overdue_followups += o.overdue_followups;
         self.days_sum += o.days_sum;
         self.satisfied += o.satisfied;
     }
@@ -365,34 +369,41 @@ impl Counts {
 
 /// Statistics of the cases taken in `[from, to)` (ms; all when `None`),
 /// per (home, item): each row a home node, an item and its counts.
-pub fn stats(conn: &Connection, from: Option<u64>, to: Option<u64>) -> Result<Vec<(NodeId, String, Counts)>> {
+pub fn stats(
+    conn: &Connection,
+    from: Option<u64>,
+    to: Option<u64>,
+    today: proto::calendar::Day,
+) -> Result<Vec<(NodeId, String, Counts)>> {
     let mut stmt = conn.prepare(
         "SELECT home, item, COUNT(*), SUM(accepted_wall > 0 OR finished_day IS NOT NULL), SUM(finished_day IS NOT NULL),
                 SUM(on_time = 1), SUM(on_time = 0), COALESCE(SUM(days_used), 0), SUM(tolerated),
                 SUM(tolerated = 1 AND state = 'terminated'), SUM(rating > 0), SUM(rating BETWEEN 1 AND 3),
-                SUM(open_followups)
+                SUM(open_followups), SUM(open_followups > 0 AND followup_due_day < ?3)
          FROM cases WHERE created_wall >= ?1 AND created_wall < ?2 GROUP BY home, item",
     )?;
-    let rows = stmt.query_map(rusqlite::params![from.unwrap_or(0) as i64, to.map_or(i64::MAX, |t| t as i64)], |r| {
-        Ok((
-            NodeId(r.get(0)?),
-            r.get::<_, String>(1)?,
-            Counts {
-                received: r.get(2)?,
-                accepted: r.get(3)?,
-                done: r.get(4)?,
-                on_time: r.get(5)?,
-                late: r.get(6)?,
-                days_sum: r.get(7)?,
-                tolerated: r.get(8)?,
-                tolerated_terminated: r.get(9)?,
-                rated: r.get(10)?,
-                satisfied: r.get(11)?,
-                open_followups: r.get(12)?,
-                ..Default::default()
-            },
-        ))
-    })?;
+    let rows =
+        stmt.query_map(rusqlite::params![from.unwrap_or(0) as i64, to.map_or(i64::MAX, |t| t as i64), today.0], |r| {
+            Ok((
+                NodeId(r.get(0)?),
+                r.get::<_, String>(1)?,
+                Counts {
+                    received: r.get(2)?,
+                    accepted: r.get(3)?,
+                    done: r.get(4)?,
+                    on_time: r.get(5)?,
+                    late: r.get(6)?,
+                    days_sum: r.get(7)?,
+                    tolerated: r.get(8)?,
+                    tolerated_terminated: r.get(9)?,
+                    rated: r.get(10)?,
+                    satisfied: r.get(11)?,
+                    open_followups: r.get(12)?,
+                    overdue_followups: r.get(13)?,
+                    ..Default::default()
+                },
+            ))
+        })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

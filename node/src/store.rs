@@ -116,10 +116,12 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE cases ADD COLUMN tolerated INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX cases_agent ON cases(agent) WHERE agent IS NOT NULL;
      CREATE INDEX cases_created ON cases(created_wall);",
+    // 12: the earliest due day of a case's open follow-ups (derived).
+    "ALTER TABLE cases ADD COLUMN followup_due_day INTEGER;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
-pub const CASE_ROWS_VERSION: u32 = 6;
+pub const CASE_ROWS_VERSION: u32 = 7;
 
 /// The working-day calendar shipped with the program, used until the
 /// county's own (from the enrolment bundle) is stored.
@@ -789,18 +791,26 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     // day given does not count).
     let days_used =
         deadlines.and_then(|d| d.finished).and_then(|f| proto::calendar::timing(st, &cal, f)).map(|t| t.used);
+    // Follow-ups are due 15 working days after the poor rating.
+    let followup_due = st
+        .followups
+        .iter()
+        .filter(|f| f.closed.is_none())
+        .map(|f| cal.add_working_days(proto::calendar::Day::of_ms(f.opened.wall_ms), crate::ledger::FOLLOW_UP_DAYS).0)
+        .min();
     conn.prepare_cached(
         "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded, applicant, created_wall, rating,
                             due_day, yellow_day, finished_day, on_time, open_followups, bundle,
-                            agent, accepted_wall, days_used, tolerated)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+                            agent, accepted_wall, days_used, tolerated, followup_due_day)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
          ON CONFLICT(case_id) DO UPDATE SET item = excluded.item, state = excluded.state, home = excluded.home,
             handler = excluded.handler, flagged = excluded.flagged, updated_wall = excluded.updated_wall,
             folded = excluded.folded, applicant = excluded.applicant, created_wall = excluded.created_wall,
             rating = excluded.rating, due_day = excluded.due_day, yellow_day = excluded.yellow_day,
             finished_day = excluded.finished_day, on_time = excluded.on_time,
             open_followups = excluded.open_followups, bundle = excluded.bundle, agent = excluded.agent,
-            accepted_wall = excluded.accepted_wall, days_used = excluded.days_used, tolerated = excluded.tolerated",
+            accepted_wall = excluded.accepted_wall, days_used = excluded.days_used, tolerated = excluded.tolerated,
+            followup_due_day = excluded.followup_due_day",
     )?
     .execute(params![
         st.case_id.0,
@@ -823,7 +833,8 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         text_field(st, "agent"),
         st.accepted.map(|h| h.wall_ms).unwrap_or(0),
         days_used,
-        st.tolerated.is_some()
+        st.tolerated.is_some(),
+        followup_due
     ])?;
     for values in st.fields.values() {
         for v in values {

@@ -72,7 +72,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                 let slot = if card == proto::calendar::Warning::Red { 0 } else { 1 };
                 cards.entry(super::node_name(topo, &township)).or_default()[slot] += n;
             }
-            let stats_rows = node::query::stats(conn, None, None)?;
+            let stats_rows = node::query::stats(conn, None, None, node::cli::today())?;
             let stats = node::query::group_stats(&stats_rows, |home, _| {
                 let t = topo.ancestor_at(home, Tier::Township).map(|t| t.id.clone()).unwrap_or_else(|| home.clone());
                 short(&super::node_name(topo, &t))
@@ -118,7 +118,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
                 td { @match c.avg_working_days { Some(d) => (format!("{d:.1}")), None => "—" } }
                 td { (c.tolerated) "（" (c.tolerated_terminated) "）" }
                 td { @match c.satisfaction_rate { Some(r) => (format!("{r:.1}%")), None => "—" } }
-                td { (c.open_followups) }
+                td { (c.open_followups) @if c.overdue_followups > 0 { " " span.badge.red { "超期 " (c.overdue_followups) } } }
             } } }
         }
         h2 { "各乡镇办件" }

@@ -504,6 +504,9 @@ fn agents_are_recorded_and_the_statistics_count_what_happened() {
     assert_eq!(total["rated"], 2);
     assert_eq!(total["satisfaction_rate"], 50.0);
     assert_eq!(total["open_followups"], 1);
+    assert_eq!(total["overdue_followups"], 0, "rated today: due in 15 working days");
+    let later = township_at(40, &["stats", "--data", data, "--json"]);
+    assert_eq!(later["total"]["overdue_followups"], 1, "40 days on, the follow-up is overdue");
     assert_eq!(stats["rows"][0]["township"], TOWNSHIP);
     // A range before any case: nothing.
     let none = township_at(0, &["stats", "--data", data, "--from", "2020-01-01", "--to", "2020-12-31", "--json"]);
