@@ -207,11 +207,11 @@ pub fn quarantine_kind(kind: &str) -> &'static str {
 
 /// Why a local command was declined, in words, and the form field it is
 /// about (to show the message beside it).
-pub fn declined(e: &anyhow::Error) -> (Option<&'static str>, String) {
+pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
     use node::Declined;
     use proto::author::AuthoringError;
     use proto::personal::IdNumberError;
-    let Some(d) = e.downcast_ref::<Declined>() else {
+    let Some(d) = e.declined() else {
         return (None, INTERNAL.to_string());
     };
     match d {

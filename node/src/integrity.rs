@@ -478,6 +478,7 @@ pub fn is_corruption(e: &anyhow::Error) -> bool {
             Some(rusqlite::Error::SqliteFailure(f, _))
                 if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
         ) || c.downcast_ref::<codec::DecodeError>().is_some()
+            || matches!(c.downcast_ref::<crate::Error>(), Some(crate::Error::Corrupt(_)))
     })
 }
 

@@ -4,11 +4,12 @@
 //! it, so a refusal writes nothing and two processes writing to one data
 //! directory cannot interleave a check with another's write.
 
+use crate::error::Result;
 use crate::identity::{Bundle, Identity, Secrets};
 use crate::keystore::{self, Kdf};
 use crate::protect::DataKey;
 use crate::store::{self, Store};
-use anyhow::{Context, Result};
+use anyhow::Context;
 use proto::auth;
 use proto::author::{AuthoringError, Draft};
 use proto::event::{Create, FieldValue, KeyId, Seal};
@@ -120,7 +121,7 @@ const RECOVERING_KEY: &str = "recovering";
 /// local writes wait until [`Ledger::finish_recovery`] has moved the node
 /// to a fresh incarnation.
 pub(crate) fn mark_recovering(tx: &rusqlite::Connection) -> Result<()> {
-    store::meta_set(tx, RECOVERING_KEY, &true)
+    Ok(store::meta_set(tx, RECOVERING_KEY, &true)?)
 }
 
 /// What became of one event a stale copy of this node wrote.
@@ -207,11 +208,12 @@ impl Ledger {
         // Checked before anything is stored: a bundle that does not verify
         // leaves no trace of its county events.
         if !verdict.quarantined.is_empty() || verdict.deferred > 0 {
-            anyhow::bail!(
+            return Err(anyhow::anyhow!(
                 "the bundle's county events do not verify against the county's key; ask the county for a new bundle"
-            );
+            )
+            .into());
         }
-        crate::sync::apply_verdict(self, &county, &verdict)
+        Ok(crate::sync::apply_verdict(self, &county, &verdict)?)
     }
 
     /// Opens a ledger for writing (see [`Store::open`]).
@@ -288,7 +290,9 @@ impl Ledger {
         let tx = self.store.write()?;
         let mut moved = 0;
         for (lane, origin) in chains {
-            anyhow::ensure!(origin.is_incarnation_of(&self.identity.node.id), "{origin} is not this node");
+            if !origin.is_incarnation_of(&self.identity.node.id) {
+                return Err(anyhow::anyhow!("{origin} is not this node").into());
+            }
             moved += store::set_aside_chain(&tx, origin, lane, now)?;
         }
         store::meta_set(&tx, RECOVERING_KEY, &true)?;
@@ -331,9 +335,7 @@ impl Ledger {
                         entry.now = Some(written.id.to_string());
                         entry.now_case = written.case;
                     }
-                    Err(err) if err.downcast_ref::<Declined>().is_some() => {
-                        entry.kept_because = Some(format!("{err:#}"))
-                    }
+                    Err(err) if err.declined().is_some() => entry.kept_because = Some(format!("{err:#}")),
                     Err(err) => return Err(err),
                 }
             }
@@ -362,7 +364,7 @@ impl Ledger {
     /// Every catalogue version held, to judge creations against.
     /// The working-day calendar this node times cases with.
     pub fn calendar(&self) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
-        store::calendar(self.store.conn())
+        Ok(store::calendar(self.store.conn())?)
     }
 
     /// A case's time against its limit on `today` (see
@@ -404,7 +406,7 @@ impl Ledger {
     /// contact (peer minus ours), so staff are warned before they write.
     pub fn record_clock_offset(&mut self, peer: &NodeId, offset_ms: i64) -> Result<()> {
         let at_ms = crate::wall_clock_ms();
-        store::meta_set(self.store.conn(), CLOCK_KEY, &(peer, offset_ms, at_ms))
+        Ok(store::meta_set(self.store.conn(), CLOCK_KEY, &(peer, offset_ms, at_ms))?)
     }
 
     /// A warning for staff when this node's clock was found wrong at its
@@ -435,11 +437,11 @@ impl Ledger {
 
     /// The operator recorded when `--as` is not given.
     pub fn configured_operator(&self) -> Result<Option<String>> {
-        store::meta_get(self.store.conn(), "operator")
+        Ok(store::meta_get(self.store.conn(), "operator")?)
     }
 
     pub fn set_operator(&mut self, name: &str) -> Result<()> {
-        store::meta_set(self.store.conn(), "operator", &name)
+        Ok(store::meta_set(self.store.conn(), "operator", &name)?)
     }
 
     /// 收件: takes a new case.
@@ -1014,7 +1016,7 @@ impl Ledger {
     }
 
     pub fn cases(&self, state: Option<State>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
-        store::list_cases(self.store.conn(), state.map(|s| s.name()), home)
+        Ok(store::list_cases(self.store.conn(), state.map(|s| s.name()), home)?)
     }
 
     /// The clear values of a case's personal field (ID number, phone,

@@ -3,6 +3,7 @@
 //! common to the three binaries.
 
 pub mod cli;
+pub mod error;
 pub mod identity;
 pub mod integrity;
 pub mod keystore;
@@ -15,6 +16,7 @@ pub mod sync;
 pub mod verify;
 pub mod view;
 
+pub use error::Error;
 pub use identity::{Bundle, Identity};
 pub use ledger::{Declined, Ledger};
 pub use store::Store;

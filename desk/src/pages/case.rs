@@ -427,14 +427,14 @@ async fn write(
     app: &Arc<App>,
     staff: &Staff,
     id: &str,
-    f: impl FnOnce(&mut node::Ledger, &CaseId, &str) -> anyhow::Result<()> + Send + 'static,
+    f: impl FnOnce(&mut node::Ledger, &CaseId, &str) -> node::error::Result<()> + Send + 'static,
 ) -> Result<Response, DeskError> {
     let c = load_case(app, id).await?;
     let (case, actor) = (c.case_id.clone(), staff.actor());
     let result = app.with(move |l| Ok(f(l, &case, &actor))).await?;
     match result {
         Ok(()) => Ok(saved(&format!("/case/{}", c.case_id))),
-        Err(e) if e.downcast_ref::<node::Declined>().is_some() => {
+        Err(e) if e.declined().is_some() => {
             let (_, message) = text::declined(&e);
             let c = load_case(app, id).await?;
             let mut x = extra(app, &c).await?;
@@ -443,7 +443,7 @@ async fn write(
             *res.status_mut() = StatusCode::CONFLICT;
             Ok(res)
         }
-        Err(e) => Err(DeskError::Internal(e)),
+        Err(e) => Err(DeskError::Internal(e.into())),
     }
 }
 

@@ -246,8 +246,8 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
             Ok(to) => return Ok(Redirect::to(&to).into_response()),
             Err(e) => {
                 let (field, message) = text::declined(&e);
-                if field.is_none() && e.downcast_ref::<node::Declined>().is_none() {
-                    return Err(DeskError::Internal(e));
+                if e.declined().is_none() {
+                    return Err(DeskError::Internal(e.into()));
                 }
                 errors.insert(field.unwrap_or(""), message);
             }
