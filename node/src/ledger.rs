@@ -446,6 +446,14 @@ impl Ledger {
 
     /// 收件: takes a new case.
     pub fn new_case(&mut self, actor: &str, input: NewCase) -> Result<CaseId> {
+        let create = self.creation(input)?;
+        let event = self.append(actor, Target::New, Body::Create(create))?;
+        Ok(event.case)
+    }
+
+    /// Checks a new case's input and builds its creation (personal data
+    /// protected under this lane's key).
+    fn creation(&self, input: NewCase) -> Result<Create> {
         let catalogue = self.catalogue();
         let item = catalogue.item(&input.item).ok_or_else(|| Declined::UnknownItem(input.item.clone()))?;
         if input.applicant.trim().is_empty() {
@@ -489,8 +497,7 @@ impl Ledger {
             fields,
             materials: input.materials,
         };
-        let event = self.append(actor, Target::New, Body::Create(create))?;
-        Ok(event.case)
+        Ok(create)
     }
 
     /// 一件事一次办: takes one case per item of a catalogue bundle, from one
@@ -520,16 +527,20 @@ impl Ledger {
         }
         validate_id_number(&input.id_number).map_err(Declined::from)?;
         let id = format!("{code}-{:08x}", rand::random::<u32>());
-        let mut cases = Vec::new();
+        let mut creations = Vec::new();
         for item in items {
             let mine: Vec<String> =
                 input.materials.iter().filter(|m| item.materials.iter().any(|x| &x.name == *m)).cloned().collect();
-            let case = self.new_case(
-                actor,
-                NewCase { item: item.code.clone(), materials: mine, bundle: Some(id.clone()), ..input.clone() },
-            )?;
-            cases.push(case);
+            let create = self.creation(NewCase {
+                item: item.code.clone(),
+                materials: mine,
+                bundle: Some(id.clone()),
+                ..input.clone()
+            })?;
+            creations.push((Target::New, Body::Create(create)));
         }
+        // One transaction: the bundle's cases are all written, or none.
+        let cases = self.append_all(actor, creations, Check::Full)?.into_iter().map(|e| e.case).collect();
         Ok((id, cases))
     }
 
@@ -866,6 +877,13 @@ impl Ledger {
     }
 
     fn append_as(&mut self, actor: &str, target: Target, body: Body, check: Check) -> Result<Event> {
+        let mut events = self.append_all(actor, vec![(target, body)], check)?;
+        Ok(events.pop().expect("one event appended"))
+    }
+
+    /// Appends several events in one transaction: all are checked and
+    /// written, or none (a 一件事 bundle's cases).
+    fn append_all(&mut self, actor: &str, items: Vec<(Target, Body)>, check: Check) -> Result<Vec<Event>> {
         if actor.trim().is_empty() {
             return Err(Declined::Invalid("staff name (--as) may not be empty".into()).into());
         }
@@ -877,45 +895,50 @@ impl Ledger {
         if check == Check::Full && store::meta_get::<bool>(&tx, RECOVERING_KEY)?.unwrap_or(false) {
             return Err(Declined::Recovering.into());
         }
-        let seq = store::origin_seq(&tx, &me)? + 1;
-        let case = match target {
-            Target::New => CaseId::mint(&me, seq),
-            Target::Case(c) => c,
-        };
-        let global = body.is_global();
-        let current = if global { None } else { store::fold_stored(&tx, &case)? };
-        let draft = Draft {
-            topology: &self.topology,
-            catalogues: &self.catalogues,
-            me: &me,
-            seq,
-            case: case.clone(),
-            current: current.as_ref(),
-            actor,
-            body,
-        };
-        match check {
-            Check::Full => draft.check(),
-            Check::AuthorityOnly => draft.check_authority(),
+        let mut events = Vec::with_capacity(items.len());
+        let mut last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
+        for (target, body) in items {
+            let seq = store::origin_seq(&tx, &me)? + 1;
+            let case = match target {
+                Target::New => CaseId::mint(&me, seq),
+                Target::Case(c) => c,
+            };
+            let global = body.is_global();
+            let current = if global { None } else { store::fold_stored(&tx, &case)? };
+            let draft = Draft {
+                topology: &self.topology,
+                catalogues: &self.catalogues,
+                me: &me,
+                seq,
+                case: case.clone(),
+                current: current.as_ref(),
+                actor,
+                body,
+            };
+            match check {
+                Check::Full => draft.check(),
+                Check::AuthorityOnly => draft.check_authority(),
+            }
+            .map_err(Declined::from)?;
+            let tip = store::lane_tip(&tx, &me, &draft.lane())?;
+            let mut clock = HlcClock::new(last.max(tip.hlc));
+            let hlc = clock.tick(crate::wall_clock_ms());
+            let event = draft.build(&tip, hlc);
+            store::insert_event(&tx, &event)?;
+            if !global {
+                store::refold_case(&tx, &case)?;
+            }
+            // Every local write seals the chain's head; at a checkpoint
+            // position the store keeps that seal for good (long runs are sent
+            // in segments ending at checkpoints).
+            store::put_seal(&tx, &Seal::sign(&key, &event))?;
+            last = hlc;
+            events.push(event);
         }
-        .map_err(Declined::from)?;
-        let tip = store::lane_tip(&tx, &me, &draft.lane())?;
-        let last: Hlc = store::meta_get(&tx, HLC_KEY)?.unwrap_or_default();
-        let mut clock = HlcClock::new(last.max(tip.hlc));
-        let hlc = clock.tick(crate::wall_clock_ms());
-        let event = draft.build(&tip, hlc);
-        store::insert_event(&tx, &event)?;
-        if !global {
-            store::refold_case(&tx, &case)?;
-        }
-        // Every local write seals the chain's head; at a checkpoint
-        // position the store keeps that seal for good (long runs are sent
-        // in segments ending at checkpoints).
-        store::put_seal(&tx, &Seal::sign(&key, &event))?;
-        store::meta_set(&tx, HLC_KEY, &hlc)?;
+        store::meta_set(&tx, HLC_KEY, &last)?;
         tx.commit()?;
         self.origin = me;
-        Ok(event)
+        Ok(events)
     }
 
     /// The workflow steps this node may take on a case now (its state,
