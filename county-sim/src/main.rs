@@ -3,6 +3,7 @@
 //! the hub's ingest benchmark, the user-space link emulator, and generates
 //! work into a node's data directory for tests and benchmarks.
 
+mod bench_desk;
 mod demo;
 mod ingest;
 mod linkemu;
@@ -69,6 +70,39 @@ enum Cmd {
         cases: u64,
         #[arg(long, default_value_t = 6)]
         events_per_case: u64,
+    },
+    /// Benchmark: server time of the desk pages on a village with 10 000
+    /// cases and on the county hub with 1.5 M cases (see bench/README.md).
+    /// The generated data directories are kept in --data and reused.
+    BenchDesk {
+        /// Directory for the village and the county (reused when it holds
+        /// them already).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        village_cases: u64,
+        /// Cases at the county hub, spread over the 293 villages (0: no
+        /// county part).
+        #[arg(long, value_name = "N", default_value_t = 1_500_000)]
+        county_cases: u64,
+        /// Timed requests per page.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        requests: usize,
+        /// Untimed requests per page before them.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        warmup: usize,
+        /// Stop timing a page after this many seconds (at least 10 timed
+        /// requests are made).
+        #[arg(long, value_name = "S", default_value_t = 60)]
+        page_seconds: u64,
+        /// Only the pages whose label contains this (e.g. "ledger").
+        #[arg(long, value_name = "TEXT")]
+        only: Option<String>,
+        /// Directory the Markdown table is written to (desk-<date>.md).
+        #[arg(long, value_name = "DIR", default_value = "bench/results")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Run a user-space link emulator (UDP relay) in front of a node: delay,
     /// jitter, loss, bandwidth cap and cut-offs, e.g. a rural village link.
@@ -142,6 +176,19 @@ fn run(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::BenchIngest { data, cases, events_per_case } => ingest::run(&data, cases, events_per_case),
+        Cmd::BenchDesk { data, village_cases, county_cases, requests, warmup, page_seconds, only, out, seed } => {
+            bench_desk::run(bench_desk::Options {
+                data,
+                village_cases,
+                county_cases,
+                requests,
+                warmup,
+                page_budget: std::time::Duration::from_secs(page_seconds),
+                only,
+                out: Some(out),
+                seed,
+            })
+        }
         Cmd::Link { listen, target, rtt_ms, jitter_ms, loss, kbps, cut_every, cut_for, seed } => {
             let params = linkemu::LinkParams {
                 delay: std::time::Duration::from_millis(rtt_ms / 2),

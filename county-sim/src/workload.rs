@@ -25,6 +25,12 @@ pub fn id_number(rng: &mut StdRng) -> String {
 const SURNAMES: &[&str] = &["张", "王", "李", "刘", "陈", "杨", "赵", "黄", "周", "吴", "徐", "孙", "胡", "朱", "高"];
 const GIVEN: &[&str] = &["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛"];
 
+/// A generated applicant's name: one of 225 surname and given-name pairs,
+/// so a name search finds about one case in 225.
+pub fn name(rng: &mut StdRng) -> String {
+    format!("{}{}", SURNAMES[rng.gen_range(0..SURNAMES.len())], GIVEN[rng.gen_range(0..GIVEN.len())])
+}
+
 /// What [`generate`] did.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Generated {
@@ -54,7 +60,7 @@ pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Resu
     let mut out = Generated::default();
     for _ in 0..count {
         let (item, decided_by, materials) = items[rng.gen_range(0..items.len())].clone();
-        let name = format!("{}{}", SURNAMES[rng.gen_range(0..SURNAMES.len())], GIVEN[rng.gen_range(0..GIVEN.len())]);
+        let name = name(&mut rng);
         let phone = format!("1{}{:09}", rng.gen_range(3..10), rng.gen_range(0..1_000_000_000u64));
         let case = ledger.new_case(
             actor,
@@ -76,7 +82,9 @@ pub fn generate(ledger: &mut Ledger, count: u64, seed: u64, actor: &str) -> Resu
     Ok(out)
 }
 
-fn advance(ledger: &mut Ledger, case: &CaseId, decide_here: bool, rng: &mut StdRng, actor: &str) -> Result<u64> {
+/// Moves a new case as far as this node may (see [`generate`]); returns
+/// the events written.
+pub fn advance(ledger: &mut Ledger, case: &CaseId, decide_here: bool, rng: &mut StdRng, actor: &str) -> Result<u64> {
     let mut events = 0;
     let roll: f64 = rng.gen();
     if roll < 0.05 {

@@ -114,10 +114,13 @@ impl CaseQuery {
             args.push(Box::new(to as i64));
         }
         if let Some(text) = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            // A case id matches exactly; anything else searches names.
-            clauses.push("(case_id = ? OR instr(applicant, ?) > 0)".into());
+            // A case id matches exactly; anything else is the start of the
+            // applicant's name (a full name or a surname), found through
+            // the `cases_applicant` index as a range, fast at 1.5 M cases.
+            clauses.push("(case_id = ? OR (applicant >= ? AND applicant < ?))".into());
             args.push(Box::new(text.to_string()));
             args.push(Box::new(text.to_string()));
+            args.push(Box::new(format!("{text}\u{10FFFF}")));
         }
         if let Some(d) = self.due_before {
             clauses.push("(finished_day IS NULL AND due_day IS NOT NULL AND due_day < ?)".into());
@@ -160,8 +163,11 @@ impl CaseQuery {
         let mut page_filter = filter;
         if let Some(after) = &self.after {
             page_filter.push_str(if page_filter.is_empty() { "WHERE " } else { " AND " });
-            page_filter.push_str("(updated_wall < ? OR (updated_wall = ? AND case_id < ?))");
-            args.push(Box::new(after.updated_ms as i64));
+            // A row value, not `a < ? OR (a = ? AND b < ?)`: with bound
+            // parameters SQLite seeks `cases_updated` to the cursor only for
+            // the row value; for the OR form it walks the index from the
+            // newest row (40 ms halfway down 1.5 M cases, more further on).
+            page_filter.push_str("(updated_wall, case_id) < (?, ?)");
             args.push(Box::new(after.updated_ms as i64));
             args.push(Box::new(after.case_id.clone()));
         }
@@ -419,4 +425,93 @@ pub fn group_stats(
     }
     out.values_mut().for_each(Counts::finish);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{put_case, Store};
+    use proto::event::FieldValue;
+    use proto::Hlc;
+
+    const NAMES: [&str; 5] = ["张伟", "王小伟", "欧阳修", "张", "李娜"];
+
+    fn case(n: u64, applicant: &str, updated_ms: u64) -> CaseState {
+        let home = NodeId::new("511421101001");
+        CaseState {
+            case_id: CaseId::mint(&home, n),
+            home: home.clone(),
+            handler: home,
+            state: State::Received,
+            create: None,
+            fields: [("applicant".to_string(), vec![FieldValue::Text(applicant.to_string())])].into(),
+            materials: Vec::new(),
+            ratings: Vec::new(),
+            history: Vec::new(),
+            conflicts: Vec::new(),
+            clock: Default::default(),
+            created: Some(Hlc { wall_ms: updated_ms, logical: 0 }),
+            accepted: None,
+            updated: Hlc { wall_ms: updated_ms, logical: 0 },
+            tolerated: None,
+            staged: Vec::new(),
+            followups: Vec::new(),
+        }
+    }
+
+    fn ids(cases: &[CaseState]) -> Vec<String> {
+        cases.iter().map(|c| c.case_id.0.clone()).collect()
+    }
+
+    /// 40 cases, three at a time sharing a stamp (ties go by case id).
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        for n in 1..=40 {
+            put_case(store.conn(), &case(n, NAMES[n as usize % NAMES.len()], 1_000 + n / 3)).unwrap();
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn pages_follow_each_other_newest_first_without_gaps_or_repeats() {
+        let (_dir, store) = store();
+        let all = CaseQuery { limit: 500, ..Default::default() }.run(store.conn()).unwrap();
+        assert_eq!((all.cases.len(), all.total, all.next.is_none()), (40, 40, true));
+        let key = |c: &CaseState| (c.updated.wall_ms, c.case_id.0.clone());
+        assert!(all.cases.windows(2).all(|w| key(&w[0]) > key(&w[1])), "newest first, then by case id");
+        let mut q = CaseQuery { limit: 7, ..Default::default() };
+        let mut paged = Vec::new();
+        loop {
+            let page = q.run(store.conn()).unwrap();
+            assert_eq!(page.total, 40);
+            paged.extend(ids(&page.cases));
+            match page.next {
+                Some(next) => q.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(paged, ids(&all.cases));
+    }
+
+    #[test]
+    fn a_search_finds_a_case_id_or_the_start_of_a_name() {
+        let (_dir, store) = store();
+        let all = CaseQuery { limit: 500, ..Default::default() }.run(store.conn()).unwrap();
+        for text in ["张", "伟", "张伟", "小伟", "王小伟", "欧阳", "阳修", "娜", "赵", "伟张"] {
+            let q = CaseQuery { text: Some(text.into()), limit: 500, ..Default::default() };
+            let found = q.run(store.conn()).unwrap();
+            let expected: Vec<String> = all
+                .cases
+                .iter()
+                .filter(|c| matches!(c.fields["applicant"].first(), Some(FieldValue::Text(t)) if t.starts_with(text)))
+                .map(|c| c.case_id.0.clone())
+                .collect();
+            assert_eq!(ids(&found.cases), expected, "{text}");
+            assert_eq!(found.total, expected.len() as u64, "{text}");
+        }
+        let id = all.cases[5].case_id.0.clone();
+        let q = CaseQuery { text: Some(id.clone()), ..Default::default() };
+        assert_eq!(ids(&q.run(store.conn()).unwrap().cases), [id]);
+    }
 }
