@@ -432,10 +432,17 @@ fn secs(since: Instant) -> f64 {
 struct PageSpec {
     label: &'static str,
     path: String,
+    /// At most this many requests in all (a search by full ID number is
+    /// limited per member: `desk::ID_SEARCHES` in ten minutes).
+    max: Option<usize>,
 }
 
 fn page(label: &'static str, path: impl Into<String>) -> PageSpec {
-    PageSpec { label, path: path.into() }
+    PageSpec { label, path: path.into(), max: None }
+}
+
+fn limited(label: &'static str, path: impl Into<String>, max: usize) -> PageSpec {
+    PageSpec { label, path: path.into(), max: Some(max) }
 }
 
 fn village_pages(v: &VillageSetup) -> Vec<PageSpec> {
@@ -444,7 +451,7 @@ fn village_pages(v: &VillageSetup) -> Vec<PageSpec> {
         page("queue, state", "/queue?state=received"),
         page("queue, name search", format!("/queue?q={}", v.sample_name)),
         page("queue, name no case has", format!("/queue?q={RARE_NAME}")),
-        page("queue, ID number search", format!("/queue?q={}", v.sample_id_number)),
+        limited("queue, ID number search", format!("/queue?q={}", v.sample_id_number), desk::ID_SEARCHES),
         page("case", format!("/case/{}", v.sample_case)),
         page("intake, pick the item", "/intake"),
         page("intake, form", "/intake?item=V001"),
@@ -536,11 +543,15 @@ fn measure(
         ensure!(first.status == 200, "GET {} answered {}: {}", p.path, first.status, first.text());
         let body = first.text();
         let budget = Instant::now();
-        for _ in 1..opts.warmup {
+        let (warmup, requests) = match p.max {
+            Some(max) => (1, opts.requests.min(max.saturating_sub(1))),
+            None => (opts.warmup, opts.requests),
+        };
+        for _ in 1..warmup {
             client.get(&path)?;
         }
-        let mut times = Vec::with_capacity(opts.requests);
-        for _ in 0..opts.requests {
+        let mut times = Vec::with_capacity(requests);
+        for _ in 0..requests {
             if budget.elapsed() > opts.page_budget && times.len() >= 10 {
                 break;
             }

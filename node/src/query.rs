@@ -382,10 +382,10 @@ pub fn stats(
     today: proto::calendar::Day,
 ) -> Result<Vec<(NodeId, String, Counts)>> {
     let mut stmt = conn.prepare(
-        "SELECT home, item, COUNT(*), SUM(accepted_wall > 0 OR finished_day IS NOT NULL), SUM(finished_day IS NOT NULL),
-                SUM(on_time = 1), SUM(on_time = 0), COALESCE(SUM(days_used), 0), SUM(tolerated),
-                SUM(tolerated = 1 AND state = 'terminated'), SUM(rating > 0), SUM(rating BETWEEN 1 AND 3),
-                SUM(open_followups), SUM(open_followups > 0 AND followup_due_day < ?3)
+        "SELECT home, item, COUNT(*), COALESCE(SUM(accepted_wall > 0 OR finished_day IS NOT NULL), 0), COALESCE(SUM(finished_day IS NOT NULL), 0),
+                COALESCE(SUM(on_time = 1), 0), COALESCE(SUM(on_time = 0), 0), COALESCE(SUM(days_used), 0), COALESCE(SUM(tolerated), 0),
+                COALESCE(SUM(tolerated = 1 AND state = 'terminated'), 0), COALESCE(SUM(rating > 0), 0), COALESCE(SUM(rating BETWEEN 1 AND 3), 0),
+                COALESCE(SUM(open_followups), 0), COALESCE(SUM(open_followups > 0 AND followup_due_day < ?3), 0)
          FROM cases WHERE created_wall >= ?1 AND created_wall < ?2 GROUP BY home, item",
     )?;
     let rows =
@@ -513,5 +513,15 @@ mod tests {
         let id = all.cases[5].case_id.0.clone();
         let q = CaseQuery { text: Some(id.clone()), ..Default::default() };
         assert_eq!(ids(&q.run(store.conn()).unwrap().cases), [id]);
+    }
+
+    /// Statistics over cases none of which was accepted, rated or timed
+    /// count zeros (SQLite sums nothing to NULL).
+    #[test]
+    fn statistics_of_untimed_cases_are_zeros_not_an_error() {
+        let (_dir, store) = store();
+        let rows = stats(store.conn(), None, None, proto::calendar::Day(20_000)).unwrap();
+        let total = group_stats(&rows, |_, _| "all".into()).remove("all").unwrap();
+        assert_eq!((total.received, total.on_time, total.rated, total.on_time_rate), (40, 0, 0, None));
     }
 }
