@@ -74,6 +74,9 @@ pub struct App {
     /// Recent searches by full ID number, per member (see
     /// [`App::may_search_id_number`]).
     id_searches: Mutex<std::collections::HashMap<String, Vec<u64>>>,
+    /// The dashboard's figures, as last counted (see
+    /// `pages::dashboard::DASHBOARD_TTL`).
+    dashboard: Mutex<Option<pages::dashboard::Cached>>,
     /// The Host names this desk answers to (`None`: any, for a desk served
     /// over HTTPS beyond loopback).
     hosts: std::sync::OnceLock<Option<Vec<String>>>,
@@ -159,6 +162,7 @@ impl App {
             unknown_logins: Default::default(),
             id_searches: Default::default(),
             hosts: std::sync::OnceLock::new(),
+            dashboard: Mutex::new(None),
         })
     }
 

@@ -40,6 +40,46 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
         return Err(DeskError::NotFound);
     }
     let days = p.days.unwrap_or(7).clamp(1, 365);
+    let key = (days, node::cli::today());
+    let cached = {
+        let held = app.dashboard.lock().unwrap_or_else(|p| p.into_inner());
+        held.as_ref().filter(|(at, k, _)| at.elapsed() < DASHBOARD_TTL && *k == key).map(|(at, _, d)| (*at, d.clone()))
+    };
+    let (computed_at, data) = match cached {
+        Some(hit) => hit,
+        None => {
+            let data = compute(&app, days).await?;
+            let at = std::time::Instant::now();
+            *app.dashboard.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, key, data.clone()));
+            (at, data)
+        }
+    };
+    let age = computed_at.elapsed().as_secs();
+    let Data { by_township, ratings, silent, cards, on_time, late, stats } = data;
+    let body = render(days, age, &by_township, &ratings, &silent, &cards, on_time, late, &stats);
+    Ok(page(&app, &staff, text::NAV_DASHBOARD, text::NAV_DASHBOARD, body))
+}
+
+/// The dashboard's figures are counted over every case of the county (a
+/// few seconds at 1.5 M cases): computed at most once a minute and shared.
+pub const DASHBOARD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The figures, when they were counted, and for which (days, today).
+pub type Cached = (std::time::Instant, (u64, proto::calendar::Day), Data);
+
+/// What the dashboard shows, as counted.
+#[derive(Clone)]
+pub struct Data {
+    by_township: Vec<(String, Vec<u64>)>,
+    ratings: Vec<(u8, u64)>,
+    silent: Vec<(String, String, Option<u64>)>,
+    cards: BTreeMap<String, [u64; 2]>,
+    on_time: u64,
+    late: u64,
+    stats: BTreeMap<String, node::query::Counts>,
+}
+
+async fn compute(app: &Arc<App>, days: u64) -> Result<Data, DeskError> {
     let me = app.me().clone();
     let (by_township, ratings, silent, cards, (on_time, late), stats) = app
         .read(move |l| {
@@ -80,6 +120,21 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
             Ok((rows, ratings, silent, cards, node::query::on_time_counts(conn)?, stats))
         })
         .await?;
+    Ok(Data { by_township, ratings, silent, cards, on_time, late, stats })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    days: u64,
+    age: u64,
+    by_township: &[(String, Vec<u64>)],
+    ratings: &[(u8, u64)],
+    silent: &[(String, String, Option<u64>)],
+    cards: &BTreeMap<String, [u64; 2]>,
+    on_time: u64,
+    late: u64,
+    stats: &BTreeMap<String, node::query::Counts>,
+) -> maud::Markup {
     let totals: [u64; 3] = by_township.iter().fold([0; 3], |mut acc, (_, g)| {
         for (a, v) in acc.iter_mut().zip(g) {
             *a += v;
@@ -91,7 +146,8 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
     let rated: u64 = ratings.iter().map(|r| r.1).sum();
     // 不满意 and 非常不满意 are followed up with the applicant.
     let poor: u64 = ratings.iter().filter(|(l, _)| *l >= 4).map(|r| r.1).sum();
-    let body = html! {
+    html! {
+        p.muted { "数据每分钟统计一次（" (age) " 秒前）。" }
         div.tiles {
             div.tile { span.big { (all) } span { "办件总数" } }
             div.tile { span.big { (totals[0]) } span { "办理中" } }
@@ -103,7 +159,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
         h2 { "电子监察：红黄牌" }
         @if cards.is_empty() { p.muted { "没有超期或时限将到的办件。" } } @else {
             table.cases { thead { tr { th { "乡镇" } th { "红牌（已超期）" } th { "黄牌（已用80%）" } } }
-                tbody { @for (t, [red, yellow]) in &cards { tr { td { (t) }
+                tbody { @for (t, [red, yellow]) in cards { tr { td { (t) }
                     td { @if *red > 0 { span.badge.red { (red) } } @else { "0" } }
                     td { @if *yellow > 0 { span.badge.yellow { (yellow) } } @else { "0" } } } } } }
             p { a href="/ledger?card=red" { "查看全部红牌办件" } " · " a href="/ledger?card=yellow" { "黄牌办件" } }
@@ -112,7 +168,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
         table.cases {
             thead { tr { th { "乡镇" } th { "收件" } th { "受理" } th { "办结" } th { "按期办结率" } th { "平均用时（工作日）" }
                 th { "容缺受理（终止）" } th { "满意率" } th { "待回访" } } }
-            tbody { @for (t, c) in &stats { tr {
+            tbody { @for (t, c) in stats { tr {
                 td { (t) } td { (c.received) } td { (c.accepted) } td { (c.done) }
                 td { @match c.on_time_rate { Some(r) => (format!("{r:.1}%")), None => "—" } }
                 td { @match c.avg_working_days { Some(d) => (format!("{d:.1}")), None => "—" } }
@@ -122,7 +178,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
             } } }
         }
         h2 { "各乡镇办件" }
-        (chart::stacked(&by_township, &GROUPS))
+        (chart::stacked(by_township, &GROUPS))
         h2 { "好差评分布" }
         @if ratings.is_empty() { p.muted { "还没有评价。" } } @else {
             (chart::bars(&ratings.iter().map(|(l, n)| (text::rating(*l).to_string(), *n)).collect::<Vec<_>>()))
@@ -134,8 +190,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Par
         }
         @if silent.is_empty() { p.muted { "没有。" } } @else {
             table.cases { thead { tr { th { "乡镇" } th { "村（社区）" } th { "最近一次" } } }
-                tbody { @for (t, v, seen) in &silent { tr { td { (t) } td { (v) } td { @match seen { Some(s) => (crate::when(*s)), None => "从未" } } } } } }
+                tbody { @for (t, v, seen) in silent { tr { td { (t) } td { (v) } td { @match seen { Some(s) => (crate::when(*s)), None => "从未" } } } } } }
         }
-    };
-    Ok(page(&app, &staff, text::NAV_DASHBOARD, text::NAV_DASHBOARD, body))
+    }
 }
