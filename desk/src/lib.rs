@@ -225,6 +225,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(pages::home))
         .route("/login", get(pages::login::form).post(pages::login::submit))
         .route("/logout", post(pages::login::logout))
+        .route("/password", get(pages::login::password_form).post(pages::login::password_change))
         .route("/queue", get(pages::queue::list))
         .route("/intake", get(pages::intake::pick).post(pages::intake::submit))
         .route("/case/{id}", get(pages::case::show))
@@ -429,7 +430,7 @@ pub(crate) fn layout(app: &App, staff: &session::Staff, title: &str, active: &st
                         a href=(href) class=[(label == active).then_some("active")] { (label) }
                     } }
                     div.who {
-                        span { (staff.member.name) "（" (text::role(staff.role())) "）" }
+                        a.who-name href="/password" title="修改密码" { (staff.member.name) "（" (text::role(staff.role())) "）" }
                         form method="post" action="/logout" class="inline" {
                             input type="hidden" name="csrf" value=(staff.csrf);
                             button.link type="submit" { (text::LOGOUT) }

@@ -257,6 +257,17 @@ pub enum StaffCmd {
         #[arg(long)]
         login: String,
     },
+    /// Set a new password for an account (also lifts a lock); asked for at
+    /// the terminal, or read from standard input.
+    Password {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        login: String,
+        /// Read the password from the next line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -636,7 +647,8 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             StaffCmd::Add { data, .. }
             | StaffCmd::List { data, .. }
             | StaffCmd::Disable { data, .. }
-            | StaffCmd::Enable { data, .. },
+            | StaffCmd::Enable { data, .. }
+            | StaffCmd::Password { data, .. },
         )
         | Common::Config { data, .. } => data,
         Common::Case(c) => match c {
@@ -1296,6 +1308,11 @@ fn staff_command(cmd: StaffCmd) -> Result<()> {
         StaffCmd::Enable { data, login } => {
             staff::set_disabled(Ledger::open(&data.data)?.store().conn(), &login, false)?;
             say!("{login} enabled");
+        }
+        StaffCmd::Password { data, login, password_stdin } => {
+            let password = read_password(password_stdin)?;
+            staff::set_password(Ledger::open(&data.data)?.store().conn(), &login, &password)?;
+            say!("{login}: password set");
         }
     }
     Ok(())

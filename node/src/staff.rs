@@ -167,6 +167,23 @@ pub fn list(conn: &Connection) -> Result<Vec<Member>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Sets a new password (and lifts a lock): an administrator's reset, or a
+/// member's own change once the desk has checked the old one.
+pub fn set_password(conn: &Connection, login: &str, password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD {
+        return Err(StaffError::ShortPassword.into());
+    }
+    let record = new_password_record(password)?;
+    if conn.execute(
+        "UPDATE staff SET password = ?2, failures = 0, locked_until = 0 WHERE login = ?1",
+        params![login, record],
+    )? == 0
+    {
+        return Err(StaffError::Unknown(login.into()).into());
+    }
+    Ok(())
+}
+
 /// Disables (or enables again) an account; its sessions end at their next
 /// request.
 pub fn set_disabled(conn: &Connection, login: &str, disabled: bool) -> Result<()> {
@@ -350,5 +367,11 @@ mod tests {
         assert!(add(&c, "wf", "王芳", Role::Clerk, "correct horse", 0).is_err());
         set_disabled(&c, "wf", true).unwrap();
         assert_eq!(log_in(&c, "wf", "correct horse", 1).unwrap().unwrap_err(), LoginRefused::Disabled);
+        set_disabled(&c, "wf", false).unwrap();
+        assert!(set_password(&c, "wf", "short").is_err(), "too short: refused");
+        set_password(&c, "wf", "a new passphrase").unwrap();
+        assert_eq!(log_in(&c, "wf", "correct horse", 1).unwrap().unwrap_err(), LoginRefused::WrongPassword);
+        assert!(log_in(&c, "wf", "a new passphrase", 1).unwrap().is_ok());
+        assert!(set_password(&c, "nobody", "a new passphrase").is_err());
     }
 }

@@ -92,6 +92,14 @@ fn staff_page(app: &App, staff: &Staff, list: &[node::staff::Member], error: Opt
                 }
             } }
         }
+        h2 { "重置密码" }
+        form.row method="post" action="/staff" {
+            (csrf(staff))
+            input type="hidden" name="action" value="reset";
+            select name="login" { @for m in list { option value=(m.login) { (m.name) "（" (m.login) "）" } } }
+            input type="password" name="password" required autocomplete="new-password" placeholder="新密码";
+            button type="submit" { "重置并解除锁定" }
+        }
         h2 { "新增人员" }
         form.stack method="post" action="/staff" {
             (csrf(staff))
@@ -132,7 +140,7 @@ pub struct StaffChange {
 pub async fn staff_change(State(app): State<Arc<App>>, c: Checked<StaffChange>) -> Result<Response, DeskError> {
     c.staff.require(Role::Admin)?;
     let f = c.form;
-    if f.login == c.staff.member.login && f.action != "add" {
+    if f.login == c.staff.member.login && !matches!(f.action.as_str(), "add" | "reset") {
         return Err(DeskError::BadRequest("不能停用自己的账号。".into()));
     }
     let result = app
@@ -145,6 +153,7 @@ pub async fn staff_change(State(app): State<Arc<App>>, c: Checked<StaffChange>) 
                 }
                 "disable" => node::staff::set_disabled(conn, &f.login, true),
                 "enable" => node::staff::set_disabled(conn, &f.login, false),
+                "reset" => node::staff::set_password(conn, &f.login, &f.password),
                 _ => Err(anyhow::anyhow!("unknown action")),
             })
         })

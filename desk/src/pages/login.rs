@@ -201,3 +201,65 @@ impl UnknownLogins {
         None
     }
 }
+
+fn password_page(app: &App, staff: &Staff, error: Option<&str>, done: bool) -> Html {
+    let body = html! {
+        @if done { p.banner.ok { "密码已修改。" } }
+        @if let Some(e) = error { p.banner.error role="alert" { (e) } }
+        form.stack method="post" action="/password" {
+            (crate::csrf(staff))
+            label { "当前密码" input type="password" name="current" required autocomplete="current-password"; }
+            label { "新密码（至少 " (node::staff::MIN_PASSWORD) " 位）" input type="password" name="new" required autocomplete="new-password"; }
+            label { "再输一次新密码" input type="password" name="again" required autocomplete="new-password"; }
+            button.primary type="submit" { "修改密码" }
+        }
+    };
+    super::page(app, staff, "修改密码", "", body)
+}
+
+#[derive(Deserialize, Default)]
+pub struct Done {
+    saved: Option<String>,
+}
+
+pub async fn password_form(State(app): State<Arc<App>>, staff: Staff, Query(d): Query<Done>) -> Html {
+    password_page(&app, &staff, None, d.saved.is_some())
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    again: String,
+}
+
+/// A member changes their own password: the current one is checked like a
+/// login (a wrong one counts towards the lock), the new one twice.
+pub async fn password_change(State(app): State<Arc<App>>, c: Checked<PasswordForm>) -> Response {
+    let (staff, f) = (c.staff, c.form);
+    let refuse = |message: &str| {
+        let mut res = password_page(&app, &staff, Some(message), false).into_response();
+        *res.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+        res
+    };
+    if f.new != f.again {
+        return refuse("两次输入的新密码不一致，未做任何修改。");
+    }
+    if f.new.chars().count() < node::staff::MIN_PASSWORD {
+        return refuse(&format!("新密码至少 {} 位，未做任何修改。", node::staff::MIN_PASSWORD));
+    }
+    let login = staff.member.login.clone();
+    match check(&app, &login, f.current.clone(), node::wall_clock_ms()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return refuse("当前密码不正确，未做任何修改。"),
+        Err(e) => return e.into_response(),
+    }
+    let new = f.new.clone();
+    match app.with(move |l| node::staff::set_password(l.store().conn(), &login, &new)).await {
+        Ok(()) => super::saved("/password"),
+        Err(e) => e.into_response(),
+    }
+}

@@ -362,3 +362,37 @@ fn a_bundle_is_taken_with_one_form() {
     let notice = clerk.get(&format!("{}/result", to.split('?').next().unwrap()));
     assert_eq!(notice.status, 400, "no result notice before every case is done");
 }
+
+/// A member changes their own password (the current one checked, the new
+/// one twice); an administrator resets another's, which lifts a lock.
+#[test]
+fn passwords_are_changed_by_their_owner_and_reset_by_an_admin() {
+    let (_county, data, desk) = village_desk();
+    let (mut clerk, _) = log_in(desk.addr(), "wangfang", PASSWORD);
+    let csrf = field_value(&clerk.get("/password").text(), "csrf").unwrap();
+    let change = |s: &mut system_tests::http::Session, current: &str, new: &str, again: &str| {
+        s.post_form("/password", &[("csrf", &csrf), ("current", current), ("new", new), ("again", again)])
+    };
+    assert_eq!(change(&mut clerk, "not my password", "brand new words", "brand new words").status, 422);
+    assert_eq!(change(&mut clerk, PASSWORD, "brand new words", "other words here").status, 422);
+    assert_eq!(change(&mut clerk, PASSWORD, "short", "short").status, 422);
+    assert_eq!(log_in(desk.addr(), "wangfang", PASSWORD).1.status, 303, "nothing changed by a refusal");
+    assert_eq!(change(&mut clerk, PASSWORD, "brand new words", "brand new words").status, 303);
+    assert_eq!(log_in(desk.addr(), "wangfang", PASSWORD).1.status, 401, "the old password no longer works");
+    assert_eq!(log_in(desk.addr(), "wangfang", "brand new words").1.status, 303);
+
+    // Locked out, then reset by the administrator.
+    for _ in 0..5 {
+        log_in(desk.addr(), "wangfang", "wrong password");
+    }
+    assert!(log_in(desk.addr(), "wangfang", "brand new words").1.text().contains("已锁定"));
+    let (mut admin, _) = log_in(desk.addr(), "zhaolei", PASSWORD);
+    let token = field_value(&admin.get("/staff").text(), "csrf").unwrap();
+    let r = admin.post_form(
+        "/staff",
+        &[("csrf", &token), ("action", "reset"), ("login", "wangfang"), ("password", "reset by admin")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(log_in(desk.addr(), "wangfang", "reset by admin").1.status, 303, "reset lifts the lock");
+    let _ = data;
+}
