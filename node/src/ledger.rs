@@ -716,20 +716,12 @@ impl Ledger {
             .into());
         }
         let st = self.case(case)?;
-        let done = matches!(
-            st.state,
-            State::Approved | State::Denied | State::Issued | State::Closed | State::NotAccepted | State::Terminated
-        );
-        let accepted = st.accepted.is_some() || done;
         let stage = match stage {
             Some(s) => s,
-            None if done => Stage::Done,
+            None if st.state.is_done() => Stage::Done,
             None => Stage::Accept,
         };
-        let reached = match stage {
-            Stage::Accept => accepted,
-            Stage::Done => done,
-        };
+        let reached = st.stage_reached(stage);
         if !reached {
             return Err(Declined::Invalid(format!(
                 "case {case} is {}; it has not reached the {} stage, which cannot be rated yet",
@@ -950,22 +942,13 @@ impl Ledger {
         let Some(current) = store::fold_stored(conn, case)? else { return Ok(Vec::new()) };
         let me: NodeId = store::meta_get(conn, ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
         let seq = store::origin_seq(conn, &me)? + 1;
-        let mut candidates = vec![
-            Step::PrereviewPass,
-            Step::PrereviewReturn,
-            Step::Accept,
-            Step::Refuse,
-            Step::RequestSupplement,
-            Step::Resubmit,
-            Step::Approve,
-            Step::Deny,
-            Step::Issue,
-            Step::Close,
-            Step::Withdraw,
-            Step::Suspend,
-            Step::Resume,
-            Step::Terminate,
-        ];
+        // Every plain step; a forward is added per node above, and 容缺受理
+        // has its own form (it needs the missing list and a date).
+        let mut candidates: Vec<Step> = proto::workflow::ALL_STEPS
+            .iter()
+            .filter(|s| !matches!(s, Step::Forward { .. } | Step::AcceptMissing { .. }))
+            .cloned()
+            .collect();
         let mut up = self.topology.get(self.me()).and_then(|n| n.parent.clone());
         while let Some(node) = up {
             up = self.topology.get(&node).and_then(|n| n.parent.clone());

@@ -260,19 +260,13 @@ pub struct BundleView {
 
 /// The bundle `id` as held here, if any of its cases is.
 pub fn bundle(ledger: &crate::Ledger, id: &str) -> anyhow::Result<Option<BundleView>> {
-    use proto::workflow::State as S;
     let cases = crate::query::bundle_cases(ledger.store().conn(), id)?;
     if cases.is_empty() {
         return Ok(None);
     }
     let code = id.rsplit_once('-').map(|(c, _)| c).unwrap_or(id).to_string();
     let name = ledger.catalogue().bundle(&code).map(|b| b.name.clone()).unwrap_or_default();
-    let done = cases.iter().all(|c| {
-        matches!(
-            c.state,
-            S::Approved | S::Denied | S::Issued | S::Closed | S::NotAccepted | S::Withdrawn | S::Terminated
-        )
-    });
+    let done = cases.iter().all(|c| c.state.is_done());
     Ok(Some(BundleView {
         bundle_id: id.to_string(),
         code,

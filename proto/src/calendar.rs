@@ -248,16 +248,7 @@ fn clock_runs(s: State) -> bool {
 }
 
 fn clock_ends(s: State) -> bool {
-    matches!(
-        s,
-        State::Approved
-            | State::Denied
-            | State::Issued
-            | State::Closed
-            | State::Withdrawn
-            | State::NotAccepted
-            | State::Terminated
-    )
+    s.is_done()
 }
 
 /// What a case's events fix about its time, whatever the day: what a list

@@ -203,6 +203,15 @@ impl CaseState {
             .unwrap_or_default()
     }
 
+    /// The case has reached the stage a rating is about: 受理 once accepted
+    /// (or done), 办结 once done.
+    pub fn stage_reached(&self, stage: crate::event::Stage) -> bool {
+        match stage {
+            crate::event::Stage::Accept => self.accepted.is_some() || self.state.is_done(),
+            crate::event::Stage::Done => self.state.is_done(),
+        }
+    }
+
     /// A 容缺 case whose promised day has passed with materials still
     /// missing: staff should end it (终止), or record the materials.
     pub fn termination_due(&self, today: crate::calendar::Day) -> bool {
@@ -283,8 +292,9 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// 2: causal order, clock-skew flags. 3: typed history. 4: 补正 during review
 /// (accepted → supplement requested). 5: 容缺受理 and 终止. 6: rating stages,
 /// channels and follow-ups. 7: one rating per reached stage, follow-ups
-/// closed by their owner, 终止 only of 容缺 cases.
-pub const FOLD_VERSION: u32 = 7;
+/// closed by their owner, 终止 only of 容缺 cases. 8: a withdrawn case's
+/// 办结 stage is reached (one definition of done, `State::is_done`).
+pub const FOLD_VERSION: u32 = 8;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -496,19 +506,7 @@ pub fn fold_case_hashed<'a>(
                 // "一事一评": the first rating of a stage the case had
                 // reached counts; a later one, or one of a stage not yet
                 // reached, is kept in the history as superseded.
-                let done = matches!(
-                    st.state,
-                    State::Approved
-                        | State::Denied
-                        | State::Issued
-                        | State::Closed
-                        | State::NotAccepted
-                        | State::Terminated
-                );
-                let reached = match stage {
-                    crate::event::Stage::Accept => st.accepted.is_some() || done,
-                    crate::event::Stage::Done => done,
-                };
+                let reached = st.stage_reached(*stage);
                 if !reached || st.staged.iter().any(|r| r.stage == Some(*stage)) {
                     entry.superseded = true;
                 } else {

@@ -60,6 +60,21 @@ impl State {
         ALL_STATES.iter().copied().find(|st| st.name() == s)
     }
 
+    /// Decided, or ended without a decision: the case's clock has stopped
+    /// for good and its 办结 stage is reached.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            State::Approved
+                | State::Denied
+                | State::Issued
+                | State::Closed
+                | State::Withdrawn
+                | State::NotAccepted
+                | State::Terminated
+        )
+    }
+
     /// No transition leaves this state.
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Closed | State::Withdrawn | State::NotAccepted | State::Terminated)
@@ -93,7 +108,8 @@ pub const ALL_STATES: [State; 13] = [
     State::Terminated,
 ];
 
-const ALL_STEPS: [Step; 16] = [
+/// Every step (with placeholder data for those that carry some).
+pub const ALL_STEPS: [Step; 16] = [
     Step::PrereviewPass,
     Step::PrereviewReturn,
     Step::Forward { to: crate::ids::NodeId(String::new()) },
@@ -158,6 +174,14 @@ mod tests {
             s = next(s, &step).unwrap_or_else(|| panic!("{step:?} refused in {s}"));
         }
         assert_eq!(s, State::Closed);
+    }
+
+    #[test]
+    fn done_is_decided_or_ended() {
+        let done: Vec<State> = ALL_STATES.iter().copied().filter(|s| s.is_done()).collect();
+        assert!(done.iter().all(|s| !matches!(s, State::Accepted | State::Suspended | State::Received)));
+        assert!(ALL_STATES.iter().filter(|s| s.is_terminal()).all(|s| s.is_done()), "every end is done");
+        assert!(State::Approved.is_done() && State::Terminated.is_done() && !State::Forwarded.is_done());
     }
 
     #[test]

@@ -272,12 +272,7 @@ fn accept_missing_form(staff: &Staff, c: &CaseState, x: &Extra) -> Markup {
 /// 好差评 ("一事一评": one per stage) and the follow-ups of poor ones.
 fn ratings(staff: &Staff, c: &CaseState, calendar: &proto::calendar::Calendar) -> Markup {
     let rated = |stage| c.staged.iter().any(|r| r.stage == Some(stage));
-    use proto::workflow::State as S;
-    let done = matches!(c.state, S::Approved | S::Denied | S::Issued | S::Closed | S::NotAccepted | S::Terminated);
-    let reached = |stage| match stage {
-        proto::event::Stage::Accept => c.accepted.is_some() || done,
-        proto::event::Stage::Done => done,
-    };
+    let reached = |stage| c.stage_reached(stage);
     let may_rate = |stage| reached(stage) && !rated(stage);
     let today = node::cli::today();
     html! {

@@ -24,7 +24,7 @@ fn short(name: &str) -> String {
 fn group(state: &str) -> usize {
     match CaseState::parse(state) {
         Some(CaseState::Approved | CaseState::Issued | CaseState::Closed) => 1,
-        Some(CaseState::Denied | CaseState::NotAccepted | CaseState::Withdrawn) => 2,
+        Some(CaseState::Denied | CaseState::NotAccepted | CaseState::Withdrawn | CaseState::Terminated) => 2,
         _ => 0,
     }
 }

@@ -139,6 +139,16 @@ pub async fn notice(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<St
     Ok(sheet(text::NOTICE, &back, body))
 }
 
+/// A bundle this desk may show (its cases in this node's scope: see
+/// [`load_case`]), the taking window's name and its first case.
+async fn load_bundle(app: &Arc<App>, id: String) -> Result<(node::view::BundleView, String, CaseState), DeskError> {
+    let me = app.me().clone();
+    let (view, window) = app.read(move |l| Ok((node::view::bundle(l, &id)?, node_name(l.topology(), &me)))).await?;
+    let v = view.ok_or(DeskError::NotFound)?;
+    let first = load_case(app, &v.cases[0].case_id.0).await?;
+    Ok((v, window, first))
+}
+
 /// A 一件事 bundle: its cases and state, printable as one receipt.
 pub async fn bundle(
     State(app): State<Arc<App>>,
@@ -146,20 +156,7 @@ pub async fn bundle(
     Path(id): Path<String>,
     Query(q): Query<Fresh>,
 ) -> Result<Html, DeskError> {
-    let me = app.me().clone();
-    let (view, window, first) = app
-        .read(move |l| {
-            let v = node::view::bundle(l, &id)?;
-            let first = match &v {
-                Some(v) => l.case(&v.cases[0].case_id).ok(),
-                None => None,
-            };
-            Ok((v, node_name(l.topology(), &me), first))
-        })
-        .await?;
-    let (Some(v), Some(first)) = (view, first) else { return Err(DeskError::NotFound) };
-    // Shown only where its cases are in this node's scope (load_case checks).
-    load_case(&app, &first.case_id.0).await?;
+    let (v, window, first) = load_bundle(&app, id).await?;
     let body = html! {
         @if q.new.is_some() { p.no-print.banner.ok { "一件事收件成功：已为每个事项各建一件，并联办理。请打印回执交申请人。" } }
         header.sheet-head { h1 { (text::RECEIPT) } p { (window) } }
@@ -192,19 +189,7 @@ pub async fn bundle_result(
     staff: Staff,
     Path(id): Path<String>,
 ) -> Result<Html, DeskError> {
-    let me = app.me().clone();
-    let (view, window, first) = app
-        .read(move |l| {
-            let v = node::view::bundle(l, &id)?;
-            let first = match &v {
-                Some(v) => l.case(&v.cases[0].case_id).ok(),
-                None => None,
-            };
-            Ok((v, node_name(l.topology(), &me), first))
-        })
-        .await?;
-    let (Some(v), Some(first)) = (view, first) else { return Err(DeskError::NotFound) };
-    load_case(&app, &first.case_id.0).await?;
+    let (v, window, first) = load_bundle(&app, id).await?;
     if v.state != "done" {
         return Err(DeskError::BadRequest("一件事尚未全部办结，办结后才能出具结果告知书。".into()));
     }

@@ -63,6 +63,8 @@ fn click_step(b: &Browser, value: &str) -> Result<()> {
 fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     let desks = Desks::start();
     let b = Browser::start().context("the desk browser tests need Debian's chromium and chromium-driver")?;
+    // A village laptop's screen.
+    b.set_window_size(1366, 768)?;
     let (village, township, county) = (&desks.village.url, &desks.township.url, &desks.hub.url);
 
     // The village clerk logs in.
