@@ -125,6 +125,12 @@ fn describe(s: &node::sync::Summary) -> String {
     if s.stats.quarantined_events > 0 {
         words.push_str(&format!("；本机隔离了收到的 {} 条记录", s.stats.quarantined_events));
     }
+    if s.stats.newer_format_events > 0 {
+        words.push_str(&format!(
+            "；收到 {} 条由更新版本软件写入的记录，本机版本无法读取，暂不接收（升级后下次同步即可收到）：请联系管理员升级本机软件",
+            s.stats.newer_format_events
+        ));
+    }
     if let Some(r) = &s.recovery {
         words.push_str(&format!(
             "。本机记录曾旧于网络副本（从备份恢复或复制而来），已取回 {} 条本机记录并以新副本 {} 继续工作，未丢失任何内容",

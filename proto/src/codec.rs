@@ -36,8 +36,9 @@ pub struct Tag {
     pub what: &'static str,
 }
 
-/// A sync message on the wire.
-pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 1, what: "sync message" };
+/// A sync message on the wire, in its newest format version (`crate::wire`
+/// speaks the older ones too).
+pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 2, what: "sync message" };
 /// An event as stored.
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).

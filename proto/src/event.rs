@@ -349,7 +349,13 @@ impl Header {
 impl Event {
     /// Hash of what the header does not carry.
     pub fn content_hash(&self) -> Hash {
-        Hash::of(&codec::encode_tagged(codec::EVENT_CONTENT, &(&self.actor, &self.case, &self.context, &self.body)))
+        Hash::of(&self.content_bytes())
+    }
+
+    /// The bytes the content hash covers, as version 2 of the sync message
+    /// carries them (`crate::wire`).
+    pub fn content_bytes(&self) -> Vec<u8> {
+        codec::encode_tagged(codec::EVENT_CONTENT, &(&self.actor, &self.case, &self.context, &self.body))
     }
 
     pub fn header(&self) -> Header {

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod personal;
 pub mod sync;
 pub mod topology;
+pub mod wire;
 pub mod workflow;
 
 pub use catalogue::{Catalogue, Catalogues, Item};

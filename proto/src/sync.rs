@@ -73,8 +73,9 @@ impl Segment {
     }
 }
 
-/// What travels between two sessions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What travels between two sessions. Its layouts on the wire, one per
+/// format version, live in [`crate::wire`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Hello {
         wall_ms: u64,
@@ -89,10 +90,15 @@ pub enum Message {
     Batch {
         n: u32,
         segments: Vec<Segment>,
+        /// Segments received whose content this release cannot read (a
+        /// newer release wrote it): held for after an upgrade. Only
+        /// decoding fills this; it never travels.
+        unreadable: Vec<Unreadable>,
     },
     /// Batch `n` is stored; `refused` of its events went to quarantine and
-    /// `held` wait (for their case, catalogue version, voucher or what
-    /// their context names), so the sender's staff are told either way.
+    /// `held` wait (for their case, catalogue version, voucher, what
+    /// their context names, or an upgrade of the receiver), so the sender's
+    /// staff are told either way.
     Ack {
         n: u32,
         quarantined: u32,
@@ -103,12 +109,31 @@ pub enum Message {
     },
 }
 
+/// A received segment whose events' content is of a format version newer
+/// than this release reads: neither stored nor quarantined, but held (the
+/// sender sends it again) until this node is upgraded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub origin: NodeId,
+    pub lane: Lane,
+    pub first_pos: u64,
+    pub events: u32,
+    /// The content format version met.
+    pub content_version: u8,
+}
+
 impl Message {
+    /// Encodes in the newest format version.
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode_tagged(codec::SYNC_MESSAGE, self)
+        crate::wire::encode(self, crate::wire::NEWEST)
     }
+    /// Encodes in format `version`, one of [`crate::wire::VERSIONS`].
+    pub fn encode_as(&self, version: u8) -> Vec<u8> {
+        crate::wire::encode(self, version)
+    }
+    /// Decodes a message of any format version this release speaks.
     pub fn decode(bytes: &[u8]) -> Result<Message, codec::DecodeError> {
-        codec::decode_tagged(codec::SYNC_MESSAGE, bytes)
+        crate::wire::decode(bytes)
     }
 }
 
@@ -691,6 +716,11 @@ pub struct Stats {
     pub received_batches: u32,
     pub quarantined_events: u64,
     pub deferred_events: u64,
+    /// Received events held because a newer release wrote their content
+    /// (see [`Unreadable`]): this node needs an upgrade to take them.
+    pub newer_format_events: u64,
+    /// The newest content format version met among them (0: none).
+    pub newer_format_version: u8,
     /// Of the events we sent, how many the peer quarantined.
     pub quarantined_by_peer: u64,
     /// Of the events we sent, how many the peer holds back for now.
@@ -730,6 +760,8 @@ pub struct Session {
     sent_done: bool,
     peer_done: Option<u32>,
     stored: BTreeSet<u32>,
+    /// Events of a received batch held as unreadable, until it is stored.
+    held_unreadable: BTreeMap<u32, u64>,
     /// Maximum batches in flight without acknowledgement.
     pub window: usize,
     /// Target events per batch (a batch holds whole segments).
@@ -780,6 +812,7 @@ impl Session {
             sent_done: false,
             peer_done: None,
             stored: BTreeSet::new(),
+            held_unreadable: BTreeMap::new(),
             window: 8,
             batch_events: BATCH_EVENTS,
             batch_bytes: BATCH_BYTES,
@@ -819,7 +852,7 @@ impl Session {
                 self.plan_sending(replica, topology, positions)?;
                 Ok(None)
             }
-            Message::Batch { n, segments } => {
+            Message::Batch { n, segments, unreadable } => {
                 if !self.got_hello {
                     return Err(self.violation("batch before hello"));
                 }
@@ -828,7 +861,26 @@ impl Session {
                     self.outbox.push_back(Message::Ack { n, quarantined: 0, held: 0 });
                     return Ok(None);
                 }
-                Ok(Some((n, segments)))
+                if unreadable.is_empty() {
+                    return Ok(Some((n, segments)));
+                }
+                // A run this release cannot read is held, and so is the rest
+                // of its chain in this batch (it could not continue a chain
+                // with a gap in it); other chains go on.
+                let mut held = 0u64;
+                for u in &unreadable {
+                    held += u64::from(u.events);
+                    self.stats.newer_format_version = self.stats.newer_format_version.max(u.content_version);
+                }
+                let (later, readable): (Vec<Segment>, Vec<Segment>) = segments.into_iter().partition(|s| {
+                    unreadable
+                        .iter()
+                        .any(|u| u.origin == s.seal.origin && u.lane == s.seal.lane && s.seal.pos > u.first_pos)
+                });
+                held += later.iter().map(|s| s.events.len() as u64).sum::<u64>();
+                self.stats.newer_format_events += held;
+                self.held_unreadable.insert(n, held);
+                Ok(Some((n, readable)))
             }
             Message::Ack { n, quarantined, held } => {
                 if self.unacked.remove(&n) {
@@ -858,7 +910,8 @@ impl Session {
                 self.own_diverged.insert(Divergence { lane: lane.clone(), origin: origin.clone(), here: 0, there: 0 });
             }
         }
-        let held = verdict.deferred.min(u32::MAX as usize) as u32;
+        let unreadable = self.held_unreadable.remove(&n).unwrap_or(0);
+        let held = (verdict.deferred as u64 + unreadable).min(u64::from(u32::MAX)) as u32;
         self.outbox.push_back(Message::Ack { n, quarantined: verdict.quarantined.len() as u32, held });
     }
 
@@ -997,7 +1050,7 @@ impl Session {
             self.unacked.insert(n);
             self.stats.sent_batches += 1;
             self.stats.sent_events += count as u64;
-            return Ok(Some(Message::Batch { n, segments }));
+            return Ok(Some(Message::Batch { n, segments, unreadable: vec![] }));
         }
         self.sent_done = true;
         Ok(Some(Message::Done { batches: self.next_batch }))

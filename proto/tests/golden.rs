@@ -6,7 +6,7 @@
 use crdts::{CmRDT, Dot, VClock};
 use ed25519_dalek::SigningKey;
 use proto::event::{Create, FieldValue, Lane, Seal};
-use proto::sync::Message;
+use proto::sync::{Message, Segment};
 use proto::{Body, CaseId, Event, EventId, Hash, Hlc, NodeId, Step, Tier};
 
 fn event() -> Event {
@@ -90,11 +90,30 @@ fn sync_messages_encode_as_pinned() {
         positions: vec![(Lane::Global, NodeId::new("511421"), 3)],
         heads: vec![Seal::sign(&SigningKey::from_bytes(&[42; 32]), &event())],
     };
-    assert_eq!(hex(&hello.encode()), "530100fd00e897b69a01000001000635313134323103010c353131343231313031303031010c3531313432313130313030310202dc2a9016e882a3f65814719fcd7df490d2ea2694cf04be99d0706890a9ccf668197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d6140c65ea9d0e7a1120248e6cf3fb195dd95b526873b58abaf06f2997990c18568961a8fa7f94a399f6d4395de413b96b2fcbb7993a93fb1037756d79bbf8853060b", "the Hello changed: bump codec::SYNC_MESSAGE's version");
-    assert_eq!(hex(&Message::Ack { n: 4, quarantined: 1, held: 2 }.encode()), "530102040102");
-    assert_eq!(hex(&Message::Done { batches: 2 }.encode()), "53010302");
-    let back = Message::decode(&hello.encode()).unwrap();
-    assert_eq!(back, hello);
+    // Format version 1, as the previous release sends it: frozen.
+    assert_eq!(hex(&hello.encode_as(1)), "530100fd00e897b69a01000001000635313134323103010c353131343231313031303031010c3531313432313130313030310202dc2a9016e882a3f65814719fcd7df490d2ea2694cf04be99d0706890a9ccf668197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d6140c65ea9d0e7a1120248e6cf3fb195dd95b526873b58abaf06f2997990c18568961a8fa7f94a399f6d4395de413b96b2fcbb7993a93fb1037756d79bbf8853060b", "the Hello changed: bump codec::SYNC_MESSAGE's version");
+    assert_eq!(hex(&Message::Ack { n: 4, quarantined: 1, held: 2 }.encode_as(1)), "530102040102");
+    assert_eq!(hex(&Message::Done { batches: 2 }.encode_as(1)), "53010302");
+    // Version 2 keeps these three as they were, behind its own version byte.
+    assert_eq!(hello.encode()[2..], hello.encode_as(1)[2..]);
+    assert_eq!(hex(&Message::Ack { n: 4, quarantined: 1, held: 2 }.encode()), "530202040102");
+    for version in proto::wire::VERSIONS {
+        assert_eq!(Message::decode(&hello.encode_as(version)).unwrap(), hello);
+    }
+    // A batch: version 1 carries the event inline (`prev` zeroed by the
+    // sender), version 2 its header fields and content bytes (no `prev`).
+    let mut e = event();
+    e.prev = Hash::ZERO;
+    let batch = Message::Batch {
+        n: 1,
+        segments: vec![Segment { events: vec![e], seal: Seal::sign(&SigningKey::from_bytes(&[42; 32]), &event()) }],
+        unreadable: vec![],
+    };
+    assert_eq!(hex(&batch.encode_as(1)), "5301010101010c35313134323131303130303102010c353131343231313031303031020000000000000000000000000000000000000000000000000000000000000000fd00e897b69a0100000306e78e8be88ab30e3531313432313130313030312d31010c3531313432313130313030310104020935313134323131303106e8bdace68aa50c353131343231313031303031010c3531313432313130313030310202dc2a9016e882a3f65814719fcd7df490d2ea2694cf04be99d0706890a9ccf668197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d6140c65ea9d0e7a1120248e6cf3fb195dd95b526873b58abaf06f2997990c18568961a8fa7f94a399f6d4395de413b96b2fcbb7993a93fb1037756d79bbf8853060b", "the previous release's batch changed");
+    assert_eq!(hex(&batch.encode()), "5302010101010c35313134323131303130303102010c35313134323131303130303102fd00e897b69a010000033a430106e78e8be88ab30e3531313432313130313030312d31010c3531313432313130313030310104020935313134323131303106e8bdace68aa50c353131343231313031303031010c3531313432313130313030310202dc2a9016e882a3f65814719fcd7df490d2ea2694cf04be99d0706890a9ccf668197f6b23e16c8532c6abc838facd5ea789be0c76b2920334039bfa8b3d368d6140c65ea9d0e7a1120248e6cf3fb195dd95b526873b58abaf06f2997990c18568961a8fa7f94a399f6d4395de413b96b2fcbb7993a93fb1037756d79bbf8853060b", "the batch changed: bump codec::SYNC_MESSAGE's version");
+    for version in proto::wire::VERSIONS {
+        assert_eq!(Message::decode(&batch.encode_as(version)).unwrap(), batch);
+    }
 }
 
 /// The case digest covers meaning (state, holder, fields, conflicts, the

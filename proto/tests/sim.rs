@@ -312,6 +312,11 @@ struct World {
     recovering: bool,
     /// Edges of extra replicas (live copies of a node).
     extra_edges: Vec<(usize, usize)>,
+    /// Nodes still on the previous release: a session with one of them
+    /// speaks sync message format version 1 (what that release speaks).
+    previous_release: BTreeSet<usize>,
+    /// Sessions run in format version 1.
+    old_format_sessions: u64,
 }
 
 fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
@@ -365,6 +370,8 @@ impl World {
             recoveries: 0,
             recovering: false,
             extra_edges: Vec::new(),
+            previous_release: BTreeSet::new(),
+            old_format_sessions: 0,
         }
     }
 
@@ -387,6 +394,9 @@ impl World {
     fn sync(&mut self, a: usize, b: usize, faults: Faults) -> bool {
         let now = self.now;
         let topology = &self.topology;
+        let old = self.previous_release.contains(&a) || self.previous_release.contains(&b);
+        let version = if old { 1 } else { proto::wire::NEWEST };
+        self.old_format_sessions += u64::from(old);
         let (na, nb) = pair_mut(&mut self.nodes, a, b);
         assert!(proto::sync::allowed_peer(topology, &na.me, &nb.me));
         let mut sa = Session::start(na, topology, &na.me.clone(), &nb.me.clone(), na.wall(now)).unwrap();
@@ -406,7 +416,7 @@ impl World {
                     }
                     let copies = if self.rng.gen_bool(faults.duplicate) { 2 } else { 1 };
                     for _ in 0..copies {
-                        let msg = Message::decode(&msg.encode()).unwrap();
+                        let msg = Message::decode(&msg.encode_as(version)).unwrap();
                         if let Message::Batch { segments, .. } = &msg {
                             for seg in segments {
                                 assert!(
@@ -613,6 +623,8 @@ impl World {
 
 fn run(seed: u64, ticks: usize) -> World {
     let mut w = World::new(seed, 3, 5, 2 * 60 * 1000);
+    // A third of the nodes still run the previous release.
+    w.previous_release = (0..w.nodes.len()).filter(|_| w.rng.gen_bool(1.0 / 3.0)).collect();
     let edges = w.edges();
     let mut down: BTreeSet<(usize, usize)> = BTreeSet::new();
     for _ in 0..ticks {
@@ -644,6 +656,7 @@ fn a_simulated_county_converges_per_scope_under_faults() {
         let w = run(seed, 1500);
         w.assert_converged();
         assert!(w.scope_checks > 100, "too little traffic to mean anything");
+        assert!(w.old_format_sessions > 10, "seed {seed}: too few sessions with the previous release");
         let county = &w.nodes[w.index[&NodeId::new("c")]];
         let states: BTreeSet<&str> = county.case_ids().iter().map(|c| county.case(c).unwrap().state.name()).collect();
         assert!(states.len() >= 4, "seed {seed}: the workload reached too few states: {states:?}");
@@ -1025,6 +1038,59 @@ fn a_creation_waits_for_its_catalogue_version_then_is_judged() {
     w.nodes[t].catalogues.insert(sim_catalogue(2));
     let after = check(&w.nodes[t]);
     assert_eq!((after.accept.len(), after.quarantined.len()), (1, 0), "{:?}", after.quarantined);
+}
+
+/// A node of this release meets events whose content a newer release
+/// wrote (a body kind it does not know): the rest of the message still
+/// decodes, other chains are taken, and that chain is held (neither
+/// stored nor quarantined) and counted in the acknowledgement, so the
+/// sender's staff are told; after the upgrade it arrives whole.
+#[test]
+fn events_of_a_newer_content_format_are_held_not_refused() {
+    let mut w = World::new(11, 1, 2, 0);
+    let topology = w.topology.clone();
+    let (a, b) = (NodeId::new("t0v0"), NodeId::new("t0v1"));
+    let now = w.now;
+    for village in [&a, &b] {
+        let i = w.index[village];
+        let body = Body::Create(create_of_item(&sim_item(Tier::Township), 1));
+        assert!(w.nodes[i].author(&topology, CaseId::mint(village, 1), body, now));
+    }
+    let t = w.index[&NodeId::new("t0")];
+    let newer = segment_of(&w.nodes[w.index[&a]], "t0v0", &Lane::Home(a.clone()));
+    let current = segment_of(&w.nodes[w.index[&b]], "t0v1", &Lane::Home(b.clone()));
+    let batch = Message::Batch { n: 0, segments: vec![newer.clone(), current], unreadable: vec![] };
+    let mut bytes = batch.encode();
+    // The county relays both villages' chains. What a newer release writes: the same event with content format 9.
+    let content = newer.events[0].content_bytes();
+    let at = bytes.windows(content.len()).position(|w| w == content.as_slice()).expect("content travels as its bytes");
+    bytes[at + 1] = 9;
+    let msg = Message::decode(&bytes).expect("a newer content format does not spoil the message");
+    let Message::Batch { unreadable, .. } = &msg else { panic!("not a batch") };
+    assert_eq!((unreadable.len(), unreadable[0].content_version, unreadable[0].events), (1, 9, 1));
+
+    let tn = &mut w.nodes[t];
+    let county = NodeId::new("c");
+    let mut session = Session::start(tn, &topology, &NodeId::new("t0"), &county, now).unwrap();
+    session.handle(Message::Hello { wall_ms: now, positions: vec![], heads: vec![] }, tn, &topology, now).unwrap();
+    let (n, segments) = session.handle(msg, tn, &topology, now).unwrap().expect("a batch to check");
+    assert_eq!(segments.len(), 1, "the readable chain goes on");
+    let verdict = check_batch(tn, &topology, &tn.catalogues, &tn.me.clone(), &county, segments, now).unwrap();
+    assert_eq!((verdict.accept.len(), verdict.quarantined.len()), (1, 0));
+    tn.apply(&verdict, now);
+    session.batch_stored(n, &verdict);
+    while let Some(m) = session.poll_transmit(tn).unwrap() {
+        if let Message::Ack { held, quarantined, .. } = m {
+            assert_eq!((held, quarantined), (1, 0), "the sender is told one event waits");
+        }
+    }
+    assert_eq!((session.stats.newer_format_events, session.stats.newer_format_version), (1, 9));
+    assert!(tn.case(&CaseId::mint(&a, 1)).is_none(), "nothing of the unreadable chain is stored");
+    assert!(tn.quarantined.is_empty());
+
+    // Upgraded (the content is readable now): the held chain arrives.
+    let v = check_batch(tn, &topology, &tn.catalogues, &tn.me.clone(), &county, vec![newer], now).unwrap();
+    assert_eq!((v.accept.len(), v.quarantined.len()), (1, 0));
 }
 
 /// A segment whose seal names a lane in the receiver's scope but whose

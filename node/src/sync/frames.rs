@@ -43,8 +43,8 @@ pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
 
 /// Compresses a message into a frame body, refusing one the peer would
 /// refuse (an honest batch never comes near the limits).
-pub(super) fn pack(msg: &Message) -> Result<Vec<u8>> {
-    let raw = msg.encode();
+pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
+    let raw = msg.encode_as(wire);
     if raw.len() > MAX_RAW_FRAME {
         bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
     }
@@ -55,8 +55,8 @@ pub(super) fn pack(msg: &Message) -> Result<Vec<u8>> {
     Ok(packed)
 }
 
-pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message) -> Result<u64> {
-    let packed = block(|| pack(msg))?;
+pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message, wire: u8) -> Result<u64> {
+    let packed = block(|| pack(msg, wire))?;
     send.write_all(&(packed.len() as u32).to_be_bytes()).await.map_err(write_error)?;
     send.write_all(&packed).await.map_err(write_error)?;
     Ok(4 + packed.len() as u64)
@@ -80,7 +80,9 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
 
 /// Reads one frame. The buffer grows with the bytes that arrive, so a
 /// peer that declares a large frame and sends little costs little.
-pub(super) async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(Message, u64)>> {
+/// Reads one frame, in the format version `wire` the connection agreed on
+/// (a message in another is a protocol violation).
+pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result<Option<(Message, u64)>> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
@@ -102,6 +104,9 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Option<(M
     let msg = block(|| -> Result<Message> {
         let raw = unpack(&buf)?;
         drop(buf);
+        if raw.get(1).is_some_and(|v| *v != wire) {
+            bail!("the peer sent a message of format version {}, not version {wire} agreed on", raw[1]);
+        }
         Ok(Message::decode(&raw)?)
     })?;
     Ok(Some((msg, 4 + len as u64)))
@@ -117,11 +122,11 @@ pub(super) struct Frames {
 }
 
 impl Frames {
-    pub(super) fn spawn(mut recv: quinn::RecvStream) -> Frames {
+    pub(super) fn spawn(mut recv: quinn::RecvStream, wire: u8) -> Frames {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
             loop {
-                let frame = read_frame(&mut recv).await;
+                let frame = read_frame(&mut recv, wire).await;
                 let end = !matches!(frame, Ok(Some(_)));
                 let item = match frame {
                     Ok(Some(f)) => Ok(f),

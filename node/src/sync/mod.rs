@@ -38,8 +38,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// ALPN of the case-ledger sync protocol.
-const ALPN: &[u8] = b"case-ledger-sync/1";
+/// The ALPN names of the sync message format versions this node speaks,
+/// newest first (`proto::wire`): the server picks the newest both offer.
+fn alpn_names(versions: &[u8]) -> Vec<Vec<u8>> {
+    versions.iter().map(|v| proto::wire::alpn(*v)).collect()
+}
+
+/// The sync message format version a connection agreed on in its TLS
+/// handshake. A peer that agreed on none is not one of ours.
+fn wire_version(conn: &quinn::Connection) -> Result<u8> {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .and_then(|p| proto::wire::version_of_alpn(&p))
+        .context("the peer agreed on no sync protocol version this node speaks")
+}
 /// Longest a served session may last.
 const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Largest frame accepted, compressed. Honest batches are a few hundred
@@ -241,6 +254,10 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub peer: String,
+    /// The sync message format version the two nodes agreed on
+    /// (`proto::wire`): older than this node's newest when the peer runs
+    /// an earlier release.
+    pub format_version: u8,
     /// The session's counters (events sent, received, quarantined and held
     /// either way, the peer's clock offset, our own events that came back).
     #[serde(flatten)]
@@ -323,6 +340,7 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 async fn run_session(
     ledger: &mut Ledger,
     peer: NodeId,
+    wire: u8,
     mut send: quinn::SendStream,
     mut frames: Frames,
     first: Option<(Message, u64)>,
@@ -341,7 +359,7 @@ async fn run_session(
         loop {
             let msg = block(|| session.poll_transmit(&SqliteReplica(ledger.store().conn())))?;
             match msg {
-                Some(m) => bytes_sent += write_frame(&mut send, &m).await.map_err(broke_off)?,
+                Some(m) => bytes_sent += write_frame(&mut send, &m, wire).await.map_err(broke_off)?,
                 None => break,
             }
         }
@@ -381,6 +399,7 @@ async fn run_session(
     });
     Ok(Summary {
         peer: peer.to_string(),
+        format_version: wire,
         stats: session.stats.clone(),
         bytes_sent,
         bytes_received,
@@ -410,7 +429,14 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 /// diverged chains aside, takes the peer's history back, continues under a
 /// new incarnation and re-enters what only it held, then sends that on.
 pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
-    let mut summary = session_with(dir, peer_addr, progress).await?;
+    sync_with_versions(dir, peer_addr, progress, &proto::wire::VERSIONS).await
+}
+
+/// [`sync_with`], offering only the sync message format `versions`
+/// (newest first): what an earlier release offers, so that tests can show
+/// that this release still serves one.
+pub async fn sync_with_versions(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
+    let mut summary = session_with(dir, peer_addr, progress, versions).await?;
     let mut ledger = Ledger::open(dir)?;
     let peer = NodeId::new(summary.peer.clone());
     if let (Some(offset), Some(mine), Some(theirs)) =
@@ -434,7 +460,7 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
     if !diverged.is_empty() {
         set_aside = block(|| ledger.begin_recovery(&diverged))?;
         drop(ledger);
-        let pull = session_with(dir, peer_addr, progress).await?;
+        let pull = session_with(dir, peer_addr, progress, versions).await?;
         taken_back += pull.stats.own_received.get(&previous_origin).copied().unwrap_or(0);
         merge_counts(&mut summary, &pull);
         ledger = Ledger::open(dir)?;
@@ -443,7 +469,7 @@ pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Su
         let (origin, reentered) = block(|| ledger.finish_recovery())?;
         drop(ledger);
         if reentered.iter().any(|r| r.now.is_some()) {
-            let push = session_with(dir, peer_addr, progress).await?;
+            let push = session_with(dir, peer_addr, progress, versions).await?;
             merge_counts(&mut summary, &push);
         }
         summary.recovery = Some(Recovery { previous_origin, origin, set_aside, taken_back, reentered });
@@ -458,30 +484,33 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.stats.quarantined_by_peer += more.stats.quarantined_by_peer;
     into.stats.held_by_peer = more.stats.held_by_peer;
     into.stats.deferred_events = more.stats.deferred_events;
+    into.stats.newer_format_events = more.stats.newer_format_events;
+    into.stats.newer_format_version = into.stats.newer_format_version.max(more.stats.newer_format_version);
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;
 }
 
 /// One client session with the node at `peer` (both directions).
-async fn session_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
     let mut ledger = Ledger::open(dir)?;
     let addr = resolve(peer_addr).await?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
     let mut endpoint = quinn::Endpoint::client(bind)?;
-    endpoint.set_default_client_config(client_config(ledger.identity(), ledger.secrets()?)?);
+    endpoint.set_default_client_config(tls::client_config_offering(ledger.identity(), ledger.secrets()?, versions)?);
     let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, "peer.node")?)
         .await
         .with_context(|| format!("no answer from {peer_addr} within 20 s; is the peer serving and reachable?"))?
         .map_err(|e| anyhow!(explain(&e)))
         .with_context(|| format!("cannot connect to {peer_addr}"))?;
     let peer = authenticate(&conn, &ledger)?;
+    let wire = wire_version(&conn)?;
     let (send, recv) = conn
         .open_bi()
         .await
         .map_err(|e| anyhow!(explain(&e)))
         .with_context(|| format!("cannot start a sync session with {peer}"))?;
-    let summary = run_session(&mut ledger, peer, send, Frames::spawn(recv), None, progress).await?;
+    let summary = run_session(&mut ledger, peer, wire, send, Frames::spawn(recv, wire), None, progress).await?;
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
     // drain period is needed here.

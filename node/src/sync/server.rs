@@ -209,6 +209,13 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         close_with(&conn, close::BUSY, &why);
         return Ok(());
     }
+    let wire = match wire_version(&conn) {
+        Ok(w) => w,
+        Err(e) => {
+            close_with(&conn, close::NOT_ADMITTED, &format!("refused: {e:#}"));
+            return Ok(());
+        }
+    };
     let (send, recv) = match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
         Err(_) => {
             close_with(
@@ -222,7 +229,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         Ok(Ok(s)) => s,
     };
     // Nothing is read from the ledger until the peer has said Hello.
-    let mut frames = Frames::spawn(recv);
+    let mut frames = Frames::spawn(recv, wire);
     let first = match frames.next(OPEN_DEADLINE, "Hello").await {
         Ok(f) if matches!(f.0, Message::Hello { .. }) => f,
         Ok(_) => {
@@ -239,7 +246,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         }
     };
     let mut ledger = block(|| Ledger::open(&gate.dir))?;
-    let session = run_session(&mut ledger, peer.clone(), send, frames, Some(first), false);
+    let session = run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), false);
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
         Err(_) => {
             close_with(

@@ -46,7 +46,7 @@ pub(super) fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(m.certs, m.key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn_names(&proto::wire::VERSIONS);
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     cfg.transport_config(transport());
     Ok(cfg)
@@ -105,6 +105,15 @@ impl ServerCertVerifier for CountyCaVerifier {
 /// Client side: presents the node's certificate and accepts a server whose
 /// certificate chains to the county CA and names a node.
 pub fn client_config(identity: &crate::Identity, secrets: &crate::identity::Secrets) -> Result<quinn::ClientConfig> {
+    client_config_offering(identity, secrets, &proto::wire::VERSIONS)
+}
+
+/// [`client_config`], offering only the sync message format `versions`.
+pub fn client_config_offering(
+    identity: &crate::Identity,
+    secrets: &crate::identity::Secrets,
+    versions: &[u8],
+) -> Result<quinn::ClientConfig> {
     let m = tls_material(identity, secrets)?;
     let verifier = Arc::new(CountyCaVerifier { roots: m.roots, provider: provider() });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
@@ -112,7 +121,7 @@ pub fn client_config(identity: &crate::Identity, secrets: &crate::identity::Secr
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(m.certs, m.key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn_names(versions);
     let mut cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     cfg.transport_config(transport());
     Ok(cfg)

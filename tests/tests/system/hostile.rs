@@ -160,7 +160,12 @@ fn a_hostile_enrolled_node_cannot_exhaust_the_hub() {
         ("truncated frame", framed(1000, &[1; 10]), true, "ended the stream inside a frame"),
         ("garbage bytes", framed(4096, &garbage(4096)), false, "does not decompress"),
         ("decompression bomb", framed(bomb.len() as u32, &bomb), false, "decompresses to over"),
-        ("batch before hello", packed(&Message::Batch { n: 0, segments: vec![] }), false, "must be a Hello"),
+        (
+            "batch before hello",
+            packed(&Message::Batch { n: 0, segments: vec![], unreadable: vec![] }),
+            false,
+            "must be a Hello",
+        ),
     ];
     let wants: Vec<&str> = hostile.iter().map(|h| h.3).collect();
     let idle_ids = ids[hostile.len()..].to_vec();

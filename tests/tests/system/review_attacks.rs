@@ -69,7 +69,7 @@ fn send_batch(b: &Bundle, addr: &str, segments: Vec<Segment>) -> (u32, f64) {
         write_msg(&mut send, &Message::Hello { wall_ms: node::wall_clock_ms(), positions: vec![], heads: vec![] })
             .await;
         let t = Instant::now();
-        write_msg(&mut send, &Message::Batch { n: 0, segments }).await;
+        write_msg(&mut send, &Message::Batch { n: 0, segments, unreadable: vec![] }).await;
         while let Some(m) = tokio::time::timeout(Duration::from_secs(300), read_msg(&mut recv)).await.unwrap() {
             if let Message::Ack { n: 0, quarantined, .. } = m {
                 return (quarantined, t.elapsed().as_secs_f64());
@@ -151,7 +151,7 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
     let mut acked = false;
     while let Some(m) = read_msg(&mut recv).await {
         match m {
-            Message::Batch { n, segments } => {
+            Message::Batch { n, segments, .. } => {
                 write_msg(&mut send, &Message::Ack { n, quarantined: 0, held: 0 }).await;
                 if sent {
                     continue;
@@ -166,7 +166,11 @@ async fn junk_session(conn: quinn::Connection, victim: &str, lie: bool) {
                     junk.actor = "junk".into();
                     write_msg(
                         &mut send,
-                        &Message::Batch { n: 0, segments: vec![Segment { events: vec![junk], seal }] },
+                        &Message::Batch {
+                            n: 0,
+                            segments: vec![Segment { events: vec![junk], seal }],
+                            unreadable: vec![],
+                        },
                     )
                     .await;
                     write_msg(&mut send, &Message::Done { batches: 1 }).await;

@@ -412,3 +412,42 @@ fn a_township_relays_to_the_county_on_its_own() {
     assert_eq!(got, want, "the township did not relay to the county");
     drop(a);
 }
+
+/// A village still on the previous release (it offers only sync message
+/// format version 1) syncs both ways through a current township, which
+/// relays to the county in the newest format: the versions agree per
+/// connection and every replica ends the same (issue 12).
+#[test]
+fn a_village_on_the_previous_format_syncs_with_the_current_release() {
+    let net = network();
+    let (a, t, hub) = (data(&net, VILLAGE_A), data(&net, TOWNSHIP), data(&net, HUB));
+    ok("county-sim", &["generate", "--data", &a, "--count", "20", "--seed", "1", "--as", "王芳"]);
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let old_village = |peer: &str| {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(node::sync::sync_with_versions(std::path::Path::new(&a), peer, false, &[1])).unwrap()
+    };
+    let up = old_village(&net.township.addr);
+    assert_eq!(up.format_version, 1, "the township answers the previous release in its format");
+    assert!(up.stats.sent_events >= 20);
+    assert_eq!((up.stats.quarantined_by_peer, up.stats.held_by_peer), (0, 0));
+    let relay = sync("township-node", &t, &net.hub.addr);
+    assert_eq!(relay["format_version"], 2, "two current nodes speak the newest format");
+
+    // A county decision travels back down to the old village.
+    let case = cases("county-hub", &hub)
+        .iter()
+        .find(|c| c["handler"] == HUB && c["state"] == "forwarded")
+        .map(|c| c["case_id"].as_str().unwrap().to_string())
+        .expect("a county item forwarded by the village");
+    ok("county-hub", &["case", "accept", "--data", &hub, &case, "--as", "县审批科"]);
+    sync("township-node", &t, &net.hub.addr);
+    let down = old_village(&net.township.addr);
+    assert_eq!((down.format_version, down.stats.quarantined_events), (1, 0));
+    assert!(down.stats.received_events >= 1);
+    let shown = ok_json("village-node", &["case", "show", "--data", &a, &case, "--json"]);
+    assert_eq!(shown["state"], "accepted");
+    let da = digest("village-node", &a, VILLAGE_A);
+    assert_eq!(da, digest("township-node", &t, VILLAGE_A));
+    assert_eq!(da, digest("county-hub", &hub, VILLAGE_A));
+}
