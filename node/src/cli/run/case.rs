@@ -1,0 +1,225 @@
+//! The `case` commands: taking a case, the workflow steps, ratings,
+//! licences, and showing, listing and finding cases.
+
+use super::{actor, today};
+use crate::cli::args::{CaseCmd, StepArgs};
+use crate::cli::print::{clean, print_case, print_json};
+use crate::ledger::{Ledger, NewCase};
+use crate::view::{case_json, case_summary};
+use anyhow::{bail, Context, Result};
+use proto::workflow::State;
+use proto::{CaseId, NodeId, Step};
+use serde_json::{json, Value};
+
+pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
+    let step_cmd = |args: StepArgs, step: Step| -> Result<()> {
+        let mut ledger = Ledger::open(&args.data.data)?;
+        let who = actor(&ledger, &args.staff)?;
+        let case = CaseId(args.case);
+        let e = ledger.step(&who, &case, step, &args.note)?;
+        let st = ledger.case(&case)?;
+        say!("{} {}: {} (event {})", clean(case.as_str()), e.body.name(), st.state, e.id);
+        Ok(())
+    };
+    let forward = || Step::Forward { to: NodeId::new("") };
+    match cmd {
+        CaseCmd::New {
+            data,
+            item: None,
+            bundle: Some(code),
+            applicant,
+            id_number,
+            phone,
+            material,
+            agent,
+            authorisation,
+            staff,
+            json,
+        } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let input = NewCase {
+                item: String::new(),
+                applicant,
+                id_number,
+                phone,
+                address: None,
+                materials: material,
+                bundle: None,
+                agent: agent.zip(authorisation),
+            };
+            let (bundle_id, cases) = ledger.new_bundle(&who, &code, input)?;
+            if json {
+                print_json(&json!({ "bundle_id": bundle_id, "case_ids": cases }))?;
+            } else {
+                say!("bundle {bundle_id}: {}", cases.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" "));
+            }
+        }
+        CaseCmd::New {
+            data, item, applicant, id_number, phone, material, agent, authorisation, staff, json, ..
+        } => {
+            let item = item.context("say --item CODE or --bundle CODE")?;
+            let agent = agent.zip(authorisation);
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let case = ledger.new_case(
+                &who,
+                NewCase { item, applicant, id_number, phone, address: None, materials: material, bundle: None, agent },
+            )?;
+            if json {
+                print_json(&json!({ "case_id": case }))?;
+            } else {
+                say!("{case}");
+            }
+        }
+        CaseCmd::Edit { data, case, field, value, staff } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let e = ledger.edit(&who, &CaseId(case.clone()), &field, &value)?;
+            say!("{} {field} set (event {})", clean(&case), e.id);
+        }
+        CaseCmd::Material { data, case, add, remove, staff } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let case = CaseId(case);
+            let e = match (add, remove) {
+                (Some(name), _) => ledger.add_material(&who, &case, &name)?,
+                (None, Some(name)) => ledger.remove_material(&who, &case, &name)?,
+                (None, None) => bail!("say --add NAME or --remove NAME"),
+            };
+            say!("{} {} (event {})", clean(case.as_str()), e.body.name(), e.id);
+        }
+        CaseCmd::Prereview { data, case, pass, return_: _, note, staff } => {
+            let step = if pass { Step::PrereviewPass } else { Step::PrereviewReturn };
+            step_cmd(StepArgs { data, case, note, staff }, step)?
+        }
+        CaseCmd::Forward(a) => step_cmd(a, forward())?,
+        CaseCmd::Accept { step, missing, promise_date: None } if missing.is_empty() => step_cmd(step, Step::Accept)?,
+        CaseCmd::Accept { step, missing, promise_date } => {
+            let day = promise_date.as_deref().unwrap_or_default();
+            let promised = proto::calendar::Day::parse(day)
+                .with_context(|| format!("--promise-date {day:?} is not a date (YYYY-MM-DD)"))?;
+            let mut ledger = Ledger::open(&step.data.data)?;
+            let who = actor(&ledger, &step.staff)?;
+            let case = CaseId(step.case.clone());
+            ledger.accept_missing(&who, &case, missing, promised, &step.note)?;
+            say!("case {case}: 容缺受理 (accepted with materials missing until {promised})");
+        }
+        CaseCmd::Terminate(a) => step_cmd(a, Step::Terminate)?,
+        CaseCmd::Refuse(a) => step_cmd(a, Step::Refuse)?,
+        CaseCmd::Supplement(a) => step_cmd(a, Step::RequestSupplement)?,
+        CaseCmd::Resubmit(a) => step_cmd(a, Step::Resubmit)?,
+        CaseCmd::Approve(a) => step_cmd(a, Step::Approve)?,
+        CaseCmd::Deny(a) => step_cmd(a, Step::Deny)?,
+        CaseCmd::Issue(a) => step_cmd(a, Step::Issue)?,
+        CaseCmd::Close(a) => step_cmd(a, Step::Close)?,
+        CaseCmd::Withdraw(a) => step_cmd(a, Step::Withdraw)?,
+        CaseCmd::Suspend(a) => step_cmd(a, Step::Suspend)?,
+        CaseCmd::Resume(a) => step_cmd(a, Step::Resume)?,
+        CaseCmd::Rate { data, case, level, stage, channel, note, staff } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let stage = stage.as_deref().and_then(proto::event::Stage::parse);
+            let e = ledger.rate(&who, &CaseId(case.clone()), level, stage, &channel, &note)?;
+            say!("{} rated {level} (event {})", clean(&case), e.id);
+            if level >= proto::fold::POOR_RATING {
+                say!("a follow-up (整改回访) is open for it: followup list shows it, followup close ends it");
+            }
+        }
+        CaseCmd::Licence { data, case, out } => {
+            let ledger = Ledger::open(&data.data)?;
+            let licence = ledger.licence(&CaseId(case.clone()))?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&licence)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            say!("licence of {} written to {} (verify-licence checks it offline)", clean(&case), out.display());
+        }
+        CaseCmd::Show { data, case, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let st = ledger.case(&CaseId(case))?;
+            let timing = ledger.timing(&st, today())?;
+            if json {
+                print_json(&crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today()))?;
+            } else {
+                print_case(&st)?;
+                if let Some(t) = &timing {
+                    say!(
+                        "time      {} of {} working days used; {}{}",
+                        t.used,
+                        t.limit_days,
+                        match (t.due, t.stopped) {
+                            (_, true) => "clock stopped".to_string(),
+                            (Some(d), _) => format!("due {d}"),
+                            (None, _) => String::new(),
+                        },
+                        match t.warning {
+                            proto::calendar::Warning::Red => "  [OVERDUE]",
+                            proto::calendar::Warning::Yellow => "  [yellow card: 80 % used]",
+                            proto::calendar::Warning::None => "",
+                        }
+                    );
+                }
+            }
+        }
+        CaseCmd::List { data, state, overdue, due_within, agent, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let state = match state {
+                None => None,
+                Some(s) => Some(State::parse(&s).with_context(|| {
+                    let all: Vec<_> = proto::workflow::ALL_STATES.iter().map(|s| s.name()).collect();
+                    format!("unknown state {s:?}; one of: {}", all.join(", "))
+                })?),
+            };
+            let today = today();
+            let cases = if overdue || due_within.is_some() || agent.is_some() {
+                let mut q =
+                    crate::query::CaseQuery { states: state.into_iter().collect(), agent, ..Default::default() };
+                if overdue {
+                    q.due_before = Some(today);
+                } else if let Some(n) = due_within {
+                    q.due_by = Some(ledger.calendar()?.add_working_days(today, n));
+                }
+                let mut all = Vec::new();
+                q.for_each(ledger.store().conn(), |c| {
+                    all.push(c.clone());
+                    Ok(())
+                })?;
+                all
+            } else {
+                ledger.cases(state, None)?
+            };
+            if json {
+                let mut rows = Vec::new();
+                for c in &cases {
+                    rows.push(crate::view::with_timing(case_summary(c), c, ledger.timing(c, today)?.as_ref(), today));
+                }
+                print_json(&Value::Array(rows))?;
+            } else {
+                for c in cases.iter().map(crate::view::CaseSummary::from) {
+                    say!(
+                        "{:<22} {:<6} {:<20} {:<14} {}{}",
+                        clean(c.case_id.as_str()),
+                        clean(&c.item),
+                        c.state,
+                        clean(c.handler.as_str()),
+                        clean(&c.applicant),
+                        if c.flagged { "  [needs attention]" } else { "" }
+                    );
+                }
+                say!("{} cases", cases.len());
+            }
+        }
+        CaseCmd::Find { data, id_number, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let ids = ledger.find_by_id_number(&id_number)?;
+            if json {
+                print_json(&serde_json::to_value(&ids)?)?;
+            } else {
+                for id in &ids {
+                    say!("{}", clean(id.as_str()));
+                }
+                say!("{} cases", ids.len());
+            }
+        }
+    }
+    Ok(())
+}
