@@ -246,6 +246,13 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.stats.deferred_events
                 );
             }
+            if summary.stats.newer_format_events > 0 {
+                eprintln!(
+                    "WARNING: {} sent {} events written by a newer release (content format version {}), which this \
+                     program cannot read; they wait at {} until this node is upgraded (nothing is lost)",
+                    summary.peer, summary.stats.newer_format_events, summary.stats.newer_format_version, summary.peer
+                );
+            }
             if let Some(r) = &summary.recovery {
                 let level = if r.set_aside > 0 { "WARNING" } else { "note" };
                 eprintln!("{level}: {}", r.explain());
