@@ -324,7 +324,7 @@ async fn sync_retry(dir: PathBuf, addr: String, attempts: u32) -> (Result<Summar
             Err(e) => {
                 failures += 1;
                 if failures >= u64::from(attempts) {
-                    return (Err(e), failures);
+                    return (Err(e.into()), failures);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -17,9 +17,42 @@ pub enum Error {
     /// SQLite failed (the disk, a lock held too long, …).
     #[error("storage failed: {0}")]
     Storage(#[source] rusqlite::Error),
+    /// A sync session with a peer failed or was refused (what to do next
+    /// depends on its kind).
+    #[error(transparent)]
+    Peer(#[from] PeerError),
     /// Anything else, with its context.
     #[error("{0:#}")]
     Other(anyhow::Error),
+}
+
+/// A sync session that did not complete. What it had stored stays stored;
+/// the next session resumes from there.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PeerError {
+    pub kind: PeerErrorKind,
+    /// In words for the staff at the laptop, with what to do next.
+    pub message: String,
+}
+
+/// Why a sync session did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerErrorKind {
+    /// No answer at the address, or it could not be resolved.
+    Unreachable,
+    /// The peer refused this node (revoked, or not a sync edge the county
+    /// drew), or this node refused the peer for the same reasons.
+    NotAdmitted,
+    /// The peer is serving as many connections as it can: try again shortly.
+    Busy,
+    /// One side was too slow (opening, saying Hello, or the whole session).
+    TooSlow,
+    /// The connection was lost in the middle (network down, peer stopped).
+    Lost,
+    /// The peer broke the protocol (a malformed or oversized frame, a
+    /// format version not agreed on), or ended its session with a failure.
+    Protocol,
 }
 
 /// `Result` with [`Error`].
@@ -38,6 +71,10 @@ impl From<anyhow::Error> for Error {
             Ok(inner) => return inner,
             Err(e) => e,
         };
+        if let Some(kind) = e.downcast_ref::<PeerError>().map(|p| p.kind) {
+            // The whole chain, which says which peer and what to do next.
+            return Error::Peer(PeerError { kind, message: format!("{e:#}") });
+        }
         match e.downcast::<rusqlite::Error>() {
             Ok(s) => Error::Storage(s),
             Err(e) => Error::Other(e),

@@ -239,6 +239,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// Re-reads what another handle on the same store may have changed
+    /// since this one was opened (the origin, after a recovery), so that a
+    /// long-lived handle acts on the store as it is.
+    pub fn reload(&mut self) -> Result<()> {
+        self.origin = store::meta_get(self.store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
+        Ok(())
+    }
+
     /// Opens a ledger for reading; works on read-only media and on a
     /// damaged store (see [`Store::open_read`]).
     pub fn open_read(dir: &Path) -> Result<Ledger> {

@@ -27,17 +27,40 @@ pub(super) fn explain(e: &quinn::ConnectionError) -> String {
     }
 }
 
+/// A lost connection as a typed error: the peer's close code says why
+/// (see `close`).
+pub(super) fn peer_error(e: &quinn::ConnectionError) -> PeerError {
+    use quinn::ConnectionError as E;
+    let kind = match e {
+        E::ApplicationClosed(c) => match u32::try_from(c.error_code.into_inner()) {
+            Ok(close::NOT_ADMITTED) => PeerErrorKind::NotAdmitted,
+            Ok(close::BUSY) => PeerErrorKind::Busy,
+            Ok(close::TOO_SLOW) => PeerErrorKind::TooSlow,
+            Ok(close::FAILED) => PeerErrorKind::Protocol,
+            _ => PeerErrorKind::Lost,
+        },
+        E::ConnectionClosed(c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED => PeerErrorKind::Busy,
+        _ => PeerErrorKind::Lost,
+    };
+    PeerError { kind, message: explain(e) }
+}
+
+/// An error of `kind`, in words.
+pub(super) fn peer(kind: PeerErrorKind, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(PeerError { kind, message: message.into() })
+}
+
 pub(super) fn read_error(e: quinn::ReadError) -> anyhow::Error {
     match e {
-        quinn::ReadError::ConnectionLost(c) => anyhow!(explain(&c)),
-        other => anyhow!("reading from the peer failed: {other}"),
+        quinn::ReadError::ConnectionLost(c) => peer_error(&c).into(),
+        other => peer(PeerErrorKind::Lost, format!("reading from the peer failed: {other}")),
     }
 }
 
 pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
     match e {
-        quinn::WriteError::ConnectionLost(c) => anyhow!(explain(&c)),
-        other => anyhow!("sending to the peer failed: {other}"),
+        quinn::WriteError::ConnectionLost(c) => peer_error(&c).into(),
+        other => peer(PeerErrorKind::Lost, format!("sending to the peer failed: {other}")),
     }
 }
 
@@ -87,18 +110,28 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(quinn::ReadExactError::FinishedEarly(_)) => bail!("the peer ended the stream inside a frame header"),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => {
+            return Err(peer(PeerErrorKind::Protocol, "the peer ended the stream inside a frame header"))
+        }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
-        bail!("the peer announced a frame of {len} bytes, over the {MAX_FRAME}-byte limit");
+        return Err(peer(
+            PeerErrorKind::Protocol,
+            format!("the peer announced a frame of {len} bytes, over the {MAX_FRAME}-byte limit"),
+        ));
     }
     let mut buf = Vec::new();
     while buf.len() < len {
         match recv.read_chunk(len - buf.len(), true).await.map_err(read_error)? {
             Some(chunk) => buf.extend_from_slice(&chunk.bytes),
-            None => bail!("the peer ended the stream inside a frame ({} of {len} bytes)", buf.len()),
+            None => {
+                return Err(peer(
+                    PeerErrorKind::Protocol,
+                    format!("the peer ended the stream inside a frame ({} of {len} bytes)", buf.len()),
+                ))
+            }
         }
     }
     let msg = block(|| -> Result<Message> {
@@ -108,7 +141,8 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result
             bail!("the peer sent a message of format version {}, not version {wire} agreed on", raw[1]);
         }
         Ok(Message::decode(&raw)?)
-    })?;
+    })
+    .map_err(|e| peer(PeerErrorKind::Protocol, format!("{e:#}")))?;
     Ok(Some((msg, 4 + len as u64)))
 }
 
@@ -130,7 +164,7 @@ impl Frames {
                 let end = !matches!(frame, Ok(Some(_)));
                 let item = match frame {
                     Ok(Some(f)) => Ok(f),
-                    Ok(None) => Err(anyhow!("the peer ended the stream")),
+                    Ok(None) => Err(peer(PeerErrorKind::Lost, "the peer ended the stream")),
                     Err(e) => Err(e),
                 };
                 if tx.send(item).await.is_err() || end {
@@ -144,8 +178,10 @@ impl Frames {
     /// The next message, waiting at most `deadline`.
     pub(super) async fn next(&mut self, deadline: Duration, what: &str) -> Result<(Message, u64)> {
         match tokio::time::timeout(deadline, self.rx.recv()).await {
-            Err(_) => bail!("no {what} from the peer within {} s", deadline.as_secs()),
-            Ok(None) => bail!("the peer ended the stream"),
+            Err(_) => {
+                Err(peer(PeerErrorKind::TooSlow, format!("no {what} from the peer within {} s", deadline.as_secs())))
+            }
+            Ok(None) => Err(peer(PeerErrorKind::Lost, "the peer ended the stream")),
             Ok(Some(r)) => r,
         }
     }

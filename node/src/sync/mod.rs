@@ -14,6 +14,7 @@
 //! never with the length a peer declares, and frames and their decompressed
 //! size are bounded ([`MAX_FRAME`], [`MAX_RAW_FRAME`]).
 
+use crate::error::{PeerError, PeerErrorKind};
 use crate::identity::parse_certificate_name;
 use crate::ledger::Ledger;
 use crate::store;
@@ -428,14 +429,23 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 /// copy of this node wrote a different history, it recovers: sets its own
 /// diverged chains aside, takes the peer's history back, continues under a
 /// new incarnation and re-enters what only it held, then sends that on.
-pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
+pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
     sync_with_versions(dir, peer_addr, progress, &proto::wire::VERSIONS).await
 }
 
 /// [`sync_with`], offering only the sync message format `versions`
 /// (newest first): what an earlier release offers, so that tests can show
 /// that this release still serves one.
-pub async fn sync_with_versions(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
+pub async fn sync_with_versions(
+    dir: &Path,
+    peer_addr: &str,
+    progress: bool,
+    versions: &[u8],
+) -> crate::error::Result<Summary> {
+    Ok(sync_and_recover(dir, peer_addr, progress, versions).await?)
+}
+
+async fn sync_and_recover(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
     let mut summary = session_with(dir, peer_addr, progress, versions).await?;
     let mut ledger = Ledger::open(dir)?;
     let peer = NodeId::new(summary.peer.clone());
@@ -494,21 +504,28 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
 /// One client session with the node at `peer` (both directions).
 async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
     let mut ledger = Ledger::open(dir)?;
-    let addr = resolve(peer_addr).await?;
+    let addr = resolve(peer_addr).await.map_err(|e| frames::peer(PeerErrorKind::Unreachable, format!("{e:#}")))?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(tls::client_config_offering(ledger.identity(), ledger.secrets()?, versions)?);
-    let conn = tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, "peer.node")?)
-        .await
-        .with_context(|| format!("no answer from {peer_addr} within 20 s; is the peer serving and reachable?"))?
-        .map_err(|e| anyhow!(explain(&e)))
-        .with_context(|| format!("cannot connect to {peer_addr}"))?;
-    let peer = authenticate(&conn, &ledger)?;
-    let wire = wire_version(&conn)?;
+    let conn = match tokio::time::timeout(Duration::from_secs(20), endpoint.connect(addr, "peer.node")?).await {
+        Err(_) => Err(frames::peer(
+            PeerErrorKind::Unreachable,
+            format!("no answer from {peer_addr} within 20 s; is the peer serving and reachable?"),
+        )),
+        Ok(Err(e)) => Err(anyhow::Error::new(match peer_error(&e) {
+            PeerError { kind: PeerErrorKind::Lost, message } => PeerError { kind: PeerErrorKind::Unreachable, message },
+            refused => refused,
+        })
+        .context(format!("cannot connect to {peer_addr}"))),
+        Ok(Ok(c)) => Ok(c),
+    }?;
+    let peer = authenticate(&conn, &ledger).map_err(|e| frames::peer(PeerErrorKind::NotAdmitted, format!("{e:#}")))?;
+    let wire = wire_version(&conn).map_err(|e| frames::peer(PeerErrorKind::Protocol, format!("{e:#}")))?;
     let (send, recv) = conn
         .open_bi()
         .await
-        .map_err(|e| anyhow!(explain(&e)))
+        .map_err(|e| anyhow::Error::new(peer_error(&e)))
         .with_context(|| format!("cannot start a sync session with {peer}"))?;
     let summary = run_session(&mut ledger, peer, wire, send, Frames::spawn(recv, wire), None, progress).await?;
     // The server closes the connection once its side is done; waiting for
@@ -520,8 +537,8 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u
 }
 
 /// `sync` command: one session, blocking.
-pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> Result<Summary> {
-    runtime()?.block_on(sync_with(dir, peer_addr, progress))
+pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
+    runtime().map_err(crate::Error::Other)?.block_on(sync_with(dir, peer_addr, progress))
 }
 
 mod frames;

@@ -47,6 +47,41 @@ pub(super) struct Gate {
     per_peer: Mutex<BTreeMap<NodeId, usize>>,
     /// Handshakes in progress per remote address.
     handshakes: Mutex<BTreeMap<std::net::IpAddr, usize>>,
+    /// Ledgers of finished sessions, ready for the next: the node is opened
+    /// (SQLite, topology and catalogue parsed) once per process and per
+    /// concurrent session, not once per session.
+    idle: Mutex<Vec<Ledger>>,
+    /// Ledgers opened since the server started.
+    opened: AtomicUsize,
+}
+
+/// Most idle ledgers a server keeps for the next sessions.
+const IDLE_LEDGERS: usize = 8;
+
+impl Gate {
+    /// A ledger for one session: an idle one, brought up to date with what
+    /// other sessions may have changed, or a newly opened one.
+    fn take_ledger(&self) -> Result<Ledger> {
+        let idle = self.idle.lock().expect("idle ledgers").pop();
+        match idle {
+            Some(mut ledger) => {
+                ledger.reload()?;
+                Ok(ledger)
+            }
+            None => {
+                self.opened.fetch_add(1, Ordering::SeqCst);
+                Ok(Ledger::open(&self.dir)?)
+            }
+        }
+    }
+
+    /// Keeps the ledger of a session that ended cleanly for the next one.
+    fn give_back(&self, ledger: Ledger) {
+        let mut idle = self.idle.lock().expect("idle ledgers");
+        if idle.len() < IDLE_LEDGERS {
+            idle.push(ledger);
+        }
+    }
 }
 
 /// Most handshakes one address may have in progress at once: a flood of
@@ -245,7 +280,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             return Ok(());
         }
     };
-    let mut ledger = block(|| Ledger::open(&gate.dir))?;
+    let mut ledger = block(|| gate.take_ledger())?;
     let session = run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), false);
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
         Err(_) => {
@@ -268,7 +303,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;
     block(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
-    drop(ledger);
+    gate.give_back(ledger);
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");
     }
@@ -327,6 +362,11 @@ impl Server {
     pub fn connections(&self) -> usize {
         self.gate.total.load(Ordering::SeqCst)
     }
+    /// Ledgers opened since the server started: one per session running at
+    /// once, not one per session.
+    pub fn ledgers_opened(&self) -> usize {
+        self.gate.opened.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Server {
@@ -358,8 +398,10 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
         total: AtomicUsize::new(0),
         per_peer: Mutex::new(BTreeMap::new()),
         handshakes: Mutex::new(BTreeMap::new()),
+        idle: Mutex::new(Vec::new()),
+        opened: AtomicUsize::new(1),
     });
-    drop(ledger);
+    gate.give_back(ledger);
     let ep = endpoint.clone();
     let g = gate.clone();
     let accept = tokio::spawn(async move {

@@ -205,6 +205,17 @@ fn a_village_may_not_sync_with_another_township() {
     let b = data(&net, VILLAGE_B);
     let err = fails("village-node", &["sync", "--data", &b, "--peer", &net.township.addr]);
     assert!(err.contains("does not sync with") || err.contains("closed"), "{err}");
+    // The library says why as a kind a program can act on (issue 12).
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let typed = rt.block_on(node::sync::sync_with(std::path::Path::new(&b), &net.township.addr, false));
+    match typed {
+        Err(node::Error::Peer(p)) => {
+            assert_eq!(p.kind, node::error::PeerErrorKind::NotAdmitted, "{}", p.message);
+            assert!(p.message.contains("does not sync with"), "{}", p.message);
+        }
+        other => panic!("expected a typed refusal, got {other:?}"),
+    }
 }
 
 /// A sync over a slow, lossy link killed with SIGKILL in the middle, then
@@ -450,4 +461,30 @@ fn a_village_on_the_previous_format_syncs_with_the_current_release() {
     let da = digest("village-node", &a, VILLAGE_A);
     assert_eq!(da, digest("township-node", &t, VILLAGE_A));
     assert_eq!(da, digest("county-hub", &hub, VILLAGE_A));
+}
+
+/// A server opens the node once per process and per session running at
+/// once, not once per session (issue 12): four sessions one after the
+/// other, each seeing what the one before stored.
+#[test]
+fn a_server_opens_its_ledger_once_for_many_sessions() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
+        let addr = server.addr.to_string();
+        for round in 0..4u32 {
+            ok(
+                "county-sim",
+                &["generate", "--data", s(&a), "--count", "2", "--seed", &round.to_string(), "--as", "王芳"],
+            );
+            let summary = node::sync::sync_with(&a, &addr, false).await.unwrap();
+            assert!(summary.stats.sent_events >= 2, "round {round}");
+            assert_eq!((summary.stats.quarantined_by_peer, summary.stats.held_by_peer), (0, 0), "round {round}");
+        }
+        assert_eq!(server.ledgers_opened(), 1, "one ledger for four sessions one after the other");
+    });
+    assert_eq!(digest("county-hub", s(&county.hub()), VILLAGE_A)["cases"], 8);
 }
