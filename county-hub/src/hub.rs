@@ -356,6 +356,14 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                 proto::Body::Incarnate { origin, after } => {
                     serde_json::json!({"origin": origin, "after": after.to_string()})
                 }
+                proto::Body::AttachFile { material, file, replaces } => serde_json::json!({
+                    "material": material, "hash": file.hash.to_hex(), "size": file.size,
+                    "media_type": file.media_type.mime(), "name": file.name,
+                    "replaces": replaces.map(|r| r.to_hex()),
+                }),
+                proto::Body::DetachFile { material, hash, note } => {
+                    serde_json::json!({"material": material, "hash": hash.to_hex(), "note": note})
+                }
             };
             let line = serde_json::json!({
                 "origin": e.id.origin, "seq": e.id.seq, "lane": e.lane.key(), "pos": e.pos,

@@ -263,6 +263,19 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
             (Some("agent"), "代办员代为申请，须填写申请人的委托情况。".into())
         }
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
+        Declined::FileType => (
+            Some("file"),
+            "只能上传 PDF、JPEG、PNG 或 OFD 文件（按文件内容判断，与文件名无关）。未保存任何内容。".into(),
+        ),
+        Declined::FileTooLarge { size, limit } => (
+            Some("file"),
+            format!(
+                "文件大小 {:.1} MB，超过每个文件 {} MB 的上限。请降低扫描分辨率或分开上传。未保存任何内容。",
+                *size as f64 / 1_048_576.0,
+                limit / 1_048_576
+            ),
+        ),
+        Declined::FileNotHere(_) => (None, "本机尚未收到该文件，下次同步后即可查看。".into()),
         Declined::Recovering => (
             None,
             "本机记录旧于网络上的副本（可能从备份恢复或复制而来）。已办事项均已保留，请先同步完成恢复，再办理新业务。"

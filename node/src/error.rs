@@ -14,6 +14,10 @@ pub enum Error {
     /// The store is damaged (`verify --repair` says what can be done).
     #[error("the store is damaged: {0}")]
     Corrupt(String),
+    /// A material file's stored bytes do not match its hash (altered or
+    /// damaged on disk): not served; it can be fetched again from a peer.
+    #[error("{0}")]
+    DamagedFile(String),
     /// SQLite failed (the disk, a lock held too long, …).
     #[error("storage failed: {0}")]
     Storage(#[source] rusqlite::Error),

@@ -4,6 +4,7 @@
 //! it, so a refusal writes nothing and two processes writing to one data
 //! directory cannot interleave a check with another's write.
 
+use crate::blobs;
 use crate::error::Result;
 use crate::identity::{Bundle, Identity, Secrets};
 use crate::keystore::{self, Kdf};
@@ -13,6 +14,7 @@ use anyhow::Context;
 use proto::auth;
 use proto::author::{AuthoringError, Draft};
 use proto::event::{Create, FieldValue, KeyId, Seal};
+use proto::files::{FileHash, FileRef};
 use proto::fold::{digest_of, CaseState};
 use proto::limits::{self, LimitError};
 use proto::personal::{validate_id_number, IdNumberError, PersonalKind};
@@ -46,6 +48,19 @@ pub enum Declined {
     /// Input beyond the limits (see [`proto::limits`]).
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// A file of a type not allowed (decided by its content).
+    #[error(
+        "only PDF, JPEG, PNG and OFD files may be attached (decided by the file's content, not its name); \
+         this file is none of them"
+    )]
+    FileType,
+    /// A file over the limit per file.
+    #[error("the file is {:.1} MB, over the limit of {} MB per file; scan it at a lower resolution or split it", *size as f64 / 1_048_576.0, limit / 1_048_576)]
+    FileTooLarge { size: u64, limit: u64 },
+    /// The file is one of the case's, but its bytes are not on this node
+    /// (yet): they come with the next sync from the node that has them.
+    #[error("this node does not hold file {0} yet; it comes with a sync from the node where it was attached")]
+    FileNotHere(FileHash),
 }
 
 /// How an applicant can rate a case (好差评 channels).
@@ -82,6 +97,17 @@ pub struct Ledger {
     /// The private keys, unsealed with the passphrase on first use, so
     /// that reading cases needs no passphrase and writing does.
     secrets: std::cell::OnceCell<Secrets>,
+    /// The data directory (material files live beside the store).
+    dir: std::path::PathBuf,
+}
+
+/// A file attached to a case's material.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub file: FileRef,
+    /// False when this node already held the same bytes (stored once).
+    pub newly_stored: bool,
+    pub event: Event,
 }
 
 enum Target {
@@ -268,7 +294,15 @@ impl Ledger {
         // not held may still arrive.
         let catalogues = Catalogues::single(catalogue, identity.tier() == proto::Tier::County);
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
-        Ok(Ledger { store, identity, origin, topology, catalogues, secrets: Default::default() })
+        Ok(Ledger {
+            store,
+            identity,
+            origin,
+            topology,
+            catalogues,
+            secrets: Default::default(),
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn identity(&self) -> &Identity {
@@ -1021,6 +1055,98 @@ impl Ledger {
     pub fn enrol(&mut self, actor: &str, node: &NodeId, key: KeyId, certificate: Hash) -> Result<Event> {
         let body = Body::Enrol { node: node.clone(), key, certificate };
         self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)
+    }
+
+    /// Attaches a file to a case's material: its type is told by its
+    /// content (PDF, JPEG, PNG, OFD), it is checked against the limits per
+    /// file and per case, stored once per content hash, sealed under the
+    /// case's lane key, and the signed event carries its hash, size and
+    /// type. With `replaces`, it supersedes an earlier file of the material
+    /// (补正), which stays in the history. Declined: nothing written.
+    pub fn attach_file(
+        &mut self,
+        actor: &str,
+        case: &CaseId,
+        material: &str,
+        name: &str,
+        bytes: &[u8],
+        replaces: Option<FileHash>,
+    ) -> Result<Attached> {
+        let limit = proto::files::FILE_LIMIT_DEFAULT;
+        if bytes.len() as u64 > limit {
+            return Err(Declined::FileTooLarge { size: bytes.len() as u64, limit }.into());
+        }
+        let media_type = proto::files::MediaType::sniff(bytes).ok_or(Declined::FileType)?;
+        let held = self.case(case)?;
+        if let Some(old) = replaces {
+            if !held.files.iter().any(|f| f.material == material && f.file.hash == old && f.is_current()) {
+                return Err(Declined::Invalid(format!(
+                    "{material} has no current file {old} to replace (case files lists them)"
+                ))
+                .into());
+            }
+        }
+        let name = name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+        let hash = blobs::hash_of(bytes);
+        let file = FileRef { hash, size: bytes.len() as u64, media_type, name, pages: media_type.pages(bytes) };
+        let body = Body::AttachFile { material: material.into(), file: file.clone(), replaces };
+        // The checks every event gets, before any byte is written.
+        limits::check_body(&body).map_err(Declined::from)?;
+        limits::check_growth(&held, &body).map_err(Declined::from)?;
+        let key = self.lane_key(&held.home)?;
+        let newly_stored = blobs::store(&self.dir, &key, &hash, bytes)?;
+        match self.append(actor, Target::Case(case.clone()), body) {
+            Ok(event) => Ok(Attached { file, newly_stored, event }),
+            Err(e) => {
+                if newly_stored {
+                    // Declined after all: no file is left behind.
+                    let _ = std::fs::remove_file(blobs::path_of(&self.dir, &hash));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a file off a material: an event, not a deletion (the file
+    /// stays in the case's history, and its bytes stay held).
+    pub fn detach_file(
+        &mut self,
+        actor: &str,
+        case: &CaseId,
+        material: &str,
+        hash: FileHash,
+        note: &str,
+    ) -> Result<Event> {
+        let held = self.case(case)?;
+        if !held.files.iter().any(|f| f.material == material && f.file.hash == hash && f.removed.is_none()) {
+            return Err(Declined::Invalid(format!("{material} has no file {hash} to take off")).into());
+        }
+        self.append(
+            actor,
+            Target::Case(case.clone()),
+            Body::DetachFile { material: material.into(), hash, note: note.into() },
+        )
+    }
+
+    /// Whether this node holds a file's bytes.
+    pub fn holds_file(&self, hash: &FileHash) -> bool {
+        blobs::holds(&self.dir, hash)
+    }
+
+    /// Writes one of a case's files to `out`, checked against its hash on
+    /// the way (a file altered on disk is refused with the reason).
+    pub fn read_file(&self, case: &CaseId, hash: &FileHash, out: &mut dyn std::io::Write) -> Result<u64> {
+        let held = self.case(case)?;
+        if !held.files.iter().any(|f| f.file.hash == *hash) {
+            return Err(Declined::Invalid(format!("case {case} has no file {hash}")).into());
+        }
+        let key = self.lane_key(&held.home)?;
+        match blobs::read_into(&self.dir, &key, hash, out) {
+            Ok(n) => Ok(n),
+            Err(e @ blobs::ReadError::Damaged { .. }) => Err(crate::Error::DamagedFile(e.to_string())),
+            Err(blobs::ReadError::Missing(h)) => Err(Declined::FileNotHere(h).into()),
+            Err(blobs::ReadError::Io(e)) => Err(e.into()),
+        }
     }
 
     /// A case's folded state.

@@ -439,6 +439,7 @@ mod tests {
     fn case(n: u64, applicant: &str, updated_ms: u64) -> CaseState {
         let home = NodeId::new("511421101001");
         CaseState {
+            files: Vec::new(),
             case_id: CaseId::mint(&home, n),
             home: home.clone(),
             handler: home,

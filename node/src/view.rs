@@ -68,8 +68,50 @@ pub struct CaseDetail {
     pub flagged: bool,
     pub conflicts: Vec<Value>,
     pub history: Vec<HistoryLine>,
+    /// Material files, every one ever attached (`current` false once
+    /// replaced or taken off).
+    pub files: Vec<FileLine>,
     pub version_vector: BTreeMap<NodeId, u64>,
     pub digest: String,
+}
+
+/// One of a case's material files (`case files --json`, the case page).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileLine {
+    pub material: String,
+    pub hash: String,
+    pub size: u64,
+    pub media_type: &'static str,
+    pub name: String,
+    pub pages: Option<u32>,
+    /// Who attached it, where (the event's origin) and when.
+    pub actor: String,
+    pub event: String,
+    pub attached: String,
+    pub current: bool,
+    /// The file that replaced it (补正).
+    pub replaced_by: Option<String>,
+    /// Taken off the material (by this event).
+    pub removed_by: Option<String>,
+}
+
+impl From<&proto::fold::CaseFile> for FileLine {
+    fn from(f: &proto::fold::CaseFile) -> FileLine {
+        FileLine {
+            material: f.material.clone(),
+            hash: f.file.hash.to_hex(),
+            size: f.file.size,
+            media_type: f.file.media_type.mime(),
+            name: f.file.name.clone(),
+            pages: f.file.pages,
+            actor: f.actor.clone(),
+            event: f.event.to_string(),
+            attached: f.at.to_string(),
+            current: f.is_current(),
+            replaced_by: f.replaced_by.map(|h| h.to_hex()),
+            removed_by: f.removed.as_ref().map(|e| e.to_string()),
+        }
+    }
 }
 
 fn shown(values: &[FieldValue]) -> Vec<String> {
@@ -135,6 +177,7 @@ impl From<&CaseState> for CaseDetail {
             flagged: c.flagged(),
             conflicts: c.conflicts.iter().map(conflict_json).collect(),
             history: c.history.iter().map(HistoryLine::from).collect(),
+            files: c.files.iter().map(FileLine::from).collect(),
             version_vector: c.clock.clone(),
             digest: c.digest().to_hex(),
         }
@@ -204,6 +247,13 @@ pub fn history_detail(h: &HistoryEntry) -> String {
         }
         Happened::FollowedUp { rating, response, callback } => {
             format!("follow-up of {rating}: {response} / {callback}").trim_end_matches([' ', '/']).to_string()
+        }
+        Happened::FileAttached { material, name, hash, replaces } => {
+            let replaces = replaces.map(|r| format!(", replaces {}", &r.to_hex()[..12])).unwrap_or_default();
+            format!("{material}: {name} ({}{replaces})", &hash.to_hex()[..12])
+        }
+        Happened::FileDetached { material, hash, note } => {
+            format!("{material}: {} {note}", &hash.to_hex()[..12]).trim_end().to_string()
         }
         Happened::Global => String::new(),
     }

@@ -187,6 +187,8 @@ pub fn authorize(
         Body::SetField { .. }
         | Body::AddMaterial { .. }
         | Body::RemoveMaterial { .. }
+        | Body::AttachFile { .. }
+        | Body::DetachFile { .. }
         | Body::Rate { .. }
         | Body::Rating { .. }
         | Body::FollowUp { .. } => Ok(()),

@@ -43,8 +43,12 @@ pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 2, what: "sync message"
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).
 pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header" };
-/// The bytes an event's content hash covers.
+/// The bytes an event's content hash covers, in its first format version;
+/// each body kind is written in the lowest version that has it
+/// (`Body::content_version`), up to [`EVENT_CONTENT_NEWEST`].
 pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event content" };
+/// The newest event content format version this release reads.
+pub const EVENT_CONTENT_NEWEST: u8 = 2;
 /// What a case digest covers (`CaseState::digest`).
 pub const CASE_DIGEST: Tag = Tag { kind: 0x44, version: 1, what: "case digest" };
 /// A segment carried in an enrolment bundle.

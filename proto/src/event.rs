@@ -224,6 +224,13 @@ pub enum Body {
     /// 整改回访: a poor rating (不满意, 非常不满意) followed up: what was
     /// done and what the applicant said when called back.
     FollowUp { rating: EventId, response: String, callback: String },
+    /// A file of a material (a scan, a PDF, an OFD e-document) is attached;
+    /// with `replaces`, it supersedes an earlier file of the material (补正),
+    /// which stays in the history. Content format version 2.
+    AttachFile { material: String, file: crate::files::FileRef, replaces: Option<crate::files::FileHash> },
+    /// A file is taken off a material: an event, not a deletion (the file
+    /// stays in the history as evidence). Content format version 2.
+    DetachFile { material: String, hash: crate::files::FileHash, note: String },
 }
 
 /// The stage of a case a rating is about.
@@ -303,6 +310,18 @@ impl Body {
             Body::Enrol { .. } => "enrol",
             Body::Incarnate { .. } => "incarnate",
             Body::Revoke { .. } => "revoke",
+            Body::AttachFile { .. } => "attach_file",
+            Body::DetachFile { .. } => "detach_file",
+        }
+    }
+
+    /// The content format version this body is written in: the lowest
+    /// that can express it, so releases that predate a kind still read
+    /// every event of the kinds they know (`crate::wire`).
+    pub fn content_version(&self) -> u8 {
+        match self {
+            Body::AttachFile { .. } | Body::DetachFile { .. } => 2,
+            _ => 1,
         }
     }
 }
@@ -355,7 +374,8 @@ impl Event {
     /// The bytes the content hash covers, as version 2 of the sync message
     /// carries them (`crate::wire`).
     pub fn content_bytes(&self) -> Vec<u8> {
-        codec::encode_tagged(codec::EVENT_CONTENT, &(&self.actor, &self.case, &self.context, &self.body))
+        let tag = codec::Tag { version: self.body.content_version(), ..codec::EVENT_CONTENT };
+        codec::encode_tagged(tag, &(&self.actor, &self.case, &self.context, &self.body))
     }
 
     pub fn header(&self) -> Header {

@@ -74,6 +74,19 @@ pub enum Happened {
         response: String,
         callback: String,
     },
+    /// A file attached to a material (replacing an earlier one: 补正).
+    FileAttached {
+        material: String,
+        name: String,
+        hash: crate::files::FileHash,
+        replaces: Option<crate::files::FileHash>,
+    },
+    /// A file taken off a material (it stays in the history).
+    FileDetached {
+        material: String,
+        hash: crate::files::FileHash,
+        note: String,
+    },
     /// A county event of the global lane (not part of any case).
     Global,
 }
@@ -90,6 +103,8 @@ impl HistoryEntry {
             Happened::Step { step, .. } => step.name(),
             Happened::Rated { .. } => "rate",
             Happened::FollowedUp { .. } => "follow_up",
+            Happened::FileAttached { .. } => "attach_file",
+            Happened::FileDetached { .. } => "detach_file",
             Happened::Global => "global",
         }
     }
@@ -158,6 +173,29 @@ pub struct FollowUp {
     pub closed: Option<(EventId, String, String)>,
 }
 
+/// A file attached to one of a case's materials, as the fold keeps it:
+/// every file ever attached stays, marked when replaced or taken off.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseFile {
+    pub material: String,
+    pub file: crate::files::FileRef,
+    /// The attaching event, its stamp and who attached it.
+    pub event: EventId,
+    pub at: Hlc,
+    pub actor: String,
+    /// The file that replaced this one (补正), if any.
+    pub replaced_by: Option<crate::files::FileHash>,
+    /// Taken off the material (the event that did it).
+    pub removed: Option<EventId>,
+}
+
+impl CaseFile {
+    /// Neither replaced nor taken off.
+    pub fn is_current(&self) -> bool {
+        self.replaced_by.is_none() && self.removed.is_none()
+    }
+}
+
 /// The folded state of one case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseState {
@@ -185,6 +223,8 @@ pub struct CaseState {
     pub staged: Vec<StagedRating>,
     /// Follow-ups of poor ratings.
     pub followups: Vec<FollowUp>,
+    /// Material files, in the order they were attached.
+    pub files: Vec<CaseFile>,
 }
 
 /// A 容缺 acceptance: materials missing at acceptance, promised by a day.
@@ -294,7 +334,8 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// channels and follow-ups. 7: one rating per reached stage, follow-ups
 /// closed by their owner, 终止 only of 容缺 cases. 8: a withdrawn case's
 /// 办结 stage is reached (one definition of done, `State::is_done`).
-pub const FOLD_VERSION: u32 = 8;
+/// 9: material files.
+pub const FOLD_VERSION: u32 = 9;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -432,6 +473,7 @@ pub fn fold_case_hashed<'a>(
         tolerated: None,
         staged: Vec::new(),
         followups: Vec::new(),
+        files: Vec::new(),
     };
     let mut regs: BTreeMap<String, MVReg<FieldValue, NodeId>> = BTreeMap::new();
     let mut materials: Orswot<String, NodeId> = Orswot::new();
@@ -528,6 +570,40 @@ pub fn fold_case_hashed<'a>(
                         });
                     }
                 }
+            }
+            Body::AttachFile { material, file, replaces } => {
+                entry.happened = Happened::FileAttached {
+                    material: material.clone(),
+                    name: file.name.clone(),
+                    hash: file.hash,
+                    replaces: *replaces,
+                };
+                // A file received is the material received.
+                materials.apply(orswot::Op::Add { dot, members: vec![material.clone()] });
+                if let Some(old) = replaces {
+                    for f in st.files.iter_mut().filter(|f| &f.material == material && f.file.hash == *old) {
+                        f.replaced_by.get_or_insert(file.hash);
+                    }
+                }
+                st.files.push(CaseFile {
+                    material: material.clone(),
+                    file: file.clone(),
+                    event: e.id.clone(),
+                    at: e.hlc,
+                    actor: e.actor.clone(),
+                    replaced_by: None,
+                    removed: None,
+                });
+            }
+            Body::DetachFile { material, hash, note } => {
+                entry.happened = Happened::FileDetached { material: material.clone(), hash: *hash, note: note.clone() };
+                let current = st.files.iter_mut().filter(|f| &f.material == material && f.file.hash == *hash);
+                let mut any = false;
+                for f in current.filter(|f| f.removed.is_none()) {
+                    f.removed = Some(e.id.clone());
+                    any = true;
+                }
+                entry.superseded = !any;
             }
             Body::FollowUp { rating, response, callback } => {
                 entry.happened = Happened::FollowedUp {

@@ -11,6 +11,7 @@ pub mod calendar;
 pub mod catalogue;
 pub mod codec;
 pub mod event;
+pub mod files;
 pub mod fold;
 pub mod hlc;
 pub mod ids;

@@ -83,6 +83,12 @@ pub enum LimitError {
     /// A protected value that cannot have been made by a node.
     #[error("the protected value of field {0} is malformed")]
     Protected(String),
+    /// A file over the limit per file.
+    #[error("the file is {} bytes, over the limit of {} MB per file", size, max / 1_048_576)]
+    FileTooLarge { size: u64, max: u64 },
+    /// A case's files would be over the limit per case.
+    #[error("the case's files would total {} bytes, over the limit of {} MB per case", size, max / 1_048_576)]
+    CaseFilesTooLarge { size: u64, max: u64 },
 }
 
 /// True for characters never accepted in text and escaped when printed:
@@ -246,6 +252,18 @@ pub fn check_body(body: &Body) -> Result<(), LimitError> {
             check_note(reason)
         }
         Body::Enrol { .. } | Body::Incarnate { .. } => Ok(()),
+        Body::AttachFile { material, file, .. } => {
+            check_material(material)?;
+            check_text("a file name", &file.name, crate::files::NAME_MAX)?;
+            if file.size > crate::files::FILE_LIMIT_DEFAULT {
+                return Err(LimitError::FileTooLarge { size: file.size, max: crate::files::FILE_LIMIT_DEFAULT });
+            }
+            Ok(())
+        }
+        Body::DetachFile { material, note, .. } => {
+            check_material(material)?;
+            check_note(note)
+        }
     }
 }
 
@@ -257,8 +275,24 @@ pub fn check_growth(case: &CaseState, body: &Body) -> Result<(), LimitError> {
         Body::SetField { field, .. } if !case.fields.contains_key(field) && case.fields.len() >= FIELDS_MAX => {
             Err(LimitError::TooMany { what: "fields", got: case.fields.len() + 1, max: FIELDS_MAX })
         }
-        Body::AddMaterial { name } if !case.materials.contains(name) && case.materials.len() >= MATERIALS_MAX => {
+        Body::AddMaterial { name } | Body::AttachFile { material: name, .. }
+            if !case.materials.contains(name) && case.materials.len() >= MATERIALS_MAX =>
+        {
             Err(LimitError::TooMany { what: "materials", got: case.materials.len() + 1, max: MATERIALS_MAX })
+        }
+        Body::AttachFile { file, .. } => {
+            // Each distinct file counts once, whether current or replaced:
+            // every file ever attached stays with the case.
+            let mut seen = std::collections::BTreeSet::new();
+            let held: u64 = case.files.iter().filter(|f| seen.insert(f.file.hash)).map(|f| f.file.size).sum();
+            let added = if seen.contains(&file.hash) { 0 } else { file.size };
+            if held + added > crate::files::CASE_LIMIT_DEFAULT {
+                return Err(LimitError::CaseFilesTooLarge {
+                    size: held + added,
+                    max: crate::files::CASE_LIMIT_DEFAULT,
+                });
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
@@ -394,6 +428,7 @@ mod tests {
 
     fn empty_case() -> CaseState {
         CaseState {
+            files: Vec::new(),
             case_id: crate::CaseId("v-1".into()),
             home: crate::NodeId::new("v"),
             handler: crate::NodeId::new("v"),

@@ -721,6 +721,9 @@ pub struct Stats {
     pub newer_format_events: u64,
     /// The newest content format version met among them (0: none).
     pub newer_format_version: u8,
+    /// Events not sent because the peer's release cannot read them (it
+    /// gets them once upgraded).
+    pub withheld_events: u64,
     /// Of the events we sent, how many the peer quarantined.
     pub quarantined_by_peer: u64,
     /// Of the events we sent, how many the peer holds back for now.
@@ -768,6 +771,9 @@ pub struct Session {
     pub batch_events: usize,
     /// Target encoded bytes per batch.
     pub batch_bytes: usize,
+    /// The newest event content format version the peer reads: the driver
+    /// lowers it for a peer of an earlier release (`crate::wire`).
+    pub content_versions: u8,
     pub stats: Stats,
     /// Chains of this node's own origins that another copy of it wrote
     /// differently: never sent, the node recovers.
@@ -816,6 +822,7 @@ impl Session {
             window: 8,
             batch_events: BATCH_EVENTS,
             batch_bytes: BATCH_BYTES,
+            content_versions: codec::EVENT_CONTENT_NEWEST,
             stats: Stats::default(),
             own_diverged: BTreeSet::new(),
             peer_diverged: BTreeSet::new(),
@@ -1032,6 +1039,14 @@ impl Session {
                     _ => seal,
                 };
                 let mut events = replica.chain_events(&lane, &origin, after, end.pos).map_err(storage)?;
+                if events.iter().any(|e| e.body.content_version() > self.content_versions) {
+                    // The peer's release cannot read this run: the chain
+                    // stops here until it is upgraded (a run must end at a
+                    // seal, so nothing of it is sent).
+                    self.plan.retain(|(l, o, _, _)| !(l == &lane && o == &origin));
+                    self.stats.withheld_events += events.len() as u64;
+                    continue;
+                }
                 // Each event's `prev` is the hash of the one before it, which
                 // the receiver computes anyway; 32 incompressible bytes per
                 // event need not travel.

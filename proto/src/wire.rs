@@ -37,6 +37,16 @@ pub const VERSIONS: [u8; 2] = [2, 1];
 /// The newest format version this release speaks.
 pub const NEWEST: u8 = VERSIONS[0];
 
+/// The newest event content format a peer speaking sync message format
+/// `version` reads: version 1 predates content versions.
+pub fn content_versions(version: u8) -> u8 {
+    if version <= 1 {
+        1
+    } else {
+        codec::EVENT_CONTENT_NEWEST
+    }
+}
+
 /// The TLS ALPN name of a format version.
 pub fn alpn(version: u8) -> Vec<u8> {
     format!("case-ledger-sync/{version}").into_bytes()
@@ -161,6 +171,25 @@ impl From<&Message> for V2 {
 /// What a content's bytes hold.
 type Content = (String, CaseId, VClock<NodeId>, Body);
 
+/// Decodes an event's content of any version this release reads. A body
+/// must be written in its own version (`Body::content_version`), so that
+/// one event has one encoding.
+fn decode_content(bytes: &[u8]) -> Result<Content, DecodeError> {
+    let version = match bytes.get(1) {
+        Some(v) if (1..=codec::EVENT_CONTENT_NEWEST).contains(v) => *v,
+        _ => codec::EVENT_CONTENT.version,
+    };
+    let content: Content = codec::decode_tagged(Tag { version, ..codec::EVENT_CONTENT }, bytes)?;
+    if content.3.content_version() != version {
+        return Err(DecodeError {
+            what: codec::EVENT_CONTENT.what,
+            kind: DecodeErrorKind::Malformed,
+            message: format!("a {} event in content format version {version}", content.3.name()),
+        });
+    }
+    Ok(content)
+}
+
 impl TryFrom<V2> for Message {
     type Error = DecodeError;
     fn try_from(msg: V2) -> Result<Message, DecodeError> {
@@ -172,7 +201,7 @@ impl TryFrom<V2> for Message {
                 'segments: for V2Segment { events: wire_events, seal } in wire {
                     let mut events = Vec::with_capacity(wire_events.len());
                     for e in &wire_events {
-                        match codec::decode_tagged::<Content>(codec::EVENT_CONTENT, &e.content) {
+                        match decode_content(&e.content) {
                             Ok((actor, case, context, body)) => events.push(Event {
                                 id: e.id.clone(),
                                 lane: e.lane.clone(),
@@ -185,7 +214,7 @@ impl TryFrom<V2> for Message {
                                 body,
                             }),
                             Err(DecodeError { kind: DecodeErrorKind::UnsupportedVersion(v), .. })
-                                if v > codec::EVENT_CONTENT.version =>
+                                if v > codec::EVENT_CONTENT_NEWEST =>
                             {
                                 unreadable.push(Unreadable {
                                     origin: seal.origin.clone(),

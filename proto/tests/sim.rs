@@ -401,6 +401,8 @@ impl World {
         assert!(proto::sync::allowed_peer(topology, &na.me, &nb.me));
         let mut sa = Session::start(na, topology, &na.me.clone(), &nb.me.clone(), na.wall(now)).unwrap();
         let mut sb = Session::start(nb, topology, &nb.me.clone(), &na.me.clone(), nb.wall(now)).unwrap();
+        sa.content_versions = proto::wire::content_versions(version);
+        sb.content_versions = proto::wire::content_versions(version);
         for _ in 0..10_000 {
             let mut progress = false;
             for dir in 0..2 {
@@ -1091,6 +1093,84 @@ fn events_of_a_newer_content_format_are_held_not_refused() {
     // Upgraded (the content is readable now): the held chain arrives.
     let v = check_batch(tn, &topology, &tn.catalogues, &tn.me.clone(), &county, vec![newer], now).unwrap();
     assert_eq!((v.accept.len(), v.quarantined.len()), (1, 0));
+}
+
+/// A body kind newer than a peer's release (a material file, content
+/// format 2) is not sent to a peer speaking sync format 1: that chain waits
+/// there (counted, so staff are told), other chains go on, and a current
+/// peer gets it all.
+#[test]
+fn a_peer_of_the_previous_release_is_not_sent_what_it_cannot_read() {
+    let mut w = World::new(13, 1, 2, 0);
+    let topology = w.topology.clone();
+    let (a, b) = (NodeId::new("t0v0"), NodeId::new("t0v1"));
+    let now = w.now;
+    let file = proto::files::FileRef {
+        hash: proto::files::FileHash([9; 32]),
+        size: 1000,
+        media_type: proto::files::MediaType::Pdf,
+        name: "身份证.pdf".into(),
+        pages: Some(1),
+    };
+    for village in [&a, &b] {
+        let i = w.index[village];
+        let case = CaseId::mint(village, 1);
+        let body = Body::Create(create_of_item(&sim_item(Tier::Township), 1));
+        assert!(w.nodes[i].author(&topology, case.clone(), body, now));
+        if village == &a {
+            let attach = Body::AttachFile { material: "居民身份证".into(), file: file.clone(), replaces: None };
+            assert_eq!(attach.content_version(), 2);
+            assert!(w.nodes[i].author(&topology, case, attach, now + 1));
+        }
+    }
+    let (t, c) = (w.index[&NodeId::new("t0")], w.index[&NodeId::new("c")]);
+    // The county holds both villages' chains and sends them to the township.
+    for village in [&a, &b] {
+        let seg = segment_of(&w.nodes[w.index[village]], village.as_str(), &Lane::Home(village.clone()));
+        let v = check_batch(&w.nodes[c], &topology, &w.nodes[c].catalogues, &NodeId::new("c"), village, vec![seg], now)
+            .unwrap();
+        assert_eq!(v.quarantined.len(), 0, "{:?}", v.quarantined);
+        w.nodes[c].apply(&v, now);
+    }
+    for (content_versions, sent_lanes, withheld) in [(1u8, 1usize, 2u64), (2, 2, 0)] {
+        let (cn, tn) = pair_mut(&mut w.nodes, c, t);
+        let mut sc = Session::start(cn, &topology, &NodeId::new("c"), &NodeId::new("t0"), now).unwrap();
+        sc.content_versions = content_versions;
+        let st = Session::start(tn, &topology, &NodeId::new("t0"), &NodeId::new("c"), now).unwrap();
+        let mut st = st;
+        let their_hello = st.poll_transmit(tn).unwrap().unwrap();
+        sc.handle(their_hello, cn, &topology, now).unwrap();
+        let mut lanes = BTreeSet::new();
+        while let Some(m) = sc.poll_transmit(cn).unwrap() {
+            if let Message::Batch { segments, .. } = &m {
+                for seg in segments {
+                    assert!(seg.events.iter().all(|e| e.body.content_version() <= content_versions));
+                    lanes.insert(seg.seal.lane.clone());
+                }
+                let back = Message::decode(&m.encode_as(if content_versions == 1 { 1 } else { 2 })).unwrap();
+                assert_eq!(&back, &m);
+            }
+        }
+        assert_eq!(lanes.len(), sent_lanes, "content versions {content_versions}");
+        assert_eq!(sc.stats.withheld_events, withheld, "content versions {content_versions}");
+    }
+}
+
+/// One event has one encoding: a body written under another content
+/// version than its own is malformed, not read.
+#[test]
+fn a_body_in_the_wrong_content_version_is_malformed() {
+    let (w, _) = small_world();
+    let v = w.index[&NodeId::new("t0v0")];
+    let seg = segment_of(&w.nodes[v], "t0v0", &Lane::Home(NodeId::new("t0v0")));
+    let batch = Message::Batch { n: 0, segments: vec![seg.clone()], unreadable: vec![] };
+    let mut bytes = batch.encode();
+    let content = seg.events[0].content_bytes();
+    assert_eq!(&content[..2], &[0x43, 1], "a creation is content version 1");
+    let at = bytes.windows(content.len()).position(|w| w == content.as_slice()).unwrap();
+    bytes[at + 1] = 2;
+    let err = Message::decode(&bytes).unwrap_err();
+    assert_eq!(err.kind, proto::codec::DecodeErrorKind::Malformed, "{err}");
 }
 
 /// A segment whose seal names a lane in the receiver's scope but whose

@@ -341,6 +341,61 @@ pub enum CaseCmd {
         #[command(flatten)]
         staff: Staff,
     },
+    /// Attach a file (PDF, JPEG, PNG or OFD; told by its content) to a
+    /// material: stored once, sealed under the case's lane key; prints its
+    /// hash, size and type. With --replaces, it supersedes an earlier file
+    /// of the material (补正), which stays in the history.
+    Attach {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        /// The material the file is of (e.g. 居民身份证).
+        #[arg(long, value_name = "NAME")]
+        material: String,
+        #[arg(long, value_name = "PATH")]
+        file: PathBuf,
+        /// The hash of the file this one replaces (case files lists them).
+        #[arg(long, value_name = "HASH")]
+        replaces: Option<String>,
+        #[command(flatten)]
+        staff: Staff,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a file off a material (an event: the file stays in the history).
+    Detach {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        #[arg(long, value_name = "NAME")]
+        material: String,
+        #[arg(long, value_name = "HASH")]
+        hash: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        staff: Staff,
+    },
+    /// List a case's files: material, hash, size, type, name, whether this
+    /// node holds the bytes (`here`).
+    Files {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one of a case's files to --out, checked against its hash (a
+    /// file altered on disk is refused), or say where it is when this node
+    /// does not hold it.
+    File {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        hash: String,
+        #[arg(long, value_name = "PATH")]
+        out: PathBuf,
+    },
     /// 初审: pass the pre-review or return the case for supplement.
     Prereview {
         #[command(flatten)]

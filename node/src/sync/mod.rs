@@ -352,6 +352,7 @@ async fn run_session(
     let me = ledger.me().clone();
     let mut session =
         block(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
+    session.content_versions = proto::wire::content_versions(wire);
     let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
     let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
     let mut last_report = Instant::now();

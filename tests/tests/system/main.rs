@@ -4,6 +4,7 @@
 mod cli;
 mod copies;
 mod demo;
+mod files;
 mod hostile;
 mod keys;
 mod pair;

@@ -89,6 +89,105 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             };
             say!("{} {} (event {})", clean(case.as_str()), e.body.name(), e.id);
         }
+        CaseCmd::Attach { data, case, material, file, replaces, staff, json } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let meta = std::fs::metadata(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if meta.len() > proto::files::FILE_LIMIT_DEFAULT {
+                // Refused before reading a byte of it.
+                bail!(
+                    "{} is {:.1} MB, over the limit of {} MB per file; scan it at a lower resolution or split it",
+                    file.display(),
+                    meta.len() as f64 / 1_048_576.0,
+                    proto::files::FILE_LIMIT_DEFAULT / 1_048_576
+                );
+            }
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let replaces = match replaces.as_deref() {
+                Some(h) => Some(file_hash(h)?),
+                None => None,
+            };
+            let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let a = ledger.attach_file(&who, &CaseId(case.clone()), &material, &name, &bytes, replaces)?;
+            if json {
+                print_json(&json!({
+                    "case_id": case, "material": material, "hash": a.file.hash.to_hex(), "size": a.file.size,
+                    "media_type": a.file.media_type.mime(), "name": a.file.name, "pages": a.file.pages,
+                    "event": a.event.id.to_string(), "stored": a.newly_stored,
+                }))?;
+            } else {
+                say!(
+                    "{} {}: {} ({} bytes, {}) {}{}",
+                    clean(&case),
+                    clean(&material),
+                    a.file.hash,
+                    a.file.size,
+                    a.file.media_type.mime(),
+                    clean(&a.file.name),
+                    if a.newly_stored { "" } else { " (already held: stored once)" }
+                );
+            }
+        }
+        CaseCmd::Detach { data, case, material, hash, note, staff } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let e = ledger.detach_file(&who, &CaseId(case.clone()), &material, file_hash(&hash)?, &note)?;
+            say!("{} {} (event {})", clean(&case), e.body.name(), e.id);
+        }
+        CaseCmd::Files { data, case, json } => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let st = ledger.case(&CaseId(case))?;
+            let lines: Vec<(crate::view::FileLine, bool)> =
+                st.files.iter().map(|f| (crate::view::FileLine::from(f), ledger.holds_file(&f.file.hash))).collect();
+            if json {
+                let rows: Vec<Value> = lines
+                    .iter()
+                    .map(|(l, here)| {
+                        let mut v = serde_json::to_value(l).expect("a view serialises");
+                        v["here"] = json!(here);
+                        v
+                    })
+                    .collect();
+                print_json(&Value::Array(rows))?;
+            } else {
+                for (l, here) in &lines {
+                    say!(
+                        "{:<12} {} {:>9} {:<16} {}{}{}",
+                        clean(&l.material),
+                        &l.hash[..16],
+                        l.size,
+                        l.media_type,
+                        clean(&l.name),
+                        if l.current { "" } else { "  [replaced or taken off]" },
+                        if *here { "" } else { "  [not held here yet]" }
+                    );
+                }
+            }
+        }
+        CaseCmd::File { data, case, hash, out } => {
+            let ledger = Ledger::open(&data.data)?;
+            let hash = file_hash(&hash)?;
+            let case = CaseId(case);
+            let st = ledger.case(&case)?;
+            let Some(f) = st.files.iter().find(|f| f.file.hash == hash) else {
+                bail!("case {} has no file {hash} (case files lists them)", clean(case.as_str()));
+            };
+            if !ledger.holds_file(&hash) {
+                bail!(
+                    "this node does not hold {} yet: it was attached at {} and comes with the next sync from there                      (or from a node that has it: the township, the county)",
+                    clean(&f.file.name),
+                    f.event.origin.node()
+                );
+            }
+            // Written to a temporary name and renamed once checked: a
+            // damaged file leaves nothing at --out.
+            let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
+            let n = ledger.read_file(&case, &hash, tmp.as_file_mut())?;
+            tmp.persist(&out).with_context(|| format!("cannot write {}", out.display()))?;
+            say!("{} bytes written to {}", n, out.display());
+        }
         CaseCmd::Prereview { data, case, pass, return_: _, note, staff } => {
             let step = if pass { Step::PrereviewPass } else { Step::PrereviewReturn };
             step_cmd(StepArgs { data, case, note, staff }, step)?
@@ -222,4 +321,9 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn file_hash(s: &str) -> Result<proto::files::FileHash> {
+    proto::files::FileHash::from_hex(s.trim())
+        .with_context(|| format!("{s:?} is not a file hash (64 hex digits; case files lists them)"))
 }

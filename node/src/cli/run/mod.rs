@@ -106,6 +106,10 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             CaseCmd::New { data, .. }
             | CaseCmd::Edit { data, .. }
             | CaseCmd::Material { data, .. }
+            | CaseCmd::Attach { data, .. }
+            | CaseCmd::Detach { data, .. }
+            | CaseCmd::Files { data, .. }
+            | CaseCmd::File { data, .. }
             | CaseCmd::Prereview { data, .. }
             | CaseCmd::Rate { data, .. }
             | CaseCmd::Show { data, .. }

@@ -1,0 +1,222 @@
+//! Material files at rest: stored once per content hash (BLAKE3) under
+//! `files/` in the data directory, encrypted in chunks under a key derived
+//! from the data key of the case's lane (the rule of ID numbers: a stolen
+//! laptop opens at most its own village's files), and checked against
+//! their hash whenever they are read, so a file altered on disk is refused
+//! with the reason, never served.
+//!
+//! Layout of a stored file: the magic `CLF1`, then the plaintext in chunks
+//! of [`CHUNK`] bytes, each sealed with ChaCha20-Poly1305 under the file's
+//! key; the nonce is the chunk's index with a flag on the last chunk, and
+//! the associated data the file's hash, so chunks can be neither reordered,
+//! truncated nor moved to another file.
+
+use crate::protect::DataKey;
+use anyhow::{Context, Result};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use proto::files::FileHash;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Plaintext bytes per sealed chunk.
+pub const CHUNK: usize = 64 * 1024;
+const MAGIC: &[u8; 4] = b"CLF1";
+const TAG: usize = 16;
+
+/// The BLAKE3 hash of some bytes.
+pub fn hash_of(bytes: &[u8]) -> FileHash {
+    FileHash(*blake3::hash(bytes).as_bytes())
+}
+
+/// Where a file is kept in a data directory.
+pub fn path_of(dir: &Path, hash: &FileHash) -> PathBuf {
+    let hex = hash.to_hex();
+    dir.join("files").join(&hex[..2]).join(hex)
+}
+
+/// Whether this node holds a file's bytes.
+pub fn holds(dir: &Path, hash: &FileHash) -> bool {
+    path_of(dir, hash).exists()
+}
+
+fn cipher(key: &DataKey, hash: &FileHash) -> ChaCha20Poly1305 {
+    ChaCha20Poly1305::new((&key.file_key(&hash.0)).into())
+}
+
+fn nonce(index: u64, last: bool) -> Nonce {
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&index.to_le_bytes());
+    n[11] = u8::from(last);
+    n.into()
+}
+
+/// Stores `bytes` (whose hash is `hash`) sealed under `key`, unless a file
+/// of that hash is already held: written to a temporary name, flushed to
+/// disk, then renamed, so a crash leaves either the whole file or none.
+/// Returns false when the file was already held (stored once).
+pub fn store(dir: &Path, key: &DataKey, hash: &FileHash, bytes: &[u8]) -> Result<bool> {
+    let path = path_of(dir, hash);
+    if path.exists() {
+        return Ok(false);
+    }
+    let parent = path.parent().expect("a file has a folder");
+    std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let tmp = parent.join(format!(".{}.part", hash.to_hex()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    out.write_all(MAGIC)?;
+    let cipher = cipher(key, hash);
+    let chunks = bytes.len().div_ceil(CHUNK).max(1);
+    for i in 0..chunks {
+        let part = &bytes[(i * CHUNK).min(bytes.len())..((i + 1) * CHUNK).min(bytes.len())];
+        let sealed = cipher
+            .encrypt(&nonce(i as u64, i + 1 == chunks), Payload { msg: part, aad: &hash.0 })
+            .map_err(|_| anyhow::anyhow!("sealing a file failed"))?;
+        out.write_all(&sealed)?;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    if let Ok(d) = std::fs::File::open(parent) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
+/// Why a stored file could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not held here.
+    #[error("this node does not hold file {0}")]
+    Missing(FileHash),
+    /// The stored bytes were altered, cut short or are not this file's.
+    #[error("the stored file {hash} is damaged: {why}; it is not served (fetch it again from a peer)")]
+    Damaged { hash: FileHash, why: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes a held file's bytes to `out`, chunk by chunk, and checks them
+/// against the hash before reporting success. On an error part of the
+/// file may have been written: write to a temporary place first.
+pub fn read_into(dir: &Path, key: &DataKey, hash: &FileHash, out: &mut dyn Write) -> Result<u64, ReadError> {
+    let path = path_of(dir, hash);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(*hash)),
+        Err(e) => return Err(e.into()),
+    };
+    let damaged = |why: &str| ReadError::Damaged { hash: *hash, why: why.into() };
+    let mut magic = [0u8; 4];
+    file.read_exact(&mut magic).map_err(|_| damaged("too short"))?;
+    if &magic != MAGIC {
+        return Err(damaged("not a stored file"));
+    }
+    let cipher = cipher(key, hash);
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK + TAG];
+    let mut total = 0u64;
+    let mut index = 0u64;
+    loop {
+        let n = read_full(&mut file, &mut buf)?;
+        // A chunk shorter than a full one is the last; a full one is the
+        // last when nothing follows.
+        let last = n < buf.len() || file.fill_buf_empty()?;
+        let part = cipher
+            .decrypt(&nonce(index, last), Payload { msg: &buf[..n], aad: &hash.0 })
+            .map_err(|_| damaged(&format!("chunk {index} does not open")))?;
+        hasher.update(&part);
+        out.write_all(&part)?;
+        total += part.len() as u64;
+        index += 1;
+        if last {
+            break;
+        }
+    }
+    if FileHash(*hasher.finalize().as_bytes()) != *hash {
+        return Err(damaged("its bytes do not match its hash"));
+    }
+    Ok(total)
+}
+
+/// Reads a held file whole (for small files and tests).
+pub fn read(dir: &Path, key: &DataKey, hash: &FileHash) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    read_into(dir, key, hash, &mut out)?;
+    Ok(out)
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+trait FillBufEmpty {
+    fn fill_buf_empty(&mut self) -> std::io::Result<bool>;
+}
+
+impl<R: Read> FillBufEmpty for std::io::BufReader<R> {
+    fn fill_buf_empty(&mut self) -> std::io::Result<bool> {
+        use std::io::BufRead;
+        Ok(self.fill_buf()?.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> DataKey {
+        DataKey::from_hex(&"11".repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn a_file_reads_back_and_is_not_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = b"%PDF-1.7 MARKER-IN-THE-FILE ".to_vec();
+        bytes.extend(std::iter::repeat_n(7u8, 3 * CHUNK + 5));
+        let h = hash_of(&bytes);
+        assert!(store(dir.path(), &key(), &h, &bytes).unwrap());
+        assert!(!store(dir.path(), &key(), &h, &bytes).unwrap(), "stored once");
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
+        let raw = std::fs::read(path_of(dir.path(), &h)).unwrap();
+        assert!(!raw.windows(6).any(|w| w == b"MARKER"), "the clear bytes reached the disk");
+    }
+
+    #[test]
+    fn an_altered_truncated_or_extended_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..2 * CHUNK as u32).map(|i| i as u8).collect();
+        let h = hash_of(&bytes);
+        store(dir.path(), &key(), &h, &bytes).unwrap();
+        let path = path_of(dir.path(), &h);
+        let good = std::fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        flipped[100] ^= 1;
+        let cut = good[..4 + CHUNK + TAG].to_vec();
+        let mut longer = good.clone();
+        longer.extend_from_slice(&good[4..4 + CHUNK + TAG]);
+        for bad in [flipped, cut, longer] {
+            std::fs::write(&path, &bad).unwrap();
+            assert!(matches!(read(dir.path(), &key(), &h), Err(ReadError::Damaged { .. })));
+        }
+        std::fs::write(&path, &good).unwrap();
+        let other = DataKey::from_hex(&"22".repeat(32)).unwrap();
+        assert!(matches!(read(dir.path(), &other, &h), Err(ReadError::Damaged { .. })), "another lane's key");
+    }
+
+    #[test]
+    fn an_empty_file_is_one_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hash_of(b"");
+        store(dir.path(), &key(), &h, b"").unwrap();
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), b"");
+    }
+}

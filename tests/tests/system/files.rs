@@ -1,0 +1,169 @@
+//! Materials as files at one node (issue 14): attach by content type,
+//! limits, stored once, sealed at rest, read back checked, replaced and
+//! taken off as events. Real binaries on real data directories.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use system_tests::{fails, ok, ok_json, s, take_case, County};
+
+const VILLAGE: &str = "511421101001";
+const MARKER: &[u8] = b"MARKER-7f3a-ID-CARD-SCAN";
+
+/// A PDF of `size` bytes holding the marker, the rest pseudo-random (so
+/// nothing compresses it away).
+fn pdf(size: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n1 0 obj <</Type /Page>>\n".to_vec();
+    bytes.extend_from_slice(MARKER);
+    let mut x = seed | 1;
+    while bytes.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.push(x as u8);
+    }
+    bytes
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn attach(data: &str, case: &str, material: &str, file: &Path, extra: &[&str]) -> Value {
+    let args = ["case", "attach", "--data", data, case, "--material", material, "--file", s(file), "--as", "王芳"];
+    ok_json("village-node", &[&args[..], extra, &["--json"]].concat())
+}
+
+fn files(data: &str, case: &str) -> Vec<Value> {
+    ok_json("village-node", &["case", "files", "--data", data, case, "--json"]).as_array().unwrap().clone()
+}
+
+/// Every file under a directory, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_scan_is_attached_stored_once_sealed_and_read_back_checked() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let (one, two) = (take_case(&data, "张三", 1), take_case(&data, "李四", 2));
+
+    // A 2 MB PDF: its type told by content, its hash, size and pages printed.
+    let scan = pdf(2 * 1024 * 1024, 1);
+    let path = write(work.path(), "身份证.pdf", &scan);
+    let a = attach(&data, &one, "居民身份证", &path, &[]);
+    assert_eq!(
+        (a["media_type"].as_str(), a["size"].as_u64(), a["stored"].as_bool()),
+        (Some("application/pdf"), Some(scan.len() as u64), Some(true))
+    );
+    assert_eq!(a["pages"], 1);
+    let hash = a["hash"].as_str().unwrap().to_string();
+    assert_eq!(hash, blake3::hash(&scan).to_hex().as_str(), "the hash is BLAKE3 of the bytes");
+
+    // The same bytes on a second case (one ID card, two items): stored once.
+    let b = attach(&data, &two, "居民身份证", &path, &[]);
+    assert_eq!((b["hash"].as_str(), b["stored"].as_bool()), (Some(hash.as_str()), Some(false)));
+    let stored: Vec<PathBuf> = all_files(&v.join("files"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+
+    // Listed with here = true, and the material counts as received.
+    let listed = files(&data, &one);
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0]["material"].as_str(), listed[0]["here"].as_bool()), (Some("居民身份证"), Some(true)));
+    assert_eq!(listed[0]["name"], "身份证.pdf");
+
+    // Read back identical.
+    let out = work.path().join("back.pdf");
+    ok("village-node", &["case", "file", "--data", &data, &one, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+
+    // Nowhere in the data directory in the clear (files, database, WAL).
+    for f in all_files(&v) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER), "{} holds the scan in the clear", f.display());
+    }
+
+    // Refused with nothing written: an executable, a file over 20 MB.
+    let digest_before = ok("village-node", &["digest", "--data", &data, "--json"]);
+    let elf = write(work.path(), "scan.pdf", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0 not a scan");
+    let err = fails(
+        "village-node",
+        &["case", "attach", "--data", &data, &one, "--material", "户口簿", "--file", s(&elf), "--as", "王芳"],
+    );
+    assert!(err.contains("only PDF, JPEG, PNG and OFD"), "{err}");
+    let big = write(work.path(), "big.pdf", &pdf(21 * 1024 * 1024, 2));
+    let err = fails(
+        "village-node",
+        &["case", "attach", "--data", &data, &one, "--material", "户口簿", "--file", s(&big), "--as", "王芳"],
+    );
+    assert!(err.contains("20 MB"), "{err}");
+    assert_eq!(ok("village-node", &["digest", "--data", &data, "--json"]), digest_before, "a refusal wrote an event");
+    assert_eq!(all_files(&v.join("files")).len(), 1, "a refusal left a file behind");
+
+    // 补正: a PNG replaces the PDF; the PDF stays in the history. Then the
+    // PNG is taken off: an event, and its bytes stay.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(pdf(4000, 3));
+    let png_path = write(work.path(), "重拍.png", &png);
+    let r = attach(&data, &one, "居民身份证", &png_path, &["--replaces", &hash]);
+    let new_hash = r["hash"].as_str().unwrap().to_string();
+    let listed = files(&data, &one);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (listed[0]["current"].as_bool(), listed[0]["replaced_by"].as_str()),
+        (Some(false), Some(new_hash.as_str()))
+    );
+    assert_eq!(listed[1]["current"], true);
+    ok(
+        "village-node",
+        &[
+            "case",
+            "detach",
+            "--data",
+            &data,
+            &one,
+            "--material",
+            "居民身份证",
+            "--hash",
+            &new_hash,
+            "--note",
+            "拍糊了",
+            "--as",
+            "王芳",
+        ],
+    );
+    let listed = files(&data, &one);
+    assert!(listed[1]["removed_by"].is_string() && listed[1]["here"] == true, "{listed:?}");
+    let shown = ok_json("village-node", &["case", "show", "--data", &data, &one, "--json"]);
+    let kinds: Vec<&str> = shown["history"].as_array().unwrap().iter().filter_map(|h| h["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "attach_file").count(), 2, "{kinds:?}");
+    assert!(kinds.contains(&"detach_file"));
+
+    // Stored bytes altered on disk: refused with the reason, nothing written at --out.
+    let stored = &all_files(&v.join("files")).into_iter().find(|p| p.ends_with(&hash)).unwrap();
+    let mut bytes = std::fs::read(stored).unwrap();
+    bytes[5000] ^= 0x40;
+    std::fs::write(stored, &bytes).unwrap();
+    let out2 = work.path().join("tampered.pdf");
+    let err = fails("village-node", &["case", "file", "--data", &data, &two, &hash, "--out", s(&out2)]);
+    assert!(err.contains("damaged"), "{err}");
+    assert!(!out2.exists(), "a damaged file was written out");
+    assert_eq!(
+        ok_json("village-node", &["verify", "--data", &data, "--json"])["ok"],
+        true,
+        "the ledger itself is sound"
+    );
+}
