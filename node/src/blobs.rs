@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Plaintext bytes per sealed chunk.
-pub const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = proto::files::GROUP;
 const MAGIC: &[u8; 4] = b"CLF1";
 const TAG: usize = 16;
 

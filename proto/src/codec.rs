@@ -39,6 +39,8 @@ pub struct Tag {
 /// A sync message on the wire, in its newest format version (`crate::wire`
 /// speaks the older ones too).
 pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 2, what: "sync message" };
+/// A message of a sync session's file phase (`crate::transfer`).
+pub const FILE_MESSAGE: Tag = Tag { kind: 0x46, version: 1, what: "file message" };
 /// An event as stored.
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).

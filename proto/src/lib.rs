@@ -20,6 +20,7 @@ pub mod limits;
 pub mod personal;
 pub mod sync;
 pub mod topology;
+pub mod transfer;
 pub mod wire;
 pub mod workflow;
 

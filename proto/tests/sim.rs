@@ -8,10 +8,12 @@
 use ed25519_dalek::SigningKey;
 use proto::author::Draft;
 use proto::event::{ChainTip, Create, FieldValue, KeyId, Lane, Seal};
+use proto::files::{FileHash, FileRef, GroupHash, MediaType, GROUP};
 use proto::fold::CaseState;
 use proto::sync::{
     check_batch, KeyStatus, Message, Positions, Replica, Segment, Session, Verdict, CHECKPOINT_INTERVAL,
 };
+use proto::transfer::{FileMessage, FileStore, Transfer, Wanted};
 use proto::{
     auth, fold_case, Body, CaseId, Catalogue, Catalogues, Event, Hash, Hlc, HlcClock, Item, NodeId, NodeInfo, Step,
     Tier, Topology,
@@ -37,6 +39,63 @@ struct Mem {
     clock: HlcClock,
     skew_ms: i64,
     quarantined: Vec<String>,
+    /// Material files held whole, and the verified first groups of those
+    /// on their way.
+    blobs: BTreeMap<FileHash, Vec<u8>>,
+    partial: BTreeMap<FileHash, Vec<u8>>,
+}
+
+impl FileStore for Mem {
+    type Error = String;
+    fn wanted(&self) -> Result<Vec<Wanted>, String> {
+        let mut out = BTreeMap::new();
+        for e in self.events() {
+            if let Body::AttachFile { file, .. } = &e.body {
+                if !self.blobs.contains_key(&file.hash) {
+                    let from = self.partial.get(&file.hash).map_or(0, |p| (p.len() / GROUP) as u64);
+                    out.insert(file.hash, Wanted { hash: file.hash, size: file.size, from });
+                }
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+    fn sendable(&self, peer: &NodeId, hash: &FileHash) -> Result<Option<u64>, String> {
+        let Some(bytes) = self.blobs.get(hash) else { return Ok(None) };
+        let topology = topology_of(self);
+        let shared = self
+            .chains
+            .iter()
+            .filter(|((lane, _), _)| auth::lane_in_scope(&topology, peer, lane))
+            .flat_map(|(_, c)| c)
+            .any(|e| matches!(&e.body, Body::AttachFile { file, .. } if file.hash == *hash));
+        Ok(shared.then_some(bytes.len() as u64))
+    }
+    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>, String> {
+        Ok(proto::files::outline(&self.blobs[hash]))
+    }
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>, String> {
+        Ok(self.blobs[hash].chunks(GROUP).nth(index as usize).unwrap_or_default().to_vec())
+    }
+    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
+        let p = self.partial.entry(*hash).or_default();
+        assert_eq!(p.len() as u64, index * GROUP as u64, "groups are written in order");
+        p.extend_from_slice(bytes);
+        if index + 1 == proto::files::groups(size) {
+            let whole = self.partial.remove(hash).unwrap();
+            assert_eq!(blake3::hash(&whole).as_bytes(), &hash.0, "a verified file is the file");
+            self.blobs.insert(*hash, whole);
+        }
+        Ok(())
+    }
+}
+
+/// The sim's topology, rebuilt for a node's own use (one per world).
+fn topology_of(_: &Mem) -> Topology {
+    SIM_TOPOLOGY.with(|t| t.borrow().clone().expect("the world's topology"))
+}
+
+thread_local! {
+    static SIM_TOPOLOGY: std::cell::RefCell<Option<Topology>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Replica for Mem {
@@ -317,6 +376,11 @@ struct World {
     previous_release: BTreeSet<usize>,
     /// Sessions run in format version 1.
     old_format_sessions: u64,
+    /// File groups corrupted in transit, and refused by their receivers.
+    corrupted: u64,
+    refused_groups: u64,
+    /// Sessions end after their events (a link cut before the files).
+    no_files: bool,
 }
 
 fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
@@ -334,6 +398,10 @@ fn pair_mut<T>(v: &mut [T], a: usize, b: usize) -> (&mut T, &mut T) {
 struct Faults {
     drop: f64,
     duplicate: f64,
+}
+
+impl Faults {
+    const NONE: Faults = Faults { drop: 0.0, duplicate: 0.0 };
 }
 
 impl World {
@@ -357,9 +425,12 @@ impl World {
                 clock: HlcClock::new(Hlc::default()),
                 skew_ms: rng.gen_range(-max_skew_ms..=max_skew_ms),
                 quarantined: Vec::new(),
+                blobs: BTreeMap::new(),
+                partial: BTreeMap::new(),
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.me.clone(), i)).collect();
+        SIM_TOPOLOGY.with(|t| *t.borrow_mut() = Some(topology.clone()));
         World {
             topology,
             nodes,
@@ -372,6 +443,9 @@ impl World {
             extra_edges: Vec::new(),
             previous_release: BTreeSet::new(),
             old_format_sessions: 0,
+            corrupted: 0,
+            refused_groups: 0,
+            no_files: false,
         }
     }
 
@@ -449,6 +523,10 @@ impl World {
                 }
             }
             if sa.is_finished() && sb.is_finished() {
+                if !old && !self.no_files && !self.file_phase(a, b, faults) {
+                    return false;
+                }
+                let (na, nb) = pair_mut(&mut self.nodes, a, b);
                 let stale = |m: &Mem, s: &Session| {
                     let diverged: Vec<(Lane, NodeId)> =
                         s.own_diverged.iter().map(|d| (d.lane.clone(), d.origin.clone())).collect();
@@ -464,6 +542,78 @@ impl World {
             }
         }
         panic!("session did not end");
+    }
+
+    /// The file phase of a session (`proto::transfer`), under faults: a
+    /// dropped message cuts the session, a duplicated group is sent twice,
+    /// and a group is corrupted in transit as often as one is duplicated.
+    fn file_phase(&mut self, a: usize, b: usize, faults: Faults) -> bool {
+        let (na, nb) = pair_mut(&mut self.nodes, a, b);
+        let mut ta = Transfer::start(na, &nb.me).unwrap();
+        let mut tb = Transfer::start(nb, &na.me).unwrap();
+        for _ in 0..1_000_000 {
+            let mut progress = false;
+            for dir in 0..2 {
+                let (from, to, tfrom, tto) = if dir == 0 {
+                    (&mut *na, &mut *nb, &mut ta, &mut tb)
+                } else {
+                    (&mut *nb, &mut *na, &mut tb, &mut ta)
+                };
+                while let Some(msg) = tfrom.poll_transmit(from).unwrap() {
+                    progress = true;
+                    if self.rng.gen_bool(faults.drop / 20.0) {
+                        return false;
+                    }
+                    let mut msg = FileMessage::decode(&msg.encode()).unwrap();
+                    if let FileMessage::Group { bytes, .. } = &mut msg {
+                        // Scope is checked once the world converges: every
+                        // node holds exactly its cases' files.
+                        if !bytes.is_empty() && self.rng.gen_bool(faults.duplicate) {
+                            let at = self.rng.gen_range(0..bytes.len());
+                            bytes[at] ^= 0x20;
+                            self.corrupted += 1;
+                        }
+                    }
+                    let copies = if matches!(msg, FileMessage::Group { .. }) && self.rng.gen_bool(faults.duplicate) {
+                        2
+                    } else {
+                        1
+                    };
+                    for _ in 0..copies {
+                        tto.handle(msg.clone(), to).unwrap();
+                    }
+                }
+            }
+            if ta.is_finished() && tb.is_finished() {
+                self.refused_groups += ta.stats.groups_refused + tb.stats.groups_refused;
+                return true;
+            }
+            assert!(progress, "file phase {} <-> {} stalled", na.me, nb.me);
+        }
+        panic!("file phase did not end");
+    }
+
+    /// One session whose event phase completes and whose file phase is cut
+    /// before it starts.
+    fn sync_events_only(&mut self, a: usize, b: usize) -> bool {
+        self.no_files = true;
+        let ok = self.sync(a, b, Faults::NONE);
+        self.no_files = false;
+        ok
+    }
+
+    /// Attaches a file of random bytes (up to 5 groups) at node `i`.
+    fn attach_random_file(&mut self, i: usize, case: CaseId) {
+        let size = self.rng.gen_range(0..5 * GROUP + 100);
+        let bytes: Vec<u8> = (0..size).map(|_| self.rng.gen()).collect();
+        let hash = FileHash(*blake3::hash(&bytes).as_bytes());
+        let file =
+            FileRef { hash, size: size as u64, media_type: MediaType::Pdf, name: "scan.pdf".into(), pages: None };
+        let body = Body::AttachFile { material: "m".into(), file, replaces: None };
+        let node = &mut self.nodes[i];
+        if node.author(&self.topology, case, body, self.now) {
+            node.blobs.insert(hash, bytes);
+        }
     }
 
     /// What the node driver does after a session (`node::sync::sync_with`):
@@ -549,6 +699,10 @@ impl World {
             return;
         }
         let case = cases[self.rng.gen_range(0..cases.len())].clone();
+        if !self.previous_release.contains(&i) && self.rng.gen_bool(0.08) {
+            self.attach_random_file(i, case);
+            return;
+        }
         let body = match self.rng.gen_range(0..10) {
             0 => Body::SetField {
                 field: "address".into(),
@@ -585,11 +739,11 @@ impl World {
     fn converge(&mut self) -> usize {
         let edges = self.edges();
         for round in 0..10 {
-            let before: usize = self.nodes.iter().map(|n| n.events().count()).sum();
+            let before: usize = self.nodes.iter().map(|n| n.events().count() + n.blobs.len()).sum();
             for &(a, b) in &edges {
-                assert!(self.sync(a, b, Faults { drop: 0.0, duplicate: 0.0 }));
+                assert!(self.sync(a, b, Faults::NONE));
             }
-            let after: usize = self.nodes.iter().map(|n| n.events().count()).sum();
+            let after: usize = self.nodes.iter().map(|n| n.events().count() + n.blobs.len()).sum();
             if before == after {
                 return round;
             }
@@ -619,6 +773,13 @@ impl World {
                 );
             }
             assert!(node.quarantined.is_empty(), "{} refused honest input: {:?}", node.me, node.quarantined);
+            // Every file of its cases, and no other.
+            let files: BTreeSet<FileHash> =
+                expected.iter().flat_map(|c| node.case(c).unwrap().files).map(|f| f.file.hash).collect();
+            assert_eq!(node.blobs.keys().copied().collect::<BTreeSet<_>>(), files, "{} holds the wrong files", node.me);
+            for (h, bytes) in &node.blobs {
+                assert_eq!(blake3::hash(bytes).as_bytes(), &h.0);
+            }
         }
     }
 }
@@ -648,6 +809,8 @@ fn run(seed: u64, ticks: usize) -> World {
             }
         }
     }
+    // Every node is upgraded in the end.
+    w.previous_release.clear();
     w.converge();
     w
 }
@@ -659,6 +822,14 @@ fn a_simulated_county_converges_per_scope_under_faults() {
         w.assert_converged();
         assert!(w.scope_checks > 100, "too little traffic to mean anything");
         assert!(w.old_format_sessions > 10, "seed {seed}: too few sessions with the previous release");
+        let files: usize = w.nodes.iter().map(|n| n.blobs.len()).sum();
+        assert!(files > 20, "seed {seed}: too few files travelled ({files})");
+        assert!(
+            w.corrupted > 0 && w.refused_groups >= w.corrupted,
+            "seed {seed}: {} corrupted, {} refused",
+            w.corrupted,
+            w.refused_groups
+        );
         let county = &w.nodes[w.index[&NodeId::new("c")]];
         let states: BTreeSet<&str> = county.case_ids().iter().map(|c| county.case(c).unwrap().state.name()).collect();
         assert!(states.len() >= 4, "seed {seed}: the workload reached too few states: {states:?}");
@@ -674,7 +845,12 @@ fn a_second_sync_with_nothing_new_sends_no_events() {
     let (nv, nt) = pair_mut(&mut w.nodes, v, t);
     let mut sv = Session::start(nv, &topology, &nv.me.clone(), &nt.me.clone(), now).unwrap();
     let hello = sv.poll_transmit(nv).unwrap().unwrap();
-    assert!(hello.encode().len() < 200, "hello is {} bytes", hello.encode().len());
+    // Positions (a few bytes per chain) and one seal per chain of either
+    // party's origins: nothing that grows with the events held.
+    let Message::Hello { positions, heads, .. } = &hello else { panic!("not a hello") };
+    let bound = 16 + 40 * positions.len() + 160 * heads.len();
+    assert!(hello.encode().len() < bound, "hello is {} bytes, over {bound}", hello.encode().len());
+    assert!(heads.len() <= 4 && positions.len() <= 12, "{} heads, {} chains", heads.len(), positions.len());
     let mut st = Session::start(nt, &topology, &nt.me.clone(), &nv.me.clone(), now).unwrap();
     let their_hello = st.poll_transmit(nt).unwrap().unwrap();
     st.handle(hello, nt, &topology, now).unwrap();
@@ -1171,6 +1347,63 @@ fn a_body_in_the_wrong_content_version_is_malformed() {
     bytes[at + 1] = 2;
     let err = Message::decode(&bytes).unwrap_err();
     assert_eq!(err.kind, proto::codec::DecodeErrorKind::Malformed, "{err}");
+}
+
+/// A file transfer cut in the middle resumes at the first group the
+/// receiver lacks: nothing it verified is sent again.
+#[test]
+fn a_cut_file_transfer_resumes_where_it_stopped() {
+    let (mut w, case) = small_world();
+    let (v, t) = (w.index[&NodeId::new("t0v0")], w.index[&NodeId::new("t0")]);
+    let bytes: Vec<u8> = (0..10 * GROUP as u32).map(|i| (i % 253) as u8).collect();
+    let hash = FileHash(*blake3::hash(&bytes).as_bytes());
+    let file =
+        FileRef {
+            hash, size: bytes.len() as u64, media_type: MediaType::Pdf, name: "户口簿.pdf".into(), pages: None
+        };
+    let topology = w.topology.clone();
+    let now = w.now;
+    assert!(w.nodes[v].author(
+        &topology,
+        case,
+        Body::AttachFile { material: "户口簿".into(), file, replaces: None },
+        now
+    ));
+    w.nodes[v].blobs.insert(hash, bytes.clone());
+    // Events first (the file phase of this sync is cut at once).
+    assert!(w.sync_events_only(v, t));
+    // The township takes 4 groups, then the link goes.
+    let sent_in = |w: &mut World, limit: usize| -> u64 {
+        let (nv, nt) = pair_mut(&mut w.nodes, v, t);
+        let mut tv = Transfer::start(nv, &nt.me).unwrap();
+        let mut tt = Transfer::start(nt, &nv.me).unwrap();
+        let mut groups = 0usize;
+        for _ in 0..1000 {
+            while let Some(m) = tt.poll_transmit(nt).unwrap() {
+                tv.handle(m, nv).unwrap();
+            }
+            while let Some(m) = tv.poll_transmit(nv).unwrap() {
+                if matches!(m, FileMessage::Group { .. }) {
+                    if groups == limit {
+                        return tv.stats.file_bytes_sent;
+                    }
+                    groups += 1;
+                }
+                tt.handle(m, nt).unwrap();
+            }
+            if tv.is_finished() && tt.is_finished() {
+                break;
+            }
+        }
+        tv.stats.file_bytes_sent
+    };
+    let first = sent_in(&mut w, 4);
+    assert_eq!(first, 5 * GROUP as u64, "four groups delivered, the fifth lost in flight");
+    assert_eq!(w.nodes[t].partial[&hash].len(), 4 * GROUP);
+    let second = sent_in(&mut w, usize::MAX);
+    assert_eq!(second, 6 * GROUP as u64, "the rest, from the first group lacking");
+    assert!(first + second <= bytes.len() as u64 + GROUP as u64, "at most one group sent twice");
+    assert_eq!(w.nodes[t].blobs[&hash], bytes);
 }
 
 /// A segment whose seal names a lane in the receiver's scope but whose

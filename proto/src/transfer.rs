@@ -1,0 +1,298 @@
+//! Material files between two nodes, as a state machine with no I/O: the
+//! file phase of a sync session, run after the events (a village with 30
+//! seconds of connectivity gets every case state through first) on a
+//! stream of its own.
+//!
+//! 1. Each side sends [`FileMessage::Want`]: every file of the cases it
+//!    holds whose bytes it lacks, from the first group it lacks (a cut
+//!    transfer resumes there: at most the group in flight is sent again).
+//! 2. Each side answers the other's Want with, per file it holds and may
+//!    send (the file belongs to a case in the lanes the two share: a node
+//!    never sends a file outside the receiver's scope, whatever it asks
+//!    for), the file's outline and its groups in order, or
+//!    [`FileMessage::NotHere`]; then [`FileMessage::Sent`].
+//! 3. The receiver checks the outline against the file's hash (from the
+//!    case's signed event, never from the sender) and every group against
+//!    the outline as it arrives ([`crate::files::group_matches`]); a
+//!    verified group is handed to the store at once, a bad one is refused
+//!    and asked for again in the next round (at most [`MAX_ROUNDS`]).
+//! 4. A side that wants nothing more sends [`FileMessage::Finished`]; the
+//!    phase ends when both have.
+//!
+//! Storage is reached through [`FileStore`]; the node implements it on its
+//! data directory, the simulation in memory.
+
+use crate::codec;
+use crate::files::{group_matches, groups, outline_matches, FileHash, GroupHash, GROUP};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Most rounds of asking again for groups refused in one session.
+pub const MAX_ROUNDS: u32 = 3;
+
+/// A file a node lacks: its hash and size (from the case's signed event)
+/// and the first group it lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wanted {
+    pub hash: FileHash,
+    pub size: u64,
+    pub from: u64,
+}
+
+/// What travels on the file stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileMessage {
+    /// The files I lack that you may hold.
+    Want { files: Vec<Wanted> },
+    /// A file's outline (the chaining values of its groups), before them.
+    Outline { hash: FileHash, groups: Vec<GroupHash> },
+    /// One group of a file.
+    Group { hash: FileHash, index: u64, bytes: Vec<u8> },
+    /// A file you asked for that I do not hold, or may not send you.
+    NotHere { hash: FileHash },
+    /// Everything of your last Want was sent.
+    Sent,
+    /// I want nothing more from you.
+    Finished,
+}
+
+impl FileMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode_tagged(codec::FILE_MESSAGE, self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<FileMessage, codec::DecodeError> {
+        codec::decode_tagged(codec::FILE_MESSAGE, bytes)
+    }
+}
+
+/// A node's files, as the transfer reads and writes them.
+pub trait FileStore {
+    type Error: std::fmt::Display;
+    /// Files of the cases held here whose bytes are not all here.
+    fn wanted(&self) -> Result<Vec<Wanted>, Self::Error>;
+    /// The size of a file this node holds whole and may send to `peer` (it
+    /// belongs to a case in a lane the two share); `None` otherwise.
+    fn sendable(&self, peer: &crate::NodeId, hash: &FileHash) -> Result<Option<u64>, Self::Error>;
+    /// A held file's outline ([`crate::files::outline`]).
+    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>, Self::Error>;
+    /// Group `index` of a held file.
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>, Self::Error>;
+    /// Keeps a verified group (`index` is the next the store lacks); the
+    /// file is whole once its last group is kept.
+    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Counters of one file phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FileStats {
+    pub files_sent: u64,
+    pub file_bytes_sent: u64,
+    pub files_received: u64,
+    pub file_bytes_received: u64,
+    /// Groups (or outlines) that failed their check: refused, asked again.
+    pub groups_refused: u64,
+    /// Files the peer asked for that this node did not send (not held, or
+    /// outside the peer's scope).
+    pub not_sent: u64,
+    /// Files wanted that the peer did not have.
+    pub not_at_peer: u64,
+    /// Files still incomplete when the phase ended.
+    pub incomplete: u64,
+}
+
+/// A violation of the file protocol by the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("protocol violation by the peer: {0}")]
+    Protocol(String),
+}
+
+#[derive(Debug)]
+struct Receiving {
+    size: u64,
+    /// The checked outline (files of more than one group).
+    outline: Option<Vec<GroupHash>>,
+    next: u64,
+}
+
+/// One side of a file phase.
+#[derive(Debug)]
+pub struct Transfer {
+    peer: crate::NodeId,
+    outbox: VecDeque<FileMessage>,
+    /// Files to send: (hash, size, from), and the one being sent with its
+    /// next group.
+    to_send: VecDeque<(FileHash, u64, u64)>,
+    sending: Option<(FileHash, u64, u64)>,
+    /// A Sent is owed once `to_send` and `sending` are done.
+    owe_sent: u32,
+    receiving: BTreeMap<FileHash, Receiving>,
+    /// Files the peer said it does not have (not asked again).
+    absent: BTreeSet<FileHash>,
+    rounds: u32,
+    sent_finished: bool,
+    peer_finished: bool,
+    pub stats: FileStats,
+}
+
+impl Transfer {
+    /// Starts the file phase with `peer`, queueing our Want.
+    pub fn start<S: FileStore>(store: &S, peer: &crate::NodeId) -> Result<Transfer, TransferError> {
+        let mut t = Transfer {
+            peer: peer.clone(),
+            outbox: VecDeque::new(),
+            to_send: VecDeque::new(),
+            sending: None,
+            owe_sent: 0,
+            receiving: BTreeMap::new(),
+            absent: BTreeSet::new(),
+            rounds: 0,
+            sent_finished: false,
+            peer_finished: false,
+            stats: FileStats::default(),
+        };
+        let wanted = store.wanted().map_err(|e| TransferError::Storage(e.to_string()))?;
+        for w in &wanted {
+            t.receiving.insert(w.hash, Receiving { size: w.size, outline: None, next: w.from });
+        }
+        t.rounds = 1;
+        t.outbox.push_back(FileMessage::Want { files: wanted });
+        Ok(t)
+    }
+
+    /// Handles a message from the peer.
+    pub fn handle<S: FileStore>(&mut self, msg: FileMessage, store: &mut S) -> Result<(), TransferError> {
+        let storage = |e: S::Error| TransferError::Storage(e.to_string());
+        match msg {
+            FileMessage::Want { files } => {
+                for w in files {
+                    match store.sendable(&self.peer, &w.hash).map_err(storage)? {
+                        Some(size) if size == w.size && w.from < groups(size) => {
+                            self.to_send.push_back((w.hash, size, w.from))
+                        }
+                        _ => {
+                            self.stats.not_sent += 1;
+                            self.to_send.push_back((w.hash, u64::MAX, 0));
+                        }
+                    }
+                }
+                self.owe_sent += 1;
+            }
+            FileMessage::Outline { hash, groups: outline } => {
+                if let Some(r) = self.receiving.get_mut(&hash) {
+                    if outline_matches(&hash, r.size, &outline) {
+                        r.outline = Some(outline);
+                    } else {
+                        r.outline = None;
+                        self.stats.groups_refused += 1;
+                    }
+                }
+            }
+            FileMessage::Group { hash, index, bytes } => {
+                let Some(r) = self.receiving.get_mut(&hash) else { return Ok(()) };
+                if index != r.next {
+                    // A duplicate, or a group after one refused: asked
+                    // again in order.
+                    return Ok(());
+                }
+                let outline = r.outline.as_deref().unwrap_or(&[]);
+                if !group_matches(&hash, r.size, outline, index, &bytes) {
+                    self.stats.groups_refused += 1;
+                    return Ok(());
+                }
+                store.write_group(&hash, r.size, index, &bytes).map_err(storage)?;
+                r.next += 1;
+                self.stats.file_bytes_received += bytes.len() as u64;
+                if r.next == groups(r.size) {
+                    self.receiving.remove(&hash);
+                    self.stats.files_received += 1;
+                }
+            }
+            FileMessage::NotHere { hash } => {
+                if self.receiving.remove(&hash).is_some() {
+                    self.absent.insert(hash);
+                    self.stats.not_at_peer += 1;
+                }
+            }
+            FileMessage::Sent => {
+                if self.sent_finished {
+                    return Err(TransferError::Protocol("files sent after we finished asking".into()));
+                }
+                // Ask again for what failed its check, a few rounds at most.
+                let again: Vec<Wanted> =
+                    self.receiving.iter().map(|(h, r)| Wanted { hash: *h, size: r.size, from: r.next }).collect();
+                if again.is_empty() || self.rounds >= MAX_ROUNDS {
+                    self.stats.incomplete = again.len() as u64;
+                    self.sent_finished = true;
+                    self.outbox.push_back(FileMessage::Finished);
+                } else {
+                    self.rounds += 1;
+                    self.outbox.push_back(FileMessage::Want { files: again });
+                }
+            }
+            FileMessage::Finished => self.peer_finished = true,
+        }
+        Ok(())
+    }
+
+    /// The next message to send, if any: our own messages first, then the
+    /// groups the peer wants, one at a time (nothing is read ahead).
+    pub fn poll_transmit<S: FileStore>(&mut self, store: &S) -> Result<Option<FileMessage>, TransferError> {
+        let storage = |e: S::Error| TransferError::Storage(e.to_string());
+        if let Some(m) = self.outbox.pop_front() {
+            return Ok(Some(m));
+        }
+        loop {
+            if let Some((hash, size, next)) = self.sending {
+                if next < groups(size) {
+                    let bytes = store.read_group(&hash, next).map_err(storage)?;
+                    let expected = if next + 1 == groups(size) { size - next * GROUP as u64 } else { GROUP as u64 };
+                    if bytes.len() as u64 != expected {
+                        return Err(TransferError::Storage(format!("file {hash} group {next} has the wrong length")));
+                    }
+                    self.sending = Some((hash, size, next + 1));
+                    self.stats.file_bytes_sent += bytes.len() as u64;
+                    if next + 1 == groups(size) {
+                        self.stats.files_sent += 1;
+                    }
+                    return Ok(Some(FileMessage::Group { hash, index: next, bytes }));
+                }
+                self.sending = None;
+            }
+            match self.to_send.pop_front() {
+                Some((hash, u64::MAX, _)) => return Ok(Some(FileMessage::NotHere { hash })),
+                Some((hash, size, from)) => {
+                    self.sending = Some((hash, size, from));
+                    if groups(size) > 1 {
+                        let outline = store.outline(&hash).map_err(storage)?;
+                        return Ok(Some(FileMessage::Outline { hash, groups: outline }));
+                    }
+                }
+                None => {
+                    if self.owe_sent > 0 {
+                        self.owe_sent -= 1;
+                        return Ok(Some(FileMessage::Sent));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Both sides want nothing more and everything owed was sent.
+    pub fn is_finished(&self) -> bool {
+        self.sent_finished
+            && self.peer_finished
+            && self.outbox.is_empty()
+            && self.to_send.is_empty()
+            && self.sending.is_none()
+            && self.owe_sent == 0
+    }
+
+    /// Files wanted from the peer that it did not have.
+    pub fn absent(&self) -> &BTreeSet<FileHash> {
+        &self.absent
+    }
+}
