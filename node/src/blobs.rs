@@ -12,7 +12,7 @@
 //! truncated nor moved to another file.
 
 use crate::protect::DataKey;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use proto::files::FileHash;
@@ -82,6 +82,92 @@ pub fn store(dir: &Path, key: &DataKey, hash: &FileHash, bytes: &[u8]) -> Result
         let _ = d.sync_all();
     }
     Ok(true)
+}
+
+fn partial_path(dir: &Path, hash: &FileHash) -> PathBuf {
+    dir.join("files").join(".partial").join(hash.to_hex())
+}
+
+const SEALED: usize = CHUNK + TAG;
+
+/// The groups of a file on its way that are held (verified and sealed),
+/// cutting off a group a crash left half written.
+pub fn partial_groups(dir: &Path, hash: &FileHash) -> Result<u64> {
+    let path = partial_path(dir, hash);
+    let len = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    if len < MAGIC.len() as u64 {
+        std::fs::remove_file(&path)?;
+        return Ok(0);
+    }
+    let whole = (len - MAGIC.len() as u64) / SEALED as u64;
+    let keep = MAGIC.len() as u64 + whole * SEALED as u64;
+    if keep != len {
+        std::fs::OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
+    }
+    Ok(whole)
+}
+
+/// Keeps group `index` of a file on its way (verified by the caller),
+/// sealed as the file will be stored; the last group completes the file
+/// (flushed to disk and moved to its place). Groups come in order:
+/// `index` is the number held.
+pub fn write_group(dir: &Path, key: &DataKey, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<bool> {
+    let path = partial_path(dir, hash);
+    let n = proto::files::groups(size);
+    let last = index + 1 == n;
+    if index == 0 {
+        std::fs::create_dir_all(path.parent().expect("a folder"))?;
+        std::fs::write(&path, MAGIC)?;
+    }
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
+    let expected = MAGIC.len() as u64 + index * SEALED as u64;
+    if file.metadata()?.len() != expected {
+        bail!("group {index} of file {hash} arrived out of order");
+    }
+    let sealed = cipher(key, hash)
+        .encrypt(&nonce(index, last), Payload { msg: bytes, aad: &hash.0 })
+        .map_err(|_| anyhow::anyhow!("sealing a file failed"))?;
+    file.write_all(&sealed)?;
+    if last || index % 16 == 15 {
+        file.sync_data()?;
+    }
+    if last {
+        drop(file);
+        let to = path_of(dir, hash);
+        let parent = to.parent().expect("a folder");
+        std::fs::create_dir_all(parent)?;
+        std::fs::rename(&path, &to)?;
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(last)
+}
+
+/// Group `index` of a held file, opened and checked against its seal (the
+/// receiver checks it against the file's hash too).
+pub fn read_group(dir: &Path, key: &DataKey, hash: &FileHash, size: u64, index: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Seek;
+    let n = proto::files::groups(size);
+    if index >= n {
+        return Err(ReadError::Damaged { hash: *hash, why: format!("it has no group {index}") });
+    }
+    let mut file = match std::fs::File::open(path_of(dir, hash)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Missing(*hash)),
+        Err(e) => return Err(e.into()),
+    };
+    let len = if index + 1 == n { (size - index * CHUNK as u64) as usize + TAG } else { SEALED };
+    file.seek(std::io::SeekFrom::Start(MAGIC.len() as u64 + index * SEALED as u64))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact(&mut buf).map_err(|_| ReadError::Damaged { hash: *hash, why: "cut short".into() })?;
+    cipher(key, hash)
+        .decrypt(&nonce(index, index + 1 == n), Payload { msg: &buf, aad: &hash.0 })
+        .map_err(|_| ReadError::Damaged { hash: *hash, why: format!("chunk {index} does not open") })
 }
 
 /// Why a stored file could not be read back.
@@ -210,6 +296,32 @@ mod tests {
         std::fs::write(&path, &good).unwrap();
         let other = DataKey::from_hex(&"22".repeat(32)).unwrap();
         assert!(matches!(read(dir.path(), &other, &h), Err(ReadError::Damaged { .. })), "another lane's key");
+    }
+
+    /// A file received group by group is stored as an attached one is, and
+    /// a half-written group left by a crash is cut off on resume.
+    #[test]
+    fn a_file_received_in_groups_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(3 * CHUNK + 10) as u32).map(|i| (i * 7) as u8).collect();
+        let h = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let groups: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        assert!(!write_group(dir.path(), &key(), &h, size, 0, groups[0]).unwrap());
+        assert!(!write_group(dir.path(), &key(), &h, size, 1, groups[1]).unwrap());
+        assert!(write_group(dir.path(), &key(), &h, size, 3, groups[3]).is_err(), "out of order");
+        // A crash in the middle of group 2.
+        let partial = partial_path(dir.path(), &h);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&partial).unwrap();
+        f.write_all(&[1, 2, 3]).unwrap();
+        assert_eq!(partial_groups(dir.path(), &h).unwrap(), 2);
+        assert!(!write_group(dir.path(), &key(), &h, size, 2, groups[2]).unwrap());
+        assert!(write_group(dir.path(), &key(), &h, size, 3, groups[3]).unwrap());
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
+        for (i, g) in groups.iter().enumerate() {
+            assert_eq!(&read_group(dir.path(), &key(), &h, size, i as u64).unwrap(), g);
+        }
+        assert!(!partial.exists());
     }
 
     #[test]

@@ -1096,7 +1096,10 @@ impl Ledger {
         let key = self.lane_key(&held.home)?;
         let newly_stored = blobs::store(&self.dir, &key, &hash, bytes)?;
         match self.append(actor, Target::Case(case.clone()), body) {
-            Ok(event) => Ok(Attached { file, newly_stored, event }),
+            Ok(event) => {
+                store::note_file_held(self.store.conn(), &hash, file.size, &held.home)?;
+                Ok(Attached { file, newly_stored, event })
+            }
             Err(e) => {
                 if newly_stored {
                     // Declined after all: no file is left behind.

@@ -129,10 +129,20 @@ const MIGRATIONS: &[&str] = &[
     // the applicant's name for searches by its start.
     "ALTER TABLE cases ADD COLUMN followup_due_day INTEGER;
      CREATE INDEX cases_applicant ON cases(applicant);",
+    // 13: material files. `file_refs` (derived) names the files each
+    // case's events attach; `files_held` (not derived: it follows the
+    // files/ folder) what this node holds, under whose lane key it is
+    // sealed, and its outline once computed.
+    "CREATE TABLE file_refs (hash BLOB NOT NULL, case_id TEXT NOT NULL, home TEXT NOT NULL, size INTEGER NOT NULL,
+                             PRIMARY KEY (hash, case_id)) WITHOUT ROWID;
+     CREATE INDEX file_refs_home ON file_refs(home);
+     CREATE TABLE files_held (hash BLOB PRIMARY KEY, size INTEGER NOT NULL, home TEXT NOT NULL,
+                              outline BLOB) WITHOUT ROWID;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
-pub const CASE_ROWS_VERSION: u32 = 7;
+/// 8: the files each case attaches (`file_refs`).
+pub const CASE_ROWS_VERSION: u32 = 8;
 
 /// The working-day calendar shipped with the program, used until the
 /// county's own (from the enrolment bundle) is stored.
@@ -847,6 +857,10 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
         st.tolerated.is_some(),
         followup_due
     ])?;
+    for f in &st.files {
+        conn.prepare_cached("INSERT OR IGNORE INTO file_refs (hash, case_id, home, size) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![&f.file.hash.0[..], st.case_id.0, st.home.0, f.file.size as i64])?;
+    }
     for values in st.fields.values() {
         for v in values {
             if let proto::event::FieldValue::Protected(p) = v {
@@ -857,6 +871,13 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Records that this node holds a file whole, sealed under `home`'s key.
+pub fn note_file_held(conn: &Connection, hash: &proto::files::FileHash, size: u64, home: &NodeId) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO files_held (hash, size, home) VALUES (?1, ?2, ?3)")?
+        .execute(params![&hash.0[..], size as i64, home.as_str()])?;
     Ok(())
 }
 

@@ -273,6 +273,9 @@ pub struct Summary {
     pub peer_diverged: Vec<Divergence>,
     /// What recovering from a stale or copied store did, when it happened.
     pub recovery: Option<Recovery>,
+    /// The file phase: material files received and sent, groups refused.
+    #[serde(flatten)]
+    pub files: proto::transfer::FileStats,
 }
 
 /// A stale or copied store recovered: it took back its own history from
@@ -410,6 +413,7 @@ async fn run_session(
         own_diverged: session.own_diverged.iter().cloned().collect(),
         peer_diverged: session.peer_diverged.iter().cloned().collect(),
         recovery: None,
+        files: Default::default(),
     })
 }
 
@@ -497,6 +501,12 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.stats.deferred_events = more.stats.deferred_events;
     into.stats.newer_format_events = more.stats.newer_format_events;
     into.stats.newer_format_version = into.stats.newer_format_version.max(more.stats.newer_format_version);
+    into.files.files_received += more.files.files_received;
+    into.files.file_bytes_received += more.files.file_bytes_received;
+    into.files.files_sent += more.files.files_sent;
+    into.files.file_bytes_sent += more.files.file_bytes_sent;
+    into.files.groups_refused += more.files.groups_refused;
+    into.files.incomplete = more.files.incomplete;
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;
@@ -528,7 +538,21 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u
         .await
         .map_err(|e| anyhow::Error::new(peer_error(&e)))
         .with_context(|| format!("cannot start a sync session with {peer}"))?;
-    let summary = run_session(&mut ledger, peer, wire, send, Frames::spawn(recv, wire), None, progress).await?;
+    let mut summary =
+        run_session(&mut ledger, peer.clone(), wire, send, Frames::spawn(recv, wire), None, progress).await?;
+    if wire >= 2 {
+        // Files after the events, on a stream of their own.
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| anyhow::Error::new(peer_error(&e)))
+            .with_context(|| format!("cannot start the file phase with {peer}"))?;
+        summary.files = files::run_files(&mut ledger, dir, &peer, send, recv, progress).await.map_err(|e| {
+            e.context(format!(
+                "files with {peer} broke off; every case state is through, and the files resume at the next sync"
+            ))
+        })?;
+    }
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
     // drain period is needed here.
@@ -542,10 +566,12 @@ pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::R
     runtime().map_err(crate::Error::Other)?.block_on(sync_with(dir, peer_addr, progress))
 }
 
+mod files;
 mod frames;
 mod server;
 mod tls;
 
+pub use files::NodeFiles;
 pub use frames::unpack;
 #[allow(unused_imports)]
 use frames::*;

@@ -303,6 +303,24 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;
     block(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
+    if wire >= 2 {
+        // Files after the events, on the client's second stream.
+        match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
+            Ok(Ok((send, recv))) => {
+                let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, false);
+                match tokio::time::timeout(SESSION_DEADLINE, files).await {
+                    Ok(Ok(f)) => tracing::info!(
+                        peer = %peer, received = f.files_received, sent = f.files_sent,
+                        refused = f.groups_refused, "files done"
+                    ),
+                    Ok(Err(e)) => tracing::warn!("files with {peer}: {e:#}"),
+                    Err(_) => tracing::warn!("files with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
+                }
+            }
+            Ok(Err(e)) => tracing::info!("{peer} left before the file phase: {}", explain(&e)),
+            Err(_) => tracing::info!("{peer} opened no file stream"),
+        }
+    }
     gate.give_back(ledger);
     if let Some(w) = &s.clock_warning {
         eprintln!("warning: {w}");

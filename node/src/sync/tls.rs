@@ -29,8 +29,8 @@ pub(super) fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("valid idle timeout")));
     t.keep_alive_interval(Some(KEEP_ALIVE));
-    // One stream per connection is all the protocol uses.
-    t.max_concurrent_bidi_streams(1u32.into());
+    // Two streams per connection: the events, then the files.
+    t.max_concurrent_bidi_streams(2u32.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
 }

@@ -167,3 +167,55 @@ fn a_scan_is_attached_stored_once_sealed_and_read_back_checked() {
         "the ledger itself is sound"
     );
 }
+
+fn sync(program: &str, data: &str, peer: &str) -> Value {
+    ok_json(program, &["sync", "--data", data, "--peer", peer, "--json"])
+}
+
+/// A 2 MB scan taken at a village reaches the township that pre-reviews it
+/// and the county that decides, identical, sealed at rest everywhere; sent
+/// once though two cases attach it; another village holds none of it.
+#[test]
+fn a_scan_travels_up_the_tiers_in_scope_only() {
+    const TOWNSHIP: &str = "511421101";
+    const OTHER: &str = "511421102001";
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let o = county.enrol(OTHER, "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let township = system_tests::Server::start("township-node", &["serve", "--data", s(&t), "--listen", "127.0.0.1:0"]);
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let (one, two) = (take_case(&data, "张三", 1), take_case(&data, "李四", 2));
+    let scan = pdf(2 * 1024 * 1024, 9);
+    let path = write(work.path(), "户口簿.pdf", &scan);
+    let hash = attach(&data, &one, "户口簿", &path, &[])["hash"].as_str().unwrap().to_string();
+    attach(&data, &two, "户口簿", &path, &[]);
+
+    let up = sync("village-node", &data, &township.addr);
+    assert_eq!(up["files_sent"], 1, "{up}");
+    assert_eq!(up["file_bytes_sent"].as_u64(), Some(scan.len() as u64), "sent once for two cases: {up}");
+    let relay = sync("township-node", s(&t), &hub.addr);
+    assert_eq!(relay["files_sent"], 1, "{relay}");
+    // Nothing more to send: a second sync moves no file.
+    let again = sync("village-node", &data, &township.addr);
+    assert_eq!((again["files_sent"].as_u64(), again["files_received"].as_u64()), (Some(0), Some(0)));
+
+    for (program, dir) in [("township-node", t.clone()), ("county-hub", county.hub())] {
+        let listed = ok_json(program, &["case", "files", "--data", s(&dir), &one, "--json"]);
+        assert_eq!(listed[0]["here"], true, "{program}: {listed}");
+        let out = work.path().join(format!("{program}.pdf"));
+        ok(program, &["case", "file", "--data", s(&dir), &one, &hash, "--out", s(&out)]);
+        assert_eq!(std::fs::read(&out).unwrap(), scan, "{program} holds the scan identical");
+        for f in all_files(&dir) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER), "{} holds the scan in the clear", f.display());
+        }
+    }
+    // The other village syncs with the county: no case, no byte of the scan.
+    let other = sync("village-node", s(&o), &hub.addr);
+    assert_eq!(other["files_received"], 0);
+    assert!(!o.join("files").exists() || all_files(&o.join("files")).is_empty());
+}

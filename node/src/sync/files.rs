@@ -1,0 +1,254 @@
+//! The file phase of a session: `proto::transfer` over a QUIC stream of
+//! its own, after the events, on the node's data directory (`crate::blobs`
+//! for the bytes, `file_refs` and `files_held` for what is wanted and
+//! held). Both directions stream at once: a message is written while the
+//! peer's keep being read and handled, so neither side waits on the other.
+
+use super::*;
+use crate::blobs;
+use crate::protect::{DataKey, DataKeys};
+use proto::files::{FileHash, GroupHash};
+use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted};
+
+/// Largest file message accepted: a group and its framing, or a Want list.
+const MAX_FILE_FRAME: usize = 4 * 1024 * 1024;
+/// Most files asked for in one Want (the rest in the next session).
+const WANT_MAX: usize = 20_000;
+
+/// A node's files as the transfer reads and writes them.
+pub struct NodeFiles<'a> {
+    conn: &'a Connection,
+    dir: &'a Path,
+    keys: &'a DataKeys,
+    topology: &'a proto::Topology,
+}
+
+impl<'a> NodeFiles<'a> {
+    pub fn of(ledger: &'a Ledger, dir: &'a Path) -> Result<NodeFiles<'a>> {
+        Ok(NodeFiles {
+            conn: ledger.store().conn(),
+            dir,
+            keys: &ledger.secrets()?.data_keys,
+            topology: ledger.topology(),
+        })
+    }
+
+    fn key(&self, home: &str) -> Result<DataKey> {
+        self.keys.for_lane(&NodeId::new(home)).with_context(|| format!("this node holds no key for {home}'s files"))
+    }
+
+    /// The size and sealing lane of a file held whole.
+    fn held(&self, hash: &FileHash) -> Result<Option<(u64, String)>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT size, home FROM files_held WHERE hash = ?1")?
+            .query_row([&hash.0[..]], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)));
+        match row {
+            Ok(v) => Ok(Some(v)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The lane a file of a case held here is sealed under (its case's home).
+    fn home_of(&self, hash: &FileHash) -> Result<String> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT home FROM file_refs WHERE hash = ?1 ORDER BY case_id LIMIT 1")?
+            .query_row([&hash.0[..]], |r| r.get(0))?)
+    }
+}
+
+impl FileStore for NodeFiles<'_> {
+    type Error = anyhow::Error;
+
+    fn wanted(&self) -> Result<Vec<Wanted>> {
+        let rows: Vec<(Vec<u8>, i64, String)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT r.hash, MAX(r.size), MIN(r.home) FROM file_refs r
+                 WHERE NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
+                 GROUP BY r.hash LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([WANT_MAX as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (hash, size, home) in rows {
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
+            if blobs::holds(self.dir, &hash) {
+                // Stored, but not noted (a crash between the two).
+                store::note_file_held(self.conn, &hash, size as u64, &NodeId::new(home))?;
+                continue;
+            }
+            out.push(Wanted { hash, size: size as u64, from: blobs::partial_groups(self.dir, &hash)? });
+        }
+        Ok(out)
+    }
+
+    fn sendable(&self, peer: &NodeId, hash: &FileHash) -> Result<Option<u64>> {
+        let Some((size, _)) = self.held(hash)? else { return Ok(None) };
+        let homes: Vec<String> = {
+            let mut stmt = self.conn.prepare_cached("SELECT home FROM file_refs WHERE hash = ?1")?;
+            let rows = stmt.query_map([&hash.0[..]], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let in_scope =
+            homes.iter().any(|h| proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(NodeId::new(h.clone()))));
+        Ok(in_scope.then_some(size))
+    }
+
+    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>> {
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT outline FROM files_held WHERE hash = ?1")?
+            .query_row([&hash.0[..]], |r| r.get(0))?;
+        if let Some(bytes) = stored {
+            return Ok(bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect());
+        }
+        let (size, _) = self.held(hash)?.context("the file is not held")?;
+        let n = proto::files::groups(size);
+        let mut outline = Vec::new();
+        if n > 1 {
+            for i in 0..n {
+                outline.push(proto::files::group_hash(i, &self.read_group(hash, i)?));
+            }
+        }
+        self.conn
+            .prepare_cached("UPDATE files_held SET outline = ?2 WHERE hash = ?1")?
+            .execute(rusqlite::params![&hash.0[..], outline.concat()])?;
+        Ok(outline)
+    }
+
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>> {
+        let (size, home) = self.held(hash)?.context("the file is not held")?;
+        Ok(blobs::read_group(self.dir, &self.key(&home)?, hash, size, index)?)
+    }
+
+    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
+        let home = self.home_of(hash)?;
+        if blobs::write_group(self.dir, &self.key(&home)?, hash, size, index, bytes)? {
+            store::note_file_held(self.conn, hash, size, &NodeId::new(home))?;
+        }
+        Ok(())
+    }
+}
+
+async fn write_file_frame(send: &mut quinn::SendStream, msg: &FileMessage) -> Result<u64> {
+    let raw = msg.encode();
+    send.write_all(&(raw.len() as u32).to_be_bytes()).await.map_err(write_error)?;
+    send.write_all(&raw).await.map_err(write_error)?;
+    Ok(4 + raw.len() as u64)
+}
+
+async fn read_file_frame(recv: &mut quinn::RecvStream) -> Result<Option<FileMessage>> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => {
+            return Err(peer(PeerErrorKind::Protocol, "the peer ended the file stream inside a frame"))
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FILE_FRAME {
+        return Err(peer(PeerErrorKind::Protocol, format!("a file frame of {len} bytes is over the limit")));
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await.map_err(|e| match e {
+        quinn::ReadExactError::ReadError(e) => read_error(e),
+        _ => peer(PeerErrorKind::Protocol, "the peer ended the file stream inside a frame"),
+    })?;
+    FileMessage::decode(&buf).map(Some).map_err(|e| peer(PeerErrorKind::Protocol, format!("{e}")))
+}
+
+/// Runs the file phase with `peer` on one bidirectional stream.
+pub(super) async fn run_files(
+    ledger: &mut Ledger,
+    dir: &Path,
+    peer_id: &NodeId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    progress: bool,
+) -> Result<FileStats> {
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<FileMessage>>(4);
+    let reader = tokio::spawn(async move {
+        loop {
+            let item = match read_file_frame(&mut recv).await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let _stop_reader = AbortOnDrop(reader);
+    // The store is opened for each step, never held across an await (a
+    // SQLite connection may not be shared between threads).
+    let mut transfer = block(|| -> Result<Transfer> { Ok(Transfer::start(&NodeFiles::of(ledger, dir)?, peer_id)?) })?;
+    let mut last_report = Instant::now();
+    let mut report = |t: &Transfer| {
+        if progress && last_report.elapsed() > Duration::from_secs(1) {
+            last_report = Instant::now();
+            let s = &t.stats;
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            eprintln!(
+                "files with {peer_id}: received {} ({:.1} MB), sent {} ({:.1} MB), {:.2} MB/s",
+                s.files_received,
+                s.file_bytes_received as f64 / 1e6,
+                s.files_sent,
+                s.file_bytes_sent as f64 / 1e6,
+                (s.file_bytes_received + s.file_bytes_sent) as f64 / 1e6 / secs
+            );
+        }
+    };
+    let incoming = |msg: Option<Result<FileMessage>>, t: &mut Transfer, ledger: &mut Ledger| -> Result<()> {
+        let msg = msg.unwrap_or_else(|| Err(peer(PeerErrorKind::Lost, "the peer ended the file stream")))?;
+        block(|| -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) })
+    };
+    loop {
+        let next =
+            block(|| -> Result<Option<FileMessage>> { Ok(transfer.poll_transmit(&NodeFiles::of(ledger, dir)?)?) })?;
+        match next {
+            Some(m) => {
+                let write = write_file_frame(&mut send, &m);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        r = &mut write => { r?; break; }
+                        msg = rx.recv() => incoming(msg, &mut transfer, ledger)?,
+                    }
+                }
+                report(&transfer);
+            }
+            None if transfer.is_finished() => break,
+            None => {
+                let msg = tokio::time::timeout(MESSAGE_DEADLINE, rx.recv()).await.map_err(|_| {
+                    peer(
+                        PeerErrorKind::TooSlow,
+                        format!("no file message from {peer_id} within {} s", MESSAGE_DEADLINE.as_secs()),
+                    )
+                })?;
+                incoming(msg, &mut transfer, ledger)?;
+                report(&transfer);
+            }
+        }
+    }
+    send.finish()?;
+    // The peer ends its stream once it holds everything of ours it wants:
+    // until then, our last frames may still be on their way.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while rx.recv().await.is_some() {} }).await;
+    Ok(transfer.stats.clone())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
