@@ -67,6 +67,10 @@ impl Drop for LinkEmulator {
 struct Pipe {
     params: LinkParams,
     free_at: Instant,
+    /// When the last packet leaves the far end: packets of one direction
+    /// arrive in the order they were sent (jitter delays, never reorders,
+    /// as on one physical path).
+    last_out: Instant,
     rng: StdRng,
 }
 
@@ -88,7 +92,9 @@ impl Pipe {
         } else {
             Duration::from_micros(self.rng.gen_range(0..=self.params.jitter.as_micros() as u64))
         };
-        Some(self.free_at + self.params.delay + jitter)
+        let out = (self.free_at + self.params.delay + jitter).max(self.last_out);
+        self.last_out = out;
+        Some(out)
     }
 }
 
@@ -106,9 +112,18 @@ impl LinkEmulator {
         let local_addr = front.local_addr()?;
         let cut = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(LinkCounters::default());
-        let up = Arc::new(Mutex::new(Pipe { params, free_at: Instant::now(), rng: StdRng::seed_from_u64(seed) }));
-        let down =
-            Arc::new(Mutex::new(Pipe { params, free_at: Instant::now(), rng: StdRng::seed_from_u64(seed ^ 0x5eed) }));
+        let up = Arc::new(Mutex::new(Pipe {
+            params,
+            free_at: Instant::now(),
+            last_out: Instant::now(),
+            rng: StdRng::seed_from_u64(seed),
+        }));
+        let down = Arc::new(Mutex::new(Pipe {
+            params,
+            free_at: Instant::now(),
+            last_out: Instant::now(),
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed),
+        }));
         // One upstream socket per client address, so the target sees each
         // client as its own peer.
         let clients: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
@@ -207,11 +222,30 @@ mod tests {
         let mut pipe = Pipe {
             params: LinkParams { delay: Duration::ZERO, jitter: Duration::ZERO, loss: 0.0, bandwidth_bps: 8_000 },
             free_at: Instant::now(),
+            last_out: Instant::now(),
             rng: StdRng::seed_from_u64(1),
         };
         let a = pipe.schedule(1000).unwrap();
         let b = pipe.schedule(1000).unwrap();
         // 1000 bytes at 8 kbit/s take one second.
         assert!(b - a >= Duration::from_millis(999), "{:?}", b - a);
+    }
+
+    /// Jitter delays packets but never reorders them (one physical path).
+    #[test]
+    fn jitter_keeps_packets_in_order() {
+        let mut pipe = Pipe {
+            params: LinkParams {
+                delay: Duration::from_millis(50),
+                jitter: Duration::from_millis(40),
+                loss: 0.0,
+                bandwidth_bps: 0,
+            },
+            free_at: Instant::now(),
+            last_out: Instant::now(),
+            rng: StdRng::seed_from_u64(3),
+        };
+        let times: Vec<Instant> = (0..200).map(|_| pipe.schedule(1200).unwrap()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
     }
 }

@@ -170,6 +170,19 @@ pub fn read_group(dir: &Path, key: &DataKey, hash: &FileHash, size: u64, index: 
         .map_err(|_| ReadError::Damaged { hash: *hash, why: format!("chunk {index} does not open") })
 }
 
+/// Moves a damaged file out of the way (to `files/.damaged/`), kept as
+/// evidence; the node fetches a good copy again.
+pub fn set_aside(dir: &Path, hash: &FileHash) -> Result<()> {
+    let from = path_of(dir, hash);
+    if !from.exists() {
+        return Ok(());
+    }
+    let aside = dir.join("files").join(".damaged");
+    std::fs::create_dir_all(&aside)?;
+    std::fs::rename(&from, aside.join(format!("{}-{}", hash.to_hex(), crate::wall_clock_ms())))?;
+    Ok(())
+}
+
 /// Why a stored file could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

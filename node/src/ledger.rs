@@ -1146,7 +1146,12 @@ impl Ledger {
         let key = self.lane_key(&held.home)?;
         match blobs::read_into(&self.dir, &key, hash, out) {
             Ok(n) => Ok(n),
-            Err(e @ blobs::ReadError::Damaged { .. }) => Err(crate::Error::DamagedFile(e.to_string())),
+            Err(e @ blobs::ReadError::Damaged { .. }) => {
+                // Set aside: the next sync fetches a good copy from a peer.
+                let why = format!("{e}; set aside, and fetched again at the next sync");
+                store::file_damaged(self.store.conn(), &self.dir, self.me(), hash, &why)?;
+                Err(crate::Error::DamagedFile(why))
+            }
             Err(blobs::ReadError::Missing(h)) => Err(Declined::FileNotHere(h).into()),
             Err(blobs::ReadError::Io(e)) => Err(e.into()),
         }

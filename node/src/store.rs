@@ -881,6 +881,23 @@ pub fn note_file_held(conn: &Connection, hash: &proto::files::FileHash, size: u6
     Ok(())
 }
 
+/// A held file found damaged or gone: recorded in quarantine with the
+/// reason, its bytes moved aside (kept as evidence), and no longer held,
+/// so the node asks its peers for a good copy at its next sync.
+pub fn file_damaged(
+    conn: &Connection,
+    dir: &Path,
+    me: &NodeId,
+    hash: &proto::files::FileHash,
+    why: &str,
+) -> Result<()> {
+    tracing::warn!("{why}");
+    quarantine(conn, crate::wall_clock_ms(), me, me, 0, "damaged_file", why, &hash.0)?;
+    conn.prepare_cached("DELETE FROM files_held WHERE hash = ?1")?.execute([&hash.0[..]])?;
+    crate::blobs::set_aside(dir, hash)?;
+    Ok(())
+}
+
 /// A plain-text field's first value.
 fn text_field<'a>(st: &'a CaseState, name: &str) -> Option<&'a str> {
     match st.fields.get(name).and_then(|v| v.first()) {

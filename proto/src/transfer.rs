@@ -73,10 +73,11 @@ pub trait FileStore {
     /// The size of a file this node holds whole and may send to `peer` (it
     /// belongs to a case in a lane the two share); `None` otherwise.
     fn sendable(&self, peer: &crate::NodeId, hash: &FileHash) -> Result<Option<u64>, Self::Error>;
-    /// A held file's outline ([`crate::files::outline`]).
-    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>, Self::Error>;
-    /// Group `index` of a held file.
-    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>, Self::Error>;
+    /// A held file's outline ([`crate::files::outline`]); `None` when the
+    /// file turns out damaged or gone here (the store then wants it again).
+    fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>, Self::Error>;
+    /// Group `index` of a held file; `None` when damaged or gone here.
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>, Self::Error>;
     /// Keeps a verified group (`index` is the next the store lacks); the
     /// file is whole once its last group is kept.
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), Self::Error>;
@@ -98,6 +99,9 @@ pub struct FileStats {
     pub not_at_peer: u64,
     /// Files still incomplete when the phase ended.
     pub incomplete: u64,
+    /// What was refused: the file and the group (`None`: its outline).
+    #[serde(skip)]
+    pub refused: Vec<(FileHash, Option<u64>)>,
 }
 
 /// A violation of the file protocol by the peer.
@@ -187,6 +191,7 @@ impl Transfer {
                     } else {
                         r.outline = None;
                         self.stats.groups_refused += 1;
+                        self.stats.refused.push((hash, None));
                     }
                 }
             }
@@ -200,6 +205,7 @@ impl Transfer {
                 let outline = r.outline.as_deref().unwrap_or(&[]);
                 if !group_matches(&hash, r.size, outline, index, &bytes) {
                     self.stats.groups_refused += 1;
+                    self.stats.refused.push((hash, Some(index)));
                     return Ok(());
                 }
                 store.write_group(&hash, r.size, index, &bytes).map_err(storage)?;
@@ -247,7 +253,12 @@ impl Transfer {
         loop {
             if let Some((hash, size, next)) = self.sending {
                 if next < groups(size) {
-                    let bytes = store.read_group(&hash, next).map_err(storage)?;
+                    let Some(bytes) = store.read_group(&hash, next).map_err(storage)? else {
+                        // Damaged here: the peer gets it elsewhere.
+                        self.sending = None;
+                        self.stats.not_sent += 1;
+                        return Ok(Some(FileMessage::NotHere { hash }));
+                    };
                     let expected = if next + 1 == groups(size) { size - next * GROUP as u64 } else { GROUP as u64 };
                     if bytes.len() as u64 != expected {
                         return Err(TransferError::Storage(format!("file {hash} group {next} has the wrong length")));
@@ -266,7 +277,11 @@ impl Transfer {
                 Some((hash, size, from)) => {
                     self.sending = Some((hash, size, from));
                     if groups(size) > 1 {
-                        let outline = store.outline(&hash).map_err(storage)?;
+                        let Some(outline) = store.outline(&hash).map_err(storage)? else {
+                            self.sending = None;
+                            self.stats.not_sent += 1;
+                            return Ok(Some(FileMessage::NotHere { hash }));
+                        };
                         return Ok(Some(FileMessage::Outline { hash, groups: outline }));
                     }
                 }

@@ -70,11 +70,11 @@ impl FileStore for Mem {
             .any(|e| matches!(&e.body, Body::AttachFile { file, .. } if file.hash == *hash));
         Ok(shared.then_some(bytes.len() as u64))
     }
-    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>, String> {
-        Ok(proto::files::outline(&self.blobs[hash]))
+    fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>, String> {
+        Ok(Some(proto::files::outline(&self.blobs[hash])))
     }
-    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>, String> {
-        Ok(self.blobs[hash].chunks(GROUP).nth(index as usize).unwrap_or_default().to_vec())
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>, String> {
+        Ok(Some(self.blobs[hash].chunks(GROUP).nth(index as usize).unwrap_or_default().to_vec()))
     }
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
         let p = self.partial.entry(*hash).or_default();

@@ -21,6 +21,7 @@ pub struct NodeFiles<'a> {
     dir: &'a Path,
     keys: &'a DataKeys,
     topology: &'a proto::Topology,
+    me: &'a NodeId,
 }
 
 impl<'a> NodeFiles<'a> {
@@ -30,6 +31,7 @@ impl<'a> NodeFiles<'a> {
             dir,
             keys: &ledger.secrets()?.data_keys,
             topology: ledger.topology(),
+            me: ledger.me(),
         })
     }
 
@@ -48,6 +50,10 @@ impl<'a> NodeFiles<'a> {
             Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn set_aside(&self, hash: &FileHash, why: &str) -> Result<()> {
+        store::file_damaged(self.conn, self.dir, self.me, hash, why)
     }
 
     /// The lane a file of a case held here is sealed under (its case's home).
@@ -97,31 +103,39 @@ impl FileStore for NodeFiles<'_> {
         Ok(in_scope.then_some(size))
     }
 
-    fn outline(&self, hash: &FileHash) -> Result<Vec<GroupHash>> {
+    fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>> {
         let stored: Option<Vec<u8>> = self
             .conn
             .prepare_cached("SELECT outline FROM files_held WHERE hash = ?1")?
             .query_row([&hash.0[..]], |r| r.get(0))?;
         if let Some(bytes) = stored {
-            return Ok(bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect());
+            return Ok(Some(bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect()));
         }
-        let (size, _) = self.held(hash)?.context("the file is not held")?;
+        let Some((size, _)) = self.held(hash)? else { return Ok(None) };
         let n = proto::files::groups(size);
         let mut outline = Vec::new();
         if n > 1 {
             for i in 0..n {
-                outline.push(proto::files::group_hash(i, &self.read_group(hash, i)?));
+                let Some(group) = self.read_group(hash, i)? else { return Ok(None) };
+                outline.push(proto::files::group_hash(i, &group));
             }
         }
         self.conn
             .prepare_cached("UPDATE files_held SET outline = ?2 WHERE hash = ?1")?
             .execute(rusqlite::params![&hash.0[..], outline.concat()])?;
-        Ok(outline)
+        Ok(Some(outline))
     }
 
-    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Vec<u8>> {
-        let (size, home) = self.held(hash)?.context("the file is not held")?;
-        Ok(blobs::read_group(self.dir, &self.key(&home)?, hash, size, index)?)
+    fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>> {
+        let Some((size, home)) = self.held(hash)? else { return Ok(None) };
+        match blobs::read_group(self.dir, &self.key(&home)?, hash, size, index) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e @ (blobs::ReadError::Damaged { .. } | blobs::ReadError::Missing(_))) => {
+                self.set_aside(hash, &e.to_string())?;
+                Ok(None)
+            }
+            Err(blobs::ReadError::Io(e)) => Err(e.into()),
+        }
     }
 
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
@@ -237,6 +251,22 @@ pub(super) async fn run_files(
                 report(&transfer);
             }
         }
+    }
+    let refused = std::mem::take(&mut transfer.stats.refused);
+    if !refused.is_empty() {
+        block(|| -> Result<()> {
+            let conn = ledger.store().conn();
+            for (hash, group) in &refused {
+                let what = group.map_or("the outline".to_string(), |g| format!("group {g}"));
+                let reason = format!(
+                    "{what} of file {hash} sent by {peer_id} does not match the file's hash (from its case's signed \
+                     event): refused, and asked for again"
+                );
+                tracing::warn!("{reason}");
+                store::quarantine(conn, crate::wall_clock_ms(), peer_id, peer_id, 0, "bad_file", &reason, &hash.0)?;
+            }
+            Ok(())
+        })?;
     }
     send.finish()?;
     // The peer ends its stream once it holds everything of ours it wants:

@@ -32,6 +32,10 @@ pub(super) fn transport() -> Arc<quinn::TransportConfig> {
     // Two streams per connection: the events, then the files.
     t.max_concurrent_bidi_streams(2u32.into());
     t.max_concurrent_uni_streams(0u32.into());
+    // BBR paces by the measured bottleneck rate instead of halving at every
+    // loss: a rural link loses packets at random (3 % is common), which a
+    // loss-based controller takes for congestion and crawls.
+    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     Arc::new(t)
 }
 

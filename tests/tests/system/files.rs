@@ -219,3 +219,100 @@ fn a_scan_travels_up_the_tiers_in_scope_only() {
     assert_eq!(other["files_received"], 0);
     assert!(!o.join("files").exists() || all_files(&o.join("files")).is_empty());
 }
+
+/// A file transfer over a slow link cut in the middle (the village's sync
+/// killed): the next sync resumes at the first group the county lacks, so
+/// nothing it holds is sent again.
+#[test]
+fn a_cut_file_transfer_resumes_at_the_first_group_missing() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub_dir = county.hub();
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    let link = system_tests::Server::start(
+        "county-sim",
+        &["link", "--listen", "127.0.0.1:0", "--target", &hub.addr, "--rtt-ms", "100", "--kbps", "4000"],
+    );
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let case = take_case(&data, "张三", 1);
+    let scan = pdf(3 * 1024 * 1024, 5);
+    let path = write(work.path(), "申请表.pdf", &scan);
+    let hash = attach(&data, &case, "申请表", &path, &[])["hash"].as_str().unwrap().to_string();
+    let partial = hub_dir.join("files").join(".partial").join(&hash);
+    let held = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+
+    let mut child = system_tests::cmd("village-node")
+        .args(["sync", "--data", &data, "--peer", &link.addr, "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while held() < scan.len() as u64 / 2 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Let what was in flight land, then count the groups the county holds.
+    let mut last = held();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        if held() == last {
+            break;
+        }
+        last = held();
+    }
+    let group = 64 * 1024u64;
+    let sealed = group + 16;
+    let have = (last.saturating_sub(4)) / sealed;
+    assert!(have > 0 && have * group < scan.len() as u64, "cut at {have} groups");
+
+    let done = ok_json("village-node", &["sync", "--data", &data, "--peer", &link.addr, "--json"]);
+    assert_eq!(done["files_sent"], 1, "{done}");
+    assert_eq!(
+        done["file_bytes_sent"].as_u64(),
+        Some(scan.len() as u64 - have * group),
+        "the retry sent exactly what the county lacked: {done}"
+    );
+    let out = work.path().join("back.pdf");
+    ok("county-hub", &["case", "file", "--data", s(&hub_dir), &case, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+}
+
+/// A scan altered on the village's disk is refused when read, with the
+/// reason in quarantine, set aside (kept), and fetched again whole from
+/// the county at the next sync.
+#[test]
+fn a_damaged_scan_is_refused_and_fetched_again() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let case = take_case(&data, "张三", 1);
+    let scan = pdf(300 * 1024, 4);
+    let path = write(work.path(), "身份证.pdf", &scan);
+    let hash = attach(&data, &case, "居民身份证", &path, &[])["hash"].as_str().unwrap().to_string();
+    let up = ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    assert_eq!(up["files_sent"], 1);
+
+    let stored = all_files(&v.join("files")).into_iter().find(|p| p.ends_with(&hash)).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[200_000] ^= 0x01;
+    std::fs::write(&stored, &bytes).unwrap();
+    let out = work.path().join("out.pdf");
+    let err = fails("village-node", &["case", "file", "--data", &data, &case, &hash, "--out", s(&out)]);
+    assert!(err.contains("damaged") && err.contains("fetched again"), "{err}");
+    assert!(!out.exists());
+    let quarantine = ok("village-node", &["quarantine", "list", "--data", &data]);
+    assert!(quarantine.contains(&hash) && quarantine.contains("damaged"), "{quarantine}");
+    assert_eq!(files(&data, &case)[0]["here"], false);
+
+    let back = ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    assert_eq!(back["files_received"], 1, "{back}");
+    ok("village-node", &["case", "file", "--data", &data, &case, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+    assert!(v.join("files").join(".damaged").read_dir().unwrap().count() == 1, "the damaged copy is kept aside");
+}
