@@ -98,6 +98,7 @@ pub const FILE_DAMAGED: &str = "该文件在本机保存的内容已损坏（与
 pub const FILE_OPENED_NOTE: &str = "打开材料文件（含缩略图）会记入查阅记录。";
 pub const ACCESS_LOG_NOTE: &str =
     "每次查看完整的身份证号、电话或住址，每次打开材料文件（含缩略图），都记录在此（最近 1000 条）。";
+pub const FILE_REPLACES_EARLIER: &str = "（补正，替换先前的文件）";
 pub const FILE_NOT_SAVED: &str = "的文件未保存，原因见该材料下方。";
 pub const FILE_SAVED_BUT: &str = "办件已保存，但以下文件未能保存，请在本页重新上传：";
 

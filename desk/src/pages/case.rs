@@ -212,6 +212,12 @@ fn history(c: &CaseState, topology: &Topology) -> Markup {
                     span.who { (h.actor) " · " (node_name(topology, &h.event.origin)) }
                     @if let proto::fold::Happened::Step { step: Step::Forward { to }, note } = &h.happened {
                         div.detail { "转至 " (node_name(topology, to)) @if !note.is_empty() { "：" (note) } }
+                    } @else if let proto::fold::Happened::FileAttached { material, name, replaces, .. } = &h.happened {
+                        div.detail { (material) "：" (name) @if replaces.is_some() { (text::FILE_REPLACES_EARLIER) } }
+                    } @else if let proto::fold::Happened::FileDetached { material, hash, note } = &h.happened {
+                        div.detail { (material) "："
+                            (c.files.iter().find(|f| f.file.hash == *hash).map_or(String::new(), |f| f.file.name.clone()))
+                            @if !note.is_empty() { "（" (note) "）" } }
                     } @else if !line.detail.is_empty() && line.kind != "create" { div.detail { (line.detail) } }
                     @if h.superseded { div.superseded-note { (text::SUPERSEDED) } }
                 }

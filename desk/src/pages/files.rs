@@ -86,10 +86,13 @@ pub fn listed(
                             }
                             @if !here { " " span.badge.maybe { (text::FILE_NOT_HERE) } }
                         }
-                        div.muted.small {
-                            (text::file_size(f.file.size)) " · " (text::media_type(f.file.media_type))
-                            @if let Some(p) = f.file.pages { " · " (text::pages(p)) }
-                            " · " (f.actor) " · " (node_name(topology, &f.event.origin)) " · " (crate::when(f.at.wall_ms))
+                        div.file-meta.muted.small {
+                            span { (text::file_size(f.file.size)) }
+                            span { (text::media_type(f.file.media_type)) }
+                            @if let (Some(p), false) = (f.file.pages, f.file.media_type.is_image()) { span { (text::pages(p)) } }
+                            span { (f.actor) }
+                            span { (node_name(topology, &f.event.origin)) }
+                            span { (crate::when(f.at.wall_ms)) }
                         }
                     }
                     @if open && f.is_current() {
