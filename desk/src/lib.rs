@@ -95,6 +95,12 @@ pub enum DeskError {
     TooLarge,
     #[error("too many requests: {0}")]
     TooMany(String),
+    /// Not here, with the reason (a material file not synced here yet).
+    #[error("not here: {0}")]
+    Missing(String),
+    /// A material file whose stored bytes do not match its hash.
+    #[error("a damaged file")]
+    Damaged,
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -107,6 +113,8 @@ impl IntoResponse for DeskError {
             DeskError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             DeskError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "提交的内容过大，未做任何修改。".to_string()),
             DeskError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, m.clone()),
+            DeskError::Missing(m) => (StatusCode::NOT_FOUND, m.clone()),
+            DeskError::Damaged => (StatusCode::INTERNAL_SERVER_ERROR, text::FILE_DAMAGED.to_string()),
             DeskError::Internal(e) => {
                 tracing::error!("desk: {e:#}");
                 (StatusCode::INTERNAL_SERVER_ERROR, text::INTERNAL.to_string())
@@ -227,7 +235,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", post(pages::login::logout))
         .route("/password", get(pages::login::password_form).post(pages::login::password_change))
         .route("/queue", get(pages::queue::list))
-        .route("/intake", get(pages::intake::pick).post(pages::intake::submit))
+        .route(
+            "/intake",
+            get(pages::intake::pick).post(pages::intake::submit).layer(DefaultBodyLimit::max(session::MAX_UPLOAD_READ)),
+        )
         .route("/case/{id}", get(pages::case::show))
         .route("/case/{id}/step", post(pages::case::step))
         .route("/case/{id}/accept-missing", post(pages::case::accept_missing))
@@ -236,6 +247,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/case/{id}/rate", post(pages::case::rate))
         .route("/case/{id}/followup", post(pages::case::followup))
         .route("/case/{id}/reveal", post(pages::case::reveal))
+        .route("/case/{id}/files", post(pages::files::upload).layer(DefaultBodyLimit::max(session::MAX_UPLOAD_READ)))
+        .route("/case/{id}/files/{hash}", get(pages::files::open))
+        .route("/case/{id}/files/{hash}/remove", post(pages::files::remove))
         .route("/case/{id}/receipt", get(pages::print::receipt))
         .route("/bundle/{id}", get(pages::print::bundle))
         .route("/bundle/{id}/result", get(pages::print::bundle_result))

@@ -182,15 +182,151 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<App>> for Checked<T> {
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Checked<T>, Response> {
         let (mut parts, body) = req.into_parts();
         let staff = Staff::from_request_parts(&mut parts, app).await?;
-        let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| DeskError::TooLarge.into_response())?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-            .map_err(|_| DeskError::BadRequest("表单格式不正确".into()).into_response())?;
-        let given = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
-        if !same(given, &staff.csrf) {
-            return Err(DeskError::Forbidden(crate::text::FORBIDDEN_CSRF.into()).into_response());
+        urlencoded(staff, body).await
+    }
+}
+
+/// Reads an `application/x-www-form-urlencoded` form, its token checked
+/// before anything in it is used.
+async fn urlencoded<T: DeserializeOwned>(staff: Staff, body: axum::body::Body) -> Result<Checked<T>, Response> {
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| DeskError::TooLarge.into_response())?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|_| DeskError::BadRequest(crate::text::BAD_FORM.into()).into_response())?;
+    let given = pairs.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str()).unwrap_or("");
+    if !same(given, &staff.csrf) {
+        return Err(forbidden_csrf());
+    }
+    let form = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| DeskError::BadRequest(format!("表单内容不完整：{e}")).into_response())?;
+    Ok(Checked { staff, form, pairs })
+}
+
+fn forbidden_csrf() -> Response {
+    DeskError::Forbidden(crate::text::FORBIDDEN_CSRF.into()).into_response()
+}
+
+/// Bytes of a form with files kept in memory at most: one file at the
+/// limit per file ([`proto::files::FILE_LIMIT_DEFAULT`], 20 MB) and room
+/// for the form's other fields.
+pub const MAX_UPLOAD: usize = proto::files::FILE_LIMIT_DEFAULT as usize + 1024 * 1024;
+
+/// Bytes of a form with files read at most: the body limit of the routes
+/// that take files (the others take [`MAX_FORM`]). Bytes past
+/// [`MAX_UPLOAD`] are read and dropped as they come, so that a browser
+/// still sending a file that is too large gets the page saying so (a
+/// connection closed mid-upload shows the clerk only a network error);
+/// past this, the request is cut off (413).
+pub const MAX_UPLOAD_READ: usize = 64 * 1024 * 1024;
+
+/// A file sent with a form.
+#[derive(Debug)]
+pub struct Sent {
+    /// The form field it came in.
+    pub field: String,
+    /// Its name on the sender's computer, as the browser gives it.
+    pub name: String,
+    /// Its size in bytes, counted whether or not they were kept.
+    pub size: u64,
+    /// Its bytes; `None` when they were not kept: a file over the limit
+    /// per file, or one past [`MAX_UPLOAD`] for the whole form.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// A POST form that may carry files (`multipart/form-data`, or a plain
+/// form without them), from a logged-in member, with the CSRF token
+/// checked first: in a form with files the token must be the first field
+/// (every desk form puts it first, and browsers send fields in order), so
+/// nothing else of a request without the right token is read (403).
+pub struct Upload<T> {
+    pub staff: Staff,
+    pub form: T,
+    /// Every (name, value) of the form's other fields, in order.
+    pub pairs: Vec<(String, String)>,
+    /// The files sent, in order; file fields left empty are not listed.
+    pub files: Vec<Sent>,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<App>> for Upload<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Upload<T>, Response> {
+        let (mut parts, body) = req.into_parts();
+        let staff = Staff::from_request_parts(&mut parts, app).await?;
+        let multipart = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+        if !multipart {
+            let Checked { staff, form, pairs } = urlencoded(staff, body).await?;
+            return Ok(Upload { staff, form, pairs, files: Vec::new() });
         }
-        let form = serde_urlencoded::from_bytes(&bytes)
+        let bad = || DeskError::BadRequest(crate::text::BAD_FORM.into()).into_response();
+        let mut parts_of =
+            axum::extract::Multipart::from_request(Request::from_parts(parts, body), app).await.map_err(|_| bad())?;
+        let failed = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                DeskError::TooLarge.into_response()
+            } else {
+                bad()
+            }
+        };
+        // The token first, read with a small limit; nothing else before it.
+        let token = match parts_of.next_field().await.map_err(failed)? {
+            Some(mut f) if f.name() == Some("csrf") && f.file_name().is_none() => {
+                let mut token = Vec::new();
+                while let Some(chunk) = f.chunk().await.map_err(failed)? {
+                    token.extend_from_slice(&chunk);
+                    if token.len() > 256 {
+                        return Err(forbidden_csrf());
+                    }
+                }
+                String::from_utf8(token).unwrap_or_default()
+            }
+            _ => return Err(forbidden_csrf()),
+        };
+        if !same(&token, &staff.csrf) {
+            return Err(forbidden_csrf());
+        }
+        let mut pairs = vec![("csrf".to_string(), token)];
+        let (mut files, mut kept, mut text) = (Vec::new(), 0usize, 0usize);
+        while let Some(mut field) = parts_of.next_field().await.map_err(failed)? {
+            let name = field.name().unwrap_or_default().to_string();
+            let Some(file_name) = field.file_name().map(str::to_string) else {
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(failed)? {
+                    text += chunk.len();
+                    if text > MAX_FORM {
+                        return Err(DeskError::TooLarge.into_response());
+                    }
+                    value.extend_from_slice(&chunk);
+                }
+                pairs.push((name, String::from_utf8(value).map_err(|_| bad())?));
+                continue;
+            };
+            let (mut size, mut bytes) = (0u64, Some(Vec::new()));
+            while let Some(chunk) = field.chunk().await.map_err(failed)? {
+                size += chunk.len() as u64;
+                if let Some(held) = &mut bytes {
+                    if size > proto::files::FILE_LIMIT_DEFAULT || kept + chunk.len() > MAX_UPLOAD {
+                        // Counted from here on, not kept.
+                        kept -= held.len();
+                        bytes = None;
+                    } else {
+                        kept += chunk.len();
+                        held.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            if file_name.is_empty() && size == 0 {
+                // A file field left empty.
+                continue;
+            }
+            files.push(Sent { field: name, name: file_name, size, bytes });
+        }
+        let encoded = serde_urlencoded::to_string(&pairs).map_err(|_| bad())?;
+        let form = serde_urlencoded::from_str(&encoded)
             .map_err(|e| DeskError::BadRequest(format!("表单内容不完整：{e}")).into_response())?;
-        Ok(Checked { staff, form, pairs })
+        Ok(Upload { staff, form, pairs, files })
     }
 }

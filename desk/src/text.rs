@@ -53,6 +53,7 @@ pub const REQUIRED: &str = "必交";
 pub const MAY_BE_MISSING: &str = "可容缺";
 pub const OPTIONAL: &str = "非必交";
 pub const RECEIVED: &str = "已收";
+pub const NOT_RECEIVED: &str = "未收";
 pub const SAVE_CASE: &str = "保存并出具回执";
 pub const PICK_ITEM: &str = "选择事项";
 pub const PICK_ITEM_HINT: &str = "输入事项名称或编码筛选";
@@ -75,6 +76,73 @@ pub const FORBIDDEN_CSRF: &str = "表单已失效（缺少或错误的校验码�
 pub const FORBIDDEN_ROLE: &str = "您的角色无权进行此操作。";
 pub const INTERNAL: &str = "系统出错，未做任何修改。请稍后重试；若仍出错，请联系管理员。";
 pub const WRITTEN: &str = "已保存。";
+pub const BAD_FORM: &str = "表单格式不正确，未做任何修改。";
+
+// Material files (材料文件).
+pub const UPLOAD: &str = "上传";
+pub const REPLACE: &str = "替换";
+pub const ADD_FILE: &str = "再传一份";
+pub const DETACH: &str = "移除";
+pub const DETACH_NOTE: &str = "移除原因";
+pub const FILE_NOT_HERE: &str = "尚未同步到本机";
+pub const FILE_REPLACED: &str = "已替换";
+pub const FILE_REMOVED: &str = "已移除";
+pub const NO_FILE_YET: &str = "尚无文件";
+pub const CHOOSE_FILE: &str = "选择文件或拍照";
+pub const NO_FILE_CHOSEN: &str = "请先选择要上传的文件。未保存任何内容。";
+pub const FILE_HINT: &str = "可上传 PDF、JPEG、PNG 或 OFD 文件，每个不超过 20 MB；也可用手机或高拍仪直接拍照。";
+pub const CHOOSE_FILES_AGAIN: &str = "浏览器不会保留已选的文件，请重新选择要上传的文件。";
+pub const FILES_TOO_LARGE_TOGETHER: &str =
+    "本次一起上传的文件合计超过 21 MB，未保存任何内容。请少选几个文件先保存办件，其余文件再到办件页面逐个上传。";
+pub const FILE_DAMAGED: &str = "该文件在本机保存的内容已损坏（与登记时的校验值不符），为防误用未予打开。请联系管理员；上级节点若存有该文件，可从那里重新取得。";
+pub const FILE_OPENED_NOTE: &str = "打开材料文件（含缩略图）会记入查阅记录。";
+pub const ACCESS_LOG_NOTE: &str =
+    "每次查看完整的身份证号、电话或住址，每次打开材料文件（含缩略图），都记录在此（最近 1000 条）。";
+pub const FILE_REPLACES_EARLIER: &str = "（补正，替换先前的文件）";
+pub const FILE_NOT_SAVED: &str = "的文件未保存，原因见该材料下方。";
+pub const FILE_SAVED_BUT: &str = "办件已保存，但以下文件未能保存，请在本页重新上传：";
+
+/// A material file's type, as staff say it.
+pub fn media_type(m: proto::files::MediaType) -> &'static str {
+    use proto::files::MediaType;
+    match m {
+        MediaType::Pdf => "PDF 文件",
+        MediaType::Jpeg => "JPEG 图片",
+        MediaType::Png => "PNG 图片",
+        MediaType::Ofd => "OFD 电子文件",
+    }
+}
+
+/// A file size: KB below a megabyte, MB with one decimal above.
+pub fn file_size(bytes: u64) -> String {
+    if bytes < 1_048_576 {
+        format!("{} KB", bytes.div_ceil(1024))
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1_048_576.0)
+    }
+}
+
+/// Pages of a file, when known.
+pub fn pages(n: u32) -> String {
+    format!("{n} 页")
+}
+
+/// What the access log keeps for an opening of a material file, and how
+/// the access page says it (see [`access_what`]).
+pub fn file_access_key(name: &str, thumbnail: bool) -> String {
+    format!("{}:{name}", if thumbnail { "file_thumbnail" } else { "file" })
+}
+
+/// A line of the access log's "what", in words.
+pub fn access_what(what: &str) -> String {
+    if let Some(name) = what.strip_prefix("file:") {
+        format!("文件 {name}")
+    } else if let Some(name) = what.strip_prefix("file_thumbnail:") {
+        format!("文件 {name}（缩略图）")
+    } else {
+        field(what)
+    }
+}
 
 /// A case state as staff say it.
 pub fn state(s: State) -> &'static str {
@@ -141,6 +209,8 @@ pub fn history_kind(kind: &str) -> &'static str {
         "resume" => "恢复",
         "accept_missing" => "容缺受理",
         "terminate" => "终止",
+        "attach_file" => "上传文件",
+        "detach_file" => "移除文件",
         _ => "其他",
     }
 }
@@ -210,6 +280,7 @@ pub fn quarantine_kind(kind: &str) -> &'static str {
 pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
     use node::Declined;
     use proto::author::AuthoringError;
+    use proto::limits::LimitError;
     use proto::personal::IdNumberError;
     let Some(d) = e.declined() else {
         return (None, INTERNAL.to_string());
@@ -262,6 +333,15 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
         Declined::Invalid(msg) if msg.contains("--authorisation") => {
             (Some("agent"), "代办员代为申请，须填写申请人的委托情况。".into())
         }
+        Declined::Invalid(msg) if msg.contains("to replace") => (
+            Some("file"),
+            "要替换的文件已不是该材料的当前文件（可能已被其他窗口替换或移除），请刷新页面后再传。未保存任何内容。"
+                .into(),
+        ),
+        Declined::Invalid(msg) if msg.contains("to take off") => {
+            (None, "该文件已被移除，或不属于该材料，请刷新页面后查看。".into())
+        }
+        Declined::Invalid(msg) if msg.contains("has no file") => (None, "该办件没有这个文件。".into()),
         Declined::Invalid(msg) => (None, format!("输入有误：{msg}")),
         Declined::FileType => (
             Some("file"),
@@ -281,6 +361,28 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
             "本机记录旧于网络上的副本（可能从备份恢复或复制而来）。已办事项均已保留，请先同步完成恢复，再办理新业务。"
                 .into(),
         ),
+        Declined::Limit(LimitError::FileTooLarge { size, max }) => (
+            Some("file"),
+            format!(
+                "文件大小 {:.1} MB，超过每个文件 {} MB 的上限。请降低扫描分辨率或分开上传。未保存任何内容。",
+                *size as f64 / 1_048_576.0,
+                max / 1_048_576
+            ),
+        ),
+        Declined::Limit(LimitError::CaseFilesTooLarge { size, max }) => (
+            Some("file"),
+            format!(
+                "上传后该办件的文件合计 {:.1} MB，超过每件 {} MB 的上限。请降低扫描分辨率后再传。未保存任何内容。",
+                *size as f64 / 1_048_576.0,
+                max / 1_048_576
+            ),
+        ),
+        Declined::Limit(LimitError::TooLong { what, max, .. }) if what == "a file name" => {
+            (Some("file"), format!("文件名过长（最多 {max} 个字），请改短文件名后再传。未保存任何内容。"))
+        }
+        Declined::Limit(LimitError::Control { what, .. }) if what == "a file name" => {
+            (Some("file"), "文件名含有不可见的控制字符，请重命名后再传。未保存任何内容。".into())
+        }
         Declined::Limit(l) => (None, format!("输入超出限制：{l}")),
     }
 }

@@ -301,6 +301,52 @@ pub fn form_decode(body: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One part of a `multipart/form-data` body, as a browser sends a form
+/// with files.
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// A text field: name, value.
+    Text(&'a str, &'a str),
+    /// A file field: field name, file name, content type, bytes.
+    File(&'a str, &'a str, &'a str, &'a [u8]),
+}
+
+/// The boundary [`multipart`] uses (not found in any test's file).
+pub const BOUNDARY: &str = "----DeskTestBoundary7d2f1c9a04e3";
+
+/// Encodes parts as `multipart/form-data` the way browsers do (names and
+/// file names in UTF-8, `"` as `%22`, line breaks as `%0D%0A`); returns
+/// the content type, with its boundary, and the body.
+pub fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let quote = |s: &str| s.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A");
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match part {
+            Part::Text(name, value) => {
+                body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", quote(name)).as_bytes(),
+                );
+                body.extend_from_slice(value.as_bytes());
+            }
+            Part::File(name, file_name, content_type, bytes) => {
+                body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {content_type}\r\n\r\n",
+                        quote(name),
+                        quote(file_name)
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(bytes);
+            }
+        }
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
+}
+
 /// A [`Client`] with a cookie jar: cookies set by responses are sent back
 /// with later requests, and dropped when the server expires them. One
 /// loopback server is assumed, so cookie domains and paths are ignored.
@@ -355,6 +401,12 @@ impl Session {
     pub fn post_raw(&mut self, path: &str, content_type: &str, body: &[u8]) -> Response {
         let r = self.request("POST", path, &[("Content-Type", content_type)], body);
         self.client.expect("POST", path, r)
+    }
+
+    /// `POST path` of a form with files (see [`multipart`]), with the jar.
+    pub fn post_multipart(&mut self, path: &str, parts: &[Part]) -> Response {
+        let (content_type, body) = multipart(parts);
+        self.post_raw(path, &content_type, &body)
     }
 
     /// [`Client::request`] with the jar: sends its cookies, then stores the

@@ -181,11 +181,11 @@ pub async fn access(State(app): State<Arc<App>>, staff: Staff) -> Result<Html, D
     staff.require(Role::Admin)?;
     let rows = app.read(|l| node::staff::access_log(l.store().conn(), 1000)).await?;
     let body = html! {
-        p.muted { "每次查看完整的身份证号、电话或住址都记录在此（最近 1000 条）。" }
+        p.muted { (text::ACCESS_LOG_NOTE) }
         @if rows.is_empty() { p.empty { "没有记录。" } } @else {
             table.cases { thead { tr { th { "时间" } th { "账号" } th { (text::CASE_ID) } th { "查看内容" } } }
                 tbody { @for r in &rows { tr { td { (crate::when(r.at_ms)) } td.code { (r.login) }
-                    td { a href=(format!("/case/{}", r.case_id)) { (r.case_id) } } td { (text::field(&r.what)) } } } } }
+                    td { a href=(format!("/case/{}", r.case_id)) { (r.case_id) } } td { (text::access_what(&r.what)) } } } } }
         }
     };
     Ok(page(&app, &staff, text::NAV_ACCESS, text::NAV_ACCESS, body))

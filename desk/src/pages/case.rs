@@ -10,11 +10,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use node::staff::Role;
+use proto::files::FileHash;
 use proto::fold::{CaseState, Conflict};
 use proto::personal::PersonalKind;
 use proto::{CaseId, NodeId, Step, Topology};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Steps a clerk may take; the rest need a reviewer.
@@ -76,6 +77,10 @@ struct Extra {
     saved: bool,
     timing: Option<proto::calendar::Timing>,
     calendar: std::sync::Arc<proto::calendar::Calendar>,
+    /// The case's files whose bytes this node holds.
+    held: BTreeSet<FileHash>,
+    /// A refused file: (material, reason), shown beside its field.
+    file_error: Option<(String, String)>,
 }
 
 fn conflict_words(c: &Conflict) -> String {
@@ -140,25 +145,45 @@ fn fields(staff: &Staff, c: &CaseState, revealed: &BTreeMap<String, Vec<String>>
     }
 }
 
-fn materials(staff: &Staff, c: &CaseState, item: Option<&proto::catalogue::Item>, open: bool) -> Markup {
-    let listed: Vec<&proto::catalogue::Material> = item.map(|i| i.materials.iter().collect()).unwrap_or_default();
-    let missing: Vec<&&proto::catalogue::Material> =
-        listed.iter().filter(|m| m.required && !c.materials.contains(&m.name)).collect();
+/// Each material: the item's, in the catalogue's order, then any other
+/// the case holds. A material is received when ticked (paper seen) or when
+/// it has a current file; each lists its files, and takes a file.
+fn materials(staff: &Staff, c: &CaseState, x: &Extra, open: bool) -> Markup {
+    let listed: Vec<&proto::catalogue::Material> =
+        x.item.as_ref().map(|i| i.materials.iter().collect()).unwrap_or_default();
+    let mut names: Vec<&str> = listed.iter().map(|m| m.name.as_str()).collect();
+    for name in c.materials.iter().map(String::as_str).chain(c.files.iter().map(|f| f.material.as_str())) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let error_of = |name: &str| x.file_error.as_ref().filter(|(m, _)| m == name).map(|(_, e)| e.as_str());
     html! {
+        @if open { p.muted.small { (text::FILE_HINT) } }
         ul.materials {
-            @for m in &c.materials {
-                li { span.badge.ok { (text::RECEIVED) } " " (m)
-                    @if open {
-                        form method="post" action=(format!("/case/{}/material", c.case_id)) class="inline" {
-                            (csrf(staff)) input type="hidden" name="name" value=(m); input type="hidden" name="action" value="remove";
-                            button.link type="submit" { (text::REMOVE_MATERIAL) }
+            @for name in &names {
+                @let spec = listed.iter().find(|m| m.name == *name);
+                @let ticked = c.materials.iter().any(|m| m == name);
+                @let received = ticked || c.files.iter().any(|f| f.material == *name && f.is_current());
+                li.material class=[(!received).then_some("missing")] {
+                    div.material-head {
+                        @if received { span.badge.ok { (text::RECEIVED) } }
+                        @else if spec.is_some_and(|m| m.required) { span.badge.req { (text::NOT_RECEIVED) } }
+                        @else { span.badge { (text::NOT_RECEIVED) } }
+                        " " strong { (name) }
+                        @if !received && spec.is_some_and(|m| m.required && m.may_be_missing) {
+                            " " span.badge.maybe { (text::MAY_BE_MISSING) }
+                        }
+                        @if open && ticked {
+                            form method="post" action=(format!("/case/{}/material", c.case_id)) class="inline" {
+                                (csrf(staff)) input type="hidden" name="name" value=(name); input type="hidden" name="action" value="remove";
+                                button.link type="submit" { (text::REMOVE_MATERIAL) }
+                            }
                         }
                     }
+                    (super::files::listed(staff, c, name, &x.held, &x.topology, open))
+                    @if open { (super::files::upload_form(staff, c, name, error_of(name))) }
                 }
-            }
-            @for m in &missing {
-                li.missing { span.badge.req { "未收" } " " (m.name)
-                    @if m.may_be_missing { " " span.badge.maybe { (text::MAY_BE_MISSING) } } }
             }
         }
         @if open && listed.iter().any(|m| !c.materials.contains(&m.name)) {
@@ -171,6 +196,7 @@ fn materials(staff: &Staff, c: &CaseState, item: Option<&proto::catalogue::Item>
                 button type="submit" { (text::ADD_MATERIAL) }
             }
         }
+        @if !c.files.is_empty() { p.muted.small { (text::FILE_OPENED_NOTE) } }
     }
 }
 
@@ -186,6 +212,12 @@ fn history(c: &CaseState, topology: &Topology) -> Markup {
                     span.who { (h.actor) " · " (node_name(topology, &h.event.origin)) }
                     @if let proto::fold::Happened::Step { step: Step::Forward { to }, note } = &h.happened {
                         div.detail { "转至 " (node_name(topology, to)) @if !note.is_empty() { "：" (note) } }
+                    } @else if let proto::fold::Happened::FileAttached { material, name, replaces, .. } = &h.happened {
+                        div.detail { (material) "：" (name) @if replaces.is_some() { (text::FILE_REPLACES_EARLIER) } }
+                    } @else if let proto::fold::Happened::FileDetached { material, hash, note } = &h.happened {
+                        div.detail { (material) "："
+                            (c.files.iter().find(|f| f.file.hash == *hash).map_or(String::new(), |f| f.file.name.clone()))
+                            @if !note.is_empty() { "（" (note) "）" } }
                     } @else if !line.detail.is_empty() && line.kind != "create" { div.detail { (line.detail) } }
                     @if h.superseded { div.superseded-note { (text::SUPERSEDED) } }
                 }
@@ -328,6 +360,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
     let body = html! {
         @if x.saved { p.banner.ok { (text::WRITTEN) } }
         @if let Some(e) = &x.error { p.banner.error role="alert" { (e) } }
+        @if let Some((m, _)) = &x.file_error { p.banner.error { "“" (m) "”" (text::FILE_NOT_SAVED) } }
         div.case-head {
             span class=(format!("state big s-{}", s.state)) { (text::state(c.state)) }
             strong { (s.item_name) } span.code { " " (s.item) }
@@ -362,7 +395,7 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
                 h2 { "申请信息" }
                 (fields(staff, c, &x.revealed))
                 h2 { (text::MATERIALS) }
-                (materials(staff, c, x.item.as_ref(), open))
+                (materials(staff, c, x, open))
                 h2 { (text::ACTIONS) }
                 (actions(staff, c, &x.steps, &x.topology))
                 (accept_missing_form(staff, c, x))
@@ -394,6 +427,8 @@ async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
             saved: false,
             timing: l.timing(&st, node::cli::today())?,
             calendar: l.calendar()?,
+            held: st.files.iter().map(|f| f.file.hash).filter(|h| l.holds_file(h)).collect(),
+            file_error: None,
         })
     })
     .await
@@ -424,6 +459,18 @@ async fn write(
     id: &str,
     f: impl FnOnce(&mut node::Ledger, &CaseId, &str) -> node::error::Result<()> + Send + 'static,
 ) -> Result<Response, DeskError> {
+    write_at(app, staff, id, None, f).await
+}
+
+/// [`write`] of a material's file: a refusal is shown beside the upload
+/// field of material `at`.
+pub(super) async fn write_at(
+    app: &Arc<App>,
+    staff: &Staff,
+    id: &str,
+    at: Option<String>,
+    f: impl FnOnce(&mut node::Ledger, &CaseId, &str) -> node::error::Result<()> + Send + 'static,
+) -> Result<Response, DeskError> {
     let c = load_case(app, id).await?;
     let (case, actor) = (c.case_id.clone(), staff.actor());
     let result = app.with(move |l| Ok(f(l, &case, &actor))).await?;
@@ -431,15 +478,54 @@ async fn write(
         Ok(()) => Ok(saved(&format!("/case/{}", c.case_id))),
         Err(e) if e.declined().is_some() => {
             let (_, message) = text::declined(&e);
-            let c = load_case(app, id).await?;
-            let mut x = extra(app, &c).await?;
-            x.error = Some(message);
-            let mut res = render(app, staff, &c, &x).into_response();
-            *res.status_mut() = StatusCode::CONFLICT;
-            Ok(res)
+            match at {
+                Some(material) => refused_at(app, staff, id, &material, message, StatusCode::CONFLICT).await,
+                None => refused(app, staff, id, message, StatusCode::CONFLICT).await,
+            }
         }
         Err(e) => Err(DeskError::Internal(e.into())),
     }
+}
+
+/// The case page again with a refusal's reason at the top.
+pub(super) async fn refused(
+    app: &Arc<App>,
+    staff: &Staff,
+    id: &str,
+    message: String,
+    status: StatusCode,
+) -> Result<Response, DeskError> {
+    let c = load_case(app, id).await?;
+    let mut x = extra(app, &c).await?;
+    x.error = Some(message);
+    let mut res = render(app, staff, &c, &x).into_response();
+    *res.status_mut() = status;
+    Ok(res)
+}
+
+/// The case page again with a refused file's reason beside the upload
+/// field of its material (and at the top, for a material not listed).
+pub(super) async fn refused_at(
+    app: &Arc<App>,
+    staff: &Staff,
+    id: &str,
+    material: &str,
+    message: String,
+    status: StatusCode,
+) -> Result<Response, DeskError> {
+    let c = load_case(app, id).await?;
+    let mut x = extra(app, &c).await?;
+    let listed = x.item.as_ref().is_some_and(|i| i.materials.iter().any(|m| m.name == material))
+        || c.materials.iter().any(|m| m == material)
+        || c.files.iter().any(|f| f.material == material);
+    if listed {
+        x.file_error = Some((material.to_string(), message));
+    } else {
+        x.error = Some(message);
+    }
+    let mut res = render(app, staff, &c, &x).into_response();
+    *res.status_mut() = status;
+    Ok(res)
 }
 
 #[derive(Deserialize)]

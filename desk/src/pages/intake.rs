@@ -1,9 +1,11 @@
-//! 收件: pick the item, enter the applicant, tick the materials received.
-//! On save the case exists and the receipt opens; a refusal shows its
-//! reason beside the field, keeps what was typed, and writes nothing.
+//! 收件: pick the item, enter the applicant, tick the materials received
+//! and attach their files (scans, photos). On save the case exists with
+//! its files and the receipt opens; a refusal (a file too, checked before
+//! the case is made) shows its reason beside the field, keeps what was
+//! typed, and writes nothing.
 
 use super::page;
-use crate::session::{Checked, Staff};
+use crate::session::{Staff, Upload};
 use crate::{csrf, text, App, DeskError};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -113,11 +115,12 @@ impl Taking<'_> {
     }
 }
 
-fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<&str, String>) -> Markup {
+fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<String, String>, sent_files: bool) -> Markup {
     let err = |f: &str| errors.get(f).cloned();
     html! {
         @if let Some(e) = err("") { p.banner.error role="alert" { (e) } }
-        form.intake method="post" action="/intake" novalidate {
+        form.intake method="post" action="/intake" enctype="multipart/form-data" novalidate {
+            // The token first: it is checked before any file is read.
             (csrf(staff))
             @match taking {
                 Taking::Item(item) => {
@@ -163,15 +166,18 @@ fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<&str, 
                     @if let Some(e) = err("agent") { span.field-error { (e) } } }
             }
             fieldset {
-                legend { (text::MATERIALS) "（勾选已收取的）" }
-                ul.materials { @for m in &taking.materials() {
+                legend { (text::MATERIALS) "（勾选已收取的，可同时上传扫描件或照片）" }
+                p.muted.small { (text::FILE_HINT) }
+                @if sent_files && !errors.is_empty() { p.muted.small { (text::CHOOSE_FILES_AGAIN) } }
+                ul.materials.intake-materials { @for (i, m) in taking.materials().iter().enumerate() {
                     li { label.check {
                         input type="checkbox" name="material" value=(m.name) checked[input.material.contains(&m.name)];
                         (m.name) " "
                         @if m.required && m.may_be_missing { span.badge.maybe { (text::MAY_BE_MISSING) } }
                         @else if m.required { span.badge.req { (text::REQUIRED) } }
                         @else { span.badge { (text::OPTIONAL) } }
-                    } }
+                    }
+                    (super::files::intake_input(i, &m.name, err(&format!("file{i}")).as_deref())) }
                 } }
             }
             button.primary type="submit" { (text::SAVE_CASE) }
@@ -193,7 +199,7 @@ pub async fn pick(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Pic
         }
         return Ok(Redirect::to("/intake").into_response());
     };
-    let body = form(&staff, &taking, &Intake::default(), &BTreeMap::new());
+    let body = form(&staff, &taking, &Intake::default(), &BTreeMap::new(), false);
     Ok(page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response())
 }
 
@@ -201,9 +207,9 @@ fn bundle_taking<'a>(app: &'a App, b: &'a proto::catalogue::Bundle) -> Taking<'a
     Taking::Bundle(b, b.items.iter().filter_map(|c| app.items.iter().find(|i| &i.code == c)).collect())
 }
 
-pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<Response, DeskError> {
-    let (staff, mut input) = (c.staff, c.form);
-    input.material = c.pairs.iter().filter(|(k, _)| k == "material").map(|(_, v)| v.clone()).collect();
+pub async fn submit(State(app): State<Arc<App>>, u: Upload<Intake>) -> Result<Response, DeskError> {
+    let (staff, mut input) = (u.staff, u.form);
+    input.material = u.pairs.iter().filter(|(k, _)| k == "material").map(|(_, v)| v.clone()).collect();
     let app2 = app.clone();
     let taking = if !input.bundle.is_empty() {
         app2.bundles.iter().find(|b| b.code == input.bundle).map(|b| bundle_taking(&app2, b))
@@ -213,21 +219,46 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
     let Some(taking) = taking else {
         return Err(DeskError::BadRequest(format!("事项编码 {}{} 不在本窗口可收的事项中。", input.item, input.bundle)));
     };
-    let mut errors: BTreeMap<&str, String> = BTreeMap::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
     // Only the item's (or bundle's) own materials can be ticked.
     let listed = taking.materials();
     if let Some(m) = input.material.iter().find(|m| !listed.iter().any(|x| &x.name == *m)) {
-        errors.insert("", format!("材料“{m}”不属于该事项。"));
+        errors.insert(String::new(), format!("材料“{m}”不属于该事项。"));
+    }
+    // Each file is for the material of its field (`file<index>`), checked
+    // before the case is made, so that a refused file writes nothing.
+    let sent_files = !u.files.is_empty();
+    let mut files: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for sent in u.files {
+        let Some(m) = sent.field.strip_prefix("file").and_then(|i| i.parse::<usize>().ok()).and_then(|i| listed.get(i))
+        else {
+            errors.insert(String::new(), text::BAD_FORM.into());
+            continue;
+        };
+        let field = sent.field.clone();
+        match super::files::precheck(&m.name, sent) {
+            Ok((name, bytes)) => files.push((m.name.clone(), name, bytes)),
+            Err(why) => {
+                errors.insert(field, why);
+            }
+        }
     }
     if errors.is_empty() {
         let actor = staff.actor();
+        // A material with a file is a material received.
+        let mut materials = input.material.clone();
+        for (m, _, _) in &files {
+            if !materials.contains(m) {
+                materials.push(m.clone());
+            }
+        }
         let new = NewCase {
             item: input.item.clone(),
             applicant: input.applicant.clone(),
             id_number: input.id_number.trim().to_uppercase(),
             phone: Some(input.phone.trim().to_string()).filter(|p| !p.is_empty()),
             address: Some(input.address.trim().to_string()).filter(|a| !a.is_empty()),
-            materials: input.material.clone(),
+            materials,
             bundle: None,
             agent: Some((input.agent.trim().to_string(), input.authorisation.trim().to_string()))
                 .filter(|(a, _)| !a.is_empty()),
@@ -235,25 +266,54 @@ pub async fn submit(State(app): State<Arc<App>>, c: Checked<Intake>) -> Result<R
         let bundle = input.bundle.clone();
         let made = app
             .with(move |l| {
-                Ok(if bundle.is_empty() {
-                    l.new_case(&actor, new).map(|c| format!("/case/{c}/receipt?new=1"))
+                let made = if bundle.is_empty() {
+                    l.new_case(&actor, new).map(|c| (format!("/case/{c}/receipt?new=1"), vec![c]))
                 } else {
-                    l.new_bundle(&actor, &bundle, new).map(|(id, _)| format!("/bundle/{id}?new=1"))
-                })
+                    l.new_bundle(&actor, &bundle, new).map(|(id, cases)| (format!("/bundle/{id}?new=1"), cases))
+                };
+                let (to, cases) = match made {
+                    Ok(made) => made,
+                    Err(e) => return Ok(Err(e)),
+                };
+                // Each file goes to every case of the bundle whose item
+                // takes its material (stored once all the same).
+                let mut failed = Vec::new();
+                for (material, name, bytes) in &files {
+                    for case in &cases {
+                        if cases.len() > 1 && !l.case(case)?.materials.contains(material) {
+                            continue;
+                        }
+                        match l.attach_file(&actor, case, material, name, bytes, None) {
+                            Ok(_) => {}
+                            Err(e) if e.declined().is_some() => {
+                                failed.push((case.clone(), format!("{material}：{name}（{}）", text::declined(&e).1)))
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Ok(Ok((to, failed)))
             })
             .await?;
         match made {
-            Ok(to) => return Ok(Redirect::to(&to).into_response()),
+            Ok((to, failed)) => {
+                let Some((case, _)) = failed.first() else { return Ok(Redirect::to(&to).into_response()) };
+                // Refused after the case was made (checked before, so
+                // rare): the case page says which files to upload again.
+                let lines: Vec<String> = failed.iter().map(|(_, l)| l.clone()).collect();
+                let message = format!("{}{}", text::FILE_SAVED_BUT, lines.join("；"));
+                return super::case::refused(&app, &staff, &case.0, message, axum::http::StatusCode::CONFLICT).await;
+            }
             Err(e) => {
                 let (field, message) = text::declined(&e);
                 if e.declined().is_none() {
                     return Err(DeskError::Internal(e.into()));
                 }
-                errors.insert(field.unwrap_or(""), message);
+                errors.insert(field.unwrap_or("").to_string(), message);
             }
         }
     }
-    let body = form(&staff, &taking, &input, &errors);
+    let body = form(&staff, &taking, &input, &errors, sent_files);
     let mut res = page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response();
     *res.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
     Ok(res)

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod case;
 pub mod dashboard;
+pub mod files;
 pub mod followups;
 pub mod intake;
 pub mod ledger;

@@ -1,5 +1,6 @@
 //! Print views on A4: 受理回执 (receipt) and 一次性告知书 (everything still
-//! needed, listed once). Personal data masked.
+//! needed, listed once: the materials with neither a tick nor a file).
+//! Personal data masked.
 
 use super::{load_case, node_name};
 use crate::session::Staff;
@@ -49,6 +50,12 @@ async fn facts(app: &Arc<App>, c: &CaseState) -> Result<Facts, DeskError> {
     .await
 }
 
+/// Whether a material is in hand: ticked (the paper seen at the window)
+/// or with a current file.
+fn received(c: &CaseState, material: &str) -> bool {
+    c.materials.iter().any(|m| m == material) || c.files.iter().any(|f| f.material == material && f.is_current())
+}
+
 fn applicant(c: &CaseState) -> String {
     node::view::CaseSummary::from(c).applicant
 }
@@ -79,13 +86,7 @@ pub async fn receipt(
     let missing: Vec<String> = f
         .item
         .as_ref()
-        .map(|i| {
-            i.materials
-                .iter()
-                .filter(|m| m.required && !c.materials.contains(&m.name))
-                .map(|m| m.name.clone())
-                .collect()
-        })
+        .map(|i| i.materials.iter().filter(|m| m.required && !received(&c, &m.name)).map(|m| m.name.clone()).collect())
         .unwrap_or_default();
     let back = format!("/case/{}", c.case_id);
     let body = html! {
@@ -115,11 +116,8 @@ pub async fn receipt(
 pub async fn notice(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Html, DeskError> {
     let c = load_case(&app, &id).await?;
     let f = facts(&app, &c).await?;
-    let needed: Vec<&proto::catalogue::Material> = f
-        .item
-        .as_ref()
-        .map(|i| i.materials.iter().filter(|m| !c.materials.contains(&m.name)).collect())
-        .unwrap_or_default();
+    let needed: Vec<&proto::catalogue::Material> =
+        f.item.as_ref().map(|i| i.materials.iter().filter(|m| !received(&c, &m.name)).collect()).unwrap_or_default();
     let back = format!("/case/{}", c.case_id);
     let body = html! {
         header.sheet-head { h1 { (text::NOTICE) } p { (f.window) } }

@@ -1,6 +1,7 @@
 //! The day's work in a real headless Chromium, across the three tiers:
-//! a village clerk takes a case (a wrong ID check digit first), prints the
-//! receipt, pre-reviews and forwards it, syncs; the township reviewer
+//! a village clerk takes a case (a wrong ID check digit first) with a photo
+//! of the ID card, prints the receipt, uploads the signed form on the case
+//! page, pre-reviews and forwards it, syncs; the township reviewer
 //! accepts and approves it; the county ledger shows it, filtered, and
 //! exports it. A screenshot of every main page goes to
 //! `target/desk-screens/` for people to look at.
@@ -46,16 +47,36 @@ fn body_text(b: &Browser) -> Result<String> {
     Ok(b.execute("return document.body ? document.body.innerText : '';", &[])?.as_str().unwrap_or_default().to_string())
 }
 
-/// Clicks a step's button and waits for the page that follows.
-fn click_step(b: &Browser, value: &str) -> Result<()> {
+/// Clicks a form's button and waits for the page that follows; it must
+/// say 已保存.
+fn submit_and_wait(b: &Browser, button: &str) -> Result<()> {
     b.execute("window.__before_step = true;", &[])?;
-    b.find(&format!("button[name=step][value^='{value}']"))?.click()?;
-    wait_for(b, "the step's page", |b| {
+    b.find(button)?.click()?;
+    wait_for(b, "the page after the form", |b| {
         Ok(b.execute("return window.__before_step === undefined && document.readyState === 'complete';", &[])?
             == serde_json::Value::Bool(true))
     })?;
     let text = body_text(b)?;
-    anyhow::ensure!(text.contains("已保存"), "the step was not saved: {text}");
+    anyhow::ensure!(text.contains("已保存"), "the form was not saved: {text}");
+    Ok(())
+}
+
+/// Clicks a step's button and waits for the page that follows.
+fn click_step(b: &Browser, value: &str) -> Result<()> {
+    submit_and_wait(b, &format!("button[name=step][value^='{value}']"))
+}
+
+/// Chooses a file for a material on the case page, as a clerk does in the
+/// file dialog (WebDriver sends the path to the file input), and uploads it.
+fn upload(b: &Browser, material: &str, file: &std::path::Path) -> Result<()> {
+    let form = format!("form.upload[data-material='{material}']");
+    b.find(&format!("{form} input[type=file]"))?.send_keys(file.to_str().context("a UTF-8 path")?)?;
+    submit_and_wait(b, &format!("{form} button[type=submit]"))
+}
+
+/// Scrolls the case page to its materials, for a screenshot of them.
+fn show_materials(b: &Browser) -> Result<()> {
+    b.execute("document.querySelector('ul.materials').closest('section').querySelector('h2:nth-of-type(2)').scrollIntoView();", &[])?;
     Ok(())
 }
 
@@ -94,6 +115,16 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     b.find("input[name=address]")?.send_keys("文林街道一社区 3 组 12 号")?;
     b.find("input[name=material][value='居民身份证']")?.click()?;
     b.find("input[name=material][value='申请表']")?.click()?;
+    // A photo of the ID card, taken with the form (a file input per material).
+    let work = tempfile::tempdir()?;
+    let photo = work.path().join("身份证照片.png");
+    std::fs::write(&photo, system_tests::samples::id_card_png())?;
+    let form = work.path().join("申请表（已签字）.pdf");
+    std::fs::write(&form, system_tests::samples::one_page_pdf("Application form, signed by Zhang San"))?;
+    let id_card_file = "input[type=file][aria-label^='居民身份证']";
+    b.find(id_card_file)?.send_keys(photo.to_str().context("a UTF-8 path")?)?;
+    b.execute("document.querySelector('ul.intake-materials').scrollIntoView();", &[])?;
+    shot(&b, "03b-intake-materials")?;
     let hint = b.find("#id_number-error")?.text()?;
     assert!(hint.contains("校验位"), "the browser checks the digit: {hint:?}");
     b.find("form.intake button[type=submit]")?.click()?;
@@ -109,6 +140,9 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     let id = b.find("input[name=id_number]")?;
     id.clear()?;
     id.send_keys(&good)?;
+    // The browser kept no file across the refusal (the page says so): chosen again.
+    assert!(body_text(&b)?.contains("浏览器不会保留已选的文件"), "the clerk is told to choose the file again");
+    b.find(id_card_file)?.send_keys(photo.to_str().context("a UTF-8 path")?)?;
     b.find("form.intake button[type=submit]")?.click()?;
     wait_for(&b, "the receipt", |b| Ok(b.url()?.contains("/receipt")))?;
     let url = b.url()?;
@@ -121,6 +155,35 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     b.goto(&format!("{village}/case/{case}/notice"))?;
     assert!(body_text(&b)?.contains("户口簿"), "the notice lists what is still needed");
     shot(&b, "06-notice")?;
+
+    // Material files: the signed 申请表 (a PDF) on the case page, beside
+    // the photo of the ID card taken at intake, shown as a thumbnail.
+    b.goto(&format!("{village}/case/{case}"))?;
+    upload(&b, "申请表", &form)?;
+    wait_for(&b, "the thumbnail", |b| {
+        Ok(b.execute(
+            "const i = document.querySelector('li.file img'); return !!i && i.complete && i.naturalWidth > 0;",
+            &[],
+        )? == serde_json::Value::Bool(true))
+    })?;
+    let page = body_text(&b)?;
+    assert!(
+        page.contains("身份证照片.png") && page.contains("申请表（已签字）.pdf") && page.contains("PNG 图片"),
+        "{page}"
+    );
+    show_materials(&b)?;
+    shot(&b, "06b-village-case-files")?;
+    // The PDF opens in the browser's own viewer (headless Chromium draws
+    // the viewer blank in a screenshot, so none is taken).
+    let pdf = b.execute(
+        "return [...document.querySelectorAll('li.file .file-name a')].find(a => a.textContent.includes('.pdf')).href;",
+        &[],
+    )?;
+    b.goto(pdf.as_str().context("the PDF's link")?)?;
+    let opened = b.execute("return document.contentType;", &[])?;
+    assert_eq!(opened, "application/pdf", "the browser shows the PDF itself");
+    b.goto(&format!("{village}/case/{case}/notice"))?;
+    assert!(body_text(&b)?.contains("户口簿"), "the 户口簿 is still needed: neither ticked nor a file");
 
     // Pre-review and forward to the township.
     b.goto(&format!("{village}/case/{case}"))?;
@@ -153,6 +216,11 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     assert!(body_text(&b)?.contains(&case), "the township's queue holds the case");
     shot(&b, "09-township-queue")?;
     b.goto(&format!("{township}/case/{case}"))?;
+    // The village's files are listed; their bytes stay at the village.
+    let page = body_text(&b)?;
+    assert!(page.contains("身份证照片.png") && page.contains("尚未同步到本机"), "{page}");
+    show_materials(&b)?;
+    shot(&b, "09b-township-case-files")?;
     // The applicant brings the 户口簿 the notice asked for; then 受理.
     b.execute("window.__before_step = true;", &[])?;
     b.find("form.row[action$='/material'] select[name=name] option[value='户口簿']")?.click()?;

@@ -3,4 +3,5 @@
 //! headless Chromium (the day's work across the three tiers).
 
 mod browser;
+mod files;
 mod rules;
