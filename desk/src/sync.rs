@@ -125,6 +125,18 @@ fn describe(s: &node::sync::Summary) -> String {
     if s.stats.quarantined_events > 0 {
         words.push_str(&format!("；本机隔离了收到的 {} 条记录", s.stats.quarantined_events));
     }
+    if s.files.files_received + s.files.files_sent > 0 {
+        words.push_str(&format!(
+            "；材料文件：收到 {} 个（{:.1} MB），发出 {} 个（{:.1} MB）",
+            s.files.files_received,
+            s.files.file_bytes_received as f64 / 1e6,
+            s.files.files_sent,
+            s.files.file_bytes_sent as f64 / 1e6
+        ));
+    }
+    if s.files.incomplete > 0 {
+        words.push_str(&format!("；{} 个文件尚未收全，下次同步时从断点继续", s.files.incomplete));
+    }
     if s.stats.newer_format_events > 0 {
         words.push_str(&format!(
             "；收到 {} 条由更新版本软件写入的记录，本机版本无法读取，暂不接收（升级后下次同步即可收到）：请联系管理员升级本机软件",

@@ -101,6 +101,29 @@ pub struct Ledger {
     dir: std::path::PathBuf,
 }
 
+/// The checks of a file to attach that need no case: its size, its type
+/// told by its content, the limits every receiver applies to the event.
+/// Returns what the event will say of it (its hash computed). Nothing is
+/// written.
+pub fn check_file(material: &str, name: &str, bytes: &[u8]) -> std::result::Result<FileRef, Declined> {
+    let limit = proto::files::FILE_LIMIT_DEFAULT;
+    if bytes.len() as u64 > limit {
+        return Err(Declined::FileTooLarge { size: bytes.len() as u64, limit });
+    }
+    let media_type = proto::files::MediaType::sniff(bytes).ok_or(Declined::FileType)?;
+    let name = name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+    let file = FileRef {
+        hash: blobs::hash_of(bytes),
+        size: bytes.len() as u64,
+        media_type,
+        name,
+        pages: media_type.pages(bytes),
+    };
+    let body = Body::AttachFile { material: material.into(), file: file.clone(), replaces: None };
+    limits::check_body(&body)?;
+    Ok(file)
+}
+
 /// A file attached to a case's material.
 #[derive(Debug, Clone)]
 pub struct Attached {
@@ -1072,11 +1095,6 @@ impl Ledger {
         bytes: &[u8],
         replaces: Option<FileHash>,
     ) -> Result<Attached> {
-        let limit = proto::files::FILE_LIMIT_DEFAULT;
-        if bytes.len() as u64 > limit {
-            return Err(Declined::FileTooLarge { size: bytes.len() as u64, limit }.into());
-        }
-        let media_type = proto::files::MediaType::sniff(bytes).ok_or(Declined::FileType)?;
         let held = self.case(case)?;
         if let Some(old) = replaces {
             if !held.files.iter().any(|f| f.material == material && f.file.hash == old && f.is_current()) {
@@ -1086,12 +1104,9 @@ impl Ledger {
                 .into());
             }
         }
-        let name = name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
-        let hash = blobs::hash_of(bytes);
-        let file = FileRef { hash, size: bytes.len() as u64, media_type, name, pages: media_type.pages(bytes) };
+        let file = check_file(material, name, bytes)?;
+        let hash = file.hash;
         let body = Body::AttachFile { material: material.into(), file: file.clone(), replaces };
-        // The checks every event gets, before any byte is written.
-        limits::check_body(&body).map_err(Declined::from)?;
         limits::check_growth(&held, &body).map_err(Declined::from)?;
         let key = self.lane_key(&held.home)?;
         let newly_stored = blobs::store(&self.dir, &key, &hash, bytes)?;

@@ -18,7 +18,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use node::Declined;
-use proto::files::{FileHash, FileRef, MediaType, FILE_LIMIT_DEFAULT};
+use proto::files::{FileHash, MediaType, FILE_LIMIT_DEFAULT};
 use proto::fold::{CaseFile, CaseState, Happened};
 use proto::Topology;
 use serde::Deserialize;
@@ -164,17 +164,8 @@ fn not_kept(sent: &Sent) -> String {
 /// again when it attaches the file.
 pub fn precheck(material: &str, sent: Sent) -> Result<(String, Vec<u8>), String> {
     let Some(bytes) = sent.bytes.as_ref() else { return Err(not_kept(&sent)) };
-    let refused = |d: Declined| text::declined(&d.into()).1;
-    let media_type = MediaType::sniff(bytes).ok_or_else(|| refused(Declined::FileType))?;
-    let name = sent.name.rsplit(['/', '\\']).next().unwrap_or_default().to_string();
-    let body = proto::event::Body::AttachFile {
-        material: material.to_string(),
-        // The hash is not checked by the limits; the ledger computes it.
-        file: FileRef { hash: FileHash([0; 32]), size: sent.size, media_type, name: name.clone(), pages: None },
-        replaces: None,
-    };
-    proto::limits::check_body(&body).map_err(|l| refused(Declined::Limit(l)))?;
-    Ok((name, sent.bytes.unwrap_or_default()))
+    let file = node::ledger::check_file(material, &sent.name, bytes).map_err(|d| text::declined(&d.into()).1)?;
+    Ok((file.name, sent.bytes.unwrap_or_default()))
 }
 
 #[derive(Deserialize)]

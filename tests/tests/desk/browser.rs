@@ -216,9 +216,9 @@ fn a_case_goes_from_the_village_desk_to_the_county_ledger() -> Result<()> {
     assert!(body_text(&b)?.contains(&case), "the township's queue holds the case");
     shot(&b, "09-township-queue")?;
     b.goto(&format!("{township}/case/{case}"))?;
-    // The village's files are listed; their bytes stay at the village.
+    // The village's files came up with the sync: the reviewer sees them.
     let page = body_text(&b)?;
-    assert!(page.contains("身份证照片.png") && page.contains("尚未同步到本机"), "{page}");
+    assert!(page.contains("身份证照片.png") && !page.contains("尚未同步到本机"), "{page}");
     show_materials(&b)?;
     shot(&b, "09b-township-case-files")?;
     // The applicant brings the 户口簿 the notice asked for; then 受理.
