@@ -137,6 +137,12 @@ fn describe(s: &node::sync::Summary) -> String {
     if s.files.incomplete > 0 {
         words.push_str(&format!("；{} 个文件尚未收全，下次同步时从断点继续", s.files.incomplete));
     }
+    if let Some(u) = &s.unconfirmed_by_county {
+        words.push_str(&format!(
+            "。注意：{} 已接收本村的 {} 条记录，但县中心的签收回执中没有这些记录，可能未被转报。记录仍安全保存在本机；请联系县管理员，或直接与县中心同步",
+            u.peer, u.events
+        ));
+    }
     if s.stats.newer_format_events > 0 {
         words.push_str(&format!(
             "；收到 {} 条由更新版本软件写入的记录，本机版本无法读取，暂不接收（升级后下次同步即可收到）：请联系管理员升级本机软件",
@@ -168,7 +174,7 @@ pub async fn run_once(app: &Arc<App>) -> bool {
             peer: s.peer.clone(),
             started_ms: started,
             finished_ms: finished,
-            ok: s.own_diverged.is_empty() && s.peer_diverged.is_empty(),
+            ok: s.own_diverged.is_empty() && s.peer_diverged.is_empty() && s.unconfirmed_by_county.is_none(),
             message: describe(s),
             sent: s.stats.sent_events,
             received: s.stats.received_events,

@@ -85,6 +85,11 @@ pub const ADD_FILE: &str = "再传一份";
 pub const DETACH: &str = "移除";
 pub const DETACH_NOTE: &str = "移除原因";
 pub const FILE_NOT_HERE: &str = "尚未同步到本机";
+/// 县级已接收 marks (the county's signed receipt covers it).
+pub const COUNTY_RECEIVED: &str = "县级已接收";
+pub const COUNTY_RECEIVED_HINT: &str = "县市民服务中心已签收本件的全部记录";
+pub const COUNTY_NOT_YET: &str = "县级尚未确认";
+pub const COUNTY_NOT_YET_HINT: &str = "县市民服务中心的签收回执尚未包含本件的全部记录（同步后更新）";
 pub const FILE_REPLACED: &str = "已替换";
 pub const FILE_REMOVED: &str = "已移除";
 pub const NO_FILE_YET: &str = "尚无文件";

@@ -11,6 +11,7 @@ pub mod keystore;
 pub mod ledger;
 pub mod protect;
 pub mod query;
+pub mod receipts;
 pub mod staff;
 pub mod store;
 pub mod sync;

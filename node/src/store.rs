@@ -138,6 +138,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX file_refs_home ON file_refs(home);
      CREATE TABLE files_held (hash BLOB PRIMARY KEY, size INTEGER NOT NULL, home TEXT NOT NULL,
                               outline BLOB) WITHOUT ROWID;",
+    // 14: 县级已接收: the latest county receipt per home lane (signed; kept
+    // as received), and when an upstream node acknowledged this node's
+    // own events.
+    "CREATE TABLE county_receipts (home TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, signed BLOB NOT NULL) WITHOUT ROWID;
+     CREATE TABLE upstream_held (origin TEXT NOT NULL, seq INTEGER NOT NULL, peer TEXT NOT NULL,
+                                 at_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.

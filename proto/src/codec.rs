@@ -41,6 +41,8 @@ pub struct Tag {
 pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 2, what: "sync message" };
 /// A message of a sync session's file phase (`crate::transfer`).
 pub const FILE_MESSAGE: Tag = Tag { kind: 0x46, version: 1, what: "file message" };
+/// The signed part of a county receipt (`crate::files::Receipt`).
+pub const RECEIPT: Tag = Tag { kind: 0x52, version: 1, what: "county receipt" };
 /// An event as stored.
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).

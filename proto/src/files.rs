@@ -212,6 +212,56 @@ pub fn group_matches(hash: &FileHash, size: u64, outline: &[GroupHash], index: u
     outline.get(index as usize) == Some(&group_hash(index, bytes))
 }
 
+/// 县级已接收: what the county signs of one home lane it holds, as of
+/// `at_ms`: every event of each origin up to its seq in `upto`, and every
+/// file those events attach except `missing` (the county fetches every
+/// file eagerly, so the exceptions are few). Not an event: the latest one
+/// per lane travels in the file phase of a session, from a higher tier to
+/// a lower (county → township → village), so it never holds a chain back
+/// at a node of an earlier release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub home: crate::NodeId,
+    pub upto: Vec<(crate::NodeId, u64)>,
+    pub missing: Vec<FileHash>,
+    pub at_ms: u64,
+}
+
+/// A receipt with the county's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub receipt: Receipt,
+    /// The county key that signed (enrolled for the county node).
+    pub key: crate::event::KeyId,
+    pub signature: Vec<u8>,
+}
+
+impl SignedReceipt {
+    pub fn sign(key: &ed25519_dalek::SigningKey, receipt: Receipt) -> SignedReceipt {
+        use ed25519_dalek::Signer;
+        let signature = key.sign(&crate::codec::encode_tagged(crate::codec::RECEIPT, &receipt)).to_bytes().to_vec();
+        SignedReceipt { receipt, key: crate::event::KeyId::of(&key.verifying_key()), signature }
+    }
+
+    /// Whether the signature is the named key's.
+    pub fn signature_holds(&self) -> bool {
+        use ed25519_dalek::Verifier;
+        let Some(key) = self.key.verifying_key() else { return false };
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&self.signature) else { return false };
+        key.verify(&crate::codec::encode_tagged(crate::codec::RECEIPT, &self.receipt), &signature).is_ok()
+    }
+
+    /// Whether the county held an event (by its origin and seq) of this lane.
+    pub fn covers(&self, origin: &crate::NodeId, seq: u64) -> bool {
+        self.receipt.upto.iter().any(|(o, s)| o == origin && seq <= *s)
+    }
+
+    /// Whether the county held a file attached by event `(origin, seq)`.
+    pub fn covers_file(&self, origin: &crate::NodeId, seq: u64, hash: &FileHash) -> bool {
+        self.covers(origin, seq) && !self.receipt.missing.contains(hash)
+    }
+}
+
 /// What a case's event says about a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRef {
@@ -308,6 +358,34 @@ mod tests {
             }
         }
         assert!(group_matches(&FileHash(*blake3::hash(b"").as_bytes()), 0, &[], 0, b""));
+    }
+
+    /// A receipt verifies under the county's key only as signed, and
+    /// covers what it says and nothing else.
+    #[test]
+    fn a_receipt_verifies_and_covers_what_it_says() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let (v, t) = (crate::NodeId::new("v"), crate::NodeId::new("t"));
+        let r = SignedReceipt::sign(
+            &key,
+            Receipt {
+                home: v.clone(),
+                upto: vec![(v.clone(), 7), (t.clone(), 2)],
+                missing: vec![FileHash([1; 32])],
+                at_ms: 9,
+            },
+        );
+        assert!(r.signature_holds());
+        assert!(r.covers(&v, 7) && !r.covers(&v, 8) && r.covers(&t, 1) && !r.covers(&crate::NodeId::new("c"), 1));
+        assert!(r.covers_file(&v, 3, &FileHash([2; 32])));
+        assert!(!r.covers_file(&v, 3, &FileHash([1; 32])), "a missing file is not covered");
+        assert!(!r.covers_file(&v, 9, &FileHash([2; 32])), "nor one of an event past the receipt");
+        let mut forged = r.clone();
+        forged.receipt.upto[0].1 = 100;
+        assert!(!forged.signature_holds());
+        let mut other = r.clone();
+        other.key = crate::event::KeyId::of(&ed25519_dalek::SigningKey::from_bytes(&[6; 32]).verifying_key());
+        assert!(!other.signature_holds());
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub enum FileMessage {
     Sent,
     /// I want nothing more from you.
     Finished,
+    /// The county's latest receipts of lanes in your scope (a higher tier
+    /// to a lower; see [`crate::files::Receipt`]).
+    Receipts(Vec<crate::files::SignedReceipt>),
 }
 
 impl FileMessage {
@@ -81,6 +84,14 @@ pub trait FileStore {
     /// Keeps a verified group (`index` is the next the store lacks); the
     /// file is whole once its last group is kept.
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// Keeps a county receipt from `peer` when it is genuine (signed by a
+    /// county key), of a lane in this node's scope, and newer than the one
+    /// held; returns whether it was kept.
+    fn keep_receipt(&mut self, peer: &crate::NodeId, receipt: crate::files::SignedReceipt)
+        -> Result<bool, Self::Error>;
+    /// The county receipts to hand `peer` once this node has received what
+    /// it will this session (see [`crate::files::Receipt`]).
+    fn receipts_for(&self, peer: &crate::NodeId) -> Result<Vec<crate::files::SignedReceipt>, Self::Error>;
 }
 
 /// Counters of one file phase.
@@ -99,6 +110,8 @@ pub struct FileStats {
     pub not_at_peer: u64,
     /// Files still incomplete when the phase ended.
     pub incomplete: u64,
+    /// County receipts kept (genuine, in scope, newer than those held).
+    pub receipts_kept: u64,
     /// What was refused: the file and the group (`None`: its outline).
     #[serde(skip)]
     pub refused: Vec<(FileHash, Option<u64>)>,
@@ -232,6 +245,12 @@ impl Transfer {
                 if again.is_empty() || self.rounds >= MAX_ROUNDS {
                     self.stats.incomplete = again.len() as u64;
                     self.sent_finished = true;
+                    // Everything this node will receive this session is in:
+                    // the county's receipts now cover it.
+                    let receipts = store.receipts_for(&self.peer).map_err(storage)?;
+                    if !receipts.is_empty() {
+                        self.outbox.push_back(FileMessage::Receipts(receipts));
+                    }
                     self.outbox.push_back(FileMessage::Finished);
                 } else {
                     self.rounds += 1;
@@ -239,6 +258,13 @@ impl Transfer {
                 }
             }
             FileMessage::Finished => self.peer_finished = true,
+            FileMessage::Receipts(list) => {
+                for r in list {
+                    if store.keep_receipt(&self.peer, r).map_err(storage)? {
+                        self.stats.receipts_kept += 1;
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -76,6 +76,12 @@ impl FileStore for Mem {
     fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>, String> {
         Ok(Some(self.blobs[hash].chunks(GROUP).nth(index as usize).unwrap_or_default().to_vec()))
     }
+    fn keep_receipt(&mut self, _: &NodeId, _: proto::files::SignedReceipt) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn receipts_for(&self, _: &NodeId) -> Result<Vec<proto::files::SignedReceipt>, String> {
+        Ok(Vec::new())
+    }
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
         let p = self.partial.entry(*hash).or_default();
         assert_eq!(p.len() as u64, index * GROUP as u64, "groups are written in order");

@@ -79,6 +79,9 @@ struct Extra {
     calendar: std::sync::Arc<proto::calendar::Calendar>,
     /// The case's files whose bytes this node holds.
     held: BTreeSet<FileHash>,
+    /// 县级已接收: the case's events and files the county has receipted.
+    county_received: bool,
+    county_files: BTreeSet<FileHash>,
     /// A refused file: (material, reason), shown beside its field.
     file_error: Option<(String, String)>,
 }
@@ -181,7 +184,7 @@ fn materials(staff: &Staff, c: &CaseState, x: &Extra, open: bool) -> Markup {
                             }
                         }
                     }
-                    (super::files::listed(staff, c, name, &x.held, &x.topology, open))
+                    (super::files::listed(staff, c, name, &x.held, &x.county_files, &x.topology, open))
                     @if open { (super::files::upload_form(staff, c, name, error_of(name))) }
                 }
             }
@@ -367,6 +370,13 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
             div.muted { (text::HOME) "：" (node_name(&x.topology, &c.home)) " · " (text::HANDLER) "："
                 (node_name(&x.topology, &c.handler)) " · " (text::CREATED) "：" (crate::when(c.created.map(|h| h.wall_ms).unwrap_or(0))) }
             @if let Some(t) = &x.timing { (timing_line(t)) }
+            div.small {
+                @if x.county_received {
+                    span.badge.ok title=(text::COUNTY_RECEIVED_HINT) { (text::COUNTY_RECEIVED) }
+                } @else {
+                    span.badge.maybe title=(text::COUNTY_NOT_YET_HINT) { (text::COUNTY_NOT_YET) }
+                }
+            }
             div.links {
                 a href=(format!("/case/{}/receipt", c.case_id)) { (text::RECEIPT) }
                 " · " a href=(format!("/case/{}/notice", c.case_id)) { (text::NOTICE) }
@@ -428,6 +438,16 @@ async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
             timing: l.timing(&st, node::cli::today())?,
             calendar: l.calendar()?,
             held: st.files.iter().map(|f| f.file.hash).filter(|h| l.holds_file(h)).collect(),
+            county_received: l.county_received(&st)?,
+            county_files: {
+                let mut set = BTreeSet::new();
+                for f in &st.files {
+                    if l.county_has_file(&st, f)? {
+                        set.insert(f.file.hash);
+                    }
+                }
+                set
+            },
             file_error: None,
         })
     })

@@ -55,6 +55,7 @@ pub fn listed(
     c: &CaseState,
     material: &str,
     held: &BTreeSet<FileHash>,
+    county: &BTreeSet<FileHash>,
     topology: &Topology,
     open: bool,
 ) -> Markup {
@@ -85,6 +86,7 @@ pub fn listed(
                                 @if let Some(note) = removal_note(c, f) { span.muted { "：" (note) } }
                             }
                             @if !here { " " span.badge.maybe { (text::FILE_NOT_HERE) } }
+                            @if county.contains(&f.file.hash) { " " span.badge.ok { (text::COUNTY_RECEIVED) } }
                         }
                         div.file-meta.muted.small {
                             span { (text::file_size(f.file.size)) }

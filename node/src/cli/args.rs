@@ -150,6 +150,10 @@ pub enum Common {
         /// The staff name recorded when --as is not given.
         #[arg(long, value_name = "NAME")]
         operator: Option<String>,
+        /// Village: minutes the township has to pass acknowledged records on
+        /// before a county receipt without them raises a warning (default 60).
+        #[arg(long, value_name = "MIN")]
+        receipt_grace_minutes: Option<u64>,
     },
 }
 

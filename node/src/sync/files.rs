@@ -22,6 +22,13 @@ pub struct NodeFiles<'a> {
     keys: &'a DataKeys,
     topology: &'a proto::Topology,
     me: &'a NodeId,
+    ledger: &'a Ledger,
+}
+
+impl NodeFiles<'_> {
+    fn keep_receipt_here(&self, peer: &NodeId, r: proto::files::SignedReceipt) -> Result<bool> {
+        Ok(crate::receipts::keep(self.conn, self.topology, self.me, peer, r)?)
+    }
 }
 
 impl<'a> NodeFiles<'a> {
@@ -32,6 +39,7 @@ impl<'a> NodeFiles<'a> {
             keys: &ledger.secrets()?.data_keys,
             topology: ledger.topology(),
             me: ledger.me(),
+            ledger,
         })
     }
 
@@ -136,6 +144,14 @@ impl FileStore for NodeFiles<'_> {
             }
             Err(blobs::ReadError::Io(e)) => Err(e.into()),
         }
+    }
+
+    fn keep_receipt(&mut self, peer: &NodeId, r: proto::files::SignedReceipt) -> Result<bool> {
+        self.keep_receipt_here(peer, r)
+    }
+
+    fn receipts_for(&self, peer: &NodeId) -> Result<Vec<proto::files::SignedReceipt>> {
+        Ok(self.ledger.receipts_for(peer, crate::wall_clock_ms())?)
     }
 
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {

@@ -276,6 +276,9 @@ pub struct Summary {
     /// The file phase: material files received and sent, groups refused.
     #[serde(flatten)]
     pub files: proto::transfer::FileStats,
+    /// Own events an upstream node acknowledged that the county's receipts
+    /// show it did not pass on (see `crate::receipts`).
+    pub unconfirmed_by_county: Option<crate::receipts::Unconfirmed>,
 }
 
 /// A stale or copied store recovered: it took back its own history from
@@ -414,6 +417,7 @@ async fn run_session(
         peer_diverged: session.peer_diverged.iter().cloned().collect(),
         recovery: None,
         files: Default::default(),
+        unconfirmed_by_county: None,
     })
 }
 
@@ -507,6 +511,7 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.files.file_bytes_sent += more.files.file_bytes_sent;
     into.files.groups_refused += more.files.groups_refused;
     into.files.incomplete = more.files.incomplete;
+    into.unconfirmed_by_county = more.unconfirmed_by_county.clone();
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;
@@ -553,6 +558,12 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u
             ))
         })?;
     }
+    if ledger.topology().tier_of(&peer) != Some(Tier::County) {
+        // What this upstream node now holds of our own events, to compare
+        // with the county's receipts (`crate::receipts`).
+        block(|| ledger.note_upstream_held(&peer, crate::wall_clock_ms()))?;
+    }
+    summary.unconfirmed_by_county = block(|| ledger.unconfirmed(crate::wall_clock_ms()))?;
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
     // drain period is needed here.

@@ -316,3 +316,53 @@ fn a_damaged_scan_is_refused_and_fetched_again() {
     assert_eq!(std::fs::read(&out).unwrap(), scan);
     assert!(v.join("files").join(".damaged").read_dir().unwrap().count() == 1, "the damaged copy is kept aside");
 }
+
+/// 县级已接收: the county's signed receipt travels down through the
+/// township; the village sees its case and file received by the county.
+/// A township that drops a village's records is noticed: the county's next
+/// receipt lacks what the township acknowledged, and the village is told.
+#[test]
+fn county_receipts_reach_the_village_and_a_withholding_township_is_noticed() {
+    const TOWNSHIP: &str = "511421101";
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let hub_dir = county.hub();
+    // No grace for the township (a test).
+    let data = s(&v).to_string();
+    ok("village-node", &["config", "--data", &data, "--receipt-grace-minutes", "0"]);
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    let township = system_tests::Server::start("township-node", &["serve", "--data", s(&t), "--listen", "127.0.0.1:0"]);
+    let work = tempfile::tempdir().unwrap();
+    // Up to the county; its receipt comes back in the same session.
+    let relay = || ok_json("township-node", &["sync", "--data", s(&t), "--peer", &hub.addr, "--json"]);
+
+    let first = take_case(&data, "张三", 1);
+    let path = write(work.path(), "身份证.pdf", &pdf(100 * 1024, 7));
+    attach(&data, &first, "居民身份证", &path, &[]);
+    let show = |case: &str| ok_json("village-node", &["case", "show", "--data", &data, case, "--json"]);
+    assert_eq!(show(&first)["county_received"], false);
+    ok_json("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+    relay();
+    let down = ok_json("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+    assert!(down["unconfirmed_by_county"].is_null(), "{down}");
+    assert_eq!(show(&first)["county_received"], true, "the county's receipt came down through the township");
+    assert_eq!(files(&data, &first)[0]["county_received"], true);
+
+    // The township drops the village's next records before relaying them.
+    let second = take_case(&data, "李四", 2);
+    ok_json("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+    let db = rusqlite::Connection::open(t.join("node.db")).unwrap();
+    let dropped = db.execute("DELETE FROM events WHERE case_id = ?1", [&second]).unwrap();
+    assert!(dropped > 0);
+    drop(db);
+    relay();
+    let out = system_tests::run("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["unconfirmed_by_county"]["events"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(summary["unconfirmed_by_county"]["peer"], TOWNSHIP);
+    assert!(stderr.contains("withholding"), "{stderr}");
+    assert_eq!(show(&second)["county_received"], false);
+    assert_eq!(show(&first)["county_received"], true);
+}

@@ -140,14 +140,13 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             let lines: Vec<(crate::view::FileLine, bool)> =
                 st.files.iter().map(|f| (crate::view::FileLine::from(f), ledger.holds_file(&f.file.hash))).collect();
             if json {
-                let rows: Vec<Value> = lines
-                    .iter()
-                    .map(|(l, here)| {
-                        let mut v = serde_json::to_value(l).expect("a view serialises");
-                        v["here"] = json!(here);
-                        v
-                    })
-                    .collect();
+                let mut rows: Vec<Value> = Vec::new();
+                for (f, (l, here)) in st.files.iter().zip(&lines) {
+                    let mut v = serde_json::to_value(l).expect("a view serialises");
+                    v["here"] = json!(here);
+                    v["county_received"] = json!(ledger.county_has_file(&st, f)?);
+                    rows.push(v);
+                }
                 print_json(&Value::Array(rows))?;
             } else {
                 for (l, here) in &lines {
@@ -237,7 +236,9 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             let st = ledger.case(&CaseId(case))?;
             let timing = ledger.timing(&st, today())?;
             if json {
-                print_json(&crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today()))?;
+                let mut v = crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today());
+                v["county_received"] = json!(ledger.county_received(&st)?);
+                print_json(&v)?;
             } else {
                 print_case(&st)?;
                 if let Some(t) = &timing {

@@ -250,6 +250,17 @@ fn run_common(cmd: Common) -> Result<()> {
                     summary.stats.deferred_events
                 );
             }
+            if let Some(u) = &summary.unconfirmed_by_county {
+                eprintln!(
+                    "WARNING: {} acknowledged {} of this node's records {} min ago, but the county's receipts do \
+                     not include them: {} may be withholding or have lost them. They are safe here; tell the county \
+                     administrator, or sync with the county directly (--peer the hub's address).",
+                    u.peer,
+                    u.events,
+                    crate::wall_clock_ms().saturating_sub(u.since_ms) / 60_000,
+                    u.peer
+                );
+            }
             if summary.stats.newer_format_events > 0 {
                 eprintln!(
                     "WARNING: {} sent {} events written by a newer release (content format version {}), which this \
@@ -433,24 +444,28 @@ fn run_common(cmd: Common) -> Result<()> {
                 say!("{} quarantined", rows.len());
             }
         }
-        Common::Config { data, operator } => {
-            let ledger = match operator {
-                None => Ledger::open_read(&data.data)?,
-                Some(op) => {
-                    if op.trim().is_empty() {
-                        bail!("--operator needs a name");
-                    }
-                    proto::limits::check_name("the operator's name", op.trim()).map_err(crate::Declined::from)?;
-                    let mut ledger = Ledger::open(&data.data)?;
-                    ledger.set_operator(op.trim())?;
-                    ledger
+        Common::Config { data, operator, receipt_grace_minutes } => {
+            let writes = operator.is_some() || receipt_grace_minutes.is_some();
+            let mut ledger = if writes { Ledger::open(&data.data)? } else { Ledger::open_read(&data.data)? };
+            if let Some(op) = operator {
+                if op.trim().is_empty() {
+                    bail!("--operator needs a name");
                 }
-            };
+                proto::limits::check_name("the operator's name", op.trim()).map_err(crate::Declined::from)?;
+                ledger.set_operator(op.trim())?;
+            }
+            if let Some(v) = receipt_grace_minutes {
+                crate::store::meta_set(ledger.store().conn(), crate::receipts::GRACE_KEY, &v)?;
+            }
             let id = ledger.identity();
             say!("node      {} ({}, {})", clean(id.node.id.as_str()), id.node.tier, clean(&id.node.name));
             say!("hub       {}", clean(&id.hub_address));
             let operator = ledger.configured_operator()?.unwrap_or_else(|| "(not set)".into());
             say!("operator  {}", clean(&operator));
+            let conn = ledger.store().conn();
+            let grace: u64 =
+                crate::store::meta_get(conn, crate::receipts::GRACE_KEY)?.unwrap_or(crate::receipts::GRACE_DEFAULT);
+            say!("receipts  the township has {grace} min to pass records on to the county");
         }
     }
     Ok(())

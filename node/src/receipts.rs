@@ -1,0 +1,219 @@
+//! 县级已接收: the county's signed receipts of what it holds, per home lane
+//! (`proto::files::Receipt`), and what a village makes of them.
+//!
+//! At the start of every file phase the county signs, for each lane it
+//! shares with the peer, the highest seq of every origin it holds there and
+//! the files of those events it still lacks; a township keeps the latest
+//! receipt per lane and passes those of a village's lane on to the village.
+//! Receipts are not events: a node of an earlier release simply gets none,
+//! and no chain is held back for them.
+//!
+//! A village remembers when its township acknowledged its events
+//! (`upstream_held`). Events the township held before a county receipt was
+//! signed (plus a grace for the township's next session,
+//! `receipt_grace_min`) that the receipt does not cover were not passed on:
+//! the township withheld or lost them, and the village's staff are told.
+
+use crate::error::Result;
+use crate::ledger::Ledger;
+use crate::store;
+use proto::event::Lane;
+use proto::files::{FileHash, Receipt, SignedReceipt};
+use proto::{NodeId, Tier};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+/// Meta key: minutes a township has, after acknowledging events, to pass
+/// them on before a county receipt that lacks them counts as withholding.
+pub const GRACE_KEY: &str = "receipt_grace_min";
+/// Default of [`GRACE_KEY`].
+pub const GRACE_DEFAULT: u64 = 60;
+/// A day: with no county receipt this long after the township
+/// acknowledged events, staff are told too.
+const SILENCE_MS: u64 = 24 * 3600 * 1000;
+
+/// The county receipt held for `home`'s lane, if any.
+pub fn held(conn: &Connection, home: &NodeId) -> Result<Option<SignedReceipt>> {
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT signed FROM county_receipts WHERE home = ?1")?
+        .query_row([home.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(bytes.and_then(|b| proto::codec::decode("county receipt", &b).ok()))
+}
+
+/// Keeps a receipt from `peer` when it is genuine (signed by a key the
+/// county enrolled for itself, or the topology names), of a lane in this
+/// node's scope, and newer than the one held. A receipt that is not
+/// genuine or not in scope goes to quarantine with the reason.
+pub fn keep(
+    conn: &Connection,
+    topology: &proto::Topology,
+    me: &NodeId,
+    peer: &NodeId,
+    r: SignedReceipt,
+) -> Result<bool> {
+    let county = topology.county().id.clone();
+    let home = r.receipt.home.clone();
+    let key_is_county = topology.verifying_key(&county).map(|k| proto::event::KeyId::of(&k)) == Some(r.key)
+        || store::key_status(conn, &county, &r.key)? == proto::sync::KeyStatus::Enrolled;
+    let why = if !r.signature_holds() || !key_is_county {
+        Some(format!("a receipt for {home}'s lane from {peer} is not signed by the county"))
+    } else if !proto::auth::lane_in_scope(topology, me, &Lane::Home(home.clone())) {
+        Some(format!("a receipt for {home}'s lane from {peer} is outside this node's scope"))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        tracing::warn!("{why}");
+        let at = r.receipt.at_ms;
+        store::quarantine(conn, crate::wall_clock_ms(), peer, &county, at, "bad_receipt", &why, &[])?;
+        return Ok(false);
+    }
+    let newer = held(conn, &home)?.is_none_or(|h| h.receipt.at_ms < r.receipt.at_ms);
+    if newer {
+        conn.prepare_cached(
+            "INSERT INTO county_receipts (home, at_ms, signed) VALUES (?1, ?2, ?3)
+             ON CONFLICT(home) DO UPDATE SET at_ms = excluded.at_ms, signed = excluded.signed",
+        )?
+        .execute(params![home.as_str(), r.receipt.at_ms as i64, proto::codec::encode(&r)])?;
+    }
+    Ok(newer)
+}
+
+/// What this village's township acknowledged and the county has not
+/// receipted, when that means the township withheld or lost it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unconfirmed {
+    /// The upstream node that acknowledged the events.
+    pub peer: String,
+    /// When it first held them (ms).
+    pub since_ms: u64,
+    /// Events acknowledged and not receipted (counted by seq).
+    pub events: u64,
+    /// The latest county receipt for this lane (ms), if any.
+    pub latest_receipt_ms: Option<u64>,
+}
+
+impl Ledger {
+    /// The receipts to hand `peer` at the start of a file phase: from the
+    /// county, fresh ones for every lane the two share; from a township,
+    /// those it holds of the peer's lanes; nothing upward.
+    pub fn receipts_for(&self, peer: &NodeId, now_ms: u64) -> Result<Vec<SignedReceipt>> {
+        let topology = self.topology();
+        let (mine, theirs) = (self.identity().tier(), topology.tier_of(peer).unwrap_or(Tier::Village));
+        if mine <= theirs {
+            return Ok(Vec::new());
+        }
+        let conn = self.store().conn();
+        let homes: Vec<NodeId> = proto::sync::shared_lanes(topology, self.me(), peer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|l| match l {
+                Lane::Home(h) => Some(h),
+                Lane::Global => None,
+            })
+            .collect();
+        if mine != Tier::County {
+            let mut out = Vec::new();
+            for home in homes {
+                out.extend(held(conn, &home)?);
+            }
+            return Ok(out);
+        }
+        let key = self.secrets()?.signing_key()?;
+        let mut out = Vec::new();
+        for home in homes {
+            let upto: Vec<(NodeId, u64)> = {
+                let mut stmt =
+                    conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
+                let rows = stmt.query_map([home.as_str()], |r| {
+                    Ok((NodeId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            if upto.is_empty() {
+                continue;
+            }
+            let missing: Vec<FileHash> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT DISTINCT r.hash FROM file_refs r
+                     WHERE r.home = ?1 AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)",
+                )?;
+                let rows = stmt.query_map([home.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+                rows.filter_map(|h| h.ok()?.try_into().ok().map(FileHash)).collect()
+            };
+            out.push(SignedReceipt::sign(&key, Receipt { home, upto, missing, at_ms: now_ms }));
+        }
+        Ok(out)
+    }
+
+    /// Whether the county's receipt covers every event of a case.
+    pub fn county_received(&self, case: &proto::CaseState) -> Result<bool> {
+        if self.identity().tier() == Tier::County {
+            return Ok(true);
+        }
+        let Some(r) = held(self.store().conn(), &case.home)? else { return Ok(false) };
+        let county = self.topology().county().id.clone();
+        Ok(case.clock.iter().all(|(origin, seq)| origin.node() == county || r.covers(origin, *seq)))
+    }
+
+    /// Whether the county's receipt covers a file of a case.
+    pub fn county_has_file(&self, case: &proto::CaseState, file: &proto::fold::CaseFile) -> Result<bool> {
+        if self.identity().tier() == Tier::County {
+            return Ok(self.holds_file(&file.file.hash));
+        }
+        let Some(r) = held(self.store().conn(), &case.home)? else { return Ok(false) };
+        Ok(r.covers_file(&file.event.origin, file.event.seq, &file.file.hash))
+    }
+
+    /// Notes, after a session with an upstream node other than the county,
+    /// how far it now holds this node's own chains in its home lane.
+    pub fn note_upstream_held(&mut self, peer: &NodeId, now_ms: u64) -> Result<()> {
+        let conn = self.store().conn();
+        let me = self.me().clone();
+        let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
+        let tips: Vec<(String, i64)> =
+            stmt.query_map([me.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        for (origin, seq) in tips.into_iter().filter(|(o, _)| NodeId::new(o.clone()).node() == me) {
+            conn.prepare_cached(
+                "INSERT INTO upstream_held (origin, seq, peer, at_ms) SELECT ?1, ?2, ?3, ?4
+                 WHERE NOT EXISTS (SELECT 1 FROM upstream_held WHERE origin = ?1 AND seq >= ?2)",
+            )?
+            .execute(params![origin, seq, peer.as_str(), now_ms as i64])?;
+        }
+        Ok(())
+    }
+
+    /// What an upstream node acknowledged of this node's own events and
+    /// the county has not receipted, when a county receipt signed after
+    /// the grace, or a day of silence, shows it was not passed on.
+    pub fn unconfirmed(&self, now_ms: u64) -> Result<Option<Unconfirmed>> {
+        let conn = self.store().conn();
+        let me = self.me().clone();
+        let grace: u64 = store::meta_get(conn, GRACE_KEY)?.unwrap_or(GRACE_DEFAULT) * 60_000;
+        let receipt = held(conn, &me)?;
+        let latest = receipt.as_ref().map(|r| r.receipt.at_ms);
+        let mut stmt = conn.prepare_cached("SELECT origin, seq, peer, at_ms FROM upstream_held ORDER BY at_ms")?;
+        let rows: Vec<(String, i64, String, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out: Option<Unconfirmed> = None;
+        for (origin, seq, peer, at) in rows {
+            let (origin, seq, at) = (NodeId::new(origin), seq as u64, at as u64);
+            if receipt.as_ref().is_some_and(|r| r.covers(&origin, seq)) {
+                continue;
+            }
+            let receipted = receipt
+                .as_ref()
+                .and_then(|r| r.receipt.upto.iter().find(|(o, _)| *o == origin).map(|(_, s)| *s))
+                .unwrap_or(0);
+            let overdue = latest.is_some_and(|r| r > at + grace) || now_ms > at + SILENCE_MS;
+            if !overdue {
+                continue;
+            }
+            let o = out.get_or_insert(Unconfirmed { peer, since_ms: at, events: 0, latest_receipt_ms: latest });
+            o.events = o.events.max(seq - receipted);
+        }
+        Ok(out)
+    }
+}
