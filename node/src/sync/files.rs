@@ -8,12 +8,14 @@ use super::*;
 use crate::blobs;
 use crate::protect::{DataKey, DataKeys};
 use proto::files::{FileHash, GroupHash};
-use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted};
+use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted, WANT_MAX};
 
 /// Largest file message accepted: a group and its framing, or a Want list.
 const MAX_FILE_FRAME: usize = 4 * 1024 * 1024;
-/// Most files asked for in one Want (the rest in the next session).
-const WANT_MAX: usize = 20_000;
+/// Most refusals of one session written to quarantine one by one (the
+/// rest are counted in one more row): a peer sending bad groups for every
+/// file it is asked for cannot fill the quarantine.
+const REFUSALS_KEPT: usize = 64;
 
 /// A node's files as the transfer reads and writes them.
 pub struct NodeFiles<'a> {
@@ -256,7 +258,7 @@ pub(super) async fn run_files(
     if !refused.is_empty() {
         block(|| -> Result<()> {
             let conn = ledger.store().conn();
-            for (hash, group) in &refused {
+            for (hash, group) in refused.iter().take(REFUSALS_KEPT) {
                 let what = group.map_or("the outline".to_string(), |g| format!("group {g}"));
                 let reason = format!(
                     "{what} of file {hash} sent by {peer_id} does not match the file's hash (from its case's signed \
@@ -264,6 +266,15 @@ pub(super) async fn run_files(
                 );
                 tracing::warn!("{reason}");
                 store::quarantine(conn, crate::wall_clock_ms(), peer_id, peer_id, 0, "bad_file", &reason, &hash.0)?;
+            }
+            if refused.len() > REFUSALS_KEPT {
+                let reason = format!(
+                    "{} more groups or outlines sent by {peer_id} in the same session did not match their files' \
+                     hashes: refused (not listed one by one)",
+                    refused.len() - REFUSALS_KEPT
+                );
+                tracing::warn!("{reason}");
+                store::quarantine(conn, crate::wall_clock_ms(), peer_id, peer_id, 0, "bad_file", &reason, &[])?;
             }
             Ok(())
         })?;
