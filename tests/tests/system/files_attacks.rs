@@ -183,3 +183,74 @@ fn references_to_files_that_never_existed_do_not_starve_real_files() {
         "the county never asked the township for village {VILLAGE}'s file {hash}: {relay}"
     );
 }
+
+/// A file on its way is sealed group by group under the key of the lane of
+/// "the first case naming it" as the receiver sees it at each group. When a
+/// case of another lane naming the same file arrives between a cut
+/// transfer and its resumption (here: the same form attached at a second
+/// village, whose case id sorts first), the groups kept before the cut and
+/// those kept after it are sealed under two keys, and the file, once
+/// complete, is damaged as soon as it is read.
+#[test]
+fn a_transfer_resumed_after_another_lanes_case_names_the_file_reads_back() {
+    let county = County::new();
+    // The village whose case id sorts first attaches second.
+    let first = county.enrol(NEIGHBOUR, "village-node");
+    let second = county.enrol(VILLAGE, "village-node");
+    let hub_dir = county.hub();
+    let hub = serve("county-hub", &hub_dir);
+    let link = Server::start(
+        "county-sim",
+        &["link", "--listen", "127.0.0.1:0", "--target", &hub.addr, "--rtt-ms", "100", "--kbps", "4000"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let form = pdf(3 * 1024 * 1024, 55);
+    let path = write(work.path(), "申请表.pdf", &form);
+    let case_first = take_case(s(&first), "张三", 1);
+    let hash = attach(&first, &case_first, "申请表", &path);
+    let partial = hub_dir.join("files").join(".partial").join(&hash);
+    let held = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+
+    // The first village's sync is cut half way through the file.
+    let mut child = system_tests::cmd("village-node")
+        .args(["sync", "--data", s(&first), "--peer", &link.addr, "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while held() < form.len() as u64 / 2 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut last = held();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        if held() == last {
+            break;
+        }
+        last = held();
+    }
+    assert!(last > 4 && last < form.len() as u64, "cut at {last} bytes");
+
+    // The same form at the other village, whose case sorts first: it
+    // sends the rest of the file.
+    let case_second = take_case(s(&second), "李四", 2);
+    attach(&second, &case_second, "申请表", &path);
+    assert!(case_second < case_first);
+    let rest = sync("village-node", &second, &hub.addr);
+    assert_eq!(rest["files_sent"], 1, "{rest}");
+
+    for case in [&case_first, &case_second] {
+        let out = work.path().join(format!("{case}.pdf"));
+        let read =
+            system_tests::run("county-hub", &["case", "file", "--data", s(&hub_dir), case, &hash, "--out", s(&out)]);
+        assert!(
+            read.status.success(),
+            "the county cannot read the file through case {case}: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), form);
+    }
+}
