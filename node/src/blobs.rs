@@ -88,6 +88,38 @@ fn partial_path(dir: &Path, hash: &FileHash) -> PathBuf {
     dir.join("files").join(".partial").join(hash.to_hex())
 }
 
+fn partial_lane_path(dir: &Path, hash: &FileHash) -> PathBuf {
+    dir.join("files").join(".partial").join(format!("{}.lane", hash.to_hex()))
+}
+
+/// The lane whose key a file on its way is sealed under, as noted when its
+/// first group was kept ([`note_partial_lane`]): every group of a file is
+/// sealed under one key, even when a case of another lane naming the file
+/// arrives before the transfer resumes.
+pub fn partial_lane(dir: &Path, hash: &FileHash) -> Result<Option<String>> {
+    match std::fs::read_to_string(partial_lane_path(dir, hash)) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets the lane of a file no longer on its way (once it is noted as
+/// held).
+pub fn forget_partial_lane(dir: &Path, hash: &FileHash) {
+    let _ = std::fs::remove_file(partial_lane_path(dir, hash));
+}
+
+/// Notes the lane a file on its way is sealed under, before its first
+/// group is kept.
+pub fn note_partial_lane(dir: &Path, hash: &FileHash, home: &str) -> Result<()> {
+    let path = partial_lane_path(dir, hash);
+    std::fs::create_dir_all(path.parent().expect("a folder"))?;
+    std::fs::write(&path, home)?;
+    Ok(())
+}
+
 const SEALED: usize = CHUNK + TAG;
 
 /// The groups of a file on its way that are held (verified and sealed),

@@ -1158,7 +1158,10 @@ impl Ledger {
         if !held.files.iter().any(|f| f.file.hash == *hash) {
             return Err(Declined::Invalid(format!("case {case} has no file {hash}")).into());
         }
-        let key = self.lane_key(&held.home)?;
+        // Stored once per hash, under the key of the lane of the case that
+        // brought it first, which need not be this case's.
+        let sealed_under = store::file_sealed_under(self.store.conn(), hash)?.unwrap_or_else(|| held.home.clone());
+        let key = self.lane_key(&sealed_under)?;
         match blobs::read_into(&self.dir, &key, hash, out) {
             Ok(n) => Ok(n),
             Err(e @ blobs::ReadError::Damaged { .. }) => {

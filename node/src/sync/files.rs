@@ -81,11 +81,17 @@ impl FileStore for NodeFiles<'_> {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
-        for (hash, size, home) in rows {
+        for (hash, size, _) in rows {
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
             if blobs::holds(self.dir, &hash) {
-                // Stored, but not noted (a crash between the two).
+                // Stored, but not noted (a crash between the two): under
+                // the lane its groups were sealed under.
+                let home = match blobs::partial_lane(self.dir, &hash)? {
+                    Some(h) => h,
+                    None => self.home_of(&hash)?,
+                };
                 store::note_file_held(self.conn, &hash, size as u64, &NodeId::new(home))?;
+                blobs::forget_partial_lane(self.dir, &hash);
                 continue;
             }
             out.push(Wanted { hash, size: size as u64, from: blobs::partial_groups(self.dir, &hash)? });
@@ -141,9 +147,20 @@ impl FileStore for NodeFiles<'_> {
     }
 
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
-        let home = self.home_of(hash)?;
+        // Every group under the key the first one was sealed under.
+        let home = match blobs::partial_lane(self.dir, hash)? {
+            Some(home) if index > 0 => home,
+            _ => {
+                let home = self.home_of(hash)?;
+                if index == 0 {
+                    blobs::note_partial_lane(self.dir, hash, &home)?;
+                }
+                home
+            }
+        };
         if blobs::write_group(self.dir, &self.key(&home)?, hash, size, index, bytes)? {
             store::note_file_held(self.conn, hash, size, &NodeId::new(home))?;
+            blobs::forget_partial_lane(self.dir, hash);
         }
         Ok(())
     }
