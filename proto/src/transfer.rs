@@ -73,8 +73,11 @@ impl FileMessage {
 /// A node's files, as the transfer reads and writes them.
 pub trait FileStore {
     type Error: std::fmt::Display;
-    /// Files of the cases held here whose bytes are not all here.
-    fn wanted(&self) -> Result<Vec<Wanted>, Self::Error>;
+    /// Files of the cases held here whose bytes are not all here, that
+    /// `peer` may send (of cases in lanes it holds): at most [`WANT_MAX`],
+    /// taken fairly across lanes, so that no lane's references (to files
+    /// that never existed, say) crowd out the others'.
+    fn wanted(&self, peer: &crate::NodeId) -> Result<Vec<Wanted>, Self::Error>;
     /// The size of a file this node holds whole and may send to `peer` (it
     /// belongs to a case in a lane the two share); `None` otherwise.
     fn sendable(&self, peer: &crate::NodeId, hash: &FileHash) -> Result<Option<u64>, Self::Error>;
@@ -170,7 +173,7 @@ impl Transfer {
             peer_finished: false,
             stats: FileStats::default(),
         };
-        let wanted = store.wanted().map_err(|e| TransferError::Storage(e.to_string()))?;
+        let wanted = store.wanted(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
         for w in &wanted {
             t.receiving.insert(w.hash, Receiving { size: w.size, outline: None, next: w.from, refused: false });
         }

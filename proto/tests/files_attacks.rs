@@ -19,7 +19,7 @@ struct Mem {
 
 impl FileStore for Mem {
     type Error = String;
-    fn wanted(&self) -> Result<Vec<Wanted>, String> {
+    fn wanted(&self, _: &NodeId) -> Result<Vec<Wanted>, String> {
         Ok(self.wants.clone())
     }
     fn sendable(&self, _: &NodeId, hash: &FileHash) -> Result<Option<u64>, String> {

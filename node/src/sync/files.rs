@@ -70,18 +70,36 @@ impl<'a> NodeFiles<'a> {
 impl FileStore for NodeFiles<'_> {
     type Error = anyhow::Error;
 
-    fn wanted(&self) -> Result<Vec<Wanted>> {
-        let rows: Vec<(Vec<u8>, i64, String)> = {
+    fn wanted(&self, peer: &NodeId) -> Result<Vec<Wanted>> {
+        // Only what the peer may send (files of cases in lanes it holds:
+        // nothing else is worth a line of a Want on a rural link), and the
+        // lanes in turn: references in one lane, to files that never
+        // existed, cannot take every place in the Want.
+        let homes: Vec<&str> = self
+            .topology
+            .nodes()
+            .iter()
+            .filter(|n| proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(n.id.clone())))
+            .map(|n| n.id.as_str())
+            .collect();
+        let rows: Vec<(Vec<u8>, i64)> = {
             let mut stmt = self.conn.prepare(
-                "SELECT r.hash, MAX(r.size), MIN(r.home) FROM file_refs r
-                 WHERE NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
-                 GROUP BY r.hash LIMIT ?1",
+                "WITH lacking AS (
+                     SELECT r.hash AS hash, MAX(r.size) AS size, MIN(r.home) AS home FROM file_refs r
+                     WHERE r.home IN (SELECT value FROM json_each(?1))
+                       AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
+                     GROUP BY r.hash)
+                 SELECT hash, size FROM (
+                     SELECT hash, size, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
+                 ORDER BY turn, hash LIMIT ?2",
             )?;
-            let rows = stmt.query_map([WANT_MAX as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&homes)?, WANT_MAX as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
-        for (hash, size, _) in rows {
+        for (hash, size) in rows {
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
             if blobs::holds(self.dir, &hash) {
                 // Stored, but not noted (a crash between the two): under
