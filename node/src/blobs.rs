@@ -369,6 +369,55 @@ mod tests {
         assert!(!partial.exists());
     }
 
+    /// Two sessions receiving one file at once (the county from the
+    /// township and from the village, a township from two villages holding
+    /// the same e-licence, or a hostile peer restarting the file at group 0
+    /// in a loop) must not undo each other: the second one's group 0 used
+    /// to cut the file back to one group, and the first session then broke
+    /// off at its next group ("arrived out of order").
+    #[test]
+    fn two_sessions_receiving_one_file_do_not_undo_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(3 * CHUNK + 10) as u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        let h = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let g: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        // The first session keeps groups 0 and 1.
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap();
+        // A second session, started when nothing was held, keeps group 0.
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        // Both go on with what their peers send.
+        let first = write_group(dir.path(), &key(), &h, size, 2, g[2]);
+        assert!(first.is_ok(), "the first session broke off: {first:?}");
+        write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap();
+        write_group(dir.path(), &key(), &h, size, 2, g[2]).unwrap();
+        assert!(write_group(dir.path(), &key(), &h, size, 3, g[3]).unwrap());
+        assert!(write_group(dir.path(), &key(), &h, size, 3, g[3]).unwrap(), "the second session finds it whole");
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
+    }
+
+    /// A crash after the last group of a file of whole groups (a size that
+    /// is a multiple of 64 KiB) was kept, before the file was moved to its
+    /// place: the partial file holds every group, so the next session asks
+    /// for the last group again, and keeping it completes the file.
+    #[test]
+    fn a_file_whose_every_group_was_kept_is_completed_by_its_last_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(2 * CHUNK) as u32).map(|i| (i * 29 + i / 11) as u8).collect();
+        let h = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let g: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        assert!(write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap());
+        // As if the rename had not happened.
+        std::fs::rename(path_of(dir.path(), &h), partial_path(dir.path(), &h)).unwrap();
+        assert_eq!(partial_groups(dir.path(), &h).unwrap(), 2);
+        let again = write_group(dir.path(), &key(), &h, size, 1, g[1]);
+        assert!(matches!(again, Ok(true)), "the last group kept again: {again:?}");
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
+    }
+
     #[test]
     fn an_empty_file_is_one_chunk() {
         let dir = tempfile::tempdir().unwrap();
