@@ -122,57 +122,66 @@ pub fn note_partial_lane(dir: &Path, hash: &FileHash, home: &str) -> Result<()> 
 
 const SEALED: usize = CHUNK + TAG;
 
-/// The groups of a file on its way that are held (verified and sealed),
-/// cutting off a group a crash left half written.
+/// The whole groups of a file on its way that are held (verified and
+/// sealed); a group a crash left half written is not counted (it is
+/// written again, in place). Nothing is cut: another session may be
+/// writing the same file.
 pub fn partial_groups(dir: &Path, hash: &FileHash) -> Result<u64> {
-    let path = partial_path(dir, hash);
-    let len = match std::fs::metadata(&path) {
+    let len = match std::fs::metadata(partial_path(dir, hash)) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    if len < MAGIC.len() as u64 {
-        std::fs::remove_file(&path)?;
-        return Ok(0);
-    }
-    let whole = (len - MAGIC.len() as u64) / SEALED as u64;
-    let keep = MAGIC.len() as u64 + whole * SEALED as u64;
-    if keep != len {
-        std::fs::OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
-    }
-    Ok(whole)
+    Ok(len.saturating_sub(MAGIC.len() as u64) / SEALED as u64)
 }
 
 /// Keeps group `index` of a file on its way (verified by the caller),
-/// sealed as the file will be stored; the last group completes the file
-/// (flushed to disk and moved to its place). Groups come in order:
-/// `index` is the number held.
+/// sealed as the file will be stored, at its place in the file; the last
+/// group completes the file (flushed to disk and moved to its place).
+/// Groups come in order, but two sessions may receive one file at once:
+/// a group already kept (the same sealed bytes: the key and nonce depend
+/// only on the file and the group) is kept again in place, a file already
+/// whole is left as it is, and only a group past the first one missing is
+/// out of order.
 pub fn write_group(dir: &Path, key: &DataKey, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<bool> {
+    use std::io::Seek;
     let path = partial_path(dir, hash);
     let n = proto::files::groups(size);
     let last = index + 1 == n;
-    if index == 0 {
-        std::fs::create_dir_all(path.parent().expect("a folder"))?;
-        std::fs::write(&path, MAGIC)?;
+    if holds(dir, hash) {
+        return Ok(last);
     }
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
-    let expected = MAGIC.len() as u64 + index * SEALED as u64;
-    if file.metadata()?.len() != expected {
+    std::fs::create_dir_all(path.parent().expect("a folder"))?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let at = MAGIC.len() as u64 + index * SEALED as u64;
+    if index > 0 && file.metadata()?.len() < at {
         bail!("group {index} of file {hash} arrived out of order");
     }
     let sealed = cipher(key, hash)
         .encrypt(&nonce(index, last), Payload { msg: bytes, aad: &hash.0 })
         .map_err(|_| anyhow::anyhow!("sealing a file failed"))?;
+    if index == 0 {
+        file.write_all(MAGIC)?;
+    }
+    file.seek(std::io::SeekFrom::Start(at))?;
     file.write_all(&sealed)?;
     if last || index % 16 == 15 {
         file.sync_data()?;
     }
     if last {
+        // Nothing past the last group (a longer partial is not this file).
+        file.set_len(at + sealed.len() as u64)?;
+        file.sync_data()?;
         drop(file);
         let to = path_of(dir, hash);
         let parent = to.parent().expect("a folder");
         std::fs::create_dir_all(parent)?;
-        std::fs::rename(&path, &to)?;
+        match std::fs::rename(&path, &to) {
+            Ok(()) => {}
+            // Another session moved it there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+            Err(e) => return Err(e.into()),
+        }
         if let Ok(d) = std::fs::File::open(parent) {
             let _ = d.sync_all();
         }

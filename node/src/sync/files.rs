@@ -112,7 +112,10 @@ impl FileStore for NodeFiles<'_> {
                 blobs::forget_partial_lane(self.dir, &hash);
                 continue;
             }
-            out.push(Wanted { hash, size: size as u64, from: blobs::partial_groups(self.dir, &hash)? });
+            // A partial file holding every group (a crash before it was
+            // moved to its place) asks for its last group again.
+            let from = blobs::partial_groups(self.dir, &hash)?.min(proto::files::groups(size as u64) - 1);
+            out.push(Wanted { hash, size: size as u64, from });
         }
         Ok(out)
     }
@@ -165,14 +168,13 @@ impl FileStore for NodeFiles<'_> {
     }
 
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
-        // Every group under the key the first one was sealed under.
+        // Every group under the key the first one was sealed under (also
+        // when another session is receiving the same file).
         let home = match blobs::partial_lane(self.dir, hash)? {
-            Some(home) if index > 0 => home,
+            Some(home) if index > 0 || blobs::partial_groups(self.dir, hash)? > 0 => home,
             _ => {
                 let home = self.home_of(hash)?;
-                if index == 0 {
-                    blobs::note_partial_lane(self.dir, hash, &home)?;
-                }
+                blobs::note_partial_lane(self.dir, hash, &home)?;
                 home
             }
         };
