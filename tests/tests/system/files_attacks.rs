@@ -254,3 +254,43 @@ fn a_transfer_resumed_after_another_lanes_case_names_the_file_reads_back() {
         assert_eq!(std::fs::read(&out).unwrap(), form);
     }
 }
+
+/// A file's hash fixes its size, but a receiver asks for the largest size
+/// any reference names. A hostile village that learns the hash of a file
+/// of its township (another village's scan) signs an AttachFile naming it
+/// with a size of 20 MB on a case of its own lane: from then on the county
+/// asks the township for that file at the wrong size, the township (which
+/// holds it whole, at its true size) answers NotHere, and the county never
+/// holds the file.
+///
+/// The hostile reference is put straight into the county's `file_refs`
+/// (the row its event folds to), before the true file arrives.
+#[test]
+fn a_reference_with_a_wrong_size_does_not_keep_a_real_file_away() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let a = county.enrol(VILLAGE, "village-node");
+    county.enrol(NEIGHBOUR, "village-node");
+    let hub_dir = county.hub();
+    let work = tempfile::tempdir().unwrap();
+    let scan = pdf(200 * 1024, 66);
+    let hash = blake3::hash(&scan);
+    db(&hub_dir)
+        .execute(
+            "INSERT INTO file_refs (hash, case_id, home, size) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![&hash.as_bytes()[..], format!("{NEIGHBOUR}-1"), NEIGHBOUR, 20 * 1024 * 1024],
+        )
+        .unwrap();
+    let hub = serve("county-hub", &hub_dir);
+    let township = serve("township-node", &t);
+
+    let case = take_case(s(&a), "张三", 1);
+    attach(&a, &case, "居民身份证", &write(work.path(), "身份证.pdf", &scan));
+    assert_eq!(sync("village-node", &a, &township.addr)["files_sent"], 1);
+    let relay = sync("township-node", &t, &hub.addr);
+    assert_eq!(
+        files("county-hub", &hub_dir, &case)[0]["here"],
+        true,
+        "a reference naming the file's hash with a wrong size kept it from the county: {relay}"
+    );
+}
