@@ -111,7 +111,9 @@ pub fn check_file(material: &str, name: &str, bytes: &[u8]) -> std::result::Resu
         return Err(Declined::FileTooLarge { size: bytes.len() as u64, limit });
     }
     let media_type = proto::files::MediaType::sniff(bytes).ok_or(Declined::FileType)?;
-    let name = name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+    // The name travels in the signed event, in the clear: an ID number or
+    // a phone in it (scans are named after them) is masked.
+    let name = proto::personal::mask_personal_in(name.rsplit(['/', '\\']).next().unwrap_or(name));
     let file = FileRef {
         hash: blobs::hash_of(bytes),
         size: bytes.len() as u64,
