@@ -88,59 +88,100 @@ fn partial_path(dir: &Path, hash: &FileHash) -> PathBuf {
     dir.join("files").join(".partial").join(hash.to_hex())
 }
 
+fn partial_lane_path(dir: &Path, hash: &FileHash) -> PathBuf {
+    dir.join("files").join(".partial").join(format!("{}.lane", hash.to_hex()))
+}
+
+/// The lane whose key a file on its way is sealed under, as noted when its
+/// first group was kept ([`note_partial_lane`]): every group of a file is
+/// sealed under one key, even when a case of another lane naming the file
+/// arrives before the transfer resumes.
+pub fn partial_lane(dir: &Path, hash: &FileHash) -> Result<Option<String>> {
+    match std::fs::read_to_string(partial_lane_path(dir, hash)) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Forgets the lane of a file no longer on its way (once it is noted as
+/// held).
+pub fn forget_partial_lane(dir: &Path, hash: &FileHash) {
+    let _ = std::fs::remove_file(partial_lane_path(dir, hash));
+}
+
+/// Notes the lane a file on its way is sealed under, before its first
+/// group is kept.
+pub fn note_partial_lane(dir: &Path, hash: &FileHash, home: &str) -> Result<()> {
+    let path = partial_lane_path(dir, hash);
+    std::fs::create_dir_all(path.parent().expect("a folder"))?;
+    std::fs::write(&path, home)?;
+    Ok(())
+}
+
 const SEALED: usize = CHUNK + TAG;
 
-/// The groups of a file on its way that are held (verified and sealed),
-/// cutting off a group a crash left half written.
+/// The whole groups of a file on its way that are held (verified and
+/// sealed); a group a crash left half written is not counted (it is
+/// written again, in place). Nothing is cut: another session may be
+/// writing the same file.
 pub fn partial_groups(dir: &Path, hash: &FileHash) -> Result<u64> {
-    let path = partial_path(dir, hash);
-    let len = match std::fs::metadata(&path) {
+    let len = match std::fs::metadata(partial_path(dir, hash)) {
         Ok(m) => m.len(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    if len < MAGIC.len() as u64 {
-        std::fs::remove_file(&path)?;
-        return Ok(0);
-    }
-    let whole = (len - MAGIC.len() as u64) / SEALED as u64;
-    let keep = MAGIC.len() as u64 + whole * SEALED as u64;
-    if keep != len {
-        std::fs::OpenOptions::new().write(true).open(&path)?.set_len(keep)?;
-    }
-    Ok(whole)
+    Ok(len.saturating_sub(MAGIC.len() as u64) / SEALED as u64)
 }
 
 /// Keeps group `index` of a file on its way (verified by the caller),
-/// sealed as the file will be stored; the last group completes the file
-/// (flushed to disk and moved to its place). Groups come in order:
-/// `index` is the number held.
+/// sealed as the file will be stored, at its place in the file; the last
+/// group completes the file (flushed to disk and moved to its place).
+/// Groups come in order, but two sessions may receive one file at once:
+/// a group already kept (the same sealed bytes: the key and nonce depend
+/// only on the file and the group) is kept again in place, a file already
+/// whole is left as it is, and only a group past the first one missing is
+/// out of order.
 pub fn write_group(dir: &Path, key: &DataKey, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<bool> {
+    use std::io::Seek;
     let path = partial_path(dir, hash);
     let n = proto::files::groups(size);
     let last = index + 1 == n;
-    if index == 0 {
-        std::fs::create_dir_all(path.parent().expect("a folder"))?;
-        std::fs::write(&path, MAGIC)?;
+    if holds(dir, hash) {
+        return Ok(last);
     }
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path)?;
-    let expected = MAGIC.len() as u64 + index * SEALED as u64;
-    if file.metadata()?.len() != expected {
+    std::fs::create_dir_all(path.parent().expect("a folder"))?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let at = MAGIC.len() as u64 + index * SEALED as u64;
+    if index > 0 && file.metadata()?.len() < at {
         bail!("group {index} of file {hash} arrived out of order");
     }
     let sealed = cipher(key, hash)
         .encrypt(&nonce(index, last), Payload { msg: bytes, aad: &hash.0 })
         .map_err(|_| anyhow::anyhow!("sealing a file failed"))?;
+    if index == 0 {
+        file.write_all(MAGIC)?;
+    }
+    file.seek(std::io::SeekFrom::Start(at))?;
     file.write_all(&sealed)?;
     if last || index % 16 == 15 {
         file.sync_data()?;
     }
     if last {
+        // Nothing past the last group (a longer partial is not this file).
+        file.set_len(at + sealed.len() as u64)?;
+        file.sync_data()?;
         drop(file);
         let to = path_of(dir, hash);
         let parent = to.parent().expect("a folder");
         std::fs::create_dir_all(parent)?;
-        std::fs::rename(&path, &to)?;
+        match std::fs::rename(&path, &to) {
+            Ok(()) => {}
+            // Another session moved it there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => {}
+            Err(e) => return Err(e.into()),
+        }
         if let Ok(d) = std::fs::File::open(parent) {
             let _ = d.sync_all();
         }
@@ -335,6 +376,55 @@ mod tests {
             assert_eq!(&read_group(dir.path(), &key(), &h, size, i as u64).unwrap(), g);
         }
         assert!(!partial.exists());
+    }
+
+    /// Two sessions receiving one file at once (the county from the
+    /// township and from the village, a township from two villages holding
+    /// the same e-licence, or a hostile peer restarting the file at group 0
+    /// in a loop) must not undo each other: the second one's group 0 used
+    /// to cut the file back to one group, and the first session then broke
+    /// off at its next group ("arrived out of order").
+    #[test]
+    fn two_sessions_receiving_one_file_do_not_undo_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(3 * CHUNK + 10) as u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        let h = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let g: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        // The first session keeps groups 0 and 1.
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap();
+        // A second session, started when nothing was held, keeps group 0.
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        // Both go on with what their peers send.
+        let first = write_group(dir.path(), &key(), &h, size, 2, g[2]);
+        assert!(first.is_ok(), "the first session broke off: {first:?}");
+        write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap();
+        write_group(dir.path(), &key(), &h, size, 2, g[2]).unwrap();
+        assert!(write_group(dir.path(), &key(), &h, size, 3, g[3]).unwrap());
+        assert!(write_group(dir.path(), &key(), &h, size, 3, g[3]).unwrap(), "the second session finds it whole");
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
+    }
+
+    /// A crash after the last group of a file of whole groups (a size that
+    /// is a multiple of 64 KiB) was kept, before the file was moved to its
+    /// place: the partial file holds every group, so the next session asks
+    /// for the last group again, and keeping it completes the file.
+    #[test]
+    fn a_file_whose_every_group_was_kept_is_completed_by_its_last_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..(2 * CHUNK) as u32).map(|i| (i * 29 + i / 11) as u8).collect();
+        let h = hash_of(&bytes);
+        let size = bytes.len() as u64;
+        let g: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        write_group(dir.path(), &key(), &h, size, 0, g[0]).unwrap();
+        assert!(write_group(dir.path(), &key(), &h, size, 1, g[1]).unwrap());
+        // As if the rename had not happened.
+        std::fs::rename(path_of(dir.path(), &h), partial_path(dir.path(), &h)).unwrap();
+        assert_eq!(partial_groups(dir.path(), &h).unwrap(), 2);
+        let again = write_group(dir.path(), &key(), &h, size, 1, g[1]);
+        assert!(matches!(again, Ok(true)), "the last group kept again: {again:?}");
+        assert_eq!(read(dir.path(), &key(), &h).unwrap(), bytes);
     }
 
     #[test]

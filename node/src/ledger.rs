@@ -111,7 +111,9 @@ pub fn check_file(material: &str, name: &str, bytes: &[u8]) -> std::result::Resu
         return Err(Declined::FileTooLarge { size: bytes.len() as u64, limit });
     }
     let media_type = proto::files::MediaType::sniff(bytes).ok_or(Declined::FileType)?;
-    let name = name.rsplit(['/', '\\']).next().unwrap_or(name).to_string();
+    // The name travels in the signed event, in the clear: an ID number or
+    // a phone in it (scans are named after them) is masked.
+    let name = proto::personal::mask_personal_in(name.rsplit(['/', '\\']).next().unwrap_or(name));
     let file = FileRef {
         hash: blobs::hash_of(bytes),
         size: bytes.len() as u64,
@@ -1158,7 +1160,10 @@ impl Ledger {
         if !held.files.iter().any(|f| f.file.hash == *hash) {
             return Err(Declined::Invalid(format!("case {case} has no file {hash}")).into());
         }
-        let key = self.lane_key(&held.home)?;
+        // Stored once per hash, under the key of the lane of the case that
+        // brought it first, which need not be this case's.
+        let sealed_under = store::file_sealed_under(self.store.conn(), hash)?.unwrap_or_else(|| held.home.clone());
+        let key = self.lane_key(&sealed_under)?;
         match blobs::read_into(&self.dir, &key, hash, out) {
             Ok(n) => Ok(n),
             Err(e @ blobs::ReadError::Damaged { .. }) => {

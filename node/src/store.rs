@@ -887,6 +887,16 @@ pub fn note_file_held(conn: &Connection, hash: &proto::files::FileHash, size: u6
     Ok(())
 }
 
+/// The lane whose key a held file is sealed under (the case that brought
+/// it here first), if it is held.
+pub fn file_sealed_under(conn: &Connection, hash: &proto::files::FileHash) -> Result<Option<NodeId>> {
+    let home: Option<String> = conn
+        .prepare_cached("SELECT home FROM files_held WHERE hash = ?1")?
+        .query_row([&hash.0[..]], |r| r.get(0))
+        .optional()?;
+    Ok(home.map(NodeId::new))
+}
+
 /// A held file found damaged or gone: recorded in quarantine with the
 /// reason, its bytes moved aside (kept as evidence), and no longer held,
 /// so the node asks its peers for a good copy at its next sync.

@@ -78,6 +78,47 @@ pub fn mask(value: &str, head: usize, tail: usize) -> String {
     out
 }
 
+/// `text` (a file's name, say: clerks name scans after the applicant's
+/// ID number and phone) with every ID number in it (18 characters passing
+/// GB 11643's check, also inside a longer run of digits) and every mobile
+/// number (a run of exactly 11 digits starting with 1) masked as their
+/// fields are; everything else is kept.
+pub fn mask_personal_in(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = chars.clone();
+    let mut i = 0;
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == 'X' || chars[i] == 'x') {
+            i += 1;
+        }
+        let run = &chars[start..i];
+        let mut at = 0;
+        while at + 18 <= run.len() {
+            let window: String = run[at..at + 18].iter().collect();
+            if validate_id_number(&window).is_ok() {
+                for (k, c) in PersonalKind::IdNumber.mask(&window).chars().enumerate() {
+                    out[start + at + k] = c;
+                }
+                at += 18;
+            } else {
+                at += 1;
+            }
+        }
+        if run.len() == 11 && run[0] == '1' && run.iter().all(char::is_ascii_digit) {
+            let phone: String = run.iter().collect();
+            for (k, c) in PersonalKind::Phone.mask(&phone).chars().enumerate() {
+                out[start + k] = c;
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Which kind of personal data a protected value holds; decides the mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PersonalKind {
@@ -122,6 +163,20 @@ pub struct Protected {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_numbers_and_phones_in_a_text_are_masked() {
+        assert_eq!(
+            mask_personal_in("身份证-11010519491231002x-13912345678.pdf"),
+            "身份证-110105********002x-139****5678.pdf"
+        );
+        assert_eq!(mask_personal_in("scan20240111010519491231002X.jpg"), "scan202401110105********002X.jpg");
+        // Not an ID (bad check digit), not a mobile number: kept.
+        assert_eq!(
+            mask_personal_in("110105194912310021 1391234567 2024.pdf"),
+            "110105194912310021 1391234567 2024.pdf"
+        );
+    }
 
     #[test]
     fn accepts_valid_and_refuses_bad_check_digit() {

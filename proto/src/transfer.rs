@@ -30,6 +30,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Most rounds of asking again for groups refused in one session.
 pub const MAX_ROUNDS: u32 = 3;
 
+/// Most files one Want names (a node asks for the rest at its next
+/// session). A longer Want is a protocol violation: each entry costs the
+/// sender a look-up and a message.
+pub const WANT_MAX: usize = 20_000;
+
 /// A file a node lacks: its hash and size (from the case's signed event)
 /// and the first group it lacks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +76,11 @@ impl FileMessage {
 /// A node's files, as the transfer reads and writes them.
 pub trait FileStore {
     type Error: std::fmt::Display;
-    /// Files of the cases held here whose bytes are not all here.
-    fn wanted(&self) -> Result<Vec<Wanted>, Self::Error>;
+    /// Files of the cases held here whose bytes are not all here, that
+    /// `peer` may send (of cases in lanes it holds): at most [`WANT_MAX`],
+    /// taken fairly across lanes, so that no lane's references (to files
+    /// that never existed, say) crowd out the others'.
+    fn wanted(&self, peer: &crate::NodeId) -> Result<Vec<Wanted>, Self::Error>;
     /// The size of a file this node holds whole and may send to `peer` (it
     /// belongs to a case in a lane the two share); `None` otherwise.
     fn sendable(&self, peer: &crate::NodeId, hash: &FileHash) -> Result<Option<u64>, Self::Error>;
@@ -132,6 +140,11 @@ struct Receiving {
     /// The checked outline (files of more than one group).
     outline: Option<Vec<GroupHash>>,
     next: u64,
+    /// Something of this file was refused in this round: the rest of the
+    /// round's messages about it are ignored (an honest sender's later
+    /// groups are not the one expected anyway), so a peer repeating bad
+    /// groups costs one refusal per round, not one per message.
+    refused: bool,
 }
 
 /// One side of a file phase.
@@ -149,6 +162,8 @@ pub struct Transfer {
     /// Files the peer said it does not have (not asked again).
     absent: BTreeSet<FileHash>,
     rounds: u32,
+    /// Wants received from the peer (an honest peer sends one per round).
+    wants_received: u32,
     sent_finished: bool,
     peer_finished: bool,
     pub stats: FileStats,
@@ -166,13 +181,14 @@ impl Transfer {
             receiving: BTreeMap::new(),
             absent: BTreeSet::new(),
             rounds: 0,
+            wants_received: 0,
             sent_finished: false,
             peer_finished: false,
             stats: FileStats::default(),
         };
-        let wanted = store.wanted().map_err(|e| TransferError::Storage(e.to_string()))?;
+        let wanted = store.wanted(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
         for w in &wanted {
-            t.receiving.insert(w.hash, Receiving { size: w.size, outline: None, next: w.from });
+            t.receiving.insert(w.hash, Receiving { size: w.size, outline: None, next: w.from, refused: false });
         }
         t.rounds = 1;
         t.outbox.push_back(FileMessage::Want { files: wanted });
@@ -184,7 +200,24 @@ impl Transfer {
         let storage = |e: S::Error| TransferError::Storage(e.to_string());
         match msg {
             FileMessage::Want { files } => {
+                // An honest peer asks once per round, after our Sent, at
+                // most MAX_ROUNDS times, for at most WANT_MAX distinct
+                // files: anything else would make us read and send a file
+                // once per mention.
+                self.wants_received += 1;
+                if self.owe_sent > 0 || self.wants_received > MAX_ROUNDS || files.len() > WANT_MAX {
+                    return Err(TransferError::Protocol(format!(
+                        "a Want of {} files, Want {} of the session, {} still being answered",
+                        files.len(),
+                        self.wants_received,
+                        self.owe_sent
+                    )));
+                }
+                let mut named = BTreeSet::new();
                 for w in files {
+                    if !named.insert(w.hash) {
+                        continue;
+                    }
                     match store.sendable(&self.peer, &w.hash).map_err(storage)? {
                         Some(size) if size == w.size && w.from < groups(size) => {
                             self.to_send.push_back((w.hash, size, w.from))
@@ -198,11 +231,12 @@ impl Transfer {
                 self.owe_sent += 1;
             }
             FileMessage::Outline { hash, groups: outline } => {
-                if let Some(r) = self.receiving.get_mut(&hash) {
+                if let Some(r) = self.receiving.get_mut(&hash).filter(|r| !r.refused) {
                     if outline_matches(&hash, r.size, &outline) {
                         r.outline = Some(outline);
                     } else {
                         r.outline = None;
+                        r.refused = true;
                         self.stats.groups_refused += 1;
                         self.stats.refused.push((hash, None));
                     }
@@ -215,8 +249,14 @@ impl Transfer {
                     // again in order.
                     return Ok(());
                 }
+                if r.refused {
+                    // Refused already this round: counted, not kept again.
+                    self.stats.groups_refused += 1;
+                    return Ok(());
+                }
                 let outline = r.outline.as_deref().unwrap_or(&[]);
                 if !group_matches(&hash, r.size, outline, index, &bytes) {
+                    r.refused = true;
                     self.stats.groups_refused += 1;
                     self.stats.refused.push((hash, Some(index)));
                     return Ok(());
@@ -254,6 +294,9 @@ impl Transfer {
                     self.outbox.push_back(FileMessage::Finished);
                 } else {
                     self.rounds += 1;
+                    for r in self.receiving.values_mut() {
+                        r.refused = false;
+                    }
                     self.outbox.push_back(FileMessage::Want { files: again });
                 }
             }

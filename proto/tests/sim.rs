@@ -47,7 +47,7 @@ struct Mem {
 
 impl FileStore for Mem {
     type Error = String;
-    fn wanted(&self) -> Result<Vec<Wanted>, String> {
+    fn wanted(&self, _: &NodeId) -> Result<Vec<Wanted>, String> {
         let mut out = BTreeMap::new();
         for e in self.events() {
             if let Body::AttachFile { file, .. } = &e.body {

@@ -8,12 +8,14 @@ use super::*;
 use crate::blobs;
 use crate::protect::{DataKey, DataKeys};
 use proto::files::{FileHash, GroupHash};
-use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted};
+use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted, WANT_MAX};
 
 /// Largest file message accepted: a group and its framing, or a Want list.
 const MAX_FILE_FRAME: usize = 4 * 1024 * 1024;
-/// Most files asked for in one Want (the rest in the next session).
-const WANT_MAX: usize = 20_000;
+/// Most refusals of one session written to quarantine one by one (the
+/// rest are counted in one more row): a peer sending bad groups for every
+/// file it is asked for cannot fill the quarantine.
+const REFUSALS_KEPT: usize = 64;
 
 /// A node's files as the transfer reads and writes them.
 pub struct NodeFiles<'a> {
@@ -76,25 +78,52 @@ impl<'a> NodeFiles<'a> {
 impl FileStore for NodeFiles<'_> {
     type Error = anyhow::Error;
 
-    fn wanted(&self) -> Result<Vec<Wanted>> {
-        let rows: Vec<(Vec<u8>, i64, String)> = {
+    fn wanted(&self, peer: &NodeId) -> Result<Vec<Wanted>> {
+        // Only what the peer may send (files of cases in lanes it holds:
+        // nothing else is worth a line of a Want on a rural link), and the
+        // lanes in turn: references in one lane, to files that never
+        // existed, cannot take every place in the Want.
+        let homes: Vec<&str> = self
+            .topology
+            .nodes()
+            .iter()
+            .filter(|n| proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(n.id.clone())))
+            .map(|n| n.id.as_str())
+            .collect();
+        let rows: Vec<(Vec<u8>, i64)> = {
             let mut stmt = self.conn.prepare(
-                "SELECT r.hash, MAX(r.size), MIN(r.home) FROM file_refs r
-                 WHERE NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
-                 GROUP BY r.hash LIMIT ?1",
+                "WITH lacking AS (
+                     SELECT r.hash AS hash, MAX(r.size) AS size, MIN(r.home) AS home FROM file_refs r
+                     WHERE r.home IN (SELECT value FROM json_each(?1))
+                       AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
+                     GROUP BY r.hash)
+                 SELECT hash, size FROM (
+                     SELECT hash, size, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
+                 ORDER BY turn, hash LIMIT ?2",
             )?;
-            let rows = stmt.query_map([WANT_MAX as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&homes)?, WANT_MAX as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
-        for (hash, size, home) in rows {
+        for (hash, size) in rows {
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
             if blobs::holds(self.dir, &hash) {
-                // Stored, but not noted (a crash between the two).
+                // Stored, but not noted (a crash between the two): under
+                // the lane its groups were sealed under.
+                let home = match blobs::partial_lane(self.dir, &hash)? {
+                    Some(h) => h,
+                    None => self.home_of(&hash)?,
+                };
                 store::note_file_held(self.conn, &hash, size as u64, &NodeId::new(home))?;
+                blobs::forget_partial_lane(self.dir, &hash);
                 continue;
             }
-            out.push(Wanted { hash, size: size as u64, from: blobs::partial_groups(self.dir, &hash)? });
+            // A partial file holding every group (a crash before it was
+            // moved to its place) asks for its last group again.
+            let from = blobs::partial_groups(self.dir, &hash)?.min(proto::files::groups(size as u64) - 1);
+            out.push(Wanted { hash, size: size as u64, from });
         }
         Ok(out)
     }
@@ -155,9 +184,19 @@ impl FileStore for NodeFiles<'_> {
     }
 
     fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
-        let home = self.home_of(hash)?;
+        // Every group under the key the first one was sealed under (also
+        // when another session is receiving the same file).
+        let home = match blobs::partial_lane(self.dir, hash)? {
+            Some(home) if index > 0 || blobs::partial_groups(self.dir, hash)? > 0 => home,
+            _ => {
+                let home = self.home_of(hash)?;
+                blobs::note_partial_lane(self.dir, hash, &home)?;
+                home
+            }
+        };
         if blobs::write_group(self.dir, &self.key(&home)?, hash, size, index, bytes)? {
             store::note_file_held(self.conn, hash, size, &NodeId::new(home))?;
+            blobs::forget_partial_lane(self.dir, hash);
         }
         Ok(())
     }
@@ -272,7 +311,7 @@ pub(super) async fn run_files(
     if !refused.is_empty() {
         block(|| -> Result<()> {
             let conn = ledger.store().conn();
-            for (hash, group) in &refused {
+            for (hash, group) in refused.iter().take(REFUSALS_KEPT) {
                 let what = group.map_or("the outline".to_string(), |g| format!("group {g}"));
                 let reason = format!(
                     "{what} of file {hash} sent by {peer_id} does not match the file's hash (from its case's signed \
@@ -280,6 +319,15 @@ pub(super) async fn run_files(
                 );
                 tracing::warn!("{reason}");
                 store::quarantine(conn, crate::wall_clock_ms(), peer_id, peer_id, 0, "bad_file", &reason, &hash.0)?;
+            }
+            if refused.len() > REFUSALS_KEPT {
+                let reason = format!(
+                    "{} more groups or outlines sent by {peer_id} in the same session did not match their files' \
+                     hashes: refused (not listed one by one)",
+                    refused.len() - REFUSALS_KEPT
+                );
+                tracing::warn!("{reason}");
+                store::quarantine(conn, crate::wall_clock_ms(), peer_id, peer_id, 0, "bad_file", &reason, &[])?;
             }
             Ok(())
         })?;

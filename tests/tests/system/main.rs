@@ -5,6 +5,7 @@ mod cli;
 mod copies;
 mod demo;
 mod files;
+mod files_attacks;
 mod hostile;
 mod keys;
 mod pair;

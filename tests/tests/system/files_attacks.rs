@@ -1,0 +1,342 @@
+//! Attacks on material files between nodes (issue 14), from an outside
+//! review: real binaries, real data directories, real QUIC. Each test
+//! fails if its attack succeeds.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use system_tests::{ok_json, s, take_case, County, Server};
+
+const TOWNSHIP: &str = "511421101";
+const VILLAGE: &str = "511421101001";
+/// A village of the same township.
+const NEIGHBOUR: &str = "511421101002";
+/// A village of another township.
+const OTHER: &str = "511421102001";
+
+/// A PDF of `size` pseudo-random bytes.
+fn pdf(size: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = b"%PDF-1.4\n1 0 obj <</Type /Page>>\n".to_vec();
+    let mut x = seed | 1;
+    while bytes.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.push(x as u8);
+    }
+    bytes
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn attach(data: &Path, case: &str, material: &str, file: &Path) -> String {
+    let args = ["case", "attach", "--data", s(data), case, "--material", material, "--file", s(file), "--as", "王芳"];
+    ok_json("village-node", &[&args[..], &["--json"]].concat())["hash"].as_str().unwrap().to_string()
+}
+
+fn files(program: &str, data: &Path, case: &str) -> Vec<Value> {
+    ok_json(program, &["case", "files", "--data", s(data), case, "--json"]).as_array().unwrap().clone()
+}
+
+fn sync(program: &str, data: &Path, peer: &str) -> Value {
+    ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
+}
+
+fn db(data: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(data.join("node.db")).unwrap();
+    c.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    c
+}
+
+fn serve(program: &str, data: &Path) -> Server {
+    Server::start(program, &["serve", "--data", s(data), "--listen", "127.0.0.1:0"])
+}
+
+/// Scope of files: "asking by hash gets nothing else". A thief holding
+/// another village's laptop and passphrase (or any hostile enrolled node)
+/// who learns the hash and size of a file of a case outside its scope (a
+/// desk URL in a browser's history, a log line, a screenshot) signs an
+/// AttachFile naming that hash on a case of its own lane. Every receiver
+/// takes the event (its checks are of the body's limits and the author's
+/// authority over its own case), and the county then finds the file "of a
+/// case in the receiver's scope" and sends it.
+///
+/// Here the thief's event is made by attaching the bytes and then removing
+/// them from its data directory (file and `files_held` row), so that it
+/// holds the event only: the event on the wire is exactly the one a thief
+/// knowing only the hash would sign.
+#[test]
+fn a_forged_reference_does_not_fetch_another_villages_file() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE, "village-node");
+    let thief = county.enrol(OTHER, "village-node");
+    let hub = serve("county-hub", &county.hub());
+    let work = tempfile::tempdir().unwrap();
+
+    let case = take_case(s(&a), "张三", 1);
+    let scan = pdf(300 * 1024, 21);
+    let path = write(work.path(), "户口簿.pdf", &scan);
+    let hash = attach(&a, &case, "户口簿", &path);
+    assert_eq!(sync("village-node", &a, &hub.addr)["files_sent"], 1);
+
+    // The thief's own case names the hash; it holds no byte of the file.
+    let own = take_case(s(&thief), "李四", 2);
+    assert_eq!(attach(&thief, &own, "户口簿", &path), hash);
+    let stored = thief.join("files").join(&hash[..2]).join(&hash);
+    std::fs::remove_file(&stored).unwrap();
+    db(&thief).execute("DELETE FROM files_held", []).unwrap();
+    assert_eq!(files("village-node", &thief, &own)[0]["here"], false);
+
+    let got = sync("village-node", &thief, &hub.addr);
+    assert!(
+        !stored.exists() && got["files_received"] == 0,
+        "the county sent village {VILLAGE}'s file to village {OTHER} for a reference it signed itself: {got}"
+    );
+}
+
+/// One file on cases of two lanes: an e-licence (OFD) or a form downloaded
+/// from the national platform is the same bytes wherever it is attached.
+/// It is stored once per hash, sealed under the key of the lane of the case
+/// that brought it first; reading it through the other lane's case must
+/// not find it "damaged", set it aside and drop it from the files held
+/// (to be fetched and set aside again at every reading). A hostile village
+/// naming another village's hash on its own case triggers the same at the
+/// township and the county.
+#[test]
+fn a_file_on_cases_of_two_villages_reads_back_through_both() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE, "village-node");
+    let b = county.enrol(OTHER, "village-node");
+    let hub_dir = county.hub();
+    let hub = serve("county-hub", &hub_dir);
+    let work = tempfile::tempdir().unwrap();
+    let form = pdf(200 * 1024, 33);
+    let path = write(work.path(), "申请表.pdf", &form);
+
+    let case_a = take_case(s(&a), "张三", 1);
+    let hash = attach(&a, &case_a, "申请表", &path);
+    sync("village-node", &a, &hub.addr);
+    let case_b = take_case(s(&b), "李四", 2);
+    attach(&b, &case_b, "申请表", &path);
+    sync("village-node", &b, &hub.addr);
+
+    for case in [&case_a, &case_b, &case_a] {
+        let out = work.path().join(format!("{case}.pdf"));
+        let read =
+            system_tests::run("county-hub", &["case", "file", "--data", s(&hub_dir), case, &hash, "--out", s(&out)]);
+        assert!(
+            read.status.success(),
+            "the county cannot read the file through case {case}: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), form);
+    }
+    assert!(!hub_dir.join("files").join(".damaged").exists(), "a sound file was set aside as damaged");
+}
+
+/// A node asks for at most 20,000 files a session, the first by hash. A
+/// hostile village signs AttachFile events naming 20,000 files that do not
+/// exist, with hashes that sort first (each event passes every receiver's
+/// checks: a name, a material, a size under 20 MB). From then on the
+/// county (and the village's township) asks every peer for those files
+/// only, and no real file of any village reaches it again.
+///
+/// The 20,000 references are put straight into the county's `file_refs`
+/// (the rows those events fold to), to keep the test fast.
+#[test]
+fn references_to_files_that_never_existed_do_not_starve_real_files() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let a = county.enrol(VILLAGE, "village-node");
+    county.enrol(NEIGHBOUR, "village-node");
+    let hub_dir = county.hub();
+    {
+        let mut conn = db(&hub_dir);
+        let tx = conn.transaction().unwrap();
+        for i in 0..20_000u32 {
+            let mut hash = [0u8; 32];
+            hash[28..].copy_from_slice(&i.to_be_bytes());
+            tx.execute(
+                "INSERT INTO file_refs (hash, case_id, home, size) VALUES (?1, ?2, ?3, 1)",
+                rusqlite::params![&hash[..], format!("{NEIGHBOUR}-{}", i / 500 + 1), NEIGHBOUR],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let hub = serve("county-hub", &hub_dir);
+    let township = serve("township-node", &t);
+    let work = tempfile::tempdir().unwrap();
+
+    let case = take_case(s(&a), "张三", 1);
+    let scan = pdf(200 * 1024, 44);
+    let hash = attach(&a, &case, "居民身份证", &write(work.path(), "身份证.pdf", &scan));
+    assert_eq!(sync("village-node", &a, &township.addr)["files_sent"], 1);
+    let relay = sync("township-node", &t, &hub.addr);
+    let listed = files("county-hub", &hub_dir, &case);
+    assert_eq!(
+        (relay["files_sent"].as_u64(), listed[0]["here"].as_bool()),
+        (Some(1), Some(true)),
+        "the county never asked the township for village {VILLAGE}'s file {hash}: {relay}"
+    );
+}
+
+/// A file on its way is sealed group by group under the key of the lane of
+/// "the first case naming it" as the receiver sees it at each group. When a
+/// case of another lane naming the same file arrives between a cut
+/// transfer and its resumption (here: the same form attached at a second
+/// village, whose case id sorts first), the groups kept before the cut and
+/// those kept after it are sealed under two keys, and the file, once
+/// complete, is damaged as soon as it is read.
+#[test]
+fn a_transfer_resumed_after_another_lanes_case_names_the_file_reads_back() {
+    let county = County::new();
+    // The village whose case id sorts first attaches second.
+    let first = county.enrol(NEIGHBOUR, "village-node");
+    let second = county.enrol(VILLAGE, "village-node");
+    let hub_dir = county.hub();
+    let hub = serve("county-hub", &hub_dir);
+    let link = Server::start(
+        "county-sim",
+        &["link", "--listen", "127.0.0.1:0", "--target", &hub.addr, "--rtt-ms", "100", "--kbps", "4000"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let form = pdf(3 * 1024 * 1024, 55);
+    let path = write(work.path(), "申请表.pdf", &form);
+    let case_first = take_case(s(&first), "张三", 1);
+    let hash = attach(&first, &case_first, "申请表", &path);
+    let partial = hub_dir.join("files").join(".partial").join(&hash);
+    let held = || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+
+    // The first village's sync is cut half way through the file.
+    let mut child = system_tests::cmd("village-node")
+        .args(["sync", "--data", s(&first), "--peer", &link.addr, "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while held() < form.len() as u64 / 2 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut last = held();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        if held() == last {
+            break;
+        }
+        last = held();
+    }
+    assert!(last > 4 && last < form.len() as u64, "cut at {last} bytes");
+
+    // The same form at the other village, whose case sorts first: it
+    // sends the rest of the file.
+    let case_second = take_case(s(&second), "李四", 2);
+    attach(&second, &case_second, "申请表", &path);
+    assert!(case_second < case_first);
+    let rest = sync("village-node", &second, &hub.addr);
+    assert_eq!(rest["files_sent"], 1, "{rest}");
+
+    for case in [&case_first, &case_second] {
+        let out = work.path().join(format!("{case}.pdf"));
+        let read =
+            system_tests::run("county-hub", &["case", "file", "--data", s(&hub_dir), case, &hash, "--out", s(&out)]);
+        assert!(
+            read.status.success(),
+            "the county cannot read the file through case {case}: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        assert_eq!(std::fs::read(&out).unwrap(), form);
+    }
+}
+
+/// A file's hash fixes its size, but a receiver asks for the largest size
+/// any reference names. A hostile village that learns the hash of a file
+/// of its township (another village's scan) signs an AttachFile naming it
+/// with a size of 20 MB on a case of its own lane: from then on the county
+/// asks the township for that file at the wrong size, the township (which
+/// holds it whole, at its true size) answers NotHere, and the county never
+/// holds the file.
+///
+/// The hostile reference is put straight into the county's `file_refs`
+/// (the row its event folds to), before the true file arrives.
+#[test]
+fn a_reference_with_a_wrong_size_does_not_keep_a_real_file_away() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let a = county.enrol(VILLAGE, "village-node");
+    county.enrol(NEIGHBOUR, "village-node");
+    let hub_dir = county.hub();
+    let work = tempfile::tempdir().unwrap();
+    let scan = pdf(200 * 1024, 66);
+    let hash = blake3::hash(&scan);
+    db(&hub_dir)
+        .execute(
+            "INSERT INTO file_refs (hash, case_id, home, size) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![&hash.as_bytes()[..], format!("{NEIGHBOUR}-1"), NEIGHBOUR, 20 * 1024 * 1024],
+        )
+        .unwrap();
+    let hub = serve("county-hub", &hub_dir);
+    let township = serve("township-node", &t);
+
+    let case = take_case(s(&a), "张三", 1);
+    attach(&a, &case, "居民身份证", &write(work.path(), "身份证.pdf", &scan));
+    assert_eq!(sync("village-node", &a, &township.addr)["files_sent"], 1);
+    let relay = sync("township-node", &t, &hub.addr);
+    assert_eq!(
+        files("county-hub", &hub_dir, &case)[0]["here"],
+        true,
+        "a reference naming the file's hash with a wrong size kept it from the county: {relay}"
+    );
+}
+
+/// Every file under a directory, recursively.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// "Personal data exists in the clear only in process memory": an ID
+/// number typed into the form is sealed, masked and hashed. Clerks name
+/// their scans after the applicant's ID number and phone (a scanner's
+/// "save as" field, "身份证-<ID>.jpg"); the original file name travels in
+/// the signed event, in the clear, to the township and the county, and
+/// lies in every store, where a thief with no passphrase reads it.
+#[test]
+fn an_id_number_or_phone_in_a_file_name_is_not_kept_in_the_clear() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE, "village-node");
+    let work = tempfile::tempdir().unwrap();
+    let id = system_tests::id_number(7);
+    let phone = "13912345678";
+    let case = take_case(s(&a), "张三", 7);
+    let scan = pdf(10 * 1024, 77);
+    attach(&a, &case, "居民身份证", &write(work.path(), &format!("身份证-{id}-{phone}.pdf"), &scan));
+    let listed = files("village-node", &a, &case);
+    let name = listed[0]["name"].as_str().unwrap();
+    assert!(name.contains("身份证") && name.ends_with(".pdf"), "{name}");
+    for f in all_files(&a) {
+        let bytes = std::fs::read(&f).unwrap();
+        for clear in [id.as_bytes(), phone.as_bytes()] {
+            assert!(
+                !bytes.windows(clear.len()).any(|w| w == clear),
+                "{} holds {} in the clear (from the file name {name:?})",
+                f.display(),
+                String::from_utf8_lossy(clear)
+            );
+        }
+    }
+}
