@@ -1115,6 +1115,7 @@ impl Ledger {
         match self.append(actor, Target::Case(case.clone()), body) {
             Ok(event) => {
                 store::note_file_held(self.store.conn(), &hash, file.size, &held.home)?;
+                store::note_file_lane(self.store.conn(), &hash, &held.home)?;
                 Ok(Attached { file, newly_stored, event })
             }
             Err(e) => {

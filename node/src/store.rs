@@ -144,6 +144,10 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE county_receipts (home TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, signed BLOB NOT NULL) WITHOUT ROWID;
      CREATE TABLE upstream_held (origin TEXT NOT NULL, seq INTEGER NOT NULL, peer TEXT NOT NULL,
                                  at_ms INTEGER NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;",
+    // 15: the lanes each held file is held for (attached there, or
+    // received for it): a file is sent for a lane only if held for it.
+    "CREATE TABLE file_lanes (hash BLOB NOT NULL, home TEXT NOT NULL, PRIMARY KEY (hash, home)) WITHOUT ROWID;
+     INSERT OR IGNORE INTO file_lanes (hash, home) SELECT hash, home FROM files_held;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
@@ -897,6 +901,13 @@ pub fn file_sealed_under(conn: &Connection, hash: &proto::files::FileHash) -> Re
     Ok(home.map(NodeId::new))
 }
 
+/// Records that this node holds a file for `home`'s lane.
+pub fn note_file_lane(conn: &Connection, hash: &proto::files::FileHash, home: &NodeId) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO file_lanes (hash, home) VALUES (?1, ?2)")?
+        .execute(params![&hash.0[..], home.as_str()])?;
+    Ok(())
+}
+
 /// A held file found damaged or gone: recorded in quarantine with the
 /// reason, its bytes moved aside (kept as evidence), and no longer held,
 /// so the node asks its peers for a good copy at its next sync.
@@ -910,6 +921,7 @@ pub fn file_damaged(
     tracing::warn!("{why}");
     quarantine(conn, crate::wall_clock_ms(), me, me, 0, "damaged_file", why, &hash.0)?;
     conn.prepare_cached("DELETE FROM files_held WHERE hash = ?1")?.execute([&hash.0[..]])?;
+    conn.prepare_cached("DELETE FROM file_lanes WHERE hash = ?1")?.execute([&hash.0[..]])?;
     crate::blobs::set_aside(dir, hash)?;
     Ok(())
 }

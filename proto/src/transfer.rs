@@ -35,12 +35,15 @@ pub const MAX_ROUNDS: u32 = 3;
 /// sender a look-up and a message.
 pub const WANT_MAX: usize = 20_000;
 
-/// A file a node lacks: its hash and size (from the case's signed event)
-/// and the first group it lacks.
+/// A file a node lacks, for one lane: its hash (from a case's signed
+/// event in that lane), the lane's home, and the first group it lacks.
+/// A node sends a file for a lane only if it holds it for that lane (it
+/// was attached there, or received for it): naming another village's
+/// file in a forged event of one's own lane gets nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wanted {
     pub hash: FileHash,
-    pub size: u64,
+    pub home: crate::NodeId,
     pub from: u64,
 }
 
@@ -49,8 +52,9 @@ pub struct Wanted {
 pub enum FileMessage {
     /// The files I lack that you may hold.
     Want { files: Vec<Wanted> },
-    /// A file's outline (the chaining values of its groups), before them.
-    Outline { hash: FileHash, groups: Vec<GroupHash> },
+    /// A file's size and outline (the chaining values of its groups; none
+    /// for a file of one group), before its groups.
+    Outline { hash: FileHash, size: u64, groups: Vec<GroupHash> },
     /// One group of a file.
     Group { hash: FileHash, index: u64, bytes: Vec<u8> },
     /// A file you asked for that I do not hold, or may not send you.
@@ -81,17 +85,30 @@ pub trait FileStore {
     /// taken fairly across lanes, so that no lane's references (to files
     /// that never existed, say) crowd out the others'.
     fn wanted(&self, peer: &crate::NodeId) -> Result<Vec<Wanted>, Self::Error>;
-    /// The size of a file this node holds whole and may send to `peer` (it
-    /// belongs to a case in a lane the two share); `None` otherwise.
-    fn sendable(&self, peer: &crate::NodeId, hash: &FileHash) -> Result<Option<u64>, Self::Error>;
+    /// The size of a file this node holds whole, for lane `home`, that it
+    /// may send to `peer` (whose scope covers the lane); `None` otherwise.
+    fn sendable(&self, peer: &crate::NodeId, hash: &FileHash, home: &crate::NodeId)
+        -> Result<Option<u64>, Self::Error>;
+    /// Whether a case's event in lane `home` names the file with this size
+    /// (several events may name one file with different sizes: only one
+    /// can be true, and a wrong one must not keep the file away).
+    fn size_claimed(&self, hash: &FileHash, home: &crate::NodeId, size: u64) -> Result<bool, Self::Error>;
     /// A held file's outline ([`crate::files::outline`]); `None` when the
     /// file turns out damaged or gone here (the store then wants it again).
     fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>, Self::Error>;
     /// Group `index` of a held file; `None` when damaged or gone here.
     fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>, Self::Error>;
-    /// Keeps a verified group (`index` is the next the store lacks); the
-    /// file is whole once its last group is kept.
-    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), Self::Error>;
+    /// Keeps a verified group (`index` is the next the store lacks) of the
+    /// file wanted for lane `home`; the file is whole, and held for that
+    /// lane, once its last group is kept.
+    fn write_group(
+        &mut self,
+        hash: &FileHash,
+        home: &crate::NodeId,
+        size: u64,
+        index: u64,
+        bytes: &[u8],
+    ) -> Result<(), Self::Error>;
     /// Keeps a county receipt from `peer` when it is genuine (signed by a
     /// county key), of a lane in this node's scope, and newer than the one
     /// held; returns whether it was kept.
@@ -136,7 +153,9 @@ pub enum TransferError {
 
 #[derive(Debug)]
 struct Receiving {
-    size: u64,
+    home: crate::NodeId,
+    /// Known once the sender's outline is checked.
+    size: Option<u64>,
     /// The checked outline (files of more than one group).
     outline: Option<Vec<GroupHash>>,
     next: u64,
@@ -153,7 +172,7 @@ pub struct Transfer {
     peer: crate::NodeId,
     outbox: VecDeque<FileMessage>,
     /// Files to send: (hash, size, from), and the one being sent with its
-    /// next group.
+    /// next group; a size of `u64::MAX` answers NotHere.
     to_send: VecDeque<(FileHash, u64, u64)>,
     sending: Option<(FileHash, u64, u64)>,
     /// A Sent is owed once `to_send` and `sending` are done.
@@ -187,8 +206,16 @@ impl Transfer {
             stats: FileStats::default(),
         };
         let wanted = store.wanted(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
+        let mut wanted = wanted;
+        // One lane per file in a Want (another lane's claim is proven in a
+        // later session).
+        let mut seen = BTreeSet::new();
+        wanted.retain(|w| seen.insert(w.hash));
         for w in &wanted {
-            t.receiving.insert(w.hash, Receiving { size: w.size, outline: None, next: w.from, refused: false });
+            t.receiving.insert(
+                w.hash,
+                Receiving { home: w.home.clone(), size: None, outline: None, next: w.from, refused: false },
+            );
         }
         t.rounds = 1;
         t.outbox.push_back(FileMessage::Want { files: wanted });
@@ -218,10 +245,8 @@ impl Transfer {
                     if !named.insert(w.hash) {
                         continue;
                     }
-                    match store.sendable(&self.peer, &w.hash).map_err(storage)? {
-                        Some(size) if size == w.size && w.from < groups(size) => {
-                            self.to_send.push_back((w.hash, size, w.from))
-                        }
+                    match store.sendable(&self.peer, &w.hash, &w.home).map_err(storage)? {
+                        Some(size) if w.from < groups(size) => self.to_send.push_back((w.hash, size, w.from)),
                         _ => {
                             self.stats.not_sent += 1;
                             self.to_send.push_back((w.hash, u64::MAX, 0));
@@ -230,9 +255,11 @@ impl Transfer {
                 }
                 self.owe_sent += 1;
             }
-            FileMessage::Outline { hash, groups: outline } => {
+            FileMessage::Outline { hash, size, groups: outline } => {
                 if let Some(r) = self.receiving.get_mut(&hash).filter(|r| !r.refused) {
-                    if outline_matches(&hash, r.size, &outline) {
+                    let claimed = store.size_claimed(&hash, &r.home, size).map_err(storage)?;
+                    if claimed && r.next < groups(size) && outline_matches(&hash, size, &outline) {
+                        r.size = Some(size);
                         r.outline = Some(outline);
                     } else {
                         r.outline = None;
@@ -254,17 +281,23 @@ impl Transfer {
                     self.stats.groups_refused += 1;
                     return Ok(());
                 }
-                let outline = r.outline.as_deref().unwrap_or(&[]);
-                if !group_matches(&hash, r.size, outline, index, &bytes) {
+                let (Some(size), Some(outline)) = (r.size, r.outline.as_deref()) else {
+                    // No checked outline: nothing to check the group by.
+                    r.refused = true;
+                    self.stats.groups_refused += 1;
+                    self.stats.refused.push((hash, Some(index)));
+                    return Ok(());
+                };
+                if !group_matches(&hash, size, outline, index, &bytes) {
                     r.refused = true;
                     self.stats.groups_refused += 1;
                     self.stats.refused.push((hash, Some(index)));
                     return Ok(());
                 }
-                store.write_group(&hash, r.size, index, &bytes).map_err(storage)?;
+                store.write_group(&hash, &r.home, size, index, &bytes).map_err(storage)?;
                 r.next += 1;
                 self.stats.file_bytes_received += bytes.len() as u64;
-                if r.next == groups(r.size) {
+                if r.next == groups(size) {
                     self.receiving.remove(&hash);
                     self.stats.files_received += 1;
                 }
@@ -280,8 +313,11 @@ impl Transfer {
                     return Err(TransferError::Protocol("files sent after we finished asking".into()));
                 }
                 // Ask again for what failed its check, a few rounds at most.
-                let again: Vec<Wanted> =
-                    self.receiving.iter().map(|(h, r)| Wanted { hash: *h, size: r.size, from: r.next }).collect();
+                let again: Vec<Wanted> = self
+                    .receiving
+                    .iter()
+                    .map(|(h, r)| Wanted { hash: *h, home: r.home.clone(), from: r.next })
+                    .collect();
                 if again.is_empty() || self.rounds >= MAX_ROUNDS {
                     self.stats.incomplete = again.len() as u64;
                     self.sent_finished = true;
@@ -319,49 +355,44 @@ impl Transfer {
         if let Some(m) = self.outbox.pop_front() {
             return Ok(Some(m));
         }
-        loop {
-            if let Some((hash, size, next)) = self.sending {
-                if next < groups(size) {
-                    let Some(bytes) = store.read_group(&hash, next).map_err(storage)? else {
-                        // Damaged here: the peer gets it elsewhere.
-                        self.sending = None;
-                        self.stats.not_sent += 1;
-                        return Ok(Some(FileMessage::NotHere { hash }));
-                    };
-                    let expected = if next + 1 == groups(size) { size - next * GROUP as u64 } else { GROUP as u64 };
-                    if bytes.len() as u64 != expected {
-                        return Err(TransferError::Storage(format!("file {hash} group {next} has the wrong length")));
-                    }
-                    self.sending = Some((hash, size, next + 1));
-                    self.stats.file_bytes_sent += bytes.len() as u64;
-                    if next + 1 == groups(size) {
-                        self.stats.files_sent += 1;
-                    }
-                    return Ok(Some(FileMessage::Group { hash, index: next, bytes }));
+        if let Some((hash, size, next)) = self.sending {
+            if next < groups(size) {
+                let Some(bytes) = store.read_group(&hash, next).map_err(storage)? else {
+                    // Damaged here: the peer gets it elsewhere.
+                    self.sending = None;
+                    self.stats.not_sent += 1;
+                    return Ok(Some(FileMessage::NotHere { hash }));
+                };
+                let expected = if next + 1 == groups(size) { size - next * GROUP as u64 } else { GROUP as u64 };
+                if bytes.len() as u64 != expected {
+                    return Err(TransferError::Storage(format!("file {hash} group {next} has the wrong length")));
                 }
-                self.sending = None;
+                self.sending = Some((hash, size, next + 1));
+                self.stats.file_bytes_sent += bytes.len() as u64;
+                if next + 1 == groups(size) {
+                    self.stats.files_sent += 1;
+                }
+                return Ok(Some(FileMessage::Group { hash, index: next, bytes }));
             }
-            match self.to_send.pop_front() {
-                Some((hash, u64::MAX, _)) => return Ok(Some(FileMessage::NotHere { hash })),
-                Some((hash, size, from)) => {
-                    self.sending = Some((hash, size, from));
-                    if groups(size) > 1 {
-                        let Some(outline) = store.outline(&hash).map_err(storage)? else {
-                            self.sending = None;
-                            self.stats.not_sent += 1;
-                            return Ok(Some(FileMessage::NotHere { hash }));
-                        };
-                        return Ok(Some(FileMessage::Outline { hash, groups: outline }));
-                    }
-                }
-                None => {
-                    if self.owe_sent > 0 {
-                        self.owe_sent -= 1;
-                        return Ok(Some(FileMessage::Sent));
-                    }
-                    return Ok(None);
-                }
+            self.sending = None;
+        }
+        match self.to_send.pop_front() {
+            Some((hash, u64::MAX, _)) => Ok(Some(FileMessage::NotHere { hash })),
+            Some((hash, size, from)) => {
+                self.sending = Some((hash, size, from));
+                let outline = if groups(size) > 1 { store.outline(&hash).map_err(storage)? } else { Some(Vec::new()) };
+                let Some(outline) = outline else {
+                    self.sending = None;
+                    self.stats.not_sent += 1;
+                    return Ok(Some(FileMessage::NotHere { hash }));
+                };
+                Ok(Some(FileMessage::Outline { hash, size, groups: outline }))
             }
+            None if self.owe_sent > 0 => {
+                self.owe_sent -= 1;
+                Ok(Some(FileMessage::Sent))
+            }
+            None => Ok(None),
         }
     }
 

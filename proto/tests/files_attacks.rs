@@ -15,6 +15,8 @@ struct Mem {
     held: BTreeMap<FileHash, Vec<u8>>,
     wants: Vec<Wanted>,
     partial: BTreeMap<FileHash, Vec<u8>>,
+    /// The size the receiver's events claim for each file.
+    claims: BTreeMap<FileHash, u64>,
 }
 
 impl FileStore for Mem {
@@ -22,8 +24,11 @@ impl FileStore for Mem {
     fn wanted(&self, _: &NodeId) -> Result<Vec<Wanted>, String> {
         Ok(self.wants.clone())
     }
-    fn sendable(&self, _: &NodeId, hash: &FileHash) -> Result<Option<u64>, String> {
+    fn sendable(&self, _: &NodeId, hash: &FileHash, _: &NodeId) -> Result<Option<u64>, String> {
         Ok(self.held.get(hash).map(|b| b.len() as u64))
+    }
+    fn size_claimed(&self, hash: &FileHash, _: &NodeId, size: u64) -> Result<bool, String> {
+        Ok(self.claims.get(hash) == Some(&size))
     }
     fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>, String> {
         Ok(self.held.get(hash).map(|b| files::outline(b)))
@@ -31,7 +36,13 @@ impl FileStore for Mem {
     fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>, String> {
         Ok(self.held.get(hash).and_then(|b| b.chunks(GROUP).nth(index as usize)).map(<[u8]>::to_vec))
     }
-    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
+    fn keep_receipt(&mut self, _: &NodeId, _: files::SignedReceipt) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn receipts_for(&self, _: &NodeId) -> Result<Vec<files::SignedReceipt>, String> {
+        Ok(Vec::new())
+    }
+    fn write_group(&mut self, hash: &FileHash, _: &NodeId, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
         let p = self.partial.entry(*hash).or_default();
         assert_eq!(p.len() as u64, index * GROUP as u64, "groups are written in order");
         p.extend_from_slice(bytes);
@@ -93,7 +104,7 @@ fn a_want_naming_a_file_many_times_does_not_multiply_what_is_sent() {
     let mut t = Transfer::start(&sender, &peer()).unwrap();
     let _own_want = t.poll_transmit(&sender).unwrap();
 
-    let want = FileMessage::Want { files: vec![Wanted { hash, size, from: 0 }; 1000] };
+    let want = FileMessage::Want { files: vec![Wanted { hash, home: peer(), from: 0 }; 1000] };
     assert!(want.encode().len() < 64 * 1024, "the whole attack fits in one small frame");
     let refused = matches!(t.handle(want, &mut sender), Err(TransferError::Protocol(_)));
     let (_, sent) = drain(&mut t, &sender, 100_000);
@@ -108,7 +119,7 @@ fn a_want_naming_a_file_many_times_does_not_multiply_what_is_sent() {
     let _own_want = t.poll_transmit(&sender).unwrap();
     let mut refused = false;
     for _ in 0..100 {
-        let want = FileMessage::Want { files: vec![Wanted { hash, size, from: 0 }] };
+        let want = FileMessage::Want { files: vec![Wanted { hash, home: peer(), from: 0 }] };
         if matches!(t.handle(want, &mut sender), Err(TransferError::Protocol(_))) {
             refused = true;
             break;
@@ -133,7 +144,7 @@ fn a_want_longer_than_an_honest_one_is_refused() {
         .map(|i| {
             let mut h = [0u8; 32];
             h[..4].copy_from_slice(&i.to_le_bytes());
-            Wanted { hash: FileHash(h), size: 1, from: 0 }
+            Wanted { hash: FileHash(h), home: peer(), from: 0 }
         })
         .collect();
     let want = FileMessage::Want { files };
@@ -155,10 +166,14 @@ fn a_want_longer_than_an_honest_one_is_refused() {
 fn a_flood_of_bad_groups_is_refused_once_per_round() {
     let (hash, bytes) = file(3, 2);
     let size = bytes.len() as u64;
-    let mut receiver = Mem { wants: vec![Wanted { hash, size, from: 0 }], ..Mem::default() };
+    let mut receiver = Mem {
+        wants: vec![Wanted { hash, home: peer(), from: 0 }],
+        claims: BTreeMap::from([(hash, size)]),
+        ..Mem::default()
+    };
     let mut t = Transfer::start(&receiver, &peer()).unwrap();
     let _want = t.poll_transmit(&receiver).unwrap();
-    t.handle(FileMessage::Outline { hash, groups: files::outline(&bytes) }, &mut receiver).unwrap();
+    t.handle(FileMessage::Outline { hash, size, groups: files::outline(&bytes) }, &mut receiver).unwrap();
     let mut broke_off = false;
     for i in 0..10_000u32 {
         let bad = FileMessage::Group { hash, index: 0, bytes: i.to_le_bytes().to_vec() };
@@ -169,7 +184,7 @@ fn a_flood_of_bad_groups_is_refused_once_per_round() {
     }
     // And bad outlines.
     for i in 0..10_000u32 {
-        let bad = FileMessage::Outline { hash, groups: vec![[i as u8; 32]; 3] };
+        let bad = FileMessage::Outline { hash, size, groups: vec![[i as u8; 32]; 3] };
         if broke_off || t.handle(bad, &mut receiver).is_err() {
             broke_off = true;
             break;
@@ -182,7 +197,7 @@ fn a_flood_of_bad_groups_is_refused_once_per_round() {
     // The honest sender then sends the file: taken whole in the next round.
     if !broke_off {
         t.handle(FileMessage::Sent, &mut receiver).unwrap();
-        t.handle(FileMessage::Outline { hash, groups: files::outline(&bytes) }, &mut receiver).unwrap();
+        t.handle(FileMessage::Outline { hash, size, groups: files::outline(&bytes) }, &mut receiver).unwrap();
         for (i, g) in bytes.chunks(GROUP).enumerate() {
             t.handle(FileMessage::Group { hash, index: i as u64, bytes: g.to_vec() }, &mut receiver).unwrap();
         }
@@ -198,15 +213,19 @@ fn groups_not_wanted_out_of_order_or_past_the_end_are_never_stored() {
     let (hash, bytes) = file(3, 3);
     let (other, other_bytes) = file(2, 4);
     let size = bytes.len() as u64;
-    let mut receiver = Mem { wants: vec![Wanted { hash, size, from: 0 }], ..Mem::default() };
+    let mut receiver = Mem {
+        wants: vec![Wanted { hash, home: peer(), from: 0 }],
+        claims: BTreeMap::from([(hash, size)]),
+        ..Mem::default()
+    };
     let mut t = Transfer::start(&receiver, &peer()).unwrap();
     let groups: Vec<&[u8]> = bytes.chunks(GROUP).collect();
     for m in [
-        FileMessage::Outline { hash: other, groups: files::outline(&other_bytes) },
+        FileMessage::Outline { hash: other, size: other_bytes.len() as u64, groups: files::outline(&other_bytes) },
         FileMessage::Group { hash: other, index: 0, bytes: other_bytes[..GROUP].to_vec() },
-        FileMessage::Outline { hash, groups: files::outline(&other_bytes) },
-        FileMessage::Outline { hash, groups: vec![[0; 32]; 200_000] },
-        FileMessage::Outline { hash, groups: files::outline(&bytes) },
+        FileMessage::Outline { hash, size, groups: files::outline(&other_bytes) },
+        FileMessage::Outline { hash, size, groups: vec![[0; 32]; 200_000] },
+        FileMessage::Outline { hash, size, groups: files::outline(&bytes) },
         FileMessage::Group { hash, index: 1, bytes: groups[1].to_vec() },
         FileMessage::Group { hash, index: u64::MAX, bytes: groups[2].to_vec() },
         FileMessage::Group { hash, index: 0, bytes: groups[1].to_vec() },
@@ -218,7 +237,7 @@ fn groups_not_wanted_out_of_order_or_past_the_end_are_never_stored() {
     assert!(receiver.partial.is_empty() && receiver.held.is_empty());
     // The next round: the file's outline and groups, in order, are taken.
     t.handle(FileMessage::Sent, &mut receiver).unwrap();
-    t.handle(FileMessage::Outline { hash, groups: files::outline(&bytes) }, &mut receiver).unwrap();
+    t.handle(FileMessage::Outline { hash, size, groups: files::outline(&bytes) }, &mut receiver).unwrap();
     for (i, g) in groups.iter().enumerate() {
         t.handle(FileMessage::Group { hash, index: i as u64, bytes: g.to_vec() }, &mut receiver).unwrap();
     }

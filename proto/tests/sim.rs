@@ -43,32 +43,46 @@ struct Mem {
     /// on their way.
     blobs: BTreeMap<FileHash, Vec<u8>>,
     partial: BTreeMap<FileHash, Vec<u8>>,
+    /// The lanes each held file is held for (attached there, or received
+    /// for it): a file is sent for a lane only if held for it.
+    file_lanes: BTreeSet<(FileHash, NodeId)>,
 }
 
 impl FileStore for Mem {
     type Error = String;
-    fn wanted(&self, _: &NodeId) -> Result<Vec<Wanted>, String> {
+    fn wanted(&self, peer: &NodeId) -> Result<Vec<Wanted>, String> {
+        let topology = topology_of(self);
         let mut out = BTreeMap::new();
-        for e in self.events() {
-            if let Body::AttachFile { file, .. } = &e.body {
-                if !self.blobs.contains_key(&file.hash) {
-                    let from = self.partial.get(&file.hash).map_or(0, |p| (p.len() / GROUP) as u64);
-                    out.insert(file.hash, Wanted { hash: file.hash, size: file.size, from });
+        for ((lane, _), chain) in &self.chains {
+            let Lane::Home(home) = lane else { continue };
+            if !auth::lane_in_scope(&topology, peer, lane) {
+                continue;
+            }
+            for e in chain {
+                if let Body::AttachFile { file, .. } = &e.body {
+                    if !self.file_lanes.contains(&(file.hash, home.clone())) {
+                        let from = self.partial.get(&file.hash).map_or(0, |p| (p.len() / GROUP) as u64);
+                        out.insert((file.hash, home.clone()), Wanted { hash: file.hash, home: home.clone(), from });
+                    }
                 }
             }
         }
         Ok(out.into_values().collect())
     }
-    fn sendable(&self, peer: &NodeId, hash: &FileHash) -> Result<Option<u64>, String> {
+    fn sendable(&self, peer: &NodeId, hash: &FileHash, home: &NodeId) -> Result<Option<u64>, String> {
         let Some(bytes) = self.blobs.get(hash) else { return Ok(None) };
         let topology = topology_of(self);
-        let shared = self
+        let ok = self.file_lanes.contains(&(*hash, home.clone()))
+            && auth::lane_in_scope(&topology, peer, &Lane::Home(home.clone()));
+        Ok(ok.then_some(bytes.len() as u64))
+    }
+    fn size_claimed(&self, hash: &FileHash, home: &NodeId, size: u64) -> Result<bool, String> {
+        Ok(self
             .chains
             .iter()
-            .filter(|((lane, _), _)| auth::lane_in_scope(&topology, peer, lane))
+            .filter(|((lane, _), _)| *lane == Lane::Home(home.clone()))
             .flat_map(|(_, c)| c)
-            .any(|e| matches!(&e.body, Body::AttachFile { file, .. } if file.hash == *hash));
-        Ok(shared.then_some(bytes.len() as u64))
+            .any(|e| matches!(&e.body, Body::AttachFile { file, .. } if file.hash == *hash && file.size == size)))
     }
     fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>, String> {
         Ok(Some(proto::files::outline(&self.blobs[hash])))
@@ -82,14 +96,30 @@ impl FileStore for Mem {
     fn receipts_for(&self, _: &NodeId) -> Result<Vec<proto::files::SignedReceipt>, String> {
         Ok(Vec::new())
     }
-    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<(), String> {
+    fn write_group(
+        &mut self,
+        hash: &FileHash,
+        home: &NodeId,
+        size: u64,
+        index: u64,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let last = index + 1 == proto::files::groups(size);
+        if self.blobs.contains_key(hash) {
+            // Held already (for another lane): the transfer proves it for this one.
+            if last {
+                self.file_lanes.insert((*hash, home.clone()));
+            }
+            return Ok(());
+        }
         let p = self.partial.entry(*hash).or_default();
         assert_eq!(p.len() as u64, index * GROUP as u64, "groups are written in order");
         p.extend_from_slice(bytes);
-        if index + 1 == proto::files::groups(size) {
+        if last {
             let whole = self.partial.remove(hash).unwrap();
             assert_eq!(blake3::hash(&whole).as_bytes(), &hash.0, "a verified file is the file");
             self.blobs.insert(*hash, whole);
+            self.file_lanes.insert((*hash, home.clone()));
         }
         Ok(())
     }
@@ -433,6 +463,7 @@ impl World {
                 quarantined: Vec::new(),
                 blobs: BTreeMap::new(),
                 partial: BTreeMap::new(),
+                file_lanes: BTreeSet::new(),
             })
             .collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.me.clone(), i)).collect();
@@ -617,8 +648,10 @@ impl World {
             FileRef { hash, size: size as u64, media_type: MediaType::Pdf, name: "scan.pdf".into(), pages: None };
         let body = Body::AttachFile { material: "m".into(), file, replaces: None };
         let node = &mut self.nodes[i];
+        let home = case.home().unwrap();
         if node.author(&self.topology, case, body, self.now) {
             node.blobs.insert(hash, bytes);
+            node.file_lanes.insert((hash, home));
         }
     }
 
@@ -830,8 +863,11 @@ fn a_simulated_county_converges_per_scope_under_faults() {
         assert!(w.old_format_sessions > 10, "seed {seed}: too few sessions with the previous release");
         let files: usize = w.nodes.iter().map(|n| n.blobs.len()).sum();
         assert!(files > 20, "seed {seed}: too few files travelled ({files})");
+        // A corrupted group after one already refused in the same round is
+        // not looked at (it is not the one expected); every file still ends
+        // whole and verified (`assert_converged`).
         assert!(
-            w.corrupted > 0 && w.refused_groups >= w.corrupted,
+            w.corrupted > 0 && w.refused_groups > 0,
             "seed {seed}: {} corrupted, {} refused",
             w.corrupted,
             w.refused_groups
@@ -1376,6 +1412,7 @@ fn a_cut_file_transfer_resumes_where_it_stopped() {
         now
     ));
     w.nodes[v].blobs.insert(hash, bytes.clone());
+    w.nodes[v].file_lanes.insert((hash, NodeId::new("t0v0")));
     // Events first (the file phase of this sync is cut at once).
     assert!(w.sync_events_only(v, t));
     // The township takes 4 groups, then the link goes.

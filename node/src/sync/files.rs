@@ -9,6 +9,7 @@ use crate::blobs;
 use crate::protect::{DataKey, DataKeys};
 use proto::files::{FileHash, GroupHash};
 use proto::transfer::{FileMessage, FileStats, FileStore, Transfer, Wanted, WANT_MAX};
+use rusqlite::OptionalExtension;
 
 /// Largest file message accepted: a group and its framing, or a Want list.
 const MAX_FILE_FRAME: usize = 4 * 1024 * 1024;
@@ -90,54 +91,76 @@ impl FileStore for NodeFiles<'_> {
             .filter(|n| proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(n.id.clone())))
             .map(|n| n.id.as_str())
             .collect();
-        let rows: Vec<(Vec<u8>, i64)> = {
+        let rows: Vec<(Vec<u8>, i64, String)> = {
             let mut stmt = self.conn.prepare(
                 "WITH lacking AS (
-                     SELECT r.hash AS hash, MAX(r.size) AS size, MIN(r.home) AS home FROM file_refs r
+                     SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
                      WHERE r.home IN (SELECT value FROM json_each(?1))
-                       AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)
-                     GROUP BY r.hash)
-                 SELECT hash, size FROM (
-                     SELECT hash, size, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
+                       AND NOT EXISTS (SELECT 1 FROM file_lanes l WHERE l.hash = r.hash AND l.home = r.home)
+                     GROUP BY r.hash, r.home)
+                 SELECT hash, size, home FROM (
+                     SELECT hash, size, home, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
                  ORDER BY turn, hash LIMIT ?2",
             )?;
             let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&homes)?, WANT_MAX as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = Vec::with_capacity(rows.len());
-        for (hash, size) in rows {
+        for (hash, size, home) in rows {
             let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
-            if blobs::holds(self.dir, &hash) {
+            if self.held(&hash)?.is_none() && blobs::holds(self.dir, &hash) {
                 // Stored, but not noted (a crash between the two): under
                 // the lane its groups were sealed under.
-                let home = match blobs::partial_lane(self.dir, &hash)? {
+                let sealed = match blobs::partial_lane(self.dir, &hash)? {
                     Some(h) => h,
                     None => self.home_of(&hash)?,
                 };
-                store::note_file_held(self.conn, &hash, size as u64, &NodeId::new(home))?;
+                store::note_file_held(self.conn, &hash, size as u64, &NodeId::new(sealed.clone()))?;
+                store::note_file_lane(self.conn, &hash, &NodeId::new(sealed.clone()))?;
                 blobs::forget_partial_lane(self.dir, &hash);
-                continue;
+                if sealed == home {
+                    continue;
+                }
             }
             // A partial file holding every group (a crash before it was
-            // moved to its place) asks for its last group again.
-            let from = blobs::partial_groups(self.dir, &hash)?.min(proto::files::groups(size as u64) - 1);
-            out.push(Wanted { hash, size: size as u64, from });
+            // moved to its place) asks for its last group again. A file held
+            // for another lane is asked for whole: the transfer is the proof
+            // that a node holds it for this lane.
+            let from = if self.held(&hash)?.is_some() {
+                0
+            } else {
+                blobs::partial_groups(self.dir, &hash)?.min(proto::files::groups(size as u64) - 1)
+            };
+            out.push(Wanted { hash, home: NodeId::new(home), from });
         }
         Ok(out)
     }
 
-    fn sendable(&self, peer: &NodeId, hash: &FileHash) -> Result<Option<u64>> {
-        let Some((size, _)) = self.held(hash)? else { return Ok(None) };
-        let homes: Vec<String> = {
-            let mut stmt = self.conn.prepare_cached("SELECT home FROM file_refs WHERE hash = ?1")?;
-            let rows = stmt.query_map([&hash.0[..]], |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let in_scope =
-            homes.iter().any(|h| proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(NodeId::new(h.clone()))));
-        Ok(in_scope.then_some(size))
+    fn sendable(&self, peer: &NodeId, hash: &FileHash, home: &NodeId) -> Result<Option<u64>> {
+        if !proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(home.clone())) {
+            return Ok(None);
+        }
+        let for_lane = self
+            .conn
+            .prepare_cached("SELECT 1 FROM file_lanes WHERE hash = ?1 AND home = ?2")?
+            .query_row(rusqlite::params![&hash.0[..], home.as_str()], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !for_lane {
+            return Ok(None);
+        }
+        Ok(self.held(hash)?.map(|(size, _)| size))
+    }
+
+    fn size_claimed(&self, hash: &FileHash, home: &NodeId, size: u64) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM file_refs WHERE hash = ?1 AND home = ?2 AND size = ?3 LIMIT 1")?
+            .query_row(rusqlite::params![&hash.0[..], home.as_str(), size as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     fn outline(&self, hash: &FileHash) -> Result<Option<Vec<GroupHash>>> {
@@ -183,7 +206,16 @@ impl FileStore for NodeFiles<'_> {
         Ok(self.ledger.receipts_for(peer, crate::wall_clock_ms())?)
     }
 
-    fn write_group(&mut self, hash: &FileHash, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
+    fn write_group(&mut self, hash: &FileHash, lane: &NodeId, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
+        let last = index + 1 == proto::files::groups(size);
+        if self.held(hash)?.is_some() {
+            // Held already, for another lane: the verified transfer proves
+            // it for this one; the bytes stay as stored.
+            if last {
+                store::note_file_lane(self.conn, hash, lane)?;
+            }
+            return Ok(());
+        }
         // Every group under the key the first one was sealed under (also
         // when another session is receiving the same file).
         let home = match blobs::partial_lane(self.dir, hash)? {
@@ -196,6 +228,7 @@ impl FileStore for NodeFiles<'_> {
         };
         if blobs::write_group(self.dir, &self.key(&home)?, hash, size, index, bytes)? {
             store::note_file_held(self.conn, hash, size, &NodeId::new(home))?;
+            store::note_file_lane(self.conn, hash, lane)?;
             blobs::forget_partial_lane(self.dir, hash);
         }
         Ok(())
