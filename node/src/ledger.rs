@@ -1116,6 +1116,7 @@ impl Ledger {
             Ok(event) => {
                 store::note_file_held(self.store.conn(), &hash, file.size, &held.home)?;
                 store::note_file_lane(self.store.conn(), &hash, &held.home)?;
+                crate::remote::offload(self.store.conn(), &self.dir, &hash)?;
                 Ok(Attached { file, newly_stored, event })
             }
             Err(e) => {
@@ -1151,7 +1152,14 @@ impl Ledger {
 
     /// Whether this node holds a file's bytes.
     pub fn holds_file(&self, hash: &FileHash) -> bool {
-        blobs::holds(&self.dir, hash)
+        // Held whole here, on disk or in the county's object store.
+        let noted = self
+            .store
+            .conn()
+            .prepare_cached("SELECT 1 FROM files_held WHERE hash = ?1")
+            .and_then(|mut s| s.exists([&hash.0[..]]))
+            .unwrap_or(false);
+        noted || blobs::holds(&self.dir, hash)
     }
 
     /// Writes one of a case's files to `out`, checked against its hash on
@@ -1165,6 +1173,7 @@ impl Ledger {
         // brought it first, which need not be this case's.
         let sealed_under = store::file_sealed_under(self.store.conn(), hash)?.unwrap_or_else(|| held.home.clone());
         let key = self.lane_key(&sealed_under)?;
+        crate::remote::ensure_local(self.store.conn(), &self.dir, hash)?;
         match blobs::read_into(&self.dir, &key, hash, out) {
             Ok(n) => Ok(n),
             Err(e @ blobs::ReadError::Damaged { .. }) => {

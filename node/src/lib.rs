@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod protect;
 pub mod query;
 pub mod receipts;
+pub mod remote;
 pub mod staff;
 pub mod store;
 pub mod sync;

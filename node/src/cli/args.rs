@@ -154,6 +154,17 @@ pub enum Common {
         /// before a county receipt without them raises a warning (default 60).
         #[arg(long, value_name = "MIN")]
         receipt_grace_minutes: Option<u64>,
+        /// County: keep material files in an S3-compatible object store,
+        /// s3://BUCKET (credentials from AWS_ACCESS_KEY_ID and
+        /// AWS_SECRET_ACCESS_KEY); checked with a probe before it is saved.
+        #[arg(long, value_name = "s3://BUCKET", requires = "s3_endpoint")]
+        blobs: Option<String>,
+        /// The object store's address, e.g. http://127.0.0.1:8333.
+        #[arg(long, value_name = "URL", requires = "blobs")]
+        s3_endpoint: Option<String>,
+        /// The object store's region (default us-east-1).
+        #[arg(long, value_name = "REGION", requires = "blobs")]
+        s3_region: Option<String>,
     },
 }
 

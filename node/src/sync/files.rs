@@ -188,6 +188,7 @@ impl FileStore for NodeFiles<'_> {
 
     fn read_group(&self, hash: &FileHash, index: u64) -> Result<Option<Vec<u8>>> {
         let Some((size, home)) = self.held(hash)? else { return Ok(None) };
+        crate::remote::ensure_local(self.conn, self.dir, hash)?;
         match blobs::read_group(self.dir, &self.key(&home)?, hash, size, index) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e @ (blobs::ReadError::Damaged { .. } | blobs::ReadError::Missing(_))) => {
@@ -230,6 +231,7 @@ impl FileStore for NodeFiles<'_> {
             store::note_file_held(self.conn, hash, size, &NodeId::new(home))?;
             store::note_file_lane(self.conn, hash, lane)?;
             blobs::forget_partial_lane(self.dir, hash);
+            crate::remote::offload(self.conn, self.dir, hash)?;
         }
         Ok(())
     }

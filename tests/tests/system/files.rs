@@ -366,3 +366,71 @@ fn county_receipts_reach_the_village_and_a_withholding_township_is_noticed() {
     assert_eq!(show(&second)["county_received"], false);
     assert_eq!(show(&first)["county_received"], true);
 }
+
+/// The county keeps its files in an S3-compatible object store (a real
+/// SeaweedFS): a scan from a village lands there sealed, not on the hub's
+/// disk, and after a restart of the hub it is still served, to the hub's
+/// own `case file` and to a township that syncs.
+#[test]
+fn the_county_keeps_its_files_in_an_object_store() {
+    const TOWNSHIP: &str = "511421101";
+    let s3 = system_tests::ObjectStore::start("county-files");
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let hub_dir = county.hub();
+    let creds = [("AWS_ACCESS_KEY_ID", "county"), ("AWS_SECRET_ACCESS_KEY", "county-secret")];
+    let with_creds = |program: &str, args: &[&str]| {
+        let out = system_tests::cmd(program).envs(creds).args(args).output().unwrap();
+        assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // A wrong endpoint is refused before anything is saved.
+    let bad = system_tests::cmd("county-hub")
+        .envs(creds)
+        .args(["config", "--data", s(&hub_dir), "--blobs", "s3://county-files", "--s3-endpoint", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let shown = with_creds(
+        "county-hub",
+        &["config", "--data", s(&hub_dir), "--blobs", "s3://county-files", "--s3-endpoint", &s3.endpoint],
+    );
+    assert!(shown.contains("s3://county-files"), "{shown}");
+
+    let data = s(&v).to_string();
+    let case = take_case(&data, "张三", 1);
+    let scan = pdf(1024 * 1024 + 77, 11);
+    let work = tempfile::tempdir().unwrap();
+    let path = write(work.path(), "户口簿.pdf", &scan);
+    let hash = attach(&data, &case, "户口簿", &path, &[])["hash"].as_str().unwrap().to_string();
+
+    let start_hub = || {
+        system_tests::Server::start_with_env(
+            "county-hub",
+            &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"],
+            &creds,
+        )
+    };
+    let hub = start_hub();
+    let up = ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    assert_eq!(up["files_sent"], 1, "{up}");
+    // In the object store, not on the hub's disk.
+    let on_disk =
+        hub_dir.join("files").exists() && all_files(&hub_dir.join("files")).iter().any(|p| p.ends_with(&hash));
+    assert!(!on_disk, "the hub kept the file on its own disk");
+    let key = format!("/county-files/files/{}/{hash}", &hash[..2]);
+    assert_eq!(s3.http("HEAD", &key), Some(200), "the file is in the bucket");
+
+    // The hub restarts; a township syncs and gets the file from the store.
+    drop(hub);
+    let hub = start_hub();
+    let down = ok_json("township-node", &["sync", "--data", s(&t), "--peer", &hub.addr, "--json"]);
+    assert_eq!(down["files_received"], 1, "{down}");
+    let out = work.path().join("township.pdf");
+    ok("township-node", &["case", "file", "--data", s(&t), &case, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+    let hub_out = work.path().join("hub.pdf");
+    with_creds("county-hub", &["case", "file", "--data", s(&hub_dir), &case, &hash, "--out", s(&hub_out)]);
+    assert_eq!(std::fs::read(&hub_out).unwrap(), scan);
+}

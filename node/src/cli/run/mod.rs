@@ -444,8 +444,8 @@ fn run_common(cmd: Common) -> Result<()> {
                 say!("{} quarantined", rows.len());
             }
         }
-        Common::Config { data, operator, receipt_grace_minutes } => {
-            let writes = operator.is_some() || receipt_grace_minutes.is_some();
+        Common::Config { data, operator, receipt_grace_minutes, blobs, s3_endpoint, s3_region } => {
+            let writes = operator.is_some() || receipt_grace_minutes.is_some() || blobs.is_some();
             let mut ledger = if writes { Ledger::open(&data.data)? } else { Ledger::open_read(&data.data)? };
             if let Some(op) = operator {
                 if op.trim().is_empty() {
@@ -457,6 +457,14 @@ fn run_common(cmd: Common) -> Result<()> {
             if let Some(v) = receipt_grace_minutes {
                 crate::store::meta_set(ledger.store().conn(), crate::receipts::GRACE_KEY, &v)?;
             }
+            if let (Some(url), Some(endpoint)) = (blobs.as_deref(), s3_endpoint.as_deref()) {
+                if ledger.identity().tier() != Tier::County {
+                    bail!("only the county keeps its files in an object store");
+                }
+                let cfg = crate::remote::RemoteConfig::parse(url, endpoint, s3_region.as_deref())?;
+                crate::remote::check(&cfg)?;
+                crate::store::meta_set(ledger.store().conn(), crate::remote::META_KEY, &cfg)?;
+            }
             let id = ledger.identity();
             say!("node      {} ({}, {})", clean(id.node.id.as_str()), id.node.tier, clean(&id.node.name));
             say!("hub       {}", clean(&id.hub_address));
@@ -466,6 +474,10 @@ fn run_common(cmd: Common) -> Result<()> {
             let grace: u64 =
                 crate::store::meta_get(conn, crate::receipts::GRACE_KEY)?.unwrap_or(crate::receipts::GRACE_DEFAULT);
             say!("receipts  the township has {grace} min to pass records on to the county");
+            match crate::store::meta_get::<crate::remote::RemoteConfig>(conn, crate::remote::META_KEY)? {
+                Some(r) => say!("files     s3://{} at {}", clean(&r.bucket), clean(&r.endpoint)),
+                None => say!("files     in the data directory"),
+            }
         }
     }
     Ok(())
