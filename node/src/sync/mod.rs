@@ -552,7 +552,17 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u
             .await
             .map_err(|e| anyhow::Error::new(peer_error(&e)))
             .with_context(|| format!("cannot start the file phase with {peer}"))?;
-        summary.files = files::run_files(&mut ledger, dir, &peer, send, recv, progress).await.map_err(|e| {
+        // Bounded like a served session: a peer trickling messages cannot
+        // hold a laptop's sync (or a desk's background sync) open forever.
+        let phase = files::run_files(&mut ledger, dir, &peer, send, recv, progress);
+        summary.files = match tokio::time::timeout(SESSION_DEADLINE, phase).await {
+            Ok(r) => r,
+            Err(_) => Err(frames::peer(
+                PeerErrorKind::TooSlow,
+                format!("the file phase took over {} s", SESSION_DEADLINE.as_secs()),
+            )),
+        }
+        .map_err(|e| {
             e.context(format!(
                 "files with {peer} broke off; every case state is through, and the files resume at the next sync"
             ))
