@@ -18,6 +18,10 @@ const CASES = +opt('cases', 20);
 const CHANGES = +opt('changes', 4);
 const CONCURRENCY = +opt('concurrency', 24);
 const DELAY_MS = +opt('delay-ms', 0); // one-way delay added per chunk by the proxy
+const KBPS = +opt('kbps', 0); // bandwidth cap of the proxy, each way (0: none)
+const ATTACHMENTS = +opt('attachments', 0); // files per case, as attachments
+const ATTACHMENT_KB = +opt('attachment-kb', 500);
+const CUT_AT = +opt('cut-at', 0); // cut every connection once this fraction of the upload passed, once
 
 let peakRss = 0;
 setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage().rss); }, 20).unref();
@@ -35,18 +39,38 @@ async function main() {
   // Byte-counting proxy (optionally delaying each chunk).
   let up = 0, down = 0;
   // Equal delays keep order (timers of equal delay run first in, first out);
-  // the end of a stream travels with the same delay as its data.
+  // the end of a stream travels with the same delay as its data. With a
+  // bandwidth cap, each direction serialises its chunks at the cap, in order.
   const later = (f) => (DELAY_MS ? setTimeout(f, DELAY_MS) : f());
+  const freeAt = { up: 0, down: 0 };
+  const capped = (dir, n, f) => {
+    if (!KBPS) return later(f);
+    const now = Date.now();
+    const start = Math.max(now, freeAt[dir]);
+    freeAt[dir] = start + (n * 8) / KBPS; // ms at KBPS kbit/s
+    setTimeout(f, freeAt[dir] - now + DELAY_MS);
+  };
+  const sockets = new Set();
+  let cutDone = false;
   const proxy = net.createServer((c) => {
     const s = net.connect(target, '127.0.0.1');
-    const pipe = (from, to, count) => {
-      from.on('data', (d) => { count(d.length); later(() => { if (!to.destroyed) to.write(d); }); });
-      from.on('end', () => later(() => to.end()));
+    sockets.add(c); sockets.add(s);
+    const pipe = (from, to, dir, count) => {
+      from.on('data', (d) => { count(d.length); capped(dir, d.length, () => { if (!to.destroyed) to.write(d); }); });
+      from.on('end', () => capped(dir, 0, () => to.end()));
     };
-    pipe(c, s, (n) => { up += n; });
-    pipe(s, c, (n) => { down += n; });
+    pipe(c, s, 'up', (n) => {
+      up += n;
+      if (CUT_AT && !cutDone && TOTAL_UP && up >= CUT_AT * TOTAL_UP) {
+        cutDone = true;
+        for (const x of sockets) x.destroy();
+      }
+    });
+    pipe(s, c, 'down', (n) => { down += n; });
     c.on('error', () => s.destroy()); s.on('error', () => c.destroy());
+    c.on('close', () => sockets.delete(c)); s.on('close', () => sockets.delete(s));
   });
+  let TOTAL_UP = 0;
   await new Promise((ok) => proxy.listen(0, '127.0.0.1', ok));
   const url = `http://127.0.0.1:${proxy.address().port}/county`;
   await new ServerDB('county').info();
@@ -62,6 +86,13 @@ async function main() {
         phone: { masked: '138****1234', lookup: 'x'.repeat(64), sealed: 'y'.repeat(50) },
         materials: ['居民身份证'], state: 'received', history: [],
       };
+      if (ATTACHMENTS) {
+        doc._attachments = {};
+        for (let a = 0; a < ATTACHMENTS; a++) {
+          const bytes = require('crypto').randomBytes(ATTACHMENT_KB * 1024);
+          doc._attachments[`file${a}.pdf`] = { content_type: 'application/pdf', data: bytes };
+        }
+      }
       const r = await db.put(doc);
       doc._rev = r.rev;
       for (let k = 1; k < CHANGES; k++) {
@@ -90,6 +121,18 @@ async function main() {
     return { seconds, bytes_up: up - u0, bytes_down: down - d0, requests: requests - q0, docs_written: docs };
   }
 
+  if (CUT_AT) {
+    // What an uncut upload takes, to know where half is: the attachments'
+    // bytes (a lower bound of what goes up).
+    TOTAL_UP = VILLAGES * CASES * ATTACHMENTS * ATTACHMENT_KB * 1024;
+    let cutRun = null;
+    const before = up;
+    try { cutRun = await replicateAll(); } catch (e) { cutRun = { error: String(e), bytes_up: up - before }; }
+    const resumed = await replicateAll();
+    console.log(JSON.stringify({ phase: 'cut', cut_at: CUT_AT, first: cutRun, resumed, peak_rss: peakRss }));
+    server.close(); proxy.close();
+    process.exit(0);
+  }
   const first = await replicateAll();
   console.log(JSON.stringify({ phase: 'push', villages: VILLAGES, cases: CASES, changes: CHANGES, ...first, peak_rss: peakRss }));
   if (args.includes('--noop')) {

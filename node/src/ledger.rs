@@ -1150,6 +1150,11 @@ impl Ledger {
         )
     }
 
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether this node holds a file's bytes.
     pub fn holds_file(&self, hash: &FileHash) -> bool {
         // Held whole here, on disk or in the county's object store.

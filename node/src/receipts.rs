@@ -217,3 +217,83 @@ impl Ledger {
         Ok(out)
     }
 }
+
+/// A file pruned from this node (see [`Ledger::prune_files`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Pruned {
+    pub hash: String,
+    pub size: u64,
+}
+
+impl Ledger {
+    /// Bounds a laptop's disk: removes the bytes of files whose every case
+    /// is finished and was last changed more than `days` ago, and that the
+    /// county's receipt covers (so a good copy is safe there). They are not
+    /// asked for again until fetched back ([`Ledger::fetch_file_back`]).
+    /// The county keeps every file; it prunes nothing.
+    pub fn prune_files(&mut self, days: u64, now_ms: u64) -> Result<Vec<Pruned>> {
+        if self.identity().tier() == Tier::County {
+            return Err(crate::Declined::Invalid("the county keeps every file; it prunes none".into()).into());
+        }
+        let cutoff = now_ms.saturating_sub(days * 24 * 3600 * 1000);
+        let conn = self.store().conn();
+        let held: Vec<(Vec<u8>, i64)> = {
+            let mut stmt = conn.prepare("SELECT hash, size FROM files_held")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut out = Vec::new();
+        for (hash, size) in held {
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()).map(FileHash) else { continue };
+            let cases: Vec<String> = {
+                let mut stmt = conn.prepare_cached("SELECT case_id FROM file_refs WHERE hash = ?1")?;
+                let rows = stmt.query_map([&hash.0[..]], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut prunable = !cases.is_empty();
+            for id in &cases {
+                let Some(st) = store::get_case(conn, &proto::CaseId(id.clone()))? else {
+                    prunable = false;
+                    break;
+                };
+                let covered = st
+                    .files
+                    .iter()
+                    .filter(|f| f.file.hash == hash)
+                    .all(|f| self.county_has_file(&st, f).unwrap_or(false));
+                if !(st.state.is_done() && st.updated.wall_ms < cutoff && covered) {
+                    prunable = false;
+                    break;
+                }
+            }
+            if !prunable {
+                continue;
+            }
+            conn.prepare_cached("INSERT OR REPLACE INTO files_pruned (hash, at_ms) VALUES (?1, ?2)")?
+                .execute(params![&hash.0[..], now_ms as i64])?;
+            conn.prepare_cached("DELETE FROM files_held WHERE hash = ?1")?.execute([&hash.0[..]])?;
+            conn.prepare_cached("DELETE FROM file_lanes WHERE hash = ?1")?.execute([&hash.0[..]])?;
+            let _ = std::fs::remove_file(crate::blobs::path_of(self.dir(), &hash));
+            out.push(Pruned { hash: hash.to_hex(), size: size as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Asks for a pruned file again: it comes back with the next sync.
+    pub fn fetch_file_back(&mut self, hash: &FileHash) -> Result<bool> {
+        let n =
+            self.store().conn().prepare_cached("DELETE FROM files_pruned WHERE hash = ?1")?.execute([&hash.0[..]])?;
+        Ok(n > 0)
+    }
+
+    /// Whether a file was pruned here (see [`Ledger::prune_files`]).
+    pub fn file_pruned(&self, hash: &FileHash) -> Result<bool> {
+        Ok(self
+            .store()
+            .conn()
+            .prepare_cached("SELECT 1 FROM files_pruned WHERE hash = ?1")?
+            .query_row([&hash.0[..]], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+}

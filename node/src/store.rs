@@ -148,6 +148,9 @@ const MIGRATIONS: &[&str] = &[
     // received for it): a file is sent for a lane only if held for it.
     "CREATE TABLE file_lanes (hash BLOB NOT NULL, home TEXT NOT NULL, PRIMARY KEY (hash, home)) WITHOUT ROWID;
      INSERT OR IGNORE INTO file_lanes (hash, home) SELECT hash, home FROM files_held;",
+    // 16: files pruned from a laptop after the county received them (not
+    // asked for again until fetched back on demand).
+    "CREATE TABLE files_pruned (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.

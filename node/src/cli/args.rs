@@ -103,6 +103,9 @@ pub enum Common {
     /// Input refused by checks (bad signature, broken chain, not authorised…).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),
+    /// Material files held here: prune those the county has, fetch one back.
+    #[command(subcommand)]
+    Files(FilesCmd),
     /// Statistics for the county's assessment of each window: received,
     /// accepted, done, on-time rate, average working days to decide, 容缺
     /// cases and their outcome, satisfaction and open follow-ups.
@@ -176,6 +179,28 @@ pub enum QuarantineCmd {
         data: DataDir,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FilesCmd {
+    /// Remove the bytes of files whose cases are all finished and older
+    /// than --days, and that the county's receipt covers (a good copy is
+    /// safe there); they are fetched back with `files fetch`.
+    Prune {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, default_value_t = 180)]
+        days: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask for a pruned file again: it comes back with the next sync.
+    Fetch {
+        #[command(flatten)]
+        data: DataDir,
+        /// The file's hash (case files lists it).
+        hash: String,
     },
 }
 

@@ -28,7 +28,8 @@ mod print;
 mod run;
 
 pub use args::{
-    BundleCmd, CaseCmd, CatalogueCmd, Common, DataDir, FollowupCmd, QuarantineCmd, Staff, StaffCmd, StepArgs, Unlock,
+    BundleCmd, CaseCmd, CatalogueCmd, Common, DataDir, FilesCmd, FollowupCmd, QuarantineCmd, Staff, StaffCmd, StepArgs,
+    Unlock,
 };
 pub use print::{clean, json_line, json_pretty};
 pub use run::{actor, followups, init_from_bundle, peer_address, run, serve, today, FollowupRow};

@@ -97,6 +97,7 @@ impl FileStore for NodeFiles<'_> {
                      SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
                      WHERE r.home IN (SELECT value FROM json_each(?1))
                        AND NOT EXISTS (SELECT 1 FROM file_lanes l WHERE l.hash = r.hash AND l.home = r.home)
+                       AND NOT EXISTS (SELECT 1 FROM files_pruned p WHERE p.hash = r.hash)
                      GROUP BY r.hash, r.home)
                  SELECT hash, size, home FROM (
                      SELECT hash, size, home, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)

@@ -434,3 +434,46 @@ fn the_county_keeps_its_files_in_an_object_store() {
     with_creds("county-hub", &["case", "file", "--data", s(&hub_dir), &case, &hash, "--out", s(&hub_out)]);
     assert_eq!(std::fs::read(&hub_out).unwrap(), scan);
 }
+
+/// A laptop's disk stays bounded: the bytes of files whose cases are
+/// finished and that the county's receipt covers are pruned, never those
+/// of open cases or of files the county lacks; a pruned file is not asked
+/// for again until fetched back, then comes with the next sync.
+#[test]
+fn files_the_county_holds_of_finished_cases_are_pruned_and_fetched_back() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let (done, open, unsent) = (take_case(&data, "张三", 1), take_case(&data, "李四", 2), take_case(&data, "王五", 3));
+    let scan = pdf(200 * 1024, 21);
+    let hash = attach(&data, &done, "居民身份证", &write(work.path(), "a.pdf", &scan), &[])["hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    attach(&data, &open, "居民身份证", &write(work.path(), "b.pdf", &pdf(100 * 1024, 22)), &[]);
+    ok("village-node", &["case", "withdraw", "--data", &data, &done, "--as", "王芳"]);
+    ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    // Attached after the sync: the county lacks it.
+    attach(&data, &unsent, "居民身份证", &write(work.path(), "c.pdf", &pdf(100 * 1024, 23)), &[]);
+    ok("village-node", &["case", "withdraw", "--data", &data, &unsent, "--as", "王芳"]);
+
+    let pruned = ok_json("village-node", &["files", "prune", "--data", &data, "--days", "0", "--json"]);
+    let pruned: Vec<&str> = pruned.as_array().unwrap().iter().map(|p| p["hash"].as_str().unwrap()).collect();
+    assert_eq!(pruned, vec![hash.as_str()], "only the finished case's file the county holds");
+    assert!(!all_files(&v.join("files")).iter().any(|p| p.ends_with(&hash)), "its bytes are gone");
+    assert_eq!(files(&data, &done)[0]["here"], false);
+    assert_eq!(files(&data, &open)[0]["here"], true);
+    assert_eq!(files(&data, &unsent)[0]["here"], true);
+
+    let again = ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    assert_eq!(again["files_received"], 0, "a pruned file is not asked for again: {again}");
+    ok("village-node", &["files", "fetch", "--data", &data, &hash]);
+    let back = ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    assert_eq!(back["files_received"], 1, "{back}");
+    let out = work.path().join("back.pdf");
+    ok("village-node", &["case", "file", "--data", &data, &done, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+}

@@ -171,6 +171,14 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             let Some(f) = st.files.iter().find(|f| f.file.hash == hash) else {
                 bail!("case {} has no file {hash} (case files lists them)", clean(case.as_str()));
             };
+            if !ledger.holds_file(&hash) && ledger.file_pruned(&hash)? {
+                bail!(
+                    "{} was pruned from this laptop once the county had it; `files fetch --data {} {hash}` asks \
+                     for it again, and it comes with the next sync",
+                    clean(&f.file.name),
+                    data.data.display()
+                );
+            }
             if !ledger.holds_file(&hash) {
                 bail!(
                     "this node does not hold {} yet: it was attached at {} and comes with the next sync from there                      (or from a node that has it: the township, the county)",

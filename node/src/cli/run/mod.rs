@@ -3,7 +3,9 @@
 //! accounts in `staff`; the helpers the binaries and the desk share (who is
 //! writing, today, the follow-ups, the `serve` command) are here.
 
-use crate::cli::args::{BundleCmd, CaseCmd, CatalogueCmd, Common, FollowupCmd, QuarantineCmd, Staff, StaffCmd};
+use crate::cli::args::{
+    BundleCmd, CaseCmd, CatalogueCmd, Common, FilesCmd, FollowupCmd, QuarantineCmd, Staff, StaffCmd,
+};
 use crate::cli::print::{clean, json_pretty, print_json};
 use crate::identity::Bundle;
 use crate::integrity;
@@ -93,6 +95,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
         | Common::Quarantine(QuarantineCmd::List { data, .. })
+        | Common::Files(FilesCmd::Prune { data, .. } | FilesCmd::Fetch { data, .. })
         | Common::Followup(FollowupCmd::List { data, .. } | FollowupCmd::Close { data, .. })
         | Common::Staff(
             StaffCmd::Add { data, .. }
@@ -431,6 +434,26 @@ fn run_common(cmd: Common) -> Result<()> {
             let who = actor(&ledger, &staff)?;
             let e = ledger.close_followup(&who, &CaseId(case.clone()), &response, &callback)?;
             say!("follow-up of {} closed (event {})", clean(&case), e.id);
+        }
+        Common::Files(FilesCmd::Prune { data, days, json }) => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let pruned = ledger.prune_files(days, crate::wall_clock_ms())?;
+            if json {
+                print_json(&serde_json::to_value(&pruned)?)?;
+            } else {
+                let bytes: u64 = pruned.iter().map(|p| p.size).sum();
+                say!("{} files pruned ({:.1} MB); the county holds them", pruned.len(), bytes as f64 / 1e6);
+            }
+        }
+        Common::Files(FilesCmd::Fetch { data, hash }) => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let h = proto::files::FileHash::from_hex(hash.trim())
+                .with_context(|| format!("{hash:?} is not a file hash (case files lists them)"))?;
+            if ledger.fetch_file_back(&h)? {
+                say!("file {h} will be fetched back at the next sync");
+            } else {
+                say!("file {h} was not pruned here");
+            }
         }
         Common::Quarantine(QuarantineCmd::List { data, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
