@@ -364,6 +364,9 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                 proto::Body::DetachFile { material, hash, note } => {
                     serde_json::json!({"material": material, "hash": hash.to_hex(), "note": note})
                 }
+                proto::Body::CiteLicence { material, licence } => serde_json::json!({
+                    "material": material, "licence_case": licence.terms.case, "issuer": licence.terms.issuer,
+                }),
             };
             let line = serde_json::json!({
                 "origin": e.id.origin, "seq": e.id.seq, "lane": e.lane.key(), "pos": e.pos,

@@ -360,6 +360,7 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
                 limit / 1_048_576
             ),
         ),
+        Declined::Licence(e) => (None, format!("电子证照核验未通过：{e}。未做任何修改。")),
         Declined::FileNotHere(_) => (None, "本机尚未收到该文件，下次同步后即可查看。".into()),
         Declined::Recovering => (
             None,

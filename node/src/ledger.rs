@@ -57,6 +57,9 @@ pub enum Declined {
     /// A file over the limit per file.
     #[error("the file is {:.1} MB, over the limit of {} MB per file; scan it at a lower resolution or split it", *size as f64 / 1_048_576.0, limit / 1_048_576)]
     FileTooLarge { size: u64, limit: u64 },
+    /// The licence cited does not verify here.
+    #[error("the licence does not verify: {0}")]
+    Licence(proto::licence::LicenceError),
     /// The file is one of the case's, but its bytes are not on this node
     /// (yet): they come with the next sync from the node that has them.
     #[error("this node does not hold file {0} yet; it comes with a sync from the node where it was attached")]
@@ -1127,6 +1130,24 @@ impl Ledger {
                 Err(e)
             }
         }
+    }
+
+    /// Satisfies a material with an electronic licence (电子证照) this county
+    /// issued, by reference: checked offline first (signature, enrolled and
+    /// unrevoked key, an issuer who may issue that case's results, not
+    /// expired); declined with the reason, nothing written, when it fails.
+    pub fn cite_licence(
+        &mut self,
+        actor: &str,
+        case: &CaseId,
+        material: &str,
+        licence: proto::licence::Licence,
+    ) -> Result<Event> {
+        if let Err(e) = self.verify_licence(&licence)? {
+            return Err(Declined::Licence(e).into());
+        }
+        let body = Body::CiteLicence { material: material.into(), licence: Box::new(licence.into()) };
+        self.append(actor, Target::Case(case.clone()), body)
     }
 
     /// Takes a file off a material: an event, not a deletion (the file

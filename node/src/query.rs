@@ -440,6 +440,7 @@ mod tests {
         let home = NodeId::new("511421101001");
         CaseState {
             files: Vec::new(),
+            licences: Vec::new(),
             case_id: CaseId::mint(&home, n),
             home: home.clone(),
             handler: home,

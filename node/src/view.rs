@@ -255,6 +255,7 @@ pub fn history_detail(h: &HistoryEntry) -> String {
         Happened::FileDetached { material, hash, note } => {
             format!("{material}: {} {note}", &hash.to_hex()[..12]).trim_end().to_string()
         }
+        Happened::LicenceCited { material, case, issuer } => format!("{material}: licence of {case} by {issuer}"),
         Happened::Global => String::new(),
     }
 }

@@ -189,6 +189,7 @@ pub fn authorize(
         | Body::RemoveMaterial { .. }
         | Body::AttachFile { .. }
         | Body::DetachFile { .. }
+        | Body::CiteLicence { .. }
         | Body::Rate { .. }
         | Body::Rating { .. }
         | Body::FollowUp { .. } => Ok(()),

@@ -231,6 +231,11 @@ pub enum Body {
     /// A file is taken off a material: an event, not a deletion (the file
     /// stays in the history as evidence). Content format version 2.
     DetachFile { material: String, hash: crate::files::FileHash, note: String },
+    /// A material satisfied by an electronic licence (电子证照) this county
+    /// issued, by reference and without any file: the signed licence
+    /// travels in the event, so every node checks its signature and
+    /// issuer itself. Content format version 2.
+    CiteLicence { material: String, licence: Box<crate::licence::Carried> },
 }
 
 /// The stage of a case a rating is about.
@@ -312,6 +317,7 @@ impl Body {
             Body::Revoke { .. } => "revoke",
             Body::AttachFile { .. } => "attach_file",
             Body::DetachFile { .. } => "detach_file",
+            Body::CiteLicence { .. } => "cite_licence",
         }
     }
 
@@ -320,7 +326,7 @@ impl Body {
     /// every event of the kinds they know (`crate::wire`).
     pub fn content_version(&self) -> u8 {
         match self {
-            Body::AttachFile { .. } | Body::DetachFile { .. } => 2,
+            Body::AttachFile { .. } | Body::DetachFile { .. } | Body::CiteLicence { .. } => 2,
             _ => 1,
         }
     }

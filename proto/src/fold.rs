@@ -87,6 +87,12 @@ pub enum Happened {
         hash: crate::files::FileHash,
         note: String,
     },
+    /// A material satisfied by a licence of this county, by reference.
+    LicenceCited {
+        material: String,
+        case: CaseId,
+        issuer: NodeId,
+    },
     /// A county event of the global lane (not part of any case).
     Global,
 }
@@ -105,6 +111,7 @@ impl HistoryEntry {
             Happened::FollowedUp { .. } => "follow_up",
             Happened::FileAttached { .. } => "attach_file",
             Happened::FileDetached { .. } => "detach_file",
+            Happened::LicenceCited { .. } => "cite_licence",
             Happened::Global => "global",
         }
     }
@@ -225,6 +232,18 @@ pub struct CaseState {
     pub followups: Vec<FollowUp>,
     /// Material files, in the order they were attached.
     pub files: Vec<CaseFile>,
+    /// Materials satisfied by a licence of this county, by reference.
+    pub licences: Vec<CitedLicence>,
+}
+
+/// A material satisfied by an electronic licence (see `Body::CiteLicence`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CitedLicence {
+    pub material: String,
+    /// The signed licence (`Licence::from` gives its file form).
+    pub licence: crate::licence::Carried,
+    pub event: EventId,
+    pub actor: String,
 }
 
 /// A 容缺 acceptance: materials missing at acceptance, promised by a day.
@@ -334,8 +353,8 @@ pub fn digest_of<'a>(cases: impl IntoIterator<Item = &'a CaseState>) -> Hash {
 /// channels and follow-ups. 7: one rating per reached stage, follow-ups
 /// closed by their owner, 终止 only of 容缺 cases. 8: a withdrawn case's
 /// 办结 stage is reached (one definition of done, `State::is_done`).
-/// 9: material files.
-pub const FOLD_VERSION: u32 = 9;
+/// 9: material files. 10: materials satisfied by a licence.
+pub const FOLD_VERSION: u32 = 10;
 
 /// How far a stamp may run ahead of an event that saw it before the case
 /// is flagged for a clock that was wrong.
@@ -474,6 +493,7 @@ pub fn fold_case_hashed<'a>(
         staged: Vec::new(),
         followups: Vec::new(),
         files: Vec::new(),
+        licences: Vec::new(),
     };
     let mut regs: BTreeMap<String, MVReg<FieldValue, NodeId>> = BTreeMap::new();
     let mut materials: Orswot<String, NodeId> = Orswot::new();
@@ -593,6 +613,20 @@ pub fn fold_case_hashed<'a>(
                     actor: e.actor.clone(),
                     replaced_by: None,
                     removed: None,
+                });
+            }
+            Body::CiteLicence { material, licence } => {
+                entry.happened = Happened::LicenceCited {
+                    material: material.clone(),
+                    case: licence.terms.case.clone(),
+                    issuer: licence.terms.issuer.clone(),
+                };
+                materials.apply(orswot::Op::Add { dot, members: vec![material.clone()] });
+                st.licences.push(CitedLicence {
+                    material: material.clone(),
+                    licence: (**licence).clone(),
+                    event: e.id.clone(),
+                    actor: e.actor.clone(),
                 });
             }
             Body::DetachFile { material, hash, note } => {

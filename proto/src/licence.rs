@@ -49,6 +49,27 @@ pub struct Licence {
     pub signature: String,
 }
 
+/// A licence as an event carries it (the JSON form flattens its terms,
+/// which the binary codec cannot): the same terms, key and signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    pub terms: Terms,
+    pub key: String,
+    pub signature: String,
+}
+
+impl From<Licence> for Carried {
+    fn from(l: Licence) -> Carried {
+        Carried { terms: l.terms, key: l.key, signature: l.signature }
+    }
+}
+
+impl From<Carried> for Licence {
+    fn from(c: Carried) -> Licence {
+        Licence { format: FORMAT.into(), terms: c.terms, key: c.key, signature: c.signature }
+    }
+}
+
 /// Why a licence does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LicenceError {

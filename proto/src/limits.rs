@@ -264,6 +264,22 @@ pub fn check_body(body: &Body) -> Result<(), LimitError> {
             check_material(material)?;
             check_note(note)
         }
+        Body::CiteLicence { material, licence } => {
+            check_material(material)?;
+            let t = &licence.terms;
+            for (what, text) in [
+                ("an item", &t.item),
+                ("an item name", &t.item_name),
+                ("a holder", &t.holder),
+                ("a holder's ID", &t.holder_id),
+                ("a result", &t.result),
+                ("a key", &licence.key),
+                ("a signature", &licence.signature),
+            ] {
+                check_text(what, text, NOTE_MAX)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -275,7 +291,9 @@ pub fn check_growth(case: &CaseState, body: &Body) -> Result<(), LimitError> {
         Body::SetField { field, .. } if !case.fields.contains_key(field) && case.fields.len() >= FIELDS_MAX => {
             Err(LimitError::TooMany { what: "fields", got: case.fields.len() + 1, max: FIELDS_MAX })
         }
-        Body::AddMaterial { name } | Body::AttachFile { material: name, .. }
+        Body::AddMaterial { name }
+        | Body::AttachFile { material: name, .. }
+        | Body::CiteLicence { material: name, .. }
             if !case.materials.contains(name) && case.materials.len() >= MATERIALS_MAX =>
         {
             Err(LimitError::TooMany { what: "materials", got: case.materials.len() + 1, max: MATERIALS_MAX })
@@ -429,6 +447,7 @@ mod tests {
     fn empty_case() -> CaseState {
         CaseState {
             files: Vec::new(),
+            licences: Vec::new(),
             case_id: crate::CaseId("v-1".into()),
             home: crate::NodeId::new("v"),
             handler: crate::NodeId::new("v"),

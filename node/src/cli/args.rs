@@ -402,6 +402,20 @@ pub enum CaseCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Satisfy a material with an electronic licence (电子证照) of this
+    /// county, by reference (the licence file `case licence` wrote, or read
+    /// from its QR code): checked offline first, no file needed.
+    Cite {
+        #[command(flatten)]
+        data: DataDir,
+        case: String,
+        #[arg(long, value_name = "NAME")]
+        material: String,
+        #[arg(long, value_name = "FILE")]
+        licence: PathBuf,
+        #[command(flatten)]
+        staff: Staff,
+    },
     /// Take a file off a material (an event: the file stays in the history).
     Detach {
         #[command(flatten)]

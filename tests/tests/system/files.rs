@@ -477,3 +477,64 @@ fn files_the_county_holds_of_finished_cases_are_pruned_and_fetched_back() {
     ok("village-node", &["case", "file", "--data", &data, &done, &hash, "--out", s(&out)]);
     assert_eq!(std::fs::read(&out).unwrap(), scan);
 }
+
+/// A material satisfied by an electronic licence (电子证照) this county
+/// issued, by reference, with no file: checked offline before it is cited
+/// (a forged one is refused, nothing written), and checked again by every
+/// node that shows the case.
+#[test]
+fn a_material_is_satisfied_by_a_licence_of_this_county() {
+    const TOWNSHIP: &str = "511421101";
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let (t, data) = (s(&t).to_string(), s(&v).to_string());
+    let work = tempfile::tempdir().unwrap();
+    let licence = work.path().join("licence.json");
+    // The township issues a result and its licence.
+    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number"];
+    let id = system_tests::id_number(7);
+    let issued = ok_json(
+        "township-node",
+        &[&args[..], &[id.as_str(), "--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]]
+            .concat(),
+    )["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for step in ["accept", "approve", "issue"] {
+        ok("township-node", &["case", step, "--data", &t, &issued, "--as", "李娜"]);
+    }
+    ok("township-node", &["case", "licence", "--data", &t, &issued, "--out", s(&licence)]);
+    ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    ok("village-node", &["sync", "--data", &data, "--peer", &hub.addr]);
+
+    let case = take_case(&data, "周杰", 8);
+    // Forged: the result changed. Refused, nothing written.
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&licence).unwrap()).unwrap();
+    doc["result"] = serde_json::json!("准予（伪造）");
+    let forged = write(work.path(), "forged.json", &serde_json::to_vec(&doc).unwrap());
+    let before = ok("village-node", &["digest", "--data", &data, "--json"]);
+    let err = fails(
+        "village-node",
+        &["case", "cite", "--data", &data, &case, "--material", "户口簿", "--licence", s(&forged), "--as", "王芳"],
+    );
+    assert!(err.contains("does not verify") && err.contains("signature"), "{err}");
+    assert_eq!(ok("village-node", &["digest", "--data", &data, "--json"]), before);
+
+    ok(
+        "village-node",
+        &["case", "cite", "--data", &data, &case, "--material", "户口簿", "--licence", s(&licence), "--as", "王芳"],
+    );
+    let shown = ok_json("village-node", &["case", "show", "--data", &data, &case, "--json"]);
+    assert!(shown["materials"].as_array().unwrap().iter().any(|m| m == "户口簿"), "{shown}");
+    assert_eq!(shown["licences"][0]["case"], issued.as_str());
+    assert_eq!(shown["licences"][0]["valid"], true, "{shown}");
+    assert!(files(&data, &case).is_empty(), "no file was needed");
+    // The county checks it again when it shows the case.
+    ok("village-node", &["sync", "--data", &data, "--peer", &hub.addr]);
+    let at_county = ok_json("county-hub", &["case", "show", "--data", s(&county.hub()), &case, "--json"]);
+    assert_eq!(at_county["licences"][0]["valid"], true, "{at_county}");
+}

@@ -128,6 +128,16 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
                 );
             }
         }
+        CaseCmd::Cite { data, case, material, licence, staff } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let who = actor(&ledger, &staff)?;
+            let text =
+                std::fs::read_to_string(&licence).with_context(|| format!("cannot read {}", licence.display()))?;
+            let lic: proto::licence::Licence = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a licence of this county's format", licence.display()))?;
+            let e = ledger.cite_licence(&who, &CaseId(case.clone()), &material, lic)?;
+            say!("{} {}: licence cited (event {})", clean(&case), clean(&material), e.id);
+        }
         CaseCmd::Detach { data, case, material, hash, note, staff } => {
             let mut ledger = Ledger::open(&data.data)?;
             let who = actor(&ledger, &staff)?;
@@ -246,6 +256,17 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             if json {
                 let mut v = crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today());
                 v["county_received"] = json!(ledger.county_received(&st)?);
+                // Each cited licence, checked here and now.
+                let mut licences = Vec::new();
+                for l in &st.licences {
+                    let check = ledger.verify_licence(&proto::licence::Licence::from(l.licence.clone()))?;
+                    licences.push(json!({
+                        "material": l.material, "case": l.licence.terms.case, "issuer": l.licence.terms.issuer,
+                        "result": l.licence.terms.result, "valid": check.is_ok(),
+                        "reason": check.err().map(|e| e.to_string()),
+                    }));
+                }
+                v["licences"] = json!(licences);
                 print_json(&v)?;
             } else {
                 print_case(&st)?;

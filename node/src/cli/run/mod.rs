@@ -111,6 +111,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
             | CaseCmd::Material { data, .. }
             | CaseCmd::Attach { data, .. }
             | CaseCmd::Detach { data, .. }
+            | CaseCmd::Cite { data, .. }
             | CaseCmd::Files { data, .. }
             | CaseCmd::File { data, .. }
             | CaseCmd::Prereview { data, .. }
