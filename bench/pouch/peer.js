@@ -34,6 +34,10 @@ async function main() {
   app.use((req, res, next) => { requests++; next(); });
   app.use('/', require('express-pouchdb')(ServerDB, { mode: 'minimumForPouchDB', logPath: '/dev/null' }));
   const server = await new Promise((ok) => { const s = app.listen(0, '127.0.0.1', () => ok(s)); });
+  // A day's attachments over a slow link take minutes in one request: no
+  // server-side request time limit (Node's default of 300 s cut it).
+  server.requestTimeout = 0;
+  server.headersTimeout = 0;
   const target = server.address().port;
 
   // Byte-counting proxy (optionally delaying each chunk).

@@ -85,6 +85,10 @@ pub const ADD_FILE: &str = "再传一份";
 pub const DETACH: &str = "移除";
 pub const DETACH_NOTE: &str = "移除原因";
 pub const FILE_NOT_HERE: &str = "尚未同步到本机";
+/// A material satisfied by an electronic licence (电子证照), by reference.
+pub const LICENCE_CITED: &str = "以电子证照代替";
+pub const LICENCE_VALID: &str = "证照核验通过";
+pub const LICENCE_INVALID: &str = "证照核验未通过";
 /// 县级已接收 marks (the county's signed receipt covers it).
 pub const COUNTY_RECEIVED: &str = "县级已接收";
 pub const COUNTY_RECEIVED_HINT: &str = "县市民服务中心已签收本件的全部记录";

@@ -81,6 +81,9 @@ struct Extra {
     held: BTreeSet<FileHash>,
     /// 县级已接收: the case's events and files the county has receipted.
     county_received: bool,
+    /// Materials satisfied by a licence: (material, its terms, the check
+    /// made here now).
+    licences: Vec<(String, proto::licence::Terms, Result<(), String>)>,
     county_files: BTreeSet<FileHash>,
     /// A refused file: (material, reason), shown beside its field.
     file_error: Option<(String, String)>,
@@ -181,6 +184,18 @@ fn materials(staff: &Staff, c: &CaseState, x: &Extra, open: bool) -> Markup {
                             form method="post" action=(format!("/case/{}/material", c.case_id)) class="inline" {
                                 (csrf(staff)) input type="hidden" name="name" value=(name); input type="hidden" name="action" value="remove";
                                 button.link type="submit" { (text::REMOVE_MATERIAL) }
+                            }
+                        }
+                    }
+                    @for (m, l, check) in &x.licences {
+                        @if m == name {
+                            div.small {
+                                span class=(if check.is_ok() { "badge ok" } else { "badge maybe" }) {
+                                    (if check.is_ok() { text::LICENCE_VALID } else { text::LICENCE_INVALID })
+                                }
+                                " " (text::LICENCE_CITED) "：" (l.result) " · " (node_name(&x.topology, &l.issuer))
+                                " · " (l.case)
+                                @if let Err(e) = check { span.muted { "（" (e) "）" } }
                             }
                         }
                     }
@@ -439,6 +454,15 @@ async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
             calendar: l.calendar()?,
             held: st.files.iter().map(|f| f.file.hash).filter(|h| l.holds_file(h)).collect(),
             county_received: l.county_received(&st)?,
+            licences: {
+                let mut out = Vec::new();
+                for c in &st.licences {
+                    let lic = proto::licence::Licence::from(c.licence.clone());
+                    let check = l.verify_licence(&lic)?.map_err(|e| e.to_string());
+                    out.push((c.material.clone(), lic.terms, check));
+                }
+                out
+            },
             county_files: {
                 let mut set = BTreeSet::new();
                 for f in &st.files {
