@@ -100,8 +100,11 @@ def pouchdb(a, cut_at=None):
            "--delay-ms", str(a.rtt_ms // 2)]
     if cut_at:
         cmd += ["--cut-at", str(cut_at)]
-    out = subprocess.run(cmd, cwd=POUCH, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    out = subprocess.run(cmd, cwd=POUCH, capture_output=True, text=True)
+    if out.returncode != 0:
+        say(f"PouchDB failed: {out.stderr.strip()[-800:]}")
+        return {"error": out.stderr.strip()[-800:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -127,8 +130,10 @@ def main():
     pcut = pouchdb(a, cut_at=0.5)
     limit = w6["file_bytes"] * 8 / (a.kbps * 1000)
     resent = cut["file_bytes_sent"] - (cut["file_bytes"] - min(cut["held_at_cut"], cut["file_bytes"]))
-    p_needed = p["bytes_up"]
-    p_resent = pcut["resumed"]["bytes_up"] + (pcut["first"].get("bytes_up", 0) if isinstance(pcut["first"], dict) else 0) - p_needed
+    p_ok = "error" not in p and "error" not in pcut
+    p_needed = p.get("bytes_up", 0)
+    p_resent = (pcut["resumed"]["bytes_up"] + pcut["first"].get("bytes_up", 0) - p_needed) if p_ok else None
+    fmt = lambda v, f: f(v) if v is not None else "failed"  # noqa: E731
     lines = [
         f"# W6: material files over the rural link ({stamp})",
         "",
@@ -138,11 +143,12 @@ def main():
         "",
         "| | ours | PouchDB 9 (attachments) |",
         "|---|---|---|",
-        f"| wall time | {w6['seconds']:.1f} s | {p['seconds']:.1f} s |",
-        f"| against the line-rate limit ({limit:.1f} s) | {w6['seconds'] / limit:.2f} x | {p['seconds'] / limit:.2f} x |",
-        f"| bytes up | {w6['bytes_up'] + w6['file_bytes_sent']:,} | {p['bytes_up']:,} |",
+        f"| wall time | {w6['seconds']:.1f} s | {fmt(p.get('seconds'), lambda v: f'{v:.1f} s')} |",
+        f"| against the line-rate limit ({limit:.1f} s) | {w6['seconds'] / limit:.2f} x | "
+        f"{fmt(p.get('seconds'), lambda v: f'{v / limit:.2f} x')} |",
+        f"| bytes up | {w6['bytes_up'] + w6['file_bytes_sent']:,} | {fmt(p.get('bytes_up'), lambda v: f'{v:,}')} |",
         f"| sync attempts (a lossy link may cut one) | {w6['attempts']} | 1 |",
-        f"| after a cut at half: bytes sent again | {max(resent, 0):,} | {max(p_resent, 0):,} |",
+        f"| after a cut at half: bytes sent again | {max(resent, 0):,} | {fmt(p_resent, lambda v: f'{max(v, 0):,}')} |",
         f"| hub peak RSS | {w6['hub_peak_rss_kib'] / 1024:.0f} MB | — |",
         "",
         "Raw:",
