@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use system_tests::samples::{files_under as all_files, write_file as write};
 use system_tests::{fails, ok, ok_json, s, take_case, County};
 
 const VILLAGE: &str = "511421101001";
@@ -12,22 +13,9 @@ const MARKER: &[u8] = b"MARKER-7f3a-ID-CARD-SCAN";
 /// A PDF of `size` bytes holding the marker, the rest pseudo-random (so
 /// nothing compresses it away).
 fn pdf(size: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = b"%PDF-1.4\n1 0 obj <</Type /Page>>\n".to_vec();
-    bytes.extend_from_slice(MARKER);
-    let mut x = seed | 1;
-    while bytes.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.push(x as u8);
-    }
+    let mut bytes = system_tests::samples::pdf_of_size(size.max(64), seed);
+    bytes[40..40 + MARKER.len()].copy_from_slice(MARKER);
     bytes
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
 }
 
 fn attach(data: &str, case: &str, material: &str, file: &Path, extra: &[&str]) -> Value {
@@ -37,20 +25,6 @@ fn attach(data: &str, case: &str, material: &str, file: &Path, extra: &[&str]) -
 
 fn files(data: &str, case: &str) -> Vec<Value> {
     ok_json("village-node", &["case", "files", "--data", data, case, "--json"]).as_array().unwrap().clone()
-}
-
-/// Every file under a directory, recursively.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! fails if its attack succeeds.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use system_tests::samples::{files_under as all_files, pdf_of_size as pdf, write_file as write};
 use system_tests::{ok_json, s, take_case, County, Server};
 
 const TOWNSHIP: &str = "511421101";
@@ -12,25 +13,6 @@ const VILLAGE: &str = "511421101001";
 const NEIGHBOUR: &str = "511421101002";
 /// A village of another township.
 const OTHER: &str = "511421102001";
-
-/// A PDF of `size` pseudo-random bytes.
-fn pdf(size: usize, seed: u64) -> Vec<u8> {
-    let mut bytes = b"%PDF-1.4\n1 0 obj <</Type /Page>>\n".to_vec();
-    let mut x = seed | 1;
-    while bytes.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.push(x as u8);
-    }
-    bytes
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
 
 fn attach(data: &Path, case: &str, material: &str, file: &Path) -> String {
     let args = ["case", "attach", "--data", s(data), case, "--material", material, "--file", s(file), "--as", "王芳"];
@@ -293,20 +275,6 @@ fn a_reference_with_a_wrong_size_does_not_keep_a_real_file_away() {
         true,
         "a reference naming the file's hash with a wrong size kept it from the county: {relay}"
     );
-}
-
-/// Every file under a directory, recursively.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(all_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// "Personal data exists in the clear only in process memory": an ID
