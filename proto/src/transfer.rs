@@ -178,8 +178,6 @@ pub struct Transfer {
     /// A Sent is owed once `to_send` and `sending` are done.
     owe_sent: u32,
     receiving: BTreeMap<FileHash, Receiving>,
-    /// Files the peer said it does not have (not asked again).
-    absent: BTreeSet<FileHash>,
     rounds: u32,
     /// Wants received from the peer (an honest peer sends one per round).
     wants_received: u32,
@@ -198,7 +196,6 @@ impl Transfer {
             sending: None,
             owe_sent: 0,
             receiving: BTreeMap::new(),
-            absent: BTreeSet::new(),
             rounds: 0,
             wants_received: 0,
             sent_finished: false,
@@ -304,7 +301,6 @@ impl Transfer {
             }
             FileMessage::NotHere { hash } => {
                 if self.receiving.remove(&hash).is_some() {
-                    self.absent.insert(hash);
                     self.stats.not_at_peer += 1;
                 }
             }
@@ -404,10 +400,5 @@ impl Transfer {
             && self.to_send.is_empty()
             && self.sending.is_none()
             && self.owe_sent == 0
-    }
-
-    /// Files wanted from the peer that it did not have.
-    pub fn absent(&self) -> &BTreeSet<FileHash> {
-        &self.absent
     }
 }
