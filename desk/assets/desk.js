@@ -55,7 +55,23 @@
     var poll = function () {
       fetch("/sync/status", { credentials: "same-origin" })
         .then(function (r) { return r.json(); })
-        .then(function (s) { if (s.running_since === null) window.location.reload(); else setTimeout(poll, 1000); })
+        .then(function (s) {
+          if (s.running_since === null) { window.location.reload(); return; }
+          if (s.live) {
+            var mb = function (b) { return (b / 1e6).toFixed(1); };
+            var set = function (id, v) { var e = document.getElementById(id); if (e) e.textContent = v; };
+            set("live-events-sent", s.live.events_sent);
+            set("live-events-received", s.live.events_received);
+            set("live-files-received", s.live.files_received);
+            set("live-mb-received", mb(s.live.file_bytes_received));
+            set("live-files-to-receive", s.live.files_to_receive);
+            set("live-files-sent", s.live.files_sent);
+            set("live-mb-sent", mb(s.live.file_bytes_sent));
+            set("live-rate", mb(s.live.file_bytes_per_second));
+            set("live-phase", s.live_phase);
+          }
+          setTimeout(poll, 1000);
+        })
         .catch(function () { setTimeout(poll, 2000); });
     };
     setTimeout(poll, 1000);

@@ -32,6 +32,8 @@ pub struct Outcome {
 pub struct SyncState {
     upstream: Option<String>,
     inner: Mutex<Inner>,
+    /// The running session's figures (reset when one starts).
+    live: Arc<Mutex<node::sync::Live>>,
 }
 
 #[derive(Default)]
@@ -52,6 +54,10 @@ pub struct Status {
     pub running_since: Option<u64>,
     pub last: Option<Outcome>,
     pub last_ok: Option<Outcome>,
+    /// The running session's figures; none when no session runs.
+    pub live: Option<node::sync::Live>,
+    /// The running session's phase in words.
+    pub live_phase: Option<&'static str>,
 }
 
 fn clock_words(peer: &proto::NodeId, offset_ms: i64) -> String {
@@ -69,7 +75,7 @@ fn clock_words(peer: &proto::NodeId, offset_ms: i64) -> String {
 
 impl SyncState {
     pub fn new(upstream: Option<String>) -> SyncState {
-        SyncState { upstream, inner: Default::default() }
+        SyncState { upstream, inner: Default::default(), live: Default::default() }
     }
 
     pub fn upstream(&self) -> Option<&str> {
@@ -92,11 +98,14 @@ impl SyncState {
 
     pub fn status(&self) -> Status {
         let inner = self.inner.lock().expect("sync state");
+        let live = inner.running_since.map(|_| self.live.lock().expect("sync progress").clone());
         Status {
             upstream: self.upstream.clone(),
             running_since: inner.running_since,
             last: inner.last.clone(),
             last_ok: inner.last_ok.clone(),
+            live: live.clone(),
+            live_phase: live.map(|l| crate::text::sync_phase(l.phase)),
         }
     }
 
@@ -167,7 +176,7 @@ pub async fn run_once(app: &Arc<App>) -> bool {
     if !app.sync.begin(started) {
         return false;
     }
-    let result = node::sync::sync_with(app.dir(), &peer, false).await;
+    let result = node::sync::sync_watched(app.dir(), &peer, app.sync.live.clone()).await;
     let finished = node::wall_clock_ms();
     let outcome = match &result {
         Ok(s) => Outcome {

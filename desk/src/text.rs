@@ -396,3 +396,13 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
         Declined::Limit(l) => (None, format!("输入超出限制：{l}")),
     }
 }
+
+/// A running sync session's phase, in words.
+pub fn sync_phase(phase: node::sync::Phase) -> &'static str {
+    use node::sync::Phase;
+    match phase {
+        Phase::Connecting => "正在连接上级节点",
+        Phase::Events => "正在交换案件记录",
+        Phase::Files => "案件记录已全部同步，正在传输材料文件",
+    }
+}

@@ -393,6 +393,11 @@ impl Transfer {
     }
 
     /// Both sides want nothing more and everything owed was sent.
+    /// Files still to come from the peer in this phase (for progress).
+    pub fn files_to_receive(&self) -> usize {
+        self.receiving.len()
+    }
+
     pub fn is_finished(&self) -> bool {
         self.sent_finished
             && self.peer_finished

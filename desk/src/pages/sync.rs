@@ -24,6 +24,28 @@ fn outcome(o: &Outcome) -> Markup {
     }
 }
 
+/// The figures of the running session; the page's script refreshes them
+/// from `/sync/status` (ids below), a page without script every 2 s.
+fn running(live: &node::sync::Live) -> Markup {
+    let phase = text::sync_phase(live.phase);
+    html! {
+        table.sheet #sync-live { tbody {
+            tr { th { "阶段" } td #live-phase { (phase) } }
+            tr { th { "案件记录" } td { "已发送 " span #live-events-sent { (live.events_sent) } " 条，已接收 " span #live-events-received { (live.events_received) } " 条" } }
+            tr { th { "材料文件" } td {
+                "已收到 " span #live-files-received { (live.files_received) } " 个（" span #live-mb-received { (mb(live.file_bytes_received)) } " MB），"
+                "待收 " span #live-files-to-receive { (live.files_to_receive) } " 个；"
+                "已发出 " span #live-files-sent { (live.files_sent) } " 个（" span #live-mb-sent { (mb(live.file_bytes_sent)) } " MB）"
+            } }
+            tr { th { "速率" } td { span #live-rate { (mb(live.file_bytes_per_second)) } " MB/秒" } }
+        } }
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
 pub async fn show(State(app): State<Arc<App>>, staff: Staff) -> Result<Html, DeskError> {
     let status = app.sync.status();
     let me = app.me().clone();
@@ -51,6 +73,7 @@ pub async fn show(State(app): State<Arc<App>>, staff: Staff) -> Result<Html, Des
                     p { "上级节点：" (up) }
                     @if let Some(since) = status.running_since {
                         p.banner.info { "正在同步（" (crate::when(since)) " 开始）……" }
+                        @if let Some(live) = &status.live { (running(live)) }
                     } @else {
                         form method="post" action="/sync" { (csrf(&staff)) button.primary type="submit" { (text::SYNC_NOW) } }
                     }

@@ -274,7 +274,7 @@ pub(super) async fn run_files(
     peer_id: &NodeId,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    progress: bool,
+    progress: &Progress,
 ) -> Result<FileStats> {
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<FileMessage>>(4);
@@ -295,22 +295,7 @@ pub(super) async fn run_files(
     // The store is opened for each step, never held across an await (a
     // SQLite connection may not be shared between threads).
     let mut transfer = block(|| -> Result<Transfer> { Ok(Transfer::start(&NodeFiles::of(ledger, dir)?, peer_id)?) })?;
-    let mut last_report = Instant::now();
-    let mut report = |t: &Transfer| {
-        if progress && last_report.elapsed() > Duration::from_secs(1) {
-            last_report = Instant::now();
-            let s = &t.stats;
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            eprintln!(
-                "files with {peer_id}: received {} ({:.1} MB), sent {} ({:.1} MB), {:.2} MB/s",
-                s.files_received,
-                s.file_bytes_received as f64 / 1e6,
-                s.files_sent,
-                s.file_bytes_sent as f64 / 1e6,
-                (s.file_bytes_received + s.file_bytes_sent) as f64 / 1e6 / secs
-            );
-        }
-    };
+    let report = |t: &Transfer| progress.files(peer_id, &t.stats, t.files_to_receive(), started);
     let incoming = |msg: Option<Result<FileMessage>>, t: &mut Transfer, ledger: &mut Ledger| -> Result<()> {
         let msg = msg.unwrap_or_else(|| Err(peer(PeerErrorKind::Lost, "the peer ended the file stream")))?;
         block(|| -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) })

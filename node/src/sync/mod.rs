@@ -351,7 +351,7 @@ async fn run_session(
     mut send: quinn::SendStream,
     mut frames: Frames,
     first: Option<(Message, u64)>,
-    progress: bool,
+    progress: &Progress,
 ) -> Result<Summary> {
     let started = Instant::now();
     let topology = ledger.topology().clone();
@@ -361,7 +361,6 @@ async fn run_session(
     session.content_versions = proto::wire::content_versions(wire);
     let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
     let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
-    let mut last_report = Instant::now();
     let mut pending = first;
     loop {
         loop {
@@ -384,15 +383,10 @@ async fn run_session(
         if let Some((n, segments)) = batch {
             let verdict = block(|| ledger.receive(&peer, segments, now))?;
             session.batch_stored(n, &verdict);
-            if progress && last_report.elapsed() > Duration::from_secs(1) {
-                last_report = Instant::now();
-                eprintln!(
-                    "sync {me} <-> {peer}: sent {} events, received {} events ({} bytes in)",
-                    session.stats.sent_events, session.stats.received_events, bytes_received
-                );
-            }
         }
+        progress.events(&me, &peer, &session.stats, bytes_received);
     }
+    progress.events(&me, &peer, &session.stats, bytes_received);
     send.finish()?;
     // Wait for the peer to finish its side, so that our last frames arrive.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
@@ -439,7 +433,13 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 /// diverged chains aside, takes the peer's history back, continues under a
 /// new incarnation and re-enters what only it held, then sends that on.
 pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
-    sync_with_versions(dir, peer_addr, progress, &proto::wire::VERSIONS).await
+    Ok(sync_and_recover(dir, peer_addr, &Progress::printing(progress), &proto::wire::VERSIONS).await?)
+}
+
+/// [`sync_with`], reporting its progress into `live` as it goes (the
+/// desk's sync page polls it).
+pub async fn sync_watched(dir: &Path, peer_addr: &str, live: Arc<Mutex<Live>>) -> crate::error::Result<Summary> {
+    Ok(sync_and_recover(dir, peer_addr, &Progress::watched(live), &proto::wire::VERSIONS).await?)
 }
 
 /// [`sync_with`], offering only the sync message format `versions`
@@ -451,10 +451,10 @@ pub async fn sync_with_versions(
     progress: bool,
     versions: &[u8],
 ) -> crate::error::Result<Summary> {
-    Ok(sync_and_recover(dir, peer_addr, progress, versions).await?)
+    Ok(sync_and_recover(dir, peer_addr, &Progress::printing(progress), versions).await?)
 }
 
-async fn sync_and_recover(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
+async fn sync_and_recover(dir: &Path, peer_addr: &str, progress: &Progress, versions: &[u8]) -> Result<Summary> {
     let mut summary = session_with(dir, peer_addr, progress, versions).await?;
     let mut ledger = Ledger::open(dir)?;
     let peer = NodeId::new(summary.peer.clone());
@@ -518,7 +518,7 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
 }
 
 /// One client session with the node at `peer` (both directions).
-async fn session_with(dir: &Path, peer_addr: &str, progress: bool, versions: &[u8]) -> Result<Summary> {
+async fn session_with(dir: &Path, peer_addr: &str, progress: &Progress, versions: &[u8]) -> Result<Summary> {
     let mut ledger = Ledger::open(dir)?;
     let addr = resolve(peer_addr).await.map_err(|e| frames::peer(PeerErrorKind::Unreachable, format!("{e:#}")))?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
@@ -589,6 +589,7 @@ pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::R
 
 mod files;
 mod frames;
+mod progress;
 mod server;
 mod tls;
 
@@ -596,6 +597,7 @@ pub use files::NodeFiles;
 pub use frames::unpack;
 #[allow(unused_imports)]
 use frames::*;
+pub use progress::{Live, Phase, Progress};
 #[allow(unused_imports)]
 use server::*;
 pub use server::{serve, start_server, start_server_with, Limits, Server, HANDSHAKES_PER_ADDRESS};

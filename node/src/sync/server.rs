@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// A served session reports no progress.
+static SILENT: std::sync::LazyLock<Progress> = std::sync::LazyLock::new(Progress::default);
+
 /// How many connections a server holds at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -281,7 +284,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         }
     };
     let mut ledger = block(|| gate.take_ledger())?;
-    let session = run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), false);
+    let session = run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT);
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
         Err(_) => {
             close_with(
@@ -307,7 +310,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         // Files after the events, on the client's second stream.
         match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
             Ok(Ok((send, recv))) => {
-                let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, false);
+                let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, &SILENT);
                 match tokio::time::timeout(SESSION_DEADLINE, files).await {
                     Ok(Ok(f)) => tracing::info!(
                         peer = %peer, received = f.files_received, sent = f.files_sent,

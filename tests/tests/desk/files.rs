@@ -291,3 +291,69 @@ fn material_files_are_uploaded_refused_served_and_logged() {
     let lines = ok("village-node", &["case", "files", "--data", s(&data), &case]);
     assert!(lines.contains("重拍.png"), "{lines}");
 }
+
+/// 同步 while files travel: the page (and the JSON its script polls)
+/// shows the phase, the files and bytes so far and the rate as the
+/// transfer runs, not only at the end.
+#[test]
+fn the_sync_page_follows_a_file_transfer_as_it_runs() {
+    let county = County::new();
+    let data = county.enrol(VILLAGE, "village-node");
+    desks::add_staff("village-node", &data, "wangfang", "王芳", "clerk");
+    let hub_dir = county.hub();
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    // A slow link, so that the transfer lasts a few seconds.
+    let link = system_tests::Server::start(
+        "county-sim",
+        &["link", "--listen", "127.0.0.1:0", "--target", &hub.addr, "--rtt-ms", "60", "--kbps", "2000"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let case = system_tests::take_case(s(&data), "张三", 1);
+    let scan = pdf_of_size(2 * 1024 * 1024, 3);
+    let path = system_tests::samples::write_file(work.path(), "申请表.pdf", &scan);
+    ok(
+        "village-node",
+        &["case", "attach", "--data", s(&data), &case, "--material", "申请表", "--file", s(&path), "--as", "王芳"],
+    );
+
+    let desk =
+        DeskProc::start("village-node", &["desk", "--data", s(&data), "--listen", "127.0.0.1:0", "--peer", &link.addr]);
+    let (mut clerk, _) = log_in(desk.addr(), "wangfang", PASSWORD);
+    let page = clerk.get("/sync").text();
+    let csrf = field_value(&page, "csrf").unwrap();
+    assert_eq!(clerk.post_form("/sync", &[("csrf", &csrf)]).status, 303);
+
+    let total = scan.len() as u64;
+    let mut seen_midway = None;
+    let mut page_midway = None;
+    let started = std::time::Instant::now();
+    loop {
+        let status: serde_json::Value = serde_json::from_slice(&clerk.get("/sync/status").body).unwrap();
+        if status["running_since"].is_null() {
+            break;
+        }
+        let live = &status["live"];
+        let sent = live["file_bytes_sent"].as_u64().unwrap_or(0);
+        if live["phase"] == "files" && sent > 0 && sent < total && seen_midway.is_none() {
+            seen_midway = Some(status.clone());
+            page_midway = Some(clerk.get("/sync").text());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the sync never ended");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let midway = seen_midway.expect("the status showed the file transfer while it ran");
+    assert_eq!(midway["live_phase"], "案件记录已全部同步，正在传输材料文件", "{midway}");
+    assert_eq!(midway["live"]["events_sent"].as_u64().map(|n| n > 0), Some(true), "the events went first: {midway}");
+    assert_eq!(midway["live"]["files_sent"], 0, "the file was still in flight: {midway}");
+    assert!(midway["live"]["file_bytes_per_second"].as_u64().unwrap() > 0, "{midway}");
+    let page = page_midway.unwrap();
+    assert!(page.contains("正在传输材料文件") && page.contains("id=\"live-mb-sent\""), "{page}");
+
+    // At the end, the outcome names the file sent; the county holds it.
+    let end = clerk.get("/sync").text();
+    assert!(end.contains("发出 1 个（2.1 MB）"), "{end}");
+    let out = work.path().join("back.pdf");
+    let hash = files(&data, &case)[0]["hash"].as_str().unwrap().to_string();
+    ok("county-hub", &["case", "file", "--data", s(&hub_dir), &case, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan);
+}
