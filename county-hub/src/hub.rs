@@ -161,7 +161,9 @@ fn enrol(secrets: &HubSecrets, ledger: &mut Ledger, id: &NodeId) -> Result<(Bund
         },
         secrets: Secrets { signing_key, tls_key_pem, data_keys: DataKeys::issue(&master, &topology, id) },
         topology: topology.clone(),
-        catalogue: catalogue_for(ledger.catalogue(), node.tier),
+        // The first version, whole: the county's publications since travel
+        // in `global` and are applied in order by the node.
+        catalogue: store::meta_get(ledger.store().conn(), "catalogue")?.context("the hub's catalogue is missing")?,
         global: Some(hex::encode(global.encode())),
         calendar: store::meta_get(ledger.store().conn(), "calendar")?,
     };
@@ -175,19 +177,6 @@ fn global_segment(ledger: &Ledger) -> Result<proto::sync::Segment> {
     let seal = store::seal_of(conn, me, &proto::Lane::Global)?.context("the hub has no sealed global lane")?;
     let events = store::lane_events(conn, &proto::Lane::Global, me, 0, seal.pos)?;
     Ok(proto::sync::Segment { events, seal })
-}
-
-/// The slice of the catalogue a node's windows work with: the items its
-/// tier (or a tier below it, whose cases it reviews) may take. The county
-/// holds everything. Cases carry what they were taken under, so a node never
-/// needs an item it cannot take.
-fn catalogue_for(catalogue: &Catalogue, tier: Tier) -> Catalogue {
-    let mut c = catalogue.clone();
-    c.items.retain(|i| i.accepted_at.iter().any(|t| *t <= tier));
-    // The bundles whose every item is in the slice.
-    let held: std::collections::HashSet<String> = c.items.iter().map(|i| i.code.clone()).collect();
-    c.bundles.retain(|b| b.items.iter().all(|code| held.contains(code)));
-    c
 }
 
 fn open_hub(dir: &Path) -> Result<(Ledger, HubSecrets)> {
@@ -353,6 +342,7 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
                     serde_json::json!({"node": node, "reason": reason, "key": key.to_hex()})
                 }
                 proto::Body::Enrol { node, key, .. } => serde_json::json!({"node": node, "key": key.to_hex()}),
+                proto::Body::Publish(p) => serde_json::json!({"kind": p.kind(), "version": p.version()}),
                 proto::Body::Incarnate { origin, after } => {
                     serde_json::json!({"origin": origin, "after": after.to_string()})
                 }

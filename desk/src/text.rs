@@ -296,6 +296,9 @@ pub fn declined(e: &node::Error) -> (Option<&'static str>, String) {
     };
     match d {
         Declined::UnknownItem(code) => (Some("item"), format!("事项编码 {code} 不在本节点的事项目录中。")),
+        Declined::ItemCancelled { item, version } => {
+            (Some("item"), format!("事项 {item} 已在县里发布的第 {version} 版事项目录中取消，不能再受理。"))
+        }
         Declined::IdNumber(e) => (
             Some("id_number"),
             match e {

@@ -429,7 +429,7 @@ fn network_events(conn: &Connection) -> Result<Vec<Event>> {
 pub fn repair(store: &mut store::Store) -> Result<usize> {
     let tx = store.write()?;
     tx.execute_batch("REINDEX").context("rebuilding the indexes failed")?;
-    for table in ["cases", "person_index", "file_refs", "revoked", "node_keys", "vouchers"] {
+    for table in ["cases", "person_index", "file_refs", "revoked", "node_keys", "vouchers", "publications"] {
         reset_table(&tx, table)?;
     }
     for e in network_events(&tx)? {

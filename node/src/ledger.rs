@@ -28,6 +28,9 @@ pub enum Declined {
     /// The item code is not in the catalogue.
     #[error("item {0} is not in the catalogue (catalogue list shows the codes)")]
     UnknownItem(String),
+    /// The item was cancelled in a catalogue version the county published.
+    #[error("item {item} was cancelled in catalogue v{version} and can no longer be taken (catalogue list shows the items of the newest version)")]
+    ItemCancelled { item: String, version: u32 },
     /// The ID number is not valid.
     #[error(transparent)]
     IdNumber(#[from] IdNumberError),
@@ -316,11 +319,9 @@ impl Ledger {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
         let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
-        let catalogue: Catalogue =
-            store::meta_get(store.conn(), "catalogue")?.context("the stored catalogue is missing")?;
         // The county holds every version it published; below it a version
         // not held may still arrive.
-        let catalogues = Catalogues::single(catalogue, identity.tier() == proto::Tier::County);
+        let catalogues = store::catalogues(store.conn(), identity.tier() == proto::Tier::County)?;
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
         Ok(Ledger {
             store,
@@ -431,7 +432,25 @@ impl Ledger {
     pub fn catalogue(&self) -> &Catalogue {
         self.catalogues.latest().expect("a ledger always holds a catalogue")
     }
-    /// Every catalogue version held, to judge creations against.
+    /// Reads the catalogue and calendar versions held again (after a
+    /// publication was stored).
+    pub(crate) fn reload_catalogues(&mut self) -> Result<()> {
+        self.catalogues = store::catalogues(self.store.conn(), self.identity.tier() == proto::Tier::County)?;
+        Ok(())
+    }
+
+    /// The calendar file this node times cases with: the newest the county
+    /// published that is held here, or its enrolment bundle's.
+    pub fn calendar_file(&self) -> Result<proto::calendar::CalendarFile> {
+        if let Some(file) = self.catalogues.published_calendar() {
+            return Ok(file.clone());
+        }
+        Ok(match store::meta_get(self.store.conn(), "calendar")? {
+            Some(f) => f,
+            None => serde_json::from_str(store::DEFAULT_CALENDAR).context("the shipped calendar is damaged")?,
+        })
+    }
+
     /// The working-day calendar this node times cases with.
     pub fn calendar(&self) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
         Ok(store::calendar(self.store.conn())?)
@@ -443,6 +462,15 @@ impl Ledger {
         Ok(proto::calendar::timing(case, &*self.calendar()?, today))
     }
 
+    /// A case's item as the catalogue version it was taken under says: an
+    /// item changed or cancelled since keeps, for cases already taken, the
+    /// materials and result it had.
+    pub fn item_of(&self, case: &CaseState) -> Option<&proto::Item> {
+        let version = case.create.as_ref()?.catalogue_version;
+        self.catalogues.get(version)?.item(case.item())
+    }
+
+    /// Every catalogue version held, to judge creations against.
     pub fn catalogues(&self) -> &Catalogues {
         &self.catalogues
     }
@@ -525,7 +553,10 @@ impl Ledger {
     /// protected under this lane's key).
     fn creation(&self, input: NewCase) -> Result<Create> {
         let catalogue = self.catalogue();
-        let item = catalogue.item(&input.item).ok_or_else(|| Declined::UnknownItem(input.item.clone()))?;
+        let item = catalogue.item(&input.item).ok_or_else(|| match self.catalogues.cancelled_in(&input.item) {
+            Some(version) => Declined::ItemCancelled { item: input.item.clone(), version },
+            None => Declined::UnknownItem(input.item.clone()),
+        })?;
         if input.applicant.trim().is_empty() {
             return Err(Declined::Invalid("the applicant's name may not be empty".into()).into());
         }
@@ -680,8 +711,7 @@ impl Ledger {
     /// other must be received first.
     fn check_materials_for_acceptance(&self, case: &CaseId) -> Result<()> {
         let st = self.case(case)?;
-        let version = st.create.as_ref().map(|c| c.catalogue_version);
-        let Some(item) = self.catalogue().item(st.item()).filter(|_| version == Some(self.catalogue().version)) else {
+        let Some(item) = self.item_of(&st) else {
             return Ok(());
         };
         if item.decided_by != self.identity.node.tier {
@@ -740,8 +770,7 @@ impl Ledger {
         // Every required material is received or (where the catalogue
         // allows) accepted as missing; whether each missing one may be is
         // the catalogue's to say, checked with the event (and by receivers).
-        let version = st.create.as_ref().map(|c| c.catalogue_version);
-        if let Some(item) = self.catalogue().item(st.item()).filter(|_| version == Some(self.catalogue().version)) {
+        if let Some(item) = self.item_of(&st) {
             if let Some(m) = item.materials.iter().find(|m| {
                 m.required && !m.may_be_missing && !st.materials.contains(&m.name) && !missing.contains(&m.name)
             }) {
@@ -832,14 +861,8 @@ impl Ledger {
             .into_iter()
             .find(|(e, _)| e.id == issued.event)
             .context("the 出证 event is missing from the store")?;
-        let version = st.create.as_ref().map(|c| c.catalogue_version);
-        let result = self
-            .catalogue()
-            .item(st.item())
-            .filter(|_| version == Some(self.catalogue().version))
-            .map(|i| i.result.clone())
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "办理结果".into());
+        let result =
+            self.item_of(&st).map(|i| i.result.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "办理结果".into());
         let name = match st.fields.get("applicant").and_then(|v| v.first()) {
             Some(FieldValue::Text(t)) => proto::personal::mask(t, 1, 0),
             _ => String::new(),
@@ -1077,6 +1100,56 @@ impl Ledger {
         let case = if village { proto::event::LANE_CASE } else { proto::event::GLOBAL_CASE };
         let body = Body::Incarnate { origin: origin.clone(), after };
         self.append_as("voucher", Target::Case(CaseId(case.into())), body, Check::AuthorityOnly)
+    }
+
+    /// The county publishes the next catalogue version: `catalogue` whole
+    /// (a file), sent to the network as the change from the newest version
+    /// held. Its version must be the next one; a catalogue that does not
+    /// hold together, or changes nothing, is declined with nothing written.
+    pub fn publish_catalogue(
+        &mut self,
+        actor: &str,
+        catalogue: &Catalogue,
+    ) -> Result<proto::publication::CatalogueChange> {
+        let latest = self.catalogue();
+        let next = latest.version + 1;
+        if catalogue.version != next {
+            return Err(Declined::Invalid(format!(
+                "the file is catalogue version {}, but the next version is {next} (v{} is the newest published); \
+                 versions go 1, 2, 3… with none skipped or repeated",
+                catalogue.version, latest.version
+            ))
+            .into());
+        }
+        let change = proto::publication::CatalogueChange::between(latest, catalogue);
+        self.publish(actor, proto::publication::Publication::Catalogue(change.clone()))?;
+        Ok(change)
+    }
+
+    /// The county publishes the next working-day calendar version.
+    pub fn publish_calendar(&mut self, actor: &str, calendar: &proto::calendar::CalendarFile) -> Result<()> {
+        let held = self.catalogues.calendar_version();
+        if calendar.version != held + 1 {
+            return Err(Declined::Invalid(format!(
+                "the file is calendar version {}, but the next version is {} (v{held} is the newest published); \
+                 versions go 1, 2, 3… with none skipped or repeated",
+                calendar.version,
+                held + 1
+            ))
+            .into());
+        }
+        self.publish(actor, proto::publication::Publication::Calendar(calendar.clone()))
+    }
+
+    fn publish(&mut self, actor: &str, publication: proto::publication::Publication) -> Result<()> {
+        if self.identity.tier() != proto::Tier::County {
+            return Err(Declined::Invalid("only the county publishes catalogues and calendars".into()).into());
+        }
+        // Applied to a copy first: what every receiver will check.
+        self.catalogues.clone().apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
+        let body = Body::Publish(Box::new(publication));
+        self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?;
+        self.reload_catalogues()
     }
 
     /// The county certifies a node's new signing key and TLS certificate.

@@ -151,6 +151,10 @@ const MIGRATIONS: &[&str] = &[
     // 16: files pruned from a laptop after the county received them (not
     // asked for again until fetched back on demand).
     "CREATE TABLE files_pruned (hash BLOB PRIMARY KEY, at_ms INTEGER NOT NULL) WITHOUT ROWID;",
+    // 17: the county's publications held (derived from the global lane's
+    // events, in version order per kind).
+    "CREATE TABLE publications (kind TEXT NOT NULL, version INTEGER NOT NULL, origin TEXT NOT NULL,
+        seq INTEGER NOT NULL, PRIMARY KEY (kind, version)) WITHOUT ROWID;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.
@@ -171,9 +175,24 @@ pub fn calendar(conn: &Connection) -> Result<std::sync::Arc<proto::calendar::Cal
     if let Some(c) = CALENDARS.lock().expect("calendars").get(&key) {
         return Ok(c.clone());
     }
-    let file: proto::calendar::CalendarFile = match meta_get(conn, "calendar")? {
-        Some(f) => f,
-        None => serde_json::from_str(DEFAULT_CALENDAR).context("the shipped calendar is damaged")?,
+    let newest: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
+             WHERE p.kind = 'calendar' ORDER BY p.version DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let published = match newest.map(decode_event).transpose()?.map(|e| e.body) {
+        Some(proto::Body::Publish(p)) => match *p {
+            proto::publication::Publication::Calendar(file) => Some(file),
+            _ => None,
+        },
+        _ => None,
+    };
+    let file: proto::calendar::CalendarFile = match (published, meta_get(conn, "calendar")?) {
+        (Some(f), _) | (None, Some(f)) => f,
+        (None, None) => serde_json::from_str(DEFAULT_CALENDAR).context("the shipped calendar is damaged")?,
     };
     let cal = std::sync::Arc::new(proto::calendar::Calendar::new(&file).context("the stored calendar")?);
     if !key.is_empty() {
@@ -481,6 +500,18 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
 /// beside the event, in the caller's transaction. `verify --repair` replays
 /// every such event through here.
 pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
+    if let proto::Body::Publish(p) = &e.body {
+        // Checked in version order before it was stored (`check_batch`, or
+        // the county's own publish).
+        conn.execute(
+            "INSERT OR IGNORE INTO publications (kind, version, origin, seq) VALUES (?1, ?2, ?3, ?4)",
+            params![p.kind(), p.version(), e.id.origin.0, e.id.seq],
+        )?;
+        if let proto::publication::Publication::Calendar(file) = p.as_ref() {
+            proto::calendar::Calendar::new(file).context("the calendar does not hold together")?;
+            CALENDARS.lock().expect("calendars").remove(conn.path().unwrap_or_default());
+        }
+    }
     if let proto::Body::Incarnate { origin, after } = &e.body {
         conn.execute(
             "INSERT OR IGNORE INTO vouchers (origin, after_wall, after_logical) VALUES (?1, ?2, ?3)",
@@ -497,6 +528,31 @@ pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The catalogue versions and calendar versions this node holds: the
+/// catalogue of its enrolment bundle (meta `catalogue`) and every
+/// publication of the county since, applied in version order.
+pub fn catalogues(conn: &Connection, publisher: bool) -> Result<proto::Catalogues> {
+    let base: proto::Catalogue = meta_get(conn, "catalogue")?.context("the stored catalogue is missing")?;
+    let mut catalogues = proto::Catalogues::single(base, publisher);
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
+         ORDER BY p.kind, p.version",
+    )?;
+    let mut publications = Vec::new();
+    for body in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+        if let proto::Body::Publish(p) = decode_event(body?)?.body {
+            publications.push(*p);
+        }
+    }
+    // Meta `calendar` is the first version (the bundle's); publications follow it.
+    let first_calendar = meta_get::<proto::calendar::CalendarFile>(conn, "calendar")?.map(|c| c.version).unwrap_or(1);
+    catalogues.set_first_calendar(first_calendar);
+    for p in &publications {
+        catalogues.apply(p).with_context(|| format!("the stored {} v{} no longer applies", p.kind(), p.version()))?;
+    }
+    Ok(catalogues)
 }
 
 /// Every stored event of a case, including equivocating twins, with the

@@ -85,7 +85,7 @@ pub fn lane_in_scope(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
 /// The lane an event about `case` with `body` belongs in.
 pub fn lane_of(case: &CaseId, body: &Body) -> Lane {
     match body {
-        Body::Revoke { .. } | Body::Enrol { .. } => Lane::Global,
+        Body::Revoke { .. } | Body::Enrol { .. } | Body::Publish(_) => Lane::Global,
         // A village's voucher lives in its own lane (the case id names it),
         // a township's in the global lane.
         Body::Incarnate { origin, .. } if case.as_str() != GLOBAL_CASE => Lane::Home(origin.node()),
@@ -137,6 +137,17 @@ pub fn authorize(
         }
         return Ok(());
     }
+    if let Body::Publish(_) = body {
+        // Authored by the county alone, in the global lane; the version
+        // order is the receiver's to check against what it holds.
+        if tier != Tier::County {
+            return Err(AuthError::CountyOnly(body.name()));
+        }
+        if case.as_str() != GLOBAL_CASE {
+            return Err(AuthError::BadValue(format!("a publication belongs to {GLOBAL_CASE}, not {case}")));
+        }
+        return Ok(());
+    }
     if let Body::Revoke { node, .. } | Body::Enrol { node, .. } = body {
         if tier != Tier::County {
             return Err(AuthError::CountyOnly(body.name()));
@@ -175,7 +186,7 @@ pub fn authorize(
     let decider = tier == decider_tier;
     let wrong = |step: &'static str, who: String| Err(AuthError::WrongTier { step, tier, who });
     match body {
-        Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } => {
+        Body::Create(_) | Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } | Body::Publish(_) => {
             unreachable!("handled above")
         }
         Body::SetField { field, .. } if field.trim().is_empty() => {

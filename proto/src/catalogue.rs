@@ -142,6 +142,12 @@ impl Catalogue {
 pub struct Catalogues {
     versions: std::collections::BTreeMap<u32, (Catalogue, std::collections::HashMap<String, usize>)>,
     publisher: bool,
+    /// Items cancelled, with the version that cancelled them.
+    cancelled: std::collections::BTreeMap<String, u32>,
+    /// Calendar versions the county published after the node's first.
+    calendars: std::collections::BTreeMap<u32, crate::calendar::CalendarFile>,
+    /// The version of the calendar the node started with.
+    first_calendar: u32,
 }
 
 /// How a creation stands against the catalogues a node holds.
@@ -165,7 +171,13 @@ impl Catalogues {
     /// An empty set. `publisher` is true at the county, which holds every
     /// version it ever published: a version it lacks was never published.
     pub fn new(publisher: bool) -> Catalogues {
-        Catalogues { versions: Default::default(), publisher }
+        Catalogues {
+            versions: Default::default(),
+            publisher,
+            cancelled: Default::default(),
+            calendars: Default::default(),
+            first_calendar: 1,
+        }
     }
 
     /// A set holding one version.
@@ -186,9 +198,80 @@ impl Catalogues {
         self.versions.get(&version).map(|(c, _)| c)
     }
 
+    /// Every version held, oldest first.
+    pub fn versions(&self) -> impl Iterator<Item = &Catalogue> {
+        self.versions.values().map(|(c, _)| c)
+    }
+
     /// The newest version held: what new cases are taken under.
     pub fn latest(&self) -> Option<&Catalogue> {
         self.versions.values().next_back().map(|(c, _)| c)
+    }
+
+    /// The newest catalogue version held (0: none).
+    pub fn latest_version(&self) -> u32 {
+        self.versions.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The version that cancelled `code`, when the newest held no longer
+    /// lists it.
+    pub fn cancelled_in(&self, code: &str) -> Option<u32> {
+        self.cancelled.get(code).copied()
+    }
+
+    /// Sets the version of the calendar the node started with (from its
+    /// enrolment bundle); published versions follow it.
+    pub fn set_first_calendar(&mut self, version: u32) {
+        self.first_calendar = version;
+    }
+
+    /// The newest calendar version the county published that this node
+    /// holds, if any after its first.
+    pub fn published_calendar(&self) -> Option<&crate::calendar::CalendarFile> {
+        self.calendars.values().next_back()
+    }
+
+    /// The newest calendar version held.
+    pub fn calendar_version(&self) -> u32 {
+        self.calendars.keys().next_back().copied().unwrap_or(self.first_calendar)
+    }
+
+    /// Applies a publication of the county, in version order: the next
+    /// version after the newest held, or it is refused and nothing changes.
+    pub fn apply(
+        &mut self,
+        publication: &crate::publication::Publication,
+    ) -> Result<(), crate::publication::PublicationError> {
+        use crate::publication::{Publication, PublicationError};
+        let (held, kind) = match publication {
+            Publication::Catalogue(_) => (self.latest_version(), "catalogue"),
+            Publication::Calendar(_) => (self.calendar_version(), "calendar"),
+        };
+        let got = publication.version();
+        if got != held + 1 {
+            return Err(PublicationError::OutOfOrder { kind, got, held });
+        }
+        match publication {
+            Publication::Catalogue(change) => {
+                let base = self.latest().ok_or(PublicationError::OutOfOrder { kind, got, held })?;
+                let next = change.apply(base)?;
+                if change.is_empty() {
+                    return Err(PublicationError::Empty(got));
+                }
+                for code in &change.cancel {
+                    self.cancelled.insert(code.clone(), got);
+                }
+                for item in &change.put {
+                    self.cancelled.remove(&item.code);
+                }
+                self.insert(next);
+            }
+            Publication::Calendar(file) => {
+                Publication::check_calendar(file)?;
+                self.calendars.insert(got, file.clone());
+            }
+        }
+        Ok(())
     }
 
     /// The item `code` of `version`, judged: `Ok` only when the county

@@ -236,6 +236,10 @@ pub enum Body {
     /// travels in the event, so every node checks its signature and
     /// issuer itself. Content format version 2.
     CiteLicence { material: String, licence: Box<crate::licence::Carried> },
+    /// A publication of the county (global lane): a catalogue or calendar
+    /// version, applied by every node in version order. Content format
+    /// version 2.
+    Publish(Box<crate::publication::Publication>),
 }
 
 /// The stage of a case a rating is about.
@@ -299,7 +303,7 @@ impl Body {
     /// True for events about the network, not about a case: the county's
     /// enrolments and revocations, and vouchers for incarnations.
     pub fn is_global(&self) -> bool {
-        matches!(self, Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. })
+        matches!(self, Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } | Body::Publish(_))
     }
 
     /// A short name for listings.
@@ -318,6 +322,7 @@ impl Body {
             Body::AttachFile { .. } => "attach_file",
             Body::DetachFile { .. } => "detach_file",
             Body::CiteLicence { .. } => "cite_licence",
+            Body::Publish(_) => "publish",
         }
     }
 
@@ -326,7 +331,7 @@ impl Body {
     /// every event of the kinds they know (`crate::wire`).
     pub fn content_version(&self) -> u8 {
         match self {
-            Body::AttachFile { .. } | Body::DetachFile { .. } | Body::CiteLicence { .. } => 2,
+            Body::AttachFile { .. } | Body::DetachFile { .. } | Body::CiteLicence { .. } | Body::Publish(_) => 2,
             _ => 1,
         }
     }

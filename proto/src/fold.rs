@@ -552,7 +552,7 @@ pub fn fold_case_hashed<'a>(
                 entry.happened = Happened::MaterialRemoved { name: name.clone() };
             }
             // Global events do not belong to a case; kept for the record.
-            Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } => {}
+            Body::Revoke { .. } | Body::Enrol { .. } | Body::Incarnate { .. } | Body::Publish(_) => {}
             Body::Rate { level, note } => {
                 st.ratings.push(Rating { event: e.id.clone(), level: *level, note: note.clone() });
                 entry.happened =

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod licence;
 pub mod limits;
 pub mod personal;
+pub mod publication;
 pub mod sync;
 pub mod topology;
 pub mod transfer;

@@ -252,6 +252,9 @@ pub fn check_body(body: &Body) -> Result<(), LimitError> {
             check_note(reason)
         }
         Body::Enrol { .. } | Body::Incarnate { .. } => Ok(()),
+        // Only the county may publish (checked beside this); a catalogue
+        // is bounded like everything that decodes (32 MiB a frame).
+        Body::Publish(_) => Ok(()),
         Body::AttachFile { material, file, .. } => {
             check_material(material)?;
             check_text("a file name", &file.name, crate::files::NAME_MAX)?;

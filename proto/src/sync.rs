@@ -354,6 +354,10 @@ pub fn check_batch<R: Replica>(
     // naming events that never arrive keeps it waiting, never applied.
     // Vouchers for incarnations accepted earlier in this batch.
     let mut vouched: BTreeMap<NodeId, Hlc> = BTreeMap::new();
+    // Publications of the county earlier in this batch: later segments
+    // (a creation under the catalogue version just received) are judged by
+    // them already.
+    let mut catalogues = std::borrow::Cow::Borrowed(catalogues);
     let mut queue: VecDeque<Segment> = segments.into();
     let mut waiting: Vec<Segment> = Vec::new();
     let mut accepted_before_round = 0;
@@ -612,7 +616,7 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
-            match auth::authorize(topology, catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
+            match auth::authorize(topology, &catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 Ok(()) => {}
                 Err(auth::AuthError::Catalogue(CatalogueCheck::VersionNotHeld(_))) => {
                     // Not judged yet: held back (not stored, not relayed)
@@ -622,6 +626,13 @@ pub fn check_batch<R: Replica>(
                     break;
                 }
                 Err(err) => {
+                    quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
+                    complete = false;
+                    break;
+                }
+            }
+            if let Body::Publish(p) = &e.body {
+                if let Err(err) = catalogues.to_mut().apply(p) {
                     quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                     complete = false;
                     break;

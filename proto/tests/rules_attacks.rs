@@ -136,6 +136,13 @@ impl County {
         body: Body,
         wall_ms: Option<u64>,
     ) -> Result<CaseId, String> {
+        let (case, segment) = self.signed(origin, case, body, wall_ms);
+        self.receive(COUNTY, TOWNSHIP, vec![segment])?;
+        Ok(case)
+    }
+
+    /// `origin` signs `body` without any local check; nothing is received.
+    fn signed(&mut self, origin: &str, case: Option<&CaseId>, body: Body, wall_ms: Option<u64>) -> (CaseId, Segment) {
         let me = NodeId::new(origin);
         let seq = self.chains.values().flatten().filter(|e| e.id.origin == me).map(|e| e.id.seq).max().unwrap_or(0) + 1;
         let case = case.cloned().unwrap_or_else(|| CaseId::mint(&me, seq));
@@ -156,27 +163,36 @@ impl County {
         };
         let event = draft.build(&tip, hlc);
         let seal = Seal::sign(&self.keys[&me], &event);
-        let segment = Segment { events: vec![event], seal };
+        (case, Segment { events: vec![event], seal })
+    }
+
+    /// `me` receives `segments` from `peer` (this one store stands for the
+    /// receiver); what it accepts is stored, publications applied.
+    fn receive(&mut self, me: &str, peer: &str, segments: Vec<Segment>) -> Result<(), String> {
         let v = check_batch(
             &*self,
             &self.topology,
             &self.catalogues,
-            &NodeId::new(COUNTY),
-            &NodeId::new(TOWNSHIP),
-            vec![segment],
+            &NodeId::new(me),
+            &NodeId::new(peer),
+            segments,
             self.wall_ms + 1_000,
         )
         .map_err(|e| e.to_string())?;
+        for (e, _) in v.accept.iter().filter(|(e, _)| matches!(e.body, Body::Publish(_))) {
+            let Body::Publish(p) = &e.body else { unreachable!() };
+            self.catalogues.apply(p).expect("check_batch applied it");
+        }
+        for (e, _) in &v.accept {
+            self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default().push(e.clone());
+        }
         if !v.quarantined.is_empty() {
             return Err(v.quarantined.iter().map(|q| q.reason.clone()).collect::<Vec<_>>().join("; "));
         }
         if v.accept.is_empty() {
             return Err("held back".into());
         }
-        for (e, _) in v.accept {
-            self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default().push(e);
-        }
-        Ok(case)
+        Ok(())
     }
 
     fn step(&mut self, origin: &str, case: &CaseId, step: Step) -> Result<CaseId, String> {
@@ -369,4 +385,82 @@ fn a_decision_stamped_before_the_case_existed_is_flagged() {
         "a decision stamped a month before the case was taken goes unflagged: {:?}",
         st.conflicts
     );
+}
+
+/// Catalogue v2 of the test county: one item added (V002), one changed (the
+/// promised limit of V001); with `version` other than 2, out of order.
+fn catalogue_v2(version: u32) -> Body {
+    let mut changed = item();
+    changed.promised_limit_days = 3;
+    let mut added = item();
+    added.code = "V002".into();
+    added.name = "new item".into();
+    Body::Publish(Box::new(proto::publication::Publication::Catalogue(proto::publication::CatalogueChange {
+        version,
+        note: "v2".into(),
+        put: vec![changed, added],
+        cancel: vec![],
+        bundles: None,
+    })))
+}
+
+fn creation(code: &str, version: u32, promised_days: u32) -> Body {
+    let i = item();
+    Body::Create(Create {
+        item: code.into(),
+        item_name: if code == "V001" { i.name } else { "new item".into() },
+        catalogue_version: version,
+        accepted_at: i.accepted_at,
+        decided_by: i.decided_by,
+        promised_days,
+        fields: vec![],
+        materials: vec![],
+    })
+}
+
+const GLOBAL: &str = proto::event::GLOBAL_CASE;
+
+/// Issue 10: only the county publishes; a township's own genuine key
+/// signing a catalogue version gets it quarantined, nothing applied.
+#[test]
+fn a_catalogue_version_signed_by_anyone_but_the_county_is_refused() {
+    let mut county = County::new();
+    let (_, segment) = county.signed(TOWNSHIP, Some(&CaseId(GLOBAL.into())), catalogue_v2(2), None);
+    let refused = county.receive(COUNTY, TOWNSHIP, vec![segment]).unwrap_err();
+    assert!(refused.contains("only the county"), "{refused}");
+    assert_eq!(county.catalogues.latest_version(), 1, "nothing applied");
+}
+
+/// Issue 10: versions apply in order at every receiver: a county
+/// publication that repeats or skips a number is quarantined with the
+/// reason and changes nothing.
+#[test]
+fn a_catalogue_version_that_skips_or_repeats_a_number_is_refused() {
+    for (version, held) in [(3, 1), (1, 1)] {
+        let mut township = County::new();
+        let (_, segment) = township.signed(COUNTY, Some(&CaseId(GLOBAL.into())), catalogue_v2(version), None);
+        let refused = township.receive(TOWNSHIP, COUNTY, vec![segment]).unwrap_err();
+        assert!(refused.contains(&format!("catalogue v{version} does not follow v{held}")), "{refused}");
+        assert_eq!(township.catalogues.latest_version(), 1, "nothing applied");
+    }
+    let mut township = County::new();
+    let (_, segment) = township.signed(COUNTY, Some(&CaseId(GLOBAL.into())), catalogue_v2(2), None);
+    township.receive(TOWNSHIP, COUNTY, vec![segment]).unwrap();
+    assert_eq!(township.catalogues.latest_version(), 2);
+}
+
+/// Issue 10: a creation under a version that arrives in the same batch is
+/// judged by it (not held back for another session); under v2 a changed
+/// item's old terms are refused, and a case of v1 keeps v1's.
+#[test]
+fn a_creation_under_a_version_in_the_same_batch_is_judged_by_it() {
+    let mut township = County::new();
+    let (_, publication) = township.signed(COUNTY, Some(&CaseId(GLOBAL.into())), catalogue_v2(2), None);
+    let (_, new_item) = township.signed(VILLAGE, None, creation("V002", 2, 5), None);
+    township.receive(TOWNSHIP, VILLAGE, vec![publication, new_item]).unwrap();
+    assert_eq!(township.catalogues.latest_version(), 2);
+    // V001 under v2 with v1's promised limit contradicts v2.
+    let (_, stale) = township.signed(VILLAGE, None, creation("V001", 2, 5), None);
+    let refused = township.receive(TOWNSHIP, VILLAGE, vec![stale]).unwrap_err();
+    assert!(refused.contains("promised limit differs"), "{refused}");
 }

@@ -63,6 +63,9 @@ pub enum Common {
     /// The service-item catalogue this node holds.
     #[command(subcommand)]
     Catalogue(CatalogueCmd),
+    /// The working-day calendar this node holds (the county publishes it).
+    #[command(subcommand)]
+    Calendar(CalendarCmd),
     /// Take, work on and look at cases.
     #[command(subcommand)]
     Case(CaseCmd),
@@ -309,15 +312,76 @@ pub enum CatalogueCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List service items.
+    /// List service items (of the newest version held, unless --version).
     List {
         #[command(flatten)]
         data: DataDir,
         /// Only items that windows of this tier may take (village, township, county).
         #[arg(long, value_name = "TIER")]
         accepted_at: Option<String>,
+        /// A version held here (catalogue versions lists them).
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
         #[arg(long)]
         json: bool,
+    },
+    /// The catalogue versions held here, newest last.
+    Versions {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// County only: publish the next catalogue version from a whole
+    /// catalogue file (its "version" must be the next number). It reaches
+    /// every node through sync as the change from the version before;
+    /// cases already taken keep the version they were taken under.
+    /// Prints {"version": N, ...}.
+    Publish {
+        #[command(flatten)]
+        data: DataDir,
+        /// The catalogue JSON (the shape of deploy/catalogue.json).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Who publishes (recorded on the event).
+        #[arg(long = "as", value_name = "NAME", default_value = "county administrator")]
+        actor: String,
+    },
+    /// What changed between two versions held: items added, changed and
+    /// cancelled.
+    Diff {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "N")]
+        from: u32,
+        #[arg(long, value_name = "M")]
+        to: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The working-day calendar (法定节假日 and 调休) the county publishes.
+#[derive(Subcommand, Debug)]
+pub enum CalendarCmd {
+    /// The calendar this node times cases with: its version and years.
+    Show {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// County only: publish the next calendar version (the shape of
+    /// deploy/calendar.json; its "version" must be the next number). Due
+    /// dates everywhere follow it once it has arrived by sync.
+    Publish {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+        /// Who publishes (recorded on the event).
+        #[arg(long = "as", value_name = "NAME", default_value = "county administrator")]
+        actor: String,
     },
 }
 

@@ -248,6 +248,10 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
         }
     }
     tx.commit()?;
+    if verdict.accept.iter().any(|(e, _)| matches!(e.body, proto::Body::Publish(_))) {
+        // New cases are taken under the newest version from now on.
+        ledger.reload_catalogues()?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! writing, today, the follow-ups, the `serve` command) are here.
 
 use crate::cli::args::{
-    BundleCmd, CaseCmd, CatalogueCmd, Common, FilesCmd, FollowupCmd, QuarantineCmd, Staff, StaffCmd,
+    BundleCmd, CalendarCmd, CaseCmd, CatalogueCmd, Common, FilesCmd, FollowupCmd, QuarantineCmd, Staff, StaffCmd,
 };
 use crate::cli::print::{clean, json_pretty, print_json};
 use crate::identity::Bundle;
@@ -84,10 +84,37 @@ pub fn serve(data: &Path, listen: &str, upstream: Option<(String, std::time::Dur
     Ok(())
 }
 
+/// Items added, changed and cancelled from catalogue version `from` to `to`.
+fn catalogue_diff(catalogues: &proto::Catalogues, from: u32, to: u32) -> Result<serde_json::Value> {
+    let held = |v: u32| {
+        catalogues.get(v).with_context(|| {
+            format!("catalogue v{v} is not held here (v{} is the newest held)", catalogues.latest_version())
+        })
+    };
+    let (a, b) = (held(from)?, held(to)?);
+    let change = proto::publication::CatalogueChange::between(a, b);
+    let (added, changed): (Vec<_>, Vec<_>) = change.put.iter().partition(|i| a.item(&i.code).is_none());
+    Ok(serde_json::json!({
+        "from": from,
+        "to": to,
+        "added": added.iter().map(|i| &i.code).collect::<Vec<_>>(),
+        "changed": changed.iter().map(|i| &i.code).collect::<Vec<_>>(),
+        "cancelled": change.cancel,
+        "bundles_changed": change.bundles.is_some(),
+    }))
+}
+
 /// The data directory a command works on.
 fn data_dir(cmd: &Common) -> Option<PathBuf> {
     let d = match cmd {
-        Common::Catalogue(CatalogueCmd::List { data, .. } | CatalogueCmd::Bundles { data, .. })
+        Common::Catalogue(
+            CatalogueCmd::List { data, .. }
+            | CatalogueCmd::Bundles { data, .. }
+            | CatalogueCmd::Versions { data, .. }
+            | CatalogueCmd::Publish { data, .. }
+            | CatalogueCmd::Diff { data, .. },
+        )
+        | Common::Calendar(CalendarCmd::Show { data, .. } | CalendarCmd::Publish { data, .. })
         | Common::Bundle(BundleCmd::Show { data, .. })
         | Common::VerifyLicence { data, .. }
         | Common::Stats { data, .. }
@@ -156,8 +183,17 @@ pub fn run(cmd: Common) -> Result<()> {
 
 fn run_common(cmd: Common) -> Result<()> {
     match cmd {
-        Common::Catalogue(CatalogueCmd::List { data, accepted_at, json }) => {
+        Common::Catalogue(CatalogueCmd::List { data, accepted_at, version, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
+            let catalogue = match version {
+                None => ledger.catalogue(),
+                Some(v) => ledger.catalogues().get(v).with_context(|| {
+                    format!(
+                        "catalogue v{v} is not held here (v{} is the newest held; catalogue versions lists them)",
+                        ledger.catalogue().version
+                    )
+                })?,
+            };
             let tier = match accepted_at.as_deref() {
                 None => None,
                 Some(t) => {
@@ -165,11 +201,11 @@ fn run_common(cmd: Common) -> Result<()> {
                 }
             };
             let items: Vec<_> =
-                ledger.catalogue().items.iter().filter(|i| tier.is_none_or(|t| i.accepted_at.contains(&t))).collect();
+                catalogue.items.iter().filter(|i| tier.is_none_or(|t| i.accepted_at.contains(&t))).collect();
             if json {
                 print_json(&serde_json::to_value(&items)?)?;
             } else {
-                say!("catalogue version {} ({} items shown)", ledger.catalogue().version, items.len());
+                say!("catalogue version {} ({} items shown)", catalogue.version, items.len());
                 for i in items {
                     let at: Vec<_> = i.accepted_at.iter().map(|t| t.as_str()).collect();
                     say!(
@@ -393,6 +429,77 @@ fn run_common(cmd: Common) -> Result<()> {
                 }
                 Err(e) => bail!("NOT valid: {e}"),
             }
+        }
+        Common::Catalogue(CatalogueCmd::Versions { data, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let versions: Vec<serde_json::Value> = ledger
+                .catalogues()
+                .versions()
+                .map(|c| serde_json::json!({"version": c.version, "items": c.items.len(), "note": c.note}))
+                .collect();
+            if json {
+                print_json(&serde_json::Value::Array(versions))?;
+            } else {
+                for v in versions {
+                    say!("v{}: {} items  {}", v["version"], v["items"], clean(v["note"].as_str().unwrap_or("")));
+                }
+            }
+        }
+        Common::Catalogue(CatalogueCmd::Publish { data, file, actor }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let catalogue: proto::Catalogue = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a catalogue (the shape of deploy/catalogue.json)", file.display())
+            })?;
+            let mut ledger = Ledger::open(&data.data)?;
+            let whole = proto::codec::encode(&catalogue).len();
+            let change = ledger.publish_catalogue(&actor, &catalogue)?;
+            let diff = catalogue_diff(ledger.catalogues(), change.version - 1, change.version)?;
+            let sent = proto::codec::encode(&change).len();
+            eprintln!(
+                "published catalogue v{}: {} added, {} changed, {} cancelled; it reaches every node with the next syncs \
+                 ({sent} bytes as a change, against {whole} bytes whole)",
+                change.version,
+                diff["added"].as_array().map_or(0, Vec::len),
+                diff["changed"].as_array().map_or(0, Vec::len),
+                diff["cancelled"].as_array().map_or(0, Vec::len),
+            );
+            let mut out = diff;
+            out["version"] = change.version.into();
+            out["bytes"] = sent.into();
+            out["bytes_whole"] = whole.into();
+            print_json(&out)?;
+        }
+        Common::Catalogue(CatalogueCmd::Diff { data, from, to, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let diff = catalogue_diff(ledger.catalogues(), from, to)?;
+            if json {
+                print_json(&diff)?;
+            } else {
+                for (what, label) in [("added", "added"), ("changed", "changed"), ("cancelled", "cancelled")] {
+                    for code in diff[what].as_array().into_iter().flatten() {
+                        say!("{label:<10} {}", clean(code.as_str().unwrap_or("")));
+                    }
+                }
+            }
+        }
+        Common::Calendar(CalendarCmd::Show { data, json }) => {
+            let ledger = Ledger::open_read(&data.data)?;
+            let calendar = ledger.calendar_file()?;
+            if json {
+                print_json(&serde_json::to_value(&calendar)?)?;
+            } else {
+                let years: Vec<String> = calendar.years.keys().map(|y| y.to_string()).collect();
+                say!("calendar v{}: years {}  {}", calendar.version, years.join(", "), clean(&calendar.note));
+            }
+        }
+        Common::Calendar(CalendarCmd::Publish { data, file, actor }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let calendar: proto::calendar::CalendarFile = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a calendar (the shape of deploy/calendar.json)", file.display()))?;
+            let mut ledger = Ledger::open(&data.data)?;
+            ledger.publish_calendar(&actor, &calendar)?;
+            eprintln!("published calendar v{}; it reaches every node with the next syncs", calendar.version);
+            print_json(&serde_json::json!({"version": calendar.version}))?;
         }
         Common::Catalogue(CatalogueCmd::Bundles { data, json }) => {
             let ledger = Ledger::open_read(&data.data)?;
