@@ -64,10 +64,9 @@ pub struct App {
     /// Cookies carry `Secure` (served over HTTPS).
     secure: bool,
     sync: sync::SyncState,
-    /// The catalogue items this node's windows take.
-    items: Vec<proto::catalogue::Item>,
-    /// The 一件事 bundles this node's windows take.
-    bundles: Vec<proto::catalogue::Bundle>,
+    /// What this node's windows take, from the newest catalogue version
+    /// held (replaced when a sync brings a newer one).
+    offer: std::sync::RwLock<Arc<Offer>>,
     /// Passwords being hashed (see `pages::login::HASHING`).
     hashing: Arc<tokio::sync::Semaphore>,
     unknown_logins: pages::login::UnknownLogins,
@@ -140,7 +139,49 @@ impl IntoResponse for Html {
     }
 }
 
+/// The catalogue items and 一件事 bundles a node's windows take.
+pub struct Offer {
+    /// The catalogue version they come from.
+    pub version: u32,
+    pub items: Vec<proto::catalogue::Item>,
+    pub bundles: Vec<proto::catalogue::Bundle>,
+    /// Items cancelled, with the version that cancelled them.
+    pub cancelled: std::collections::BTreeMap<String, u32>,
+}
+
+impl Offer {
+    fn of(ledger: &Ledger, tier: Tier) -> Offer {
+        let catalogue = ledger.catalogue();
+        Offer {
+            version: catalogue.version,
+            items: catalogue.items.iter().filter(|i| i.accepted_at.contains(&tier)).cloned().collect(),
+            bundles: catalogue.bundles.iter().filter(|b| catalogue.bundle_tiers(b).contains(&tier)).cloned().collect(),
+            cancelled: ledger.catalogues().cancelled().map(|(c, v)| (c.clone(), v)).collect(),
+        }
+    }
+}
+
 impl App {
+    /// What this node's windows take now: the store is read again first,
+    /// since a sync in another handle (the node's server, `sync`) may have
+    /// brought a newer catalogue version.
+    pub async fn offer(self: &Arc<Self>) -> Result<Arc<Offer>, DeskError> {
+        let app = self.clone();
+        self.with(move |l| app.refresh(l)).await?;
+        Ok(self.offer.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Re-reads the store after a sync (another handle wrote it): the
+    /// catalogue version new cases are taken under, among others.
+    pub fn refresh(&self, ledger: &mut Ledger) -> Result<()> {
+        ledger.reload()?;
+        let mut offer = self.offer.write().unwrap_or_else(|p| p.into_inner());
+        if offer.version != ledger.catalogue().version {
+            *offer = Arc::new(Offer::of(ledger, self.tier));
+        }
+        Ok(())
+    }
+
     /// Opens the node's ledger for a desk. Writing asks for the passphrase
     /// now (from `CASE_NODE_PASSPHRASE`, `--passphrase-stdin` or the
     /// terminal), not at the first click.
@@ -150,9 +191,7 @@ impl App {
         let me = ledger.me().clone();
         let tier = ledger.identity().node.tier;
         let name = ledger.identity().node.name.clone();
-        let items = ledger.catalogue().items.iter().filter(|i| i.accepted_at.contains(&tier)).cloned().collect();
-        let catalogue = ledger.catalogue();
-        let bundles = catalogue.bundles.iter().filter(|b| catalogue.bundle_tiers(b).contains(&tier)).cloned().collect();
+        let offer = std::sync::RwLock::new(Arc::new(Offer::of(&ledger, tier)));
         let sync = sync::SyncState::new(upstream);
         sync.load(&ledger)?;
         Ok(App {
@@ -164,8 +203,7 @@ impl App {
             sessions: Default::default(),
             secure,
             sync,
-            items,
-            bundles,
+            offer,
             hashing: Arc::new(tokio::sync::Semaphore::new(pages::login::HASHING)),
             unknown_logins: Default::default(),
             id_searches: Default::default(),

@@ -223,7 +223,12 @@ pub async fn run_once(app: &Arc<App>) -> bool {
         inner.last = Some(outcome);
     }
     let app2 = app.clone();
-    let _ = app.read(move |l| app2.sync.load(l)).await;
+    let _ = app
+        .with(move |l| {
+            app2.refresh(l)?;
+            app2.sync.load(l)
+        })
+        .await;
     true
 }
 

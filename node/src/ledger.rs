@@ -100,6 +100,8 @@ pub struct Ledger {
     origin: NodeId,
     topology: Topology,
     catalogues: Catalogues,
+    /// How many publications `catalogues` holds (see [`Ledger::reload`]).
+    publications_held: u64,
     /// The private keys, unsealed with the passphrase on first use, so
     /// that reading cases needs no passphrase and writing does.
     secrets: std::cell::OnceCell<Secrets>,
@@ -301,6 +303,12 @@ impl Ledger {
     /// long-lived handle acts on the store as it is.
     pub fn reload(&mut self) -> Result<()> {
         self.origin = store::meta_get(self.store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
+        // The county's publications another handle stored (read again only
+        // when there are more: a served session's start stays cheap).
+        let held: u64 = self.store.conn().query_row("SELECT COUNT(*) FROM publications", [], |r| r.get(0))?;
+        if held != self.publications_held {
+            self.reload_catalogues()?;
+        }
         Ok(())
     }
 
@@ -322,6 +330,7 @@ impl Ledger {
         // The county holds every version it published; below it a version
         // not held may still arrive.
         let catalogues = store::catalogues(store.conn(), identity.tier() == proto::Tier::County)?;
+        let publications_held = catalogues.publications_applied();
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
         Ok(Ledger {
             store,
@@ -329,6 +338,7 @@ impl Ledger {
             origin,
             topology,
             catalogues,
+            publications_held,
             secrets: Default::default(),
             dir: dir.to_path_buf(),
         })
@@ -436,6 +446,7 @@ impl Ledger {
     /// publication was stored).
     pub(crate) fn reload_catalogues(&mut self) -> Result<()> {
         self.catalogues = store::catalogues(self.store.conn(), self.identity.tier() == proto::Tier::County)?;
+        self.publications_held = self.catalogues.publications_applied();
         Ok(())
     }
 

@@ -208,6 +208,12 @@ impl Catalogues {
         self.versions.values().next_back().map(|(c, _)| c)
     }
 
+    /// How many publications were applied (catalogue and calendar versions
+    /// after the first).
+    pub fn publications_applied(&self) -> u64 {
+        (self.versions.len().saturating_sub(1) + self.calendars.len()) as u64
+    }
+
     /// The newest catalogue version held (0: none).
     pub fn latest_version(&self) -> u32 {
         self.versions.keys().next_back().copied().unwrap_or(0)
@@ -217,6 +223,11 @@ impl Catalogues {
     /// lists it.
     pub fn cancelled_in(&self, code: &str) -> Option<u32> {
         self.cancelled.get(code).copied()
+    }
+
+    /// Every item cancelled, with the version that cancelled it.
+    pub fn cancelled(&self) -> impl Iterator<Item = (&String, u32)> {
+        self.cancelled.iter().map(|(c, v)| (c, *v))
     }
 
     /// Sets the version of the calendar the node started with (from its

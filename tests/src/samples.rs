@@ -153,6 +153,25 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Catalogue v`version` from the shipped one: V900 added (a copy of V001),
+/// V002's promised limit changed, V006 cancelled.
+pub fn next_catalogue(dir: &std::path::Path, version: u32) -> std::path::PathBuf {
+    let mut c: serde_json::Value = serde_json::from_str(include_str!("../../deploy/catalogue.json")).unwrap();
+    c["version"] = version.into();
+    c["note"] = "2026 年第二批事项调整".into();
+    let items = c["items"].as_array_mut().unwrap();
+    let mut added = items.iter().find(|i| i["code"] == "V001").unwrap().clone();
+    added["code"] = "V900".into();
+    added["name"] = "新增便民事项".into();
+    let v002 = items.iter_mut().find(|i| i["code"] == "V002").unwrap();
+    v002["promised_limit_days"] = 2.into();
+    items.retain(|i| i["code"] != "V006");
+    items.push(added);
+    let path = dir.join(format!("catalogue-v{version}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,15 +186,16 @@ fn form(staff: &Staff, taking: &Taking, input: &Intake, errors: &BTreeMap<String
 }
 
 pub async fn pick(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Pick>) -> Result<Response, DeskError> {
-    let items = app.items.clone();
+    let offer = app.offer().await?;
+    let items = &offer.items;
     let taking = if !p.bundle.is_empty() {
-        app.bundles.iter().find(|b| b.code == p.bundle).map(|b| bundle_taking(&app, b))
+        offer.bundles.iter().find(|b| b.code == p.bundle).map(|b| bundle_taking(&offer, b))
     } else {
         items.iter().find(|i| i.code == p.item).map(Taking::Item)
     };
     let Some(taking) = taking else {
         if p.item.is_empty() && p.bundle.is_empty() {
-            let body = picker(&items, &app.bundles, &p.q);
+            let body = picker(items, &offer.bundles, &p.q);
             return Ok(page(&app, &staff, text::PICK_ITEM, text::NAV_INTAKE, body).into_response());
         }
         return Ok(Redirect::to("/intake").into_response());
@@ -203,20 +204,25 @@ pub async fn pick(State(app): State<Arc<App>>, staff: Staff, Query(p): Query<Pic
     Ok(page(&app, &staff, text::NAV_INTAKE, text::NAV_INTAKE, body).into_response())
 }
 
-fn bundle_taking<'a>(app: &'a App, b: &'a proto::catalogue::Bundle) -> Taking<'a> {
-    Taking::Bundle(b, b.items.iter().filter_map(|c| app.items.iter().find(|i| &i.code == c)).collect())
+fn bundle_taking<'a>(offer: &'a crate::Offer, b: &'a proto::catalogue::Bundle) -> Taking<'a> {
+    Taking::Bundle(b, b.items.iter().filter_map(|c| offer.items.iter().find(|i| &i.code == c)).collect())
 }
 
 pub async fn submit(State(app): State<Arc<App>>, u: Upload<Intake>) -> Result<Response, DeskError> {
     let (staff, mut input) = (u.staff, u.form);
     input.material = u.pairs.iter().filter(|(k, _)| k == "material").map(|(_, v)| v.clone()).collect();
-    let app2 = app.clone();
+    let offer = app.offer().await?;
     let taking = if !input.bundle.is_empty() {
-        app2.bundles.iter().find(|b| b.code == input.bundle).map(|b| bundle_taking(&app2, b))
+        offer.bundles.iter().find(|b| b.code == input.bundle).map(|b| bundle_taking(&offer, b))
     } else {
-        app2.items.iter().find(|i| i.code == input.item).map(Taking::Item)
+        offer.items.iter().find(|i| i.code == input.item).map(Taking::Item)
     };
     let Some(taking) = taking else {
+        if let Some(&version) = offer.cancelled.get(&input.item) {
+            // A form opened before the county's newer version arrived.
+            let e = node::Error::from(node::Declined::ItemCancelled { item: input.item.clone(), version });
+            return Err(DeskError::BadRequest(text::declined(&e).1));
+        }
         return Err(DeskError::BadRequest(format!("事项编码 {}{} 不在本窗口可收的事项中。", input.item, input.bundle)));
     };
     let mut errors: BTreeMap<String, String> = BTreeMap::new();

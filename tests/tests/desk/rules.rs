@@ -396,3 +396,40 @@ fn passwords_are_changed_by_their_owner_and_reset_by_an_admin() {
     assert_eq!(log_in(desk.addr(), "wangfang", "reset by admin").1.status, 303, "reset lifts the lock");
     let _ = data;
 }
+
+/// Issue 10: a catalogue version brought by a sync outside the desk (the
+/// `sync` command) changes what the open desk offers: the new item is
+/// offered, and a form for an item cancelled since is refused with the
+/// reason, nothing written.
+#[test]
+fn the_desk_offers_the_newest_catalogue_and_says_why_an_item_is_gone() {
+    let (county, data, desk) = village_desk();
+    let (mut clerk, _) = log_in(desk.addr(), "wangfang", PASSWORD);
+    let picker = clerk.get("/intake").text();
+    assert!(picker.contains("V006") && !picker.contains("V900"), "v1 offered");
+    let form = clerk.get("/intake?item=V006").text();
+    let csrf = field_value(&form, "csrf").unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let v2 = system_tests::samples::next_catalogue(work.path(), 2);
+    ok_json("county-hub", &["catalogue", "publish", "--data", s(&county.hub()), "--file", s(&v2)]);
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    ok_json("village-node", &["sync", "--data", s(&data), "--peer", &hub.addr, "--json"]);
+
+    let picker = clerk.get("/intake").text();
+    assert!(picker.contains("V900") && !picker.contains("V006"), "v2 offered without a restart");
+    let id = id_number(3);
+    let r = clerk.post_multipart(
+        "/intake",
+        &[
+            system_tests::http::Part::Text("csrf", &csrf),
+            system_tests::http::Part::Text("item", "V006"),
+            system_tests::http::Part::Text("applicant", "张三"),
+            system_tests::http::Part::Text("id_number", &id),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("事项 V006 已在县里发布的第 2 版事项目录中取消"), "{}", r.text());
+    assert_eq!(case_count(&data), 0, "nothing written");
+}

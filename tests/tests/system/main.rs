@@ -9,6 +9,7 @@ mod files_attacks;
 mod hostile;
 mod keys;
 mod pair;
+mod publications;
 mod review_attacks;
 mod service_rules;
 mod sync;
