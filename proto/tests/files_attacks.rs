@@ -17,6 +17,10 @@ struct Mem {
     partial: BTreeMap<FileHash, Vec<u8>>,
     /// The size the receiver's events claim for each file.
     claims: BTreeMap<FileHash, u64>,
+    /// Receipts handed to the store to judge (each judged one costs a
+    /// signature check and, when bad, a quarantine row at the node:
+    /// `node::receipts::keep`).
+    receipts_judged: usize,
 }
 
 impl FileStore for Mem {
@@ -37,6 +41,7 @@ impl FileStore for Mem {
         Ok(self.held.get(hash).and_then(|b| b.chunks(GROUP).nth(index as usize)).map(<[u8]>::to_vec))
     }
     fn keep_receipt(&mut self, _: &NodeId, _: files::SignedReceipt) -> Result<bool, String> {
+        self.receipts_judged += 1;
         Ok(false)
     }
     fn receipts_for(&self, _: &NodeId) -> Result<Vec<files::SignedReceipt>, String> {
@@ -243,4 +248,51 @@ fn groups_not_wanted_out_of_order_or_past_the_end_are_never_stored() {
     }
     assert_eq!(receiver.held.get(&hash), Some(&bytes));
     assert!(!receiver.held.contains_key(&other));
+}
+
+/// County receipts flow down only (county → township → village), one
+/// message of at most one receipt per shared lane a session. `Transfer`
+/// takes a `Receipts` message from any peer, in any direction (a village
+/// may send them up to its township or to the county), at any time (also
+/// after Finished), any number of times, and hands every receipt in it to
+/// the store, which checks its signature and writes one quarantine row per
+/// bad one (`node/src/receipts.rs` `keep`, "bad_receipt", with no per
+/// session bound unlike the 64 of bad groups). One 4 MiB frame carries
+/// ~30,000 junk receipts; a village certificate holder sending such frames
+/// for the 30 minutes of a session fills the county's quarantine (disk,
+/// and the administrators' list) and costs an ed25519 verification each.
+#[test]
+fn receipts_from_a_peer_are_bounded_per_session() {
+    use proto::files::{Receipt, SignedReceipt};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let junk = |i: u64| SignedReceipt {
+        receipt: Receipt { home: peer(), upto: vec![], missing: vec![], at_ms: i },
+        key: proto::event::KeyId::of(&key.verifying_key()),
+        signature: vec![0; 64],
+    };
+    let frame = FileMessage::Receipts((0..30_000).map(junk).collect());
+    assert!(frame.encode().len() < 4 * 1024 * 1024, "fits in one file frame");
+
+    // A county (or township) node receiving from a village peer.
+    let mut county = Mem::default();
+    let mut t = Transfer::start(&county, &peer()).unwrap();
+    let _own_want = t.poll_transmit(&county).unwrap();
+    let mut refused = false;
+    for _ in 0..10 {
+        if t.handle(frame.clone(), &mut county).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    t.handle(FileMessage::Finished, &mut county).unwrap();
+    if !refused {
+        refused = t.handle(frame.clone(), &mut county).is_err();
+    }
+    // An honest county sends one receipt per lane it shares with the peer
+    // (a township: its villages and itself), once a session.
+    assert!(
+        county.receipts_judged <= 400,
+        "one session made the receiver judge {} receipts (refused: {refused}); each bad one is a quarantine row",
+        county.receipts_judged
+    );
 }

@@ -463,4 +463,63 @@ fn a_creation_under_a_version_in_the_same_batch_is_judged_by_it() {
     let (_, stale) = township.signed(VILLAGE, None, creation("V001", 2, 5), None);
     let refused = township.receive(TOWNSHIP, VILLAGE, vec![stale]).unwrap_err();
     assert!(refused.contains("promised limit differs"), "{refused}");
+/// 电子证照 cited for a material (`Body::CiteLicence`): the licence is
+/// checked only by the node that writes the citation (`Ledger::cite_licence`
+/// → `verify_licence`). Every receiver takes the event whatever the licence
+/// says (`proto/src/auth.rs` authorises `CiteLicence` like a tick,
+/// `proto/src/limits.rs` checks only text lengths), relays it, and the
+/// fold counts the material received (`proto/src/fold.rs`, the
+/// `CiteLicence` arm adds it to `materials` unconditionally), which is what
+/// the deciding node's 受理 check reads (`node/src/ledger.rs`
+/// `check_materials_for_acceptance`). A hostile village (its key, no local
+/// check) cites a licence nobody signed, of another county's key, for a
+/// case of nobody: the material counts as satisfied everywhere.
+#[test]
+fn a_forged_licence_does_not_satisfy_a_material_at_the_receiver() {
+    use proto::licence::{Carried, Terms};
+    let mut county = County::new();
+    let i = item();
+    let create = Body::Create(Create {
+        item: i.code.clone(),
+        item_name: i.name.clone(),
+        catalogue_version: 1,
+        accepted_at: i.accepted_at.clone(),
+        decided_by: i.decided_by,
+        promised_days: i.promised_limit_days,
+        fields: vec![],
+        materials: vec![],
+    });
+    let case = county.send(VILLAGE, None, create, None).unwrap();
+    assert!(!county.case(&case).materials.contains(&"居民身份证".to_string()));
+    let stranger = SigningKey::from_bytes(&[42; 32]);
+    let terms = Terms {
+        case: CaseId("nowhere-1".into()),
+        item: "X999".into(),
+        item_name: "伪造".into(),
+        holder: "李*".into(),
+        holder_id: "000000********0000".into(),
+        result: "居民身份证".into(),
+        issuer: NodeId::new(COUNTY),
+        issued: proto::calendar::Day::of_ms(START_MS),
+        valid_until: None,
+        event: proto::EventId { origin: NodeId::new(COUNTY), seq: 999_999 },
+        event_hash: Hash::ZERO,
+        lane: Lane::Home(NodeId::new("nowhere")),
+        pos: 1,
+    };
+    let signed = terms.sign(&stranger);
+    let forged = Carried { terms: signed.terms, key: signed.key, signature: "00".repeat(64) };
+    let taken = county.send(
+        VILLAGE,
+        Some(&case),
+        Body::CiteLicence { material: "居民身份证".into(), licence: Box::new(forged) },
+        None,
+    );
+    let st = county.case(&case);
+    assert!(
+        taken.is_err() || !st.materials.contains(&"居民身份证".to_string()),
+        "a licence with no valid signature, of a key the county never enrolled, for no case, was taken and \
+         satisfies 居民身份证: materials {:?}",
+        st.materials
+    );
 }

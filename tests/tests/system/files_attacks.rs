@@ -308,3 +308,123 @@ fn an_id_number_or_phone_in_a_file_name_is_not_kept_in_the_clear() {
         }
     }
 }
+
+/// 电子证照 for a material: "a material can also be satisfied by an issued
+/// licence ... verified by its signature". The check before citing
+/// (`node/src/ledger.rs` `verify_licence`, called by `cite_licence`) and
+/// the one shown again by `case show --json` (`licences[].valid`) look at
+/// the licence alone: signature, key, issuer, expiry. Nothing ties it to
+/// the case that cites it: not its holder (name, ID number) to the case's
+/// applicant, not its result or item to the material it stands for. A
+/// village clerk (no key, no forgery: the ordinary CLI or desk) cites
+/// citizen A's genuine licence (a township result for 周杰) for citizen
+/// B's 户口簿, and every node, the county included, shows it valid; the
+/// material counts as received for 受理.
+#[test]
+fn a_licence_of_another_citizen_does_not_satisfy_a_material() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub = serve("county-hub", &county.hub());
+    let (t, data) = (s(&t).to_string(), s(&v).to_string());
+    let work = tempfile::tempdir().unwrap();
+    let licence = work.path().join("licence.json");
+    // The township issues 周杰 (ID number 7) a result and its licence.
+    let id = system_tests::id_number(7);
+    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
+    let issued = ok_json(
+        "township-node",
+        &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
+    )["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for step in ["accept", "approve", "issue"] {
+        system_tests::ok("township-node", &["case", step, "--data", &t, &issued, "--as", "李娜"]);
+    }
+    system_tests::ok("township-node", &["case", "licence", "--data", &t, &issued, "--out", s(&licence)]);
+    system_tests::ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
+    system_tests::ok("village-node", &["sync", "--data", &data, "--peer", &hub.addr]);
+
+    // Another citizen, 李四 (ID number 9), applies at the village without
+    // a 户口簿; the clerk cites 周杰's licence for it.
+    let args = ["case", "new", "--data", &data, "--item", "V001", "--applicant", "李四"];
+    let other_id = system_tests::id_number(9);
+    let case = ok_json(
+        "village-node",
+        &[&args[..], &["--id-number", &other_id, "--material", "居民身份证", "--material", "申请表"], &["--as", "王芳", "--json"]]
+            .concat(),
+    )["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cited = system_tests::run(
+        "village-node",
+        &["case", "cite", "--data", &data, &case, "--material", "户口簿", "--licence", s(&licence), "--as", "王芳"],
+    );
+    let shown = ok_json("village-node", &["case", "show", "--data", &data, &case, "--json"]);
+    let satisfied = shown["materials"].as_array().unwrap().iter().any(|m| m == "户口簿");
+    let valid = shown["licences"].get(0).map(|l| l["valid"].clone());
+    assert!(
+        !cited.status.success() && !satisfied,
+        "周杰's licence (ID …{}) was cited for 李四's 户口簿 (ID …{}): the material counts as received and the \
+         licence is shown valid={valid:?}",
+        &id[14..],
+        &other_id[14..]
+    );
+}
+
+/// 县级已接收, files: "a township that withholds or drops a village's
+/// events or files is detected ... the desk says so in plain words". A
+/// township that relays a village's events but never its files (it keeps
+/// taking them from the village and drops them before relaying) is not:
+/// the county's receipt covers the events and lists the file as missing,
+/// and `Ledger::unconfirmed` (`node/src/receipts.rs`) looks only at events
+/// (`upstream_held` records event seqs only), so `sync` neither warns nor
+/// sets `unconfirmed_by_county`; only `case files` shows the one file's
+/// `county_received: false`, which nobody is told to look at.
+#[test]
+fn a_township_that_drops_a_villages_files_is_noticed() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let data = s(&v).to_string();
+    system_tests::ok("village-node", &["config", "--data", &data, "--receipt-grace-minutes", "0"]);
+    let hub = serve("county-hub", &county.hub());
+    let township = serve("township-node", &t);
+    let work = tempfile::tempdir().unwrap();
+    let case = take_case(&data, "张三", 1);
+    let hash = attach(Path::new(&data), &case, "居民身份证", &write(work.path(), "id.pdf", &pdf(100 * 1024, 31)));
+    // The township takes the village's events and file, drops the file,
+    // and relays the rest; twice, as a withholding township would.
+    let mut last = Value::Null;
+    let mut stderr = String::new();
+    for _ in 0..2 {
+        let out = system_tests::run("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+        stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        last = serde_json::from_slice(&out.stdout).unwrap();
+        let c = db(&t);
+        let raw = hex::decode(&hash).unwrap();
+        c.execute("DELETE FROM files_held WHERE hash = ?1", [&raw]).unwrap();
+        c.execute("DELETE FROM file_lanes WHERE hash = ?1", [&raw]).unwrap();
+        drop(c);
+        for p in all_files(&t.join("files")) {
+            if p.to_string_lossy().contains(&hash) {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        ok_json("township-node", &["sync", "--data", s(&t), "--peer", &hub.addr, "--json"]);
+    }
+    let out = system_tests::run("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
+    stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+    last = serde_json::from_slice(&out.stdout).unwrap_or(last);
+    let shown = ok_json("village-node", &["case", "show", "--data", &data, &case, "--json"]);
+    let file = &files("village-node", Path::new(&data), &case)[0];
+    assert_eq!(file["county_received"], false, "the county never got the file: {file}");
+    assert!(
+        !last["unconfirmed_by_county"].is_null() || stderr.contains("withholding"),
+        "the township withheld the village's file from the county and the village was not told: \
+         case county_received={}, sync summary {last}",
+        shown["county_received"]
+    );
+}
