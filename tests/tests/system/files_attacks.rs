@@ -352,8 +352,12 @@ fn a_licence_of_another_citizen_does_not_satisfy_a_material() {
     let other_id = system_tests::id_number(9);
     let case = ok_json(
         "village-node",
-        &[&args[..], &["--id-number", &other_id, "--material", "居民身份证", "--material", "申请表"], &["--as", "王芳", "--json"]]
-            .concat(),
+        &[
+            &args[..],
+            &["--id-number", &other_id, "--material", "居民身份证", "--material", "申请表"],
+            &["--as", "王芳", "--json"],
+        ]
+        .concat(),
     )["case_id"]
         .as_str()
         .unwrap()
@@ -426,5 +430,46 @@ fn a_township_that_drops_a_villages_files_is_noticed() {
         "the township withheld the village's file from the county and the village was not told: \
          case county_received={}, sync summary {last}",
         shown["county_received"]
+    );
+}
+
+/// 电子证照 of a refused application. The workflow lets a denied case be
+/// issued (送达 of the 不予 notice: `proto/src/workflow.rs`, `(Approved |
+/// Denied, Step::Issue) => Issued`), and `Ledger::licence`
+/// (`node/src/ledger.rs`) signs a licence for any issued case, with the
+/// item's result from the catalogue and no word of the decision; every
+/// `verify_licence` (the `verify-licence` command, `case show`'s
+/// `licences[].valid`, the check before `case cite`) finds it valid. A
+/// citizen whose application was denied holds a genuine, offline-verifiable
+/// licence for the result, and a village may cite it for a material.
+#[test]
+fn a_denied_case_yields_no_valid_licence() {
+    let county = County::new();
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let t = s(&t).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let licence = work.path().join("licence.json");
+    let id = system_tests::id_number(11);
+    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "赵六", "--id-number", &id];
+    let case = ok_json(
+        "township-node",
+        &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
+    )["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for step in ["accept", "deny", "issue"] {
+        system_tests::ok("township-node", &["case", step, "--data", &t, &case, "--as", "李娜"]);
+    }
+    let signed = system_tests::run("township-node", &["case", "licence", "--data", &t, &case, "--out", s(&licence)]);
+    let verified = signed
+        .status
+        .success()
+        .then(|| system_tests::run("township-node", &["verify-licence", "--data", &t, s(&licence), "--json"]));
+    let valid = verified.as_ref().is_some_and(|o| o.status.success());
+    assert!(
+        !valid,
+        "a licence of a denied case was signed and verifies: {}",
+        verified.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
     );
 }
