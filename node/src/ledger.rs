@@ -861,6 +861,14 @@ impl Ledger {
             .iter()
             .find(|h| !h.superseded && matches!(&h.happened, Happened::Step { step: Step::Issue, .. }))
             .ok_or_else(|| Declined::Invalid(format!("case {case} has no result issued (出证) yet")))?;
+        if !was_approved(&st) {
+            // 出证 after 不予 issues a notice of refusal, never a licence.
+            return Err(Declined::Invalid(format!(
+                "case {case} was not approved (准予); a licence is issued only for an approval, and its notice of \
+                 refusal is not a licence"
+            ))
+            .into());
+        }
         if issued.event.origin.node() != *self.me() {
             return Err(Declined::Invalid(format!(
                 "case {case}'s result was issued by {}; only that node can sign its licence",
@@ -875,7 +883,7 @@ impl Ledger {
         let result =
             self.item_of(&st).map(|i| i.result.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "办理结果".into());
         let name = match st.fields.get("applicant").and_then(|v| v.first()) {
-            Some(FieldValue::Text(t)) => proto::personal::mask(t, 1, 0),
+            Some(FieldValue::Text(t)) => proto::licence::holder_shown(t, "").0,
             _ => String::new(),
         };
         let terms = proto::licence::Terms {
@@ -924,6 +932,10 @@ impl Ledger {
         });
         if !may {
             return Ok(Err(LicenceError::NotItsCase { issuer: t.issuer.clone(), case: t.case.clone() }));
+        }
+        // Where this node holds the case, it must have been approved.
+        if self.case(&t.case).ok().is_some_and(|st| !was_approved(&st)) {
+            return Ok(Err(LicenceError::NotIssued(t.case.clone())));
         }
         // Whether this node holds the 出证 event the licence names.
         let held = match store::case_events(self.store.conn(), &t.case)?.into_iter().find(|(e, _)| e.id == t.event) {
@@ -1230,6 +1242,15 @@ impl Ledger {
         if let Err(e) = self.verify_licence(&licence)? {
             return Err(Declined::Licence(e).into());
         }
+        let held = self.case(case)?;
+        if !held.create.as_ref().is_some_and(|c| licence.terms.is_holder_of(c)) {
+            return Err(Declined::Invalid(format!(
+                "the licence is {}'s (ID {}), not the applicant's of case {case}; a licence stands only for its \
+                 own holder's materials",
+                licence.terms.holder, licence.terms.holder_id
+            ))
+            .into());
+        }
         let body = Body::CiteLicence { material: material.into(), licence: Box::new(licence.into()) };
         self.append(actor, Target::Case(case.clone()), body)
     }
@@ -1374,3 +1395,18 @@ fn restrict_permissions(dir: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_dir: &Path) {}
+
+/// Whether a case's decision (the last one not superseded) was 准予.
+fn was_approved(st: &CaseState) -> bool {
+    use proto::fold::Happened;
+    st.history
+        .iter()
+        .rev()
+        .filter(|h| !h.superseded)
+        .find_map(|h| match &h.happened {
+            Happened::Step { step: Step::Approve, .. } => Some(true),
+            Happened::Step { step: Step::Deny, .. } => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
+}

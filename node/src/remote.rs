@@ -144,7 +144,11 @@ pub fn ensure_local(conn: &Connection, dir: &Path, hash: &FileHash) -> Result<bo
     let Some((_, store)) = of(conn)? else { return Ok(false) };
     let parent = local.parent().expect("a folder");
     std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(".{}.fetch", hash.to_hex()));
+    // A name of its own per fetch: two readers of one file (two sessions,
+    // a session and the desk) never write into each other's copy.
+    static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = parent.join(format!(".{}.fetch.{}.{n}", hash.to_hex(), std::process::id()));
     let fetched = wait(async {
         let got = match store.get(&key(hash)).await {
             Ok(g) => g,
@@ -162,7 +166,11 @@ pub fn ensure_local(conn: &Connection, dir: &Path, hash: &FileHash) -> Result<bo
     })
     .with_context(|| format!("fetching file {hash} from the object store failed"))?;
     if fetched {
+        // Another reader may have put the same bytes in place meanwhile:
+        // the rename replaces them with an identical copy.
         std::fs::rename(&tmp, &local)?;
+    } else {
+        let _ = std::fs::remove_file(&tmp);
     }
     Ok(fetched)
 }

@@ -95,7 +95,22 @@ pub enum LicenceError {
     Expired(Day),
 }
 
+/// The holder a licence names, as shown: the name masked to its first
+/// character and the ID number masked (what [`Terms`] carry).
+pub fn holder_shown(name: &str, id_number_shown: &str) -> (String, String) {
+    (crate::personal::mask(name, 1, 0), id_number_shown.to_string())
+}
+
 impl Terms {
+    /// Whether the licence is the applicant's of the case `create` made:
+    /// the same masked name and ID number (a licence of another citizen
+    /// does not stand for this applicant's material).
+    pub fn is_holder_of(&self, create: &crate::event::Create) -> bool {
+        let field = |name: &str| create.fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.display().to_string());
+        let (Some(name), Some(id)) = (field("applicant"), field("id_number")) else { return false };
+        holder_shown(&name, &id) == (self.holder.clone(), self.holder_id.clone())
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         codec::encode_tagged(codec::LICENCE, self)
     }

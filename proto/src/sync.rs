@@ -631,6 +631,51 @@ pub fn check_batch<R: Replica>(
                     break;
                 }
             }
+            if let Body::CiteLicence { licence, .. } = &e.body {
+                // The licence must verify here too, not only where it was
+                // cited: its signature, under a key the county enrolled for
+                // its issuer, valid on the day it was cited.
+                let licence = crate::licence::Licence::from((**licence).clone());
+                let status = match licence.key() {
+                    Some(key) => match keys.get(&(licence.terms.issuer.clone(), key)) {
+                        Some(s) => s.clone(),
+                        None => replica.key_status(&licence.terms.issuer, &key).map_err(storage)?,
+                    },
+                    None => KeyStatus::Unknown,
+                };
+                let county_key = topology.verifying_key(&topology.county().id);
+                let day = crate::calendar::Day::of_ms(e.hlc.wall_ms);
+                let verified = match create {
+                    Some(c) if !licence.terms.is_holder_of(c) => Err(format!(
+                        "the licence is {}'s ({}), not this case's applicant's",
+                        licence.terms.holder, licence.terms.holder_id
+                    )),
+                    _ => Ok(()),
+                };
+                if let Err(reason) = verified {
+                    let reason = format!("not authorised: {reason}");
+                    quarantine_rest(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                    complete = false;
+                    break;
+                }
+                match licence.verify(&status, county_key.as_ref(), None, day) {
+                    Ok(()) => {}
+                    Err(crate::licence::LicenceError::KeyNotEnrolled(_))
+                        if topology.tier_of(me) != Some(Tier::County) =>
+                    {
+                        // Perhaps enrolled after our last contact with the county.
+                        v.deferred += 1 + rest.count();
+                        complete = false;
+                        break;
+                    }
+                    Err(err) => {
+                        let reason = format!("not authorised: the licence cited does not verify: {err}");
+                        quarantine_rest(&mut v, e, reason, &mut rest.by_ref().map(|(e, _)| e));
+                        complete = false;
+                        break;
+                    }
+                }
+            }
             if let Body::Publish(p) = &e.body {
                 if let Err(err) = catalogues.to_mut().apply(p) {
                     quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));

@@ -35,6 +35,10 @@ pub const MAX_ROUNDS: u32 = 3;
 /// sender a look-up and a message.
 pub const WANT_MAX: usize = 20_000;
 
+/// Most county receipts one session may carry: one per lane the two
+/// nodes share (a township and its villages are a few dozen).
+pub const RECEIPTS_MAX: usize = 400;
+
 /// A file a node lacks, for one lane: its hash (from a case's signed
 /// event in that lane), the lane's home, and the first group it lacks.
 /// A node sends a file for a lane only if it holds it for that lane (it
@@ -183,6 +187,8 @@ pub struct Transfer {
     wants_received: u32,
     sent_finished: bool,
     peer_finished: bool,
+    /// Receipts messages received (one a session).
+    receipts_received: u32,
     pub stats: FileStats,
 }
 
@@ -200,6 +206,7 @@ impl Transfer {
             wants_received: 0,
             sent_finished: false,
             peer_finished: false,
+            receipts_received: 0,
             stats: FileStats::default(),
         };
         let wanted = store.wanted(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
@@ -334,6 +341,18 @@ impl Transfer {
             }
             FileMessage::Finished => self.peer_finished = true,
             FileMessage::Receipts(list) => {
+                // An honest county sends one receipt per lane it shares with
+                // the peer (a township: itself and its villages), once a
+                // session: each one costs a signature check and, when bad,
+                // a quarantine row.
+                self.receipts_received += 1;
+                if self.receipts_received > 1 || list.len() > RECEIPTS_MAX {
+                    return Err(TransferError::Protocol(format!(
+                        "receipts message {} of the session, of {} receipts (at most one message of {RECEIPTS_MAX})",
+                        self.receipts_received,
+                        list.len()
+                    )));
+                }
                 for r in list {
                     if store.keep_receipt(&self.peer, r).map_err(storage)? {
                         self.stats.receipts_kept += 1;

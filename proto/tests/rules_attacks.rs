@@ -463,6 +463,8 @@ fn a_creation_under_a_version_in_the_same_batch_is_judged_by_it() {
     let (_, stale) = township.signed(VILLAGE, None, creation("V001", 2, 5), None);
     let refused = township.receive(TOWNSHIP, VILLAGE, vec![stale]).unwrap_err();
     assert!(refused.contains("promised limit differs"), "{refused}");
+}
+
 /// 电子证照 cited for a material (`Body::CiteLicence`): the licence is
 /// checked only by the node that writes the citation (`Ledger::cite_licence`
 /// → `verify_licence`). Every receiver takes the event whatever the licence

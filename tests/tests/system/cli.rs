@@ -63,7 +63,8 @@ fn county_init_lists_the_whole_topology_and_enrols_nodes() {
     assert!(v["name"].as_str().unwrap().contains("便民服务室"));
 
     let data = county.enrol(VILLAGE, "village-node");
-    let items = ok_json("village-node", &["catalogue", "list", "--data", s(&data), "--json"]);
+    let items =
+        ok_json("village-node", &["catalogue", "list", "--data", s(&data), "--accepted-at", "village", "--json"]);
     let items = items.as_array().unwrap();
     assert_eq!(items.len(), 106, "a village room takes 106 items");
     assert!(items.iter().all(|i| i["accepted_at"].as_array().unwrap().contains(&Value::from("village"))));
