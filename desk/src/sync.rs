@@ -147,9 +147,14 @@ fn describe(s: &node::sync::Summary) -> String {
         words.push_str(&format!("；{} 个文件尚未收全，下次同步时从断点继续", s.files.incomplete));
     }
     if let Some(u) = &s.unconfirmed_by_county {
+        let what = match (u.events, u.files) {
+            (e, 0) => format!("{e} 条记录"),
+            (0, f) => format!("{f} 个材料文件"),
+            (e, f) => format!("{e} 条记录和 {f} 个材料文件"),
+        };
         words.push_str(&format!(
-            "。注意：{} 已接收本村的 {} 条记录，但县中心的签收回执中没有这些记录，可能未被转报。记录仍安全保存在本机；请联系县管理员，或直接与县中心同步",
-            u.peer, u.events
+            "。注意：{} 已接收本村的 {what}，但县中心的签收回执中没有这些内容，可能未被转报。它们仍安全保存在本机；请联系县管理员，或直接与县中心同步",
+            u.peer
         ));
     }
     if s.stats.newer_format_events > 0 {

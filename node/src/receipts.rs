@@ -90,6 +90,9 @@ pub struct Unconfirmed {
     pub since_ms: u64,
     /// Events acknowledged and not receipted (counted by seq).
     pub events: u64,
+    /// This node's files the upstream node was sent whole that the
+    /// county's receipt lists as missing (or no receipt came at all).
+    pub files: u64,
     /// The latest county receipt for this lane (ms), if any.
     pub latest_receipt_ms: Option<u64>,
 }
@@ -168,9 +171,17 @@ impl Ledger {
 
     /// Notes, after a session with an upstream node other than the county,
     /// how far it now holds this node's own chains in its home lane.
-    pub fn note_upstream_held(&mut self, peer: &NodeId, now_ms: u64) -> Result<()> {
+    pub fn note_upstream_held(&mut self, peer: &NodeId, now_ms: u64, files_sent: &[FileHash]) -> Result<()> {
         let conn = self.store().conn();
         let me = self.me().clone();
+        for hash in files_sent {
+            // Only files of this node's own lane: the village answers for those.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO upstream_files (hash, peer, at_ms)
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM file_lanes WHERE hash = ?1 AND home = ?4)",
+            )?
+            .execute(params![hash.0.to_vec(), peer.as_str(), now_ms as i64, me.as_str()])?;
+        }
         let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
         let tips: Vec<(String, i64)> =
             stmt.query_map([me.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
@@ -211,8 +222,31 @@ impl Ledger {
             if !overdue {
                 continue;
             }
-            let o = out.get_or_insert(Unconfirmed { peer, since_ms: at, events: 0, latest_receipt_ms: latest });
+            let o =
+                out.get_or_insert(Unconfirmed { peer, since_ms: at, events: 0, files: 0, latest_receipt_ms: latest });
             o.events = o.events.max(seq - receipted);
+        }
+        // Files sent whole to the upstream node that the county's receipt,
+        // signed after the grace, still lists as missing (or no receipt in
+        // a day): relayed events without their files.
+        let mut stmt = conn.prepare_cached("SELECT hash, peer, at_ms FROM upstream_files ORDER BY at_ms")?;
+        let rows: Vec<(Vec<u8>, String, i64)> =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        for (hash, peer, at) in rows {
+            let Ok(hash) = <[u8; 32]>::try_from(hash).map(FileHash) else { continue };
+            let at = at as u64;
+            let withheld = receipt.as_ref().is_none_or(|r| r.receipt.missing.contains(&hash));
+            let overdue = latest.is_some_and(|r| r > at + grace) || now_ms > at + SILENCE_MS;
+            if withheld && overdue {
+                let o = out.get_or_insert(Unconfirmed {
+                    peer,
+                    since_ms: at,
+                    events: 0,
+                    files: 0,
+                    latest_receipt_ms: latest,
+                });
+                o.files += 1;
+            }
         }
         Ok(out)
     }

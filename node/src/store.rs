@@ -155,6 +155,9 @@ const MIGRATIONS: &[&str] = &[
     // events, in version order per kind).
     "CREATE TABLE publications (kind TEXT NOT NULL, version INTEGER NOT NULL, origin TEXT NOT NULL,
         seq INTEGER NOT NULL, PRIMARY KEY (kind, version)) WITHOUT ROWID;",
+    // 18: this node's own files an upstream node other than the county was
+    // sent whole, and when first (compared with the county's receipts).
+    "CREATE TABLE upstream_files (hash BLOB PRIMARY KEY, peer TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;",
 ];
 
 /// The layout of the derived case rows; a change rebuilds them once.

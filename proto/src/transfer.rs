@@ -144,6 +144,9 @@ pub struct FileStats {
     /// What was refused: the file and the group (`None`: its outline).
     #[serde(skip)]
     pub refused: Vec<(FileHash, Option<u64>)>,
+    /// Files whose last group was sent this session.
+    #[serde(skip)]
+    pub sent_whole: Vec<FileHash>,
 }
 
 /// A violation of the file protocol by the peer.
@@ -386,6 +389,7 @@ impl Transfer {
                 self.stats.file_bytes_sent += bytes.len() as u64;
                 if next + 1 == groups(size) {
                     self.stats.files_sent += 1;
+                    self.stats.sent_whole.push(hash);
                 }
                 return Ok(Some(FileMessage::Group { hash, index: next, bytes }));
             }

@@ -575,7 +575,7 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: &Progress, versions
     if ledger.topology().tier_of(&peer) != Some(Tier::County) {
         // What this upstream node now holds of our own events, to compare
         // with the county's receipts (`crate::receipts`).
-        block(|| ledger.note_upstream_held(&peer, crate::wall_clock_ms()))?;
+        block(|| ledger.note_upstream_held(&peer, crate::wall_clock_ms(), &summary.files.sent_whole))?;
     }
     summary.unconfirmed_by_county = block(|| ledger.unconfirmed(crate::wall_clock_ms()))?;
     // The server closes the connection once its side is done; waiting for

@@ -291,12 +291,16 @@ fn run_common(cmd: Common) -> Result<()> {
                 );
             }
             if let Some(u) = &summary.unconfirmed_by_county {
+                let what = match (u.events, u.files) {
+                    (e, 0) => format!("{e} of this node's records"),
+                    (0, f) => format!("{f} of this node's material files"),
+                    (e, f) => format!("{e} of this node's records and {f} of its material files"),
+                };
                 eprintln!(
-                    "WARNING: {} acknowledged {} of this node's records {} min ago, but the county's receipts do \
-                     not include them: {} may be withholding or have lost them. They are safe here; tell the county \
-                     administrator, or sync with the county directly (--peer the hub's address).",
+                    "WARNING: {} took {what} {} min ago, but the county's receipts do not include them: {} may be \
+                     withholding or have lost them. They are safe here; tell the county administrator, or sync with \
+                     the county directly (--peer the hub's address).",
                     u.peer,
-                    u.events,
                     crate::wall_clock_ms().saturating_sub(u.since_ms) / 60_000,
                     u.peer
                 );
