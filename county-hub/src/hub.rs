@@ -137,6 +137,9 @@ fn enrol(secrets: &HubSecrets, ledger: &mut Ledger, id: &NodeId) -> Result<(Bund
     if node.tier == Tier::County || id.as_str() != id.base() {
         bail!("{id} is the county hub itself; it was enrolled by init");
     }
+    if node.retired {
+        bail!("{id} is retired from the county's map; it takes no new laptop");
+    }
     if !store::live_keys(ledger.store().conn(), id)?.is_empty() {
         bail!(
             "node {id} is enrolled and its key is live; if its laptop is lost or replaced, revoke it first \
@@ -376,5 +379,16 @@ pub fn ledger(dir: &Path, json: bool) -> Result<()> {
     if !json {
         eprintln!("{count} events");
     }
+    Ok(())
+}
+
+/// `topology add-node|move|merge|retire`: publishes the next topology
+/// version; prints `{"version": N}`.
+pub fn topology(what: Result<(std::path::PathBuf, proto::topology::Change)>) -> Result<()> {
+    let (dir, change) = what?;
+    let mut ledger = Ledger::open(&dir)?;
+    let version = ledger.publish_topology("county administrator", change.clone())?;
+    eprintln!("county-hub: topology v{version} published ({change:?}); it reaches every node with the next syncs");
+    node::say!("{}", node::cli::json_line(&serde_json::json!({"version": version})));
     Ok(())
 }

@@ -98,8 +98,57 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Change the county's map: add, move, merge and retire nodes. Each
+    /// change is the next topology version, signed by the hub, and reaches
+    /// every node with the next syncs: a moved village's new township
+    /// receives its whole history at its next session with the county.
+    #[command(subcommand)]
+    Topology(TopologyCmd),
     #[command(flatten)]
     Common(Common),
+}
+
+#[derive(Subcommand, Debug)]
+enum TopologyCmd {
+    /// Add a village (under a township) or a township (under the county).
+    AddNode {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// village or township.
+        #[arg(long, value_name = "TIER")]
+        tier: String,
+        #[arg(long, value_name = "NODE")]
+        parent: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Move a village to another township.
+    Move {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "VILLAGE")]
+        node: String,
+        #[arg(long, value_name = "TOWNSHIP")]
+        to: String,
+    },
+    /// Move every village of one township to another and retire the first.
+    Merge {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "TOWNSHIP")]
+        from: String,
+        #[arg(long, value_name = "TOWNSHIP")]
+        into: String,
+    },
+    /// Retire a node (a township only once it has no villages).
+    Retire {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long, value_name = "ID")]
+        node: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +174,35 @@ fn main() -> ExitCode {
             (None, _, true, Some(dir)) => hub::enroll_all(&data.data, &dir),
             _ => Err(anyhow::anyhow!("say --node ID --out FILE, or --all --out-dir DIR")),
         },
+        Cmd::Topology(cmd) => hub::topology(match cmd {
+            TopologyCmd::AddNode { data, id, tier, parent, name } => {
+                let tier = match tier.as_str() {
+                    "village" => Ok(proto::Tier::Village),
+                    "township" => Ok(proto::Tier::Township),
+                    t => Err(anyhow::anyhow!("a node added is a village or a township, not {t:?}")),
+                };
+                tier.map(|tier| {
+                    let change = proto::topology::Change::AddNode {
+                        id: proto::NodeId::new(id),
+                        tier,
+                        parent: proto::NodeId::new(parent),
+                        name,
+                    };
+                    (data.data, change)
+                })
+            }
+            TopologyCmd::Move { data, node, to } => Ok((
+                data.data,
+                proto::topology::Change::Move { node: proto::NodeId::new(node), to: proto::NodeId::new(to) },
+            )),
+            TopologyCmd::Merge { data, from, into } => Ok((
+                data.data,
+                proto::topology::Change::Merge { from: proto::NodeId::new(from), into: proto::NodeId::new(into) },
+            )),
+            TopologyCmd::Retire { data, node } => {
+                Ok((data.data, proto::topology::Change::Retire { node: proto::NodeId::new(node) }))
+            }
+        }),
         Cmd::Common(c) => node::cli::run(c),
     })
 }

@@ -95,6 +95,24 @@ impl Bundle {
         Ok(bundle)
     }
 
+    /// The county's map as the bundle has it: its first topology and the
+    /// changes the county published since (in its global lane).
+    pub fn current_topology(&self) -> Result<Topology> {
+        let mut topology = self.topology.clone();
+        if let Some(hex_segment) = &self.global {
+            let bytes = hex::decode(hex_segment).context("the bundle's county events are damaged")?;
+            let segment = proto::sync::Segment::decode(&bytes).context("the bundle's county events are damaged")?;
+            for e in &segment.events {
+                if let proto::Body::Publish(p) = &e.body {
+                    if let proto::publication::Publication::Topology(change) = &**p {
+                        topology.apply(change).context("the bundle's topology changes do not apply")?;
+                    }
+                }
+            }
+        }
+        Ok(topology)
+    }
+
     /// Checks that the bundle can run its node, so that `init` never
     /// creates a store every later command would fail on: the node is in
     /// the topology with the same tier and parent and the public key of the
@@ -105,8 +123,8 @@ impl Bundle {
     pub fn validate(&self) -> Result<()> {
         let id = &self.identity;
         let node = &id.node;
-        let listed = self
-            .topology
+        let topology = self.current_topology()?;
+        let listed = topology
             .get(&node.id)
             .with_context(|| format!("its node {} is not in the topology it carries", node.id))?;
         if listed.tier != node.tier || listed.parent != node.parent {

@@ -305,8 +305,7 @@ impl Ledger {
         self.origin = store::meta_get(self.store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| self.identity.node.id.clone());
         // The county's publications another handle stored (read again only
         // when there are more: a served session's start stays cheap).
-        let held: u64 = self.store.conn().query_row("SELECT COUNT(*) FROM publications", [], |r| r.get(0))?;
-        if held != self.publications_held {
+        if store::publications_held(self.store.conn())? != self.publications_held {
             self.reload_catalogues()?;
         }
         Ok(())
@@ -326,11 +325,11 @@ impl Ledger {
     fn on(store: Store, dir: &Path) -> Result<Ledger> {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
-        let topology = store::meta_get(store.conn(), "topology")?.context("the stored topology is missing")?;
+        let topology = store::topology(store.conn())?;
         // The county holds every version it published; below it a version
         // not held may still arrive.
         let catalogues = store::catalogues(store.conn(), identity.tier() == proto::Tier::County)?;
-        let publications_held = catalogues.publications_applied();
+        let publications_held = store::publications_held(store.conn())?;
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
         Ok(Ledger {
             store,
@@ -446,7 +445,8 @@ impl Ledger {
     /// publication was stored).
     pub(crate) fn reload_catalogues(&mut self) -> Result<()> {
         self.catalogues = store::catalogues(self.store.conn(), self.identity.tier() == proto::Tier::County)?;
-        self.publications_held = self.catalogues.publications_applied();
+        self.topology = store::topology(self.store.conn())?;
+        self.publications_held = store::publications_held(self.store.conn())?;
         Ok(())
     }
 
@@ -1164,12 +1164,25 @@ impl Ledger {
         self.publish(actor, proto::publication::Publication::Calendar(calendar.clone()))
     }
 
+    /// The county publishes the next change of its map (see
+    /// [`proto::topology::Change`]); checked as every node will apply it,
+    /// declined with nothing written when it does not apply.
+    pub fn publish_topology(&mut self, actor: &str, change: proto::topology::Change) -> Result<u32> {
+        let version = self.topology.version() + 1;
+        let change = proto::topology::TopologyChange { version, change };
+        self.topology.clone().apply(&change).map_err(|e| Declined::Invalid(e.to_string()))?;
+        self.publish(actor, proto::publication::Publication::Topology(change))?;
+        Ok(version)
+    }
+
     fn publish(&mut self, actor: &str, publication: proto::publication::Publication) -> Result<()> {
         if self.identity.tier() != proto::Tier::County {
             return Err(Declined::Invalid("only the county publishes catalogues and calendars".into()).into());
         }
         // Applied to a copy first: what every receiver will check.
-        self.catalogues.clone().apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
+        if !matches!(publication, proto::publication::Publication::Topology(_)) {
+            self.catalogues.clone().apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
+        }
         let body = Body::Publish(Box::new(publication));
         self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?;
         self.reload_catalogues()

@@ -533,22 +533,47 @@ pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
     Ok(())
 }
 
+/// Every publication of the county held, by kind and version.
+fn publications(conn: &Connection) -> Result<Vec<proto::publication::Publication>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
+         ORDER BY p.kind, p.version",
+    )?;
+    let mut out = Vec::new();
+    for body in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+        if let proto::Body::Publish(p) = decode_event(body?)?.body {
+            out.push(*p);
+        }
+    }
+    Ok(out)
+}
+
+/// How many publications of the county are held.
+pub fn publications_held(conn: &Connection) -> Result<u64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM publications", [], |r| r.get(0))?)
+}
+
+/// The county's map as this node holds it: the enrolment bundle's
+/// (meta `topology`) and every change the county published since.
+pub fn topology(conn: &Connection) -> Result<proto::Topology> {
+    let mut topology: proto::Topology = meta_get(conn, "topology")?.context("the stored topology is missing")?;
+    for p in publications(conn)? {
+        if let proto::publication::Publication::Topology(change) = p {
+            topology
+                .apply(&change)
+                .with_context(|| format!("the stored topology v{} no longer applies", change.version))?;
+        }
+    }
+    Ok(topology)
+}
+
 /// The catalogue versions and calendar versions this node holds: the
 /// catalogue of its enrolment bundle (meta `catalogue`) and every
 /// publication of the county since, applied in version order.
 pub fn catalogues(conn: &Connection, publisher: bool) -> Result<proto::Catalogues> {
     let base: proto::Catalogue = meta_get(conn, "catalogue")?.context("the stored catalogue is missing")?;
     let mut catalogues = proto::Catalogues::single(base, publisher);
-    let mut stmt = conn.prepare_cached(
-        "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
-         ORDER BY p.kind, p.version",
-    )?;
-    let mut publications = Vec::new();
-    for body in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-        if let proto::Body::Publish(p) = decode_event(body?)?.body {
-            publications.push(*p);
-        }
-    }
+    let publications = publications(conn)?;
     // Meta `calendar` is the first version (the bundle's); publications follow it.
     let first_calendar = meta_get::<proto::calendar::CalendarFile>(conn, "calendar")?.map(|c| c.version).unwrap_or(1);
     catalogues.set_first_calendar(first_calendar);

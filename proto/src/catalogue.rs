@@ -257,6 +257,8 @@ impl Catalogues {
         let (held, kind) = match publication {
             Publication::Catalogue(_) => (self.latest_version(), "catalogue"),
             Publication::Calendar(_) => (self.calendar_version(), "calendar"),
+            // The topology's own (`Topology::apply`).
+            Publication::Topology(_) => return Ok(()),
         };
         let got = publication.version();
         if got != held + 1 {
@@ -281,6 +283,7 @@ impl Catalogues {
                 Publication::check_calendar(file)?;
                 self.calendars.insert(got, file.clone());
             }
+            Publication::Topology(_) => {}
         }
         Ok(())
     }

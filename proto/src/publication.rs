@@ -17,6 +17,9 @@ pub enum Publication {
     Catalogue(CatalogueChange),
     /// Calendar version `calendar.version`, whole.
     Calendar(CalendarFile),
+    /// Topology version `change.version`: a node added, moved, merged or
+    /// retired (applied by `Topology::apply`).
+    Topology(crate::topology::TopologyChange),
 }
 
 /// A catalogue version as the change from the version before it: what a
@@ -114,6 +117,7 @@ impl Publication {
         match self {
             Publication::Catalogue(c) => c.version,
             Publication::Calendar(c) => c.version,
+            Publication::Topology(t) => t.version,
         }
     }
 
@@ -122,6 +126,7 @@ impl Publication {
         match self {
             Publication::Catalogue(_) => "catalogue",
             Publication::Calendar(_) => "calendar",
+            Publication::Topology(_) => "topology",
         }
     }
 

@@ -141,6 +141,15 @@ impl Message {
 /// township's, which lies within the county's), so this is the scope of
 /// the lower of the two: the global lane and the home lane of every node
 /// in its subtree. `None` means every lane.
+/// Whether `node` may relay `lane`: in its scope now, or a village's lane
+/// it held before the village moved away (it hands it up to the county).
+pub fn lane_entitled(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
+    match lane {
+        Lane::Global => true,
+        Lane::Home(home) => topology.was_within(home, node),
+    }
+}
+
 pub fn shared_lanes(topology: &Topology, a: &NodeId, b: &NodeId) -> Option<Vec<Lane>> {
     let tier = |n: &NodeId| topology.tier_of(n).unwrap_or(Tier::Village);
     let lower = if tier(a) <= tier(b) { a } else { b };
@@ -148,8 +157,12 @@ pub fn shared_lanes(topology: &Topology, a: &NodeId, b: &NodeId) -> Option<Vec<L
         return None;
     }
     let mut lanes = vec![Lane::Global];
-    lanes
-        .extend(topology.nodes().iter().filter(|n| topology.is_within(&n.id, lower)).map(|n| Lane::Home(n.id.clone())));
+    // With a lane a village took away from the lower node when it moved:
+    // the positions travel, so that the lower node hands up what it still
+    // holds; nothing of it is sent down (`plan_sending`).
+    lanes.extend(
+        topology.nodes().iter().filter(|n| topology.was_within(&n.id, lower)).map(|n| Lane::Home(n.id.clone())),
+    );
     Some(lanes)
 }
 
@@ -222,8 +235,14 @@ pub fn allowed_peer(topology: &Topology, me: &NodeId, peer: &NodeId) -> bool {
     match (a.tier, b.tier) {
         (Tier::County, Tier::Township | Tier::Village) => true,
         (Tier::Township | Tier::Village, Tier::County) => true,
-        (Tier::Township, Tier::Village) => b.parent.as_ref() == Some(me),
-        (Tier::Village, Tier::Township) => a.parent.as_ref() == Some(peer),
+        // A village and its township, or the township it moved away from
+        // (which tells it of the move; only the global lane is shared).
+        (Tier::Township, Tier::Village) => {
+            !a.retired && (b.parent.as_ref() == Some(me) || b.former_parents.contains(me))
+        }
+        (Tier::Village, Tier::Township) => {
+            !b.retired && (a.parent.as_ref() == Some(peer) || a.former_parents.contains(peer))
+        }
         _ => false,
     }
 }
@@ -358,6 +377,7 @@ pub fn check_batch<R: Replica>(
     // (a creation under the catalogue version just received) are judged by
     // them already.
     let mut catalogues = std::borrow::Cow::Borrowed(catalogues);
+    let mut map = std::borrow::Cow::Borrowed(topology);
     let mut queue: VecDeque<Segment> = segments.into();
     let mut waiting: Vec<Segment> = Vec::new();
     let mut accepted_before_round = 0;
@@ -382,7 +402,13 @@ pub fn check_batch<R: Replica>(
             );
             continue;
         }
-        if !lane_in_scope(topology, me, lane) {
+        if !lane_in_scope(&map, me, lane) && lane_entitled(&map, me, lane) {
+            // A lane moved away from this township: a peer that has not
+            // heard of the move yet sends it; held, not taken.
+            v.deferred += events.len();
+            continue;
+        }
+        if !lane_in_scope(&map, me, lane) {
             quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
@@ -391,7 +417,7 @@ pub fn check_batch<R: Replica>(
             );
             continue;
         }
-        if !peer_is_county && !lane_in_scope(topology, peer, lane) {
+        if !peer_is_county && !lane_entitled(&map, peer, lane) {
             quarantine_all(
                 &mut v,
                 &mut events.into_iter(),
@@ -418,12 +444,12 @@ pub fn check_batch<R: Replica>(
             Some(s) => s.clone(),
             None => replica.key_status(&node, &seal.key).map_err(storage)?,
         };
-        if status == KeyStatus::Unknown && topology.verifying_key(&node).map(|k| KeyId::of(&k)) == Some(seal.key) {
+        if status == KeyStatus::Unknown && map.verifying_key(&node).map(|k| KeyId::of(&k)) == Some(seal.key) {
             // The topology the county published names this key.
             status = KeyStatus::Enrolled;
         }
         match &status {
-            KeyStatus::Unknown if topology.tier_of(me) == Some(Tier::County) => {
+            KeyStatus::Unknown if map.tier_of(me) == Some(Tier::County) => {
                 // The county enrols every key: one it does not know was
                 // never enrolled.
                 let reason = format!("signed with key {}, which the county never enrolled for {node}", seal.key);
@@ -555,7 +581,7 @@ pub fn check_batch<R: Replica>(
             }
             // An incarnation writes only once vouched for, and never stamped
             // before the voucher's `after` (no fresh chain to backdate with).
-            let incarnation = origin.as_str() != origin.base() && topology.tier_of(origin) != Some(Tier::County);
+            let incarnation = origin.as_str() != origin.base() && map.tier_of(origin) != Some(Tier::County);
             if incarnation {
                 let after = match vouched.get(origin) {
                     Some(h) => Some(*h),
@@ -616,7 +642,7 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
-            match auth::authorize(topology, &catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
+            match auth::authorize(&map, &catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 Ok(()) => {}
                 Err(auth::AuthError::Catalogue(CatalogueCheck::VersionNotHeld(_))) => {
                     // Not judged yet: held back (not stored, not relayed)
@@ -643,7 +669,7 @@ pub fn check_batch<R: Replica>(
                     },
                     None => KeyStatus::Unknown,
                 };
-                let county_key = topology.verifying_key(&topology.county().id);
+                let county_key = map.verifying_key(&map.county().id);
                 let day = crate::calendar::Day::of_ms(e.hlc.wall_ms);
                 let verified = match create {
                     Some(c) if !licence.terms.is_holder_of(c) => Err(format!(
@@ -660,9 +686,7 @@ pub fn check_batch<R: Replica>(
                 }
                 match licence.verify(&status, county_key.as_ref(), None, day) {
                     Ok(()) => {}
-                    Err(crate::licence::LicenceError::KeyNotEnrolled(_))
-                        if topology.tier_of(me) != Some(Tier::County) =>
-                    {
+                    Err(crate::licence::LicenceError::KeyNotEnrolled(_)) if map.tier_of(me) != Some(Tier::County) => {
                         // Perhaps enrolled after our last contact with the county.
                         v.deferred += 1 + rest.count();
                         complete = false;
@@ -677,7 +701,13 @@ pub fn check_batch<R: Replica>(
                 }
             }
             if let Body::Publish(p) = &e.body {
-                if let Err(err) = catalogues.to_mut().apply(p) {
+                let applied = match &**p {
+                    crate::publication::Publication::Topology(change) => {
+                        map.to_mut().apply(change).map_err(|e| e.to_string())
+                    }
+                    _ => catalogues.to_mut().apply(p).map_err(|e| e.to_string()),
+                };
+                if let Err(err) = applied {
                     quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
                     complete = false;
                     break;
@@ -1039,6 +1069,11 @@ impl Session {
         let mine = replica.positions(lanes.as_deref()).map_err(storage)?;
         let mut plan = Vec::new();
         for (lane, origin, _) in mine {
+            if !lane_in_scope(topology, &self.peer, &lane) {
+                // A lane the peer held before a move: it hands it up, and
+                // gets nothing more of it.
+                continue;
+            }
             if self.own_diverged.iter().any(|d| d.lane == lane && d.origin == origin) {
                 // The peer holds another copy's history of this chain.
                 continue;
@@ -1188,6 +1223,8 @@ mod tests {
             parent: parent.map(NodeId::new),
             name: id.into(),
             verifying_key: None,
+            former_parents: vec![],
+            retired: false,
         };
         Topology::new(
             String::new(),

@@ -16,6 +16,14 @@ pub struct NodeInfo {
     /// Hex ed25519 public key that verifies this node's seals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifying_key: Option<String>,
+    /// Townships a village was moved away from (oldest first): they keep
+    /// what they held of its lane, and may still hand it up to the county.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_parents: Vec<NodeId>,
+    /// Retired by the county: it takes no new work and no villages; it may
+    /// still sync with the county, to hand up what it holds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 /// A topology file does not hold together.
@@ -33,6 +41,39 @@ pub enum TopologyError {
     /// A node id holds characters that cannot appear in a certificate name.
     #[error("node id {0:?} may hold only ASCII letters, digits and '_'")]
     BadId(NodeId),
+    /// A change names a node the topology does not hold.
+    #[error("node {0} is not in the topology")]
+    UnknownNode(NodeId),
+    /// A change the county's map cannot take, with the reason.
+    #[error("{0}")]
+    Change(String),
+    /// Versions go 1, 2, 3… with none skipped or repeated.
+    #[error(
+        "topology v{got} does not follow v{held}, the newest held (versions go 1, 2, 3… with none skipped or repeated)"
+    )]
+    OutOfOrder { got: u32, held: u32 },
+}
+
+/// A change of the county's map, published by the county (see
+/// `crate::publication`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A new village (under a township) or township (under the county).
+    AddNode { id: NodeId, tier: Tier, parent: NodeId, name: String },
+    /// A village moves to another township.
+    Move { node: NodeId, to: NodeId },
+    /// Every village of township `from` moves to township `into`; `from`
+    /// is retired.
+    Merge { from: NodeId, into: NodeId },
+    /// A node is retired (a township only once it has no villages).
+    Retire { node: NodeId },
+}
+
+/// Topology version `version`, as one change from the version before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopologyChange {
+    pub version: u32,
+    pub change: Change,
 }
 
 /// The whole topology, indexed by id.
@@ -40,6 +81,9 @@ pub enum TopologyError {
 #[serde(try_from = "TopologyFile", into = "TopologyFile")]
 pub struct Topology {
     note: String,
+    /// 1 for the topology a county starts with; each change the county
+    /// publishes makes the next.
+    version: u32,
     nodes: Vec<NodeInfo>,
     index: HashMap<NodeId, usize>,
 }
@@ -49,19 +93,27 @@ pub struct Topology {
 pub struct TopologyFile {
     #[serde(default)]
     pub note: String,
+    #[serde(default = "first_version")]
+    pub version: u32,
     pub nodes: Vec<NodeInfo>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 impl TryFrom<TopologyFile> for Topology {
     type Error = TopologyError;
     fn try_from(f: TopologyFile) -> Result<Self, TopologyError> {
-        Topology::new(f.note, f.nodes)
+        let mut t = Topology::new(f.note, f.nodes)?;
+        t.version = f.version;
+        Ok(t)
     }
 }
 
 impl From<Topology> for TopologyFile {
     fn from(t: Topology) -> TopologyFile {
-        TopologyFile { note: t.note, nodes: t.nodes }
+        TopologyFile { note: t.note, version: t.version, nodes: t.nodes }
     }
 }
 
@@ -91,7 +143,109 @@ impl Topology {
                 return Err(TopologyError::BadParent(n.id.clone(), want.unwrap_or(Tier::County)));
             }
         }
-        Ok(Topology { note, nodes, index })
+        Ok(Topology { note, version: 1, nodes, index })
+    }
+
+    /// The version: 1, then one more per change the county published.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Applies the county's next change: the next version, or it is
+    /// refused and nothing changes.
+    pub fn apply(&mut self, change: &TopologyChange) -> Result<(), TopologyError> {
+        if change.version != self.version + 1 {
+            return Err(TopologyError::OutOfOrder { got: change.version, held: self.version });
+        }
+        let live = |t: &Topology, id: &NodeId, tier: Tier| -> Result<(), TopologyError> {
+            let n = t.index.get(id).map(|&i| &t.nodes[i]).ok_or_else(|| TopologyError::UnknownNode(id.clone()))?;
+            if n.tier != tier {
+                return Err(TopologyError::Change(format!("{id} is a {} node, not a {tier} node", n.tier)));
+            }
+            if n.retired {
+                return Err(TopologyError::Change(format!("{id} is retired")));
+            }
+            Ok(())
+        };
+        let mut next = self.clone();
+        match &change.change {
+            Change::AddNode { id, tier, parent, name } => {
+                let want = match tier {
+                    Tier::Village => Tier::Township,
+                    Tier::Township => Tier::County,
+                    Tier::County => return Err(TopologyError::Change("a county has one county node".into())),
+                };
+                live(self, parent, want)?;
+                if name.trim().is_empty() {
+                    return Err(TopologyError::Change(format!("node {id} needs a name")));
+                }
+                let mut nodes = next.nodes.clone();
+                nodes.push(NodeInfo {
+                    id: id.clone(),
+                    tier: *tier,
+                    parent: Some(parent.clone()),
+                    name: name.clone(),
+                    verifying_key: None,
+                    former_parents: vec![],
+                    retired: false,
+                });
+                next = Topology::new(next.note.clone(), nodes)?;
+            }
+            Change::Move { node, to } => {
+                live(self, node, Tier::Village)?;
+                live(self, to, Tier::Township)?;
+                next.move_village(node, to)?;
+            }
+            Change::Merge { from, into } => {
+                live(self, from, Tier::Township)?;
+                live(self, into, Tier::Township)?;
+                if from == into {
+                    return Err(TopologyError::Change(format!("{from} cannot be merged into itself")));
+                }
+                let villages: Vec<NodeId> = self.children(from).map(|n| n.id.clone()).collect();
+                for v in &villages {
+                    next.move_village(v, into)?;
+                }
+                next.get_mut(from).expect("checked").retired = true;
+            }
+            Change::Retire { node } => {
+                let n = self
+                    .index
+                    .get(node)
+                    .map(|&i| &self.nodes[i])
+                    .ok_or_else(|| TopologyError::UnknownNode(node.clone()))?;
+                if n.tier == Tier::County || n.retired {
+                    return Err(TopologyError::Change(format!("{node} cannot be retired")));
+                }
+                if self.children(node).any(|c| !c.retired) {
+                    return Err(TopologyError::Change(format!(
+                        "township {node} still has villages: move them or merge it into another township first"
+                    )));
+                }
+                next.get_mut(node).expect("checked").retired = true;
+            }
+        }
+        next.version = change.version;
+        *self = next;
+        Ok(())
+    }
+
+    fn move_village(&mut self, node: &NodeId, to: &NodeId) -> Result<(), TopologyError> {
+        let n = self.get_mut(node).ok_or_else(|| TopologyError::UnknownNode(node.clone()))?;
+        if n.parent.as_ref() == Some(to) {
+            return Err(TopologyError::Change(format!("{node} already belongs to {to}")));
+        }
+        if let Some(old) = n.parent.replace(to.clone()) {
+            n.former_parents.push(old);
+        }
+        Ok(())
+    }
+
+    /// [`Topology::is_within`] now or before a move: `root` is `node`'s
+    /// ancestor, or a township `node` was moved away from.
+    pub fn was_within(&self, node: &NodeId, root: &NodeId) -> bool {
+        self.is_within(node, root)
+            || self.get(node).is_some_and(|n| n.former_parents.iter().any(|p| p.base() == root.base()))
     }
 
     pub fn nodes(&self) -> &[NodeInfo] {

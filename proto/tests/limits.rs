@@ -69,6 +69,8 @@ fn world() -> (Topology, Catalogues, SigningKey) {
         parent: parent.map(NodeId::new),
         name: id.into(),
         verifying_key: key.map(|k| hex::encode(k.verifying_key().to_bytes())),
+        former_parents: vec![],
+        retired: false,
     };
     let topology = Topology::new(
         String::new(),

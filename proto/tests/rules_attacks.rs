@@ -102,6 +102,8 @@ impl County {
             parent: parent.map(NodeId::new),
             name: id.into(),
             verifying_key: Some(hex::encode(keys[&NodeId::new(id)].verifying_key().to_bytes())),
+            former_parents: vec![],
+            retired: false,
         };
         let topology = Topology::new(
             String::new(),

@@ -383,6 +383,8 @@ fn topology(townships: usize, villages: usize) -> (Topology, Vec<SigningKey>) {
             parent: parent.map(NodeId::new),
             name: id,
             verifying_key: Some(hex::encode(key.verifying_key().to_bytes())),
+            former_parents: vec![],
+            retired: false,
         });
         keys.push(key);
     };

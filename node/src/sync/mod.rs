@@ -249,7 +249,8 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
     }
     tx.commit()?;
     if verdict.accept.iter().any(|(e, _)| matches!(e.body, proto::Body::Publish(_))) {
-        // New cases are taken under the newest version from now on.
+        // New cases are taken under the newest version from now on; a
+        // changed map changes scopes from the next session.
         ledger.reload_catalogues()?;
     }
     Ok(())

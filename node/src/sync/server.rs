@@ -43,7 +43,9 @@ impl Limits {
 pub(super) struct Gate {
     dir: PathBuf,
     me: NodeId,
-    topology: proto::Topology,
+    /// The county's map, with the count of publications it was read at
+    /// (read again when a session or a `sync` stored a change).
+    topology: Mutex<(u64, Arc<proto::Topology>)>,
     revocations: Mutex<store::Store>,
     limits: Limits,
     total: AtomicUsize,
@@ -164,6 +166,17 @@ impl Gate {
         let store = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
         store::certificate_revoked(store.conn(), certificate)
     }
+
+    /// The county's map as the store holds it now.
+    fn topology(&self) -> Result<Arc<proto::Topology>> {
+        let store = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        let held = store::publications_held(store.conn())?;
+        let mut topology = self.topology.lock().unwrap_or_else(|p| p.into_inner());
+        if topology.0 != held {
+            *topology = (held, Arc::new(store::topology(store.conn())?));
+        }
+        Ok(topology.1.clone())
+    }
 }
 
 impl Slot {
@@ -230,7 +243,8 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     }
     let peer = match peer_identity(&conn).and_then(|(id, tier, certificate)| {
         let revoked = block(|| gate.is_revoked(&certificate))?;
-        check_peer(&gate.topology, &gate.me, &id, tier, revoked)?;
+        let topology = block(|| gate.topology())?;
+        check_peer(&topology, &gate.me, &id, tier, revoked)?;
         Ok(id)
     }) {
         Ok(p) => p,
@@ -413,7 +427,7 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
     let gate = Arc::new(Gate {
         dir: dir.to_path_buf(),
         me: ledger.me().clone(),
-        topology: ledger.topology().clone(),
+        topology: Mutex::new((u64::MAX, Arc::new(ledger.topology().clone()))),
         revocations: Mutex::new(store::Store::open(dir)?),
         limits,
         total: AtomicUsize::new(0),

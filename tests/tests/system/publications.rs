@@ -151,3 +151,71 @@ fn a_calendar_version_reaches_the_village_and_out_of_order_is_refused() {
     assert_eq!(shown["version"], 2, "{shown}");
     assert!(shown["years"]["2027"].is_object(), "{shown}");
 }
+
+fn digest(program: &str, data: &std::path::Path, home: &str) -> Value {
+    let d = ok_json(program, &["digest", "--data", s(data), "--home", home, "--json"]);
+    serde_json::json!({"cases": d["cases"], "events": d["events"], "digest": d["digest"]})
+}
+
+/// A village moves to another township: its new township receives the
+/// village's whole lane at its next session with the county (its digest
+/// for the village equals the county's), the old township keeps what it
+/// had and receives nothing new of it, and the village learns of the move
+/// from its old township and syncs with the new one. A move to a node
+/// that does not exist, or of a township, is refused with nothing written.
+#[test]
+fn a_village_moves_to_another_township_with_its_history() {
+    const NEW_TOWNSHIP: &str = "511421102";
+    let county = County::new();
+    let hub = county.hub();
+    let old_town = county.enrol(TOWNSHIP, "township-node");
+    let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
+    let village = county.enrol(VILLAGE, "village-node");
+    take_case(s(&village), "张三", 1);
+    take_case(s(&village), "李四", 2);
+    let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
+    let old_server = Server::start("township-node", &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0"]);
+    let new_server = Server::start("township-node", &["serve", "--data", s(&new_town), "--listen", "127.0.0.1:0"]);
+    let sync = |program: &str, data: &std::path::Path, peer: &str| {
+        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
+    };
+    sync("village-node", &village, &old_server.addr);
+    sync("township-node", &old_town, &hub_server.addr);
+    assert_eq!(digest("county-hub", &hub, VILLAGE)["cases"], 2);
+
+    // Refused, nothing written: a node that does not exist, a township moved.
+    let versions = || ok_json("county-hub", &["nodes", "--data", s(&hub), "--json"]);
+    let before = versions();
+    let bad = fails("county-hub", &["topology", "move", "--data", s(&hub), "--node", VILLAGE, "--to", "511421999"]);
+    assert!(bad.contains("511421999 is not in the topology"), "{bad}");
+    let bad = fails("county-hub", &["topology", "move", "--data", s(&hub), "--node", TOWNSHIP, "--to", NEW_TOWNSHIP]);
+    assert!(bad.contains("is a township node, not a village node"), "{bad}");
+    assert_eq!(versions(), before, "nothing written");
+
+    let moved =
+        ok_json("county-hub", &["topology", "move", "--data", s(&hub), "--node", VILLAGE, "--to", NEW_TOWNSHIP]);
+    assert_eq!(moved["version"], 2, "{moved}");
+
+    // The new township learns of the move, then takes the lane whole.
+    sync("township-node", &new_town, &hub_server.addr);
+    sync("township-node", &new_town, &hub_server.addr);
+    assert_eq!(digest("township-node", &new_town, VILLAGE), digest("county-hub", &hub, VILLAGE));
+
+    // The village learns of the move from its old township and syncs with
+    // the new one; a case it takes now reaches the county through it.
+    sync("township-node", &old_town, &hub_server.addr);
+    sync("village-node", &village, &old_server.addr);
+    let third = take_case(s(&village), "王五", 3);
+    sync("village-node", &village, &new_server.addr);
+    sync("township-node", &new_town, &hub_server.addr);
+    ok_json("county-hub", &["case", "show", "--data", s(&hub), &third, "--json"]);
+    assert_eq!(digest("county-hub", &hub, VILLAGE)["cases"], 3);
+    assert_eq!(digest("township-node", &new_town, VILLAGE), digest("county-hub", &hub, VILLAGE));
+
+    // The old township keeps the two cases it had and gets nothing new.
+    sync("township-node", &old_town, &hub_server.addr);
+    sync("village-node", &village, &old_server.addr);
+    assert_eq!(digest("township-node", &old_town, VILLAGE)["cases"], 2);
+    let quarantined = ok_json("county-hub", &["quarantine", "list", "--data", s(&hub), "--json"]);
+    assert_eq!(quarantined.as_array().map(Vec::len), Some(0), "{quarantined}");
+}
