@@ -163,9 +163,9 @@ fn enrol(secrets: &HubSecrets, ledger: &mut Ledger, id: &NodeId) -> Result<(Bund
             hub_address: secrets.hub_address.clone(),
         },
         secrets: Secrets { signing_key, tls_key_pem, data_keys: DataKeys::issue(&master, &topology, id) },
-        topology: topology.clone(),
-        // The first version, whole: the county's publications since travel
+        // The first versions, whole: the county's publications since travel
         // in `global` and are applied in order by the node.
+        topology: store::meta_get(ledger.store().conn(), "topology")?.context("the hub's topology is missing")?,
         catalogue: store::meta_get(ledger.store().conn(), "catalogue")?.context("the hub's catalogue is missing")?,
         global: Some(hex::encode(global.encode())),
         calendar: store::meta_get(ledger.store().conn(), "calendar")?,
@@ -277,7 +277,10 @@ pub fn nodes(dir: &Path, tier: Option<&str>, json: bool) -> Result<()> {
     if json {
         let rows: Vec<_> = nodes
             .iter()
-            .map(|n| serde_json::json!({"id": n.id, "tier": n.tier, "parent": n.parent, "name": n.name}))
+            .map(|n| {
+                serde_json::json!({"id": n.id, "tier": n.tier, "parent": n.parent, "name": n.name,
+                    "former_parents": n.former_parents, "retired": n.retired})
+            })
             .collect();
         node::say!("{}", serde_json::Value::Array(rows));
     } else {

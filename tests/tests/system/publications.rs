@@ -219,3 +219,67 @@ fn a_village_moves_to_another_township_with_its_history() {
     let quarantined = ok_json("county-hub", &["quarantine", "list", "--data", s(&hub), "--json"]);
     assert_eq!(quarantined.as_array().map(Vec::len), Some(0), "{quarantined}");
 }
+
+/// A village added to the map is enrolled and works at once (its bundle
+/// carries the change); a township merged into another hands its villages
+/// over with their history and is retired (no new laptop for it); a
+/// township that still has villages cannot be retired.
+#[test]
+fn a_village_is_added_and_a_township_merged_into_another() {
+    const MERGED: &str = "511421102";
+    const MERGED_VILLAGE: &str = "511421102001";
+    const ADDED: &str = "511421101099";
+    let county = County::new();
+    let hub = county.hub();
+    let town = county.enrol(TOWNSHIP, "township-node");
+    let merged = county.enrol(MERGED, "township-node");
+    let village = county.enrol(MERGED_VILLAGE, "village-node");
+    take_case(s(&village), "张三", 1);
+    let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
+    let sync = |program: &str, data: &std::path::Path, peer: &str| {
+        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
+    };
+    sync("village-node", &village, &hub_server.addr);
+    sync("township-node", &merged, &hub_server.addr);
+
+    let added = ok_json(
+        "county-hub",
+        &[
+            "topology",
+            "add-node",
+            "--data",
+            s(&hub),
+            "--id",
+            ADDED,
+            "--tier",
+            "village",
+            "--parent",
+            TOWNSHIP,
+            "--name",
+            "新建村",
+        ],
+    );
+    assert_eq!(added["version"], 2);
+    let new_village = county.enrol(ADDED, "village-node");
+    take_case(s(&new_village), "李四", 2);
+    sync("village-node", &new_village, &hub_server.addr);
+    assert_eq!(digest("county-hub", &hub, ADDED)["cases"], 1);
+
+    let refused = fails("county-hub", &["topology", "retire", "--data", s(&hub), "--node", MERGED]);
+    assert!(refused.contains("still has villages"), "{refused}");
+    let merge = ok_json("county-hub", &["topology", "merge", "--data", s(&hub), "--from", MERGED, "--into", TOWNSHIP]);
+    assert_eq!(merge["version"], 3);
+    let nodes = ok_json("county-hub", &["nodes", "--data", s(&hub), "--json"]);
+    let node = |id: &str| nodes.as_array().unwrap().iter().find(|n| n["id"] == id).unwrap().clone();
+    assert_eq!(node(MERGED_VILLAGE)["parent"], TOWNSHIP, "{nodes}");
+    let again = fails("county-hub", &["enroll", "--data", s(&hub), "--node", MERGED, "--out", s(&hub.join("x.json"))]);
+    assert!(again.contains("retired"), "{again}");
+
+    // The township that took the villages over gets their history.
+    sync("township-node", &town, &hub_server.addr);
+    sync("township-node", &town, &hub_server.addr);
+    assert_eq!(digest("township-node", &town, MERGED_VILLAGE), digest("county-hub", &hub, MERGED_VILLAGE));
+    assert_eq!(digest("township-node", &town, ADDED), digest("county-hub", &hub, ADDED));
+    // The retired township may still hand up what it holds.
+    sync("township-node", &merged, &hub_server.addr);
+}
