@@ -527,3 +527,45 @@ fn a_forged_licence_does_not_satisfy_a_material_at_the_receiver() {
         st.materials
     );
 }
+
+fn topology_change(version: u32, change: proto::topology::Change) -> Body {
+    Body::Publish(Box::new(proto::publication::Publication::Topology(proto::topology::TopologyChange {
+        version,
+        change,
+    })))
+}
+
+/// Issue 10: topology changes, like every publication, are the county's
+/// alone and apply in version order; a move to a node that does not exist
+/// is refused with the reason. Nothing is applied in any of these cases.
+#[test]
+fn topology_changes_out_of_order_unknown_or_not_the_countys_are_refused() {
+    use proto::topology::Change;
+    let add = |id: &str| Change::AddNode {
+        id: NodeId::new(id),
+        tier: Tier::Village,
+        parent: NodeId::new(TOWNSHIP),
+        name: "新村".into(),
+    };
+    let cases: [(&str, Body, &str); 4] = [
+        (TOWNSHIP, topology_change(2, add("v2")), "only the county"),
+        (COUNTY, topology_change(3, add("v2")), "topology v3 does not follow v1"),
+        (
+            COUNTY,
+            topology_change(2, Change::Move { node: NodeId::new(VILLAGE), to: NodeId::new("t9") }),
+            "t9 is not in the topology",
+        ),
+        (COUNTY, topology_change(2, Change::Retire { node: NodeId::new(TOWNSHIP) }), "still has villages"),
+    ];
+    for (origin, body, why) in cases {
+        let mut township = County::new();
+        let (_, segment) = township.signed(origin, Some(&CaseId(GLOBAL.into())), body, None);
+        let refused = township.receive(TOWNSHIP, COUNTY, vec![segment]).unwrap_err();
+        assert!(refused.contains(why), "{refused}");
+        assert_eq!(township.topology.version(), 1, "nothing applied");
+    }
+    // The same change in order is taken.
+    let mut township = County::new();
+    let (_, segment) = township.signed(COUNTY, Some(&CaseId(GLOBAL.into())), topology_change(2, add("v2")), None);
+    township.receive(TOWNSHIP, COUNTY, vec![segment]).unwrap();
+}
