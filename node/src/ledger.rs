@@ -473,6 +473,49 @@ impl Ledger {
         Ok(proto::calendar::timing(case, &*self.calendar()?, today))
     }
 
+    /// The township a village moved to, when this node held the village's
+    /// lane before the move and no longer has it in its scope: what it
+    /// holds of it is kept as it was (and shown marked), and it receives
+    /// nothing new of it.
+    pub fn moved_to(&self, home: &NodeId) -> Option<NodeId> {
+        let moved = !self.topology.is_within(home, self.me()) && self.topology.was_within(home, self.me());
+        moved.then(|| self.topology.get(home).and_then(|n| n.parent.clone())).flatten()
+    }
+
+    /// Removes what this node holds of a village's lane that moved away
+    /// from it, once the county's receipt covers every event of it held
+    /// here (nothing is lost: the county and the new township hold it).
+    /// Recorded in the quarantine table (kind `purged_lane`) for
+    /// administrators. Returns the events removed.
+    pub fn purge_moved_lane(&mut self, home: &NodeId, now_ms: u64) -> Result<u64> {
+        let Some(to) = self.moved_to(home) else {
+            return Err(Declined::Invalid(format!(
+                "{home} did not move away from {}: only a lane that moved away can be purged",
+                self.me()
+            ))
+            .into());
+        };
+        let lane = proto::Lane::Home(home.clone());
+        let receipt = crate::receipts::held(self.store.conn(), home)?;
+        let tips = store::lane_tips(self.store.conn(), &lane)?;
+        if let Some((origin, seq)) = tips.iter().find(|(o, s)| !receipt.as_ref().is_some_and(|r| r.covers(o, *s))) {
+            return Err(Declined::Invalid(format!(
+                "the county's receipt for {home} does not cover event {origin}:{seq} held here yet; sync with the \
+                 county first (this node hands the lane up), then purge"
+            ))
+            .into());
+        }
+        let me = self.me().clone();
+        let tx = self.store_mut().write()?;
+        let removed = store::purge_lane(&tx, &lane)?;
+        let reason =
+            format!("lane {home} purged here after it moved to {to}: {removed} events, all held by the county");
+        store::quarantine(&tx, now_ms, &me, &NodeId::new(home.as_str()), 0, "purged_lane", &reason, &[])?;
+        tx.commit()?;
+        tracing::warn!(home = %home, to = %to, removed, "moved lane purged");
+        Ok(removed)
+    }
+
     /// A case's item as the catalogue version it was taken under says: an
     /// item changed or cancelled since keeps, for cases already taken, the
     /// materials and result it had.

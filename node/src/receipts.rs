@@ -58,7 +58,7 @@ pub fn keep(
         || store::key_status(conn, &county, &r.key)? == proto::sync::KeyStatus::Enrolled;
     let why = if !r.signature_holds() || !key_is_county {
         Some(format!("a receipt for {home}'s lane from {peer} is not signed by the county"))
-    } else if !proto::auth::lane_in_scope(topology, me, &Lane::Home(home.clone())) {
+    } else if !proto::sync::lane_entitled(topology, me, &Lane::Home(home.clone())) {
         Some(format!("a receipt for {home}'s lane from {peer} is outside this node's scope"))
     } else {
         None

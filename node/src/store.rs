@@ -548,6 +548,32 @@ fn publications(conn: &Connection) -> Result<Vec<proto::publication::Publication
     Ok(out)
 }
 
+/// The highest seq held per origin in a lane.
+pub fn lane_tips(conn: &Connection, lane: &Lane) -> Result<Vec<(NodeId, u64)>> {
+    let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
+    let rows =
+        stmt.query_map([lane.key()], |r| Ok((NodeId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Removes a lane's events, seals, checkpoints and derived rows (in the
+/// caller's transaction). Returns the events removed.
+pub fn purge_lane(conn: &Connection, lane: &Lane) -> Result<u64> {
+    let key = lane.key();
+    if let Lane::Home(home) = lane {
+        conn.execute(
+            "DELETE FROM person_index WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
+            [home.as_str()],
+        )?;
+        conn.execute("DELETE FROM cases WHERE home = ?1", [home.as_str()])?;
+        conn.execute("DELETE FROM file_refs WHERE home = ?1", [home.as_str()])?;
+    }
+    let removed = conn.execute("DELETE FROM events WHERE lane = ?1", [&key])?;
+    conn.execute("DELETE FROM seals WHERE lane = ?1", [&key])?;
+    conn.execute("DELETE FROM checkpoints WHERE lane = ?1", [&key])?;
+    Ok(removed as u64)
+}
+
 /// How many publications of the county are held.
 pub fn publications_held(conn: &Connection) -> Result<u64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM publications", [], |r| r.get(0))?)

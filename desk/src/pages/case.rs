@@ -87,6 +87,9 @@ struct Extra {
     county_files: BTreeSet<FileHash>,
     /// A refused file: (material, reason), shown beside its field.
     file_error: Option<(String, String)>,
+    /// The township the case's village moved to, when this township held
+    /// it before the move (the case is kept as it was and gets no news).
+    moved_to: Option<proto::NodeId>,
 }
 
 fn conflict_words(c: &Conflict) -> String {
@@ -379,6 +382,9 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
         @if x.saved { p.banner.ok { (text::WRITTEN) } }
         @if let Some(e) = &x.error { p.banner.error role="alert" { (e) } }
         @if let Some((m, _)) = &x.file_error { p.banner.error { "“" (m) "”" (text::FILE_NOT_SAVED) } }
+        @if let Some(to) = &x.moved_to {
+            p.banner.warn { "该村已由县里划归 " (x.topology.get(to).map_or(to.as_str(), |n| n.name.as_str())) "（" (to) "）管辖：本机保留划转前的记录，不再接收此后的新记录。" }
+        }
         div.case-head {
             span class=(format!("state big s-{}", s.state)) { (text::state(c.state)) }
             strong { (s.item_name) } span.code { " " (s.item) }
@@ -436,14 +442,16 @@ fn render(app: &App, staff: &Staff, c: &CaseState, x: &Extra) -> Html {
 }
 
 async fn extra(app: &Arc<App>, c: &CaseState) -> Result<Extra, DeskError> {
-    let (case, item) = (c.case_id.clone(), c.item().to_string());
-    let version = c.create.as_ref().map(|c| c.catalogue_version);
+    let case = c.case_id.clone();
     let st = c.clone();
-    app.read(move |l| {
+    app.with(move |l| {
+        // Another handle (the node's server, `sync`) may have stored the
+        // county's changes since.
+        l.reload()?;
         let steps = l.allowed_steps(&case)?;
-        let cat = l.catalogue();
-        let item = if version == Some(cat.version) { cat.item(&item).cloned() } else { None };
+        let item = l.item_of(&st).cloned();
         Ok(Extra {
+            moved_to: l.moved_to(&st.home),
             steps,
             topology: l.topology().clone(),
             item,

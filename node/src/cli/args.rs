@@ -79,6 +79,20 @@ pub enum Common {
         #[arg(long)]
         json: bool,
     },
+    /// A township's records of a village that moved to another township
+    /// (the county's topology change): kept as they were, and marked, until
+    /// purged here. Purging is refused until the county's receipt covers
+    /// every event of that village held here, and is recorded for
+    /// administrators (quarantine list, kind purged_lane).
+    PurgeMoved {
+        #[command(flatten)]
+        data: DataDir,
+        /// The village that moved away.
+        #[arg(long, value_name = "VILLAGE")]
+        home: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the store: the file, hash chains, seals, and derived rows
     /// against a fresh fold of the events. Changes nothing unless --repair.
     Verify {

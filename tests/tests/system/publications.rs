@@ -212,12 +212,30 @@ fn a_village_moves_to_another_township_with_its_history() {
     assert_eq!(digest("county-hub", &hub, VILLAGE)["cases"], 3);
     assert_eq!(digest("township-node", &new_town, VILLAGE), digest("county-hub", &hub, VILLAGE));
 
-    // The old township keeps the two cases it had and gets nothing new.
+    // The old township keeps the two cases it had, marked as moved, and
+    // gets nothing new.
     sync("township-node", &old_town, &hub_server.addr);
     sync("village-node", &village, &old_server.addr);
     assert_eq!(digest("township-node", &old_town, VILLAGE)["cases"], 2);
     let quarantined = ok_json("county-hub", &["quarantine", "list", "--data", s(&hub), "--json"]);
     assert_eq!(quarantined.as_array().map(Vec::len), Some(0), "{quarantined}");
+    let first = ok_json("village-node", &["case", "list", "--data", s(&village), "--json"])[0]["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept = ok_json("township-node", &["case", "show", "--data", s(&old_town), &first, "--json"]);
+    assert_eq!(kept["moved_to"], NEW_TOWNSHIP, "{kept}");
+
+    // An explicit purge, logged: refused for a village that did not move.
+    let refused = fails("township-node", &["purge-moved", "--data", s(&new_town), "--home", VILLAGE, "--json"]);
+    assert!(refused.contains("did not move away"), "{refused}");
+    let purged = ok_json("township-node", &["purge-moved", "--data", s(&old_town), "--home", VILLAGE, "--json"]);
+    assert!(purged["events_removed"].as_u64().unwrap() >= 2, "{purged}");
+    assert_eq!(digest("township-node", &old_town, VILLAGE)["cases"], 0);
+    let log = ok_json("township-node", &["quarantine", "list", "--data", s(&old_town), "--json"]);
+    assert!(log.to_string().contains("purged_lane"), "{log}");
+    // Nothing was lost: the county and the new township still agree.
+    assert_eq!(digest("township-node", &new_town, VILLAGE), digest("county-hub", &hub, VILLAGE));
 }
 
 /// A village added to the map is enrolled and works at once (its bundle

@@ -256,6 +256,7 @@ pub(super) fn run_case(cmd: CaseCmd) -> Result<()> {
             if json {
                 let mut v = crate::view::with_timing(case_json(&st), &st, timing.as_ref(), today());
                 v["county_received"] = json!(ledger.county_received(&st)?);
+                v["moved_to"] = json!(ledger.moved_to(&st.home));
                 // Each cited licence, checked here and now.
                 let mut licences = Vec::new();
                 for l in &st.licences {

@@ -119,6 +119,7 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         | Common::VerifyLicence { data, .. }
         | Common::Stats { data, .. }
         | Common::Digest { data, .. }
+        | Common::PurgeMoved { data, .. }
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
         | Common::Quarantine(QuarantineCmd::List { data, .. })
@@ -219,6 +220,19 @@ fn run_common(cmd: Common) -> Result<()> {
             }
         }
         Common::Case(cmd) => run_case(cmd)?,
+        Common::PurgeMoved { data, home, json } => {
+            let mut ledger = Ledger::open(&data.data)?;
+            let home = NodeId::new(home);
+            let removed = ledger.purge_moved_lane(&home, crate::wall_clock_ms())?;
+            if json {
+                print_json(&json!({"home": home, "events_removed": removed}))?;
+            } else {
+                say!(
+                    "removed {removed} events of {} (the county and its new township hold them)",
+                    clean(home.as_str())
+                );
+            }
+        }
         Common::Digest { data, home, json } => {
             let ledger = Ledger::open_read(&data.data)?;
             let d = ledger.digest(home.map(NodeId::new).as_ref())?;
