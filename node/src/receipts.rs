@@ -126,14 +126,7 @@ impl Ledger {
         let key = self.secrets()?.signing_key()?;
         let mut out = Vec::new();
         for home in homes {
-            let upto: Vec<(NodeId, u64)> = {
-                let mut stmt =
-                    conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
-                let rows = stmt.query_map([home.as_str()], |r| {
-                    Ok((NodeId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64))
-                })?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+            let upto = store::lane_tips(conn, &Lane::Home(home.clone()))?;
             if upto.is_empty() {
                 continue;
             }
@@ -182,10 +175,9 @@ impl Ledger {
             )?
             .execute(params![hash.0.to_vec(), peer.as_str(), now_ms as i64, me.as_str()])?;
         }
-        let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
-        let tips: Vec<(String, i64)> =
-            stmt.query_map([me.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-        for (origin, seq) in tips.into_iter().filter(|(o, _)| NodeId::new(o.clone()).node() == me) {
+        let tips = store::lane_tips(conn, &Lane::Home(me.clone()))?;
+        for (origin, seq) in tips.into_iter().filter(|(o, _)| o.node() == me) {
+            let (origin, seq) = (origin.0, seq as i64);
             conn.prepare_cached(
                 "INSERT INTO upstream_held (origin, seq, peer, at_ms) SELECT ?1, ?2, ?3, ?4
                  WHERE NOT EXISTS (SELECT 1 FROM upstream_held WHERE origin = ?1 AND seq >= ?2)",

@@ -549,11 +549,26 @@ fn publications(conn: &Connection) -> Result<Vec<proto::publication::Publication
 }
 
 /// The highest seq held per origin in a lane.
+///
+/// Read from each chain's last event through the lane index (the chains
+/// named by the seals held), not by scanning the lane's events: a county
+/// receipt costs the same however long a village's history grows.
 pub fn lane_tips(conn: &Connection, lane: &Lane) -> Result<Vec<(NodeId, u64)>> {
-    let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM events WHERE lane = ?1 GROUP BY origin")?;
-    let rows =
-        stmt.query_map([lane.key()], |r| Ok((NodeId::new(r.get::<_, String>(0)?), r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let key = lane.key();
+    let origins: Vec<String> = conn
+        .prepare_cached("SELECT origin FROM seals WHERE lane = ?1")?
+        .query_map([&key], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut last =
+        conn.prepare_cached("SELECT seq FROM events WHERE lane = ?1 AND origin = ?2 ORDER BY pos DESC LIMIT 1")?;
+    let mut out = Vec::with_capacity(origins.len());
+    for origin in origins {
+        if let Some(seq) = last.query_row(params![key, origin], |r| r.get::<_, i64>(0)).optional()? {
+            out.push((NodeId::new(origin), seq as u64));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Removes a lane's events, seals, checkpoints and derived rows (in the
