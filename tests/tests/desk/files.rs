@@ -323,6 +323,22 @@ fn the_sync_page_follows_a_file_transfer_as_it_runs() {
     let csrf = field_value(&page, "csrf").unwrap();
     assert_eq!(clerk.post_form("/sync", &[("csrf", &csrf)]).status, 303);
 
+    // A browser follows the page as staff would (its script polls).
+    let browser = system_tests::webdriver::Browser::start().unwrap();
+    let base = format!("http://{}", desk.addr());
+    browser.goto(&format!("{base}/login")).unwrap();
+    browser.find("input[name=login]").unwrap().send_keys("wangfang").unwrap();
+    browser.find("input[name=password]").unwrap().send_keys(PASSWORD).unwrap();
+    browser.find("button[type=submit]").unwrap().click().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let text_of = |b: &system_tests::webdriver::Browser, id: &str| {
+        b.execute(&format!("var e = document.getElementById('{id}'); return e ? e.textContent : '';"), &[])
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut followed = None;
     let total = scan.len() as u64;
     let mut seen_midway = None;
     let mut page_midway = None;
@@ -337,6 +353,15 @@ fn the_sync_page_follows_a_file_transfer_as_it_runs() {
         if live["phase"] == "files" && sent > 0 && sent < total && seen_midway.is_none() {
             seen_midway = Some(status.clone());
             page_midway = Some(clerk.get("/sync").text());
+            // The open page's figures move without a reload.
+            browser.goto(&format!("{base}/sync")).unwrap();
+            let first = text_of(&browser, "live-mb-sent");
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            let later = text_of(&browser, "live-mb-sent");
+            let screens = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/desk-screens");
+            std::fs::create_dir_all(&screens).unwrap();
+            browser.screenshot(screens.join("08b-village-sync-files-running.png")).unwrap();
+            followed = Some((first, later, text_of(&browser, "live-phase")));
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(120), "the sync never ended");
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -346,6 +371,10 @@ fn the_sync_page_follows_a_file_transfer_as_it_runs() {
     assert_eq!(midway["live"]["events_sent"].as_u64().map(|n| n > 0), Some(true), "the events went first: {midway}");
     assert_eq!(midway["live"]["files_sent"], 0, "the file was still in flight: {midway}");
     assert!(midway["live"]["file_bytes_per_second"].as_u64().unwrap() > 0, "{midway}");
+    let (first, later, phase) = followed.unwrap();
+    assert_eq!(phase, "案件记录已全部同步，正在传输材料文件");
+    let mb = |t: &str| t.parse::<f64>().unwrap_or(0.0);
+    assert!(mb(&later) > mb(&first) || later.is_empty(), "the page's figures follow the transfer: {first} → {later}");
     let page = page_midway.unwrap();
     assert!(page.contains("正在传输材料文件") && page.contains("id=\"live-mb-sent\""), "{page}");
 
