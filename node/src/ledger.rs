@@ -99,7 +99,7 @@ pub struct Ledger {
     /// of it after it learned its store was stale.
     origin: NodeId,
     topology: Topology,
-    catalogues: Catalogues,
+    catalogues: std::sync::Arc<Catalogues>,
     /// How many publications `catalogues` holds (see [`Ledger::reload`]).
     publications_held: u64,
     /// The private keys, unsealed with the passphrase on first use, so
@@ -1224,7 +1224,7 @@ impl Ledger {
         }
         // Applied to a copy first: what every receiver will check.
         if !matches!(publication, proto::publication::Publication::Topology(_)) {
-            self.catalogues.clone().apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
+            Catalogues::clone(&self.catalogues).apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
         }
         let body = Body::Publish(Box::new(publication));
         self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?;

@@ -611,7 +611,45 @@ pub fn topology(conn: &Connection) -> Result<proto::Topology> {
 /// The catalogue versions and calendar versions this node holds: the
 /// catalogue of its enrolment bundle (meta `catalogue`) and every
 /// publication of the county since, applied in version order.
-pub fn catalogues(conn: &Connection, publisher: bool) -> Result<proto::Catalogues> {
+///
+/// Parsed once per process for each distinct content: every node holds
+/// the same versions, and the demo's 321 nodes in one process (and a
+/// server's pooled ledgers) share one copy.
+pub fn catalogues(conn: &Connection, publisher: bool) -> Result<std::sync::Arc<proto::Catalogues>> {
+    type Cache = std::collections::HashMap<[u8; 32], std::sync::Arc<proto::Catalogues>>;
+    static PARSED: std::sync::Mutex<Option<Cache>> = std::sync::Mutex::new(None);
+    let mut key = blake3::Hasher::new();
+    key.update(&[u8::from(publisher)]);
+    let text: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0)).optional()?;
+    key.update(text.as_deref().unwrap_or_default().as_bytes());
+    let calendar: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'calendar'", [], |r| r.get(0)).optional()?;
+    key.update(calendar.as_deref().unwrap_or_default().as_bytes());
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.hash FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
+             ORDER BY p.kind, p.version",
+        )?;
+        for hash in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+            key.update(&hash?);
+        }
+    }
+    let key: [u8; 32] = key.finalize().into();
+    if let Some(c) = PARSED.lock().expect("catalogues").get_or_insert_with(Default::default).get(&key) {
+        return Ok(c.clone());
+    }
+    let parsed = std::sync::Arc::new(parse_catalogues(conn, publisher)?);
+    let mut cache = PARSED.lock().expect("catalogues");
+    let cache = cache.get_or_insert_with(Default::default);
+    if cache.len() > 64 {
+        cache.clear();
+    }
+    cache.insert(key, parsed.clone());
+    Ok(parsed)
+}
+
+fn parse_catalogues(conn: &Connection, publisher: bool) -> Result<proto::Catalogues> {
     let base: proto::Catalogue = meta_get(conn, "catalogue")?.context("the stored catalogue is missing")?;
     let mut catalogues = proto::Catalogues::single(base, publisher);
     let publications = publications(conn)?;
