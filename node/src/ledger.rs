@@ -505,13 +505,33 @@ impl Ledger {
             ))
             .into());
         }
+        let missing: Vec<FileHash> = receipt.as_ref().map(|r| r.receipt.missing.clone()).unwrap_or_default();
+        let named: Vec<Vec<u8>> = self
+            .store
+            .conn()
+            .prepare("SELECT DISTINCT hash FROM file_refs WHERE home = ?1")?
+            .query_map([home.as_str()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if let Some(h) = named.iter().find(|h| missing.iter().any(|m| m.0.as_slice() == h.as_slice())) {
+            return Err(Declined::Invalid(format!(
+                "the county's receipt for {home} says it still lacks file {}; sync with the county first, then purge",
+                hex::encode(h)
+            ))
+            .into());
+        }
         let me = self.me().clone();
         let tx = self.store_mut().write()?;
-        let removed = store::purge_lane(&tx, &lane)?;
-        let reason =
-            format!("lane {home} purged here after it moved to {to}: {removed} events, all held by the county");
+        let (removed, files) = store::purge_lane(&tx, &lane)?;
+        let reason = format!(
+            "lane {home} purged here after it moved to {to}: {removed} events and {} material files, all held by \
+             the county",
+            files.len()
+        );
         store::quarantine(&tx, now_ms, &me, &NodeId::new(home.as_str()), 0, "purged_lane", &reason, &[])?;
         tx.commit()?;
+        for hash in &files {
+            let _ = std::fs::remove_file(crate::blobs::path_of(&self.dir, hash));
+        }
         tracing::warn!(home = %home, to = %to, removed, "moved lane purged");
         Ok(removed)
     }

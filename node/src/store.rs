@@ -534,15 +534,17 @@ pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
 }
 
 /// Every publication of the county held, by kind and version.
-fn publications(conn: &Connection) -> Result<Vec<proto::publication::Publication>> {
+/// With each, the stamp of its event (ms): when it took effect.
+fn publications(conn: &Connection) -> Result<Vec<(proto::publication::Publication, u64)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
          ORDER BY p.kind, p.version",
     )?;
     let mut out = Vec::new();
     for body in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-        if let proto::Body::Publish(p) = decode_event(body?)?.body {
-            out.push(*p);
+        let e = decode_event(body?)?;
+        if let proto::Body::Publish(p) = e.body {
+            out.push((*p, e.hlc.wall_ms));
         }
     }
     Ok(out)
@@ -571,11 +573,34 @@ pub fn lane_tips(conn: &Connection, lane: &Lane) -> Result<Vec<(NodeId, u64)>> {
     Ok(out)
 }
 
-/// Removes a lane's events, seals, checkpoints and derived rows (in the
-/// caller's transaction). Returns the events removed.
-pub fn purge_lane(conn: &Connection, lane: &Lane) -> Result<u64> {
+/// Removes a lane's events, seals, checkpoints, equivocating twins and
+/// derived rows (in the caller's transaction), and the records of the
+/// material files held for it alone. Returns the events removed and the
+/// files whose bytes the caller removes from disk.
+pub fn purge_lane(conn: &Connection, lane: &Lane) -> Result<(u64, Vec<proto::files::FileHash>)> {
     let key = lane.key();
+    let mut files = Vec::new();
     if let Lane::Home(home) = lane {
+        // Files held for this lane and named by no other lane held here.
+        let only_here: Vec<Vec<u8>> = conn
+            .prepare(
+                "SELECT l.hash FROM file_lanes l WHERE l.home = ?1
+                 AND NOT EXISTS (SELECT 1 FROM file_lanes o WHERE o.hash = l.hash AND o.home != ?1)
+                 AND NOT EXISTS (SELECT 1 FROM file_refs r WHERE r.hash = l.hash AND r.home != ?1)",
+            )?
+            .query_map([home.as_str()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for hash in only_here {
+            conn.execute("DELETE FROM files_held WHERE hash = ?1", [&hash])?;
+            if let Ok(h) = <[u8; 32]>::try_from(hash) {
+                files.push(proto::files::FileHash(h));
+            }
+        }
+        conn.execute("DELETE FROM file_lanes WHERE home = ?1", [home.as_str()])?;
+        conn.execute(
+            "DELETE FROM equivocations WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
+            [home.as_str()],
+        )?;
         conn.execute(
             "DELETE FROM person_index WHERE case_id IN (SELECT case_id FROM cases WHERE home = ?1)",
             [home.as_str()],
@@ -586,7 +611,7 @@ pub fn purge_lane(conn: &Connection, lane: &Lane) -> Result<u64> {
     let removed = conn.execute("DELETE FROM events WHERE lane = ?1", [&key])?;
     conn.execute("DELETE FROM seals WHERE lane = ?1", [&key])?;
     conn.execute("DELETE FROM checkpoints WHERE lane = ?1", [&key])?;
-    Ok(removed as u64)
+    Ok((removed as u64, files))
 }
 
 /// How many publications of the county are held.
@@ -598,10 +623,10 @@ pub fn publications_held(conn: &Connection) -> Result<u64> {
 /// (meta `topology`) and every change the county published since.
 pub fn topology(conn: &Connection) -> Result<proto::Topology> {
     let mut topology: proto::Topology = meta_get(conn, "topology")?.context("the stored topology is missing")?;
-    for p in publications(conn)? {
+    for (p, at) in publications(conn)? {
         if let proto::publication::Publication::Topology(change) = p {
             topology
-                .apply(&change)
+                .apply_at(&change, at)
                 .with_context(|| format!("the stored topology v{} no longer applies", change.version))?;
         }
     }
@@ -656,8 +681,10 @@ fn parse_catalogues(conn: &Connection, publisher: bool) -> Result<proto::Catalog
     // Meta `calendar` is the first version (the bundle's); publications follow it.
     let first_calendar = meta_get::<proto::calendar::CalendarFile>(conn, "calendar")?.map(|c| c.version).unwrap_or(1);
     catalogues.set_first_calendar(first_calendar);
-    for p in &publications {
-        catalogues.apply(p).with_context(|| format!("the stored {} v{} no longer applies", p.kind(), p.version()))?;
+    for (p, at) in &publications {
+        catalogues
+            .apply_at(p, *at)
+            .with_context(|| format!("the stored {} v{} no longer applies", p.kind(), p.version()))?;
     }
     Ok(catalogues)
 }

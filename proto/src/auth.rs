@@ -110,6 +110,49 @@ pub fn authorize(
     create: Option<&Create>,
     body: &Body,
 ) -> Result<(), AuthError> {
+    authorize_as(topology, catalogues, author, seq, lane, case, create, body, false)
+}
+
+/// [`authorize`] for a received event, which may have been authored before
+/// a move its receiver already knows of: a township a village moved away
+/// from had authority over the village's cases, and what it did then (or
+/// before it heard of the move) stands, as does a forward to it. Authoring
+/// here uses [`authorize`]: a township that knows of the move no longer
+/// acts on the village's cases.
+#[allow(clippy::too_many_arguments)]
+pub fn authorize_received(
+    topology: &Topology,
+    catalogues: &Catalogues,
+    author: &NodeId,
+    seq: u64,
+    lane: &Lane,
+    case: &CaseId,
+    create: Option<&Create>,
+    body: &Body,
+) -> Result<(), AuthError> {
+    authorize_as(topology, catalogues, author, seq, lane, case, create, body, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn authorize_as(
+    topology: &Topology,
+    catalogues: &Catalogues,
+    author: &NodeId,
+    seq: u64,
+    lane: &Lane,
+    case: &CaseId,
+    create: Option<&Create>,
+    body: &Body,
+    received: bool,
+) -> Result<(), AuthError> {
+    // Within `node`'s subtree: now, or (received) before a move.
+    let within = |home: &NodeId, node: &NodeId| {
+        if received {
+            topology.was_within(home, node)
+        } else {
+            topology.is_within(home, node)
+        }
+    };
     crate::limits::check_body(body)?;
     let author_info = topology.get(author).ok_or_else(|| AuthError::UnknownNode(author.clone()))?;
     let tier = author_info.tier;
@@ -124,9 +167,11 @@ pub fn authorize(
             return Err(AuthError::BadValue(format!("{origin} is not an incarnation of a node")));
         }
         let (want_lane, by_parent) = match info.tier {
-            Tier::Village => {
-                (Lane::Home(node.clone()), info.parent.as_ref().is_some_and(|p| author.base() == p.as_str()))
-            }
+            Tier::Village => (
+                Lane::Home(node.clone()),
+                info.parent.as_ref().is_some_and(|p| author.base() == p.as_str())
+                    || received && info.former_parents.iter().any(|p| author.base() == p.as_str()),
+            ),
             _ => (Lane::Global, false),
         };
         if lane != &want_lane {
@@ -158,7 +203,7 @@ pub fn authorize(
         return Ok(());
     }
     let home = case.home().filter(|h| topology.get(h).is_some()).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
-    if !in_scope(topology, author, &home) {
+    if !within(&home, author) {
         return Err(AuthError::OutOfScope { case: case.clone(), home, author: author.clone() });
     }
     let create = match body {
@@ -214,7 +259,9 @@ pub fn authorize(
                 }
                 let expected =
                     deciding_node(topology, &home, decider_tier).ok_or_else(|| AuthError::BadCaseId(case.clone()))?;
-                if to != expected {
+                // Or, received, the township that decided before a move.
+                let former = within(&home, to) && topology.tier_of(to) == Some(decider_tier);
+                if to != expected && !former {
                     return Err(AuthError::ForwardTarget { to: to.clone(), expected: expected.clone() });
                 }
                 Ok(())

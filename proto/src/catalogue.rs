@@ -129,6 +129,11 @@ impl Catalogue {
     }
 }
 
+/// How long after a catalogue version withdraws an item (cancels it, or
+/// changes who takes or decides it) a case may still be taken under the
+/// version before: two weeks, longer than a village room is offline.
+pub const STALE_GRACE_MS: u64 = 14 * 24 * 3600 * 1000;
+
 /// The catalogue versions a node holds: the only source of authority over
 /// who takes, accepts and decides an item. A creation names the version it
 /// was taken under; a receiver judges it against that version, never
@@ -148,6 +153,8 @@ pub struct Catalogues {
     calendars: std::collections::BTreeMap<u32, crate::calendar::CalendarFile>,
     /// The version of the calendar the node started with.
     first_calendar: u32,
+    /// When each catalogue version after the first was published (ms).
+    published_at: std::collections::BTreeMap<u32, u64>,
 }
 
 /// How a creation stands against the catalogues a node holds.
@@ -177,6 +184,7 @@ impl Catalogues {
             cancelled: Default::default(),
             calendars: Default::default(),
             first_calendar: 1,
+            published_at: Default::default(),
         }
     }
 
@@ -225,6 +233,25 @@ impl Catalogues {
         self.cancelled.get(code).copied()
     }
 
+    /// Whether a creation of `item` under `version`, stamped `at_ms`, comes
+    /// too late: a later version held cancelled the item or changed who
+    /// takes or decides it, and was published more than [`STALE_GRACE_MS`]
+    /// before. Returns that version. (A window offline for days takes cases
+    /// under the version it holds; one that names an old version weeks
+    /// after the county withdrew the item is not offline, it is refused.)
+    pub fn stale_creation(&self, item: &str, version: u32, at_ms: u64) -> Option<u32> {
+        let (old, _) = self.versions.get(&version)?;
+        let before = old.item(item)?;
+        self.versions.range(version + 1..).find_map(|(v, (c, _))| {
+            let published = *self.published_at.get(v)?;
+            let withdrawn = match c.item(item) {
+                None => true,
+                Some(now) => now.decided_by != before.decided_by || now.accepted_at != before.accepted_at,
+            };
+            (withdrawn && at_ms > published.saturating_add(STALE_GRACE_MS)).then_some(*v)
+        })
+    }
+
     /// Every item cancelled, with the version that cancelled it.
     pub fn cancelled(&self) -> impl Iterator<Item = (&String, u32)> {
         self.cancelled.iter().map(|(c, v)| (c, *v))
@@ -253,6 +280,15 @@ impl Catalogues {
         &mut self,
         publication: &crate::publication::Publication,
     ) -> Result<(), crate::publication::PublicationError> {
+        self.apply_at(publication, u64::MAX)
+    }
+
+    /// [`Catalogues::apply`] for a publication stamped `at_ms`.
+    pub fn apply_at(
+        &mut self,
+        publication: &crate::publication::Publication,
+        at_ms: u64,
+    ) -> Result<(), crate::publication::PublicationError> {
         use crate::publication::{Publication, PublicationError};
         let (held, kind) = match publication {
             Publication::Catalogue(_) => (self.latest_version(), "catalogue"),
@@ -278,6 +314,7 @@ impl Catalogues {
                     self.cancelled.remove(&item.code);
                 }
                 self.insert(next);
+                self.published_at.insert(got, at_ms);
             }
             Publication::Calendar(file) => {
                 Publication::check_calendar(file)?;

@@ -137,10 +137,6 @@ impl Message {
     }
 }
 
-/// The lanes two nodes share. Scopes nest (a village's lies within its
-/// township's, which lies within the county's), so this is the scope of
-/// the lower of the two: the global lane and the home lane of every node
-/// in its subtree. `None` means every lane.
 /// Whether `node` may relay `lane`: in its scope now, or a village's lane
 /// it held before the village moved away (it hands it up to the county).
 pub fn lane_entitled(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
@@ -150,6 +146,27 @@ pub fn lane_entitled(topology: &Topology, node: &NodeId, lane: &Lane) -> bool {
     }
 }
 
+/// The event content format version of the county's publications
+/// (`Body::Publish`): a peer speaking an older one cannot learn of a move.
+const PUBLICATIONS_CONTENT_VERSION: u8 = 2;
+
+/// Whether `lane` is in `peer`'s scope under the map before any village
+/// moved (a village's lane under its first township): the map of a release
+/// that cannot read the county's topology publications.
+fn in_scope_before_moves(topology: &Topology, peer: &NodeId, lane: &Lane) -> bool {
+    let Lane::Home(home) = lane else { return true };
+    match topology.get(home).and_then(|n| n.former_parents.first()) {
+        None => lane_in_scope(topology, peer, lane),
+        Some(first) => {
+            home.base() == peer.base() || first.base() == peer.base() || topology.tier_of(peer) == Some(Tier::County)
+        }
+    }
+}
+
+/// The lanes two nodes share. Scopes nest (a village's lies within its
+/// township's, which lies within the county's), so this is the scope of
+/// the lower of the two: the global lane and the home lane of every node
+/// in its subtree. `None` means every lane.
 pub fn shared_lanes(topology: &Topology, a: &NodeId, b: &NodeId) -> Option<Vec<Lane>> {
     let tier = |n: &NodeId| topology.tier_of(n).unwrap_or(Tier::Village);
     let lower = if tier(a) <= tier(b) { a } else { b };
@@ -238,10 +255,10 @@ pub fn allowed_peer(topology: &Topology, me: &NodeId, peer: &NodeId) -> bool {
         // A village and its township, or the township it moved away from
         // (which tells it of the move; only the global lane is shared).
         (Tier::Township, Tier::Village) => {
-            !a.retired && (b.parent.as_ref() == Some(me) || b.former_parents.contains(me))
+            !a.retired && !b.retired && (b.parent.as_ref() == Some(me) || b.former_parents.contains(me))
         }
         (Tier::Village, Tier::Township) => {
-            !b.retired && (a.parent.as_ref() == Some(peer) || a.former_parents.contains(peer))
+            !a.retired && !b.retired && (a.parent.as_ref() == Some(peer) || a.former_parents.contains(peer))
         }
         _ => false,
     }
@@ -642,7 +659,25 @@ pub fn check_batch<R: Replica>(
                 complete = false;
                 break;
             }
-            match auth::authorize(&map, &catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
+            // A node the county retired writes nothing after its retirement.
+            let late = if map.retired_before(origin, e.hlc.wall_ms) {
+                Some(format!("{} was retired by the county before this event was stamped", origin.node()))
+            } else if let Body::Create(c) = &e.body {
+                catalogues.stale_creation(&c.item, c.catalogue_version, e.hlc.wall_ms).map(|v| {
+                    format!(
+                        "item {} taken under catalogue v{} more than two weeks after v{v} withdrew it",
+                        c.item, c.catalogue_version
+                    )
+                })
+            } else {
+                None
+            };
+            if let Some(reason) = late {
+                quarantine_rest(&mut v, e, format!("not authorised: {reason}"), &mut rest.by_ref().map(|(e, _)| e));
+                complete = false;
+                break;
+            }
+            match auth::authorize_received(&map, &catalogues, origin, e.id.seq, lane, &e.case, create, &e.body) {
                 Ok(()) => {}
                 Err(auth::AuthError::Catalogue(CatalogueCheck::VersionNotHeld(_))) => {
                     // Not judged yet: held back (not stored, not relayed)
@@ -703,9 +738,9 @@ pub fn check_batch<R: Replica>(
             if let Body::Publish(p) = &e.body {
                 let applied = match &**p {
                     crate::publication::Publication::Topology(change) => {
-                        map.to_mut().apply(change).map_err(|e| e.to_string())
+                        map.to_mut().apply_at(change, e.hlc.wall_ms).map_err(|e| e.to_string())
                     }
-                    _ => catalogues.to_mut().apply(p).map_err(|e| e.to_string()),
+                    _ => catalogues.to_mut().apply_at(p, e.hlc.wall_ms).map_err(|e| e.to_string()),
                 };
                 if let Err(err) = applied {
                     quarantine_rest(&mut v, e, format!("not authorised: {err}"), &mut rest.by_ref().map(|(e, _)| e));
@@ -1074,6 +1109,15 @@ impl Session {
                 // gets nothing more of it.
                 continue;
             }
+            if self.content_versions < PUBLICATIONS_CONTENT_VERSION
+                && !in_scope_before_moves(topology, &self.peer, &lane)
+            {
+                // A release that cannot read the county's publications never
+                // learns of the move that put this lane in its scope, and
+                // would refuse it as outside its scope: it gets it once
+                // upgraded.
+                continue;
+            }
             if self.own_diverged.iter().any(|d| d.lane == lane && d.origin == origin) {
                 // The peer holds another copy's history of this chain.
                 continue;
@@ -1225,6 +1269,7 @@ mod tests {
             verifying_key: None,
             former_parents: vec![],
             retired: false,
+            retired_at: None,
         };
         Topology::new(
             String::new(),

@@ -24,6 +24,10 @@ pub struct NodeInfo {
     /// still sync with the county, to hand up what it holds.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retired: bool,
+    /// When the county retired it (the stamp of its publication, ms):
+    /// receivers refuse the node's events stamped after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<u64>,
 }
 
 /// A topology file does not hold together.
@@ -154,6 +158,12 @@ impl Topology {
     /// Applies the county's next change: the next version, or it is
     /// refused and nothing changes.
     pub fn apply(&mut self, change: &TopologyChange) -> Result<(), TopologyError> {
+        self.apply_at(change, u64::MAX)
+    }
+
+    /// [`Topology::apply`] for a change published at `at_ms` (the stamp of
+    /// its event): a node it retires is retired from then on.
+    pub fn apply_at(&mut self, change: &TopologyChange, at_ms: u64) -> Result<(), TopologyError> {
         if change.version != self.version + 1 {
             return Err(TopologyError::OutOfOrder { got: change.version, held: self.version });
         }
@@ -188,6 +198,7 @@ impl Topology {
                     verifying_key: None,
                     former_parents: vec![],
                     retired: false,
+                    retired_at: None,
                 });
                 next = Topology::new(next.note.clone(), nodes)?;
             }
@@ -206,7 +217,8 @@ impl Topology {
                 for v in &villages {
                     next.move_village(v, into)?;
                 }
-                next.get_mut(from).expect("checked").retired = true;
+                let n = next.get_mut(from).expect("checked");
+                (n.retired, n.retired_at) = (true, Some(at_ms));
             }
             Change::Retire { node } => {
                 let n = self
@@ -222,7 +234,8 @@ impl Topology {
                         "township {node} still has villages: move them or merge it into another township first"
                     )));
                 }
-                next.get_mut(node).expect("checked").retired = true;
+                let n = next.get_mut(node).expect("checked");
+                (n.retired, n.retired_at) = (true, Some(at_ms));
             }
         }
         next.version = change.version;
@@ -239,6 +252,16 @@ impl Topology {
             n.former_parents.push(old);
         }
         Ok(())
+    }
+
+    /// Whether `node` was retired more than [`crate::catalogue::STALE_GRACE_MS`]
+    /// before `at_ms`: its events stamped then are refused (a township
+    /// merged while offline finishes what it was doing; one that goes on
+    /// writing weeks later is not offline).
+    pub fn retired_before(&self, node: &NodeId, at_ms: u64) -> bool {
+        self.get(node).is_some_and(|n| {
+            n.retired && n.retired_at.is_none_or(|t| at_ms > t.saturating_add(crate::catalogue::STALE_GRACE_MS))
+        })
     }
 
     /// [`Topology::is_within`] now or before a move: `root` is `node`'s

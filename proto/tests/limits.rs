@@ -71,6 +71,7 @@ fn world() -> (Topology, Catalogues, SigningKey) {
         verifying_key: key.map(|k| hex::encode(k.verifying_key().to_bytes())),
         former_parents: vec![],
         retired: false,
+        retired_at: None,
     };
     let topology = Topology::new(
         String::new(),

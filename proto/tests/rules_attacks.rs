@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 const COUNTY: &str = "c";
 const TOWNSHIP: &str = "t";
 const VILLAGE: &str = "v";
+/// A second township (issue 10's moves): nothing is homed there at first.
+const TOWNSHIP2: &str = "t2";
 /// 2026-03-02 00:00 China time and on: every event a minute after the last.
 const START_MS: u64 = 1_772_380_800_000;
 
@@ -91,7 +93,7 @@ impl Replica for County {
 
 impl County {
     fn new() -> County {
-        let keys: BTreeMap<NodeId, SigningKey> = [COUNTY, TOWNSHIP, VILLAGE]
+        let keys: BTreeMap<NodeId, SigningKey> = [COUNTY, TOWNSHIP, VILLAGE, TOWNSHIP2]
             .iter()
             .enumerate()
             .map(|(i, n)| (NodeId::new(*n), SigningKey::from_bytes(&[i as u8 + 1; 32])))
@@ -104,6 +106,7 @@ impl County {
             verifying_key: Some(hex::encode(keys[&NodeId::new(id)].verifying_key().to_bytes())),
             former_parents: vec![],
             retired: false,
+            retired_at: None,
         };
         let topology = Topology::new(
             String::new(),
@@ -111,6 +114,7 @@ impl County {
                 node(COUNTY, Tier::County, None),
                 node(TOWNSHIP, Tier::Township, Some(COUNTY)),
                 node(VILLAGE, Tier::Village, Some(TOWNSHIP)),
+                node(TOWNSHIP2, Tier::Township, Some(COUNTY)),
             ],
         )
         .unwrap();
@@ -183,7 +187,12 @@ impl County {
         .map_err(|e| e.to_string())?;
         for (e, _) in v.accept.iter().filter(|(e, _)| matches!(e.body, Body::Publish(_))) {
             let Body::Publish(p) = &e.body else { unreachable!() };
-            self.catalogues.apply(p).expect("check_batch applied it");
+            match &**p {
+                proto::publication::Publication::Topology(change) => {
+                    self.topology.apply_at(change, e.hlc.wall_ms).expect("check_batch applied it")
+                }
+                _ => self.catalogues.apply_at(p, e.hlc.wall_ms).expect("check_batch applied it"),
+            }
         }
         for (e, _) in &v.accept {
             self.chains.entry((e.lane.clone(), e.id.origin.clone())).or_default().push(e.clone());
@@ -568,4 +577,137 @@ fn topology_changes_out_of_order_unknown_or_not_the_countys_are_refused() {
     let mut township = County::new();
     let (_, segment) = township.signed(COUNTY, Some(&CaseId(GLOBAL.into())), topology_change(2, add("v2")), None);
     township.receive(TOWNSHIP, COUNTY, vec![segment]).unwrap();
+}
+
+impl County {
+    /// A lane's chains as this store holds them, each one segment sealed by
+    /// its origin (what a sender hands on: a relay sends the origin's
+    /// seal), the home's chain first.
+    fn lane_segments(&self, lane: &Lane) -> Vec<Segment> {
+        let mut out: Vec<Segment> = self
+            .chains
+            .iter()
+            .filter(|((l, _), _)| l == lane)
+            .map(|((_, o), chain)| Segment {
+                events: chain.clone(),
+                seal: Seal::sign(&self.keys[&o.node()], chain.last().expect("a chain holds events")),
+            })
+            .collect();
+        let home = match lane {
+            Lane::Home(h) => h.clone(),
+            Lane::Global => NodeId::new(COUNTY),
+        };
+        out.sort_by_key(|s| s.seal.origin != home);
+        out
+    }
+}
+
+fn move_village(version: u32, to: &str) -> Body {
+    topology_change(version, proto::topology::Change::Move { node: NodeId::new(VILLAGE), to: NodeId::new(to) })
+}
+
+/// Attack review (issue 10), backfill after a move: the new township
+/// judges the moved lane's whole history against the map after the move
+/// (`check_batch` → `auth::authorize` with the current `map`). The
+/// village's `Forward { to: t }`, made while `t` was its township, now
+/// fails `ForwardTarget` (expected `t2`), and `t`'s 受理 and approval fail
+/// `OutOfScope`; `quarantine_rest` then takes the rest of each chain, and
+/// since the tip never passes the forward, every later event of the
+/// village's own chain is refused at `t2` for good: the village cannot
+/// sync with its new township, and `t2`'s `digest --home v` never equals
+/// the county's. Any village that ever forwarded a case is affected.
+#[test]
+fn a_moved_villages_lane_with_forwarded_cases_backfills_its_new_township() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    county.step(TOWNSHIP, &case, Step::Approve).unwrap();
+    let (_, moved) = county.signed(COUNTY, Some(&CaseId(GLOBAL.into())), move_village(2, TOWNSHIP2), None);
+    county.receive(COUNTY, COUNTY, vec![moved.clone()]).unwrap();
+
+    // The new township hears of the move, then takes the lane whole from
+    // the county.
+    let mut t2 = County::new();
+    t2.receive(TOWNSHIP2, COUNTY, vec![moved]).unwrap();
+    assert_eq!(t2.topology.get(&NodeId::new(VILLAGE)).unwrap().parent, Some(NodeId::new(TOWNSHIP2)));
+    let backfill = county.lane_segments(&Lane::Home(NodeId::new(VILLAGE)));
+    let taken = t2.receive(TOWNSHIP2, COUNTY, backfill);
+    assert!(taken.is_ok(), "the moved village's genuine history is refused by its new township: {taken:?}");
+    assert_eq!(t2.case(&case).state, county.case(&case).state);
+}
+
+/// Attack review (issue 10), the old township hands up after the move: a
+/// decision `t` made on a case of `v` while it was `v`'s township, handed
+/// up to the county after the county published the move (the township had
+/// not synced in between: a rural link), is judged against the new map and
+/// quarantined (`OutOfScope`), with every later event of `t`'s chain in
+/// that lane. `lane_entitled` lets `t` hand the lane up, but nothing it
+/// decided there before the move is taken.
+#[test]
+fn a_decision_made_before_a_move_is_taken_when_handed_up_after_it() {
+    let mut county = County::new();
+    let case = county.accepted_case();
+    // Approved at the township before the move; the county has not heard yet.
+    let (_, approval) =
+        county.signed(TOWNSHIP, Some(&case), Body::Step { step: Step::Approve, note: String::new() }, None);
+    let (_, moved) = county.signed(COUNTY, Some(&CaseId(GLOBAL.into())), move_village(2, TOWNSHIP2), None);
+    county.receive(COUNTY, COUNTY, vec![moved]).unwrap();
+    let taken = county.receive(COUNTY, TOWNSHIP, vec![approval]);
+    assert!(taken.is_ok(), "a decision made by the deciding node before the move is refused: {taken:?}");
+}
+
+/// Attack review (issue 10), a cancelled item taken under the version
+/// before: "an item cancelled in a newer version can no longer be taken"
+/// holds only at the writing node (`Declined::ItemCancelled`). Every
+/// receiver judges a creation only against the version it names
+/// (`Catalogues::check_creation`), so a village (its genuine key, no local
+/// check) that holds v2, which cancels V001, takes V001 under v1 days
+/// later; the county takes it, and the township may decide it. The same
+/// holds for an item whose v2 moves the decision up a tier (a village keeps
+/// deciding 村直审 items the county withdrew from it) or changes its
+/// materials. Nothing bounds how long after a newer version an older one
+/// may still be named.
+#[test]
+fn a_cancelled_item_is_not_taken_under_the_version_before_at_the_receiver() {
+    let mut county = County::new();
+    let cancel =
+        Body::Publish(Box::new(proto::publication::Publication::Catalogue(proto::publication::CatalogueChange {
+            version: 2,
+            note: "V001 cancelled".into(),
+            put: vec![],
+            cancel: vec!["V001".into()],
+            bundles: None,
+        })));
+    let (_, v2) = county.signed(COUNTY, Some(&CaseId(GLOBAL.into())), cancel, None);
+    county.receive(COUNTY, COUNTY, vec![v2]).unwrap();
+    assert_eq!(county.catalogues.cancelled_in("V001"), Some(2));
+    // A month after the cancellation.
+    let later = county.wall_ms + 30 * 24 * 3600 * 1000;
+    let (_, stale) = county.signed(VILLAGE, None, creation("V001", 1, 5), Some(later));
+    let taken = county.receive(COUNTY, TOWNSHIP, vec![stale]);
+    assert!(taken.is_err(), "a case of an item cancelled a month before was taken under the version before it");
+}
+
+/// Attack review (issue 10), retired nodes: "a retired node takes no new
+/// work" is enforced only by `enroll` (no new laptop). No receiver checks
+/// `NodeInfo::retired` (`auth::authorize`, `check_batch`), and
+/// `allowed_peer` lets a retired village still sync with its township: the
+/// retired village's existing laptop (or a thief holding it with the
+/// passphrase) goes on taking new cases, accepted everywhere.
+#[test]
+fn a_retired_village_takes_no_new_cases_at_the_receiver() {
+    let mut county = County::new();
+    let retire = topology_change(2, proto::topology::Change::Retire { node: NodeId::new(VILLAGE) });
+    let (_, retired) = county.signed(COUNTY, Some(&CaseId(GLOBAL.into())), retire, None);
+    county.receive(COUNTY, COUNTY, vec![retired]).unwrap();
+    assert!(county.topology.get(&NodeId::new(VILLAGE)).unwrap().retired);
+    let syncs = proto::sync::allowed_peer(&county.topology, &NodeId::new(TOWNSHIP), &NodeId::new(VILLAGE));
+    // A month after its retirement.
+    let later = county.wall_ms + 30 * 24 * 3600 * 1000;
+    let (_, new_case) = county.signed(VILLAGE, None, creation("V001", 1, 5), Some(later));
+    let taken = county.receive(COUNTY, TOWNSHIP, vec![new_case]);
+    assert!(
+        !syncs && taken.is_err(),
+        "a retired village still syncs with its township ({syncs}) and its new case was taken ({})",
+        taken.is_ok()
+    );
 }

@@ -171,8 +171,30 @@ fn a_village_moves_to_another_township_with_its_history() {
     let old_town = county.enrol(TOWNSHIP, "township-node");
     let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
     let village = county.enrol(VILLAGE, "village-node");
-    take_case(s(&village), "张三", 1);
+    let first = take_case(s(&village), "张三", 1);
     take_case(s(&village), "李四", 2);
+    // A scan, which the old township will hold until it purges the lane.
+    let work = tempfile::tempdir().unwrap();
+    let scan = system_tests::samples::pdf_of_size(100 * 1024, 5);
+    let path = system_tests::samples::write_file(work.path(), "id.pdf", &scan);
+    let attached = ok_json(
+        "village-node",
+        &[
+            "case",
+            "attach",
+            "--data",
+            s(&village),
+            &first,
+            "--material",
+            "居民身份证",
+            "--file",
+            s(&path),
+            "--as",
+            "王芳",
+            "--json",
+        ],
+    );
+    let hash = attached["hash"].as_str().unwrap().to_string();
     let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
     let old_server = Server::start("township-node", &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0"]);
     let new_server = Server::start("township-node", &["serve", "--data", s(&new_town), "--listen", "127.0.0.1:0"]);
@@ -219,10 +241,10 @@ fn a_village_moves_to_another_township_with_its_history() {
     assert_eq!(digest("township-node", &old_town, VILLAGE)["cases"], 2);
     let quarantined = ok_json("county-hub", &["quarantine", "list", "--data", s(&hub), "--json"]);
     assert_eq!(quarantined.as_array().map(Vec::len), Some(0), "{quarantined}");
-    let first = ok_json("village-node", &["case", "list", "--data", s(&village), "--json"])[0]["case_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let holds_scan = |dir: &std::path::Path| {
+        system_tests::samples::files_under(&dir.join("files")).iter().any(|p| p.to_string_lossy().contains(&hash))
+    };
+    assert!(holds_scan(&old_town), "the old township held the scan");
     let kept = ok_json("township-node", &["case", "show", "--data", s(&old_town), &first, "--json"]);
     assert_eq!(kept["moved_to"], NEW_TOWNSHIP, "{kept}");
 
@@ -232,6 +254,7 @@ fn a_village_moves_to_another_township_with_its_history() {
     let purged = ok_json("township-node", &["purge-moved", "--data", s(&old_town), "--home", VILLAGE, "--json"]);
     assert!(purged["events_removed"].as_u64().unwrap() >= 2, "{purged}");
     assert_eq!(digest("township-node", &old_town, VILLAGE)["cases"], 0);
+    assert!(!holds_scan(&old_town), "the purge took the scan off the old township's disk too");
     let log = ok_json("township-node", &["quarantine", "list", "--data", s(&old_town), "--json"]);
     assert!(log.to_string().contains("purged_lane"), "{log}");
     // Nothing was lost: the county and the new township still agree.
