@@ -123,7 +123,9 @@ pub fn offload(conn: &Connection, dir: &Path, hash: &FileHash) -> Result<()> {
             if n == 0 {
                 break;
             }
-            write.wait_for_capacity(2).await?;
+            // One part in flight while the next fills: an upload holds at most
+            // two 5 MiB parts in memory, whatever the file's size.
+            write.wait_for_capacity(0).await?;
             write.write(&buf[..n]);
         }
         write.finish().await?;
