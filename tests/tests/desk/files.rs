@@ -356,8 +356,13 @@ fn the_sync_page_follows_a_file_transfer_as_it_runs() {
             // The open page's figures move without a reload.
             browser.goto(&format!("{base}/sync")).unwrap();
             let first = text_of(&browser, "live-mb-sent");
-            std::thread::sleep(std::time::Duration::from_millis(2500));
-            let later = text_of(&browser, "live-mb-sent");
+            let mut later = first.clone();
+            let watching = std::time::Instant::now();
+            // Until the figure moves, or the page reloads at the end.
+            while later == first && watching.elapsed() < std::time::Duration::from_secs(20) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                later = text_of(&browser, "live-mb-sent");
+            }
             let screens = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/desk-screens");
             std::fs::create_dir_all(&screens).unwrap();
             browser.screenshot(screens.join("08b-village-sync-files-running.png")).unwrap();
