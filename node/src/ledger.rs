@@ -557,8 +557,18 @@ impl Ledger {
             .context("this data directory holds no keys; initialise it again from its enrolment bundle")?;
         let what = format!("node {}", self.identity.node.id);
         let clear = keystore::open(&sealed, &keystore::passphrase(&what)?)?;
-        let secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
+        let mut secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
+        // Keys of lanes the county handed over since (a village moved here).
+        for (home, key) in crate::lane_keys::load(self.store.conn(), &secrets.signing_key()?)? {
+            secrets.data_keys.lanes.entry(home).or_insert(key);
+        }
         Ok(self.secrets.get_or_init(|| secrets))
+    }
+
+    /// Forgets the unsealed keys (read again at the next use): after the
+    /// county handed over keys of lanes new to this node.
+    pub(crate) fn forget_secrets(&mut self) {
+        self.secrets = Default::default();
     }
 
     /// The data key of the lane homed at `home`.

@@ -70,6 +70,12 @@ pub enum FileMessage {
     /// The county's latest receipts of lanes in your scope (a higher tier
     /// to a lower; see [`crate::files::Receipt`]).
     Receipts(Vec<crate::files::SignedReceipt>),
+    /// The data keys of lanes in my scope I do not hold (a village moved
+    /// here after my enrolment): to the county, once a session.
+    WantKeys { homes: Vec<crate::NodeId> },
+    /// The county's answer: the keys of those of them in your scope. Only
+    /// over this authenticated, encrypted connection; never stored in clear.
+    Keys { keys: Vec<(crate::NodeId, [u8; 32])> },
 }
 
 impl FileMessage {
@@ -121,6 +127,25 @@ pub trait FileStore {
     /// The county receipts to hand `peer` once this node has received what
     /// it will this session (see [`crate::files::Receipt`]).
     fn receipts_for(&self, peer: &crate::NodeId) -> Result<Vec<crate::files::SignedReceipt>, Self::Error>;
+    /// Lanes in this node's scope whose data key it lacks, to ask `peer`
+    /// for (only the county answers).
+    fn keys_lacking(&self, _peer: &crate::NodeId) -> Result<Vec<crate::NodeId>, Self::Error> {
+        Ok(Vec::new())
+    }
+    /// The keys of `homes` this node may hand `peer`: at the county, those
+    /// of lanes in the peer's current scope; elsewhere none.
+    fn keys_for(
+        &self,
+        _peer: &crate::NodeId,
+        _homes: &[crate::NodeId],
+    ) -> Result<Vec<(crate::NodeId, [u8; 32])>, Self::Error> {
+        Ok(Vec::new())
+    }
+    /// Keeps keys from `peer` (only the county's, only of lanes in this
+    /// node's scope it lacks); returns how many were kept.
+    fn keep_keys(&mut self, _peer: &crate::NodeId, _keys: Vec<(crate::NodeId, [u8; 32])>) -> Result<u64, Self::Error> {
+        Ok(0)
+    }
 }
 
 /// Counters of one file phase.
@@ -141,6 +166,8 @@ pub struct FileStats {
     pub incomplete: u64,
     /// County receipts kept (genuine, in scope, newer than those held).
     pub receipts_kept: u64,
+    /// Data keys of lanes in this node's scope received from the county.
+    pub keys_kept: u64,
     /// What was refused: the file and the group (`None`: its outline).
     #[serde(skip)]
     pub refused: Vec<(FileHash, Option<u64>)>,
@@ -192,6 +219,9 @@ pub struct Transfer {
     peer_finished: bool,
     /// Receipts messages received (one a session).
     receipts_received: u32,
+    /// Whether this node asked for keys, and whether the peer did.
+    asked_keys: bool,
+    keys_asked_of_us: bool,
     pub stats: FileStats,
 }
 
@@ -210,6 +240,8 @@ impl Transfer {
             sent_finished: false,
             peer_finished: false,
             receipts_received: 0,
+            asked_keys: false,
+            keys_asked_of_us: false,
             stats: FileStats::default(),
         };
         let wanted = store.wanted(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
@@ -225,6 +257,11 @@ impl Transfer {
             );
         }
         t.rounds = 1;
+        let lacking = store.keys_lacking(peer).map_err(|e| TransferError::Storage(e.to_string()))?;
+        if !lacking.is_empty() {
+            t.asked_keys = true;
+            t.outbox.push_back(FileMessage::WantKeys { homes: lacking });
+        }
         t.outbox.push_back(FileMessage::Want { files: wanted });
         Ok(t)
     }
@@ -343,6 +380,24 @@ impl Transfer {
                 }
             }
             FileMessage::Finished => self.peer_finished = true,
+            FileMessage::WantKeys { homes } => {
+                if self.keys_asked_of_us || homes.len() > RECEIPTS_MAX {
+                    return Err(TransferError::Protocol(format!(
+                        "keys asked for {} lanes, or twice in a session",
+                        homes.len()
+                    )));
+                }
+                self.keys_asked_of_us = true;
+                let keys = store.keys_for(&self.peer, &homes).map_err(storage)?;
+                self.outbox.push_front(FileMessage::Keys { keys });
+            }
+            FileMessage::Keys { keys } => {
+                if !self.asked_keys || keys.len() > RECEIPTS_MAX {
+                    return Err(TransferError::Protocol("keys sent unasked, twice, or too many".into()));
+                }
+                self.asked_keys = false;
+                self.stats.keys_kept += store.keep_keys(&self.peer, keys).map_err(storage)?;
+            }
             FileMessage::Receipts(list) => {
                 // An honest county sends one receipt per lane it shares with
                 // the peer (a township: itself and its villages), once a

@@ -216,6 +216,53 @@ impl FileStore for NodeFiles<'_> {
         Ok(self.ledger.receipts_for(peer, crate::wall_clock_ms())?)
     }
 
+    fn keys_lacking(&self, peer: &NodeId) -> Result<Vec<NodeId>> {
+        if self.topology.tier_of(peer) != Some(proto::Tier::County) || self.keys.master.is_some() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .topology
+            .nodes()
+            .iter()
+            .filter(|n| self.topology.is_within(&n.id, self.me) && self.keys.for_lane(&n.id).is_none())
+            .map(|n| n.id.clone())
+            .collect())
+    }
+
+    fn keys_for(&self, peer: &NodeId, homes: &[NodeId]) -> Result<Vec<(NodeId, [u8; 32])>> {
+        // Only the county derives lane keys, and only for lanes in the
+        // peer's scope under the newest map it holds.
+        if self.keys.master.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for home in homes.iter().filter(|h| self.topology.get(h).is_some()) {
+            if !proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(home.clone())) {
+                continue;
+            }
+            if let Some(key) = self.keys.for_lane(home) {
+                let bytes: [u8; 32] = hex::decode(key.to_hex())?.try_into().map_err(|_| anyhow!("a lane key"))?;
+                out.push((home.clone(), bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    fn keep_keys(&mut self, peer: &NodeId, keys: Vec<(NodeId, [u8; 32])>) -> Result<u64> {
+        if self.topology.tier_of(peer) != Some(proto::Tier::County) {
+            return Ok(0);
+        }
+        let new: Vec<(NodeId, [u8; 32])> = keys
+            .into_iter()
+            .filter(|(home, _)| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(home.clone())))
+            .filter(|(home, _)| self.keys.for_lane(home).is_none())
+            .collect();
+        if !new.is_empty() {
+            crate::lane_keys::add(self.conn, &self.ledger.secrets()?.signing_key()?, &new)?;
+        }
+        Ok(new.len() as u64)
+    }
+
     fn write_group(&mut self, hash: &FileHash, lane: &NodeId, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
         let last = index + 1 == proto::files::groups(size);
         if self.held(hash)?.is_some() {
@@ -365,6 +412,10 @@ pub(super) async fn run_files(
     // The peer ends its stream once it holds everything of ours it wants:
     // until then, our last frames may still be on their way.
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while rx.recv().await.is_some() {} }).await;
+    if transfer.stats.keys_kept > 0 {
+        // Read again with the keys of the lanes the county handed over.
+        ledger.forget_secrets();
+    }
     Ok(transfer.stats.clone())
 }
 

@@ -218,10 +218,16 @@ fn a_village_moves_to_another_township_with_its_history() {
         ok_json("county-hub", &["topology", "move", "--data", s(&hub), "--node", VILLAGE, "--to", NEW_TOWNSHIP]);
     assert_eq!(moved["version"], 2, "{moved}");
 
-    // The new township learns of the move, then takes the lane whole.
-    sync("township-node", &new_town, &hub_server.addr);
+    // The new township learns of the move, then takes the lane whole, and
+    // the lane's data key from the county (its bundle predates the move),
+    // then the village's scans.
+    let learned = sync("township-node", &new_town, &hub_server.addr);
+    assert_eq!(learned["keys_kept"], 1, "{learned}");
     sync("township-node", &new_town, &hub_server.addr);
     assert_eq!(digest("township-node", &new_town, VILLAGE), digest("county-hub", &hub, VILLAGE));
+    let out = work.path().join("back.pdf");
+    system_tests::ok("township-node", &["case", "file", "--data", s(&new_town), &first, &hash, "--out", s(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), scan, "the new township reads the village's scan");
 
     // The village learns of the move from its old township and syncs with
     // the new one; a case it takes now reaches the county through it.
