@@ -532,6 +532,12 @@ impl Ledger {
         for hash in &files {
             let _ = std::fs::remove_file(crate::blobs::path_of(&self.dir, hash));
         }
+        // Its data key too: this node no longer holds that lane (the county
+        // hands it over again should the village come back).
+        if self.secrets()?.data_keys.lanes.contains_key(home) {
+            Ledger::reseal_lane_keys(self.store.conn(), &me, &[], Some(home))?;
+            self.forget_secrets();
+        }
         tracing::warn!(home = %home, to = %to, removed, "moved lane purged");
         Ok(removed)
     }
@@ -557,11 +563,7 @@ impl Ledger {
             .context("this data directory holds no keys; initialise it again from its enrolment bundle")?;
         let what = format!("node {}", self.identity.node.id);
         let clear = keystore::open(&sealed, &keystore::passphrase(&what)?)?;
-        let mut secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
-        // Keys of lanes the county handed over since (a village moved here).
-        for (home, key) in crate::lane_keys::load(self.store.conn(), &secrets.signing_key()?)? {
-            secrets.data_keys.lanes.entry(home).or_insert(key);
-        }
+        let secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
         Ok(self.secrets.get_or_init(|| secrets))
     }
 
@@ -569,6 +571,38 @@ impl Ledger {
     /// county handed over keys of lanes new to this node.
     pub(crate) fn forget_secrets(&mut self) {
         self.secrets = Default::default();
+    }
+
+    /// Changes the data keys held, sealed again under the node's passphrase
+    /// with the rest of its private keys (in one transaction): the keys of
+    /// lanes the county handed over (`add`), or of a lane that moved away
+    /// and was purged (`remove`). Returns how many were added.
+    pub(crate) fn reseal_lane_keys(
+        conn: &rusqlite::Connection,
+        node: &NodeId,
+        add: &[(NodeId, [u8; 32])],
+        remove: Option<&NodeId>,
+    ) -> Result<u64> {
+        let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+        let sealed: keystore::Sealed =
+            store::meta_get(&tx, SECRETS_KEY)?.context("this data directory holds no keys")?;
+        let passphrase = keystore::passphrase(&format!("node {node}"))?;
+        let clear = keystore::open(&sealed, &passphrase)?;
+        let mut secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
+        let mut added = 0;
+        for (home, key) in add {
+            if !secrets.data_keys.lanes.contains_key(home) {
+                secrets.data_keys.lanes.insert(home.clone(), hex::encode(key));
+                added += 1;
+            }
+        }
+        let removed = remove.is_some_and(|home| secrets.data_keys.lanes.remove(home).is_some());
+        if added > 0 || removed {
+            let resealed = keystore::seal(&serde_json::to_vec(&secrets)?, &passphrase, sealed.kdf)?;
+            store::meta_set(&tx, SECRETS_KEY, &resealed)?;
+        }
+        tx.commit()?;
+        Ok(added)
     }
 
     /// The data key of the lane homed at `home`.

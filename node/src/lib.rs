@@ -8,7 +8,6 @@ pub mod error;
 pub mod identity;
 pub mod integrity;
 pub mod keystore;
-pub mod lane_keys;
 pub mod ledger;
 pub mod protect;
 pub mod query;

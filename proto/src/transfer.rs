@@ -75,7 +75,18 @@ pub enum FileMessage {
     WantKeys { homes: Vec<crate::NodeId> },
     /// The county's answer: the keys of those of them in your scope. Only
     /// over this authenticated, encrypted connection; never stored in clear.
-    Keys { keys: Vec<(crate::NodeId, [u8; 32])> },
+    Keys { keys: Vec<(crate::NodeId, LaneKey)> },
+}
+
+/// A lane's data key on the wire: never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LaneKey(pub [u8; 32]);
+
+impl std::fmt::Debug for LaneKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LaneKey(..)")
+    }
 }
 
 impl FileMessage {
@@ -138,12 +149,12 @@ pub trait FileStore {
         &self,
         _peer: &crate::NodeId,
         _homes: &[crate::NodeId],
-    ) -> Result<Vec<(crate::NodeId, [u8; 32])>, Self::Error> {
+    ) -> Result<Vec<(crate::NodeId, LaneKey)>, Self::Error> {
         Ok(Vec::new())
     }
     /// Keeps keys from `peer` (only the county's, only of lanes in this
     /// node's scope it lacks); returns how many were kept.
-    fn keep_keys(&mut self, _peer: &crate::NodeId, _keys: Vec<(crate::NodeId, [u8; 32])>) -> Result<u64, Self::Error> {
+    fn keep_keys(&mut self, _peer: &crate::NodeId, _keys: Vec<(crate::NodeId, LaneKey)>) -> Result<u64, Self::Error> {
         Ok(0)
     }
 }

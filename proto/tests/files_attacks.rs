@@ -296,3 +296,29 @@ fn receipts_from_a_peer_are_bounded_per_session() {
         county.receipts_judged
     );
 }
+
+/// Data keys of lanes (issue 10: a township gains a village): keys come
+/// only when asked for, once; a peer asks once a session, for a bounded
+/// number of lanes. Anything else is a protocol violation, nothing kept.
+#[test]
+fn lane_keys_are_sent_only_when_asked_and_asked_for_once() {
+    use proto::transfer::LaneKey;
+    let key = || vec![(NodeId::new("v"), LaneKey([7; 32]))];
+    // Keys nobody asked for.
+    let mut store = Mem::default();
+    let mut t = Transfer::start(&store, &peer()).unwrap();
+    let refused = t.handle(FileMessage::Keys { keys: key() }, &mut store);
+    assert!(matches!(refused, Err(TransferError::Protocol(_))), "unasked keys: {refused:?}");
+    // Asked twice, or for too many lanes.
+    let mut store = Mem::default();
+    let mut t = Transfer::start(&store, &peer()).unwrap();
+    t.handle(FileMessage::WantKeys { homes: vec![NodeId::new("v")] }, &mut store).unwrap();
+    let again = t.handle(FileMessage::WantKeys { homes: vec![NodeId::new("v")] }, &mut store);
+    assert!(matches!(again, Err(TransferError::Protocol(_))), "asked twice: {again:?}");
+    let mut t = Transfer::start(&store, &peer()).unwrap();
+    let homes = (0..=proto::transfer::RECEIPTS_MAX).map(|i| NodeId::new(format!("v{i}"))).collect();
+    let many = t.handle(FileMessage::WantKeys { homes }, &mut store);
+    assert!(matches!(many, Err(TransferError::Protocol(_))), "too many: {many:?}");
+    // A key never prints.
+    assert_eq!(format!("{:?}", FileMessage::Keys { keys: key() }).contains("7, 7"), false);
+}

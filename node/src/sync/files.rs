@@ -226,41 +226,47 @@ impl FileStore for NodeFiles<'_> {
             .iter()
             .filter(|n| self.topology.is_within(&n.id, self.me) && self.keys.for_lane(&n.id).is_none())
             .map(|n| n.id.clone())
+            // The rest at the next session.
+            .take(proto::transfer::RECEIPTS_MAX)
             .collect())
     }
 
-    fn keys_for(&self, peer: &NodeId, homes: &[NodeId]) -> Result<Vec<(NodeId, [u8; 32])>> {
+    fn keys_for(&self, peer: &NodeId, homes: &[NodeId]) -> Result<Vec<(NodeId, proto::transfer::LaneKey)>> {
         // Only the county derives lane keys, and only for lanes in the
         // peer's scope under the newest map it holds.
         if self.keys.master.is_none() {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for home in homes.iter().filter(|h| self.topology.get(h).is_some()) {
+        let mut seen = std::collections::BTreeSet::new();
+        // Lanes by their node's own id (not an incarnation's), each once.
+        for home in homes.iter().filter(|h| self.topology.get(h).is_some_and(|n| &n.id == *h) && seen.insert(*h)) {
             if !proto::auth::lane_in_scope(self.topology, peer, &Lane::Home(home.clone())) {
                 continue;
             }
             if let Some(key) = self.keys.for_lane(home) {
                 let bytes: [u8; 32] = hex::decode(key.to_hex())?.try_into().map_err(|_| anyhow!("a lane key"))?;
-                out.push((home.clone(), bytes));
+                out.push((home.clone(), proto::transfer::LaneKey(bytes)));
             }
         }
         Ok(out)
     }
 
-    fn keep_keys(&mut self, peer: &NodeId, keys: Vec<(NodeId, [u8; 32])>) -> Result<u64> {
+    fn keep_keys(&mut self, peer: &NodeId, keys: Vec<(NodeId, proto::transfer::LaneKey)>) -> Result<u64> {
         if self.topology.tier_of(peer) != Some(proto::Tier::County) {
             return Ok(0);
         }
         let new: Vec<(NodeId, [u8; 32])> = keys
             .into_iter()
+            .map(|(home, key)| (home, key.0))
+            .filter(|(home, _)| self.topology.get(home).is_some_and(|n| &n.id == home))
             .filter(|(home, _)| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(home.clone())))
             .filter(|(home, _)| self.keys.for_lane(home).is_none())
             .collect();
-        if !new.is_empty() {
-            crate::lane_keys::add(self.conn, &self.ledger.secrets()?.signing_key()?, &new)?;
+        if new.is_empty() {
+            return Ok(0);
         }
-        Ok(new.len() as u64)
+        Ok(Ledger::reseal_lane_keys(self.conn, self.me, &new, None)?)
     }
 
     fn write_group(&mut self, hash: &FileHash, lane: &NodeId, size: u64, index: u64, bytes: &[u8]) -> Result<()> {
