@@ -99,7 +99,9 @@ pub struct Ledger {
     /// of it after it learned its store was stale.
     origin: NodeId,
     topology: Topology,
-    catalogues: std::sync::Arc<Catalogues>,
+    /// Read at first use: a session with nothing new, and most commands,
+    /// never need the 1,613-item catalogue.
+    catalogues: std::cell::OnceCell<std::sync::Arc<Catalogues>>,
     /// How many publications `catalogues` holds (see [`Ledger::reload`]).
     publications_held: u64,
     /// The private keys, unsealed with the passphrase on first use, so
@@ -239,7 +241,7 @@ impl Ledger {
         let verdict = proto::sync::check_batch(
             &crate::sync::SqliteReplica(self.store.conn()),
             &self.topology,
-            &self.catalogues,
+            self.try_catalogues()?,
             &me,
             from,
             segments,
@@ -258,7 +260,7 @@ impl Ledger {
         let verdict = proto::sync::check_batch(
             &crate::sync::SqliteReplica(self.store.conn()),
             &self.topology,
-            &self.catalogues,
+            self.try_catalogues()?,
             &self.identity.node.id.clone(),
             &county,
             vec![segment],
@@ -328,7 +330,6 @@ impl Ledger {
         let topology = store::topology(store.conn())?;
         // The county holds every version it published; below it a version
         // not held may still arrive.
-        let catalogues = store::catalogues(store.conn(), identity.tier() == proto::Tier::County)?;
         let publications_held = store::publications_held(store.conn())?;
         let origin = store::meta_get(store.conn(), ORIGIN_KEY)?.unwrap_or_else(|| identity.node.id.clone());
         Ok(Ledger {
@@ -336,7 +337,7 @@ impl Ledger {
             identity,
             origin,
             topology,
-            catalogues,
+            catalogues: Default::default(),
             publications_held,
             secrets: Default::default(),
             dir: dir.to_path_buf(),
@@ -439,12 +440,12 @@ impl Ledger {
     }
     /// The newest catalogue version held: what new cases are taken under.
     pub fn catalogue(&self) -> &Catalogue {
-        self.catalogues.latest().expect("a ledger always holds a catalogue")
+        self.catalogues().latest().expect("a ledger always holds a catalogue")
     }
     /// Reads the catalogue and calendar versions held again (after a
     /// publication was stored).
     pub(crate) fn reload_catalogues(&mut self) -> Result<()> {
-        self.catalogues = store::catalogues(self.store.conn(), self.identity.tier() == proto::Tier::County)?;
+        self.catalogues = Default::default();
         self.topology = store::topology(self.store.conn())?;
         self.publications_held = store::publications_held(self.store.conn())?;
         Ok(())
@@ -453,7 +454,7 @@ impl Ledger {
     /// The calendar file this node times cases with: the newest the county
     /// published that is held here, or its enrolment bundle's.
     pub fn calendar_file(&self) -> Result<proto::calendar::CalendarFile> {
-        if let Some(file) = self.catalogues.published_calendar() {
+        if let Some(file) = self.try_catalogues()?.published_calendar() {
             return Ok(file.clone());
         }
         Ok(match store::meta_get(self.store.conn(), "calendar")? {
@@ -547,12 +548,25 @@ impl Ledger {
     /// materials and result it had.
     pub fn item_of(&self, case: &CaseState) -> Option<&proto::Item> {
         let version = case.create.as_ref()?.catalogue_version;
-        self.catalogues.get(version)?.item(case.item())
+        self.catalogues().get(version)?.item(case.item())
     }
 
     /// Every catalogue version held, to judge creations against.
+    ///
+    /// Panics when the stored catalogue cannot be read (a damaged store,
+    /// which `verify` reports); [`Ledger::try_catalogues`] says so instead.
     pub fn catalogues(&self) -> &Catalogues {
-        &self.catalogues
+        self.try_catalogues().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`Ledger::catalogues`], read from the store at the first use.
+    pub fn try_catalogues(&self) -> Result<&Catalogues> {
+        if let Some(c) = self.catalogues.get() {
+            return Ok(c);
+        }
+        let read = store::catalogues(self.store.conn(), self.identity.tier() == proto::Tier::County)
+            .context("the stored catalogue cannot be read; run verify")?;
+        Ok(self.catalogues.get_or_init(|| read))
     }
     /// This node's private keys, unsealed with its passphrase.
     pub fn secrets(&self) -> Result<&Secrets> {
@@ -671,7 +685,7 @@ impl Ledger {
     /// protected under this lane's key).
     fn creation(&self, input: NewCase) -> Result<Create> {
         let catalogue = self.catalogue();
-        let item = catalogue.item(&input.item).ok_or_else(|| match self.catalogues.cancelled_in(&input.item) {
+        let item = catalogue.item(&input.item).ok_or_else(|| match self.catalogues().cancelled_in(&input.item) {
             Some(version) => Declined::ItemCancelled { item: input.item.clone(), version },
             None => Declined::UnknownItem(input.item.clone()),
         })?;
@@ -1103,6 +1117,8 @@ impl Ledger {
             return Err(Declined::Invalid("staff name (--as) may not be empty".into()).into());
         }
         let key = self.secrets()?.signing_key()?;
+        // Read before the transaction borrows the store.
+        self.try_catalogues()?;
         let tx = self.store.write()?;
         // Read in the transaction: a long-lived handle (a desk) must follow
         // a move to a new incarnation made through another connection.
@@ -1122,7 +1138,7 @@ impl Ledger {
             let current = if global { None } else { store::fold_stored(&tx, &case)? };
             let draft = Draft {
                 topology: &self.topology,
-                catalogues: &self.catalogues,
+                catalogues: self.catalogues.get().expect("read above"),
                 me: &me,
                 seq,
                 case: case.clone(),
@@ -1177,12 +1193,13 @@ impl Ledger {
             up = self.topology.get(&node).and_then(|n| n.parent.clone());
             candidates.push(Step::Forward { to: node });
         }
+        let catalogues = self.try_catalogues()?;
         Ok(candidates
             .into_iter()
             .filter(|step| {
                 Draft {
                     topology: &self.topology,
-                    catalogues: &self.catalogues,
+                    catalogues,
                     me: &me,
                     seq,
                     case: case.clone(),
@@ -1258,7 +1275,7 @@ impl Ledger {
 
     /// The county publishes the next working-day calendar version.
     pub fn publish_calendar(&mut self, actor: &str, calendar: &proto::calendar::CalendarFile) -> Result<()> {
-        let held = self.catalogues.calendar_version();
+        let held = self.try_catalogues()?.calendar_version();
         if calendar.version != held + 1 {
             return Err(Declined::Invalid(format!(
                 "the file is calendar version {}, but the next version is {} (v{held} is the newest published); \
@@ -1288,7 +1305,9 @@ impl Ledger {
         }
         // Applied to a copy first: what every receiver will check.
         if !matches!(publication, proto::publication::Publication::Topology(_)) {
-            Catalogues::clone(&self.catalogues).apply(&publication).map_err(|e| Declined::Invalid(e.to_string()))?;
+            Catalogues::clone(self.try_catalogues()?)
+                .apply(&publication)
+                .map_err(|e| Declined::Invalid(e.to_string()))?;
         }
         let body = Body::Publish(Box::new(publication));
         self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?;
