@@ -1003,21 +1003,13 @@ impl Ledger {
             .context("the 出证 event is missing from the store")?;
         let result =
             self.item_of(&st).map(|i| i.result.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "办理结果".into());
-        let name = match st.fields.get("applicant").and_then(|v| v.first()) {
-            Some(FieldValue::Text(t)) => proto::licence::holder_shown(t, "").0,
-            _ => String::new(),
-        };
+        let (holder, holder_id) = st.create.as_ref().and_then(proto::licence::holder_of).unwrap_or_default();
         let terms = proto::licence::Terms {
             case: case.clone(),
             item: st.item().to_string(),
             item_name: st.create.as_ref().map(|c| c.item_name.clone()).unwrap_or_default(),
-            holder: name,
-            holder_id: st
-                .fields
-                .get("id_number")
-                .and_then(|v| v.first())
-                .map(|v| v.display().to_string())
-                .unwrap_or_default(),
+            holder,
+            holder_id,
             result,
             issuer: self.me().clone(),
             issued: proto::calendar::Day::of_ms(event.hlc.wall_ms),

@@ -216,12 +216,6 @@ impl Catalogues {
         self.versions.values().next_back().map(|(c, _)| c)
     }
 
-    /// How many publications were applied (catalogue and calendar versions
-    /// after the first).
-    pub fn publications_applied(&self) -> u64 {
-        (self.versions.len().saturating_sub(1) + self.calendars.len()) as u64
-    }
-
     /// The newest catalogue version held (0: none).
     pub fn latest_version(&self) -> u32 {
         self.versions.keys().next_back().copied().unwrap_or(0)

@@ -95,10 +95,12 @@ pub enum LicenceError {
     Expired(Day),
 }
 
-/// The holder a licence names, as shown: the name masked to its first
-/// character and the ID number masked (what [`Terms`] carry).
-pub fn holder_shown(name: &str, id_number_shown: &str) -> (String, String) {
-    (crate::personal::mask(name, 1, 0), id_number_shown.to_string())
+/// The holder a licence names, as shown: the applicant's name masked to
+/// its first character and ID number masked, as the case's creation
+/// recorded them (what [`Terms`] carry and citations are checked against).
+pub fn holder_of(create: &crate::event::Create) -> Option<(String, String)> {
+    let field = |name: &str| create.fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.display().to_string());
+    Some((crate::personal::mask(&field("applicant")?, 1, 0), field("id_number")?))
 }
 
 impl Terms {
@@ -106,9 +108,7 @@ impl Terms {
     /// the same masked name and ID number (a licence of another citizen
     /// does not stand for this applicant's material).
     pub fn is_holder_of(&self, create: &crate::event::Create) -> bool {
-        let field = |name: &str| create.fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.display().to_string());
-        let (Some(name), Some(id)) = (field("applicant"), field("id_number")) else { return false };
-        holder_shown(&name, &id) == (self.holder.clone(), self.holder_id.clone())
+        holder_of(create).is_some_and(|(name, id)| name == self.holder && id == self.holder_id)
     }
 
     fn signed_bytes(&self) -> Vec<u8> {

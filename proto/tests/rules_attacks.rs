@@ -310,17 +310,7 @@ fn only_a_case_accepted_with_materials_missing_is_terminated() {
 #[test]
 fn a_forged_acceptance_with_materials_missing_is_refused_by_the_receiver() {
     let mut county = County::new();
-    let i = item();
-    let create = Body::Create(Create {
-        item: i.code.clone(),
-        item_name: i.name.clone(),
-        catalogue_version: 1,
-        accepted_at: i.accepted_at.clone(),
-        decided_by: i.decided_by,
-        promised_days: i.promised_limit_days,
-        fields: vec![],
-        materials: vec![],
-    });
+    let create = creation("V001", 1, item().promised_limit_days);
     let case = county.send(VILLAGE, None, create, None).unwrap();
     county.step(VILLAGE, &case, Step::PrereviewPass).unwrap();
     county.step(VILLAGE, &case, Step::Forward { to: NodeId::new(TOWNSHIP) }).unwrap();
@@ -491,17 +481,7 @@ fn a_creation_under_a_version_in_the_same_batch_is_judged_by_it() {
 fn a_forged_licence_does_not_satisfy_a_material_at_the_receiver() {
     use proto::licence::{Carried, Terms};
     let mut county = County::new();
-    let i = item();
-    let create = Body::Create(Create {
-        item: i.code.clone(),
-        item_name: i.name.clone(),
-        catalogue_version: 1,
-        accepted_at: i.accepted_at.clone(),
-        decided_by: i.decided_by,
-        promised_days: i.promised_limit_days,
-        fields: vec![],
-        materials: vec![],
-    });
+    let create = creation("V001", 1, item().promised_limit_days);
     let case = county.send(VILLAGE, None, create, None).unwrap();
     assert!(!county.case(&case).materials.contains(&"居民身份证".to_string()));
     let stranger = SigningKey::from_bytes(&[42; 32]);

@@ -193,6 +193,23 @@ pub fn take_case(data: &str, applicant: &str, serial: u32) -> String {
     v["case_id"].as_str().expect("case new --json names the case").to_string()
 }
 
+/// A township item (T001) taken at the township `data` for `applicant`
+/// (ID number `serial`), accepted, decided (`approve` or `deny`) and its
+/// result issued by 李娜; returns the case id.
+pub fn township_result(data: &str, applicant: &str, serial: u32, decision: &str) -> String {
+    let id = id_number(serial);
+    let args = ["case", "new", "--data", data, "--item", "T001", "--applicant", applicant, "--id-number", &id];
+    let materials = ["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"];
+    let case = ok_json("township-node", &[&args[..], &materials].concat())["case_id"]
+        .as_str()
+        .expect("case new --json names the case")
+        .to_string();
+    for step in ["accept", decision, "issue"] {
+        ok("township-node", &["case", step, "--data", data, &case, "--as", "李娜"]);
+    }
+    case
+}
+
 /// Copies a data directory's files, as a backup or a second laptop would.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -468,19 +468,7 @@ fn a_material_is_satisfied_by_a_licence_of_this_county() {
     let work = tempfile::tempdir().unwrap();
     let licence = work.path().join("licence.json");
     // The township issues a result and its licence.
-    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number"];
-    let id = system_tests::id_number(7);
-    let issued = ok_json(
-        "township-node",
-        &[&args[..], &[id.as_str(), "--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]]
-            .concat(),
-    )["case_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for step in ["accept", "approve", "issue"] {
-        ok("township-node", &["case", step, "--data", &t, &issued, "--as", "李娜"]);
-    }
+    let issued = system_tests::township_result(&t, "周杰", 7, "approve");
     ok("township-node", &["case", "licence", "--data", &t, &issued, "--out", s(&licence)]);
     ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
     ok("village-node", &["sync", "--data", &data, "--peer", &hub.addr]);

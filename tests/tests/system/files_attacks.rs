@@ -331,17 +331,7 @@ fn a_licence_of_another_citizen_does_not_satisfy_a_material() {
     let licence = work.path().join("licence.json");
     // The township issues 周杰 (ID number 7) a result and its licence.
     let id = system_tests::id_number(7);
-    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
-    let issued = ok_json(
-        "township-node",
-        &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
-    )["case_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for step in ["accept", "approve", "issue"] {
-        system_tests::ok("township-node", &["case", step, "--data", &t, &issued, "--as", "李娜"]);
-    }
+    let issued = system_tests::township_result(&t, "周杰", 7, "approve");
     system_tests::ok("township-node", &["case", "licence", "--data", &t, &issued, "--out", s(&licence)]);
     system_tests::ok("township-node", &["sync", "--data", &t, "--peer", &hub.addr]);
     system_tests::ok("village-node", &["sync", "--data", &data, "--peer", &hub.addr]);
@@ -449,18 +439,7 @@ fn a_denied_case_yields_no_valid_licence() {
     let t = s(&t).to_string();
     let work = tempfile::tempdir().unwrap();
     let licence = work.path().join("licence.json");
-    let id = system_tests::id_number(11);
-    let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "赵六", "--id-number", &id];
-    let case = ok_json(
-        "township-node",
-        &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
-    )["case_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    for step in ["accept", "deny", "issue"] {
-        system_tests::ok("township-node", &["case", step, "--data", &t, &case, "--as", "李娜"]);
-    }
+    let case = system_tests::township_result(&t, "赵六", 11, "deny");
     let signed = system_tests::run("township-node", &["case", "licence", "--data", &t, &case, "--out", s(&licence)]);
     let verified = signed
         .status

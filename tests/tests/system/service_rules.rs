@@ -364,21 +364,7 @@ fn a_licence_verifies_offline_and_a_tampered_or_revoked_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
 
-    let township_case = |serial: u32| -> String {
-        let id = id_number(serial);
-        let args = ["case", "new", "--data", &t, "--item", "T001", "--applicant", "周杰", "--id-number", &id];
-        let case = system_tests::ok_json(
-            "township-node",
-            &[&args[..], &["--material", "居民身份证", "--material", "申请表", "--as", "李娜", "--json"]].concat(),
-        )["case_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        for step in ["accept", "approve", "issue"] {
-            run("township-node", &["case", step, "--data", &t, &case, "--as", "李娜"]);
-        }
-        case
-    };
+    let township_case = |serial: u32| system_tests::township_result(&t, "周杰", serial, "approve");
     let first = township_case(1);
     let err = system_tests::fails("village-node", &["case", "licence", "--data", &v, &first, "--out", &file("x.json")]);
     assert!(!err.is_empty());
