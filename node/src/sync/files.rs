@@ -100,7 +100,7 @@ impl FileStore for NodeFiles<'_> {
             .map(|n| n.id.as_str())
             .collect();
         let rows: Vec<(Vec<u8>, i64, String)> = {
-            let mut stmt = self.conn.prepare(
+            let mut stmt = self.conn.prepare_cached(
                 "WITH lacking AS (
                      SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
                      WHERE r.home IN (SELECT value FROM json_each(?1))

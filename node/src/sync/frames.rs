@@ -64,6 +64,14 @@ pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
     }
 }
 
+thread_local! {
+    /// Compression and decompression contexts, made once per thread: making
+    /// one allocates and clears its tables, which cost more than a small
+    /// message's compression.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses a message into a frame body, refusing one the peer would
 /// refuse (an honest batch never comes near the limits).
 pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
@@ -71,7 +79,13 @@ pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
     if raw.len() > MAX_RAW_FRAME {
         bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
     }
-    let packed = zstd::bulk::compress(&raw, 3)?;
+    let packed = COMPRESSOR.with(|c| -> Result<Vec<u8>> {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Compressor::new(3)?);
+        }
+        Ok(c.as_mut().expect("just made").compress(&raw)?)
+    })?;
     if packed.len() > MAX_FRAME {
         bail!("a message of {} compressed bytes is over the {MAX_FRAME}-byte frame limit", packed.len());
     }
@@ -88,6 +102,26 @@ pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message, wir
 /// Decompresses a frame body, never holding more than [`MAX_RAW_FRAME`]
 /// bytes of output however much the frame claims or expands to.
 pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
+    // A frame that states its size (ours always do) is decompressed in one
+    // call by this thread's decompression context, into exactly that room:
+    // a frame whose content is larger than it states fails there.
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(packed) {
+        if size > MAX_RAW_FRAME as u64 {
+            bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
+        }
+        return DECOMPRESSOR.with(|d| -> Result<Vec<u8>> {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                let mut fresh = zstd::bulk::Decompressor::new()?;
+                fresh.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+                *d = Some(fresh);
+            }
+            d.as_mut()
+                .expect("just made")
+                .decompress(packed, size as usize)
+                .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"))
+        });
+    }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
     decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
     let mut raw = Vec::new();

@@ -97,6 +97,14 @@ pub const HANDSHAKES_PER_ADDRESS: usize = 32;
 /// Most handshakes in progress at once, whatever their addresses.
 pub const MAX_HANDSHAKES: usize = 512;
 
+/// Handshakes in progress from one network above which a first packet is
+/// answered with a Retry (its sender must show it receives at its address).
+pub const UNVALIDATED_PER_NETWORK: usize = 4;
+
+/// Handshakes in progress in all above which every first packet is
+/// answered with a Retry.
+pub const UNVALIDATED_TOTAL: usize = 64;
+
 /// Longest a QUIC + TLS handshake may take.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -139,6 +147,18 @@ impl Gate {
         }
         *n += 1;
         Some(Handshake { gate: self.clone(), ip })
+    }
+}
+
+impl Gate {
+    /// Whether a first packet from `ip` must prove its address (QUIC
+    /// Retry) before it may take a handshake's place: when its network
+    /// already has [`UNVALIDATED_PER_NETWORK`] handshakes in progress, or
+    /// the server [`UNVALIDATED_TOTAL`].
+    fn wants_validation(&self, ip: std::net::IpAddr) -> bool {
+        let open = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&network_of(ip)).copied().unwrap_or(0) >= UNVALIDATED_PER_NETWORK
+            || open.values().sum::<usize>() >= UNVALIDATED_TOTAL
     }
 }
 
@@ -441,10 +461,14 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
     let g = gate.clone();
     let accept = tokio::spawn(async move {
         while let Some(incoming) = ep.accept().await {
-            if !incoming.remote_address_validated() && incoming.may_retry() {
-                // Address validation (QUIC Retry): a first packet from a
-                // spoofed or silent source costs nothing until its sender
-                // answers.
+            if !incoming.remote_address_validated()
+                && incoming.may_retry()
+                && g.wants_validation(incoming.remote_address().ip())
+            {
+                // Address validation (QUIC Retry) once handshakes pile up:
+                // a first packet from a spoofed or silent source then costs
+                // nothing until its sender answers. A returning village on a
+                // quiet server saves the round trip.
                 let _ = incoming.retry();
                 continue;
             }

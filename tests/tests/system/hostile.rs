@@ -352,7 +352,8 @@ fn a_sync_whose_hub_dies_gives_up_within_seconds_and_resumes() {
 
 /// Review of issue 11: first packets of handshakes that are never finished
 /// (no certificate needed to send them) must not take the places of
-/// villages. The hub answers a first packet with a QUIC Retry and keeps
+/// villages. Once a network has `UNVALIDATED_PER_NETWORK` handshakes in
+/// progress, the hub answers its first packets with a QUIC Retry and keeps
 /// nothing until the sender answers; a sender that does answer may hold at
 /// most `HANDSHAKES_PER_ADDRESS` handshakes at once.
 #[test]
