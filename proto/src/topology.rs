@@ -3,7 +3,6 @@
 
 use crate::ids::{NodeId, Tier};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// One node of the network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +88,10 @@ pub struct Topology {
     /// publishes makes the next.
     version: u32,
     nodes: Vec<NodeInfo>,
-    index: HashMap<NodeId, usize>,
+    /// Looked up for every lane of every session: a fast hash of the short
+    /// node ids rather than the default keyed one (ids come from the
+    /// county's signed map, not from peers).
+    index: rustc_hash::FxHashMap<NodeId, usize>,
 }
 
 /// The serialised form of a [`Topology`].
@@ -123,7 +125,7 @@ impl From<Topology> for TopologyFile {
 
 impl Topology {
     pub fn new(note: String, nodes: Vec<NodeInfo>) -> Result<Topology, TopologyError> {
-        let mut index = HashMap::new();
+        let mut index = rustc_hash::FxHashMap::default();
         for (i, n) in nodes.iter().enumerate() {
             if n.id.0.is_empty() || !n.id.0.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(TopologyError::BadId(n.id.clone()));

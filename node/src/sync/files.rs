@@ -91,8 +91,9 @@ impl FileStore for NodeFiles<'_> {
             // Lanes in this node's scope now, from a peer entitled to them
             // (one that holds them, or held them before a village moved:
             // an old township hands up files of a moved village's cases).
-            .filter(|n| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(n.id.clone())))
+            // (The peer's entitlement first: it rules out all but a few.)
             .filter(|n| proto::sync::lane_entitled(self.topology, peer, &Lane::Home(n.id.clone())))
+            .filter(|n| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(n.id.clone())))
             // A lane whose data key this node does not hold (a village that
             // moved here after its enrolment) could not be sealed at rest:
             // its files wait for the key.
