@@ -110,25 +110,54 @@ class County:
             out = list(ex.map(one, enumerate(self.villages)))
         return sum(o["cases"] for o in out), sum(o["events"] for o in out)
 
-    def sync_all(self, peer, concurrency=8):
-        def one(v):
-            # wait4 gives this one process's peak resident memory.
-            p = subprocess.Popen([f"{BIN}/village-node", "sync", "--data", self.dir(v), "--peer", peer, "--json"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            out = p.stdout.read()
-            err = p.stderr.read()
-            _, status, usage = os.wait4(p.pid, 0)
-            p.returncode = os.waitstatus_to_exitcode(status)
-            if p.returncode != 0:
-                raise SystemExit(f"village-node sync failed: {err}")
+    def sync_all(self, peer, concurrency=8, spread=0.0, hub=None):
+        """Every village syncs once. With `spread`, village i starts at
+        i * spread / n seconds (a herd arriving within `spread`). A session
+        the hub turns away as busy is tried again (counted)."""
+        started = time.monotonic()
+        cpu0 = hub.cpu_seconds() if hub else 0.0
+
+        def one(iv):
+            i, v = iv
+            if spread:
+                time.sleep(max(0.0, started + i * spread / len(self.villages) - time.monotonic()))
+            t0, busy = time.monotonic(), 0
+            while True:
+                # wait4 gives this one process's peak resident memory.
+                p = subprocess.Popen([f"{BIN}/village-node", "sync", "--data", self.dir(v), "--peer", peer, "--json"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                out = p.stdout.read()
+                err = p.stderr.read()
+                _, status, usage = os.wait4(p.pid, 0)
+                p.returncode = os.waitstatus_to_exitcode(status)
+                if p.returncode != 0 and "sync again in a minute" in err and busy < 20:
+                    busy += 1
+                    time.sleep(0.2)
+                    continue
+                if p.returncode != 0:
+                    raise SystemExit(f"village-node sync failed: {err}")
+                break
             summary = json.loads(out.strip().splitlines()[-1])
             summary["maxrss_kib"] = usage.ru_maxrss
+            summary["session_seconds"] = time.monotonic() - t0
+            summary["busy"] = busy
             return summary
-        started = time.monotonic()
         with cf.ThreadPoolExecutor(concurrency) as ex:
-            out = list(ex.map(one, self.villages))
+            out = list(ex.map(one, enumerate(self.villages)))
         seconds = time.monotonic() - started
+        times = sorted(o["session_seconds"] for o in out)
+        pct = lambda q: times[min(len(times) - 1, int(q * len(times)))]
+        extra = {}
+        if hub:
+            cpu = hub.cpu_seconds() - cpu0
+            events = sum(o["sent_events"] for o in out)
+            extra = {"hub_cpu_seconds": cpu, "hub_cpu_ms_per_session": cpu * 1000 / len(out),
+                     "hub_cpu_us_per_event": cpu * 1e6 / events if events else None}
         return {
+            **extra,
+            "session_p50": pct(0.5),
+            "session_p99": pct(0.99),
+            "turned_away_busy": sum(o["busy"] for o in out),
             "seconds": seconds,
             "bytes_up": sum(o["bytes_sent"] for o in out),
             "bytes_down": sum(o["bytes_received"] for o in out),
@@ -140,8 +169,32 @@ class County:
         }
 
 
-def pouch(villages, cases, changes, noop=False, delay_ms=0):
+def store_bytes(data_dir):
+    """Bytes of a node's SQLite store (database and write-ahead log)."""
+    return sum(os.path.getsize(os.path.join(data_dir, f)) for f in os.listdir(data_dir)
+               if f.startswith("node.db") and not f.endswith("-shm"))
+
+
+def events_held(tool, data_dir):
+    return run_json(f"{BIN}/{tool}", "digest", "--data", data_dir, "--json")["events"]
+
+
+def at_rest(county):
+    """Bytes at rest per event held, at the hub and at the villages (after
+    the hub stopped: its log checkpointed)."""
+    hub_events = events_held("county-hub", county.hub)
+    sample = county.villages[:: max(1, len(county.villages) // 20)]
+    v_bytes = sum(store_bytes(county.dir(v)) for v in sample)
+    v_events = sum(events_held("village-node", county.dir(v)) for v in sample)
+    return {"hub_bytes": store_bytes(county.hub), "hub_events": hub_events,
+            "hub_bytes_per_event": store_bytes(county.hub) / hub_events,
+            "village_bytes_per_event": v_bytes / v_events, "villages_sampled": len(sample)}
+
+
+def pouch(villages, cases, changes, noop=False, delay_ms=0, concurrency=None):
     cmd = ["node", "peer.js", "--villages", str(villages), "--cases", str(cases), "--changes", str(changes)]
+    if concurrency:
+        cmd += ["--concurrency", str(concurrency)]
     if noop:
         cmd.append("--noop")
     if delay_ms:
@@ -150,18 +203,24 @@ def pouch(villages, cases, changes, noop=False, delay_ms=0):
     return [json.loads(line) for line in out.strip().splitlines()]
 
 
-def workload_day(work, villages, cases, label, results, noop=True):
+def workload_day(work, villages, cases, label, results, noop=True, herd=None):
     say(f"{label}: {villages} villages x {cases} cases: creating the county and the cases")
     county = County(work, villages)
     n_cases, n_events = county.generate(cases)
     changes = max(1, round(n_events / n_cases))
+    if herd:
+        say(f"{label}: copying the county for the herd")
+        subprocess.run(["cp", "-a", work, work + "-herd"], check=True)
     hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
     say(f"{label}: ours: {n_cases} cases, {n_events} events, syncing every village to the hub")
-    ours = county.sync_all(hub.addr)
+    ours = county.sync_all(hub.addr, hub=hub)
     ours["events_per_second"] = n_events / ours["seconds"]
     ours["hub_peak_rss_kib"] = hub.peak_rss_kib()
-    noop_ours = county.sync_all(hub.addr) if noop else None
+    noop_ours = county.sync_all(hub.addr, hub=hub) if noop else None
     hub.stop()
+    ours["at_rest"] = at_rest(county)
+    if herd:
+        workload_herd(work + "-herd", county, n_cases, n_events, changes, cases, herd, results)
     say(f"{label}: PouchDB: {n_cases} docs x {changes} changes")
     peer = pouch(villages, cases, changes, noop=noop)
     push = peer[0]
@@ -171,6 +230,30 @@ def workload_day(work, villages, cases, label, results, noop=True):
     if noop:
         results["W3 no-op resync"] = {"villages": villages, "ours": noop_ours, "pouchdb": peer[1]}
     return county
+
+
+def workload_herd(work, like, n_cases, n_events, changes, cases, concurrency, results):
+    """Every village starts its sync within one second (the morning after a
+    holiday), `concurrency` processes at once, on a copy of the county."""
+    county = County.__new__(County)
+    county.work, county.hub, county.villages = work, os.path.join(work, "hub"), like.villages
+    hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
+    say(f"herd: {len(county.villages)} villages within 1 s, {concurrency} at once, {n_events} events")
+    ours = county.sync_all(hub.addr, concurrency=concurrency, spread=1.0, hub=hub)
+    ours["events_per_second"] = n_events / ours["seconds"]
+    ours["hub_peak_rss_kib"] = hub.peak_rss_kib()
+    again = county.sync_all(hub.addr, hub=hub)
+    hub.stop()
+    held = events_held("county-hub", county.hub)
+    ours["nothing_lost"] = ours["events"] == n_events and again["events"] == 0 and held >= n_events
+    ours["hub_events_held"] = held
+    say(f"herd: PouchDB, {len(county.villages)} replications at once")
+    peer = pouch(len(county.villages), cases, changes, concurrency=len(county.villages))[0]
+    peer["events_per_second"] = n_events / peer["seconds"]
+    results["Herd: all villages within 1 s"] = {"villages": len(county.villages), "cases": n_cases,
+                                                "events": n_events, "concurrency": concurrency,
+                                                "ours": ours, "pouchdb": peer}
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def workload_rural(work, results):
@@ -236,13 +319,29 @@ def report(results, path_md, path_png, failed):
             rows.append(("peak RSS, largest village process (MiB)", o["village_peak_rss_kib"] / 1024, None))
         if "hub_peak_rss_kib" in o:
             rows.append(("peak RSS, hub process (MiB)", o["hub_peak_rss_kib"] / 1024, p["peak_rss"] / 2**20))
+        if "hub_cpu_seconds" in o:
+            rows.append(("CPU seconds: our hub / PouchDB's one process (its clients too)", o["hub_cpu_seconds"],
+                         p.get("cpu_seconds")))
+            rows.append(("hub CPU per session (ms)", o["hub_cpu_ms_per_session"], None))
+            if o.get("hub_cpu_us_per_event"):
+                rows.append(("hub CPU per event (µs)", o["hub_cpu_us_per_event"], None))
+        if "session_p50" in o:
+            rows.append(("session time p50 (s)", o["session_p50"], p.get("session_p50")))
+            rows.append(("session time p99 (s)", o["session_p99"], p.get("session_p99")))
+        if o.get("turned_away_busy"):
+            rows.append(("sessions turned away busy (retried)", o["turned_away_busy"], None))
+        if "nothing_lost" in o:
+            rows.append(("every event at the hub, none sent twice", str(o["nothing_lost"]), None))
+        if "at_rest" in o:
+            rows.append(("bytes at rest per event, hub", o["at_rest"]["hub_bytes_per_event"], None))
+            rows.append(("bytes at rest per event, village", o["at_rest"]["village_bytes_per_event"], None))
         if name.startswith("W3"):
             rows.append(("bytes per child, both ways", (o["bytes_up"] + o["bytes_down"]) / o["sessions"],
                          (p["bytes_up"] + p["bytes_down"]) / r["villages"]))
         for label, a, b in rows:
-            fa = f"{a:,.2f}" if isinstance(a, float) else f"{a:,}"
+            fa = f"{a:,.2f}" if isinstance(a, float) else (a if isinstance(a, str) else f"{a:,}")
             fb = "-" if b is None else (f"{b:,.2f}" if isinstance(b, float) else f"{b:,}")
-            rt = "-" if b is None else ratio(b, a)
+            rt = "-" if b is None or isinstance(a, str) else ratio(b, a)
             if label == "events per second" and b:
                 rt = ratio(a, b)
             lines.append(f"| {name} | {label} | {fa} | {fb} | {rt} |")
@@ -289,6 +388,9 @@ def main():
     ap.add_argument("--cases", type=int, default=20, help="cases per village for W1")
     ap.add_argument("--w2", action="store_true", help="also W2: 300 cases per village (slow)")
     ap.add_argument("--w2-cases", type=int, default=300)
+    ap.add_argument("--herd", action="store_true",
+                    help="with --w2: also the thundering herd (every village within 1 s, on a copy of W2's county)")
+    ap.add_argument("--herd-concurrency", type=int, default=0, help="processes at once in the herd (default: all)")
     ap.add_argument("--w5", action="store_true", help="also W5: hub ingest of a year")
     ap.add_argument("--w5-cases", type=int, default=1_500_000)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -302,7 +404,8 @@ def main():
              ("W4", lambda: workload_rural(os.path.join(work, "w4"), results))]
     if a.w2:
         steps.append(("W2", lambda: workload_day(os.path.join(work, "w2"), a.villages, a.w2_cases,
-                                                 "W2 fortnight offline", results, noop=False)))
+                                                 "W2 fortnight offline", results, noop=False,
+                                                 herd=(a.herd_concurrency or a.villages) if a.herd else None)))
     if a.w5:
         steps.append(("W5", lambda: workload_year(work, results, a.w5_cases, 6)))
     failed = {}

@@ -112,17 +112,29 @@ async function main() {
   async function replicateAll() {
     const started = process.hrtime.bigint();
     const [u0, d0, q0] = [up, down, requests];
+    const cpu0 = process.cpuUsage();
     let next = 0, docs = 0;
+    const sessions = [];
     async function worker() {
       while (next < locals.length) {
         const db = locals[next++];
+        const t = process.hrtime.bigint();
         const res = await db.replicate.to(url);
+        sessions.push(Number(process.hrtime.bigint() - t) / 1e9);
         docs += res.docs_written;
       }
     }
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    return { seconds, bytes_up: up - u0, bytes_down: down - d0, requests: requests - q0, docs_written: docs };
+    const cpu = process.cpuUsage(cpu0);
+    sessions.sort((a, b) => a - b);
+    const pct = (q) => sessions[Math.min(sessions.length - 1, Math.floor(q * sessions.length))];
+    return {
+      seconds, bytes_up: up - u0, bytes_down: down - d0, requests: requests - q0, docs_written: docs,
+      session_p50: pct(0.5), session_p99: pct(0.99),
+      // Clients and server share this one process.
+      cpu_seconds: (cpu.user + cpu.system) / 1e6,
+    };
   }
 
   if (CUT_AT) {
