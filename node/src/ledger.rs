@@ -236,9 +236,23 @@ impl Ledger {
         segments: Vec<proto::sync::Segment>,
         now_ms: u64,
     ) -> Result<proto::sync::Verdict> {
+        let verdict = self.check_received(from, segments, now_ms)?;
+        crate::sync::apply_verdict(self, from, &verdict)?;
+        Ok(verdict)
+    }
+
+    /// [`Ledger::receive`]'s checks, storing nothing but a voucher for a
+    /// peer's new incarnation: the verdict to store (a server hands it to
+    /// its group commit).
+    pub fn check_received(
+        &mut self,
+        from: &NodeId,
+        segments: Vec<proto::sync::Segment>,
+        now_ms: u64,
+    ) -> Result<proto::sync::Verdict> {
         crate::sync::vouch_for_peer(self, from, &segments)?;
         let me = self.identity.node.id.clone();
-        let verdict = proto::sync::check_batch(
+        Ok(proto::sync::check_batch(
             &crate::sync::SqliteReplica(self.store.conn()),
             &self.topology,
             self.try_catalogues()?,
@@ -246,9 +260,7 @@ impl Ledger {
             from,
             segments,
             now_ms,
-        )?;
-        crate::sync::apply_verdict(self, from, &verdict)?;
-        Ok(verdict)
+        )?)
     }
 
     /// Stores the county's global-lane events carried in a bundle, checked

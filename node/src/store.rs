@@ -739,18 +739,15 @@ pub fn lane_tip(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Chain
             "SELECT pos, seq, hash, hlc_wall, hlc_logical FROM events WHERE lane = ?1 AND origin = ?2
              ORDER BY pos DESC LIMIT 1",
         )?
-        .query_row(
-            params![lane.key(), origin.0],
-            |r| {
-                Ok((
-                    r.get::<_, u64>(0)?,
-                    r.get::<_, u64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, u64>(3)?,
-                    r.get::<_, u32>(4)?,
-                ))
-            },
-        )
+        .query_row(params![lane.key(), origin.0], |r| {
+            Ok((
+                r.get::<_, u64>(0)?,
+                r.get::<_, u64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, u64>(3)?,
+                r.get::<_, u32>(4)?,
+            ))
+        })
         .optional()?;
     Ok(match row {
         None => ChainTip::GENESIS,
@@ -1357,9 +1354,8 @@ mod tests {
         for lane in ["*", "511421101001", "511421101002", "511421101003"] {
             let _ = lane_positions(conn, Some(&[Lane::from_key(lane)])).unwrap();
         }
-        let stmt = conn
-            .prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin")
-            .unwrap();
+        let stmt =
+            conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin").unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
     }

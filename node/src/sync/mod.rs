@@ -183,8 +183,35 @@ pub const MAX_INCARNATIONS: usize = 16;
 /// cases refolded, seals, quarantined input, and the clock.
 pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> Result<()> {
     let now = crate::wall_clock_ms();
-    let stale = verdict.own_received.contains_key(ledger.origin());
+    let origin = ledger.origin().clone();
     let tx = ledger.store_mut().write()?;
+    apply_verdict_in(&tx, &origin, from, verdict, now)?;
+    tx.commit()?;
+    if publishes(verdict) {
+        // New cases are taken under the newest version from now on; a
+        // changed map changes scopes from the next session.
+        ledger.reload_catalogues()?;
+    }
+    Ok(())
+}
+
+/// Whether a verdict stores a county publication (catalogue, calendar,
+/// map): a ledger holding it reads its catalogues again.
+pub(crate) fn publishes(verdict: &Verdict) -> bool {
+    verdict.accept.iter().any(|(e, _)| matches!(e.body, proto::Body::Publish(_)))
+}
+
+/// [`apply_verdict`]'s writes, inside the caller's transaction (the
+/// server's group commit puts several sessions' batches in one). `origin`
+/// is the receiving store's current origin.
+pub(crate) fn apply_verdict_in(
+    tx: &rusqlite::Connection,
+    origin: &NodeId,
+    from: &NodeId,
+    verdict: &Verdict,
+    now: u64,
+) -> Result<()> {
+    let stale = verdict.own_received.contains_key(origin);
     // Cases created in this batch hold no other stored events (events of an
     // unknown case are deferred, never stored), so they are folded from
     // memory; the others are refolded from the store.
@@ -242,16 +269,10 @@ pub fn apply_verdict(ledger: &mut Ledger, from: &NodeId, verdict: &Verdict) -> R
         tracing::warn!(from = %from, origin = %r.origin, seq = r.seq, reason = %r.reason, "quarantined");
     }
     if verdict.max_hlc > Hlc::default() {
-        let last: Hlc = store::meta_get(&tx, "hlc")?.unwrap_or_default();
+        let last: Hlc = store::meta_get(tx, "hlc")?.unwrap_or_default();
         if verdict.max_hlc > last {
-            store::meta_set(&tx, "hlc", &verdict.max_hlc)?;
+            store::meta_set(tx, "hlc", &verdict.max_hlc)?;
         }
-    }
-    tx.commit()?;
-    if verdict.accept.iter().any(|(e, _)| matches!(e.body, proto::Body::Publish(_))) {
-        // New cases are taken under the newest version from now on; a
-        // changed map changes scopes from the next session.
-        ledger.reload_catalogues()?;
     }
     Ok(())
 }
@@ -357,6 +378,7 @@ async fn run_session(
     mut frames: Frames,
     first: Option<(Message, u64)>,
     progress: &Progress,
+    committer: Option<&commit::Committer>,
 ) -> Result<Summary> {
     let started = Instant::now();
     let topology = ledger.topology().clone();
@@ -386,7 +408,19 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = block(|| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now))?;
         if let Some((n, segments)) = batch {
-            let verdict = block(|| ledger.receive(&peer, segments, now))?;
+            let verdict = match committer {
+                // A server: checked here, stored by its group commit.
+                Some(c) => {
+                    let verdict = block(|| ledger.check_received(&peer, segments, now))?;
+                    let verdict = c.store(&peer, verdict, now).await?;
+                    if publishes(&verdict) {
+                        // Later batches of this session are judged by it.
+                        block(|| ledger.reload_catalogues())?;
+                    }
+                    verdict
+                }
+                None => block(|| ledger.receive(&peer, segments, now))?,
+            };
             session.batch_stored(n, &verdict);
         }
         progress.events(&me, &peer, &session.stats, bytes_received);
@@ -549,7 +583,7 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: &Progress, versions
         .map_err(|e| anyhow::Error::new(peer_error(&e)))
         .with_context(|| format!("cannot start a sync session with {peer}"))?;
     let mut summary =
-        run_session(&mut ledger, peer.clone(), wire, send, Frames::spawn(recv, wire), None, progress).await?;
+        run_session(&mut ledger, peer.clone(), wire, send, Frames::spawn(recv, wire), None, progress, None).await?;
     if wire >= 2 {
         // Files after the events, on a stream of their own.
         let (send, recv) = conn
@@ -592,6 +626,7 @@ pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::R
     runtime().map_err(crate::Error::Other)?.block_on(sync_with(dir, peer_addr, progress))
 }
 
+pub mod commit;
 mod files;
 mod frames;
 mod progress;

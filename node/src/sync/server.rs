@@ -58,6 +58,8 @@ pub(super) struct Gate {
     idle: Mutex<Vec<Ledger>>,
     /// Ledgers opened since the server started.
     opened: AtomicUsize,
+    /// Stores the batches of all sessions, several to a durable commit.
+    committer: commit::Committer,
 }
 
 /// Most idle ledgers a server keeps for the next sessions.
@@ -318,7 +320,8 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         }
     };
     let mut ledger = block(|| gate.take_ledger())?;
-    let session = run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT);
+    let session =
+        run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT, Some(&gate.committer));
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
         Err(_) => {
             close_with(
@@ -422,6 +425,10 @@ impl Server {
     pub fn ledgers_opened(&self) -> usize {
         self.gate.opened.load(Ordering::SeqCst)
     }
+    /// What the group commit has done: durable commits, batches stored.
+    pub fn commits(&self) -> &commit::CommitStats {
+        self.gate.committer.stats()
+    }
 }
 
 impl Drop for Server {
@@ -455,6 +462,7 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
         handshakes: Mutex::new(BTreeMap::new()),
         idle: Mutex::new(Vec::new()),
         opened: AtomicUsize::new(1),
+        committer: commit::Committer::spawn(Ledger::open(dir)?)?,
     });
     gate.give_back(ledger);
     let ep = endpoint.clone();

@@ -1,0 +1,160 @@
+//! Group commit on the serving side: the batches of concurrent sessions,
+//! each checked on its session's own ledger, are stored by one writer in
+//! one transaction, made durable by one commit, and only then acknowledged
+//! to each session. Each batch is applied inside its own savepoint, so a
+//! batch that fails to store is rolled back alone and its session alone
+//! hears of it.
+
+use super::*;
+
+/// One checked batch waiting to be stored.
+struct Job {
+    from: NodeId,
+    verdict: Verdict,
+    now: u64,
+    done: tokio::sync::oneshot::Sender<Result<Verdict>>,
+}
+
+/// Most batches stored by one commit.
+pub const GROUP_MAX: usize = 64;
+
+/// Hands checked batches to the server's writer thread.
+pub struct Committer {
+    jobs: std::sync::mpsc::Sender<Job>,
+    stats: Arc<CommitStats>,
+}
+
+/// What the writer has done since it started.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Durable commits.
+    pub commits: AtomicUsize,
+    /// Batches stored by them.
+    pub batches: AtomicUsize,
+}
+
+/// A batch handed to the writer.
+pub struct Pending(tokio::sync::oneshot::Receiver<Result<Verdict>>);
+
+impl Pending {
+    /// The batch's verdict once it is durable, or why it was not stored.
+    pub async fn stored(self) -> Result<Verdict> {
+        self.0.await.map_err(|_| anyhow!("the server's writer stopped before storing a batch"))?
+    }
+}
+
+/// The writer's side: runs on its own thread until every [`Committer`]
+/// handle is gone.
+pub struct Writer {
+    ledger: Ledger,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    stats: Arc<CommitStats>,
+}
+
+impl Committer {
+    /// A committer and its writer over `ledger` (a handle of its own on the
+    /// server's store); run the writer with [`Writer::run`].
+    pub fn new(ledger: Ledger) -> (Committer, Writer) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stats = Arc::new(CommitStats::default());
+        (Committer { jobs: tx, stats: stats.clone() }, Writer { ledger, jobs: rx, stats })
+    }
+
+    /// Starts the writer on its own thread.
+    pub(super) fn spawn(ledger: Ledger) -> Result<Committer> {
+        let (committer, writer) = Committer::new(ledger);
+        std::thread::Builder::new().name("group-commit".into()).spawn(move || writer.run())?;
+        Ok(committer)
+    }
+
+    /// Stores `verdict` (received from `from`); returns it once it is
+    /// durable, or why it could not be stored (nothing of it is).
+    pub async fn store(&self, from: &NodeId, verdict: Verdict, now: u64) -> Result<Verdict> {
+        self.submit(from, verdict, now)?.stored().await
+    }
+
+    /// Queues `verdict` for the writer at once; [`Pending::stored`] waits
+    /// for the outcome.
+    pub fn submit(&self, from: &NodeId, verdict: Verdict, now: u64) -> Result<Pending> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job { from: from.clone(), verdict, now, done })
+            .map_err(|_| anyhow!("the server's writer has stopped"))?;
+        Ok(Pending(wait))
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+}
+
+impl Writer {
+    /// Stores batches until every sender is gone: waits for one, takes every
+    /// other already waiting (they queued while the last commit was made
+    /// durable), stores them in one transaction, acknowledges each.
+    pub fn run(mut self) {
+        while let Ok(first) = self.jobs.recv() {
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match self.jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.store_group(group);
+        }
+    }
+
+    fn store_group(&mut self, group: Vec<Job>) {
+        // Another handle may have begun a new incarnation (a recovery).
+        if let Err(e) = self.ledger.reload() {
+            let why = format!("{e:#}");
+            for job in group {
+                let _ = job.done.send(Err(anyhow!("cannot store the batch: {why}")));
+            }
+            return;
+        }
+        let origin = self.ledger.origin().clone();
+        let mut outcomes: Vec<Result<()>> = Vec::with_capacity(group.len());
+        let committed = (|| -> Result<()> {
+            let mut tx = self.ledger.store_mut().write()?;
+            for job in &group {
+                let mut sp = tx.savepoint()?;
+                match apply_verdict_in(&sp, &origin, &job.from, &job.verdict, job.now) {
+                    Ok(()) => {
+                        sp.commit()?;
+                        outcomes.push(Ok(()));
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        outcomes.push(Err(e));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+        if committed.is_ok() {
+            self.stats.commits.fetch_add(1, Ordering::SeqCst);
+            self.stats.batches.fetch_add(stored, Ordering::SeqCst);
+            if group.iter().zip(&outcomes).any(|(j, o)| o.is_ok() && publishes(&j.verdict)) {
+                if let Err(e) = self.ledger.reload_catalogues() {
+                    tracing::warn!("reading the county's publications again: {e:#}");
+                }
+            }
+        }
+        let failed = committed.as_ref().err().map(|e| format!("{e:#}"));
+        let mut outcomes = outcomes.into_iter();
+        for job in group {
+            let result = match (&failed, outcomes.next()) {
+                (Some(why), _) => Err(anyhow!("storing the batch failed: {why}")),
+                (None, Some(Ok(()))) => Ok(job.verdict),
+                (None, Some(Err(e))) => Err(e.context("storing the batch failed")),
+                // A job after the one whose savepoint could not be opened.
+                (None, None) => Err(anyhow!("storing the batch failed")),
+            };
+            let _ = job.done.send(result);
+        }
+    }
+}
