@@ -218,29 +218,29 @@ pub(crate) fn apply_verdict_in(
     let mut touched: BTreeMap<&CaseId, Vec<(&Event, proto::Hash)>> = BTreeMap::new();
     let mut created = BTreeSet::new();
     for (e, hash) in &verdict.accept {
-        if store::insert_hashed(&tx, e, *hash)? != store::Inserted::New {
+        if store::insert_hashed(tx, e, *hash)? != store::Inserted::New {
             created.remove(&e.case);
         }
         if !e.body.is_global() {
             touched.entry(&e.case).or_default().push((e, *hash));
-            if matches!(e.body, proto::Body::Create(_)) && !store::case_exists(&tx, &e.case)? {
+            if matches!(e.body, proto::Body::Create(_)) && !store::case_exists(tx, &e.case)? {
                 created.insert(e.case.clone());
             }
         }
     }
     for (case, events) in &touched {
         if created.contains(*case) {
-            store::fold_new_case(&tx, case, events)?;
+            store::fold_new_case(tx, case, events)?;
         } else {
-            store::refold_case(&tx, case)?;
+            store::refold_case(tx, case)?;
         }
     }
     for seal in &verdict.seals {
-        store::put_seal(&tx, seal)?;
+        store::put_seal(tx, seal)?;
     }
     for (e, _) in &verdict.accept {
         if let proto::Body::Revoke { node, key, upto, .. } = &e.body {
-            let moved = store::purge_after_revocation(&tx, now, from, node, key, upto)?;
+            let moved = store::purge_after_revocation(tx, now, from, node, key, upto)?;
             if moved > 0 {
                 tracing::warn!(node = %node, moved, "events signed after a revoked key's cut moved to quarantine");
             }
@@ -257,15 +257,15 @@ pub(crate) fn apply_verdict_in(
             e.id.origin,
             e.id.origin.node()
         );
-        store::quarantine(&tx, now, from, &e.id.origin, 0, "new_incarnation", &reason, &[])?;
+        store::quarantine(tx, now, from, &e.id.origin, 0, "new_incarnation", &reason, &[])?;
     }
     if stale {
         // Our own current origin's events came back: this store is stale.
-        crate::ledger::mark_recovering(&tx)?;
+        crate::ledger::mark_recovering(tx)?;
     }
     for r in &verdict.quarantined {
         let blob = r.event.as_ref().map(Event::encode).unwrap_or_default();
-        store::quarantine(&tx, now, from, &r.origin, r.seq, r.kind.name(), &r.reason, &blob)?;
+        store::quarantine(tx, now, from, &r.origin, r.seq, r.kind.name(), &r.reason, &blob)?;
         tracing::warn!(from = %from, origin = %r.origin, seq = r.seq, reason = %r.reason, "quarantined");
     }
     if verdict.max_hlc > Hlc::default() {
