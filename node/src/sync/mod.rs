@@ -370,6 +370,7 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 /// Runs one session over an established, authenticated connection.
 /// `first` is a message already read from `frames` (the server reads the
 /// client's Hello before opening the ledger).
+#[allow(clippy::too_many_arguments)]
 async fn run_session(
     ledger: &mut Ledger,
     peer: NodeId,
