@@ -233,7 +233,7 @@ fn check_events(conn: &Connection, table: &str, problems: &mut Vec<String>) -> r
         let (origin, seq): (String, i64) = (r.get(0)?, r.get(1)?);
         let hash: Vec<u8> = r.get(2)?;
         let body: Vec<u8> = r.get(3)?;
-        match Event::decode(&body) {
+        match crate::at_rest::unpack_event(&body) {
             Err(e) => push(problems, format!("event {origin}/{seq} cannot be decoded ({e})")),
             Ok(e) if e.id.origin.as_str() != origin || i64::try_from(e.id.seq) != Ok(seq) => {
                 push(problems, format!("the event stored as {origin}/{seq} is {}", e.id))
@@ -253,7 +253,7 @@ fn check_case_rows(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::R
     while let Some(r) = rows.next()? {
         let case: String = r.get(0)?;
         let folded: Vec<u8> = r.get(1)?;
-        if codec::decode::<proto::CaseState>("case", &folded).is_err() {
+        if crate::at_rest::unpack_case(&folded).is_err() {
             push(problems, format!("the derived row of case {case} cannot be decoded"));
         }
     }
@@ -373,7 +373,7 @@ pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
         };
         let columns = (item.as_str(), state.as_str(), home.as_str(), handler.as_str(), flagged, updated)
             == (st.item(), st.state.name(), st.home.as_str(), st.handler.as_str(), st.flagged(), st.updated.wall_ms);
-        let digest = codec::decode::<proto::CaseState>("case", &folded).map(|c| c.digest());
+        let digest = crate::at_rest::unpack_case(&folded).map(|c| c.digest());
         match digest {
             Err(_) => push(&mut problems, format!("the derived row of case {id} cannot be decoded")),
             Ok(d) if d != st.digest() || !columns => {
@@ -415,7 +415,7 @@ fn network_events(conn: &Connection) -> Result<Vec<Event>> {
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let body: Vec<u8> = r.get(0)?;
-        if let Ok(e) = Event::decode(&body) {
+        if let Ok(e) = crate::at_rest::unpack_event(&body) {
             out.push(e);
         }
     }

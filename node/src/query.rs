@@ -5,7 +5,7 @@
 use anyhow::Result;
 use proto::fold::CaseState;
 use proto::workflow::State;
-use proto::{codec, CaseId, NodeId};
+use proto::{CaseId, NodeId};
 use rusqlite::types::ToSql;
 use rusqlite::Connection;
 
@@ -180,7 +180,7 @@ impl CaseQuery {
         let rows = stmt.query_map(refs.as_slice(), |r| r.get::<_, Vec<u8>>(0))?;
         let mut cases = Vec::with_capacity(limit + 1);
         for row in rows {
-            cases.push(codec::decode::<CaseState>("case", &row?)?);
+            cases.push(crate::at_rest::unpack_case(&row?)?);
         }
         let next = if cases.len() > limit {
             cases.truncate(limit);
@@ -303,7 +303,7 @@ pub fn with_open_followups(conn: &Connection) -> Result<Vec<CaseState>> {
     let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for row in rows {
-        out.push(codec::decode::<CaseState>("case", &row?)?);
+        out.push(crate::at_rest::unpack_case(&row?)?);
     }
     Ok(out)
 }
@@ -314,7 +314,7 @@ pub fn bundle_cases(conn: &Connection, bundle: &str) -> Result<Vec<CaseState>> {
     let rows = stmt.query_map([bundle], |r| r.get::<_, Vec<u8>>(0))?;
     let mut out = Vec::new();
     for row in rows {
-        out.push(codec::decode::<CaseState>("case", &row?)?);
+        out.push(crate::at_rest::unpack_case(&row?)?);
     }
     Ok(out)
 }

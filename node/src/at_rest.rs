@@ -1,0 +1,228 @@
+//! The forms events and case rows take on disk: their encodings
+//! (`proto::codec`) compressed with zstd, behind a tag of their own.
+//!
+//! An event is kept whole and verbatim: its stored form unpacks to exactly
+//! the bytes `Event::encode` wrote, so its hash, chain and seal check as
+//! they did on arrival. Personal data inside is already sealed (masked
+//! text, keyed hash, ciphertext: `proto::personal::Protected`) before it is
+//! compressed; compression adds no clear text. Readers also take the
+//! uncompressed forms earlier releases stored.
+
+use proto::codec::{self, DecodeError, DecodeErrorKind, Tag};
+use proto::fold::CaseState;
+use proto::Event;
+use std::cell::RefCell;
+
+/// The zstd level: rows are a few hundred bytes, where higher levels gain
+/// little, and the hub packs every event it takes in.
+const LEVEL: i32 = 3;
+
+/// Every zstd frame starts with these four bytes; the stored forms leave
+/// them out (their tag says what follows).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+thread_local! {
+    static PACKER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static UNPACKER: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `raw` compressed behind `tag`.
+fn pack(tag: Tag, raw: &[u8]) -> Vec<u8> {
+    PACKER.with(|p| {
+        let mut p = p.borrow_mut();
+        let packer = p.get_or_insert_with(|| zstd::bulk::Compressor::new(LEVEL).expect("a zstd context"));
+        let frame = packer.compress(raw).expect("compressing in memory cannot fail");
+        debug_assert_eq!(frame[..4], ZSTD_MAGIC);
+        let mut out = Vec::with_capacity(frame.len() - 2);
+        out.extend([tag.kind, tag.version]);
+        out.extend_from_slice(&frame[4..]);
+        out
+    })
+}
+
+/// The bytes packed behind `tag`, or `None` when `bytes` do not start with
+/// it (an earlier release's uncompressed form).
+fn unpack(tag: Tag, bytes: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
+    let err = |message: String| DecodeError { what: tag.what, kind: DecodeErrorKind::Malformed, message };
+    match bytes {
+        [kind, ..] if *kind != tag.kind => None,
+        [_, version, ..] if *version != tag.version => Some(Err(DecodeError {
+            what: tag.what,
+            kind: DecodeErrorKind::UnsupportedVersion(*version),
+            message: format!("stored form version {version}; this program reads version {} (upgrade it)", tag.version),
+        })),
+        [_, _, rest @ ..] => {
+            let mut frame = Vec::with_capacity(rest.len() + 4);
+            frame.extend_from_slice(&ZSTD_MAGIC);
+            frame.extend_from_slice(rest);
+            // The size the frame declares sizes the buffer, within the
+            // decoder's limit: a damaged row cannot make it allocate more.
+            let size = match zstd::zstd_safe::get_frame_content_size(&frame) {
+                Ok(Some(n)) if n <= codec::DECODE_LIMIT as u64 => n as usize,
+                _ => return Some(Err(err("no content size within the limit".into()))),
+            };
+            Some(UNPACKER.with(|u| {
+                let mut u = u.borrow_mut();
+                let unpacker = u.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("a zstd context"));
+                match unpacker.decompress(&frame, size) {
+                    Ok(raw) if raw.len() == size => Ok(raw),
+                    Ok(raw) => Err(err(format!("{} bytes, the frame declares {size}", raw.len()))),
+                    Err(e) => Err(err(e.to_string())),
+                }
+            }))
+        }
+        _ => Some(Err(err("too short".into()))),
+    }
+}
+
+/// An event as the `events` and `equivocations` tables store it.
+pub fn pack_event(e: &Event) -> Vec<u8> {
+    pack(codec::EVENT_AT_REST, &e.encode())
+}
+
+/// A stored event, packed or (from an earlier release) as encoded.
+pub fn unpack_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+    match unpack(codec::EVENT_AT_REST, bytes) {
+        Some(raw) => Event::decode(&raw?),
+        None => Event::decode(bytes),
+    }
+}
+
+/// A case's folded state as the `cases` table stores it.
+pub fn pack_case(st: &CaseState) -> Vec<u8> {
+    pack(codec::CASE_AT_REST, &codec::encode(st))
+}
+
+/// A stored folded state, packed or (from an earlier release, until the
+/// case rows are rebuilt) as encoded.
+pub fn unpack_case(bytes: &[u8]) -> Result<CaseState, DecodeError> {
+    match unpack(codec::CASE_AT_REST, bytes) {
+        Some(Ok(raw)) => codec::decode("case", &raw),
+        // An earlier release's row whose first bytes happen to be the tag.
+        Some(Err(e)) => codec::decode("case", bytes).map_err(|_| e),
+        None => codec::decode("case", bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{self, Store};
+    use proto::event::{Create, FieldValue, Lane};
+    use proto::{Body, CaseId, EventId, Hash, Hlc, NodeId, Tier};
+
+    fn creation(village: &NodeId, seq: u64, prev: Hash) -> Event {
+        Event {
+            id: EventId { origin: village.clone(), seq },
+            lane: Lane::Home(village.clone()),
+            pos: seq,
+            prev,
+            hlc: Hlc { wall_ms: 1_760_000_000_000 + seq, logical: 0 },
+            actor: "村代办员".into(),
+            case: CaseId::mint(village, seq),
+            context: Default::default(),
+            body: Body::Create(Create {
+                item: "V001".into(),
+                item_name: "城乡居民基本医疗保险参保登记".into(),
+                catalogue_version: 1,
+                accepted_at: vec![Tier::Village, Tier::Township],
+                decided_by: Tier::Township,
+                promised_days: 5,
+                fields: vec![("applicant".into(), FieldValue::Text(format!("申请人{seq}")))],
+                materials: vec!["居民身份证".into(), "户口簿".into()],
+            }),
+        }
+    }
+
+    fn chain(n: u64) -> Vec<Event> {
+        let village = NodeId::new("511421101001");
+        let mut prev = Hash::ZERO;
+        (1..=n)
+            .map(|seq| {
+                let e = creation(&village, seq, prev);
+                prev = e.hash();
+                e
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_packed_event_unpacks_to_the_very_bytes_encoded_and_is_smaller() {
+        let e = &chain(2)[1];
+        let packed = pack_event(e);
+        assert_eq!(packed[..2], [codec::EVENT_AT_REST.kind, codec::EVENT_AT_REST.version]);
+        let back = unpack_event(&packed).unwrap();
+        assert_eq!(back.encode(), e.encode(), "verbatim");
+        assert_eq!(back.hash(), e.hash());
+        assert!(packed.len() < e.encode().len(), "{} vs {}", packed.len(), e.encode().len());
+        // An earlier release's uncompressed form still reads.
+        assert_eq!(unpack_event(&e.encode()).unwrap(), *e);
+    }
+
+    #[test]
+    fn damaged_or_newer_packed_forms_are_typed_errors() {
+        let mut packed = pack_event(&chain(1)[0]);
+        let n = packed.len();
+        packed[n / 2] ^= 0x55;
+        packed.truncate(n - 3);
+        assert_eq!(unpack_event(&packed).unwrap_err().kind, DecodeErrorKind::Malformed);
+        let mut newer = pack_event(&chain(1)[0]);
+        newer[1] = 9;
+        assert_eq!(unpack_event(&newer).unwrap_err().kind, DecodeErrorKind::UnsupportedVersion(9));
+    }
+
+    #[test]
+    fn a_case_row_stores_its_folded_state_packed_and_reads_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let events = chain(1);
+        let st = proto::fold::fold_case(&events[0].case, &events).unwrap();
+        store::put_case(store.conn(), &st).unwrap();
+        let folded: Vec<u8> = store
+            .conn()
+            .query_row("SELECT folded FROM cases WHERE case_id = ?1", [&st.case_id.0], |r| r.get(0))
+            .unwrap();
+        assert_eq!(folded[0], codec::CASE_AT_REST.kind);
+        assert!(folded.len() < codec::encode(&st).len());
+        assert_eq!(store::get_case(store.conn(), &st.case_id).unwrap().unwrap(), st);
+        assert_eq!(unpack_case(&codec::encode(&st)).unwrap(), st, "an earlier release's row still reads");
+    }
+
+    /// Schema 19 converts the events a store at schema 18 holds uncompressed.
+    #[test]
+    fn the_migration_packs_the_events_of_a_store_made_at_the_previous_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = chain(450);
+        {
+            let store = Store::create(dir.path()).unwrap();
+            for e in &events {
+                store::insert_event(store.conn(), e).unwrap();
+            }
+            // As schema 18 stored them.
+            for e in &events {
+                store
+                    .conn()
+                    .execute(
+                        "UPDATE events SET body = ?1 WHERE origin = ?2 AND seq = ?3",
+                        rusqlite::params![e.encode(), e.id.origin.0, e.id.seq],
+                    )
+                    .unwrap();
+            }
+            store.conn().execute_batch("PRAGMA user_version = 18").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let packed: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM events WHERE substr(body, 1, 1) = x'65'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(packed, events.len() as i64);
+        let mut back = Vec::new();
+        store::for_each_event(store.conn(), |e| {
+            back.push(e);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(back, events);
+        assert!(crate::integrity::check(store.conn()).is_ok());
+    }
+}
