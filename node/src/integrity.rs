@@ -233,7 +233,7 @@ fn check_events(conn: &Connection, table: &str, problems: &mut Vec<String>) -> r
         let (origin, seq): (String, i64) = (r.get(0)?, r.get(1)?);
         let hash: Vec<u8> = r.get(2)?;
         let body: Vec<u8> = r.get(3)?;
-        match crate::at_rest::unpack_event(&body) {
+        match Event::decode(&body) {
             Err(e) => push(problems, format!("event {origin}/{seq} cannot be decoded ({e})")),
             Ok(e) if e.id.origin.as_str() != origin || i64::try_from(e.id.seq) != Ok(seq) => {
                 push(problems, format!("the event stored as {origin}/{seq} is {}", e.id))
@@ -415,7 +415,7 @@ fn network_events(conn: &Connection) -> Result<Vec<Event>> {
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let body: Vec<u8> = r.get(0)?;
-        if let Ok(e) = crate::at_rest::unpack_event(&body) {
+        if let Ok(e) = Event::decode(&body) {
             out.push(e);
         }
     }

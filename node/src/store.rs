@@ -158,17 +158,7 @@ const MIGRATIONS: &[&str] = &[
     // 18: this node's own files an upstream node other than the county was
     // sent whole, and when first (compared with the county's receipts).
     "CREATE TABLE upstream_files (hash BLOB PRIMARY KEY, peer TEXT NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;",
-    // 19: events (and equivocating twins) stored compressed
-    // (`crate::at_rest`); the rows written before are converted by
-    // `pack_stored_events` in the same transaction.
-    "SELECT 1;",
 ];
-
-/// The schema step from which event bodies are stored compressed.
-const PACKED_EVENTS_STEP: usize = 19;
-
-/// Rows converted per read when packing a store's events.
-const PACK_BATCH: usize = if cfg!(test) { 100 } else { 4096 };
 
 /// The layout of the derived case rows; a change rebuilds them once.
 /// 8: the files each case attaches (`file_refs`).
@@ -295,66 +285,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(done) {
         tx.execute_batch(step).with_context(|| format!("schema migration {} failed", i + 1))?;
-        if i + 1 == PACKED_EVENTS_STEP {
-            pack_stored_events(&tx).context("compressing the stored events failed")?;
-        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
     }
     tx.commit()?;
-    Ok(())
-}
-
-/// Rewrites the events and equivocating twins an earlier release stored
-/// uncompressed in their packed form (`crate::at_rest`), unchanged in
-/// meaning: each is decoded and must re-encode to the very bytes stored,
-/// or it is left as it was (`verify` reports what does not decode).
-fn pack_stored_events(conn: &Connection) -> Result<()> {
-    for (table, key) in [("events", "origin, seq"), ("equivocations", "origin, seq, hash")] {
-        let mut after: Option<(String, i64, Vec<u8>)> = None;
-        loop {
-            let select = format!(
-                "SELECT origin, seq, {hash}, body FROM {table} {filter} ORDER BY {key} LIMIT {PACK_BATCH}",
-                hash = if table == "events" { "x''" } else { "hash" },
-                filter = match after {
-                    None => String::new(),
-                    Some(_) if table == "events" => "WHERE (origin, seq) > (?1, ?2)".into(),
-                    Some(_) => "WHERE (origin, seq, hash) > (?1, ?2, ?3)".into(),
-                }
-            );
-            type Row = (String, i64, Vec<u8>, Vec<u8>);
-            let rows: Vec<Row> = {
-                let mut stmt = conn.prepare(&select)?;
-                let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
-                let rows = match &after {
-                    None => stmt.query_map([], map)?.collect::<rusqlite::Result<_>>()?,
-                    Some((o, q, _)) if table == "events" => {
-                        stmt.query_map(params![o, q], map)?.collect::<rusqlite::Result<_>>()?
-                    }
-                    Some((o, q, h)) => stmt.query_map(params![o, q, h], map)?.collect::<rusqlite::Result<_>>()?,
-                };
-                rows
-            };
-            let Some((o, q, h, _)) = rows.last() else { break };
-            after = Some((o.clone(), *q, h.clone()));
-            let update = format!(
-                "UPDATE {table} SET body = ?1 WHERE origin = ?2 AND seq = ?3{}",
-                if table == "events" { "" } else { " AND hash = ?4" }
-            );
-            let mut stmt = conn.prepare(&update)?;
-            for (origin, seq, hash, body) in &rows {
-                let Ok(e) = Event::decode(body) else { continue };
-                if e.encode() != *body {
-                    continue;
-                }
-                let packed = crate::at_rest::pack_event(&e);
-                if table == "events" {
-                    stmt.execute(params![packed, origin, seq])?;
-                } else {
-                    stmt.execute(params![packed, origin, seq, hash])?;
-                }
-            }
-        }
-    }
     Ok(())
 }
 
@@ -532,7 +465,7 @@ pub fn meta_set<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result
 /// Decodes a stored event. A failure means the store is damaged; the
 /// command line adds what to do about it.
 fn decode_event(bytes: Vec<u8>) -> rusqlite::Result<Event> {
-    crate::at_rest::unpack_event(&bytes)
+    Event::decode(&bytes)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
 }
 
@@ -557,7 +490,7 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
             e.case.0,
             e.hlc.wall_ms,
             e.hlc.logical,
-            crate::at_rest::pack_event(e)
+            e.encode()
         ])?;
     if inserted == 1 {
         note_network_event(conn, e)?;
@@ -573,7 +506,7 @@ pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserte
     // Another event holds this id, or this chain position: the origin forked.
     conn.execute(
         "INSERT OR IGNORE INTO equivocations (origin, seq, hash, case_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![e.id.origin.0, e.id.seq, hash.0, e.case.0, crate::at_rest::pack_event(e)],
+        params![e.id.origin.0, e.id.seq, hash.0, e.case.0, e.encode()],
     )?;
     Ok(Inserted::Equivocation)
 }
@@ -1353,9 +1286,7 @@ pub fn for_each_decodable_event(conn: &Connection, mut f: impl FnMut(Event) -> R
     let mut stmt = conn.prepare("SELECT body FROM events ORDER BY origin, seq")?;
     let mut rows = stmt.query([])?;
     while let Ok(Some(r)) = rows.next() {
-        if let Ok(e) =
-            r.get::<_, Vec<u8>>(0).map_err(anyhow::Error::from).and_then(|b| Ok(crate::at_rest::unpack_event(&b)?))
-        {
+        if let Ok(e) = r.get::<_, Vec<u8>>(0).map_err(anyhow::Error::from).and_then(|b| Ok(Event::decode(&b)?)) {
             f(e)?;
         }
     }

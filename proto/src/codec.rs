@@ -53,9 +53,6 @@ pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header"
 pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event content" };
 /// The newest event content format version this release reads.
 pub const EVENT_CONTENT_NEWEST: u8 = 2;
-/// An event as a node stores it: its [`EVENT`] bytes, zstd-compressed
-/// (`node::at_rest`).
-pub const EVENT_AT_REST: Tag = Tag { kind: 0x65, version: 1, what: "stored event" };
 /// A case's folded state as a node stores it: its encoding,
 /// zstd-compressed (`node::at_rest`).
 pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 1, what: "stored case" };

@@ -516,7 +516,7 @@ fn personal_data_is_never_stored_in_the_clear() {
         let rows: Vec<Vec<u8>> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
         for row in rows {
             scanned.push(match sql.contains("events") {
-                true => node::at_rest::unpack_event(&row).unwrap().encode(),
+                true => proto::Event::decode(&row).unwrap().encode(),
                 false => proto::codec::encode(&node::at_rest::unpack_case(&row).unwrap()),
             });
         }

@@ -296,7 +296,7 @@ fn tampered_and_forged_events_are_quarantined() {
     let conn = rusqlite::Connection::open(net.county.data(VILLAGE_A).join("node.db")).unwrap();
     let blob: Vec<u8> =
         conn.query_row("SELECT body FROM events WHERE seq = 1 AND origin = ?1", [VILLAGE_A], |r| r.get(0)).unwrap();
-    let mut e = node::at_rest::unpack_event(&blob).unwrap();
+    let mut e = proto::Event::decode(&blob).unwrap();
     e.actor = "冒名者".into();
     conn.execute(
         "UPDATE events SET body = ?1, hash = ?2 WHERE seq = 1 AND origin = ?3",
@@ -314,7 +314,7 @@ fn tampered_and_forged_events_are_quarantined() {
         .query_row("SELECT body FROM events WHERE origin = ?1 ORDER BY seq DESC LIMIT 1", [VILLAGE_B], |r| r.get(0))
         .unwrap();
     let forged =
-        proto::Seal::sign(&ed25519_dalek::SigningKey::from_bytes(&a_key), &node::at_rest::unpack_event(&head).unwrap());
+        proto::Seal::sign(&ed25519_dalek::SigningKey::from_bytes(&a_key), &proto::Event::decode(&head).unwrap());
     conn_b.execute("UPDATE seals SET signature = ?1 WHERE origin = ?2", (forged.signature, VILLAGE_B)).unwrap();
     drop((conn, conn_b));
 
