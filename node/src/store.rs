@@ -9,17 +9,22 @@
 //! [`crate::integrity`], and refused when damaged) or for reading
 //! ([`Store::open_read`]: read-only, without migrations, when the directory
 //! or file cannot be written, e.g. on read-only media).
+//!
+//! Each connection keeps a page cache sized by the tier of the node that
+//! owns the store ([`page_cache_kib`]); a process that holds many nodes'
+//! stores at once caps it ([`cap_page_cache`]).
 
 use crate::integrity;
 use anyhow::{bail, Context, Result};
 use proto::event::{ChainTip, KeyId, Seal};
 use proto::fold::CaseState;
 use proto::sync::KeyStatus;
-use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId};
+use proto::{codec, CaseId, Event, Hash, Hlc, Lane, NodeId, Tier};
 use rusqlite::OpenFlags;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The database file inside a data directory.
@@ -246,6 +251,57 @@ pub struct Store {
     session: Option<integrity::Session>,
 }
 
+/// The SQLite page cache one connection keeps, in KiB, by the tier of
+/// the node that owns the store. A village laptop's store is a few MB read
+/// by one person: 2 MiB holds most of it. A township serves its villages'
+/// sessions and a desk from a store of its whole subtree; the county
+/// serves every township and holds the county's history. A store that
+/// names no tier yet (being created) takes the village's.
+pub fn page_cache_kib(tier: Option<Tier>) -> u32 {
+    match tier {
+        None | Some(Tier::Village) => 2 * 1024,
+        Some(Tier::Township) => 4 * 1024,
+        Some(Tier::County) => 8 * 1024,
+    }
+}
+
+/// The cap on every page cache of this process, in KiB (0: none).
+static PAGE_CACHE_CAP_KIB: AtomicU32 = AtomicU32::new(0);
+
+/// Caps the page cache of every store this process opens from now on at
+/// `kib` KiB (0: no cap). For a process that holds hundreds of nodes'
+/// stores at once, such as the simulated county: each node's files are
+/// still read through the operating system's cache.
+pub fn cap_page_cache(kib: u32) {
+    PAGE_CACHE_CAP_KIB.store(kib, Ordering::Relaxed);
+}
+
+/// The tier of the node whose store this is, if its identity is stored.
+fn stored_tier(conn: &Connection) -> Result<Option<Tier>> {
+    #[derive(serde::Deserialize)]
+    struct Whose {
+        node: Node,
+    }
+    #[derive(serde::Deserialize)]
+    struct Node {
+        tier: Tier,
+    }
+    Ok(meta_get::<Whose>(conn, "identity")?.map(|w| w.node.tier))
+}
+
+/// Sizes the connection's page cache for the store's tier, within the
+/// process's cap.
+fn size_page_cache(conn: &Connection) -> Result<()> {
+    let mut kib = page_cache_kib(stored_tier(conn)?);
+    let cap = PAGE_CACHE_CAP_KIB.load(Ordering::Relaxed);
+    if cap > 0 {
+        kib = kib.min(cap);
+    }
+    // A negative size is in KiB, whatever the page size.
+    conn.pragma_update(None, "cache_size", -i64::from(kib))?;
+    Ok(())
+}
+
 /// What a store is opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
@@ -304,6 +360,7 @@ impl Store {
         let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
+        size_page_cache(&conn)?;
         session.checked()?;
         Ok(Store { conn, session: Some(session) })
     }
@@ -338,6 +395,7 @@ impl Store {
         }
         configure(&conn)?;
         migrate(&mut conn)?;
+        size_page_cache(&conn)?;
         session.checked()?;
         Ok(Store { conn, session: Some(session) })
     }
@@ -362,6 +420,7 @@ impl Store {
             if !conn.is_readonly("main")? {
                 configure(&conn)?;
                 migrate(&mut conn)?;
+                size_page_cache(&conn)?;
                 return Ok(Store { conn, session: None });
             }
         }
@@ -396,6 +455,7 @@ impl Store {
                     if let Some(caveat) = caveat {
                         tracing::warn!("{} is read-only: {caveat}", dir.display());
                     }
+                    size_page_cache(&conn)?;
                     return Ok(Store { conn, session: None });
                 }
                 Ok(v) if v > MIGRATIONS.len() => {
@@ -426,6 +486,16 @@ impl Store {
     /// True when opened for reading only.
     pub fn is_read_only(&self) -> bool {
         self.session.is_none()
+    }
+
+    /// The page cache this store's connection keeps, in KiB.
+    pub fn page_cache(&self) -> Result<u32> {
+        let size: i64 = self.conn.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+        if size < 0 {
+            return Ok(u32::try_from(-size)?);
+        }
+        let page: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok(u32::try_from(size * page / 1024)?)
     }
 }
 
@@ -1343,6 +1413,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::Identity;
+    use proto::topology::NodeInfo;
 
     /// A cached statement used again with another value is not parsed
     /// again (a served sync session runs the same few statements for every
@@ -1359,5 +1431,42 @@ mod tests {
             conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin").unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// A store holding the identity of a node of `tier`, as `init` leaves it.
+    fn store_of(tier: Tier) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let node = NodeInfo {
+            id: NodeId::new("511421101001"),
+            tier,
+            parent: None,
+            name: "村".into(),
+            verifying_key: None,
+            former_parents: Vec::new(),
+            retired: false,
+            retired_at: None,
+        };
+        let identity =
+            Identity { node, tls_cert_pem: String::new(), ca_cert_pem: String::new(), hub_address: String::new() };
+        meta_set(store.conn(), "identity", &identity).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_store_opens_with_the_page_cache_of_its_tier() {
+        for (tier, kib) in [(Tier::Village, 2048), (Tier::Township, 4096), (Tier::County, 8192)] {
+            let dir = store_of(tier);
+            assert_eq!(Store::open(dir.path()).unwrap().page_cache().unwrap(), kib, "{tier:?}, for writing");
+            assert_eq!(Store::open_read(dir.path()).unwrap().page_cache().unwrap(), kib, "{tier:?}, for reading");
+            assert_eq!(Store::open_read_only(dir.path()).unwrap().page_cache().unwrap(), kib, "{tier:?}, read-only");
+        }
+    }
+
+    #[test]
+    fn a_new_store_has_a_village_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Store::create(dir.path()).unwrap().page_cache().unwrap(), page_cache_kib(None));
+        assert_eq!(page_cache_kib(None), page_cache_kib(Some(Tier::Village)));
     }
 }
