@@ -130,7 +130,8 @@ class County:
                 err = p.stderr.read()
                 _, status, usage = os.wait4(p.pid, 0)
                 p.returncode = os.waitstatus_to_exitcode(status)
-                if p.returncode != 0 and "sync again in a minute" in err and busy < 120:
+                transient = ("sync again in a minute", "refused to accept", "during the handshake")
+                if p.returncode != 0 and any(t in err for t in transient) and busy < 120:
                     # Turned away at the hub's connection limit: as a
                     # village's scheduler would, try again shortly.
                     busy += 1
