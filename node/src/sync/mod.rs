@@ -78,11 +78,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(2);
 pub const MAX_CONNECTIONS: usize = 256;
 /// Connections one peer may hold with a server at once.
 pub const MAX_CONNECTIONS_PER_PEER: usize = 2;
-/// Sessions a server runs at once, by default: each holds a ledger (a
-/// SQLite connection and its page cache) and a batch or two in memory; the
-/// others wait, connected, after their Hello. A hub has few cores: more at
-/// once would only take memory, not finish sooner.
-pub const SESSIONS_AT_ONCE: usize = 16;
 
 /// QUIC application close codes.
 mod close {

@@ -13,14 +13,11 @@ pub struct Limits {
     pub connections: usize,
     /// From one peer ([`MAX_CONNECTIONS_PER_PEER`]).
     pub per_peer: usize,
-    /// Sessions running at once ([`SESSIONS_AT_ONCE`]); connections beyond
-    /// wait their turn after their Hello.
-    pub sessions: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER, sessions: SESSIONS_AT_ONCE }
+        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER }
     }
 }
 
@@ -63,8 +60,6 @@ pub(super) struct Gate {
     opened: AtomicUsize,
     /// Stores the batches of all sessions, several to a durable commit.
     committer: commit::Committer,
-    /// Turns to run a session ([`Limits::sessions`]).
-    sessions: tokio::sync::Semaphore,
 }
 
 /// Most idle ledgers a server keeps for the next sessions.
@@ -324,9 +319,6 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             return Ok(());
         }
     };
-    // A turn to run: under a herd, connections wait here (holding nothing
-    // but their connection) rather than each opening a ledger at once.
-    let _turn = gate.sessions.acquire().await?;
     let mut ledger = block(|| gate.take_ledger())?;
     let session =
         run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT, Some(&gate.committer));
@@ -471,7 +463,6 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
         idle: Mutex::new(Vec::new()),
         opened: AtomicUsize::new(1),
         committer: commit::Committer::spawn(Ledger::open(dir)?)?,
-        sessions: tokio::sync::Semaphore::new(limits.sessions.max(1)),
     });
     gate.give_back(ledger);
     let ep = endpoint.clone();

@@ -519,39 +519,3 @@ fn batches_waiting_together_share_one_durable_commit() {
     drop(committer);
     writing.join().unwrap();
 }
-
-/// Under a herd a server runs at most `Limits::sessions` sessions at once
-/// (issue 9): the others wait, connected, after their Hello, so memory
-/// holds that many ledgers and batches, not one per connection; every
-/// village still gets through.
-#[test]
-fn a_herd_waits_its_turn_and_every_village_gets_through() {
-    let county = County::new();
-    let villages: Vec<_> = (1..=8).map(|i| county.enrol(&format!("51142110100{i}"), "village-node")).collect();
-    for (i, v) in villages.iter().enumerate() {
-        ok("county-sim", &["generate", "--data", s(v), "--count", "3", "--seed", &i.to_string(), "--as", "王芳"]);
-    }
-    node::keystore::set_passphrase(system_tests::PASSPHRASE);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let limits = node::sync::Limits { sessions: 2, ..Default::default() };
-        let server = node::sync::start_server_with(&county.hub(), "127.0.0.1:0", limits).await.unwrap();
-        let addr = server.addr.to_string();
-        let herd: Vec<_> = villages
-            .iter()
-            .map(|v| {
-                let (v, addr) = (v.clone(), addr.clone());
-                tokio::spawn(async move { node::sync::sync_with(&v, &addr, false).await })
-            })
-            .collect();
-        for h in herd {
-            let summary = h.await.unwrap().unwrap();
-            assert!(summary.stats.sent_events >= 3);
-        }
-        assert!(server.ledgers_opened() <= 2, "{} ledgers for 2 turns", server.ledgers_opened());
-    });
-    for (i, v) in villages.iter().enumerate() {
-        let home = format!("51142110100{}", i + 1);
-        assert_eq!(digest("village-node", s(v), &home), digest("county-hub", s(&county.hub()), &home));
-    }
-}
