@@ -101,11 +101,23 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.store_group(group);
+            // A bug that panics while storing one group must not stop the
+            // server storing for everyone: the group's transaction rolls
+            // back as it unwinds, its sessions hear that the writer failed
+            // (their replies are dropped), and the writer goes on.
+            let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.store_group(group)));
+            if stored.is_err() {
+                tracing::error!("the server's writer failed on a group of batches; nothing of it was stored");
+            }
         }
     }
 
     fn store_group(&mut self, group: Vec<Job>) {
+        #[cfg(test)]
+        if tests::PANIC_NEXT.swap(false, Ordering::SeqCst) {
+            let _tx = self.ledger.store_mut().write();
+            panic!("a fault injected by a test");
+        }
         // Another handle may have begun a new incarnation (a recovery).
         if let Err(e) = self.ledger.reload() {
             let why = format!("{e:#}");
@@ -156,5 +168,58 @@ impl Writer {
             };
             let _ = job.done.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use proto::topology::NodeInfo;
+    use std::sync::atomic::AtomicBool;
+
+    /// Makes the writer panic once, inside its transaction.
+    pub(super) static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
+
+    /// A county store with an identity and a map, as `init` leaves one.
+    fn county(dir: &Path) -> Ledger {
+        let store = crate::store::Store::create(dir).unwrap();
+        let node = NodeInfo {
+            id: NodeId::new("511421"),
+            tier: Tier::County,
+            parent: None,
+            name: "县".into(),
+            verifying_key: None,
+            former_parents: Vec::new(),
+            retired: false,
+            retired_at: None,
+        };
+        let topology = proto::Topology::new(String::new(), vec![node.clone()]).unwrap();
+        let identity =
+            Identity { node, tls_cert_pem: String::new(), ca_cert_pem: String::new(), hub_address: String::new() };
+        crate::store::meta_set(store.conn(), "identity", &identity).unwrap();
+        crate::store::meta_set(store.conn(), "topology", &topology).unwrap();
+        drop(store);
+        Ledger::open(dir).unwrap()
+    }
+
+    /// A panic while storing one group fails that group's sessions only:
+    /// the writer goes on storing for the next ones (it is the one writer
+    /// of every session on the server).
+    #[test]
+    fn a_panic_in_the_writer_fails_one_group_and_the_next_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, writer) = Committer::new(county(dir.path()));
+        let peer = NodeId::new("511421101001");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        PANIC_NEXT.store(true, Ordering::SeqCst);
+        let first = committer.submit(&peer, Verdict::default(), 1).unwrap();
+        let writing = std::thread::spawn(move || writer.run());
+        assert!(rt.block_on(first.stored()).is_err(), "the group that panicked is not acknowledged");
+        let second = committer.submit(&peer, Verdict { deferred: 7, ..Verdict::default() }, 2).unwrap();
+        assert_eq!(rt.block_on(second.stored()).unwrap().deferred, 7, "the writer went on");
+        assert_eq!(committer.stats().commits.load(Ordering::SeqCst), 1);
+        drop(committer);
+        writing.join().unwrap();
     }
 }
