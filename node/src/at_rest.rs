@@ -93,14 +93,14 @@ pub fn unpack_case(bytes: &[u8]) -> Result<CaseState, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::{self, Store};
     use proto::event::{Create, FieldValue, Lane};
     use proto::Event;
     use proto::{Body, CaseId, EventId, Hash, Hlc, NodeId, Tier};
 
-    fn creation(village: &NodeId, seq: u64, prev: Hash) -> Event {
+    pub(crate) fn creation(village: &NodeId, seq: u64, prev: Hash) -> Event {
         Event {
             id: EventId { origin: village.clone(), seq },
             lane: Lane::Home(village.clone()),

@@ -203,6 +203,33 @@ mod tests {
         Ledger::open(dir).unwrap()
     }
 
+    /// A twin of a stored creation (same origin and position, another
+    /// case: a second copy of a village wrote it) is kept as evidence and
+    /// makes no case row: the store does not hold it as an event.
+    #[test]
+    fn a_twin_creation_makes_no_case_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, writer) = Committer::new(county(dir.path()));
+        let writing = std::thread::spawn(move || writer.run());
+        let village = NodeId::new("511421101001");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
+        let mut twin = crate::at_rest::tests::creation(&village, 2, proto::Hash::ZERO);
+        (twin.id.seq, twin.pos) = (1, 1);
+        assert_ne!(first.case, twin.case);
+        for e in [&first, &twin] {
+            let verdict = Verdict { accept: vec![(e.clone(), e.hash())], ..Verdict::default() };
+            rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        }
+        drop(committer);
+        writing.join().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert!(crate::store::get_case(store.conn(), &first.case).unwrap().is_some());
+        assert!(crate::store::get_case(store.conn(), &twin.case).unwrap().is_none(), "a case row of an unstored event");
+        let kept: i64 = store.conn().query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+    }
+
     /// A panic while storing one group fails that group's sessions only:
     /// the writer goes on storing for the next ones (it is the one writer
     /// of every session on the server).

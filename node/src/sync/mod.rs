@@ -218,8 +218,15 @@ pub(crate) fn apply_verdict_in(
     let mut touched: BTreeMap<&CaseId, Vec<(&Event, proto::Hash)>> = BTreeMap::new();
     let mut created = BTreeSet::new();
     for (e, hash) in &verdict.accept {
-        if store::insert_hashed(tx, e, *hash)? != store::Inserted::New {
+        let inserted = store::insert_hashed(tx, e, *hash)?;
+        if inserted != store::Inserted::New {
             created.remove(&e.case);
+        }
+        if inserted == store::Inserted::Equivocation {
+            // Kept aside as evidence, not stored as the event: it folds
+            // into no case (a twin creation would make a case row of an
+            // event the store does not hold).
+            continue;
         }
         if !e.body.is_global() {
             touched.entry(&e.case).or_default().push((e, *hash));
