@@ -261,7 +261,7 @@ async fn run_async(opts: DemoOptions) -> Result<()> {
 
 /// How the process ran: its peak resident memory (the whole county in one
 /// process), the page cache of the county's store as opened, and the
-/// allocator settings it ran under (see `crate::bounded_allocator`).
+/// allocator settings it ran under (see `node::cli::bounded_allocator`).
 fn process_report(hub: &Ledger) -> Result<serde_json::Value> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak_kib: Option<u64> = status
@@ -269,7 +269,7 @@ fn process_report(hub: &Ledger) -> Result<serde_json::Value> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
     let allocator: BTreeMap<&str, Option<String>> =
-        crate::ALLOCATOR_ENV.iter().map(|(k, _)| (*k, std::env::var(k).ok())).collect();
+        node::cli::ALLOCATOR_ENV.iter().map(|(k, _)| (*k, std::env::var(k).ok())).collect();
     Ok(serde_json::json!({
         "peak_rss_mib": peak_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
         "page_cache_kib": hub.store().page_cache()?,

@@ -152,45 +152,11 @@ enum Cmd {
 /// The glibc allocator settings the demo runs under, unless the caller set
 /// them: two arenas, and a fixed mmap threshold.
 ///
-/// The demo holds 321 nodes in one process, with a thread for each
-/// blocking SQLite call in flight (up to about 200). Left alone, glibc
-/// gives those threads up to 8 arenas per core, and the first time a large
-/// block is freed (each QUIC endpoint's 3 MB receive buffer, one per
-/// village session) it raises its mmap threshold to that size, so page
-/// caches, frames and zstd buffers land in those arenas and their freed
-/// space stays resident. Measured: 760 MB peak against about 220 MB.
-pub(crate) const ALLOCATOR_ENV: [(&str, &str); 2] = [("MALLOC_ARENA_MAX", "2"), ("MALLOC_MMAP_THRESHOLD_", "131072")];
-
-/// The settings of [`ALLOCATOR_ENV`] that `get` (the environment) lacks.
-fn allocator_env_missing(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Vec<(&'static str, &'static str)> {
-    ALLOCATOR_ENV.iter().copied().filter(|(k, _)| get(k).is_none()).collect()
-}
-
-/// Runs this program again, in place, under [`ALLOCATOR_ENV`] when the
-/// environment lacks any of it: glibc reads them only as the process
-/// starts. Returns only when nothing was missing, or with a warning when
-/// the program could not be started again (it then runs as it is).
-fn bounded_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::os::unix::process::CommandExt;
-        let missing = allocator_env_missing(|k| std::env::var_os(k));
-        if missing.is_empty() {
-            return;
-        }
-        let err = match std::env::current_exe() {
-            Ok(exe) => std::process::Command::new(exe).args(std::env::args_os().skip(1)).envs(missing).exec(),
-            Err(e) => e,
-        };
-        eprintln!("warning: cannot start again with a bounded allocator ({err}); the demo uses more memory");
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.cmd, Cmd::Demo { .. }) {
         // Before anything is read from standard input or started.
-        bounded_allocator();
+        node::cli::bounded_allocator("the demo");
     }
     node::cli::init_logging("warn");
     if let Err(e) = cli.unlock.apply() {
@@ -299,17 +265,4 @@ pub fn link(
         );
         anyhow::Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_demo_adds_only_the_allocator_settings_the_caller_did_not_give() {
-        assert_eq!(allocator_env_missing(|_| None), ALLOCATOR_ENV.to_vec());
-        let given = |k: &str| (k == "MALLOC_ARENA_MAX").then(|| "4".into());
-        assert_eq!(allocator_env_missing(given), vec![("MALLOC_MMAP_THRESHOLD_", "131072")]);
-        assert!(allocator_env_missing(|_| Some("1".into())).is_empty());
-    }
 }

@@ -56,6 +56,11 @@ enum Cmd {
 fn main() -> ExitCode {
     node::cli::quiet_on_closed_output();
     let cli = Cli::parse();
+    if matches!(cli.cmd, Cmd::Serve { .. }) {
+        // A server holds many sessions at once: before anything is read
+        // from standard input or started.
+        node::cli::bounded_allocator("the server");
+    }
     if let Err(e) = cli.unlock.apply() {
         return exit_with(Err(e));
     }
