@@ -230,6 +230,40 @@ mod tests {
         assert_eq!(kept, 1);
     }
 
+    /// Two sessions checked batches of one chain against the same tip (a
+    /// township relaying a village's event, a restored copy of the village
+    /// sending another one at that position and the next): once the first
+    /// is stored, the second no longer continues the stored chain and is
+    /// refused whole, nothing of it stored, rather than storing an event
+    /// that links to an event the store does not hold.
+    #[test]
+    fn a_batch_whose_chain_changed_since_its_check_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, writer) = Committer::new(county(dir.path()));
+        let writing = std::thread::spawn(move || writer.run());
+        let village = NodeId::new("511421101001");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
+        let mut twin = crate::at_rest::tests::creation(&village, 3, proto::Hash::ZERO);
+        (twin.id.seq, twin.pos) = (1, 1);
+        let after_twin = crate::at_rest::tests::creation(&village, 2, twin.hash());
+        let relayed = Verdict { accept: vec![(first.clone(), first.hash())], ..Verdict::default() };
+        rt.block_on(committer.submit(&village, relayed, 1).unwrap().stored()).unwrap();
+        let copy = Verdict {
+            accept: vec![(twin.clone(), twin.hash()), (after_twin.clone(), after_twin.hash())],
+            ..Verdict::default()
+        };
+        let refused = rt.block_on(committer.submit(&village, copy, 2).unwrap().stored()).unwrap_err();
+        assert!(format!("{refused:#}").contains("changed while this batch was checked"), "{refused:#}");
+        drop(committer);
+        writing.join().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let lane = proto::event::Lane::Home(village.clone());
+        assert_eq!(crate::store::hash_at(store.conn(), &village, &lane, 2).unwrap(), None, "nothing of it stored");
+        let kept: i64 = store.conn().query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 0, "the refused batch's twin was rolled back with it");
+    }
+
     /// A panic while storing one group fails that group's sessions only:
     /// the writer goes on storing for the next ones (it is the one writer
     /// of every session on the server).

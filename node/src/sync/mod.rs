@@ -217,8 +217,32 @@ pub(crate) fn apply_verdict_in(
     // memory; the others are refolded from the store.
     let mut touched: BTreeMap<&CaseId, Vec<(&Event, proto::Hash)>> = BTreeMap::new();
     let mut created = BTreeSet::new();
+    // The last event stored of each chain in this batch: the next one
+    // must link to it, or to what the store holds before it.
+    let mut last: BTreeMap<(&Lane, &NodeId), (u64, proto::Hash)> = BTreeMap::new();
     for (e, hash) in &verdict.accept {
+        // Checked against the store as it was; on a server other sessions'
+        // batches may have been stored since (the group commit): a batch
+        // whose chain no longer continues what is stored is refused whole,
+        // and its session syncs again against the store as it is now.
+        let follows = match last.get(&(&e.lane, &e.id.origin)) {
+            Some((pos, h)) if *pos + 1 == e.pos => *h == e.prev,
+            _ if e.pos <= 1 => true,
+            _ => store::hash_at(tx, &e.id.origin, &e.lane, e.pos - 1)? == Some(e.prev),
+        };
+        if !follows {
+            bail!(
+                "chain {} of lane {} changed while this batch was checked (another session stored position {}); \
+                 sync again",
+                e.id.origin,
+                e.lane,
+                e.pos - 1
+            );
+        }
         let inserted = store::insert_hashed(tx, e, *hash)?;
+        if inserted != store::Inserted::Equivocation {
+            last.insert((&e.lane, &e.id.origin), (e.pos, *hash));
+        }
         if inserted != store::Inserted::New {
             created.remove(&e.case);
         }
