@@ -149,9 +149,6 @@ enum Cmd {
     },
 }
 
-/// The glibc allocator settings the demo runs under, unless the caller set
-/// them: two arenas, and a fixed mmap threshold.
-///
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.cmd, Cmd::Demo { .. }) {

@@ -278,15 +278,7 @@ pub fn cap_page_cache(kib: u32) {
 
 /// The tier of the node whose store this is, if its identity is stored.
 fn stored_tier(conn: &Connection) -> Result<Option<Tier>> {
-    #[derive(serde::Deserialize)]
-    struct Whose {
-        node: Node,
-    }
-    #[derive(serde::Deserialize)]
-    struct Node {
-        tier: Tier,
-    }
-    Ok(meta_get::<Whose>(conn, "identity")?.map(|w| w.node.tier))
+    Ok(meta_get::<crate::identity::Identity>(conn, "identity")?.map(|i| i.tier()))
 }
 
 /// Sizes the connection's page cache for the store's tier, within the

@@ -49,6 +49,9 @@ pub struct Writer {
     ledger: Ledger,
     jobs: std::sync::mpsc::Receiver<Job>,
     stats: Arc<CommitStats>,
+    /// Panics once inside the next group's transaction (a test's fault).
+    #[cfg(test)]
+    panic_next: bool,
 }
 
 impl Committer {
@@ -57,7 +60,14 @@ impl Committer {
     pub fn new(ledger: Ledger) -> (Committer, Writer) {
         let (tx, rx) = std::sync::mpsc::channel();
         let stats = Arc::new(CommitStats::default());
-        (Committer { jobs: tx, stats: stats.clone() }, Writer { ledger, jobs: rx, stats })
+        let writer = Writer {
+            ledger,
+            jobs: rx,
+            stats: stats.clone(),
+            #[cfg(test)]
+            panic_next: false,
+        };
+        (Committer { jobs: tx, stats }, writer)
     }
 
     /// Starts the writer on its own thread.
@@ -114,7 +124,7 @@ impl Writer {
 
     fn store_group(&mut self, group: Vec<Job>) {
         #[cfg(test)]
-        if tests::PANIC_NEXT.swap(false, Ordering::SeqCst) {
+        if std::mem::take(&mut self.panic_next) {
             let _tx = self.ledger.store_mut().write();
             panic!("a fault injected by a test");
         }
@@ -146,26 +156,19 @@ impl Writer {
             tx.commit()?;
             Ok(())
         })();
-        let stored = outcomes.iter().filter(|o| o.is_ok()).count();
-        if committed.is_ok() {
-            self.stats.commits.fetch_add(1, Ordering::SeqCst);
-            self.stats.batches.fetch_add(stored, Ordering::SeqCst);
-            if group.iter().zip(&outcomes).any(|(j, o)| o.is_ok() && publishes(&j.verdict)) {
-                if let Err(e) = self.ledger.reload_catalogues() {
-                    tracing::warn!("reading the county's publications again: {e:#}");
-                }
+        if let Err(e) = committed {
+            let why = format!("{e:#}");
+            for job in group {
+                let _ = job.done.send(Err(anyhow!("storing the batch failed: {why}")));
             }
+            return;
         }
-        let failed = committed.as_ref().err().map(|e| format!("{e:#}"));
-        let mut outcomes = outcomes.into_iter();
-        for job in group {
-            let result = match (&failed, outcomes.next()) {
-                (Some(why), _) => Err(anyhow!("storing the batch failed: {why}")),
-                (None, Some(Ok(()))) => Ok(job.verdict),
-                (None, Some(Err(e))) => Err(e.context("storing the batch failed")),
-                // A job after the one whose savepoint could not be opened.
-                (None, None) => Err(anyhow!("storing the batch failed")),
-            };
+        // Committed: one outcome per job. (The writer's own catalogues are
+        // never read; the next group's `reload` follows publications.)
+        self.stats.commits.fetch_add(1, Ordering::SeqCst);
+        self.stats.batches.fetch_add(outcomes.iter().filter(|o| o.is_ok()).count(), Ordering::SeqCst);
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            let result = outcome.map(|()| job.verdict).map_err(|e| e.context("storing the batch failed"));
             let _ = job.done.send(result);
         }
     }
@@ -176,10 +179,6 @@ mod tests {
     use super::*;
     use crate::identity::Identity;
     use proto::topology::NodeInfo;
-    use std::sync::atomic::AtomicBool;
-
-    /// Makes the writer panic once, inside its transaction.
-    pub(super) static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
 
     /// A county store with an identity and a map, as `init` leaves one.
     fn county(dir: &Path) -> Ledger {
@@ -203,16 +202,51 @@ mod tests {
         Ledger::open(dir).unwrap()
     }
 
+    /// A writer running on its own thread over a county store, and a
+    /// runtime to wait for its answers.
+    fn running_writer() -> (tempfile::TempDir, Committer, std::thread::JoinHandle<()>, tokio::runtime::Runtime) {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, writer) = Committer::new(county(dir.path()));
+        let writing = std::thread::spawn(move || writer.run());
+        (dir, committer, writing, tokio::runtime::Builder::new_current_thread().build().unwrap())
+    }
+
+    /// Batches of concurrent sessions that queue while the writer makes
+    /// the last commit durable are stored by one commit, and each session
+    /// gets its own verdict back only after it.
+    #[test]
+    fn batches_waiting_together_share_one_durable_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (committer, writer) = Committer::new(county(dir.path()));
+        // Queued before the writer runs: five sessions' batches at once.
+        let pending: Vec<_> = (1..=5usize)
+            .map(|i| {
+                let verdict = Verdict { deferred: i, ..Verdict::default() };
+                committer.submit(&NodeId::new(format!("51142110100{i}")), verdict, 1).unwrap()
+            })
+            .collect();
+        let writing = std::thread::spawn(move || writer.run());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for (i, p) in pending.into_iter().enumerate() {
+            assert_eq!(rt.block_on(p.stored()).unwrap().deferred, i + 1, "each session gets its own verdict");
+        }
+        assert_eq!(committer.stats().commits.load(Ordering::SeqCst), 1, "one commit for five batches");
+        assert_eq!(committer.stats().batches.load(Ordering::SeqCst), 5);
+        // A batch sent after the writer went idle gets a commit of its own.
+        let later = committer.submit(&NodeId::new("511421101001"), Verdict::default(), 2).unwrap();
+        rt.block_on(later.stored()).unwrap();
+        assert_eq!(committer.stats().commits.load(Ordering::SeqCst), 2);
+        drop(committer);
+        writing.join().unwrap();
+    }
+
     /// A twin of a stored creation (same origin and position, another
     /// case: a second copy of a village wrote it) is kept as evidence and
     /// makes no case row: the store does not hold it as an event.
     #[test]
     fn a_twin_creation_makes_no_case_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let (committer, writer) = Committer::new(county(dir.path()));
-        let writing = std::thread::spawn(move || writer.run());
+        let (dir, committer, writing, rt) = running_writer();
         let village = NodeId::new("511421101001");
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
         let mut twin = crate::at_rest::tests::creation(&village, 2, proto::Hash::ZERO);
         (twin.id.seq, twin.pos) = (1, 1);
@@ -238,11 +272,8 @@ mod tests {
     /// that links to an event the store does not hold.
     #[test]
     fn a_batch_whose_chain_changed_since_its_check_is_refused_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let (committer, writer) = Committer::new(county(dir.path()));
-        let writing = std::thread::spawn(move || writer.run());
+        let (dir, committer, writing, rt) = running_writer();
         let village = NodeId::new("511421101001");
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
         let mut twin = crate::at_rest::tests::creation(&village, 3, proto::Hash::ZERO);
         (twin.id.seq, twin.pos) = (1, 1);
@@ -270,10 +301,10 @@ mod tests {
     #[test]
     fn a_panic_in_the_writer_fails_one_group_and_the_next_is_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let (committer, writer) = Committer::new(county(dir.path()));
+        let (committer, mut writer) = Committer::new(county(dir.path()));
         let peer = NodeId::new("511421101001");
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        PANIC_NEXT.store(true, Ordering::SeqCst);
+        writer.panic_next = true;
         let first = committer.submit(&peer, Verdict::default(), 1).unwrap();
         let writing = std::thread::spawn(move || writer.run());
         assert!(rt.block_on(first.stored()).is_err(), "the group that panicked is not acknowledged");

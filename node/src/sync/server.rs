@@ -158,10 +158,14 @@ impl Gate {
     /// already has [`UNVALIDATED_PER_NETWORK`] handshakes in progress, or
     /// the server [`UNVALIDATED_TOTAL`].
     fn wants_validation(&self, ip: std::net::IpAddr) -> bool {
-        let open = self.handshakes.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(&network_of(ip)).copied().unwrap_or(0) >= UNVALIDATED_PER_NETWORK
-            || open.values().sum::<usize>() >= UNVALIDATED_TOTAL
+        needs_validation(&self.handshakes.lock().unwrap_or_else(|p| p.into_inner()), ip)
     }
+}
+
+/// [`Gate::wants_validation`] over the handshakes in progress per network.
+fn needs_validation(open: &BTreeMap<std::net::IpAddr, usize>, ip: std::net::IpAddr) -> bool {
+    open.get(&network_of(ip)).copied().unwrap_or(0) >= UNVALIDATED_PER_NETWORK
+        || open.values().sum::<usize>() >= UNVALIDATED_TOTAL
 }
 
 impl Drop for Handshake {
@@ -425,10 +429,6 @@ impl Server {
     pub fn ledgers_opened(&self) -> usize {
         self.gate.opened.load(Ordering::SeqCst)
     }
-    /// What the group commit has done: durable commits, batches stored.
-    pub fn commits(&self) -> &commit::CommitStats {
-        self.gate.committer.stats()
-    }
 }
 
 impl Drop for Server {
@@ -519,4 +519,28 @@ pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> 
         drop(server);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    /// A first packet proves its address (Retry) only once handshakes pile
+    /// up: from its own network (an IPv4 /24), or in all.
+    #[test]
+    fn a_retry_is_asked_only_once_handshakes_pile_up() {
+        let ip = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(10, 0, c, d));
+        let mut open = BTreeMap::new();
+        assert!(!needs_validation(&open, ip(1, 7)), "a quiet server saves the round trip");
+        open.insert(network_of(ip(1, 0)), UNVALIDATED_PER_NETWORK - 1);
+        assert!(!needs_validation(&open, ip(1, 7)));
+        open.insert(network_of(ip(1, 0)), UNVALIDATED_PER_NETWORK);
+        assert!(needs_validation(&open, ip(1, 200)), "its /24 has as many as it may");
+        assert!(!needs_validation(&open, ip(2, 7)), "another network is not held to it");
+        for c in 2..=((UNVALIDATED_TOTAL / (UNVALIDATED_PER_NETWORK - 1)) as u8 + 1) {
+            open.insert(network_of(ip(c, 0)), UNVALIDATED_PER_NETWORK - 1);
+        }
+        assert!(needs_validation(&open, ip(250, 1)), "the server as a whole has as many as it may");
+    }
 }

@@ -507,20 +507,16 @@ fn personal_data_is_never_stored_in_the_clear() {
     );
     let masked = format!("{}********{}", &id[..6], &id[14..]);
     let mut masked_seen = false;
-    // Events and folded states are stored compressed: scan them unpacked
-    // too, beside every file's raw bytes.
+    // Folded case states are stored compressed: scan them unpacked too,
+    // beside every file's raw bytes.
     let conn = rusqlite::Connection::open(data.join("node.db")).unwrap();
-    let mut scanned: Vec<Vec<u8>> = Vec::new();
-    for sql in ["SELECT body FROM events", "SELECT folded FROM cases"] {
-        let mut stmt = conn.prepare(sql).unwrap();
-        let rows: Vec<Vec<u8>> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
-        for row in rows {
-            scanned.push(match sql.contains("events") {
-                true => proto::Event::decode(&row).unwrap().encode(),
-                false => proto::codec::encode(&node::at_rest::unpack_case(&row).unwrap()),
-            });
-        }
-    }
+    let mut stmt = conn.prepare("SELECT folded FROM cases").unwrap();
+    let scanned: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|row| proto::codec::encode(&node::at_rest::unpack_case(&row.unwrap()).unwrap()))
+        .collect();
+    drop(stmt);
     drop(conn);
     let files = std::fs::read_dir(&data).unwrap().map(|entry| std::fs::read(entry.unwrap().path()).unwrap());
     for bytes in files.chain(scanned) {

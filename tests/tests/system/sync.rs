@@ -489,37 +489,6 @@ fn a_server_opens_its_ledger_once_for_many_sessions() {
     assert_eq!(digest("county-hub", s(&county.hub()), VILLAGE_A)["cases"], 8);
 }
 
-/// Group commit (issue 9): batches of concurrent sessions that queue while
-/// the server's writer makes the last commit durable are stored by one
-/// commit, and each session gets its own verdict back only after it.
-#[test]
-fn batches_waiting_together_share_one_durable_commit() {
-    use node::sync::commit::Committer;
-    let county = County::new();
-    let (committer, writer) = Committer::new(node::ledger::Ledger::open(&county.hub()).unwrap());
-    // Queued before the writer runs: five sessions' batches waiting at once.
-    let pending: Vec<_> = (1..=5usize)
-        .map(|i| {
-            let verdict = proto::sync::Verdict { deferred: i, ..Default::default() };
-            committer.submit(&proto::NodeId::new(format!("51142110100{i}")), verdict, 1).unwrap()
-        })
-        .collect();
-    let writing = std::thread::spawn(move || writer.run());
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    for (i, p) in pending.into_iter().enumerate() {
-        assert_eq!(rt.block_on(p.stored()).unwrap().deferred, i + 1, "each session gets its own verdict");
-    }
-    let stats = committer.stats();
-    assert_eq!(stats.commits.load(std::sync::atomic::Ordering::SeqCst), 1, "one commit for five batches");
-    assert_eq!(stats.batches.load(std::sync::atomic::Ordering::SeqCst), 5);
-    // A batch sent after the writer went idle gets a commit of its own.
-    let later = committer.submit(&proto::NodeId::new("511421101001"), Default::default(), 2).unwrap();
-    rt.block_on(later.stored()).unwrap();
-    assert_eq!(stats.commits.load(std::sync::atomic::Ordering::SeqCst), 2);
-    drop(committer);
-    writing.join().unwrap();
-}
-
 /// `serve` runs under a bounded allocator (issue 9): two glibc arenas and
 /// a fixed mmap threshold, so that freed session buffers do not stay
 /// resident in per-thread arenas (a hub receiving files crept 42 → 58 MiB
