@@ -22,23 +22,52 @@ const LEVEL: i32 = 3;
 /// them out (their tag says what follows).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// Largest window a frame may ask its decoder for (8 MiB).
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 thread_local! {
+    /// Compression and decompression contexts, made once per thread (for
+    /// these rows and for sync frames): making one allocates and clears
+    /// its tables, which costs more than compressing a small message.
     static PACKER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static UNPACKER: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// `raw` compressed behind `tag`.
-fn pack(tag: Tag, raw: &[u8]) -> Vec<u8> {
+/// `raw` as a zstd frame, by this thread's compression context.
+pub(crate) fn compress(raw: &[u8]) -> Vec<u8> {
     PACKER.with(|p| {
         let mut p = p.borrow_mut();
         let packer = p.get_or_insert_with(|| zstd::bulk::Compressor::new(LEVEL).expect("a zstd context"));
-        let frame = packer.compress(raw).expect("compressing in memory cannot fail");
-        debug_assert_eq!(frame[..4], ZSTD_MAGIC);
-        let mut out = Vec::with_capacity(frame.len() - 2);
-        out.extend([tag.kind, tag.version]);
-        out.extend_from_slice(&frame[4..]);
-        out
+        packer.compress(raw).expect("compressing in memory cannot fail")
     })
+}
+
+/// A zstd frame of `size` bytes decompressed in one call, by this thread's
+/// decompression context, into exactly that room (a frame whose content
+/// is larger fails).
+pub(crate) fn decompress(frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    UNPACKER.with(|u| {
+        let mut u = u.borrow_mut();
+        let unpacker = match &mut *u {
+            Some(d) => d,
+            None => {
+                let mut fresh = zstd::bulk::Decompressor::new()?;
+                fresh.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
+                u.insert(fresh)
+            }
+        };
+        unpacker.decompress(frame, size)
+    })
+}
+
+/// `raw` compressed behind `tag`.
+fn pack(tag: Tag, raw: &[u8]) -> Vec<u8> {
+    let frame = compress(raw);
+    debug_assert_eq!(frame[..4], ZSTD_MAGIC);
+    let mut out = Vec::with_capacity(frame.len() - 2);
+    out.extend([tag.kind, tag.version]);
+    out.extend_from_slice(&frame[4..]);
+    out
 }
 
 /// The bytes packed behind `tag`, or `None` when `bytes` do not start with
@@ -62,15 +91,11 @@ fn unpack(tag: Tag, bytes: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
                 Ok(Some(n)) if n <= codec::DECODE_LIMIT as u64 => n as usize,
                 _ => return Some(Err(err("no content size within the limit".into()))),
             };
-            Some(UNPACKER.with(|u| {
-                let mut u = u.borrow_mut();
-                let unpacker = u.get_or_insert_with(|| zstd::bulk::Decompressor::new().expect("a zstd context"));
-                match unpacker.decompress(&frame, size) {
-                    Ok(raw) if raw.len() == size => Ok(raw),
-                    Ok(raw) => Err(err(format!("{} bytes, the frame declares {size}", raw.len()))),
-                    Err(e) => Err(err(e.to_string())),
-                }
-            }))
+            Some(match decompress(&frame, size) {
+                Ok(raw) if raw.len() == size => Ok(raw),
+                Ok(raw) => Err(err(format!("{} bytes, the frame declares {size}", raw.len()))),
+                Err(e) => Err(err(e.to_string())),
+            })
         }
         _ => Some(Err(err("too short".into()))),
     }

@@ -64,14 +64,6 @@ pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
     }
 }
 
-thread_local! {
-    /// Compression and decompression contexts, made once per thread: making
-    /// one allocates and clears its tables, which cost more than a small
-    /// message's compression.
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
-}
-
 /// Compresses a message into a frame body, refusing one the peer would
 /// refuse (an honest batch never comes near the limits).
 pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
@@ -79,13 +71,7 @@ pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
     if raw.len() > MAX_RAW_FRAME {
         bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
     }
-    let packed = COMPRESSOR.with(|c| -> Result<Vec<u8>> {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Compressor::new(3)?);
-        }
-        Ok(c.as_mut().expect("just made").compress(&raw)?)
-    })?;
+    let packed = crate::at_rest::compress(&raw);
     if packed.len() > MAX_FRAME {
         bail!("a message of {} compressed bytes is over the {MAX_FRAME}-byte frame limit", packed.len());
     }
@@ -109,18 +95,8 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
         if size > MAX_RAW_FRAME as u64 {
             bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
         }
-        return DECOMPRESSOR.with(|d| -> Result<Vec<u8>> {
-            let mut d = d.borrow_mut();
-            if d.is_none() {
-                let mut fresh = zstd::bulk::Decompressor::new()?;
-                fresh.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
-                *d = Some(fresh);
-            }
-            d.as_mut()
-                .expect("just made")
-                .decompress(packed, size as usize)
-                .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"))
-        });
+        return crate::at_rest::decompress(packed, size as usize)
+            .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"));
     }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
     decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;

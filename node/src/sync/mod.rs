@@ -61,8 +61,7 @@ const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Largest frame accepted once decompressed; also the decoder's limit.
 pub const MAX_RAW_FRAME: usize = proto::codec::DECODE_LIMIT;
-/// Largest zstd window accepted (2^23 = 8 MiB); our frames use at most 2 MiB.
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+use crate::at_rest::ZSTD_WINDOW_LOG_MAX;
 /// A server gives a connection this long to finish its handshake, then to
 /// open its stream, then to send its Hello.
 pub const OPEN_DEADLINE: Duration = Duration::from_secs(10);
