@@ -958,40 +958,88 @@ pub fn purge_after_revocation(
 ) -> Result<usize> {
     let mut moved = 0;
     for (lane, origin, pos) in lane_positions(conn, None)? {
-        if !origin.is_incarnation_of(node) || seal_of(conn, &origin, &lane)?.is_none_or(|s| s.key != *key) {
-            continue;
+        if origin.is_incarnation_of(node) {
+            moved += purge_chain_past_cut(conn, at_ms, from, &lane, &origin, pos, node, key, upto)?;
         }
-        let cut = upto.iter().find(|(l, o, _, _)| l == &lane && o == &origin).map_or(0, |(_, _, p, _)| *p);
-        if pos <= cut {
-            continue;
-        }
-        let events = lane_events(conn, &lane, &origin, cut, pos)?;
-        let reason = format!(
-            "signed with key {key} of {node} after the point the county vouched for when it revoked that key \
-             (a lost laptop's work, or a thief's)"
-        );
-        let mut cases = std::collections::BTreeSet::new();
-        for e in &events {
-            quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, "key_revoked", &reason, &e.encode())?;
-            cases.insert(e.case.clone());
-        }
-        conn.execute(
-            "DELETE FROM events WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
-            params![lane.key(), origin.0, cut],
-        )?;
-        conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
-        conn.execute(
-            "DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
-            params![lane.key(), origin.0, cut],
-        )?;
-        for case in cases.iter().filter(|c| c.as_str() != proto::event::GLOBAL_CASE) {
-            conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
-            conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
-            refold_case(conn, case)?;
-        }
-        moved += events.len();
     }
     Ok(moved)
+}
+
+/// The same, for chains a batch has just stored: events checked before a
+/// revocation of their key was stored (by another session, or earlier in
+/// the same group commit) must not stay stored past its cut. Run inside
+/// the storing transaction, after the batch's events and seals, so the
+/// outcome does not depend on which of two batches was stored first.
+pub fn purge_revoked_chains(conn: &Connection, at_ms: u64, from: &NodeId, chains: &[(Lane, NodeId)]) -> Result<usize> {
+    let mut moved = 0;
+    let mut revoked = conn.prepare_cached("SELECT key, status FROM node_keys WHERE node = ?1 AND revoked = 1")?;
+    for (lane, origin) in chains {
+        let node = origin.node();
+        let cuts: Vec<(Vec<u8>, Vec<u8>)> =
+            revoked.query_map([&node.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        for (key, status) in cuts {
+            let KeyStatus::Revoked { upto } = codec::decode("key status", &status)? else { continue };
+            let Ok(key) = <[u8; 32]>::try_from(key) else { continue };
+            let Some(pos) = chain_tip(conn, lane, origin)? else { continue };
+            moved += purge_chain_past_cut(conn, at_ms, from, lane, origin, pos, &node, &KeyId(key), &upto)?;
+        }
+    }
+    Ok(moved)
+}
+
+/// The last position stored of one chain.
+fn chain_tip(conn: &Connection, lane: &Lane, origin: &NodeId) -> Result<Option<u64>> {
+    Ok(conn
+        .prepare_cached("SELECT MAX(pos) FROM events WHERE lane = ?1 AND origin = ?2")?
+        .query_row(params![lane.key(), origin.0], |r| r.get::<_, Option<u64>>(0))?)
+}
+
+/// One chain (last stored at `pos`) of `node`: if sealed with the revoked
+/// `key`, its events past the cut move to quarantine.
+#[allow(clippy::too_many_arguments)]
+fn purge_chain_past_cut(
+    conn: &Connection,
+    at_ms: u64,
+    from: &NodeId,
+    lane: &Lane,
+    origin: &NodeId,
+    pos: u64,
+    node: &NodeId,
+    key: &KeyId,
+    upto: &[(Lane, NodeId, u64, Hash)],
+) -> Result<usize> {
+    if seal_of(conn, origin, lane)?.is_none_or(|s| s.key != *key) {
+        return Ok(0);
+    }
+    let cut = upto.iter().find(|(l, o, _, _)| l == lane && o == origin).map_or(0, |(_, _, p, _)| *p);
+    if pos <= cut {
+        return Ok(0);
+    }
+    let events = lane_events(conn, lane, origin, cut, pos)?;
+    let reason = format!(
+        "signed with key {key} of {node} after the point the county vouched for when it revoked that key \
+         (a lost laptop's work, or a thief's)"
+    );
+    let mut cases = std::collections::BTreeSet::new();
+    for e in &events {
+        quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, "key_revoked", &reason, &e.encode())?;
+        cases.insert(e.case.clone());
+    }
+    conn.execute(
+        "DELETE FROM events WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
+        params![lane.key(), origin.0, cut],
+    )?;
+    conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+    conn.execute(
+        "DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
+        params![lane.key(), origin.0, cut],
+    )?;
+    for case in cases.iter().filter(|c| c.as_str() != proto::event::GLOBAL_CASE) {
+        conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+        conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+        refold_case(conn, case)?;
+    }
+    Ok(events.len())
 }
 
 /// True when a revocation the county published vouches for this chain

@@ -295,6 +295,72 @@ mod tests {
         assert_eq!(kept, 0, "the refused batch's twin was rolled back with it");
     }
 
+    /// A village's batch checked before the county's revocation of its key
+    /// was stored (another session stored it meanwhile, or earlier in the
+    /// same group) is held against it when stored: what was signed past
+    /// the revocation's cut ends in quarantine, as if it had been checked
+    /// after, and the case it made is gone with it.
+    #[test]
+    fn a_batch_checked_before_a_revocation_was_stored_keeps_nothing_past_its_cut() {
+        let (dir, committer, writing, rt) = running_writer();
+        let (county, village) = (NodeId::new("511421"), NodeId::new("511421101001"));
+        let home = proto::event::Lane::Home(village.clone());
+        let key = proto::event::KeyId([7; 32]);
+        let seal = |e: &proto::Event| Seal {
+            origin: village.clone(),
+            lane: home.clone(),
+            pos: e.pos,
+            seq: e.id.seq,
+            head: e.hash(),
+            key,
+            signature: vec![0; 64],
+        };
+        // What the county vouched for: the village's first event.
+        let vouched = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
+        let verdict = Verdict {
+            accept: vec![(vouched.clone(), vouched.hash())],
+            seals: vec![seal(&vouched)],
+            ..Verdict::default()
+        };
+        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        // The county revokes the key (a lost laptop), cut at position 1.
+        let revoke = proto::Event {
+            id: proto::EventId { origin: county.clone(), seq: 1 },
+            lane: proto::event::Lane::Global,
+            pos: 1,
+            prev: proto::Hash::ZERO,
+            hlc: proto::Hlc { wall_ms: 1_760_000_100_000, logical: 0 },
+            actor: "县管理员".into(),
+            case: CaseId(proto::event::GLOBAL_CASE.into()),
+            context: Default::default(),
+            body: proto::Body::Revoke {
+                node: village.clone(),
+                reason: "笔记本遗失".into(),
+                key,
+                certificate: proto::Hash([9; 32]),
+                upto: vec![(home.clone(), village.clone(), 1, vouched.hash())],
+            },
+        };
+        let revocation = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
+        rt.block_on(committer.submit(&county, revocation, 2).unwrap().stored()).unwrap();
+        // The thief's batch, checked by its session before that was stored.
+        let stolen = crate::at_rest::tests::creation(&village, 2, vouched.hash());
+        let late =
+            Verdict { accept: vec![(stolen.clone(), stolen.hash())], seals: vec![seal(&stolen)], ..Verdict::default() };
+        rt.block_on(committer.submit(&village, late, 3).unwrap().stored()).unwrap();
+        drop(committer);
+        writing.join().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(crate::store::hash_at(store.conn(), &village, &home, 2).unwrap(), None, "stored past the cut");
+        assert!(crate::store::get_case(store.conn(), &stolen.case).unwrap().is_none(), "its case row stayed");
+        assert!(crate::store::get_case(store.conn(), &vouched.case).unwrap().is_some(), "the vouched case is kept");
+        let quarantined: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked' AND seq = 2", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(quarantined, 1, "kept for administrators");
+    }
+
     /// A panic while storing one group fails that group's sessions only:
     /// the writer goes on storing for the next ones (it is the one writer
     /// of every session on the server).

@@ -95,8 +95,10 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
         if size > MAX_RAW_FRAME as u64 {
             bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
         }
-        return crate::at_rest::decompress(packed, size as usize)
-            .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"));
+        if let Some(room) = one_shot_room(packed.len(), size) {
+            return crate::at_rest::decompress(packed, room)
+                .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"));
+        }
     }
     let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
     decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
@@ -109,6 +111,17 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
         bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
     }
     Ok(raw)
+}
+
+/// How much room a frame of `packed` bytes that states `declared` bytes
+/// of content is decompressed into at once: its stated size, unless that
+/// is more than an honest frame expands to (encoded events compress a few
+/// times over), when it is decompressed by the stream instead, whose
+/// buffer grows with what the frame really holds: a 20-byte frame stating
+/// 32 MiB does not make the receiver reserve 32 MiB.
+fn one_shot_room(packed: usize, declared: u64) -> Option<usize> {
+    const MOST_EXPANSION: u64 = 64;
+    (declared <= (packed as u64).saturating_mul(MOST_EXPANSION).max(64 * 1024)).then_some(declared as usize)
 }
 
 /// Reads one frame. The buffer grows with the bytes that arrive, so a
@@ -200,5 +213,31 @@ impl Frames {
 impl Drop for Frames {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame is decompressed at once into the room it states only when
+    /// that is plausible for its size; otherwise by the stream, whose
+    /// buffer grows with what the frame really holds. Both give the same
+    /// message; a lying frame is refused either way.
+    #[test]
+    fn a_small_frame_stating_a_large_size_reserves_no_room_for_it() {
+        assert_eq!(one_shot_room(20, 32 * 1024 * 1024), None, "20 bytes stating 32 MiB");
+        assert_eq!(one_shot_room(20, 1_000), Some(1_000), "small frames always at once");
+        assert_eq!(one_shot_room(100_000, 1_000_000), Some(1_000_000), "an honest batch at once");
+        // Highly repetitive content (beyond the plausible ratio) still
+        // decompresses, through the stream.
+        let raw = vec![7u8; 4 * 1024 * 1024];
+        let packed = zstd::bulk::compress(&raw, 3).unwrap();
+        assert!(one_shot_room(packed.len(), raw.len() as u64).is_none());
+        assert_eq!(unpack(&packed).unwrap(), raw);
+        // A frame cut short of what it states is refused.
+        let mut cut = zstd::bulk::compress(&[1u8; 1000], 3).unwrap();
+        cut.truncate(cut.len() - 1);
+        assert!(unpack(&cut).is_err());
     }
 }
