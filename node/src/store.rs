@@ -174,23 +174,33 @@ pub const CASE_ROWS_VERSION: u32 = 9;
 /// county's own (from the enrolment bundle) is stored.
 pub const DEFAULT_CALENDAR: &str = include_str!("../../deploy/calendar.json");
 
-static CALENDARS: std::sync::Mutex<std::collections::BTreeMap<String, std::sync::Arc<proto::calendar::Calendar>>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// Calendars read, by database file, with the newest calendar publication
+/// they were read at.
+type CalendarCache = std::collections::BTreeMap<String, (Option<u64>, std::sync::Arc<proto::calendar::Calendar>)>;
+static CALENDARS: std::sync::Mutex<CalendarCache> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-/// The node's working-day calendar (meta `calendar`, or the one shipped),
-/// read once per database file and process.
+/// The node's working-day calendar (the newest the county published, meta
+/// `calendar`, or the one shipped), read once per database file and
+/// process and publication: a lookup compares the newest calendar version
+/// this connection sees with the one the cached calendar was read at, so
+/// neither a publication another connection was committing while it was
+/// read, nor one read inside a transaction that was rolled back, stays.
 pub fn calendar(conn: &Connection) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
     let key = conn.path().unwrap_or_default().to_string();
-    if let Some(c) = CALENDARS.lock().expect("calendars").get(&key) {
-        return Ok(c.clone());
+    let version: Option<u64> = conn
+        .prepare_cached("SELECT MAX(version) FROM publications WHERE kind = 'calendar'")?
+        .query_row([], |r| r.get(0))?;
+    if let Some((read_at, c)) = CALENDARS.lock().expect("calendars").get(&key) {
+        if *read_at == version {
+            return Ok(c.clone());
+        }
     }
     let newest: Option<Vec<u8>> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT e.body FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
              WHERE p.kind = 'calendar' ORDER BY p.version DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
+        )?
+        .query_row([], |r| r.get(0))
         .optional()?;
     let published = match newest.map(decode_event).transpose()?.map(|e| e.body) {
         Some(proto::Body::Publish(p)) => match *p {
@@ -205,7 +215,7 @@ pub fn calendar(conn: &Connection) -> Result<std::sync::Arc<proto::calendar::Cal
     };
     let cal = std::sync::Arc::new(proto::calendar::Calendar::new(&file).context("the stored calendar")?);
     if !key.is_empty() {
-        CALENDARS.lock().expect("calendars").insert(key, cal.clone());
+        CALENDARS.lock().expect("calendars").insert(key, (version, cal.clone()));
     }
     Ok(cal)
 }
@@ -587,7 +597,6 @@ pub fn note_network_event(conn: &Connection, e: &Event) -> Result<()> {
         )?;
         if let proto::publication::Publication::Calendar(file) = p.as_ref() {
             proto::calendar::Calendar::new(file).context("the calendar does not hold together")?;
-            CALENDARS.lock().expect("calendars").remove(conn.path().unwrap_or_default());
         }
     }
     if let proto::Body::Incarnate { origin, after } = &e.body {
@@ -1471,6 +1480,41 @@ mod tests {
             conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin").unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// A calendar read inside a transaction that stored a newer one is not
+    /// kept once that transaction is rolled back (a group commit's batch
+    /// refused after its publication was stored in a savepoint), and one
+    /// read before a publication was committed is not kept after it.
+    #[test]
+    fn the_calendar_read_follows_what_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(dir.path()).unwrap();
+        assert_eq!(calendar(store.conn()).unwrap().version, 1, "the shipped calendar");
+        let mut file: proto::calendar::CalendarFile = serde_json::from_str(DEFAULT_CALENDAR).unwrap();
+        file.version = 2;
+        let publish = Event {
+            id: proto::EventId { origin: NodeId::new("511421"), seq: 1 },
+            lane: Lane::Global,
+            pos: 1,
+            prev: Hash::ZERO,
+            hlc: proto::Hlc { wall_ms: 1_760_000_000_000, logical: 0 },
+            actor: "县管理员".into(),
+            case: proto::CaseId(proto::event::GLOBAL_CASE.into()),
+            context: Default::default(),
+            body: proto::Body::Publish(Box::new(proto::publication::Publication::Calendar(file))),
+        };
+        {
+            let tx = store.write().unwrap();
+            insert_hashed(&tx, &publish, publish.hash()).unwrap();
+            assert_eq!(calendar(&tx).unwrap().version, 2, "the transaction sees its own publication");
+            drop(tx); // rolled back
+        }
+        assert_eq!(calendar(store.conn()).unwrap().version, 1, "a rolled-back publication stayed");
+        let tx = store.write().unwrap();
+        insert_hashed(&tx, &publish, publish.hash()).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(calendar(store.conn()).unwrap().version, 2, "a committed publication was not seen");
     }
 
     /// A store holding the identity of a node of `tier`, as `init` leaves it.
