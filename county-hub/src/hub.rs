@@ -186,7 +186,7 @@ fn open_hub(dir: &Path) -> Result<(Ledger, HubSecrets)> {
     let ledger = Ledger::open(dir)?;
     let sealed: keystore::Sealed = store::meta_get(ledger.store().conn(), "hub_secrets")?
         .with_context(|| format!("{} is a node, not the county hub", dir.display()))?;
-    let clear = keystore::open(&sealed, &keystore::passphrase("the county hub")?)?;
+    let clear = keystore::open_in(dir, &sealed, "the county hub")?;
     let secrets: HubSecrets = serde_json::from_slice(&clear).context("the hub's sealed keys are damaged")?;
     Ok((ledger, secrets))
 }

@@ -16,6 +16,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 /// The environment variable a service reads its passphrase from.
@@ -81,17 +82,66 @@ pub fn seal(clear: &[u8], passphrase: &str, kdf: Kdf) -> Result<Sealed> {
 
 /// Opens sealed secrets with `passphrase`.
 pub fn open(sealed: &Sealed, passphrase: &str) -> Result<Vec<u8>> {
-    let damaged = "the node's sealed keys are damaged; re-enrol this node";
-    let salt = hex::decode(&sealed.salt).context(damaged)?;
-    let nonce = hex::decode(&sealed.nonce).context(damaged)?;
-    let ciphertext = hex::decode(&sealed.ciphertext).context(damaged)?;
+    open_with_key(sealed, &derive_for(sealed, passphrase)?)
+}
+
+/// The key `passphrase` derives for `sealed` (its salt and cost).
+pub fn derive_for(sealed: &Sealed, passphrase: &str) -> Result<[u8; 32]> {
+    let salt = hex::decode(&sealed.salt).context(DAMAGED)?;
+    derive(passphrase, &salt, sealed.kdf)
+}
+
+const DAMAGED: &str = "the node's sealed keys are damaged; re-enrol this node";
+
+/// Opens sealed secrets with the key derived for them.
+pub fn open_with_key(sealed: &Sealed, key: &[u8; 32]) -> Result<Vec<u8>> {
+    let nonce = hex::decode(&sealed.nonce).context(DAMAGED)?;
+    let ciphertext = hex::decode(&sealed.ciphertext).context(DAMAGED)?;
     if nonce.len() != 12 {
-        bail!(damaged);
+        bail!(DAMAGED);
     }
-    let key = derive(passphrase, &salt, sealed.kdf)?;
-    ChaCha20Poly1305::new(&key.into())
+    ChaCha20Poly1305::new(key.into())
         .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: AAD })
         .map_err(|_| anyhow::anyhow!("wrong passphrase for this node's keys"))
+}
+
+/// Seals `clear` again under the key of `sealed` (same salt and cost, a
+/// fresh nonce): what changing the keys held needs, without the passphrase.
+pub fn reseal_with_key(sealed: &Sealed, key: &[u8; 32], clear: &[u8]) -> Result<Sealed> {
+    let mut nonce = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let ciphertext = ChaCha20Poly1305::new(key.into())
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: clear, aad: AAD })
+        .map_err(|_| anyhow::anyhow!("sealing the node's keys failed"))?;
+    Ok(Sealed {
+        kdf: sealed.kdf,
+        salt: sealed.salt.clone(),
+        nonce: hex::encode(nonce),
+        ciphertext: hex::encode(ciphertext),
+    })
+}
+
+/// The key that opens `sealed`, a blob of the node in `dir`: from the
+/// passphrase this process was given, else from the node's key agent
+/// (`unlock`), else from the passphrase in the environment or typed at
+/// the terminal. Checked to open the blob.
+pub fn key_in(dir: &Path, sealed: &Sealed, what: &str) -> Result<[u8; 32]> {
+    if given().lock().expect("passphrase lock").is_none() {
+        if let Some(key) = crate::agent::ask(dir, sealed) {
+            if open_with_key(sealed, &key).is_ok() {
+                return Ok(key);
+            }
+            tracing::warn!("the key agent of {} holds another key; unlocking with the passphrase", dir.display());
+        }
+    }
+    let key = derive_for(sealed, &passphrase(what)?)?;
+    open_with_key(sealed, &key)?;
+    Ok(key)
+}
+
+/// Opens `sealed`, a blob of the node in `dir` (see [`key_in`]).
+pub fn open_in(dir: &Path, sealed: &Sealed, what: &str) -> Result<Vec<u8>> {
+    open_with_key(sealed, &key_in(dir, sealed, what)?)
 }
 
 fn given() -> &'static Mutex<Option<String>> {

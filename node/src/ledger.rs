@@ -166,6 +166,17 @@ const FOLD_VERSION_KEY: &str = "fold_version";
 const ROWS_VERSION_KEY: &str = "case_rows_version";
 
 /// "3 days", "5 hours", "12 minutes".
+/// Whether a clock offset measured now differs from the one held by
+/// anything staff would be told: the peer, a second or more, or which
+/// side of the warning limit it is on.
+fn clock_offset_news(held: Option<(&NodeId, i64)>, peer: &NodeId, offset_ms: i64) -> bool {
+    let warns = |o: i64| o.abs() > proto::sync::CLOCK_WARNING_MS;
+    match held {
+        None => true,
+        Some((p, o)) => p != peer || (o - offset_ms).abs() >= 1_000 || warns(o) != warns(offset_ms),
+    }
+}
+
 fn human_duration(ms: u64) -> String {
     let minutes = ms / 60_000;
     match minutes {
@@ -588,7 +599,7 @@ impl Ledger {
         let sealed: keystore::Sealed = store::meta_get(self.store.conn(), SECRETS_KEY)?
             .context("this data directory holds no keys; initialise it again from its enrolment bundle")?;
         let what = format!("node {}", self.identity.node.id);
-        let clear = keystore::open(&sealed, &keystore::passphrase(&what)?)?;
+        let clear = keystore::open_in(self.dir(), &sealed, &what)?;
         let secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
         Ok(self.secrets.get_or_init(|| secrets))
     }
@@ -612,8 +623,9 @@ impl Ledger {
         let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
         let sealed: keystore::Sealed =
             store::meta_get(&tx, SECRETS_KEY)?.context("this data directory holds no keys")?;
-        let passphrase = keystore::passphrase(&format!("node {node}"))?;
-        let clear = keystore::open(&sealed, &passphrase)?;
+        let dir = conn.path().map(Path::new).and_then(Path::parent).context("the store has no directory")?;
+        let key = keystore::key_in(dir, &sealed, &format!("node {node}"))?;
+        let clear = keystore::open_with_key(&sealed, &key)?;
         let mut secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
         let mut added = 0;
         for (home, key) in add {
@@ -624,7 +636,7 @@ impl Ledger {
         }
         let removed = remove.is_some_and(|home| secrets.data_keys.lanes.remove(home).is_some());
         if added > 0 || removed {
-            let resealed = keystore::seal(&serde_json::to_vec(&secrets)?, &passphrase, sealed.kdf)?;
+            let resealed = keystore::reseal_with_key(&sealed, &key, &serde_json::to_vec(&secrets)?)?;
             store::meta_set(&tx, SECRETS_KEY, &resealed)?;
         }
         tx.commit()?;
@@ -646,7 +658,15 @@ impl Ledger {
 
     /// Records how far an upstream peer's clock was from ours at the last
     /// contact (peer minus ours), so staff are warned before they write.
+    ///
+    /// Written only when it tells something new (another peer, a second or
+    /// more of change, or the warning limit crossed): a no-op sync then
+    /// writes nothing, and costs the laptop no durable commit.
     pub fn record_clock_offset(&mut self, peer: &NodeId, offset_ms: i64) -> Result<()> {
+        let held = store::meta_get::<(NodeId, i64, u64)>(self.store.conn(), CLOCK_KEY)?;
+        if !clock_offset_news(held.as_ref().map(|(p, o, _)| (p, *o)), peer, offset_ms) {
+            return Ok(());
+        }
         let at_ms = crate::wall_clock_ms();
         Ok(store::meta_set(self.store.conn(), CLOCK_KEY, &(peer, offset_ms, at_ms))?)
     }
@@ -1552,4 +1572,24 @@ fn was_approved(st: &CaseState) -> bool {
             _ => None,
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A no-op sync measures the same offset again: nothing to write. A
+    /// change staff would be told of is written.
+    #[test]
+    fn a_clock_offset_is_written_only_when_it_tells_something_new() {
+        let (hub, township) = (NodeId::new("511421"), NodeId::new("511421101"));
+        assert!(clock_offset_news(None, &hub, 0), "the first measurement");
+        assert!(!clock_offset_news(Some((&hub, 0)), &hub, -1), "the same, within a millisecond");
+        assert!(!clock_offset_news(Some((&hub, 300)), &hub, -600), "under a second apart");
+        assert!(clock_offset_news(Some((&hub, 0)), &hub, 1_500), "a second and more");
+        assert!(clock_offset_news(Some((&hub, 0)), &township, 0), "another peer");
+        let limit = proto::sync::CLOCK_WARNING_MS;
+        assert!(clock_offset_news(Some((&hub, limit - 100)), &hub, limit + 100), "the warning limit crossed");
+        assert!(clock_offset_news(Some((&hub, -limit - 100)), &hub, -limit + 100), "and back");
+    }
 }

@@ -2,6 +2,7 @@
 //! protection of personal data, the local write path, and the command line
 //! common to the three binaries.
 
+pub mod agent;
 pub mod at_rest;
 pub mod blobs;
 pub mod cli;

@@ -117,6 +117,30 @@ pub enum Common {
         #[arg(long)]
         json: bool,
     },
+    /// Unlock this node's keys for a working day: asks the passphrase once
+    /// and leaves the derived keys with a small background agent, so that
+    /// later commands (a `sync` run by a scheduler) need neither the
+    /// passphrase nor the second it costs to derive. Only this account
+    /// can reach the agent; it keeps the keys in memory only, never the
+    /// passphrase, and ends at the time given or at `lock`.
+    Unlock {
+        #[command(flatten)]
+        data: DataDir,
+        /// How long: 8h, 90m, 600s (at most 16h).
+        #[arg(long = "for", value_name = "TIME", default_value = "10h")]
+        time: String,
+    },
+    /// End this node's key agent now (see `unlock`).
+    Lock {
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// The key agent itself, started by `unlock`.
+    #[command(hide = true)]
+    Agent {
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Input refused by checks (bad signature, broken chain, not authorised…).
     #[command(subcommand)]
     Quarantine(QuarantineCmd),

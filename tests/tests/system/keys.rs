@@ -261,3 +261,58 @@ fn verify_repair_rebuilds_the_keys_the_county_enrolled() {
     let digest = |program: &str, d: &str| ok_json(program, &["digest", "--data", d, "--home", VILLAGE_A, "--json"]);
     assert_eq!(digest("county-hub", &hub_data), digest("village-node", &v));
 }
+
+/// Ends a node's key agent when a test ends, passed or not.
+struct Locks(String);
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        let _ = cmd("village-node").args(["lock", "--data", &self.0]).output();
+    }
+}
+
+/// `unlock` derives the keys once and leaves them with an agent: commands
+/// then write without the passphrase (a scheduler's sync), until `lock`,
+/// after which they ask for it again. A wrong passphrase starts nothing,
+/// and the agent's socket is reachable only by the node's account.
+#[test]
+fn unlocked_commands_need_no_passphrase_until_lock() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    let a_s = s(&a).to_string();
+    let _locks = Locks(a_s.clone());
+    let new_case = |n: u32| {
+        let mut c = cmd("village-node");
+        c.args(["case", "new", "--data", &a_s, "--item", "V001", "--applicant", "李四", "--id-number"])
+            .arg(id_number(n))
+            .args(["--as", "王芳"])
+            .env_remove(PASSPHRASE_ENV);
+        c.output().unwrap()
+    };
+    let wrong = cmd("village-node")
+        .args(["unlock", "--data", &a_s, "--for", "5m"])
+        .env(PASSPHRASE_ENV, "not the passphrase")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("wrong passphrase"), "{wrong:?}");
+    assert!(!a.join("agent/agent.sock").exists(), "an agent started on a wrong passphrase");
+    assert!(!new_case(3).status.success(), "written while locked");
+
+    let said = ok("village-node", &["unlock", "--data", &a_s, "--for", "5m"]);
+    assert!(said.contains("unlocked for 0h05"), "{said}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(a.join("agent")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+    let written = new_case(4);
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    // A bad time is refused before anything is asked.
+    let long = cmd("village-node").args(["unlock", "--data", &a_s, "--for", "3d"]).output().unwrap();
+    assert!(!long.status.success());
+
+    let said = ok("village-node", &["lock", "--data", &a_s]);
+    assert!(said.contains("locked"), "{said}");
+    assert!(!a.join("agent/agent.sock").exists());
+    let refused = new_case(5);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("locked under its passphrase"), "{refused:?}");
+    let cases = ok_json("village-node", &["case", "list", "--data", &a_s, "--json"]);
+    assert_eq!(cases.as_array().unwrap().len(), 1, "only the case written while unlocked");
+}

@@ -122,6 +122,9 @@ fn data_dir(cmd: &Common) -> Option<PathBuf> {
         | Common::PurgeMoved { data, .. }
         | Common::Verify { data, .. }
         | Common::Sync { data, .. }
+        | Common::Unlock { data, .. }
+        | Common::Lock { data }
+        | Common::Agent { data }
         | Common::Quarantine(QuarantineCmd::List { data, .. })
         | Common::Files(FilesCmd::Prune { data, .. } | FilesCmd::Fetch { data, .. })
         | Common::Followup(FollowupCmd::List { data, .. } | FollowupCmd::Close { data, .. })
@@ -265,6 +268,28 @@ fn run_common(cmd: Common) -> Result<()> {
                 bail!("the store failed verification (see the report above): {hint}");
             }
         }
+        Common::Unlock { data, time } => {
+            let until_ms = crate::agent::unlock(&data.data, crate::agent::parse_for(&time)?)?;
+            let left = until_ms.saturating_sub(crate::wall_clock_ms()).div_ceil(60_000);
+            let (y, m, d) = proto::calendar::Day::of_ms(until_ms).ymd();
+            let secs = (until_ms / 1000 + 8 * 3600) % 86_400;
+            say!(
+                "this node's keys are unlocked for {}h{:02}, until {y}-{m:02}-{d:02} {:02}:{:02} (China time): its \
+                 commands need no passphrase until then, or until `lock`",
+                left / 60,
+                left % 60,
+                secs / 3600,
+                secs % 3600 / 60
+            );
+        }
+        Common::Lock { data } => {
+            if crate::agent::lock(&data.data)? {
+                say!("this node's keys are locked: its commands ask the passphrase again");
+            } else {
+                say!("no key agent was running for {}", data.data.display());
+            }
+        }
+        Common::Agent { data } => crate::agent::run(&data.data)?,
         Common::Sync { data, peer, json } => {
             // The store is checked whole before anything is sent: a damaged
             // event would otherwise stop every sync for good, and work taken

@@ -1,0 +1,370 @@
+//! The key agent: a node's keys unlocked once for a working day.
+//!
+//! Unsealing a node's keys costs an Argon2id derivation on purpose (a
+//! thief without the passphrase pays it per guess), and every command run
+//! as its own process pays it again: most of a no-op `sync` started by a
+//! scheduler. `unlock` derives the key of each sealed blob of the node
+//! once, checks it opens the blob, and leaves it with a small background
+//! process (this module, run as the hidden `agent` command) that hands it
+//! to the node's commands for a set time, as ssh-agent and gpg-agent do;
+//! `lock` ends it sooner.
+//!
+//! What it holds and gives: only the derived key of each sealed blob it
+//! was started for (by the blob's salt), never the passphrase (which staff
+//! may use elsewhere), and it derives nothing new. It answers on a Unix
+//! socket inside a directory of the data directory that only the node's
+//! account may enter (mode 0700), and only to a peer of that account
+//! (`SO_PEERCRED`). A process of that account can read the keys either
+//! way (as it can read a running desk's memory); a powered-off or
+//! locked laptop holds them nowhere: the agent keeps them in memory only,
+//! and ends at its time or at `lock`.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::keystore::{Kdf, Sealed};
+
+/// The directory of the agent's socket, inside the data directory.
+pub const AGENT_DIR: &str = "agent";
+const SOCKET: &str = "agent.sock";
+/// Longest an agent may keep keys: a working day and its evening.
+pub const MOST_HOURS: u64 = 16;
+/// How long a command waits for the agent's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+/// The socket of the agent of the node in `dir`.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join(AGENT_DIR).join(SOCKET)
+}
+
+/// One key the agent holds: the salt and cost of the blob it opens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Held {
+    pub salt: String,
+    pub kdf: Kdf,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("salt", &self.salt).field("kdf", &self.kdf).finish_non_exhaustive()
+    }
+}
+
+fn request_of(sealed: &Sealed) -> String {
+    format!("key {} {} {}\n", sealed.salt, sealed.kdf.memory_kib, sealed.kdf.passes)
+}
+
+/// Asks the agent of the node in `dir` for the key of `sealed`. `None`
+/// when no agent runs there, it does not hold that key, or it does not
+/// answer in time: the caller then derives the key from the passphrase.
+pub fn ask(dir: &Path, sealed: &Sealed) -> Option<[u8; 32]> {
+    let path = socket_path(dir);
+    if !path.exists() {
+        return None;
+    }
+    let answer = exchange(&path, &request_of(sealed)).map_err(|e| tracing::debug!("the key agent: {e:#}")).ok()?;
+    let hex_key = answer.strip_prefix("key ")?;
+    hex::decode(hex_key.trim()).ok()?.try_into().ok()
+}
+
+/// Whether an agent answers for the node in `dir`, and until when (ms
+/// since the epoch).
+pub fn until(dir: &Path) -> Option<u64> {
+    let answer = exchange(&socket_path(dir), "until\n").ok()?;
+    answer.strip_prefix("until ")?.trim().parse().ok()
+}
+
+/// Ends the agent of the node in `dir`. Returns whether one was running.
+pub fn lock(dir: &Path) -> Result<bool> {
+    let path = socket_path(dir);
+    if !path.exists() {
+        return Ok(false);
+    }
+    match exchange(&path, "lock\n") {
+        Ok(a) if a.trim() == "locked" => Ok(true),
+        Ok(other) => bail!("the key agent of {} answered {other:?} to lock", dir.display()),
+        Err(_) => {
+            // Its socket outlived it (the laptop was switched off).
+            let _ = std::fs::remove_file(&path);
+            Ok(false)
+        }
+    }
+}
+
+fn exchange(path: &Path, request: &str) -> Result<String> {
+    let mut stream = UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    stream.set_write_timeout(Some(ANSWER_WAIT))?;
+    stream.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line)
+}
+
+/// The agent's socket, made ready: its directory only the node's account
+/// may enter, any socket left by an agent that is gone removed.
+pub fn listen(dir: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let home = dir.join(AGENT_DIR);
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&home) {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e).with_context(|| format!("cannot make {}", home.display()));
+        }
+    }
+    let meta = std::fs::symlink_metadata(&home)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        bail!("{} is not a directory of this account; remove it and unlock again", home.display());
+    }
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    let path = home.join(SOCKET);
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            bail!("a key agent already answers for {}; lock it first", dir.display());
+        }
+        std::fs::remove_file(&path)?;
+    }
+    UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))
+}
+
+/// The user id of the process at the other end of `stream`.
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    rustix::net::sockopt::socket_peercred(stream).ok().map(|cred| cred.uid.as_raw())
+}
+
+/// Serves `held` on `listener` until `until_ms` (ms since the epoch) or a
+/// `lock`, then removes the socket. One request per connection, one
+/// connection at a time, each given two seconds.
+pub fn serve(listener: UnixListener, held: Vec<Held>, until_ms: u64) -> Result<()> {
+    let path = listener.local_addr()?.as_pathname().map(Path::to_path_buf).context("the agent's socket has no path")?;
+    let deadline_path = path.clone();
+    std::thread::spawn(move || {
+        let left = until_ms.saturating_sub(crate::wall_clock_ms());
+        std::thread::sleep(Duration::from_millis(left));
+        let _ = std::fs::remove_file(&deadline_path);
+        std::process::exit(0);
+    });
+    let me = rustix::process::geteuid().as_raw();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        if peer_uid(&stream) != Some(me) {
+            continue;
+        }
+        let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
+        let _ = stream.set_write_timeout(Some(ANSWER_WAIT));
+        let mut line = String::new();
+        if BufReader::new(std::io::Read::take(&stream, 512)).read_line(&mut line).is_err() {
+            continue;
+        }
+        let answer = answer(&held, line.trim(), until_ms);
+        let _ = (&stream).write_all(answer.as_bytes());
+        if answer == "locked\n" {
+            break;
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+fn answer(held: &[Held], request: &str, until_ms: u64) -> String {
+    let mut words = request.split(' ');
+    match (words.next(), words.next(), words.next(), words.next(), words.next()) {
+        (Some("key"), Some(salt), Some(memory), Some(passes), None) => {
+            let kdf = (memory.parse(), passes.parse());
+            let found = held
+                .iter()
+                .find(|h| h.salt == salt && matches!(kdf, (Ok(m), Ok(p)) if h.kdf == Kdf { memory_kib: m, passes: p }));
+            match found {
+                Some(h) => format!("key {}\n", hex::encode(h.key)),
+                None => "none\n".into(),
+            }
+        }
+        (Some("until"), None, ..) => format!("until {until_ms}\n"),
+        (Some("lock"), None, ..) => "locked\n".into(),
+        _ => "unknown\n".into(),
+    }
+}
+
+/// What `unlock` passes to the agent it starts, on its standard input
+/// (never on its command line, which other accounts can read).
+pub fn handover(held: &[Held], until_ms: u64) -> String {
+    let mut text = format!("until {until_ms}\n");
+    for h in held {
+        text.push_str(&format!("held {} {} {} {}\n", h.salt, h.kdf.memory_kib, h.kdf.passes, hex::encode(h.key)));
+    }
+    text
+}
+
+/// Reads [`handover`]'s text.
+pub fn read_handover(text: &str) -> Result<(Vec<Held>, u64)> {
+    let mut held = Vec::new();
+    let mut until = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["until", ms] => until = Some(ms.parse().context("the agent's time")?),
+            ["held", salt, memory, passes, key] => held.push(Held {
+                salt: salt.to_string(),
+                kdf: Kdf { memory_kib: memory.parse()?, passes: passes.parse()? },
+                key: hex::decode(key)?.try_into().map_err(|_| anyhow::anyhow!("a key of the wrong length"))?,
+            }),
+            _ => bail!("the agent was handed something it does not read"),
+        }
+    }
+    Ok((held, until.context("the agent was not told until when")?))
+}
+
+/// The blobs sealed under the node's passphrase in its store, by what
+/// they hold: the node's keys, and at the county hub its CA's.
+const SEALED_BLOBS: [(&str, &str); 2] = [("secrets", "node keys"), ("hub_secrets", "the county hub's CA key")];
+
+/// Reads a time to stay unlocked: `8h`, `90m`, `600s`.
+pub fn parse_for(text: &str) -> Result<Duration> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().with_context(|| format!("{text:?} is not a time such as 8h, 90m or 600s"))?;
+    let secs = match unit {
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" => n,
+        _ => bail!("{text:?} is not a time such as 8h, 90m or 600s"),
+    };
+    if secs == 0 || secs > MOST_HOURS * 3600 {
+        bail!("the keys stay unlocked for at most {MOST_HOURS}h, and some time");
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Unlocks the node in `dir` for `time`: derives the key of each blob
+/// sealed under its passphrase (given, from the environment, or typed;
+/// never from a running agent), checks that it opens it, and starts the
+/// agent (this program's hidden `agent` command) with them, replacing an
+/// agent already running. Returns until when (ms since the epoch).
+pub fn unlock(dir: &Path, time: Duration) -> Result<u64> {
+    let store = crate::store::Store::open_read(dir)?;
+    let node = crate::store::meta_get::<crate::identity::Identity>(store.conn(), "identity")?
+        .map_or_else(|| dir.display().to_string(), |i| i.node.id.0);
+    let mut held = Vec::new();
+    let mut passphrase = None;
+    for (name, _) in SEALED_BLOBS {
+        let Some(sealed) = crate::store::meta_get::<Sealed>(store.conn(), name)? else { continue };
+        let pass = match &passphrase {
+            Some(p) => p,
+            None => passphrase.insert(crate::keystore::passphrase(&format!("node {node}"))?),
+        };
+        let key = crate::keystore::derive_for(&sealed, pass)?;
+        crate::keystore::open_with_key(&sealed, &key)?;
+        held.push(Held { salt: sealed.salt.clone(), kdf: sealed.kdf, key });
+    }
+    drop(store);
+    if held.is_empty() {
+        bail!("{} holds no sealed keys: initialise it from its enrolment bundle first", dir.display());
+    }
+    lock(dir)?;
+    let until_ms = crate::wall_clock_ms() + time.as_millis() as u64;
+    start(dir, &held, until_ms)?;
+    Ok(until_ms)
+}
+
+/// Starts the agent in its own process group (it outlives the command
+/// that started it), hands it the keys on its standard input, and waits
+/// until it answers.
+fn start(dir: &Path, held: &[Held], until_ms: u64) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("cannot find this program to start the key agent")?;
+    let mut child = Command::new(exe)
+        .arg("agent")
+        .arg("--data")
+        .arg(dir)
+        .env_remove(crate::keystore::PASSPHRASE_ENV)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the key agent")?;
+    let mut input = child.stdin.take().context("the agent's input")?;
+    input.write_all(handover(held, until_ms).as_bytes())?;
+    drop(input);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("the agent's output")?).read_line(&mut line)?;
+    match line.trim() {
+        "ready" => Ok(()),
+        "" => bail!("the key agent ended before it was ready: {:?}", child.wait()?),
+        why => bail!("the key agent did not start: {why}"),
+    }
+}
+
+/// The hidden `agent` command: reads its keys from standard input, listens,
+/// says `ready` on standard output, and serves until its time or `lock`.
+/// It also ends when its socket is removed (the data directory deleted or
+/// initialised again).
+pub fn run(dir: &Path) -> Result<()> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().take(64 * 1024), &mut text)?;
+    let (held, until_ms) = read_handover(&text)?;
+    let listener = match listen(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("{e:#}");
+            return Err(e);
+        }
+    };
+    let path = socket_path(dir);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(2));
+        if !path.exists() {
+            std::process::exit(0);
+        }
+    });
+    println!("ready");
+    std::io::stdout().flush()?;
+    serve(listener, held, until_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keystore;
+
+    /// An agent hands the key of the blob it holds (which opens it) to a
+    /// command of the same account, nothing for another blob, and after
+    /// `lock` answers no more and leaves no socket.
+    #[test]
+    fn an_agent_hands_the_key_it_holds_and_nothing_after_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealed = keystore::seal(b"node keys", "correct horse battery", Kdf::SIMULATION).unwrap();
+        let other = keystore::seal(b"other keys", "correct horse battery", Kdf::SIMULATION).unwrap();
+        let key = keystore::derive_for(&sealed, "correct horse battery").unwrap();
+        let held = vec![Held { salt: sealed.salt.clone(), kdf: sealed.kdf, key }];
+        let listener = listen(dir.path()).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(AGENT_DIR)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "only the node's account may reach the socket");
+        let until_ms = crate::wall_clock_ms() + 60_000;
+        let serving = std::thread::spawn(move || serve(listener, held, until_ms));
+        let got = ask(dir.path(), &sealed).expect("the key held");
+        assert_eq!(keystore::open_with_key(&sealed, &got).unwrap(), b"node keys");
+        assert_eq!(ask(dir.path(), &other), None, "a blob it was not given");
+        assert_eq!(until(dir.path()), Some(until_ms));
+        assert!(listen(dir.path()).is_err(), "a second agent while one answers");
+        assert!(lock(dir.path()).unwrap());
+        serving.join().unwrap().unwrap();
+        assert!(!socket_path(dir.path()).exists());
+        assert_eq!(ask(dir.path(), &sealed), None);
+        assert!(!lock(dir.path()).unwrap(), "nothing left to lock");
+    }
+
+    #[test]
+    fn the_handover_reads_back_what_was_written() {
+        let held = vec![Held { salt: "ab".repeat(16), kdf: Kdf::STANDARD, key: [3; 32] }];
+        assert_eq!(read_handover(&handover(&held, 42)).unwrap(), (held, 42));
+        assert!(read_handover("held x\n").is_err());
+        assert!(read_handover("").is_err(), "no time given");
+    }
+}
