@@ -31,6 +31,8 @@ POUCH = os.path.join(ROOT, "bench", "pouch")
 # Every node's keys are sealed under a passphrase; the benchmark's county
 # uses one for all its nodes.
 os.environ.setdefault("CASE_NODE_PASSPHRASE", "benchmark county passphrase")
+# Villages unlock their keys for the run (`--locked` turns it off).
+UNLOCKED = True
 
 
 def say(msg):
@@ -100,6 +102,21 @@ class County:
 
     def dir(self, v):
         return os.path.join(self.work, v)
+
+    def unlock(self):
+        """Every village unlocks its keys for the run (`village-node unlock`,
+        as staff do in the morning): its syncs then take the keys from its
+        agent instead of deriving them from the passphrase. The agents end
+        at `lock`, or when the work directory is removed."""
+        if not UNLOCKED:
+            return
+        with cf.ThreadPoolExecutor(2) as ex:
+            list(ex.map(lambda v: run(f"{BIN}/village-node", "unlock", "--data", self.dir(v), "--for", "2h"),
+                        self.villages))
+
+    def lock(self):
+        for v in self.villages:
+            subprocess.run([f"{BIN}/village-node", "lock", "--data", self.dir(v)], capture_output=True)
 
     def generate(self, cases, seed=1):
         def one(iv):
@@ -214,6 +231,7 @@ def workload_day(work, villages, cases, label, results, noop=True, herd=None):
     if herd:
         say(f"{label}: copying the county for the herd")
         subprocess.run(["cp", "-a", work, work + "-herd"], check=True)
+    county.unlock()
     hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
     say(f"{label}: ours: {n_cases} cases, {n_events} events, syncing every village to the hub")
     ours = county.sync_all(hub.addr, hub=hub)
@@ -221,6 +239,7 @@ def workload_day(work, villages, cases, label, results, noop=True, herd=None):
     ours["hub_peak_rss_kib"] = hub.peak_rss_kib()
     noop_ours = county.sync_all(hub.addr, hub=hub) if noop else None
     hub.stop()
+    county.lock()
     ours["at_rest"] = at_rest(county)
     say(f"{label}: PouchDB: {n_cases} docs x {changes} changes")
     peer = pouch(villages, cases, changes, noop=noop)
@@ -240,6 +259,7 @@ def workload_herd(work, like, n_cases, n_events, changes, cases, concurrency, re
     holiday), `concurrency` processes at once, on a copy of the county."""
     county = County.__new__(County)
     county.work, county.hub, county.villages = work, os.path.join(work, "hub"), like.villages
+    county.unlock()
     hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
     say(f"herd: {len(county.villages)} villages within 1 s, {concurrency} at once, {n_events} events")
     ours = county.sync_all(hub.addr, concurrency=concurrency, spread=1.0, hub=hub)
@@ -247,6 +267,7 @@ def workload_herd(work, like, n_cases, n_events, changes, cases, concurrency, re
     ours["hub_peak_rss_kib"] = hub.peak_rss_kib()
     again = county.sync_all(hub.addr, hub=hub)
     hub.stop()
+    county.lock()
     held = events_held("county-hub", county.hub)
     ours["nothing_lost"] = ours["events"] == n_events and again["events"] == 0 and held >= n_events
     ours["hub_events_held"] = held
@@ -266,7 +287,9 @@ def workload_rural(work, results):
     hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
     link = Serve(f"{BIN}/county-sim", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
                  "--rtt-ms", "300", "--loss", "0.03", "--kbps", "1000", "--jitter-ms", "20")
+    county.unlock()
     ours = county.sync_all(link.addr, concurrency=1)
+    county.lock()
     link.stop()
     hub.stop()
     changes = max(1, round(n_events / n_cases))
@@ -303,7 +326,8 @@ def ratio(a, b):
 def report(results, path_md, path_png, failed):
     lines = [f"# Benchmark results, {datetime.date.today()}", "", f"Machine: {machine()}", "",
              "Ours: separate `village-node sync` processes (8 at a time) to `county-hub serve`, QUIC + mutual TLS, "
-             "SQLite with synchronous=FULL. Peer: PouchDB 9 (memory adapter, 24 replications at a time) to "
+             "SQLite with synchronous=FULL; " + ("each village unlocked for the run (`village-node unlock`, its keys "
+             "from its agent)" if UNLOCKED else "each process unsealing its keys under the passphrase (--locked)") + ". Peer: PouchDB 9 (memory adapter, 24 replications at a time) to "
              "express-pouchdb (memory) through a byte-counting TCP proxy. Same villages, cases and changes per case.",
              "", "The last column says how many times better we are (PouchDB / ours for time, bytes, requests "
              "and memory; ours / PouchDB for events per second); below 1.0x we are worse.",
@@ -405,7 +429,11 @@ def main():
     ap.add_argument("--w5-cases", type=int, default=1_500_000)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--only", nargs="+", metavar="W", help="run only these workloads (W1 W4 W2 W5; W3 comes with W1)")
+    ap.add_argument("--locked", action="store_true",
+                    help="do not unlock the villages: every sync process derives its keys from the passphrase")
     a = ap.parse_args()
+    global UNLOCKED
+    UNLOCKED = not a.locked
     setup_tools()
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
     work = os.path.join(ROOT, "bench", "work", stamp)

@@ -1256,11 +1256,42 @@ impl Ledger {
             return Err(Declined::Invalid(format!("node {node} holds no live key; nothing to revoke")).into());
         }
         let upto = store::heads_of(self.store.conn(), node)?;
+        self.revoke_at(actor, node, reason, live, upto)
+    }
+
+    /// [`Ledger::revoke`] with the cut read beforehand: what the hub held of
+    /// the node's chains when the administrator asked. Public for tests
+    /// that store events between the two (a served session's batch).
+    #[doc(hidden)]
+    pub fn revoke_at(
+        &mut self,
+        actor: &str,
+        node: &NodeId,
+        reason: &str,
+        live: Vec<(KeyId, Hash)>,
+        upto: Vec<(proto::Lane, NodeId, u64, Hash)>,
+    ) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for (key, certificate) in live {
-            let body = Body::Revoke { node: node.clone(), reason: reason.into(), key, certificate, upto: upto.clone() };
+        for (key, certificate) in &live {
+            let body = Body::Revoke {
+                node: node.clone(),
+                reason: reason.into(),
+                key: *key,
+                certificate: *certificate,
+                upto: upto.clone(),
+            };
             out.push(self.append(actor, Target::Case(CaseId(proto::event::GLOBAL_CASE.into())), body)?);
         }
+        // A served session may have stored events of the node, checked while
+        // its keys were live, after `upto` was read: past the cut, they go
+        // to quarantine as a received revocation would send them. (From
+        // here on, a batch judged under a revoked key is refused whole.)
+        let me = self.me().clone();
+        let tx = self.store.write()?;
+        for (key, _) in &live {
+            store::purge_after_revocation(&tx, crate::wall_clock_ms(), &me, node, key, &upto)?;
+        }
+        tx.commit()?;
         Ok(out)
     }
 

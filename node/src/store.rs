@@ -174,22 +174,30 @@ pub const CASE_ROWS_VERSION: u32 = 9;
 /// county's own (from the enrolment bundle) is stored.
 pub const DEFAULT_CALENDAR: &str = include_str!("../../deploy/calendar.json");
 
-/// Calendars read, by database file, with the newest calendar publication
-/// they were read at.
-type CalendarCache = std::collections::BTreeMap<String, (Option<u64>, std::sync::Arc<proto::calendar::Calendar>)>;
+/// Calendars read, by database file, with the event of the newest
+/// calendar publication they were read at.
+type CalendarCache =
+    std::collections::BTreeMap<String, (Option<(String, u64)>, std::sync::Arc<proto::calendar::Calendar>)>;
 static CALENDARS: std::sync::Mutex<CalendarCache> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// The node's working-day calendar (the newest the county published, meta
 /// `calendar`, or the one shipped), read once per database file and
-/// process and publication: a lookup compares the newest calendar version
-/// this connection sees with the one the cached calendar was read at, so
+/// process and publication: a lookup compares the newest calendar
+/// publication this connection sees with the one the cached calendar was
+/// read at, so
 /// neither a publication another connection was committing while it was
 /// read, nor one read inside a transaction that was rolled back, stays.
 pub fn calendar(conn: &Connection) -> Result<std::sync::Arc<proto::calendar::Calendar>> {
     let key = conn.path().unwrap_or_default().to_string();
-    let version: Option<u64> = conn
-        .prepare_cached("SELECT MAX(version) FROM publications WHERE kind = 'calendar'")?
-        .query_row([], |r| r.get(0))?;
+    // The newest publication by the event that made it (not its version
+    // number alone: a recovery can set that event aside).
+    let version: Option<(String, u64)> = conn
+        .prepare_cached(
+            "SELECT p.origin, p.seq FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
+             WHERE p.kind = 'calendar' ORDER BY p.version DESC LIMIT 1",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
     if let Some((read_at, c)) = CALENDARS.lock().expect("calendars").get(&key) {
         if *read_at == version {
             return Ok(c.clone());
@@ -974,35 +982,6 @@ pub fn purge_after_revocation(
     Ok(moved)
 }
 
-/// The same, for chains a batch has just stored: events checked before a
-/// revocation of their key was stored (by another session, or earlier in
-/// the same group commit) must not stay stored past its cut. Run inside
-/// the storing transaction, after the batch's events and seals, so the
-/// outcome does not depend on which of two batches was stored first.
-pub fn purge_revoked_chains(conn: &Connection, at_ms: u64, from: &NodeId, chains: &[(Lane, NodeId)]) -> Result<usize> {
-    let mut moved = 0;
-    let mut revoked = conn.prepare_cached("SELECT key, status FROM node_keys WHERE node = ?1 AND revoked = 1")?;
-    for (lane, origin) in chains {
-        let node = origin.node();
-        let cuts: Vec<(Vec<u8>, Vec<u8>)> =
-            revoked.query_map([&node.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-        for (key, status) in cuts {
-            let KeyStatus::Revoked { upto } = codec::decode("key status", &status)? else { continue };
-            let Ok(key) = <[u8; 32]>::try_from(key) else { continue };
-            let Some(pos) = chain_tip(conn, lane, origin)? else { continue };
-            moved += purge_chain_past_cut(conn, at_ms, from, lane, origin, pos, &node, &KeyId(key), &upto)?;
-        }
-    }
-    Ok(moved)
-}
-
-/// The last position stored of one chain.
-fn chain_tip(conn: &Connection, lane: &Lane, origin: &NodeId) -> Result<Option<u64>> {
-    Ok(conn
-        .prepare_cached("SELECT MAX(pos) FROM events WHERE lane = ?1 AND origin = ?2")?
-        .query_row(params![lane.key(), origin.0], |r| r.get::<_, Option<u64>>(0))?)
-}
-
 /// One chain (last stored at `pos`) of `node`: if sealed with the revoked
 /// `key`, its events past the cut move to quarantine.
 #[allow(clippy::too_many_arguments)]
@@ -1017,7 +996,12 @@ fn purge_chain_past_cut(
     key: &KeyId,
     upto: &[(Lane, NodeId, u64, Hash)],
 ) -> Result<usize> {
-    if seal_of(conn, origin, lane)?.is_none_or(|s| s.key != *key) {
+    // A chain sealed with another key (the node enrolled again) is not this
+    // key's. One stored without a seal (segments accepted in part: the rest
+    // waited for an event of another chain) is held to the cut too: which
+    // key signed it is not kept, and what an honest key signed past the
+    // cut is accepted again when it is sent again.
+    if seal_of(conn, origin, lane)?.is_some_and(|s| s.key != *key) {
         return Ok(0);
     }
     let cut = upto.iter().find(|(l, o, _, _)| l == lane && o == origin).map_or(0, |(_, _, p, _)| *p);
@@ -1043,10 +1027,16 @@ fn purge_chain_past_cut(
         "DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
         params![lane.key(), origin.0, cut],
     )?;
-    for case in cases.iter().filter(|c| c.as_str() != proto::event::GLOBAL_CASE) {
+    for case in cases.iter().filter(|c| !c.as_str().starts_with('*')) {
         conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
         conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
-        refold_case(conn, case)?;
+        if refold_case(conn, case)?.is_some_and(|st| st.create.is_none()) {
+            // Its creation went: other nodes' events on it stay stored (as
+            // a receiver that never had the creation defers them), but no
+            // case row is made of them.
+            conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+            conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+        }
     }
     Ok(events.len())
 }

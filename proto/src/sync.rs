@@ -338,6 +338,10 @@ pub struct Verdict {
     /// do not continue its stored chain: another copy of this node wrote a
     /// different history. Not stored, not quarantined: the node recovers.
     pub own_diverged: Vec<(Lane, NodeId)>,
+    /// The keys (node, key) segments of this batch were judged under while
+    /// not revoked. The receiver stores the batch only if none of them has
+    /// been revoked since (the check runs outside its write transaction).
+    pub keys_relied: BTreeSet<(NodeId, KeyId)>,
 }
 
 fn chain_reason(e: &ChainError) -> String {
@@ -492,7 +496,9 @@ pub fn check_batch<R: Replica>(
                     continue;
                 }
             }
-            KeyStatus::Enrolled => {}
+            KeyStatus::Enrolled => {
+                v.keys_relied.insert((node.clone(), seal.key));
+            }
         }
         let Some(key) = seal.key.verifying_key() else {
             quarantine_all(

@@ -178,6 +178,7 @@ impl Writer {
 mod tests {
     use super::*;
     use crate::identity::Identity;
+    use proto::event::Lane;
     use proto::topology::NodeInfo;
 
     /// A county store with an identity and a map, as `init` leaves one.
@@ -295,38 +296,11 @@ mod tests {
         assert_eq!(kept, 0, "the refused batch's twin was rolled back with it");
     }
 
-    /// A village's batch checked before the county's revocation of its key
-    /// was stored (another session stored it meanwhile, or earlier in the
-    /// same group) is held against it when stored: what was signed past
-    /// the revocation's cut ends in quarantine, as if it had been checked
-    /// after, and the case it made is gone with it.
-    #[test]
-    fn a_batch_checked_before_a_revocation_was_stored_keeps_nothing_past_its_cut() {
-        let (dir, committer, writing, rt) = running_writer();
-        let (county, village) = (NodeId::new("511421"), NodeId::new("511421101001"));
-        let home = proto::event::Lane::Home(village.clone());
-        let key = proto::event::KeyId([7; 32]);
-        let seal = |e: &proto::Event| Seal {
-            origin: village.clone(),
-            lane: home.clone(),
-            pos: e.pos,
-            seq: e.id.seq,
-            head: e.hash(),
-            key,
-            signature: vec![0; 64],
-        };
-        // What the county vouched for: the village's first event.
-        let vouched = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
-        let verdict = Verdict {
-            accept: vec![(vouched.clone(), vouched.hash())],
-            seals: vec![seal(&vouched)],
-            ..Verdict::default()
-        };
-        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
-        // The county revokes the key (a lost laptop), cut at position 1.
-        let revoke = proto::Event {
-            id: proto::EventId { origin: county.clone(), seq: 1 },
-            lane: proto::event::Lane::Global,
+    /// The county's revocation of `key` of `village`, cut at `upto`.
+    fn revocation(village: &NodeId, key: proto::event::KeyId, upto: Vec<(Lane, NodeId, u64, proto::Hash)>) -> Event {
+        Event {
+            id: proto::EventId { origin: NodeId::new("511421"), seq: 1 },
+            lane: Lane::Global,
             pos: 1,
             prev: proto::Hash::ZERO,
             hlc: proto::Hlc { wall_ms: 1_760_000_100_000, logical: 0 },
@@ -338,25 +312,124 @@ mod tests {
                 reason: "笔记本遗失".into(),
                 key,
                 certificate: proto::Hash([9; 32]),
-                upto: vec![(home.clone(), village.clone(), 1, vouched.hash())],
+                upto,
             },
+        }
+    }
+
+    /// The seal `key` puts on `e`'s chain at `e`.
+    fn seal_of(e: &Event, key: proto::event::KeyId) -> Seal {
+        Seal {
+            origin: e.id.origin.clone(),
+            lane: e.lane.clone(),
+            pos: e.pos,
+            seq: e.id.seq,
+            head: e.hash(),
+            key,
+            signature: vec![0; 64],
+        }
+    }
+
+    /// A village's batch judged under its key before the county's
+    /// revocation of that key was stored (by another session, or earlier
+    /// in the same group) is refused whole when stored, nothing of it
+    /// kept: its session syncs again, and the check then holds it to the
+    /// revocation's cut.
+    #[test]
+    fn a_batch_judged_under_a_key_revoked_since_is_refused_whole() {
+        let (dir, committer, writing, rt) = running_writer();
+        let village = NodeId::new("511421101001");
+        let home = Lane::Home(village.clone());
+        let key = proto::event::KeyId([7; 32]);
+        let vouched = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
+        let verdict = Verdict {
+            accept: vec![(vouched.clone(), vouched.hash())],
+            seals: vec![seal_of(&vouched, key)],
+            ..Verdict::default()
         };
-        let revocation = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
-        rt.block_on(committer.submit(&county, revocation, 2).unwrap().stored()).unwrap();
-        // The thief's batch, checked by its session before that was stored.
+        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        let revoke = revocation(&village, key, vec![(home.clone(), village.clone(), 1, vouched.hash())]);
+        let revoked = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
+        rt.block_on(committer.submit(&NodeId::new("511421"), revoked, 2).unwrap().stored()).unwrap();
+        // The thief's batch, judged by its session while the key was live.
         let stolen = crate::at_rest::tests::creation(&village, 2, vouched.hash());
-        let late =
-            Verdict { accept: vec![(stolen.clone(), stolen.hash())], seals: vec![seal(&stolen)], ..Verdict::default() };
-        rt.block_on(committer.submit(&village, late, 3).unwrap().stored()).unwrap();
+        let late = Verdict {
+            accept: vec![(stolen.clone(), stolen.hash())],
+            keys_relied: [(village.clone(), key)].into(),
+            ..Verdict::default()
+        };
+        let refused = rt.block_on(committer.submit(&village, late, 3).unwrap().stored()).unwrap_err();
+        assert!(format!("{refused:#}").contains("revoked key"), "{refused:#}");
         drop(committer);
         writing.join().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         assert_eq!(crate::store::hash_at(store.conn(), &village, &home, 2).unwrap(), None, "stored past the cut");
         assert!(crate::store::get_case(store.conn(), &stolen.case).unwrap().is_none(), "its case row stayed");
         assert!(crate::store::get_case(store.conn(), &vouched.case).unwrap().is_some(), "the vouched case is kept");
+    }
+
+    /// Events stored before a revocation arrived, of a segment accepted in
+    /// part (so without its seal), are held to the cut like sealed ones;
+    /// a case whose creation goes with them keeps no row, though another
+    /// node's event on it stays stored.
+    #[test]
+    fn a_revocation_purges_past_its_cut_what_was_stored_without_a_seal() {
+        let (dir, committer, writing, rt) = running_writer();
+        let (village, township) = (NodeId::new("511421101001"), NodeId::new("511421101"));
+        let home = Lane::Home(village.clone());
+        let key = proto::event::KeyId([7; 32]);
+        let vouched = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
+        // A new incarnation of the village (its laptop restored), whose
+        // first segment waited in part: stored with no seal.
+        let incarnation = NodeId::new("511421101001~abcd1234");
+        let mut unsealed = crate::at_rest::tests::creation(&incarnation, 1, proto::Hash::ZERO);
+        unsealed.lane = home.clone();
+        let mut context = crdts::VClock::new();
+        crdts::CmRDT::apply(&mut context, crdts::Dot::new(incarnation.clone(), 1));
+        let township_step = Event {
+            id: proto::EventId { origin: township.clone(), seq: 1 },
+            lane: home.clone(),
+            pos: 1,
+            prev: proto::Hash::ZERO,
+            hlc: proto::Hlc { wall_ms: 1_760_000_050_000, logical: 0 },
+            actor: "乡镇窗口".into(),
+            case: unsealed.case.clone(),
+            context,
+            body: proto::Body::SetField {
+                field: "note".into(), value: proto::event::FieldValue::Text("已核".into())
+            },
+        };
+        let verdict = Verdict {
+            accept: vec![
+                (vouched.clone(), vouched.hash()),
+                (unsealed.clone(), unsealed.hash()),
+                (township_step.clone(), township_step.hash()),
+            ],
+            seals: vec![seal_of(&vouched, key)],
+            ..Verdict::default()
+        };
+        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        let revoke = revocation(&village, key, vec![(home.clone(), village.clone(), 1, vouched.hash())]);
+        let revoked = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
+        rt.block_on(committer.submit(&NodeId::new("511421"), revoked, 2).unwrap().stored()).unwrap();
+        drop(committer);
+        writing.join().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        assert_eq!(crate::store::hash_at(store.conn(), &incarnation, &home, 1).unwrap(), None, "kept past the cut");
+        assert!(crate::store::get_case(store.conn(), &unsealed.case).unwrap().is_none(), "a case row with no creation");
+        assert!(crate::store::get_case(store.conn(), &vouched.case).unwrap().is_some());
+        assert_eq!(
+            crate::store::hash_at(store.conn(), &township, &home, 1).unwrap(),
+            Some(township_step.hash()),
+            "the township's event stays stored"
+        );
         let quarantined: i64 = store
             .conn()
-            .query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked' AND seq = 2", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked' AND origin = ?1",
+                [&incarnation.0],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(quarantined, 1, "kept for administrators");
     }

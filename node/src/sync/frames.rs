@@ -86,31 +86,48 @@ pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message, wir
 }
 
 /// Decompresses a frame body, never holding more than [`MAX_RAW_FRAME`]
-/// bytes of output however much the frame claims or expands to.
+/// bytes of output however much the frame claims or expands to, nor more
+/// than [`most_output`] for the bytes it came in.
 pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
     // A frame that states its size (ours always do) is decompressed in one
     // call by this thread's decompression context, into exactly that room:
     // a frame whose content is larger than it states fails there.
+    let most = most_output(packed.len());
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(packed) {
-        if size > MAX_RAW_FRAME as u64 {
-            bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
+        if size > most as u64 {
+            bail!(
+                "the peer sent a frame of {} bytes that says it expands to {size}, beyond any honest message",
+                packed.len()
+            );
         }
         if let Some(room) = one_shot_room(packed.len(), size) {
             return crate::at_rest::decompress(packed, room)
                 .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"));
         }
     }
+    // Otherwise by the stream, in steps, the buffer never more than twice
+    // what has come out, and never past `most`.
     let mut decoder = zstd::stream::read::Decoder::with_buffer(packed)?;
     decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
     let mut raw = Vec::new();
     decoder
-        .take(MAX_RAW_FRAME as u64 + 1)
+        .take(most as u64 + 1)
         .read_to_end(&mut raw)
         .map_err(|e| anyhow!("the peer sent a frame that does not decompress: {e}"))?;
-    if raw.len() > MAX_RAW_FRAME {
-        bail!("the peer sent a frame that decompresses to over {MAX_RAW_FRAME} bytes");
+    if raw.len() > most {
+        bail!("the peer sent a frame of {} bytes that expands beyond any honest message", packed.len());
     }
     Ok(raw)
+}
+
+/// The most a frame of `packed` bytes may expand to: [`MAX_RAW_FRAME`],
+/// and at most 1,024 times its size above 1 MiB. Encoded events carry
+/// signatures and hashes and compress a few times over; a frame that
+/// expands a thousandfold is built to make the receiver hold memory (a
+/// 1 KiB frame of zeros would otherwise take 32 MiB, and 64 MiB of room).
+fn most_output(packed: usize) -> usize {
+    const FLOOR: usize = 1024 * 1024;
+    MAX_RAW_FRAME.min(packed.saturating_mul(1024).max(FLOOR))
 }
 
 /// How much room a frame of `packed` bytes that states `declared` bytes
@@ -118,7 +135,7 @@ pub fn unpack(packed: &[u8]) -> Result<Vec<u8>> {
 /// is more than an honest frame expands to (encoded events compress a few
 /// times over), when it is decompressed by the stream instead, whose
 /// buffer grows with what the frame really holds: a 20-byte frame stating
-/// 32 MiB does not make the receiver reserve 32 MiB.
+/// 1 MiB does not make the receiver reserve 1 MiB.
 fn one_shot_room(packed: usize, declared: u64) -> Option<usize> {
     const MOST_EXPANSION: u64 = 64;
     (declared <= (packed as u64).saturating_mul(MOST_EXPANSION).max(64 * 1024)).then_some(declared as usize)
@@ -226,12 +243,12 @@ mod tests {
     /// message; a lying frame is refused either way.
     #[test]
     fn a_small_frame_stating_a_large_size_reserves_no_room_for_it() {
-        assert_eq!(one_shot_room(20, 32 * 1024 * 1024), None, "20 bytes stating 32 MiB");
+        assert_eq!(one_shot_room(20, 1024 * 1024), None, "20 bytes stating 1 MiB");
         assert_eq!(one_shot_room(20, 1_000), Some(1_000), "small frames always at once");
         assert_eq!(one_shot_room(100_000, 1_000_000), Some(1_000_000), "an honest batch at once");
-        // Highly repetitive content (beyond the plausible ratio) still
-        // decompresses, through the stream.
-        let raw = vec![7u8; 4 * 1024 * 1024];
+        // Repetitive content (beyond the plausible ratio for one go, within
+        // what a frame may expand to) still decompresses, by the stream.
+        let raw = vec![7u8; 1024 * 1024];
         let packed = zstd::bulk::compress(&raw, 3).unwrap();
         assert!(one_shot_room(packed.len(), raw.len() as u64).is_none());
         assert_eq!(unpack(&packed).unwrap(), raw);
@@ -239,5 +256,27 @@ mod tests {
         let mut cut = zstd::bulk::compress(&[1u8; 1000], 3).unwrap();
         cut.truncate(cut.len() - 1);
         assert!(unpack(&cut).is_err());
+    }
+
+    /// A kilobyte that expands to 32 MiB (zeros, with or without its size
+    /// stated) is refused once past what its size allows, not held.
+    #[test]
+    fn a_frame_expanding_a_thousandfold_is_refused() {
+        let zeros = vec![0u8; 32 * 1024 * 1024];
+        let stated = zstd::bulk::compress(&zeros, 3).unwrap();
+        assert!(stated.len() < 4096, "{}", stated.len());
+        let err = unpack(&stated).unwrap_err();
+        assert!(format!("{err:#}").contains("beyond any honest message"), "{err:#}");
+        let mut unstated = Vec::new();
+        let mut enc = zstd::stream::write::Encoder::new(&mut unstated, 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, &zeros).unwrap();
+        enc.finish().unwrap();
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&unstated).ok().flatten(), None);
+        let err = unpack(&unstated).unwrap_err();
+        assert!(format!("{err:#}").contains("beyond any honest message"), "{err:#}");
+        // What such a frame may expand to is still accepted.
+        let mb = zstd::bulk::compress(&zeros[..1024 * 1024], 3).unwrap();
+        assert_eq!(unpack(&mb).unwrap().len(), 1024 * 1024);
     }
 }

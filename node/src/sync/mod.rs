@@ -211,6 +211,17 @@ pub(crate) fn apply_verdict_in(
     now: u64,
 ) -> Result<()> {
     let stale = verdict.own_received.contains_key(origin);
+    // Checked outside this transaction: a key it was judged under may have
+    // been revoked since (by another session's batch, earlier in this group
+    // commit, or by the county's own `revoke`). Such a batch is refused
+    // whole; its session syncs again and the check then applies the
+    // revocation's cut. (A revocation stored after this batch purges what
+    // it stored past the cut: `store::purge_after_revocation`.)
+    for (node, key) in &verdict.keys_relied {
+        if matches!(store::key_status(tx, node, key)?, proto::sync::KeyStatus::Revoked { .. }) {
+            bail!("the county revoked key {key} of {node} while this batch was checked; sync again");
+        }
+    }
     // Cases created in this batch hold no other stored events (events of an
     // unknown case are deferred, never stored), so they are folded from
     // memory; the others are refolded from the store.
@@ -219,8 +230,6 @@ pub(crate) fn apply_verdict_in(
     // The last event stored of each chain in this batch: the next one
     // must link to it, or to what the store holds before it.
     let mut last: BTreeMap<(&Lane, &NodeId), (u64, proto::Hash)> = BTreeMap::new();
-    // The chains this batch stored events of.
-    let mut chains: BTreeSet<(&Lane, &NodeId)> = BTreeSet::new();
     for (e, hash) in &verdict.accept {
         // Checked against the store as it was; on a server other sessions'
         // batches may have been stored since (the group commit): a batch
@@ -241,9 +250,6 @@ pub(crate) fn apply_verdict_in(
             );
         }
         let inserted = store::insert_hashed(tx, e, *hash)?;
-        if inserted == store::Inserted::New {
-            chains.insert((&e.lane, &e.id.origin));
-        }
         if inserted != store::Inserted::Equivocation {
             last.insert((&e.lane, &e.id.origin), (e.pos, *hash));
         }
@@ -280,15 +286,6 @@ pub(crate) fn apply_verdict_in(
                 tracing::warn!(node = %node, moved, "events signed after a revoked key's cut moved to quarantine");
             }
         }
-    }
-    // This batch was checked outside the transaction: a revocation another
-    // session stored since (or earlier in this group) does not see events
-    // stored after it, so they are held against every stored revocation
-    // here. Either order of the two batches ends the same.
-    let chains: Vec<(Lane, NodeId)> = chains.into_iter().map(|(l, o)| (l.clone(), o.clone())).collect();
-    let moved = store::purge_revoked_chains(tx, now, from, &chains)?;
-    if moved > 0 {
-        tracing::warn!(from = %from, moved, "events checked before their key's revocation was stored moved to quarantine");
     }
     for (e, _) in verdict.accept.iter().filter(|(e, _)| e.id.seq == 1 && e.id.origin.as_str() != e.id.origin.base()) {
         // The first event of a new incarnation: a copy of that node found

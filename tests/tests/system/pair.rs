@@ -101,3 +101,27 @@ fn two_ledgers_in_one_process_agree_through_the_tiers() {
     pair(&mut village, &mut township);
     assert_eq!(digest(&township), digest(&village));
 }
+
+/// The county revokes a village's key while a served session stores the
+/// village's newer events (checked while the key was live, stored after
+/// the administrator's cut was read): past the cut, they end in
+/// quarantine, not in the county's ledger.
+#[test]
+fn events_stored_after_the_cut_was_read_do_not_outlive_the_revocation() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, _township, mut village) = county(root.path());
+    let v = NodeId::new(VILLAGE);
+    new_case(&mut village, "张三", 1);
+    pair(&mut village, &mut hub);
+    // The administrator asks: the cut is what the hub holds now.
+    let live = node::store::live_keys(hub.store().conn(), &v).unwrap();
+    let upto = node::store::heads_of(hub.store().conn(), &v).unwrap();
+    let (lane, _, cut, _) = upto.iter().find(|(_, o, _, _)| o == &v).cloned().unwrap();
+    // Meanwhile a session stores the village's next case.
+    new_case(&mut village, "李四", 2);
+    pair(&mut village, &mut hub);
+    assert!(node::store::hash_at(hub.store().conn(), &v, &lane, cut + 1).unwrap().is_some());
+    hub.revoke_at("县管理员", &v, "笔记本遗失", live, upto).unwrap();
+    assert_eq!(node::store::hash_at(hub.store().conn(), &v, &lane, cut + 1).unwrap(), None, "kept past the cut");
+    assert_eq!(hub.cases(None, Some(&v)).unwrap().len(), 1, "only the case the county held when it revoked");
+}
