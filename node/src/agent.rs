@@ -35,9 +35,14 @@ pub const MOST_HOURS: u64 = 16;
 /// How long a command waits for the agent's answer.
 const ANSWER_WAIT: Duration = Duration::from_secs(2);
 
-/// The socket of the agent of the node in `dir`.
+/// The longest socket path the system takes (`sun_path`, 108 bytes with
+/// its terminating zero).
+const MOST_SOCKET_PATH: usize = 107;
+
+/// The socket of the agent of the node in `dir`, by the directory's
+/// canonical path (a command given a relative one finds the same agent).
 pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join(AGENT_DIR).join(SOCKET)
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).join(AGENT_DIR).join(SOCKET)
 }
 
 /// One key the agent holds: the salt and cost of the blob it opens.
@@ -46,6 +51,12 @@ pub struct Held {
     pub salt: String,
     pub kdf: Kdf,
     pub key: [u8; 32],
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
 }
 
 impl std::fmt::Debug for Held {
@@ -95,13 +106,23 @@ pub fn lock(dir: &Path) -> Result<bool> {
     }
 }
 
+/// One request and its one-line answer. The connection is made without
+/// waiting (an agent that stopped answering, its backlog full, fails at
+/// once), and only to an agent of this account.
 fn exchange(path: &Path, request: &str) -> Result<String> {
-    let mut stream = UnixStream::connect(path).with_context(|| format!("connecting to {}", path.display()))?;
+    use rustix::net::{connect, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let fd = socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::NONBLOCK | SocketFlags::CLOEXEC, None)?;
+    connect(&fd, &SocketAddrUnix::new(path)?).with_context(|| format!("connecting to {}", path.display()))?;
+    let mut stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    if peer_uid(&stream) != Some(rustix::process::geteuid().as_raw()) {
+        bail!("{} is held by another account", path.display());
+    }
     stream.set_read_timeout(Some(ANSWER_WAIT))?;
     stream.set_write_timeout(Some(ANSWER_WAIT))?;
     stream.write_all(request.as_bytes())?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    BufReader::new(stream.take(256)).read_line(&mut line)?;
     Ok(line)
 }
 
@@ -109,10 +130,21 @@ fn exchange(path: &Path, request: &str) -> Result<String> {
 /// may enter, any socket left by an agent that is gone removed.
 pub fn listen(dir: &Path) -> Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    let home = dir.join(AGENT_DIR);
+    let path = socket_path(dir);
+    if path.as_os_str().len() > MOST_SOCKET_PATH {
+        bail!(
+            "the agent's socket would be {} ({} bytes), longer than the system allows ({MOST_SOCKET_PATH}); \
+             keep the data directory at a shorter path",
+            path.display(),
+            path.as_os_str().len()
+        );
+    }
+    let home = path.parent().context("the agent's directory")?.to_path_buf();
     if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&home) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(e).with_context(|| format!("cannot make {}", home.display()));
+            return Err(e).with_context(|| {
+                format!("cannot make {} (is the data directory on read-only media?)", home.display())
+            });
         }
     }
     let meta = std::fs::symlink_metadata(&home)?;
@@ -120,8 +152,9 @@ pub fn listen(dir: &Path) -> Result<UnixListener> {
     if !meta.is_dir() || meta.uid() != me {
         bail!("{} is not a directory of this account; remove it and unlock again", home.display());
     }
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
-    let path = home.join(SOCKET);
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    }
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
             bail!("a key agent already answers for {}; lock it first", dir.display());
@@ -136,43 +169,75 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
     rustix::net::sockopt::socket_peercred(stream).ok().map(|cred| cred.uid.as_raw())
 }
 
-/// Serves `held` on `listener` until `until_ms` (ms since the epoch) or a
-/// `lock`, then removes the socket. One request per connection, one
-/// connection at a time, each given two seconds.
+/// The socket file this agent bound (device and inode): what it removes
+/// and watches, never a socket a later agent bound at the same path.
+fn identity_of(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn remove_own(path: &Path, own: Option<(u64, u64)>) {
+    if own.is_some() && identity_of(path) == own {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Serves `held` on `listener` until `until_ms` (ms since the epoch, by
+/// the wall clock, so a laptop that slept past it finds the agent gone),
+/// a `lock`, or its socket removed or replaced; then removes its socket
+/// (if still its own) and returns. Each connection has its own thread and
+/// two seconds.
 pub fn serve(listener: UnixListener, held: Vec<Held>, until_ms: u64) -> Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::sync::atomic::{AtomicBool, Ordering};
     let path = listener.local_addr()?.as_pathname().map(Path::to_path_buf).context("the agent's socket has no path")?;
-    let deadline_path = path.clone();
-    std::thread::spawn(move || {
-        let left = until_ms.saturating_sub(crate::wall_clock_ms());
-        std::thread::sleep(Duration::from_millis(left));
-        let _ = std::fs::remove_file(&deadline_path);
-        std::process::exit(0);
-    });
+    let own = identity_of(&path);
+    let held = std::sync::Arc::new(held);
+    let locked = std::sync::Arc::new(AtomicBool::new(false));
     let me = rustix::process::geteuid().as_raw();
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if peer_uid(&stream) != Some(me) {
-            continue;
-        }
-        let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
-        let _ = stream.set_write_timeout(Some(ANSWER_WAIT));
-        let mut line = String::new();
-        if BufReader::new(std::io::Read::take(&stream, 512)).read_line(&mut line).is_err() {
-            continue;
-        }
-        let answer = answer(&held, line.trim(), until_ms);
-        let _ = (&stream).write_all(answer.as_bytes());
-        if answer == "locked\n" {
+    let second = Timespec { tv_sec: 1, tv_nsec: 0 };
+    listener.set_nonblocking(true)?;
+    loop {
+        if locked.load(Ordering::SeqCst) || crate::wall_clock_ms() >= until_ms || identity_of(&path) != own {
             break;
         }
+        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        if poll(&mut fds, Some(&second)).unwrap_or(0) == 0 {
+            continue;
+        }
+        let Ok((stream, _)) = listener.accept() else { continue };
+        if peer_uid(&stream) != Some(me) || stream.set_nonblocking(false).is_err() {
+            continue;
+        }
+        let (held, path, locked) = (held.clone(), path.clone(), locked.clone());
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
+            let _ = stream.set_write_timeout(Some(ANSWER_WAIT));
+            let mut line = String::new();
+            if BufReader::new(std::io::Read::take(&stream, 512)).read_line(&mut line).is_err() {
+                return;
+            }
+            let answer = answer(&held, line.trim(), until_ms, crate::wall_clock_ms());
+            let lock = answer == "locked\n";
+            if lock {
+                // Gone before it says so: an `unlock` that follows binds
+                // its own socket, which this agent then never touches.
+                remove_own(&path, own);
+            }
+            let _ = (&stream).write_all(answer.as_bytes());
+            if lock {
+                locked.store(true, Ordering::SeqCst);
+            }
+        });
     }
-    let _ = std::fs::remove_file(&path);
+    remove_own(&path, own);
     Ok(())
 }
 
-fn answer(held: &[Held], request: &str, until_ms: u64) -> String {
+fn answer(held: &[Held], request: &str, until_ms: u64, now_ms: u64) -> String {
     let mut words = request.split(' ');
     match (words.next(), words.next(), words.next(), words.next(), words.next()) {
+        (Some("key"), ..) if now_ms >= until_ms => "none\n".into(),
         (Some("key"), Some(salt), Some(memory), Some(passes), None) => {
             let kdf = (memory.parse(), passes.parse());
             let found = held
@@ -288,7 +353,10 @@ fn start(dir: &Path, held: &[Held], until_ms: u64) -> Result<()> {
         .spawn()
         .context("cannot start the key agent")?;
     let mut input = child.stdin.take().context("the agent's input")?;
-    input.write_all(handover(held, until_ms).as_bytes())?;
+    let mut text = handover(held, until_ms);
+    let written = input.write_all(text.as_bytes());
+    zeroize::Zeroize::zeroize(&mut text);
+    written?;
     drop(input);
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("the agent's output")?).read_line(&mut line)?;
@@ -304,9 +372,23 @@ fn start(dir: &Path, held: &[Held], until_ms: u64) -> Result<()> {
 /// It also ends when its socket is removed (the data directory deleted or
 /// initialised again).
 pub fn run(dir: &Path) -> Result<()> {
+    // Its own session (no terminal's hang-up reaches it), no core dump or
+    // debugger of the same account's unprivileged kind, nothing held open
+    // in the directory it was started from.
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit { current: Some(0), maximum: Some(0) },
+    );
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("{} is not a data directory", dir.display()))?;
+    std::env::set_current_dir("/")?;
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin().take(64 * 1024), &mut text)?;
-    let (held, until_ms) = read_handover(&text)?;
+    let parsed = read_handover(&text);
+    zeroize::Zeroize::zeroize(&mut text);
+    let (held, until_ms) = parsed?;
+    let dir = dir.as_path();
     let listener = match listen(dir) {
         Ok(l) => l,
         Err(e) => {
@@ -314,13 +396,6 @@ pub fn run(dir: &Path) -> Result<()> {
             return Err(e);
         }
     };
-    let path = socket_path(dir);
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(2));
-        if !path.exists() {
-            std::process::exit(0);
-        }
-    });
     println!("ready");
     std::io::stdout().flush()?;
     serve(listener, held, until_ms)
@@ -358,6 +433,74 @@ mod tests {
         assert!(!socket_path(dir.path()).exists());
         assert_eq!(ask(dir.path(), &sealed), None);
         assert!(!lock(dir.path()).unwrap(), "nothing left to lock");
+    }
+
+    fn serving(dir: &Path, held: Vec<Held>, until_ms: u64) -> std::thread::JoinHandle<Result<()>> {
+        let listener = listen(dir).unwrap();
+        std::thread::spawn(move || serve(listener, held, until_ms))
+    }
+
+    fn sealed_and_held(pass: &str) -> (Sealed, Vec<Held>) {
+        let sealed = keystore::seal(b"node keys", pass, Kdf::SIMULATION).unwrap();
+        let key = keystore::derive_for(&sealed, pass).unwrap();
+        let held = vec![Held { salt: sealed.salt.clone(), kdf: sealed.kdf, key }];
+        (sealed, held)
+    }
+
+    /// Its time is the wall clock's: a key asked at or after it is not
+    /// given (a laptop that slept past it), and an agent started past it
+    /// ends at once, its socket gone.
+    #[test]
+    fn an_agent_past_its_time_gives_nothing_and_ends() {
+        let (sealed, held) = sealed_and_held("correct horse battery");
+        let request = request_of(&sealed);
+        assert!(answer(&held, request.trim(), 1_000, 999).starts_with("key "));
+        assert_eq!(answer(&held, request.trim(), 1_000, 1_000), "none\n");
+        let dir = tempfile::tempdir().unwrap();
+        serving(dir.path(), held, crate::wall_clock_ms() - 1).join().unwrap().unwrap();
+        assert!(!socket_path(dir.path()).exists());
+    }
+
+    /// An agent that does not answer (stopped, or not an agent) costs a
+    /// command at most its two seconds, then the command goes on without.
+    #[test]
+    fn an_agent_that_does_not_answer_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sealed, _) = sealed_and_held("correct horse battery");
+        let _silent = listen(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(ask(dir.path(), &sealed), None);
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+
+    /// Locked and unlocked again at once: the old agent never removes the
+    /// new one's socket (it removes only the socket it bound itself).
+    #[test]
+    fn a_locked_agent_leaves_the_next_one_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sealed, held) = sealed_and_held("correct horse battery");
+        let until_ms = crate::wall_clock_ms() + 60_000;
+        let first = serving(dir.path(), held.clone(), until_ms);
+        assert!(lock(dir.path()).unwrap());
+        let second = serving(dir.path(), held, until_ms);
+        first.join().unwrap().unwrap();
+        std::thread::sleep(Duration::from_millis(1200));
+        assert!(ask(dir.path(), &sealed).is_some(), "the second agent lost its socket");
+        assert!(lock(dir.path()).unwrap());
+        second.join().unwrap().unwrap();
+    }
+
+    /// A process that had its key from the agent keeps it after `lock`
+    /// (a desk started while unlocked goes on signing).
+    #[test]
+    fn a_key_had_from_the_agent_stays_with_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sealed, held) = sealed_and_held("another horse battery");
+        let agent = serving(dir.path(), held, crate::wall_clock_ms() + 60_000);
+        let key = keystore::key_in(dir.path(), &sealed, "test node").unwrap();
+        assert!(lock(dir.path()).unwrap());
+        agent.join().unwrap().unwrap();
+        assert_eq!(keystore::key_in(dir.path(), &sealed, "test node").unwrap(), key);
     }
 
     #[test]

@@ -121,14 +121,29 @@ pub fn reseal_with_key(sealed: &Sealed, key: &[u8; 32], clear: &[u8]) -> Result<
     })
 }
 
+/// A sealed blob's salt and cost, by which a key had from the agent is kept.
+type AgentKeyId = (String, u32, u32);
+
 /// The key that opens `sealed`, a blob of the node in `dir`: from the
 /// passphrase this process was given, else from the node's key agent
 /// (`unlock`), else from the passphrase in the environment or typed at
 /// the terminal. Checked to open the blob.
+///
+/// A key once had from the agent is kept for the rest of the process (as
+/// one derived from the passphrase is): a desk or server started while
+/// the node was unlocked goes on signing after `lock` or the agent's
+/// time, as it would had the passphrase been typed at its start.
 pub fn key_in(dir: &Path, sealed: &Sealed, what: &str) -> Result<[u8; 32]> {
+    static FROM_AGENT: OnceLock<Mutex<HashMap<AgentKeyId, [u8; 32]>>> = OnceLock::new();
+    let kept = FROM_AGENT.get_or_init(Default::default);
+    let id = (sealed.salt.clone(), sealed.kdf.memory_kib, sealed.kdf.passes);
     if given().lock().expect("passphrase lock").is_none() {
+        if let Some(key) = kept.lock().expect("key lock").get(&id) {
+            return Ok(*key);
+        }
         if let Some(key) = crate::agent::ask(dir, sealed) {
             if open_with_key(sealed, &key).is_ok() {
+                kept.lock().expect("key lock").insert(id, key);
                 return Ok(key);
             }
             tracing::warn!("the key agent of {} holds another key; unlocking with the passphrase", dir.display());

@@ -620,11 +620,16 @@ impl Ledger {
         add: &[(NodeId, [u8; 32])],
         remove: Option<&NodeId>,
     ) -> Result<u64> {
+        // The key first (from the agent, or derived: it may take a while),
+        // then the store's write lock.
+        let held: keystore::Sealed =
+            store::meta_get(conn, SECRETS_KEY)?.context("this data directory holds no keys")?;
+        let dir = conn.path().map(Path::new).and_then(Path::parent).context("the store has no directory")?;
+        let key = keystore::key_in(dir, &held, &format!("node {node}"))?;
         let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
         let sealed: keystore::Sealed =
             store::meta_get(&tx, SECRETS_KEY)?.context("this data directory holds no keys")?;
-        let dir = conn.path().map(Path::new).and_then(Path::parent).context("the store has no directory")?;
-        let key = keystore::key_in(dir, &sealed, &format!("node {node}"))?;
+        // Sealed again since under the same key (same salt), or refused.
         let clear = keystore::open_with_key(&sealed, &key)?;
         let mut secrets: Secrets = serde_json::from_slice(&clear).context("the node's sealed keys are damaged")?;
         let mut added = 0;
