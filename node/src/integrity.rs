@@ -98,6 +98,9 @@ pub struct Session {
     lock: File,
     first: bool,
     checked: bool,
+    /// The state read as it joined: `open` already (another process holds
+    /// the session) needs no writing again.
+    found_open: bool,
 }
 
 impl Session {
@@ -122,7 +125,9 @@ impl Session {
             // Waits while the first one in checks the store.
             lock.lock_shared().context("cannot lock the store")?;
         }
-        let vouched = match read_state(dir) {
+        let found = read_state(dir);
+        let found_open = found == Some(State::Open);
+        let vouched = match found {
             Some(State::Open) => !first,
             Some(State::Clean(f)) => fingerprint(dir) == Some(f) && wal_is_empty(dir),
             _ => false,
@@ -130,13 +135,18 @@ impl Session {
         if first && !vouched {
             write_state(dir, &State::Checking);
         }
-        Ok((Session { dir: dir.to_path_buf(), lock, first, checked: false }, !vouched))
+        Ok((Session { dir: dir.to_path_buf(), lock, first, checked: false, found_open }, !vouched))
     }
 
     /// The store passed its check (or needed none): later openers may
     /// trust it, and this process now shares the session.
     pub fn checked(&mut self) -> Result<()> {
-        write_state(&self.dir, &State::Open);
+        // A replacing rename costs the file system a flush of the file (ext4
+        // writes a file renamed over another out at once): written only
+        // when it says something new.
+        if self.first || !self.found_open {
+            write_state(&self.dir, &State::Open);
+        }
         self.checked = true;
         if self.first {
             self.lock.lock_shared().context("cannot lock the store")?;

@@ -514,13 +514,13 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 /// diverged chains aside, takes the peer's history back, continues under a
 /// new incarnation and re-enters what only it held, then sends that on.
 pub async fn sync_with(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
-    Ok(sync_and_recover(dir, peer_addr, &Progress::printing(progress), &proto::wire::VERSIONS).await?)
+    Ok(sync_and_recover(Ledger::open(dir)?, peer_addr, &Progress::printing(progress), &proto::wire::VERSIONS).await?)
 }
 
 /// [`sync_with`], reporting its progress into `live` as it goes (the
 /// desk's sync page polls it).
 pub async fn sync_watched(dir: &Path, peer_addr: &str, live: Arc<Mutex<Live>>) -> crate::error::Result<Summary> {
-    Ok(sync_and_recover(dir, peer_addr, &Progress::watched(live), &proto::wire::VERSIONS).await?)
+    Ok(sync_and_recover(Ledger::open(dir)?, peer_addr, &Progress::watched(live), &proto::wire::VERSIONS).await?)
 }
 
 /// [`sync_with`], offering only the sync message format `versions`
@@ -532,12 +532,15 @@ pub async fn sync_with_versions(
     progress: bool,
     versions: &[u8],
 ) -> crate::error::Result<Summary> {
-    Ok(sync_and_recover(dir, peer_addr, &Progress::printing(progress), versions).await?)
+    Ok(sync_and_recover(Ledger::open(dir)?, peer_addr, &Progress::printing(progress), versions).await?)
 }
 
-async fn sync_and_recover(dir: &Path, peer_addr: &str, progress: &Progress, versions: &[u8]) -> Result<Summary> {
-    let mut summary = session_with(dir, peer_addr, progress, versions).await?;
-    let mut ledger = Ledger::open(dir)?;
+/// One session on `ledger` (opened once for it and what follows), then
+/// what a divergence or a stale store asks for.
+async fn sync_and_recover(ledger: Ledger, peer_addr: &str, progress: &Progress, versions: &[u8]) -> Result<Summary> {
+    let dir = ledger.dir().to_path_buf();
+    let dir = dir.as_path();
+    let (mut summary, mut ledger) = session_with(ledger, peer_addr, progress, versions).await?;
     let peer = NodeId::new(summary.peer.clone());
     if let (Some(offset), Some(mine), Some(theirs)) =
         (summary.stats.peer_clock_offset_ms, ledger.topology().tier_of(ledger.me()), ledger.topology().tier_of(&peer))
@@ -560,16 +563,16 @@ async fn sync_and_recover(dir: &Path, peer_addr: &str, progress: &Progress, vers
     if !diverged.is_empty() {
         set_aside = block(|| ledger.begin_recovery(&diverged))?;
         drop(ledger);
-        let pull = session_with(dir, peer_addr, progress, versions).await?;
+        let (pull, reopened) = session_with(Ledger::open(dir)?, peer_addr, progress, versions).await?;
         taken_back += pull.stats.own_received.get(&previous_origin).copied().unwrap_or(0);
         merge_counts(&mut summary, &pull);
-        ledger = Ledger::open(dir)?;
+        ledger = reopened;
     }
     if block(|| ledger.recovering())? {
         let (origin, reentered) = block(|| ledger.finish_recovery())?;
         drop(ledger);
         if reentered.iter().any(|r| r.now.is_some()) {
-            let push = session_with(dir, peer_addr, progress, versions).await?;
+            let (push, _) = session_with(Ledger::open(dir)?, peer_addr, progress, versions).await?;
             merge_counts(&mut summary, &push);
         }
         summary.recovery = Some(Recovery { previous_origin, origin, set_aside, taken_back, reentered });
@@ -598,9 +601,16 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.seconds += more.seconds;
 }
 
-/// One client session with the node at `peer` (both directions).
-async fn session_with(dir: &Path, peer_addr: &str, progress: &Progress, versions: &[u8]) -> Result<Summary> {
-    let mut ledger = Ledger::open(dir)?;
+/// One client session with the node at `peer` (both directions), on
+/// `ledger`, handed back after it.
+async fn session_with(
+    mut ledger: Ledger,
+    peer_addr: &str,
+    progress: &Progress,
+    versions: &[u8],
+) -> Result<(Summary, Ledger)> {
+    let dir = ledger.dir().to_path_buf();
+    let dir = dir.as_path();
     let addr = resolve(peer_addr).await.map_err(|e| frames::peer(PeerErrorKind::Unreachable, format!("{e:#}")))?;
     let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse()? } else { "0.0.0.0:0".parse()? };
     let mut endpoint = quinn::Endpoint::client(bind)?;
@@ -660,12 +670,15 @@ async fn session_with(dir: &Path, peer_addr: &str, progress: &Progress, versions
     // drain period is needed here.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     conn.close(close::DONE.into(), b"done");
-    Ok(summary)
+    Ok((summary, ledger))
 }
 
-/// `sync` command: one session, blocking.
-pub fn sync_once(dir: &Path, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
-    runtime().map_err(crate::Error::Other)?.block_on(sync_with(dir, peer_addr, progress))
+/// `sync` command: one session, blocking, on a ledger the caller opened
+/// (and checked): a process that syncs once opens its store once.
+pub fn sync_once_on(ledger: Ledger, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
+    let progress = Progress::printing(progress);
+    let run = sync_and_recover(ledger, peer_addr, &progress, &proto::wire::VERSIONS);
+    Ok(runtime().map_err(crate::Error::Other)?.block_on(run)?)
 }
 
 pub mod commit;

@@ -297,8 +297,7 @@ fn run_common(cmd: Common) -> Result<()> {
             let ledger = Ledger::open(&data.data)?;
             integrity::ensure_sound(ledger.store().conn(), &data.data)?;
             let peer = peer.unwrap_or_else(|| ledger.identity().hub_address.clone());
-            let summary = crate::sync::sync_once(&data.data, &peer, !json)?;
-            drop(ledger);
+            let summary = crate::sync::sync_once_on(ledger, &peer, !json)?;
             if let Some(w) = &summary.clock_warning {
                 eprintln!("WARNING: {w}");
             }
