@@ -147,7 +147,7 @@ class County:
                 err = p.stderr.read()
                 _, status, usage = os.wait4(p.pid, 0)
                 p.returncode = os.waitstatus_to_exitcode(status)
-                transient = ("sync again in a minute", "refused to accept", "during the handshake")
+                transient = ("sync again in a minute", "refused to accept", "during the handshake", "try again shortly")
                 if p.returncode != 0 and any(t in err for t in transient) and busy < 120:
                     # Turned away at the hub's connection limit: as a
                     # village's scheduler would, try again shortly.
