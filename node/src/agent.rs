@@ -72,12 +72,23 @@ fn request_of(sealed: &Sealed) -> String {
 /// Asks the agent of the node in `dir` for the key of `sealed`. `None`
 /// when no agent runs there, it does not hold that key, or it does not
 /// answer in time: the caller then derives the key from the passphrase.
+///
+/// An agent that did not answer is not asked again by this process (a
+/// stopped agent would otherwise cost every later command two seconds).
 pub fn ask(dir: &Path, sealed: &Sealed) -> Option<[u8; 32]> {
+    static GAVE_UP: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
     let path = socket_path(dir);
-    if !path.exists() {
+    if !path.exists() || GAVE_UP.lock().unwrap_or_else(|p| p.into_inner()).contains(&path) {
         return None;
     }
-    let answer = exchange(&path, &request_of(sealed)).map_err(|e| tracing::debug!("the key agent: {e:#}")).ok()?;
+    let answer = match exchange(&path, &request_of(sealed)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!("the key agent of {} did not answer: {e:#}", dir.display());
+            GAVE_UP.lock().unwrap_or_else(|p| p.into_inner()).push(path);
+            return None;
+        }
+    };
     let hex_key = answer.strip_prefix("key ")?;
     hex::decode(hex_key.trim()).ok()?.try_into().ok()
 }
@@ -98,12 +109,47 @@ pub fn lock(dir: &Path) -> Result<bool> {
     match exchange(&path, "lock\n") {
         Ok(a) if a.trim() == "locked" => Ok(true),
         Ok(other) => bail!("the key agent of {} answered {other:?} to lock", dir.display()),
-        Err(_) => {
+        Err(e) if refused(&e) => {
             // Its socket outlived it (the laptop was switched off).
             let _ = std::fs::remove_file(&path);
             Ok(false)
         }
+        Err(e) => bail!(
+            "the key agent of {} did not answer ({e:#}); it may be stopped: end it with `pkill -f 'agent --data'` \
+             (its keys stay in its memory until it ends)",
+            dir.display()
+        ),
     }
+}
+
+/// Whether connecting failed because nothing listens there any more.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rustix::io::Errno>()
+            .is_some_and(|n| *n == rustix::io::Errno::CONNREFUSED || *n == rustix::io::Errno::NOENT)
+    })
+}
+
+/// Reads one line of at most `most` bytes before `deadline`, however the
+/// bytes trickle in.
+fn read_line_by(stream: &UnixStream, most: usize, deadline: std::time::Instant) -> Result<String> {
+    let mut buf = Vec::with_capacity(64);
+    let mut byte = [0u8; 64];
+    while !buf.contains(&b'\n') && buf.len() < most {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!("no answer in time");
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = (&*stream).read(&mut byte)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf).lines().next().unwrap_or_default().to_string() + "\n";
+    zeroize::Zeroize::zeroize(&mut buf);
+    Ok(line)
 }
 
 /// One request and its one-line answer. The connection is made without
@@ -118,12 +164,10 @@ fn exchange(path: &Path, request: &str) -> Result<String> {
     if peer_uid(&stream) != Some(rustix::process::geteuid().as_raw()) {
         bail!("{} is held by another account", path.display());
     }
-    stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
     stream.set_write_timeout(Some(ANSWER_WAIT))?;
     stream.write_all(request.as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream.take(256)).read_line(&mut line)?;
-    Ok(line)
+    read_line_by(&stream, 256, deadline)
 }
 
 /// The agent's socket, made ready: its directory only the node's account
@@ -189,55 +233,91 @@ fn remove_own(path: &Path, own: Option<(u64, u64)>) {
 /// two seconds.
 pub fn serve(listener: UnixListener, held: Vec<Held>, until_ms: u64) -> Result<()> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let path = listener.local_addr()?.as_pathname().map(Path::to_path_buf).context("the agent's socket has no path")?;
     let own = identity_of(&path);
     let held = std::sync::Arc::new(held);
-    let locked = std::sync::Arc::new(AtomicBool::new(false));
+    // The same time on the boot clock, which counts sleep and which no one
+    // sets: a wall clock set back (staff correcting a fast clock) does not
+    // lengthen it.
+    let boot_until = boot_ms() + until_ms.saturating_sub(crate::wall_clock_ms());
+    let over = move || crate::wall_clock_ms() >= until_ms || boot_ms() >= boot_until;
+    // A `lock` answered on its thread wakes the loop through this pair.
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    let wake_tx = std::sync::Arc::new(wake_tx);
+    let busy = std::sync::Arc::new(AtomicUsize::new(0));
     let me = rustix::process::geteuid().as_raw();
     let second = Timespec { tv_sec: 1, tv_nsec: 0 };
     listener.set_nonblocking(true)?;
     loop {
-        if locked.load(Ordering::SeqCst) || crate::wall_clock_ms() >= until_ms || identity_of(&path) != own {
+        if over() || identity_of(&path) != own {
             break;
         }
-        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        let mut fds = [PollFd::new(&listener, PollFlags::IN), PollFd::new(&wake_rx, PollFlags::IN)];
         if poll(&mut fds, Some(&second)).unwrap_or(0) == 0 {
             continue;
         }
-        let Ok((stream, _)) = listener.accept() else { continue };
+        if !fds[1].revents().is_empty() {
+            break;
+        }
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => {
+                // Out of descriptors, say: not a loop at full speed.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         if peer_uid(&stream) != Some(me) || stream.set_nonblocking(false).is_err() {
             continue;
         }
-        let (held, path, locked) = (held.clone(), path.clone(), locked.clone());
-        std::thread::spawn(move || {
-            let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
-            let _ = stream.set_write_timeout(Some(ANSWER_WAIT));
-            let mut line = String::new();
-            if BufReader::new(std::io::Read::take(&stream, 512)).read_line(&mut line).is_err() {
-                return;
+        if busy.load(Ordering::SeqCst) >= MOST_AT_ONCE {
+            continue;
+        }
+        busy.fetch_add(1, Ordering::SeqCst);
+        let (held, path, wake_tx, busy_done) = (held.clone(), path.clone(), wake_tx.clone(), busy.clone());
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let deadline = std::time::Instant::now() + ANSWER_WAIT;
+            if let Ok(line) = read_line_by(&stream, 512, deadline) {
+                let answer = answer(&held, line.trim(), until_ms, over());
+                let lock = answer == "locked\n";
+                if lock {
+                    // Gone before it says so: an `unlock` that follows binds
+                    // its own socket, which this agent then never touches.
+                    remove_own(&path, own);
+                }
+                let _ = stream.set_write_timeout(Some(deadline.saturating_duration_since(std::time::Instant::now())));
+                let _ = (&stream).write_all(answer.as_bytes());
+                if lock {
+                    let _ = (&*wake_tx).write_all(b"!");
+                }
             }
-            let answer = answer(&held, line.trim(), until_ms, crate::wall_clock_ms());
-            let lock = answer == "locked\n";
-            if lock {
-                // Gone before it says so: an `unlock` that follows binds
-                // its own socket, which this agent then never touches.
-                remove_own(&path, own);
-            }
-            let _ = (&stream).write_all(answer.as_bytes());
-            if lock {
-                locked.store(true, Ordering::SeqCst);
-            }
+            busy_done.fetch_sub(1, Ordering::SeqCst);
         });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Ordering::SeqCst);
+        }
     }
     remove_own(&path, own);
     Ok(())
 }
 
-fn answer(held: &[Held], request: &str, until_ms: u64, now_ms: u64) -> String {
+/// Requests answered at once, at most (each on its own thread).
+const MOST_AT_ONCE: usize = 16;
+
+/// Milliseconds on the boot clock (`CLOCK_BOOTTIME`: counts sleep, set by
+/// no one).
+fn boot_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
+}
+
+/// The answer to one request; `over` when the agent's time has passed.
+fn answer(held: &[Held], request: &str, until_ms: u64, over: bool) -> String {
     let mut words = request.split(' ');
     match (words.next(), words.next(), words.next(), words.next(), words.next()) {
-        (Some("key"), ..) if now_ms >= until_ms => "none\n".into(),
+        (Some("key"), ..) if over => "none\n".into(),
         (Some("key"), Some(salt), Some(memory), Some(passes), None) => {
             let kdf = (memory.parse(), passes.parse());
             let found = held
@@ -338,7 +418,6 @@ pub fn unlock(dir: &Path, time: Duration) -> Result<u64> {
 /// that started it), hands it the keys on its standard input, and waits
 /// until it answers.
 fn start(dir: &Path, held: &[Held], until_ms: u64) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let exe = std::env::current_exe().context("cannot find this program to start the key agent")?;
     let mut child = Command::new(exe)
@@ -349,7 +428,6 @@ fn start(dir: &Path, held: &[Held], until_ms: u64) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .process_group(0)
         .spawn()
         .context("cannot start the key agent")?;
     let mut input = child.stdin.take().context("the agent's input")?;
@@ -454,8 +532,8 @@ mod tests {
     fn an_agent_past_its_time_gives_nothing_and_ends() {
         let (sealed, held) = sealed_and_held("correct horse battery");
         let request = request_of(&sealed);
-        assert!(answer(&held, request.trim(), 1_000, 999).starts_with("key "));
-        assert_eq!(answer(&held, request.trim(), 1_000, 1_000), "none\n");
+        assert!(answer(&held, request.trim(), 1_000, false).starts_with("key "));
+        assert_eq!(answer(&held, request.trim(), 1_000, true), "none\n");
         let dir = tempfile::tempdir().unwrap();
         serving(dir.path(), held, crate::wall_clock_ms() - 1).join().unwrap().unwrap();
         assert!(!socket_path(dir.path()).exists());
@@ -471,6 +549,28 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(ask(dir.path(), &sealed), None);
         assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        // Not asked again by this process.
+        let again = std::time::Instant::now();
+        assert_eq!(ask(dir.path(), &sealed), None);
+        assert!(again.elapsed() < Duration::from_millis(100), "{:?}", again.elapsed());
+        // `lock` says it did not answer, rather than that none was running.
+        assert!(format!("{:#}", lock(dir.path()).unwrap_err()).contains("did not answer"));
+    }
+
+    /// `lock` ends the agent at once (not at its next second), and a
+    /// request trickled in a byte at a time holds a thread no longer than
+    /// its two seconds.
+    #[test]
+    fn lock_ends_the_agent_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, held) = sealed_and_held("correct horse battery");
+        let agent = serving(dir.path(), held, crate::wall_clock_ms() + 60_000);
+        let mut slow = UnixStream::connect(socket_path(dir.path())).unwrap();
+        slow.write_all(b"ke").unwrap();
+        let started = std::time::Instant::now();
+        assert!(lock(dir.path()).unwrap());
+        agent.join().unwrap().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
     }
 
     /// Locked and unlocked again at once: the old agent never removes the

@@ -408,13 +408,19 @@ impl Recovery {
 /// events read to send, files) off the runtime's worker: the worker's
 /// other tasks are handed to another thread meanwhile.
 fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        // A one-thread runtime (a `sync` process) has no other tasks to
+        // hand over: the work runs in place.
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => f(),
+        _ => tokio::task::block_in_place(f),
+    }
 }
 
-/// Runs store work that takes microseconds (an indexed read, a small
-/// message) where it is: handing the worker's tasks to another thread and
-/// back costs more than the work (a no-op session made about twenty such
-/// calls, and most of the hub's time in them was threads waking).
+/// Runs store work that takes microseconds and never writes (an indexed
+/// read, a small message that reads nothing) where it is: handing the
+/// worker's tasks to another thread and back costs more than the work.
+/// Anything that may write (SQLite may then wait for the group commit's
+/// lock) or read a lane whole (a township's Hello) goes through `block`.
 fn quick<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
@@ -437,7 +443,7 @@ async fn run_session(
     let topology = ledger.topology().clone();
     let me = ledger.me().clone();
     let mut session =
-        quick(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
+        block(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
     session.content_versions = proto::wire::content_versions(wire);
     let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
     let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
@@ -461,7 +467,7 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = {
             let mut handle = |msg| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now);
-            if matches!(msg, Message::Batch { .. }) {
+            if matches!(msg, Message::Batch { .. } | Message::Hello { .. }) {
                 block(|| handle(msg))
             } else {
                 quick(|| handle(msg))
@@ -696,7 +702,11 @@ async fn session_with(
 pub fn sync_once_on(ledger: Ledger, peer_addr: &str, progress: bool) -> crate::error::Result<Summary> {
     let progress = Progress::printing(progress);
     let run = sync_and_recover(ledger, peer_addr, &progress, &proto::wire::VERSIONS);
-    Ok(runtime().map_err(crate::Error::Other)?.block_on(run)?)
+    // One session, one thread: no workers to start, no wake-ups between
+    // them (a sync process is mostly the kernel starting it and switching
+    // its threads).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from)?;
+    Ok(runtime.block_on(run)?)
 }
 
 pub mod commit;

@@ -323,7 +323,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             return Ok(());
         }
     };
-    let mut ledger = quick(|| gate.take_ledger())?;
+    let mut ledger = block(|| gate.take_ledger())?;
     let session =
         run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT, Some(&gate.committer));
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
@@ -345,8 +345,8 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         peer = %peer, sent = s.stats.sent_events, received = s.stats.received_events, quarantined = s.stats.quarantined_events,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
-    quick(|| record_divergence(&mut ledger, &peer, &s))?;
-    quick(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
+    block(|| record_divergence(&mut ledger, &peer, &s))?;
+    block(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
     if wire >= 2 {
         // Files after the events, on the client's second stream.
         match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
@@ -403,8 +403,10 @@ pub(super) fn record_divergence(ledger: &mut Ledger, peer: &NodeId, s: &Summary)
     // Only the simple case here (our own events came back: stale, nothing
     // set aside). A chain set aside waits for its history to be pulled back,
     // which the client side of this node's next sync does.
-    let nothing_aside = quick(|| store::set_aside_pending(ledger.store().conn()))?.is_empty();
-    if quick(|| ledger.recovering())? && s.own_diverged.is_empty() && nothing_aside {
+    if quick(|| ledger.recovering())?
+        && s.own_diverged.is_empty()
+        && block(|| store::set_aside_pending(ledger.store().conn()))?.is_empty()
+    {
         let (origin, _) = block(|| ledger.finish_recovery())?;
         tracing::warn!(origin = %origin, "this node's store was stale; it continues as a new incarnation");
     }

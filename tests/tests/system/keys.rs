@@ -262,6 +262,21 @@ fn verify_repair_rebuilds_the_keys_the_county_enrolled() {
     assert_eq!(digest("county-hub", &hub_data), digest("village-node", &v));
 }
 
+/// The process id of the key agent serving the node in `dir`.
+fn agent_of(dir: &Path) -> Option<u32> {
+    let want = std::fs::canonicalize(dir).unwrap();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let serves = args.get(1) == Some(&b"agent".as_slice())
+            && args.get(3).is_some_and(|d| {
+                std::fs::canonicalize(std::str::from_utf8(d).unwrap_or("")).ok() == Some(want.clone())
+            });
+        serves.then_some(pid)
+    })
+}
+
 /// Ends a node's key agent when a test ends, passed or not.
 struct Locks(String);
 
@@ -300,6 +315,12 @@ fn unlocked_commands_need_no_passphrase_until_lock() {
 
     let said = ok("village-node", &["unlock", "--data", &a_s, "--for", "5m"]);
     assert!(said.contains("unlocked for 0h05"), "{said}");
+    // The agent runs in a session of its own (a closed terminal's hang-up
+    // does not reach it) and says nothing of the keys on its command line.
+    let agent = agent_of(&a).expect("an agent process");
+    let stat = std::fs::read_to_string(format!("/proc/{agent}/stat")).unwrap();
+    let session: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, agent, "the agent leads its own session");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(a.join("agent")).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o700);
     let written = new_case(4);
