@@ -6,8 +6,11 @@
 //! - when it is opened for writing and the previous session did not end
 //!   cleanly, or the file changed since it did (a killed process, a power
 //!   cut, a disk or a person that altered it);
-//! - at the start of every `sync`, and of `serve` below the county (whose
-//!   store, holding everything, is checked only after an unclean end).
+//! - at the start of a `sync` when no whole check has passed in the last
+//!   24 hours (`node.checked`; a scheduler's sync every few minutes pays
+//!   it once a day, not every time, and the store grows for years), and
+//!   at the start of `serve` below the county (whose store, holding
+//!   everything, is checked only after an unclean end).
 //!
 //! A store found damaged is marked so (`node.damaged`): every write is
 //! refused with what to do, until `verify --repair` has rebuilt it (derived
@@ -339,6 +342,28 @@ pub fn advice(dir: &Path, health: &Health) -> String {
     }
 }
 
+/// When the last whole check that passed ended (ms since the epoch).
+pub const CHECKED_FILE: &str = "node.checked";
+/// How often `sync` checks the whole store. Opening it checks it anyway
+/// after an unclean end or a change made outside a session.
+pub const SYNC_CHECK_EVERY_MS: u64 = 24 * 3600 * 1000;
+
+/// [`ensure_sound`] unless a whole check passed within `every_ms` before
+/// `now_ms` (and no damage is recorded). Returns whether it checked.
+pub fn ensure_sound_every(conn: &Connection, dir: &Path, every_ms: u64, now_ms: u64) -> Result<bool> {
+    let last = std::fs::read_to_string(dir.join(CHECKED_FILE)).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let recent = last.is_some_and(|t| t <= now_ms && now_ms - t < every_ms);
+    if recent && recorded_damage(dir).is_none() {
+        return Ok(false);
+    }
+    ensure_sound(conn, dir)?;
+    let tmp = dir.join(format!("{CHECKED_FILE}.{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{now_ms}\n")).is_ok() && std::fs::rename(&tmp, dir.join(CHECKED_FILE)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(true)
+}
+
 /// Checks the store and, when damaged, records it and returns the refusal.
 pub fn ensure_sound(conn: &Connection, dir: &Path) -> Result<()> {
     let health = check(conn);
@@ -542,6 +567,36 @@ mod tests {
         write_state(dir.path(), &State::Checking);
         let (_held, due) = Session::begin(dir.path()).unwrap();
         assert!(due);
+    }
+
+    /// `sync` checks the whole store once a day: not again within the
+    /// day, again after it or when the clock went back, and always while
+    /// damage found earlier is recorded.
+    #[test]
+    fn a_sync_checks_the_whole_store_once_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        let (day, t) = (SYNC_CHECK_EVERY_MS, 1_800_000_000_000);
+        assert!(ensure_sound_every(store.conn(), dir.path(), day, t).unwrap(), "never checked");
+        assert!(!ensure_sound_every(store.conn(), dir.path(), day, t + 3_600_000).unwrap(), "an hour later");
+        assert!(ensure_sound_every(store.conn(), dir.path(), day, t + day).unwrap(), "a day later");
+        assert!(ensure_sound_every(store.conn(), dir.path(), day, t - 3_600_000).unwrap(), "the clock went back");
+        store
+            .conn()
+            .execute(
+                "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
+                 VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')",
+                [],
+            )
+            .unwrap();
+        let now = t + 2 * day;
+        assert!(ensure_sound_every(store.conn(), dir.path(), day, now).is_err(), "due: the damage is found");
+        // Passed a moment before the damage was recorded (by a write that
+        // found it): refused all the same.
+        std::fs::write(dir.path().join(CHECKED_FILE), format!("{now}\n")).unwrap();
+        assert!(recorded_damage(dir.path()).is_some());
+        assert!(ensure_sound_every(store.conn(), dir.path(), day, now + 1).is_err(), "skipped while damaged");
     }
 
     #[test]

@@ -291,11 +291,14 @@ fn run_common(cmd: Common) -> Result<()> {
         }
         Common::Agent { data } => crate::agent::run(&data.data)?,
         Common::Sync { data, peer, json } => {
-            // The store is checked whole before anything is sent: a damaged
-            // event would otherwise stop every sync for good, and work taken
-            // on a damaged store could never be sent.
+            // The store is checked whole before anything is sent, once a
+            // day (and whenever opening it finds an unclean end or a change
+            // made outside a session): a damaged event would otherwise stop
+            // every sync for good, and work taken on a damaged store could
+            // never be sent.
             let ledger = Ledger::open(&data.data)?;
-            integrity::ensure_sound(ledger.store().conn(), &data.data)?;
+            let (every, now) = (integrity::SYNC_CHECK_EVERY_MS, crate::wall_clock_ms());
+            integrity::ensure_sound_every(ledger.store().conn(), &data.data, every, now)?;
             let peer = peer.unwrap_or_else(|| ledger.identity().hub_address.clone());
             let summary = crate::sync::sync_once_on(ledger, &peer, !json)?;
             if let Some(w) = &summary.clock_warning {
