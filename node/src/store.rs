@@ -493,18 +493,6 @@ impl Store {
         &self.conn
     }
 
-    /// Keeps at most `kib` KiB of this connection's page cache (below its
-    /// tier's size): for the many short-lived readers of a server.
-    pub fn limit_page_cache(&self, kib: u32) -> Result<()> {
-        let now: i64 = self.conn.pragma_query_value(None, "cache_size", |r| r.get(0))?;
-        // Negative: KiB; positive: pages (of 4 KiB here).
-        let held_kib = if now < 0 { -now } else { now * 4 };
-        if i64::from(kib) < held_kib {
-            self.conn.pragma_update(None, "cache_size", -i64::from(kib))?;
-        }
-        Ok(())
-    }
-
     /// True when opened for reading only.
     pub fn is_read_only(&self) -> bool {
         self.session.is_none()
@@ -1517,21 +1505,6 @@ mod tests {
         insert_hashed(&tx, &publish, publish.hash()).unwrap();
         tx.commit().unwrap();
         assert_eq!(calendar(store.conn()).unwrap().version, 2, "a committed publication was not seen");
-    }
-
-    /// A server's session connections keep a small page cache; a limit
-    /// above the tier's size leaves it as it is.
-    #[test]
-    fn a_page_cache_is_limited_and_never_raised() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::create(dir.path()).unwrap();
-        let kib =
-            |s: &Store| -> i64 { -s.conn().pragma_query_value(None, "cache_size", |r| r.get::<_, i64>(0)).unwrap() };
-        assert_eq!(kib(&store), 2 * 1024, "a store of no tier yet: the village's");
-        store.limit_page_cache(512).unwrap();
-        assert_eq!(kib(&store), 512);
-        store.limit_page_cache(4096).unwrap();
-        assert_eq!(kib(&store), 512, "raised");
     }
 
     /// A store holding the identity of a node of `tier`, as `init` leaves it.

@@ -65,9 +65,6 @@ pub(super) struct Gate {
 /// Most idle ledgers a server keeps for the next sessions.
 const IDLE_LEDGERS: usize = 8;
 
-/// The page cache of each session's ledger on a server, in KiB.
-pub const SESSION_PAGE_CACHE_KIB: u32 = 512;
-
 impl Gate {
     /// A ledger for one session: an idle one, brought up to date with what
     /// other sessions may have changed, or a newly opened one.
@@ -80,13 +77,7 @@ impl Gate {
             }
             None => {
                 self.opened.fetch_add(1, Ordering::SeqCst);
-                let ledger = Ledger::open(&self.dir)?;
-                // A session reads a few chains' tips and its batch's cases:
-                // the operating system's cache holds the file, and a herd of
-                // 256 sessions does not keep 256 tier-sized caches (the
-                // writer keeps the tier's).
-                ledger.store().limit_page_cache(SESSION_PAGE_CACHE_KIB)?;
-                Ok(ledger)
+                Ok(Ledger::open(&self.dir)?)
             }
         }
     }
