@@ -16,8 +16,12 @@
 //! account may enter (mode 0700), and only to a peer of that account
 //! (`SO_PEERCRED`). A process of that account can read the keys either
 //! way (as it can read a running desk's memory); a powered-off or
-//! locked laptop holds them nowhere: the agent keeps them in memory only,
-//! and ends at its time or at `lock`.
+//! locked laptop holds them nowhere: the agent keeps them in memory only
+//! (zeroed when dropped, never in a core dump), and ends at its time, by
+//! the wall clock or the boot clock (which counts sleep and which no one
+//! sets), whichever comes first, at `lock`, or when its socket is removed
+//! or replaced. Not yet: its memory is not locked against swap (the
+//! workspace forbids the unsafe code `mlock` needs).
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};

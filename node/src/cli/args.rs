@@ -120,9 +120,10 @@ pub enum Common {
     /// Unlock this node's keys for a working day: asks the passphrase once
     /// and leaves the derived keys with a small background agent, so that
     /// later commands (a `sync` run by a scheduler) need neither the
-    /// passphrase nor the second it costs to derive. Only this account
-    /// can reach the agent; it keeps the keys in memory only, never the
-    /// passphrase, and ends at the time given or at `lock`.
+    /// passphrase nor the time it costs to derive their keys. Only this
+    /// account can reach the agent; it keeps the keys in memory only,
+    /// never the passphrase, and ends at the time given (however long
+    /// the laptop slept, whatever its clock is set to), or at `lock`.
     Unlock {
         #[command(flatten)]
         data: DataDir,
