@@ -117,9 +117,10 @@ pub enum Common {
         #[arg(long)]
         json: bool,
     },
-    /// Unlock this node's keys for a working day: asks the passphrase once
-    /// and leaves the derived keys with a small background agent, so that
-    /// later commands (a `sync` run by a scheduler) need neither the
+    /// Unlock this node's keys for a working day (see `lock`).
+    ///
+    /// Asks the passphrase once and leaves the derived keys with a small
+    /// background agent, so that later commands (a `sync` run by a scheduler) need neither the
     /// passphrase nor the time it costs to derive their keys. Only this
     /// account can reach the agent; it keeps the keys in memory only,
     /// never the passphrase, and ends at the time given (however long
