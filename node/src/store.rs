@@ -344,6 +344,13 @@ fn configure(conn: &Connection) -> Result<()> {
 }
 
 fn migrate(conn: &mut Connection) -> Result<()> {
+    // Up to date (every open but the first after an upgrade): no write
+    // lock taken, so an open does not wait for another connection's
+    // commit (a server's sessions open ledgers while its writer commits).
+    let done: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if done == MIGRATIONS.len() {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let done: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if done > MIGRATIONS.len() {
@@ -1505,6 +1512,25 @@ mod tests {
         insert_hashed(&tx, &publish, publish.hash()).unwrap();
         tx.commit().unwrap();
         assert_eq!(calendar(store.conn()).unwrap().version, 2, "a committed publication was not seen");
+    }
+
+    /// Opening an up-to-date store takes no write lock: it does not wait
+    /// for another connection's transaction (a server's writer committing
+    /// while a session opens a ledger).
+    #[test]
+    fn opening_a_store_does_not_wait_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::create(dir.path()).unwrap());
+        let writer = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        writer.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_path_buf();
+        std::thread::spawn(move || tx.send(Store::open(&path).map(|_| ())).unwrap());
+        let opened = rx.recv_timeout(Duration::from_secs(5)).expect("the open waited for the writer");
+        opened.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        writer.execute_batch("COMMIT").unwrap();
     }
 
     /// A store holding the identity of a node of `tier`, as `init` leaves it.
