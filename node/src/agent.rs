@@ -93,8 +93,10 @@ pub fn ask(dir: &Path, sealed: &Sealed) -> Option<[u8; 32]> {
             return None;
         }
     };
-    let hex_key = answer.strip_prefix("key ")?;
-    hex::decode(hex_key.trim()).ok()?.try_into().ok()
+    // The key's text and bytes are zeroed when dropped.
+    let answer = zeroize::Zeroizing::new(answer);
+    let bytes = zeroize::Zeroizing::new(hex::decode(answer.strip_prefix("key ")?.trim()).ok()?);
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
 }
 
 /// Whether an agent answers for the node in `dir`, and until when (ms
@@ -292,6 +294,8 @@ pub fn serve(listener: UnixListener, held: Vec<Held>, until_ms: u64) -> Result<(
                     remove_own(&path, own);
                 }
                 let _ = stream.set_write_timeout(Some(deadline.saturating_duration_since(std::time::Instant::now())));
+                // Zeroed when dropped.
+                let answer = zeroize::Zeroizing::new(answer);
                 let _ = (&stream).write_all(answer.as_bytes());
                 if lock {
                     let _ = (&*wake_tx).write_all(b"!");
