@@ -99,13 +99,6 @@ pub fn ask(dir: &Path, sealed: &Sealed) -> Option<[u8; 32]> {
     <[u8; 32]>::try_from(bytes.as_slice()).ok()
 }
 
-/// Whether an agent answers for the node in `dir`, and until when (ms
-/// since the epoch).
-pub fn until(dir: &Path) -> Option<u64> {
-    let answer = exchange(&socket_path(dir), "until\n").ok()?;
-    answer.strip_prefix("until ")?.trim().parse().ok()
-}
-
 /// Ends the agent of the node in `dir`. Returns whether one was running.
 pub fn lock(dir: &Path) -> Result<bool> {
     let path = socket_path(dir);
@@ -286,7 +279,7 @@ pub fn serve(listener: UnixListener, held: Vec<Held>, until_ms: u64) -> Result<(
         let spawned = std::thread::Builder::new().spawn(move || {
             let deadline = std::time::Instant::now() + ANSWER_WAIT;
             if let Ok(line) = read_line_by(&stream, 512, deadline) {
-                let answer = answer(&held, line.trim(), until_ms, over());
+                let answer = answer(&held, line.trim(), over());
                 let lock = answer == "locked\n";
                 if lock {
                     // Gone before it says so: an `unlock` that follows binds
@@ -322,7 +315,7 @@ fn boot_ms() -> u64 {
 }
 
 /// The answer to one request; `over` when the agent's time has passed.
-fn answer(held: &[Held], request: &str, until_ms: u64, over: bool) -> String {
+fn answer(held: &[Held], request: &str, over: bool) -> String {
     let mut words = request.split(' ');
     match (words.next(), words.next(), words.next(), words.next(), words.next()) {
         (Some("key"), ..) if over => "none\n".into(),
@@ -336,7 +329,6 @@ fn answer(held: &[Held], request: &str, until_ms: u64, over: bool) -> String {
                 None => "none\n".into(),
             }
         }
-        (Some("until"), None, ..) => format!("until {until_ms}\n"),
         (Some("lock"), None, ..) => "locked\n".into(),
         _ => "unknown\n".into(),
     }
@@ -512,7 +504,6 @@ mod tests {
         let got = ask(dir.path(), &sealed).expect("the key held");
         assert_eq!(keystore::open_with_key(&sealed, &got).unwrap(), b"node keys");
         assert_eq!(ask(dir.path(), &other), None, "a blob it was not given");
-        assert_eq!(until(dir.path()), Some(until_ms));
         assert!(listen(dir.path()).is_err(), "a second agent while one answers");
         assert!(lock(dir.path()).unwrap());
         serving.join().unwrap().unwrap();
@@ -540,8 +531,8 @@ mod tests {
     fn an_agent_past_its_time_gives_nothing_and_ends() {
         let (sealed, held) = sealed_and_held("correct horse battery");
         let request = request_of(&sealed);
-        assert!(answer(&held, request.trim(), 1_000, false).starts_with("key "));
-        assert_eq!(answer(&held, request.trim(), 1_000, true), "none\n");
+        assert!(answer(&held, request.trim(), false).starts_with("key "));
+        assert_eq!(answer(&held, request.trim(), true), "none\n");
         let dir = tempfile::tempdir().unwrap();
         serving(dir.path(), held, crate::wall_clock_ms() - 1).join().unwrap().unwrap();
         assert!(!socket_path(dir.path()).exists());

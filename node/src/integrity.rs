@@ -80,18 +80,24 @@ fn read_state(dir: &Path) -> Option<State> {
     }
 }
 
-/// Replaces the state file (write, then rename, so a reader never sees
-/// half of it). A state that cannot be written only costs a check later.
+/// Replaces `name` in `dir` with `text` (written, then renamed over it, so
+/// a reader never sees half of it). What cannot be written only costs a
+/// check later.
+fn replace_file(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!("{name}.{}", std::process::id()));
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, dir.join(name)).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Replaces the state file.
 fn write_state(dir: &Path, state: &State) {
     let text = match state {
         State::Clean(f) => format!("clean {} {}\n", f.len, f.mtime_ns),
         State::Open => "open\n".into(),
         State::Checking => "checking\n".into(),
     };
-    let tmp = dir.join(format!("{STATE_FILE}.{}", std::process::id()));
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, dir.join(STATE_FILE)).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    replace_file(dir, STATE_FILE, &text);
 }
 
 /// One process's part in a writing session on a store.
@@ -357,10 +363,7 @@ pub fn ensure_sound_every(conn: &Connection, dir: &Path, every_ms: u64, now_ms: 
         return Ok(false);
     }
     ensure_sound(conn, dir)?;
-    let tmp = dir.join(format!("{CHECKED_FILE}.{}", std::process::id()));
-    if std::fs::write(&tmp, format!("{now_ms}\n")).is_ok() && std::fs::rename(&tmp, dir.join(CHECKED_FILE)).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    replace_file(dir, CHECKED_FILE, &format!("{now_ms}\n"));
     Ok(true)
 }
 
@@ -527,6 +530,16 @@ mod tests {
         store.conn().execute_batch("INSERT INTO meta (key, value) VALUES ('k', '\"v\"')").unwrap();
     }
 
+    /// A case row `v-1` whose folded state cannot be decoded.
+    fn undecodable_case(conn: &Connection) {
+        conn.execute(
+            "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
+             VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')",
+            [],
+        )
+        .unwrap();
+    }
+
     fn due(dir: &Path) -> bool {
         let (mut s, due) = Session::begin(dir).unwrap();
         s.checked().unwrap();
@@ -582,14 +595,7 @@ mod tests {
         assert!(!ensure_sound_every(store.conn(), dir.path(), day, t + 3_600_000).unwrap(), "an hour later");
         assert!(ensure_sound_every(store.conn(), dir.path(), day, t + day).unwrap(), "a day later");
         assert!(ensure_sound_every(store.conn(), dir.path(), day, t - 3_600_000).unwrap(), "the clock went back");
-        store
-            .conn()
-            .execute(
-                "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
-                 VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')",
-                [],
-            )
-            .unwrap();
+        undecodable_case(store.conn());
         let now = t + 2 * day;
         assert!(ensure_sound_every(store.conn(), dir.path(), day, now).is_err(), "due: the damage is found");
         // Passed a moment before the damage was recorded (by a write that
@@ -605,14 +611,7 @@ mod tests {
         store_with_rows(dir.path());
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .conn()
-                .execute(
-                    "INSERT INTO cases (case_id, item, state, home, handler, flagged, updated_wall, folded)
-                     VALUES ('v-1', 'V001', 'received', 'v', 'v', 0, 1, x'ff')",
-                    [],
-                )
-                .unwrap();
+            undecodable_case(store.conn());
             let err = ensure_sound(store.conn(), dir.path()).unwrap_err().to_string();
             assert!(err.contains("verify --data") && err.contains("--repair"), "{err}");
         }

@@ -203,13 +203,44 @@ mod tests {
         Ledger::open(dir).unwrap()
     }
 
-    /// A writer running on its own thread over a county store, and a
+    /// A writer running on its own thread over a county store, with a
     /// runtime to wait for its answers.
-    fn running_writer() -> (tempfile::TempDir, Committer, std::thread::JoinHandle<()>, tokio::runtime::Runtime) {
+    struct Writing {
+        dir: tempfile::TempDir,
+        committer: Committer,
+        thread: std::thread::JoinHandle<()>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    fn running_writer() -> Writing {
         let dir = tempfile::tempdir().unwrap();
         let (committer, writer) = Committer::new(county(dir.path()));
-        let writing = std::thread::spawn(move || writer.run());
-        (dir, committer, writing, tokio::runtime::Builder::new_current_thread().build().unwrap())
+        let thread = std::thread::spawn(move || writer.run());
+        Writing { dir, committer, thread, rt: tokio::runtime::Builder::new_current_thread().build().unwrap() }
+    }
+
+    impl Writing {
+        /// A session's batch from `from`, stored (or refused) by the writer.
+        fn store(&self, from: &NodeId, verdict: Verdict) -> Result<Verdict> {
+            self.rt.block_on(self.committer.submit(from, verdict, 1).unwrap().stored())
+        }
+
+        /// Stops the writer and opens what it stored.
+        fn finish(self) -> (tempfile::TempDir, crate::store::Store) {
+            drop(self.committer);
+            self.thread.join().unwrap();
+            let store = crate::store::Store::open(self.dir.path()).unwrap();
+            (self.dir, store)
+        }
+    }
+
+    /// A verdict accepting `events`, as a session's check leaves one.
+    fn accepting(events: &[&Event]) -> Verdict {
+        Verdict { accept: events.iter().map(|e| ((*e).clone(), e.hash())).collect(), ..Verdict::default() }
+    }
+
+    fn equivocations(store: &crate::store::Store) -> i64 {
+        store.conn().query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap()
     }
 
     /// Batches of concurrent sessions that queue while the writer makes
@@ -246,23 +277,19 @@ mod tests {
     /// makes no case row: the store does not hold it as an event.
     #[test]
     fn a_twin_creation_makes_no_case_row() {
-        let (dir, committer, writing, rt) = running_writer();
+        let writing = running_writer();
         let village = NodeId::new("511421101001");
         let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
         let mut twin = crate::at_rest::tests::creation(&village, 2, proto::Hash::ZERO);
         (twin.id.seq, twin.pos) = (1, 1);
         assert_ne!(first.case, twin.case);
         for e in [&first, &twin] {
-            let verdict = Verdict { accept: vec![(e.clone(), e.hash())], ..Verdict::default() };
-            rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+            writing.store(&village, accepting(&[e])).unwrap();
         }
-        drop(committer);
-        writing.join().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let (_dir, store) = writing.finish();
         assert!(crate::store::get_case(store.conn(), &first.case).unwrap().is_some());
         assert!(crate::store::get_case(store.conn(), &twin.case).unwrap().is_none(), "a case row of an unstored event");
-        let kept: i64 = store.conn().query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
-        assert_eq!(kept, 1);
+        assert_eq!(equivocations(&store), 1);
     }
 
     /// Two sessions checked batches of one chain against the same tip (a
@@ -273,27 +300,19 @@ mod tests {
     /// that links to an event the store does not hold.
     #[test]
     fn a_batch_whose_chain_changed_since_its_check_is_refused_whole() {
-        let (dir, committer, writing, rt) = running_writer();
+        let writing = running_writer();
         let village = NodeId::new("511421101001");
         let first = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
         let mut twin = crate::at_rest::tests::creation(&village, 3, proto::Hash::ZERO);
         (twin.id.seq, twin.pos) = (1, 1);
         let after_twin = crate::at_rest::tests::creation(&village, 2, twin.hash());
-        let relayed = Verdict { accept: vec![(first.clone(), first.hash())], ..Verdict::default() };
-        rt.block_on(committer.submit(&village, relayed, 1).unwrap().stored()).unwrap();
-        let copy = Verdict {
-            accept: vec![(twin.clone(), twin.hash()), (after_twin.clone(), after_twin.hash())],
-            ..Verdict::default()
-        };
-        let refused = rt.block_on(committer.submit(&village, copy, 2).unwrap().stored()).unwrap_err();
+        writing.store(&village, accepting(&[&first])).unwrap();
+        let refused = writing.store(&village, accepting(&[&twin, &after_twin])).unwrap_err();
         assert!(format!("{refused:#}").contains("changed while this batch was checked"), "{refused:#}");
-        drop(committer);
-        writing.join().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        let lane = proto::event::Lane::Home(village.clone());
+        let (_dir, store) = writing.finish();
+        let lane = Lane::Home(village.clone());
         assert_eq!(crate::store::hash_at(store.conn(), &village, &lane, 2).unwrap(), None, "nothing of it stored");
-        let kept: i64 = store.conn().query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
-        assert_eq!(kept, 0, "the refused batch's twin was rolled back with it");
+        assert_eq!(equivocations(&store), 0, "the refused batch's twin was rolled back with it");
     }
 
     /// The county's revocation of `key` of `village`, cut at `upto`.
@@ -337,32 +356,20 @@ mod tests {
     /// revocation's cut.
     #[test]
     fn a_batch_judged_under_a_key_revoked_since_is_refused_whole() {
-        let (dir, committer, writing, rt) = running_writer();
+        let writing = running_writer();
         let village = NodeId::new("511421101001");
         let home = Lane::Home(village.clone());
         let key = proto::event::KeyId([7; 32]);
         let vouched = crate::at_rest::tests::creation(&village, 1, proto::Hash::ZERO);
-        let verdict = Verdict {
-            accept: vec![(vouched.clone(), vouched.hash())],
-            seals: vec![seal_of(&vouched, key)],
-            ..Verdict::default()
-        };
-        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        writing.store(&village, Verdict { seals: vec![seal_of(&vouched, key)], ..accepting(&[&vouched]) }).unwrap();
         let revoke = revocation(&village, key, vec![(home.clone(), village.clone(), 1, vouched.hash())]);
-        let revoked = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
-        rt.block_on(committer.submit(&NodeId::new("511421"), revoked, 2).unwrap().stored()).unwrap();
+        writing.store(&NodeId::new("511421"), accepting(&[&revoke])).unwrap();
         // The thief's batch, judged by its session while the key was live.
         let stolen = crate::at_rest::tests::creation(&village, 2, vouched.hash());
-        let late = Verdict {
-            accept: vec![(stolen.clone(), stolen.hash())],
-            keys_relied: [(village.clone(), key)].into(),
-            ..Verdict::default()
-        };
-        let refused = rt.block_on(committer.submit(&village, late, 3).unwrap().stored()).unwrap_err();
+        let late = Verdict { keys_relied: [(village.clone(), key)].into(), ..accepting(&[&stolen]) };
+        let refused = writing.store(&village, late).unwrap_err();
         assert!(format!("{refused:#}").contains("revoked key"), "{refused:#}");
-        drop(committer);
-        writing.join().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        let (_dir, store) = writing.finish();
         assert_eq!(crate::store::hash_at(store.conn(), &village, &home, 2).unwrap(), None, "stored past the cut");
         assert!(crate::store::get_case(store.conn(), &stolen.case).unwrap().is_none(), "its case row stayed");
         assert!(crate::store::get_case(store.conn(), &vouched.case).unwrap().is_some(), "the vouched case is kept");
@@ -374,7 +381,7 @@ mod tests {
     /// node's event on it stays stored.
     #[test]
     fn a_revocation_purges_past_its_cut_what_was_stored_without_a_seal() {
-        let (dir, committer, writing, rt) = running_writer();
+        let writing = running_writer();
         let (village, township) = (NodeId::new("511421101001"), NodeId::new("511421101"));
         let home = Lane::Home(village.clone());
         let key = proto::event::KeyId([7; 32]);
@@ -399,22 +406,11 @@ mod tests {
                 field: "note".into(), value: proto::event::FieldValue::Text("已核".into())
             },
         };
-        let verdict = Verdict {
-            accept: vec![
-                (vouched.clone(), vouched.hash()),
-                (unsealed.clone(), unsealed.hash()),
-                (township_step.clone(), township_step.hash()),
-            ],
-            seals: vec![seal_of(&vouched, key)],
-            ..Verdict::default()
-        };
-        rt.block_on(committer.submit(&village, verdict, 1).unwrap().stored()).unwrap();
+        let stored = accepting(&[&vouched, &unsealed, &township_step]);
+        writing.store(&village, Verdict { seals: vec![seal_of(&vouched, key)], ..stored }).unwrap();
         let revoke = revocation(&village, key, vec![(home.clone(), village.clone(), 1, vouched.hash())]);
-        let revoked = Verdict { accept: vec![(revoke.clone(), revoke.hash())], ..Verdict::default() };
-        rt.block_on(committer.submit(&NodeId::new("511421"), revoked, 2).unwrap().stored()).unwrap();
-        drop(committer);
-        writing.join().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+        writing.store(&NodeId::new("511421"), accepting(&[&revoke])).unwrap();
+        let (_dir, store) = writing.finish();
         assert_eq!(crate::store::hash_at(store.conn(), &incarnation, &home, 1).unwrap(), None, "kept past the cut");
         assert!(crate::store::get_case(store.conn(), &unsealed.case).unwrap().is_none(), "a case row with no creation");
         assert!(crate::store::get_case(store.conn(), &vouched.case).unwrap().is_some());
