@@ -847,26 +847,51 @@ pub fn lane_tip(conn: &Connection, origin: &NodeId, lane: &Lane) -> Result<Chain
     })
 }
 
+/// The last position of one (lane, origin) chain: one seek of the index.
+const CHAIN_LAST: &str = "SELECT pos FROM events WHERE lane = ?1 AND origin = ?2 ORDER BY pos DESC LIMIT 1";
+/// The lane after a given one with events in it: one seek.
+const NEXT_LANE: &str = "SELECT lane FROM events WHERE lane > ?1 ORDER BY lane LIMIT 1";
+/// The origin after a given one with a chain in a lane: one seek.
+const NEXT_CHAIN_IN_LANE: &str = "SELECT origin FROM events WHERE lane = ?1 AND origin > ?2 ORDER BY origin LIMIT 1";
+
 /// Every (lane, origin, last position) held, for `lanes` (all when
-/// `None`). Per-lane queries use the (lane, origin, pos) index, so a
-/// village's session costs the hub the same however large the county grows.
+/// `None`). A skip scan of the (lane, origin, pos) index: two seeks per
+/// chain, never a walk over a lane's events, so a no-op session costs the
+/// hub the same however many events its lanes hold.
 pub fn lane_positions(conn: &Connection, lanes: Option<&[Lane]>) -> Result<Vec<(Lane, NodeId, u64)>> {
-    let row = |r: &rusqlite::Row<'_>| {
-        Ok((Lane::from_key(&r.get::<_, String>(0)?), NodeId::new(r.get::<_, String>(1)?), r.get::<_, u64>(2)?))
+    let all;
+    let lanes = match lanes {
+        Some(lanes) => lanes,
+        None => {
+            all = lanes_held(conn)?;
+            &all
+        }
     };
-    let Some(lanes) = lanes else {
-        let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events GROUP BY lane, origin")?;
-        let rows = stmt.query_map([], row)?;
-        return Ok(rows.collect::<rusqlite::Result<_>>()?);
-    };
-    let mut stmt = conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin")?;
+    let mut next = conn.prepare_cached(NEXT_CHAIN_IN_LANE)?;
+    let mut last = conn.prepare_cached(CHAIN_LAST)?;
     let mut out = Vec::new();
     for lane in lanes {
-        for r in stmt.query_map([lane.key()], row)? {
-            out.push(r?);
+        let key = lane.key();
+        let mut origin = String::new();
+        while let Some(o) = next.query_row(params![key, origin], |r| r.get::<_, String>(0)).optional()? {
+            let pos: u64 = last.query_row(params![key, o], |r| r.get(0))?;
+            out.push((lane.clone(), NodeId::new(o.clone()), pos));
+            origin = o;
         }
     }
     Ok(out)
+}
+
+/// Every lane with events in it, in order: one seek each.
+fn lanes_held(conn: &Connection) -> Result<Vec<Lane>> {
+    let mut next = conn.prepare_cached(NEXT_LANE)?;
+    let mut lanes = Vec::new();
+    let mut lane = String::new();
+    while let Some(l) = next.query_row([&lane], |r| r.get::<_, String>(0)).optional()? {
+        lanes.push(Lane::from_key(&l));
+        lane = l;
+    }
+    Ok(lanes)
 }
 
 /// Events of an (origin, lane) chain with `after < pos <= upto`, in order.
@@ -1473,10 +1498,75 @@ mod tests {
         for lane in ["*", "511421101001", "511421101002", "511421101003"] {
             let _ = lane_positions(conn, Some(&[Lane::from_key(lane)])).unwrap();
         }
-        let stmt =
-            conn.prepare_cached("SELECT lane, origin, MAX(pos) FROM events WHERE lane = ?1 GROUP BY origin").unwrap();
+        let stmt = conn.prepare_cached(NEXT_CHAIN_IN_LANE).unwrap();
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::Run), 4);
         assert_eq!(stmt.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    }
+
+    /// Issue 9: every session asks for the chain heads of the peer's
+    /// lanes; finding them seeks the (lane, origin, pos) index and does not
+    /// walk the lanes' events, so the work is the same for a lane of three
+    /// events and one of three thousand (a GROUP BY walked them all: a
+    /// fifth of a no-op session's CPU at the hub).
+    #[test]
+    fn chain_heads_are_found_without_walking_a_lanes_events() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::create(dir.path()).unwrap());
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let steps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = steps.clone();
+        conn.progress_handler(
+            1,
+            Some(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }),
+        )
+        .unwrap();
+        let add = |lane: &str, origin: &str, upto: u64| {
+            let tx = conn.unchecked_transaction().unwrap();
+            for pos in 1..=upto {
+                tx.execute(
+                    "INSERT OR IGNORE INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+                     VALUES (?1, ?2, ?3, ?2, x'00', 'c', 0, 0, x'00')",
+                    params![origin, pos, lane],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        };
+        let heads = |rows: &[(Lane, NodeId, u64)]| {
+            rows.iter().map(|(l, o, p)| format!("{}/{}:{p}", l.key(), o.0)).collect::<Vec<_>>()
+        };
+        let lane = Lane::from_key("511421101001");
+        let mut work = Vec::new();
+        for upto in [3, 3000] {
+            add("511421101001", "511421101001", upto);
+            add("511421101001", "511421101", upto / 3);
+            add("*", "511421", upto);
+            let before = steps.load(std::sync::atomic::Ordering::Relaxed);
+            let one = lane_positions(&conn, Some(std::slice::from_ref(&lane))).unwrap();
+            let all = lane_positions(&conn, None).unwrap();
+            work.push(steps.load(std::sync::atomic::Ordering::Relaxed) - before);
+            assert_eq!(
+                heads(&one),
+                [format!("511421101001/511421101:{}", upto / 3), format!("511421101001/511421101001:{upto}")]
+            );
+            let grouped: Vec<String> = conn
+                .prepare("SELECT lane, origin, MAX(pos) FROM events GROUP BY lane, origin")
+                .unwrap()
+                .query_map([], |r| {
+                    Ok(format!("{}/{}:{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, u64>(2)?))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(heads(&all), grouped);
+        }
+        assert!(work[0] > 0, "the hook counts steps");
+        // A walk would take thousands of steps more; seeks take the same
+        // few (give or take the hook's granularity).
+        assert!(work[1] < work[0] * 2, "steps for 3 events a chain: {}; for 3,000: {}", work[0], work[1]);
     }
 
     /// A calendar read inside a transaction that stored a newer one is not
