@@ -98,7 +98,7 @@ pub struct Ledger {
     /// The origin this node mints events under: its id, or an incarnation
     /// of it after it learned its store was stale.
     origin: NodeId,
-    topology: Topology,
+    topology: std::sync::Arc<Topology>,
     /// Read at first use: a session with nothing new, and most commands,
     /// never need the 1,613-item catalogue.
     catalogues: std::cell::OnceCell<std::sync::Arc<Catalogues>>,
@@ -350,7 +350,7 @@ impl Ledger {
     fn on(store: Store, dir: &Path) -> Result<Ledger> {
         let identity: Identity = store::meta_get(store.conn(), "identity")?
             .with_context(|| format!("{} was never initialised; run init again", dir.display()))?;
-        let topology = store::topology(store.conn())?;
+        let topology = std::sync::Arc::new(store::topology(store.conn())?);
         // The county holds every version it published; below it a version
         // not held may still arrive.
         let publications_held = store::publications_held(store.conn())?;
@@ -461,6 +461,11 @@ impl Ledger {
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
+    /// The county's map, shared: what a session holds while it runs (a
+    /// copy per session cost the hub a thousand allocations).
+    pub fn shared_topology(&self) -> std::sync::Arc<Topology> {
+        self.topology.clone()
+    }
     /// The newest catalogue version held: what new cases are taken under.
     pub fn catalogue(&self) -> &Catalogue {
         self.catalogues().latest().expect("a ledger always holds a catalogue")
@@ -469,7 +474,7 @@ impl Ledger {
     /// publication was stored).
     pub(crate) fn reload_catalogues(&mut self) -> Result<()> {
         self.catalogues = Default::default();
-        self.topology = store::topology(self.store.conn())?;
+        self.topology = std::sync::Arc::new(store::topology(self.store.conn())?);
         self.publications_held = store::publications_held(self.store.conn())?;
         Ok(())
     }
@@ -1354,7 +1359,7 @@ impl Ledger {
     pub fn publish_topology(&mut self, actor: &str, change: proto::topology::Change) -> Result<u32> {
         let version = self.topology.version() + 1;
         let change = proto::topology::TopologyChange { version, change };
-        self.topology.clone().apply(&change).map_err(|e| Declined::Invalid(e.to_string()))?;
+        Topology::clone(&self.topology).apply(&change).map_err(|e| Declined::Invalid(e.to_string()))?;
         self.publish(actor, proto::publication::Publication::Topology(change))?;
         Ok(version)
     }

@@ -177,9 +177,7 @@ pub fn shared_lanes(topology: &Topology, a: &NodeId, b: &NodeId) -> Option<Vec<L
     // With a lane a village took away from the lower node when it moved:
     // the positions travel, so that the lower node hands up what it still
     // holds; nothing of it is sent down (`plan_sending`).
-    lanes.extend(
-        topology.nodes().iter().filter(|n| topology.was_within(&n.id, lower)).map(|n| Lane::Home(n.id.clone())),
-    );
+    lanes.extend(topology.ever_within(lower).into_iter().map(|n| Lane::Home(n.id.clone())));
     Some(lanes)
 }
 
@@ -1155,6 +1153,19 @@ impl Session {
 
     /// The next message to send, if any. Batches are read from `replica` as
     /// the window allows.
+    /// Whether the next [`Session::poll_transmit`] reads the replica (it
+    /// has events to send and room in its window); otherwise it only hands
+    /// out a message already made, or nothing. A driver runs a read that
+    /// may be long off its event loop, and a call that reads nothing in
+    /// place.
+    pub fn transmit_reads(&self) -> bool {
+        self.outbox.is_empty()
+            && self.got_hello
+            && !self.sent_done
+            && !self.plan.is_empty()
+            && self.unacked.len() < self.window
+    }
+
     pub fn poll_transmit<R: Replica>(&mut self, replica: &R) -> Result<Option<Message>, SyncError> {
         if let Some(m) = self.outbox.pop_front() {
             return Ok(Some(m));

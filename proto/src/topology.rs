@@ -276,6 +276,19 @@ impl Topology {
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
     }
+
+    /// Every node that is or ever was within `root`'s subtree (`root`
+    /// itself included), in map order: the nodes `n` with
+    /// `was_within(n, root)`. A village heads no subtree (a parent, now or
+    /// former, is always a county or a township), so for a village this is
+    /// the village alone, found without walking the map: asked for every
+    /// village's session.
+    pub fn ever_within(&self, root: &NodeId) -> Vec<&NodeInfo> {
+        match self.get(root) {
+            Some(n) if n.tier == Tier::Village => vec![n],
+            _ => self.nodes.iter().filter(|n| self.was_within(&n.id, root)).collect(),
+        }
+    }
     /// A node by id; an event origin (a node's incarnation) finds its node.
     pub fn get(&self, id: &NodeId) -> Option<&NodeInfo> {
         match self.index.get(id) {
@@ -327,5 +340,58 @@ impl Topology {
             cur = n.parent.as_ref().and_then(|p| self.get(p));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, tier: Tier, parent: Option<&str>) -> NodeInfo {
+        NodeInfo {
+            id: NodeId::new(id),
+            tier,
+            parent: parent.map(NodeId::new),
+            name: id.into(),
+            verifying_key: None,
+            former_parents: vec![],
+            retired: false,
+            retired_at: None,
+        }
+    }
+
+    /// The village shortcut of `ever_within` gives what the walk over the
+    /// whole map gives, for every node and for incarnation ids, before and
+    /// after a village moved.
+    #[test]
+    fn ever_within_is_the_walk_over_the_map() {
+        let mut t = Topology::new(
+            String::new(),
+            vec![
+                node("c", Tier::County, None),
+                node("t1", Tier::Township, Some("c")),
+                node("t2", Tier::Township, Some("c")),
+                node("v1", Tier::Village, Some("t1")),
+                node("v2", Tier::Village, Some("t1")),
+                node("v3", Tier::Village, Some("t2")),
+            ],
+        )
+        .unwrap();
+        let check = |t: &Topology| {
+            let mut roots: Vec<NodeId> = t.nodes().iter().map(|n| n.id.clone()).collect();
+            roots.extend([NodeId::new("v1~2"), NodeId::new("t1~3"), NodeId::new("nowhere")]);
+            for root in &roots {
+                let walked: Vec<&NodeId> =
+                    t.nodes().iter().filter(|n| t.was_within(&n.id, root)).map(|n| &n.id).collect();
+                let found: Vec<&NodeId> = t.ever_within(root).into_iter().map(|n| &n.id).collect();
+                assert_eq!(found, walked, "root {root}");
+            }
+        };
+        check(&t);
+        let change =
+            TopologyChange { version: 2, change: Change::Move { node: NodeId::new("v2"), to: NodeId::new("t2") } };
+        t.apply(&change).unwrap();
+        assert_eq!(t.ever_within(&NodeId::new("t1")).len(), 3, "t1, v1 and v2, which left it");
+        check(&t);
     }
 }

@@ -140,6 +140,44 @@ impl FileStore for Mem {
     }
 }
 
+/// A store every read of which fails: handed to a transmit that
+/// `transmit_reads` says reads nothing.
+struct Unreadable;
+
+impl Replica for Unreadable {
+    type Error = String;
+    fn positions(&self, _: Option<&[Lane]>) -> Result<Positions, String> {
+        Err("read positions".into())
+    }
+    fn chain_events(&self, _: &Lane, _: &NodeId, _: u64, _: u64) -> Result<Vec<Event>, String> {
+        Err("read a chain".into())
+    }
+    fn seal(&self, _: &NodeId, _: &Lane) -> Result<Option<Seal>, String> {
+        Err("read a seal".into())
+    }
+    fn checkpoint_after(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Seal>, String> {
+        Err("read a checkpoint".into())
+    }
+    fn tip(&self, _: &NodeId, _: &Lane) -> Result<ChainTip, String> {
+        Err("read a tip".into())
+    }
+    fn create_of(&self, _: &CaseId) -> Result<Option<Create>, String> {
+        Err("read a creation".into())
+    }
+    fn is_quarantined_here(&self, _: &NodeId, _: u64) -> Result<bool, String> {
+        Err("read the quarantine".into())
+    }
+    fn voucher(&self, _: &NodeId) -> Result<Option<Hlc>, String> {
+        Err("read a voucher".into())
+    }
+    fn key_status(&self, _: &NodeId, _: &KeyId) -> Result<KeyStatus, String> {
+        Err("read a key".into())
+    }
+    fn hash_at(&self, _: &NodeId, _: &Lane, _: u64) -> Result<Option<Hash>, String> {
+        Err("read a hash".into())
+    }
+}
+
 impl Replica for Mem {
     type Error = String;
     fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions, String> {
@@ -594,7 +632,15 @@ impl World {
                 } else {
                     (&mut *nb, &mut *na, &mut sb, &mut sa, &planned_b)
                 };
-                while let Some(msg) = sfrom.poll_transmit(from).unwrap() {
+                loop {
+                    // A driver runs a transmit that reads off its event
+                    // loop: one said not to read must not touch the store.
+                    let msg = if sfrom.transmit_reads() {
+                        sfrom.poll_transmit(from)
+                    } else {
+                        sfrom.poll_transmit(&Unreadable)
+                    };
+                    let Some(msg) = msg.unwrap() else { break };
                     progress = true;
                     if self.rng.gen_bool(faults.drop) {
                         return false;

@@ -86,13 +86,12 @@ impl FileStore for NodeFiles<'_> {
         // existed, cannot take every place in the Want.
         let homes: Vec<&str> = self
             .topology
-            .nodes()
-            .iter()
             // Lanes in this node's scope now, from a peer entitled to them
             // (one that holds them, or held them before a village moved:
-            // an old township hands up files of a moved village's cases).
-            // (The peer's entitlement first: it rules out all but a few.)
-            .filter(|n| proto::sync::lane_entitled(self.topology, peer, &Lane::Home(n.id.clone())))
+            // an old township hands up files of a moved village's cases):
+            // the lanes of nodes that are or were within the peer.
+            .ever_within(peer)
+            .into_iter()
             .filter(|n| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(n.id.clone())))
             // A lane whose data key this node does not hold (a village that
             // moved here after its enrolment) could not be sealed at rest:

@@ -440,17 +440,20 @@ async fn run_session(
     committer: Option<&commit::Committer>,
 ) -> Result<Summary> {
     let started = Instant::now();
-    let topology = ledger.topology().clone();
+    let topology = ledger.shared_topology();
     let me = ledger.me().clone();
+    // A few seeks of the lane index per chain shared with the peer.
     let mut session =
-        block(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
+        quick(|| Session::start(&SqliteReplica(ledger.store().conn()), &topology, &me, &peer, crate::wall_clock_ms()))?;
     session.content_versions = proto::wire::content_versions(wire);
     let broke_off = |e: anyhow::Error| e.context(format!("sync with {peer} broke off; run sync again to resume"));
     let (mut bytes_sent, mut bytes_received) = (0u64, 0u64);
     let mut pending = first;
     loop {
         loop {
-            let msg = block(|| session.poll_transmit(&SqliteReplica(ledger.store().conn())))?;
+            let reads = session.transmit_reads();
+            let transmit = || session.poll_transmit(&SqliteReplica(ledger.store().conn()));
+            let msg = if reads { block(transmit) } else { quick(transmit) }?;
             match msg {
                 Some(m) => bytes_sent += write_frame(&mut send, &m, wire).await.map_err(broke_off)?,
                 None => break,
