@@ -523,8 +523,18 @@ async fn run_session(
     })
 }
 
+/// A server's runtime: one worker fewer than the machine's cores (at
+/// least one). The sessions' store work (checks, reads of many events)
+/// leaves the workers (`block`), and the group commit has its own thread:
+/// they take the core left over. On a 2-core hub one worker instead of two
+/// cost a no-op session 1.6 ms of CPU instead of 1.8 (fewer wake-ups and
+/// steals between workers).
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.saturating_sub(1).max(1))
+        .enable_all()
+        .build()?)
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr> {

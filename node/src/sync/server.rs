@@ -60,7 +60,15 @@ pub(super) struct Gate {
     opened: AtomicUsize,
     /// Stores the batches of all sessions, several to a durable commit.
     committer: commit::Committer,
+    /// When each peer last finished a session, not yet written: written
+    /// together every [`CONTACTS_EVERY`] and when the server stops, so that
+    /// a session that stored nothing writes nothing.
+    contacts: Mutex<BTreeMap<NodeId, u64>>,
 }
+
+/// How often the peers' last contacts are written (the county's desk shows
+/// them; they are at most this much late there).
+pub const CONTACTS_EVERY: Duration = Duration::from_secs(5);
 
 /// Most idle ledgers a server keeps for the next sessions.
 const IDLE_LEDGERS: usize = 8;
@@ -68,16 +76,40 @@ const IDLE_LEDGERS: usize = 8;
 impl Gate {
     /// A ledger for one session: an idle one, brought up to date with what
     /// other sessions may have changed, or a newly opened one.
+    /// The reload reads a few rows in place (it parses the catalogues again
+    /// only after a publication); opening a store runs off the worker.
     fn take_ledger(&self) -> Result<Ledger> {
         let idle = self.idle.lock().expect("idle ledgers").pop();
         match idle {
             Some(mut ledger) => {
-                ledger.reload()?;
+                quick(|| ledger.reload())?;
                 Ok(ledger)
             }
             None => {
                 self.opened.fetch_add(1, Ordering::SeqCst);
-                Ok(Ledger::open(&self.dir)?)
+                Ok(block(|| Ledger::open(&self.dir))?)
+            }
+        }
+    }
+
+    /// Writes the contacts noted since the last time, in one transaction.
+    fn write_contacts(&self) {
+        let noted = std::mem::take(&mut *self.contacts.lock().unwrap_or_else(|p| p.into_inner()));
+        if noted.is_empty() {
+            return;
+        }
+        let written = store::Store::open(&self.dir).and_then(|mut store| {
+            let tx = store.write()?;
+            for (peer, at_ms) in &noted {
+                crate::query::note_contact(&tx, peer, *at_ms)?;
+            }
+            Ok(tx.commit()?)
+        });
+        if let Err(e) = written {
+            tracing::warn!("the last contacts of {} peers were not written, tried again later: {e:#}", noted.len());
+            let mut contacts = self.contacts.lock().unwrap_or_else(|p| p.into_inner());
+            for (peer, at_ms) in noted {
+                contacts.entry(peer).or_insert(at_ms);
             }
         }
     }
@@ -323,7 +355,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             return Ok(());
         }
     };
-    let mut ledger = block(|| gate.take_ledger())?;
+    let mut ledger = gate.take_ledger()?;
     let session =
         run_session(&mut ledger, peer.clone(), wire, send, frames, Some(first), &SILENT, Some(&gate.committer));
     let s = match tokio::time::timeout(SESSION_DEADLINE, session).await {
@@ -346,7 +378,7 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         bytes_in = s.bytes_received, bytes_out = s.bytes_sent, "sync done"
     );
     block(|| record_divergence(&mut ledger, &peer, &s))?;
-    block(|| crate::query::note_contact(ledger.store().conn(), &peer, crate::wall_clock_ms()))?;
+    gate.contacts.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.clone(), crate::wall_clock_ms());
     if wire >= 2 {
         // Files after the events, on the client's second stream.
         match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
@@ -418,6 +450,7 @@ pub struct Server {
     pub endpoint: quinn::Endpoint,
     pub addr: SocketAddr,
     accept: tokio::task::JoinHandle<()>,
+    contacts: tokio::task::JoinHandle<()>,
     gate: Arc<Gate>,
 }
 
@@ -436,7 +469,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
+        self.contacts.abort();
         self.endpoint.close(0u32.into(), b"shutting down");
+        self.gate.write_contacts();
     }
 }
 
@@ -465,6 +500,7 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
         idle: Mutex::new(Vec::new()),
         opened: AtomicUsize::new(1),
         committer: commit::Committer::spawn(Ledger::open(dir)?)?,
+        contacts: Mutex::new(BTreeMap::new()),
     });
     gate.give_back(ledger);
     let ep = endpoint.clone();
@@ -494,7 +530,15 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
             });
         }
     });
-    Ok(Server { endpoint, addr, accept, gate })
+    let g = gate.clone();
+    let contacts = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CONTACTS_EVERY).await;
+            let g = g.clone();
+            let _ = tokio::task::spawn_blocking(move || g.write_contacts()).await;
+        }
+    });
+    Ok(Server { endpoint, addr, accept, contacts, gate })
 }
 
 /// `serve` command: accept sync sessions; with `upstream`, also sync with

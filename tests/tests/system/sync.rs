@@ -489,6 +489,45 @@ fn a_server_opens_its_ledger_once_for_many_sessions() {
     assert_eq!(digest("county-hub", s(&county.hub()), VILLAGE_A)["cases"], 8);
 }
 
+/// A session that stores nothing writes nothing at the server (issue 9: a
+/// no-op sync committed the peer's last contact, a write and a durable
+/// commit per session at 9 a.m.); the contacts are written together, at
+/// the latest when the server stops.
+#[test]
+fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let db = county.hub().join(node::store::DB_FILE);
+    let watcher = rusqlite::Connection::open(&db).unwrap();
+    let version = || watcher.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).unwrap();
+    let contact =
+        || watcher.query_row("SELECT last_ms FROM contacts WHERE node = ?1", [VILLAGE_A], |r| r.get::<_, i64>(0)).ok();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
+        let addr = server.addr.to_string();
+        let first = node::sync::sync_with(&a, &addr, false).await.unwrap();
+        assert!(first.stats.sent_events >= 2, "the village's cases go up");
+        let before = version();
+        // Another writer holds the store's write lock meanwhile: a session
+        // that wrote would wait for it.
+        watcher.execute_batch("BEGIN IMMEDIATE").unwrap();
+        for _ in 0..3 {
+            let again = tokio::time::timeout(Duration::from_secs(20), node::sync::sync_with(&a, &addr, false))
+                .await
+                .expect("a no-op session does not wait for the write lock")
+                .unwrap();
+            assert_eq!((again.stats.sent_events, again.stats.received_events), (0, 0));
+        }
+        watcher.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(version(), before, "no-op sessions committed nothing at the server");
+        drop(server);
+    });
+    assert!(contact().is_some(), "the village's last contact is written when the server stops");
+}
+
 /// `serve` runs under a bounded allocator (issue 9): two glibc arenas and
 /// a fixed mmap threshold, so that freed session buffers do not stay
 /// resident in per-thread arenas (a hub receiving files crept 42 → 58 MiB
