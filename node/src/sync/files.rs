@@ -84,14 +84,20 @@ impl FileStore for NodeFiles<'_> {
         // nothing else is worth a line of a Want on a rural link), and the
         // lanes in turn: references in one lane, to files that never
         // existed, cannot take every place in the Want.
+        //
+        // Lanes in this node's scope now (nodes within it: some of those
+        // that are or were), from a peer entitled to them (nodes that are or
+        // were within the peer: an old township hands up files of a moved
+        // village's cases). Both conditions are checked; the nodes looked
+        // at are those that are or were within the lower of the two, a
+        // village's alone.
+        let tier = |n: &NodeId| self.topology.tier_of(n).unwrap_or(Tier::Village);
+        let lower = if tier(self.me) <= tier(peer) { self.me } else { peer };
         let homes: Vec<&str> = self
             .topology
-            // Lanes in this node's scope now, from a peer entitled to them
-            // (one that holds them, or held them before a village moved:
-            // an old township hands up files of a moved village's cases):
-            // the lanes of nodes that are or were within the peer.
-            .ever_within(peer)
+            .ever_within(lower)
             .into_iter()
+            .filter(|n| proto::sync::lane_entitled(self.topology, peer, &Lane::Home(n.id.clone())))
             .filter(|n| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(n.id.clone())))
             // A lane whose data key this node does not hold (a village that
             // moved here after its enrolment) could not be sealed at rest:
