@@ -453,7 +453,7 @@ pub fn serve_with_desk(
         })
         .await?;
         announce(&desk);
-        tokio::signal::ctrl_c().await?;
+        node::sync::stop_requested().await?;
         drop(server);
         Ok(())
     })

@@ -874,8 +874,12 @@ pub fn lane_positions(conn: &Connection, lanes: Option<&[Lane]>) -> Result<Vec<(
         let key = lane.key();
         let mut origin = String::new();
         while let Some(o) = next.query_row(params![key, origin], |r| r.get::<_, String>(0)).optional()? {
-            let pos: u64 = last.query_row(params![key, o], |r| r.get(0))?;
-            out.push((lane.clone(), NodeId::new(o.clone()), pos));
+            // Each seek reads the store as it is then: a chain removed
+            // between the two (a revocation's purge, a chain set aside) is
+            // skipped, as a read a moment later would.
+            if let Some(pos) = last.query_row(params![key, o], |r| r.get::<_, u64>(0)).optional()? {
+                out.push((lane.clone(), NodeId::new(o.clone()), pos));
+            }
             origin = o;
         }
     }
@@ -1567,6 +1571,45 @@ mod tests {
         // A walk would take thousands of steps more; seeks take the same
         // few (give or take the hook's granularity).
         assert!(work[1] < work[0] * 2, "steps for 3 events a chain: {}; for 3,000: {}", work[0], work[1]);
+    }
+
+    /// A chain removed by another connection while its heads are read (a
+    /// revocation's purge between the two seeks) is skipped, not an error
+    /// that ends the session: the removal lands at every step of the scan.
+    #[test]
+    fn a_chain_removed_during_the_scan_is_skipped() {
+        for step in 1..80u64 {
+            let dir = tempfile::tempdir().unwrap();
+            drop(Store::create(dir.path()).unwrap());
+            let path = dir.path().join(DB_FILE);
+            let mut conn = Connection::open(&path).unwrap();
+            for (origin, upto) in [("511421101001", 5u64), ("511421101001~0000000a", 3)] {
+                for pos in 1..=upto {
+                    conn.execute(
+                        "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+                         VALUES (?1, ?2, '511421101001', ?2, x'00', 'c', 0, 0, x'00')",
+                        params![origin, pos],
+                    )
+                    .unwrap();
+                }
+            }
+            let other = Connection::open(&path).unwrap();
+            let mut n = 0u64;
+            conn.progress_handler(
+                1,
+                Some(move || {
+                    n += 1;
+                    if n == step {
+                        other.execute("DELETE FROM events WHERE origin = '511421101001~0000000a'", []).unwrap();
+                    }
+                    false
+                }),
+            )
+            .unwrap();
+            let heads = lane_positions(&conn, Some(&[Lane::from_key("511421101001")]))
+                .unwrap_or_else(|e| panic!("removed at step {step}: {e:#}"));
+            assert!(heads.iter().any(|(_, o, p)| o.as_str() == "511421101001" && *p == 5), "step {step}");
+        }
     }
 
     /// A calendar read inside a transaction that stored a newer one is not

@@ -736,7 +736,9 @@ use frames::*;
 pub use progress::{Live, Phase, Progress};
 #[allow(unused_imports)]
 use server::*;
-pub use server::{serve, start_server, start_server_with, Limits, Server, HANDSHAKES_PER_ADDRESS};
+pub use server::{
+    serve, start_server, start_server_with, stop_requested, Limits, Server, CONTACTS_EVERY, HANDSHAKES_PER_ADDRESS,
+};
 pub use tls::client_config;
 #[allow(unused_imports)]
 use tls::*;

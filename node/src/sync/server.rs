@@ -13,11 +13,13 @@ pub struct Limits {
     pub connections: usize,
     /// From one peer ([`MAX_CONNECTIONS_PER_PEER`]).
     pub per_peer: usize,
+    /// How often the peers' last contacts are written ([`CONTACTS_EVERY`]).
+    pub contacts_every: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER }
+        Limits { connections: MAX_CONNECTIONS, per_peer: MAX_CONNECTIONS_PER_PEER, contacts_every: CONTACTS_EVERY }
     }
 }
 
@@ -61,8 +63,8 @@ pub(super) struct Gate {
     /// Stores the batches of all sessions, several to a durable commit.
     committer: commit::Committer,
     /// When each peer last finished a session, not yet written: written
-    /// together every [`CONTACTS_EVERY`] and when the server stops, so that
-    /// a session that stored nothing writes nothing.
+    /// together every [`Limits::contacts_every`] and when the server stops,
+    /// so that a session that stored nothing writes nothing.
     contacts: Mutex<BTreeMap<NodeId, u64>>,
 }
 
@@ -471,7 +473,8 @@ impl Drop for Server {
         self.accept.abort();
         self.contacts.abort();
         self.endpoint.close(0u32.into(), b"shutting down");
-        self.gate.write_contacts();
+        // A write (it may wait for the group commit): off a worker.
+        block(|| self.gate.write_contacts());
     }
 }
 
@@ -533,12 +536,23 @@ pub async fn start_server_with(dir: &Path, listen: &str, limits: Limits) -> Resu
     let g = gate.clone();
     let contacts = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(CONTACTS_EVERY).await;
+            tokio::time::sleep(g.limits.contacts_every).await;
             let g = g.clone();
             let _ = tokio::task::spawn_blocking(move || g.write_contacts()).await;
         }
     });
     Ok(Server { endpoint, addr, accept, contacts, gate })
+}
+
+/// Waits for Ctrl-C or SIGTERM (a service manager stopping the server):
+/// the caller then drops its server cleanly, its last contacts written.
+pub async fn stop_requested() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 /// `serve` command: accept sync sessions; with `upstream`, also sync with
@@ -561,7 +575,7 @@ pub fn serve(dir: &Path, listen: &str, upstream: Option<(String, Duration)>) -> 
                 }
             });
         }
-        tokio::signal::ctrl_c().await?;
+        stop_requested().await?;
         drop(server);
         Ok(())
     })

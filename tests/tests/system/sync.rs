@@ -506,7 +506,9 @@ fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
         || watcher.query_row("SELECT last_ms FROM contacts WHERE node = ?1", [VILLAGE_A], |r| r.get::<_, i64>(0)).ok();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
+        // Contacts written only at the end (not by the 5-second tick).
+        let limits = node::sync::Limits { contacts_every: Duration::from_secs(3600), ..Default::default() };
+        let server = node::sync::start_server_with(&county.hub(), "127.0.0.1:0", limits).await.unwrap();
         let addr = server.addr.to_string();
         let first = node::sync::sync_with(&a, &addr, false).await.unwrap();
         assert!(first.stats.sent_events >= 2, "the village's cases go up");
