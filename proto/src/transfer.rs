@@ -434,6 +434,20 @@ impl Transfer {
 
     /// The next message to send, if any: our own messages first, then the
     /// groups the peer wants, one at a time (nothing is read ahead).
+    /// Whether the next [`Transfer::poll_transmit`] reads the store (a
+    /// group of a file being sent, or the outline of the next one);
+    /// otherwise it hands out a message already made, or nothing. A driver
+    /// runs file reads off its event loop and the rest in place.
+    pub fn transmit_reads(&self) -> bool {
+        if !self.outbox.is_empty() {
+            return false;
+        }
+        match self.sending {
+            Some((_, size, next)) if next < groups(size) => true,
+            _ => matches!(self.to_send.front(), Some(&(_, size, _)) if size != u64::MAX && groups(size) > 1),
+        }
+    }
+
     pub fn poll_transmit<S: FileStore>(&mut self, store: &S) -> Result<Option<FileMessage>, TransferError> {
         let storage = |e: S::Error| TransferError::Storage(e.to_string());
         if let Some(m) = self.outbox.pop_front() {

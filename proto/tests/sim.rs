@@ -178,6 +178,37 @@ impl Replica for Unreadable {
     }
 }
 
+impl FileStore for Unreadable {
+    type Error = String;
+    fn wanted(&self, _: &NodeId) -> Result<Vec<Wanted>, String> {
+        Err("read what is wanted".into())
+    }
+    fn sendable(&self, _: &NodeId, _: &FileHash, _: &NodeId) -> Result<Option<u64>, String> {
+        Err("read whether a file may be sent".into())
+    }
+    fn size_claimed(&self, _: &FileHash, _: &NodeId, _: u64) -> Result<bool, String> {
+        Err("read a claimed size".into())
+    }
+    fn outline(&self, _: &FileHash) -> Result<Option<Vec<GroupHash>>, String> {
+        Err("read an outline".into())
+    }
+    fn read_group(&self, _: &FileHash, _: u64) -> Result<Option<Vec<u8>>, String> {
+        Err("read a group".into())
+    }
+    fn write_group(&mut self, _: &FileHash, _: &NodeId, _: u64, _: u64, _: &[u8]) -> Result<(), String> {
+        Err("write a group".into())
+    }
+    fn keep_receipt(&mut self, _: &NodeId, _: proto::files::SignedReceipt) -> Result<bool, String> {
+        Err("keep a receipt".into())
+    }
+    fn receipts_for(&self, _: &NodeId) -> Result<Vec<proto::files::SignedReceipt>, String> {
+        Err("read receipts".into())
+    }
+    fn keys_lacking(&self, _: &NodeId) -> Result<Vec<NodeId>, String> {
+        Err("read the keys lacking".into())
+    }
+}
+
 impl Replica for Mem {
     type Error = String;
     fn positions(&self, lanes: Option<&[Lane]>) -> Result<Positions, String> {
@@ -747,7 +778,15 @@ impl World {
                 } else {
                     (&mut *nb, &mut *na, &mut tb, &mut ta)
                 };
-                while let Some(msg) = tfrom.poll_transmit(from).unwrap() {
+                loop {
+                    // As with events: a transmit said not to read must not
+                    // touch the store.
+                    let msg = if tfrom.transmit_reads() {
+                        tfrom.poll_transmit(from)
+                    } else {
+                        tfrom.poll_transmit(&Unreadable)
+                    };
+                    let Some(msg) = msg.unwrap() else { break };
                     progress = true;
                     if self.rng.gen_bool(faults.drop / 20.0) {
                         return false;

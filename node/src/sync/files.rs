@@ -105,6 +105,20 @@ impl FileStore for NodeFiles<'_> {
             .filter(|n| self.keys.for_lane(&n.id).is_some())
             .map(|n| n.id.as_str())
             .collect();
+        // Most sessions find no file referenced in these lanes at all: one
+        // seek of the home index each says so, and the query below (its
+        // temporary tables) is not run.
+        let mut refers = self.conn.prepare_cached("SELECT 1 FROM file_refs WHERE home = ?1 LIMIT 1")?;
+        let mut any = false;
+        for home in &homes {
+            if refers.exists([home])? {
+                any = true;
+                break;
+            }
+        }
+        if !any {
+            return Ok(Vec::new());
+        }
         let rows: Vec<(Vec<u8>, i64, String)> = {
             let mut stmt = self.conn.prepare_cached(
                 "WITH lacking AS (
@@ -365,11 +379,21 @@ pub(super) async fn run_files(
     let report = |t: &Transfer| progress.files(peer_id, &t.stats, t.files_to_receive(), started);
     let incoming = |msg: Option<Result<FileMessage>>, t: &mut Transfer, ledger: &mut Ledger| -> Result<()> {
         let msg = msg.unwrap_or_else(|| Err(peer(PeerErrorKind::Lost, "the peer ended the file stream")))?;
-        block(|| -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) })
+        // The end of the peer's part, a file it does not hold and an empty
+        // Want touch no store: in place. The rest reads or writes.
+        let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. })
+            || matches!(&msg, FileMessage::Want { files } if files.is_empty());
+        let handle = || -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) };
+        if small {
+            quick(handle)
+        } else {
+            block(handle)
+        }
     };
     loop {
-        let next =
-            block(|| -> Result<Option<FileMessage>> { Ok(transfer.poll_transmit(&NodeFiles::of(ledger, dir)?)?) })?;
+        let reads = transfer.transmit_reads();
+        let transmit = || -> Result<Option<FileMessage>> { Ok(transfer.poll_transmit(&NodeFiles::of(ledger, dir)?)?) };
+        let next = if reads { block(transmit) } else { quick(transmit) }?;
         match next {
             Some(m) => {
                 let write = write_file_frame(&mut send, &m);
