@@ -34,6 +34,25 @@ impl NodeFiles<'_> {
     }
 }
 
+/// Whether any file referenced in a lane is lacking for it: a seek of the
+/// partial index of lacking references.
+pub(crate) const ANY_LACKING: &str = "SELECT 1 FROM file_refs WHERE home = ?1 AND lane_held = 0 AND pruned = 0 LIMIT 1";
+
+/// The files referenced in the lanes `?1` (a JSON array) not held for
+/// their lane and not pruned, the lanes in turn, at most `?2`: read from
+/// the partial index of lacking references (`file_refs_lacking`), never a
+/// walk over every reference of a lane.
+pub(crate) const WANTED: &str = "WITH lacking AS (
+                     SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
+                     WHERE r.home IN (SELECT value FROM json_each(?1))
+                       AND r.lane_held = 0 AND r.pruned = 0
+                       AND NOT EXISTS (SELECT 1 FROM file_lanes l WHERE l.hash = r.hash AND l.home = r.home)
+                       AND NOT EXISTS (SELECT 1 FROM files_pruned p WHERE p.hash = r.hash)
+                     GROUP BY r.hash, r.home)
+                 SELECT hash, size, home FROM (
+                     SELECT hash, size, home, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
+                 ORDER BY turn, hash LIMIT ?2";
+
 impl<'a> NodeFiles<'a> {
     pub fn of(ledger: &'a Ledger, dir: &'a Path) -> Result<NodeFiles<'a>> {
         Ok(NodeFiles {
@@ -105,10 +124,10 @@ impl FileStore for NodeFiles<'_> {
             .filter(|n| self.keys.for_lane(&n.id).is_some())
             .map(|n| n.id.as_str())
             .collect();
-        // Most sessions find no file referenced in these lanes at all: one
-        // seek of the home index each says so, and the query below (its
-        // temporary tables) is not run.
-        let mut refers = self.conn.prepare_cached("SELECT 1 FROM file_refs WHERE home = ?1 LIMIT 1")?;
+        // Most sessions find every file of these lanes held: one seek of
+        // the index of what is lacking says so for each lane, and the query
+        // below (its temporary tables) is not run.
+        let mut refers = self.conn.prepare_cached(ANY_LACKING)?;
         let mut any = false;
         for home in &homes {
             if refers.exists([home])? {
@@ -120,17 +139,7 @@ impl FileStore for NodeFiles<'_> {
             return Ok(Vec::new());
         }
         let rows: Vec<(Vec<u8>, i64, String)> = {
-            let mut stmt = self.conn.prepare_cached(
-                "WITH lacking AS (
-                     SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
-                     WHERE r.home IN (SELECT value FROM json_each(?1))
-                       AND NOT EXISTS (SELECT 1 FROM file_lanes l WHERE l.hash = r.hash AND l.home = r.home)
-                       AND NOT EXISTS (SELECT 1 FROM files_pruned p WHERE p.hash = r.hash)
-                     GROUP BY r.hash, r.home)
-                 SELECT hash, size, home FROM (
-                     SELECT hash, size, home, ROW_NUMBER() OVER (PARTITION BY home ORDER BY hash) AS turn FROM lacking)
-                 ORDER BY turn, hash LIMIT ?2",
-            )?;
+            let mut stmt = self.conn.prepare_cached(WANTED)?;
             let rows = stmt.query_map(rusqlite::params![serde_json::to_string(&homes)?, WANT_MAX as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;

@@ -730,6 +730,18 @@ mod server;
 mod tls;
 
 pub use files::NodeFiles;
+
+/// The statement of the files a session wants (for the store's tests).
+#[cfg(test)]
+pub(crate) fn files_wanted_sql() -> &'static str {
+    files::WANTED
+}
+
+/// The statement of whether a lane lacks a file (for the store's tests).
+#[cfg(test)]
+pub(crate) fn files_any_lacking_sql() -> &'static str {
+    files::ANY_LACKING
+}
 pub use frames::unpack;
 #[allow(unused_imports)]
 use frames::*;
