@@ -436,6 +436,9 @@ def main():
     UNLOCKED = not a.locked
     setup_tools()
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+    if os.path.exists(os.path.join(ROOT, "bench", "results", stamp + ".md")):
+        # Two runs started in one minute: the second does not overwrite.
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     work = os.path.join(ROOT, "bench", "work", stamp)
     os.makedirs(work, exist_ok=True)
     results = {}
