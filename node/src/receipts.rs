@@ -23,13 +23,13 @@ use proto::{NodeId, Tier};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-/// Meta key: minutes a township has, after acknowledging events, to pass
-/// them on before a county receipt that lacks them counts as withholding.
 /// The files referenced in lane `?1` that the county holds nowhere: read
 /// from the partial index of references not held (`file_refs_missing`).
 pub(crate) const MISSING: &str = "SELECT DISTINCT r.hash FROM file_refs r
      WHERE r.home = ?1 AND r.held = 0 AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)";
 
+/// Meta key: minutes a township has, after acknowledging events, to pass
+/// them on before a county receipt that lacks them counts as withholding.
 pub const GRACE_KEY: &str = "receipt_grace_min";
 /// Default of [`GRACE_KEY`].
 pub const GRACE_DEFAULT: u64 = 60;

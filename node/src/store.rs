@@ -167,7 +167,10 @@ const MIGRATIONS: &[&str] = &[
     // (`file_lanes`), held at all (`files_held`) and pruned, kept so by
     // triggers, so that the files a session wants and the county's
     // receipt lists are found in partial indexes of what is lacking, not
-    // by walking every reference of a lane at every session.
+    // by walking every reference of a lane at every session. The triggers
+    // follow inserts and deletes: no code updates the keys of file_lanes,
+    // files_held or files_pruned, or a reference's hash or case (a
+    // reference's home may change; its trigger follows that).
     "ALTER TABLE file_refs ADD COLUMN lane_held INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE file_refs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE file_refs ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;
@@ -1723,6 +1726,42 @@ mod tests {
                 .unwrap();
             assert_eq!(wrong, 0, "after {sql}");
         }
+    }
+
+    /// A store of schema 18 holding file references, files held, held
+    /// for a lane and pruned: migration 19 sets each reference's flags
+    /// from those tables.
+    #[test]
+    fn migration_19_flags_the_references_a_store_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (i, step) in MIGRATIONS.iter().enumerate().take(18) {
+            conn.execute_batch(step).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
+        }
+        let h = |i: u8| vec![i; 32];
+        for (i, home) in [(1u8, "v"), (2, "v"), (3, "w"), (4, "v"), (4, "w")] {
+            conn.execute(
+                "INSERT INTO file_refs (hash, case_id, home, size) VALUES (?1, ?2, ?3, 1)",
+                params![h(i), format!("c{i}{home}"), home],
+            )
+            .unwrap();
+        }
+        for i in [1u8, 4] {
+            conn.execute("INSERT INTO files_held (hash, size, home) VALUES (?1, 1, 'v')", [h(i)]).unwrap();
+            conn.execute("INSERT INTO file_lanes (hash, home) VALUES (?1, 'v')", [h(i)]).unwrap();
+        }
+        conn.execute("INSERT INTO files_pruned (hash, at_ms) VALUES (?1, 1)", [h(2)]).unwrap();
+        migrate(&mut conn).unwrap();
+        let flags: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT lane_held, held, pruned FROM file_refs ORDER BY hash, home")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        // 1 held for v; 2 pruned; 3 lacking; 4 held for v, not for w.
+        assert_eq!(flags, vec![(1, 1, 0), (0, 0, 1), (0, 0, 0), (1, 1, 0), (0, 1, 0)]);
     }
 
     /// A calendar read inside a transaction that stored a newer one is not

@@ -1151,8 +1151,6 @@ impl Session {
         Ok(())
     }
 
-    /// The next message to send, if any. Batches are read from `replica` as
-    /// the window allows.
     /// Whether the next [`Session::poll_transmit`] reads the replica (it
     /// has events to send and room in its window); otherwise it only hands
     /// out a message already made, or nothing. A driver runs a read that
@@ -1166,6 +1164,8 @@ impl Session {
             && self.unacked.len() < self.window
     }
 
+    /// The next message to send, if any. Batches are read from `replica` as
+    /// the window allows.
     pub fn poll_transmit<R: Replica>(&mut self, replica: &R) -> Result<Option<Message>, SyncError> {
         if let Some(m) = self.outbox.pop_front() {
             return Ok(Some(m));

@@ -432,8 +432,6 @@ impl Transfer {
         Ok(())
     }
 
-    /// The next message to send, if any: our own messages first, then the
-    /// groups the peer wants, one at a time (nothing is read ahead).
     /// Whether the next [`Transfer::poll_transmit`] reads the store (a
     /// group of a file being sent, or the outline of the next one);
     /// otherwise it hands out a message already made, or nothing. A driver
@@ -448,6 +446,8 @@ impl Transfer {
         }
     }
 
+    /// The next message to send, if any: our own messages first, then the
+    /// groups the peer wants, one at a time (nothing is read ahead).
     pub fn poll_transmit<S: FileStore>(&mut self, store: &S) -> Result<Option<FileMessage>, TransferError> {
         let storage = |e: S::Error| TransferError::Storage(e.to_string());
         if let Some(m) = self.outbox.pop_front() {
