@@ -41,6 +41,10 @@ pub enum TopologyError {
     /// A node's parent is missing or of the wrong tier.
     #[error("node {0}: its parent must be a {1} node that exists in the file")]
     BadParent(NodeId, Tier),
+    /// A node names as a former parent something that is not a township of
+    /// the map (only villages move, and only between townships).
+    #[error("node {0}: its former parent {1} must be a township node that exists in the file")]
+    BadFormerParent(NodeId, NodeId),
     /// A node id holds characters that cannot appear in a certificate name.
     #[error("node id {0:?} may hold only ASCII letters, digits and '_'")]
     BadId(NodeId),
@@ -147,6 +151,14 @@ impl Topology {
             let got = n.parent.as_ref().and_then(|p| index.get(p)).map(|&i| nodes[i].tier);
             if want != got || (want.is_none() && n.parent.is_some()) {
                 return Err(TopologyError::BadParent(n.id.clone(), want.unwrap_or(Tier::County)));
+            }
+            // Scope follows former parents (`was_within`), and a village
+            // heads no subtree (`ever_within`): a former parent is a
+            // township, as every move the county can publish leaves it.
+            if let Some(p) =
+                n.former_parents.iter().find(|p| index.get(*p).map(|&i| nodes[i].tier) != Some(Tier::Township))
+            {
+                return Err(TopologyError::BadFormerParent(n.id.clone(), p.clone()));
             }
         }
         Ok(Topology { note, version: 1, nodes, index })
@@ -393,5 +405,29 @@ mod tests {
         t.apply(&change).unwrap();
         assert_eq!(t.ever_within(&NodeId::new("t1")).len(), 3, "t1, v1 and v2, which left it");
         check(&t);
+    }
+
+    /// A map naming a village (or a node it does not hold) as a node's
+    /// former parent is refused: scope would follow it.
+    #[test]
+    fn a_former_parent_must_be_a_township_of_the_map() {
+        let map = |former: &str| {
+            let mut v2 = node("v2", Tier::Village, Some("t2"));
+            v2.former_parents = vec![NodeId::new(former)];
+            Topology::new(
+                String::new(),
+                vec![
+                    node("c", Tier::County, None),
+                    node("t1", Tier::Township, Some("c")),
+                    node("t2", Tier::Township, Some("c")),
+                    node("v1", Tier::Village, Some("t1")),
+                    v2,
+                ],
+            )
+        };
+        assert!(map("t1").is_ok());
+        for bad in ["v1", "c", "t9"] {
+            assert_eq!(map(bad).unwrap_err(), TopologyError::BadFormerParent(NodeId::new("v2"), NodeId::new(bad)));
+        }
     }
 }
