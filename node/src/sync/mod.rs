@@ -420,7 +420,9 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 /// read, a small message that reads nothing) where it is: handing the
 /// worker's tasks to another thread and back costs more than the work.
 /// Anything that may write (SQLite may then wait for the group commit's
-/// lock) or read a lane whole (a township's Hello) goes through `block`.
+/// lock), read files, or do work a peer's message sizes (a Hello's
+/// comparison and plan, a batch) goes through `block`. A session's start
+/// is a few seeks per chain the two nodes share: in place.
 fn quick<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
