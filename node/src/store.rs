@@ -1681,8 +1681,8 @@ mod tests {
                 .join("; ")
         };
         for (sql, index) in [
-            (crate::sync::files_wanted_sql(), "file_refs_lacking"),
-            (crate::sync::files_any_lacking_sql(), "file_refs_lacking"),
+            (crate::sync::files::WANTED, "file_refs_lacking"),
+            (crate::sync::files::ANY_LACKING, "file_refs_lacking"),
             (crate::receipts::MISSING, "file_refs_missing"),
         ] {
             assert!(plan(sql).contains(index), "{}", plan(sql));

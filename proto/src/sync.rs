@@ -1278,16 +1278,7 @@ mod tests {
     }
 
     fn topology() -> Topology {
-        let node = |id: &str, tier, parent: Option<&str>| crate::NodeInfo {
-            id: NodeId::new(id),
-            tier,
-            parent: parent.map(NodeId::new),
-            name: id.into(),
-            verifying_key: None,
-            former_parents: vec![],
-            retired: false,
-            retired_at: None,
-        };
+        let node = crate::topology::test_node;
         Topology::new(
             String::new(),
             vec![

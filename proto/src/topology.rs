@@ -355,21 +355,35 @@ impl Topology {
     }
 }
 
+/// A node of a map made in a test: named by its id, live, no key.
+#[cfg(test)]
+pub(crate) fn test_node(id: &str, tier: Tier, parent: Option<&str>) -> NodeInfo {
+    NodeInfo {
+        id: NodeId::new(id),
+        tier,
+        parent: parent.map(NodeId::new),
+        name: id.into(),
+        verifying_key: None,
+        former_parents: vec![],
+        retired: false,
+        retired_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_node as node;
     use super::*;
 
-    fn node(id: &str, tier: Tier, parent: Option<&str>) -> NodeInfo {
-        NodeInfo {
-            id: NodeId::new(id),
-            tier,
-            parent: parent.map(NodeId::new),
-            name: id.into(),
-            verifying_key: None,
-            former_parents: vec![],
-            retired: false,
-            retired_at: None,
-        }
+    /// A county `c` with townships `t1` and `t2`, and `villages`.
+    fn county(villages: Vec<NodeInfo>) -> Result<Topology, TopologyError> {
+        let mut nodes = vec![
+            node("c", Tier::County, None),
+            node("t1", Tier::Township, Some("c")),
+            node("t2", Tier::Township, Some("c")),
+        ];
+        nodes.extend(villages);
+        Topology::new(String::new(), nodes)
     }
 
     /// The village shortcut of `ever_within` gives what the walk over the
@@ -377,17 +391,11 @@ mod tests {
     /// after a village moved.
     #[test]
     fn ever_within_is_the_walk_over_the_map() {
-        let mut t = Topology::new(
-            String::new(),
-            vec![
-                node("c", Tier::County, None),
-                node("t1", Tier::Township, Some("c")),
-                node("t2", Tier::Township, Some("c")),
-                node("v1", Tier::Village, Some("t1")),
-                node("v2", Tier::Village, Some("t1")),
-                node("v3", Tier::Village, Some("t2")),
-            ],
-        )
+        let mut t = county(vec![
+            node("v1", Tier::Village, Some("t1")),
+            node("v2", Tier::Village, Some("t1")),
+            node("v3", Tier::Village, Some("t2")),
+        ])
         .unwrap();
         let check = |t: &Topology| {
             let mut roots: Vec<NodeId> = t.nodes().iter().map(|n| n.id.clone()).collect();
@@ -414,16 +422,7 @@ mod tests {
         let map = |former: &str| {
             let mut v2 = node("v2", Tier::Village, Some("t2"));
             v2.former_parents = vec![NodeId::new(former)];
-            Topology::new(
-                String::new(),
-                vec![
-                    node("c", Tier::County, None),
-                    node("t1", Tier::Township, Some("c")),
-                    node("t2", Tier::Township, Some("c")),
-                    node("v1", Tier::Village, Some("t1")),
-                    v2,
-                ],
-            )
+            county(vec![node("v1", Tier::Village, Some("t1")), v2])
         };
         assert!(map("t1").is_ok());
         for bad in ["v1", "c", "t9"] {

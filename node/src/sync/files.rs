@@ -41,7 +41,8 @@ pub(crate) const ANY_LACKING: &str = "SELECT 1 FROM file_refs WHERE home = ?1 AN
 /// The files referenced in the lanes `?1` (a JSON array) not held for
 /// their lane and not pruned, the lanes in turn, at most `?2`: read from
 /// the partial index of lacking references (`file_refs_lacking`), never a
-/// walk over every reference of a lane.
+/// walk over every reference of a lane. The tables the flags summarise are
+/// asked too: a flag can then only err towards asking.
 pub(crate) const WANTED: &str = "WITH lacking AS (
                      SELECT r.hash AS hash, MAX(r.size) AS size, r.home AS home FROM file_refs r
                      WHERE r.home IN (SELECT value FROM json_each(?1))
@@ -104,25 +105,24 @@ impl FileStore for NodeFiles<'_> {
         // lanes in turn: references in one lane, to files that never
         // existed, cannot take every place in the Want.
         //
-        // Lanes in this node's scope now (nodes within it: some of those
-        // that are or were), from a peer entitled to them (nodes that are or
-        // were within the peer: an old township hands up files of a moved
-        // village's cases). Both conditions are checked; the nodes looked
-        // at are those that are or were within the lower of the two, a
-        // village's alone.
-        let tier = |n: &NodeId| self.topology.tier_of(n).unwrap_or(Tier::Village);
-        let lower = if tier(self.me) <= tier(peer) { self.me } else { peer };
-        let homes: Vec<&str> = self
-            .topology
-            .ever_within(lower)
+        // The lanes the two share (those of nodes that are or were within
+        // the lower of them), then those in this node's scope now, from a
+        // peer entitled to them (an old township hands up files of a moved
+        // village's cases).
+        let shared = proto::sync::shared_lanes(self.topology, self.me, peer)
+            .unwrap_or_else(|| self.topology.nodes().iter().map(|n| Lane::Home(n.id.clone())).collect());
+        let homes: Vec<NodeId> = shared
             .into_iter()
-            .filter(|n| proto::sync::lane_entitled(self.topology, peer, &Lane::Home(n.id.clone())))
-            .filter(|n| proto::auth::lane_in_scope(self.topology, self.me, &Lane::Home(n.id.clone())))
+            .filter(|lane| proto::sync::lane_entitled(self.topology, peer, lane))
+            .filter(|lane| proto::auth::lane_in_scope(self.topology, self.me, lane))
+            .filter_map(|lane| match lane {
+                Lane::Home(home) => Some(home),
+                Lane::Global => None,
+            })
             // A lane whose data key this node does not hold (a village that
             // moved here after its enrolment) could not be sealed at rest:
             // its files wait for the key.
-            .filter(|n| self.keys.for_lane(&n.id).is_some())
-            .map(|n| n.id.as_str())
+            .filter(|home| self.keys.for_lane(home).is_some())
             .collect();
         // Most sessions find every file of these lanes held: one seek of
         // the index of what is lacking says so for each lane, and the query
@@ -130,7 +130,7 @@ impl FileStore for NodeFiles<'_> {
         let mut refers = self.conn.prepare_cached(ANY_LACKING)?;
         let mut any = false;
         for home in &homes {
-            if refers.exists([home])? {
+            if refers.exists([home.as_str()])? {
                 any = true;
                 break;
             }

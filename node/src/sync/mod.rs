@@ -725,7 +725,7 @@ pub fn sync_once_on(ledger: Ledger, peer_addr: &str, progress: bool) -> crate::e
 }
 
 pub mod commit;
-mod files;
+pub(crate) mod files;
 mod frames;
 mod progress;
 mod server;
@@ -733,26 +733,13 @@ mod tls;
 
 pub use files::NodeFiles;
 
-/// The statement of the files a session wants (for the store's tests).
-#[cfg(test)]
-pub(crate) fn files_wanted_sql() -> &'static str {
-    files::WANTED
-}
-
-/// The statement of whether a lane lacks a file (for the store's tests).
-#[cfg(test)]
-pub(crate) fn files_any_lacking_sql() -> &'static str {
-    files::ANY_LACKING
-}
 pub use frames::unpack;
 #[allow(unused_imports)]
 use frames::*;
 pub use progress::{Live, Phase, Progress};
 #[allow(unused_imports)]
 use server::*;
-pub use server::{
-    serve, start_server, start_server_with, stop_requested, Limits, Server, CONTACTS_EVERY, HANDSHAKES_PER_ADDRESS,
-};
+pub use server::{serve, start_server, start_server_with, stop_requested, Limits, Server, HANDSHAKES_PER_ADDRESS};
 pub use tls::client_config;
 #[allow(unused_imports)]
 use tls::*;

@@ -77,9 +77,9 @@ const IDLE_LEDGERS: usize = 8;
 
 impl Gate {
     /// A ledger for one session: an idle one, brought up to date with what
-    /// other sessions may have changed, or a newly opened one.
-    /// The reload reads a few rows in place (it parses the catalogues again
-    /// only after a publication); opening a store runs off the worker.
+    /// other sessions may have changed, or a newly opened one. The reload
+    /// reads a few rows in place (it parses the catalogues again only after
+    /// a publication); opening a store runs off the worker.
     fn take_ledger(&self) -> Result<Ledger> {
         let idle = self.idle.lock().expect("idle ledgers").pop();
         match idle {
