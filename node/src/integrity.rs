@@ -221,10 +221,11 @@ pub fn check(conn: &Connection) -> Health {
         Ok(problems) => problems.into_iter().for_each(|p| push(&mut h.structure, p)),
         Err(e) => push(&mut h.structure, format!("SQLite cannot check the file: {e}")),
     }
-    for table in ["events", "equivocations"] {
-        if let Err(e) = check_events(conn, table, &mut h.events) {
-            push(&mut h.structure, format!("reading the {table} failed: {e}"));
-        }
+    if let Err(e) = check_event_rows(conn, &mut h.events) {
+        push(&mut h.structure, format!("reading the events failed: {e}"));
+    }
+    if let Err(e) = check_equivocations(conn, &mut h.events) {
+        push(&mut h.structure, format!("reading the equivocations failed: {e}"));
     }
     if let Err(e) = check_case_rows(conn, &mut h.derived) {
         push(&mut h.structure, format!("reading the case rows failed: {e}"));
@@ -245,8 +246,34 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .collect())
 }
 
-fn check_events(conn: &Connection, table: &str, problems: &mut Vec<String>) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(&format!("SELECT origin, seq, hash, body FROM {table}"))?;
+/// Every event row: its content decodes, names the case its row is filed
+/// under, and its header (the row's columns, `prev` the stored hash of the
+/// chain's previous event) hashes to the hash stored beside it, so an
+/// altered row, or an altered hash of the row before it, shows here.
+fn check_event_rows(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(concat!("SELECT e.hash, e.case_id, ", store::event_columns!(), " FROM events e"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (origin, seq): (String, i64) = (r.get(2)?, r.get(3)?);
+        let (hash, case): (Vec<u8>, String) = (r.get(0)?, r.get(1)?);
+        match store::event_row(r, 2) {
+            Err(e) => push(problems, format!("event {origin}/{seq} cannot be decoded ({e})")),
+            Ok(e) if e.case.as_str() != case => {
+                push(problems, format!("the event stored as {origin}/{seq} under case {case} is of case {}", e.case))
+            }
+            Ok(e) if e.hash().0.as_slice() != hash.as_slice() => {
+                push(problems, format!("event {origin}/{seq} does not match its stored hash"))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Equivocating twins, kept whole: each decodes, is the event its row
+/// names and hashes to the hash stored beside it.
+fn check_equivocations(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT origin, seq, hash, body FROM equivocations")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let (origin, seq): (String, i64) = (r.get(0)?, r.get(1)?);
@@ -449,11 +476,14 @@ pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
 /// (origin, seq) order, which is each origin's own order.
 fn network_events(conn: &Connection) -> Result<Vec<Event>> {
     let mut out = Vec::new();
-    let mut stmt = conn.prepare("SELECT body FROM events WHERE substr(case_id, 1, 1) = '*' ORDER BY origin, seq")?;
+    let mut stmt = conn.prepare(concat!(
+        "SELECT ",
+        store::event_columns!(),
+        " FROM events e WHERE substr(e.case_id, 1, 1) = '*' ORDER BY e.origin, e.seq"
+    ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let body: Vec<u8> = r.get(0)?;
-        if let Ok(e) = Event::decode(&body) {
+        if let Ok(e) = store::event_row(r, 0) {
             out.push(e);
         }
     }
@@ -636,6 +666,33 @@ mod tests {
         assert!(!h.repairable() && h.events[0].contains("v/1 cannot be decoded"), "{h:?}");
         let advice = advice(dir.path(), &h);
         assert!(advice.contains("init --data NEW_DIR") && advice.contains("sync --data NEW_DIR"), "{advice}");
+    }
+
+    /// A row altered on disk shows whichever part was changed: its
+    /// content (the stored hash no longer matches), its stored hash (the
+    /// next event's `prev` is read from it, so that event no longer matches
+    /// either), or the case it is filed under.
+    #[test]
+    fn an_altered_event_row_is_damage() {
+        let chain = crate::store::tests::test_chain("v", 3);
+        for (alter, expected) in [
+            ("UPDATE events SET content = (SELECT content FROM events WHERE seq = 3) WHERE seq = 2", vec!["v/2"]),
+            ("UPDATE events SET hash = zeroblob(32) WHERE seq = 1", vec!["v/1", "v/2"]),
+            ("UPDATE events SET case_id = 'v-9' WHERE seq = 3", vec!["v/3 under case v-9"]),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::create(dir.path()).unwrap();
+            for e in &chain {
+                store::insert_event(store.conn(), e).unwrap();
+            }
+            assert!(check(store.conn()).is_ok(), "an intact chain");
+            store.conn().execute(alter, []).unwrap();
+            let h = check(store.conn());
+            assert_eq!(h.events.len(), expected.len(), "{alter}: {h:?}");
+            for (problem, names) in h.events.iter().zip(&expected) {
+                assert!(problem.contains(names), "{alter}: {h:?}");
+            }
+        }
     }
 
     #[test]

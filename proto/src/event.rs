@@ -355,6 +355,9 @@ pub struct Event {
     pub body: Body,
 }
 
+/// What an event's content bytes hold: actor, case, context, body.
+pub type Content = (String, CaseId, VClock<NodeId>, Body);
+
 /// The part of an event that the hash chain covers directly. The content
 /// (actor, case, context, body) enters through its hash, so a node can check
 /// an origin's chain across events it may not see (another village's cases)
@@ -387,6 +390,55 @@ impl Event {
     pub fn content_bytes(&self) -> Vec<u8> {
         let tag = codec::Tag { version: self.body.content_version(), ..codec::EVENT_CONTENT };
         codec::encode_tagged(tag, &(&self.actor, &self.case, &self.context, &self.body))
+    }
+
+    /// Decodes an event's content (actor, case, context, body) of any
+    /// content format version this release reads. A body must be written
+    /// in its own version (`Body::content_version`), so that one event has
+    /// one encoding.
+    pub fn decode_content(bytes: &[u8]) -> Result<Content, codec::DecodeError> {
+        let version = match bytes.get(1) {
+            Some(v) if (1..=codec::EVENT_CONTENT_NEWEST).contains(v) => *v,
+            _ => codec::EVENT_CONTENT.version,
+        };
+        let content: Content = codec::decode_tagged(codec::Tag { version, ..codec::EVENT_CONTENT }, bytes)?;
+        if content.3.content_version() != version {
+            return Err(codec::DecodeError {
+                what: codec::EVENT_CONTENT.what,
+                kind: codec::DecodeErrorKind::Malformed,
+                message: format!("a {} event in content format version {version}", content.3.name()),
+            });
+        }
+        Ok(content)
+    }
+
+    /// An event from its header fields and its content bytes
+    /// ([`Event::content_bytes`]), as the store keeps it: `prev` is the
+    /// stored hash of the chain's previous event (zero at position 1).
+    pub fn from_content(
+        id: EventId,
+        lane: Lane,
+        pos: u64,
+        prev: Hash,
+        hlc: Hlc,
+        content: &[u8],
+    ) -> Result<Event, codec::DecodeError> {
+        let (actor, case, context, body) = Event::decode_content(content)?;
+        Ok(Event { id, lane, pos, prev, hlc, actor, case, context, body })
+    }
+
+    /// The event's hash and its content bytes, encoding the content once.
+    pub fn hash_and_content(&self) -> (Hash, Vec<u8>) {
+        let content = self.content_bytes();
+        let header = Header {
+            id: self.id.clone(),
+            lane: self.lane.clone(),
+            pos: self.pos,
+            prev: self.prev,
+            hlc: self.hlc,
+            content: Hash::of(&content),
+        };
+        (header.hash(), content)
     }
 
     pub fn header(&self) -> Header {

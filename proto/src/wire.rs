@@ -24,12 +24,11 @@
 //! more.
 
 use crate::codec::{self, DecodeError, DecodeErrorKind, Tag};
-use crate::event::{Body, Lane, Seal};
+use crate::event::{Lane, Seal};
 use crate::hlc::Hlc;
-use crate::ids::{CaseId, EventId, NodeId};
+use crate::ids::EventId;
 use crate::sync::{Message, Positions, Segment, Unreadable};
 use crate::{Event, Hash};
-use crdts::VClock;
 use serde::{Deserialize, Serialize};
 
 /// Format versions of sync messages this release speaks, newest first.
@@ -168,28 +167,6 @@ impl From<&Message> for V2 {
     }
 }
 
-/// What a content's bytes hold.
-type Content = (String, CaseId, VClock<NodeId>, Body);
-
-/// Decodes an event's content of any version this release reads. A body
-/// must be written in its own version (`Body::content_version`), so that
-/// one event has one encoding.
-fn decode_content(bytes: &[u8]) -> Result<Content, DecodeError> {
-    let version = match bytes.get(1) {
-        Some(v) if (1..=codec::EVENT_CONTENT_NEWEST).contains(v) => *v,
-        _ => codec::EVENT_CONTENT.version,
-    };
-    let content: Content = codec::decode_tagged(Tag { version, ..codec::EVENT_CONTENT }, bytes)?;
-    if content.3.content_version() != version {
-        return Err(DecodeError {
-            what: codec::EVENT_CONTENT.what,
-            kind: DecodeErrorKind::Malformed,
-            message: format!("a {} event in content format version {version}", content.3.name()),
-        });
-    }
-    Ok(content)
-}
-
 impl TryFrom<V2> for Message {
     type Error = DecodeError;
     fn try_from(msg: V2) -> Result<Message, DecodeError> {
@@ -201,7 +178,7 @@ impl TryFrom<V2> for Message {
                 'segments: for V2Segment { events: wire_events, seal } in wire {
                     let mut events = Vec::with_capacity(wire_events.len());
                     for e in &wire_events {
-                        match decode_content(&e.content) {
+                        match Event::decode_content(&e.content) {
                             Ok((actor, case, context, body)) => events.push(Event {
                                 id: e.id.clone(),
                                 lane: e.lane.clone(),

@@ -3,6 +3,7 @@
 
 pub mod desks;
 pub mod http;
+pub mod rows;
 pub mod samples;
 pub mod webdriver;
 

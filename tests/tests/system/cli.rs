@@ -692,9 +692,9 @@ fn forge(data: &Path, case: &str, actor: &str, body: proto::Body) {
         body,
     };
     conn.execute(
-        "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+        "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, content)
          VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, 0, ?7)",
-        rusqlite::params![me.as_str(), e.id.seq, e.pos, e.hash().0.to_vec(), case, e.hlc.wall_ms, e.encode()],
+        rusqlite::params![me.as_str(), e.id.seq, e.pos, e.hash().0.to_vec(), case, e.hlc.wall_ms, e.content_bytes()],
     )
     .unwrap();
     let seal = proto::Seal::sign(&key, &e);
@@ -842,7 +842,7 @@ fn an_undecodable_event_is_reported_and_refused_with_the_way_out() {
     std::thread::sleep(Duration::from_millis(50));
     rusqlite::Connection::open(data.join("node.db"))
         .unwrap()
-        .execute("UPDATE events SET body = x'0102' WHERE seq = 1", [])
+        .execute("UPDATE events SET content = x'0102' WHERE seq = 1", [])
         .unwrap();
     let out = run("village-node", &["verify", "--data", d, "--json"]);
     assert!(!out.status.success());

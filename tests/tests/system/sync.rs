@@ -290,19 +290,14 @@ fn tampered_and_forged_events_are_quarantined() {
     let (a, b, hub) = (data(&net, VILLAGE_A), data(&net, VILLAGE_B), data(&net, HUB));
     ok("county-sim", &["generate", "--data", &a, "--count", "3", "--seed", "4", "--as", "王芳"]);
     ok("county-sim", &["generate", "--data", &b, "--count", "3", "--seed", "5", "--as", "李娜"]);
-    // Tamper with A's first event on disk, as a thief might: the row is
-    // kept consistent (its stored hash too, or A's own check would refuse to
-    // send it), so only the chain and the seal give it away.
+    // Tamper with A's first event on disk, as a thief might: the rows are
+    // kept consistent (the stored hashes of the event and of every later
+    // one of its chain, or A's own check would refuse to send them), so
+    // only the chain and the seal give it away.
     let conn = rusqlite::Connection::open(net.county.data(VILLAGE_A).join("node.db")).unwrap();
-    let blob: Vec<u8> =
-        conn.query_row("SELECT body FROM events WHERE seq = 1 AND origin = ?1", [VILLAGE_A], |r| r.get(0)).unwrap();
-    let mut e = proto::Event::decode(&blob).unwrap();
+    let mut e = system_tests::rows::stored_event(&conn, VILLAGE_A, 1);
     e.actor = "冒名者".into();
-    conn.execute(
-        "UPDATE events SET body = ?1, hash = ?2 WHERE seq = 1 AND origin = ?3",
-        rusqlite::params![e.encode(), e.hash().0.to_vec(), VILLAGE_A],
-    )
-    .unwrap();
+    system_tests::rows::rewrite_stored_event(&conn, &e);
     // Forge B's seal: sign its chain head with A's key instead of B's.
     let bundle: Value = serde_json::from_str(
         &std::fs::read_to_string(net.county.root.path().join(format!("{VILLAGE_A}.bundle.json"))).unwrap(),
@@ -310,11 +305,8 @@ fn tampered_and_forged_events_are_quarantined() {
     .unwrap();
     let a_key: [u8; 32] = hex::decode(bundle["secrets"]["signing_key"].as_str().unwrap()).unwrap().try_into().unwrap();
     let conn_b = rusqlite::Connection::open(net.county.data(VILLAGE_B).join("node.db")).unwrap();
-    let head: Vec<u8> = conn_b
-        .query_row("SELECT body FROM events WHERE origin = ?1 ORDER BY seq DESC LIMIT 1", [VILLAGE_B], |r| r.get(0))
-        .unwrap();
-    let forged =
-        proto::Seal::sign(&ed25519_dalek::SigningKey::from_bytes(&a_key), &proto::Event::decode(&head).unwrap());
+    let head = system_tests::rows::last_stored_event(&conn_b, VILLAGE_B);
+    let forged = proto::Seal::sign(&ed25519_dalek::SigningKey::from_bytes(&a_key), &head);
     conn_b.execute("UPDATE seals SET signature = ?1 WHERE origin = ?2", (forged.signature, VILLAGE_B)).unwrap();
     drop((conn, conn_b));
 

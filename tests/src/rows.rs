@@ -1,0 +1,63 @@
+//! Reading and altering a node's stored event rows as someone with the
+//! disk in hand would, to show what the receivers and the store's own
+//! check catch. A row keeps its header fields as columns and its content
+//! (`Event::content_bytes`); `prev` is the stored hash of the row before it
+//! in its chain.
+
+use proto::{Event, EventId, Hash, Hlc, Lane, NodeId};
+use rusqlite::{params, Connection, OptionalExtension};
+
+fn read(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Option<Event> {
+    let sql = format!(
+        "SELECT e.origin, e.seq, e.lane, e.pos, e.hlc_wall, e.hlc_logical, e.content,
+                (SELECT p.hash FROM events p WHERE p.lane = e.lane AND p.origin = e.origin AND p.pos = e.pos - 1)
+         FROM events e WHERE {filter}"
+    );
+    conn.query_row(&sql, args, |r| {
+        let prev: Option<Vec<u8>> = r.get(7)?;
+        let content: Vec<u8> = r.get(6)?;
+        Ok(Event::from_content(
+            EventId { origin: NodeId::new(r.get::<_, String>(0)?), seq: r.get(1)? },
+            Lane::from_key(&r.get::<_, String>(2)?),
+            r.get(3)?,
+            prev.map_or(Hash::ZERO, |h| Hash(h.try_into().unwrap())),
+            Hlc { wall_ms: r.get(4)?, logical: r.get(5)? },
+            &content,
+        )
+        .expect("a stored event decodes"))
+    })
+    .optional()
+    .unwrap()
+}
+
+/// The stored event `(origin, seq)`.
+pub fn stored_event(conn: &Connection, origin: &str, seq: u64) -> Event {
+    read(conn, "e.origin = ?1 AND e.seq = ?2", params![origin, seq]).expect("the event is stored")
+}
+
+/// The last stored event of `origin` (highest seq).
+pub fn last_stored_event(conn: &Connection, origin: &str) -> Event {
+    read(conn, "e.origin = ?1 ORDER BY e.seq DESC LIMIT 1", [origin]).expect("the origin has events")
+}
+
+/// Replaces a stored event by `altered` (same id and position) and stores
+/// fresh hashes for it and every later event of its chain, so that each
+/// row still matches its stored hash: only the chain's end no longer
+/// matches its origin's seal.
+pub fn rewrite_stored_event(conn: &Connection, altered: &Event) {
+    let (origin, lane) = (altered.id.origin.as_str(), altered.lane.key());
+    conn.execute(
+        "UPDATE events SET content = ?1, hash = ?2 WHERE origin = ?3 AND seq = ?4",
+        params![altered.content_bytes(), altered.hash().0.to_vec(), origin, altered.id.seq],
+    )
+    .unwrap();
+    let mut pos = altered.pos + 1;
+    while let Some(e) = read(conn, "e.lane = ?1 AND e.origin = ?2 AND e.pos = ?3", params![lane, origin, pos]) {
+        conn.execute(
+            "UPDATE events SET hash = ?1 WHERE origin = ?2 AND seq = ?3",
+            params![e.hash().0.to_vec(), origin, e.id.seq],
+        )
+        .unwrap();
+        pos += 1;
+    }
+}
