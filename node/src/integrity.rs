@@ -246,16 +246,28 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .collect())
 }
 
-/// Every event row: its content decodes, names the case its row is filed
-/// under, and its header (the row's columns, `prev` the stored hash of the
-/// chain's previous event) hashes to the hash stored beside it, so an
-/// altered row, or an altered hash of the row before it, shows here.
+/// Every event row: its origin, lane and case have names, its content
+/// decodes and names the case its row is filed under, and its header (the
+/// row's columns, `prev` the stored hash of the chain's previous event)
+/// hashes to the hash stored beside it, so an altered row, an altered name,
+/// or an altered hash of the row before it, shows here.
 fn check_event_rows(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(concat!("SELECT e.hash, e.case_id, ", store::event_columns!(), " FROM events e"))?;
+    let mut stmt = conn.prepare(concat!(
+        "SELECT e.hash, c.name, ",
+        store::event_columns!(),
+        ", e.origin, e.lane, e.case_no FROM event_rows e LEFT JOIN names o ON o.id = e.origin
+         LEFT JOIN names l ON l.id = e.lane LEFT JOIN names c ON c.id = e.case_no"
+    ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (origin, seq): (String, i64) = (r.get(2)?, r.get(3)?);
-        let (hash, case): (Vec<u8>, String) = (r.get(0)?, r.get(1)?);
+        let seq: i64 = r.get(3)?;
+        let names: [Option<String>; 3] = [r.get(2)?, r.get(4)?, r.get(1)?];
+        let [Some(origin), Some(_), Some(case)] = names else {
+            let ids: [i64; 3] = [r.get(10)?, r.get(11)?, r.get(12)?];
+            push(problems, format!("event {}/{seq} names an origin, lane or case that is not held ({ids:?})", ids[0]));
+            continue;
+        };
+        let hash: Vec<u8> = r.get(0)?;
         match store::event_row(r, 2) {
             Err(e) => push(problems, format!("event {origin}/{seq} cannot be decoded ({e})")),
             Ok(e) if e.case.as_str() != case => {
@@ -479,7 +491,9 @@ fn network_events(conn: &Connection) -> Result<Vec<Event>> {
     let mut stmt = conn.prepare(concat!(
         "SELECT ",
         store::event_columns!(),
-        " FROM events e WHERE substr(e.case_id, 1, 1) = '*' ORDER BY e.origin, e.seq"
+        " FROM ",
+        store::event_rows!(),
+        " WHERE e.case_no IN (SELECT id FROM names WHERE name >= '*' AND name < '+') ORDER BY e.origin, e.seq"
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
@@ -661,7 +675,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         store_with_rows(dir.path());
         let store = Store::open(dir.path()).unwrap();
-        store.conn().execute("INSERT INTO events VALUES ('v', 1, 'v', 1, x'00', 'v-1', 1, 0, x'0102')", []).unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO names (name) VALUES ('v'), ('v-1');
+                 INSERT INTO event_rows VALUES ((SELECT id FROM names WHERE name = 'v'), 1,
+                    (SELECT id FROM names WHERE name = 'v'), 1, x'00', (SELECT id FROM names WHERE name = 'v-1'), 1, 0, x'0102')",
+            )
+            .unwrap();
         let h = check(store.conn());
         assert!(!h.repairable() && h.events[0].contains("v/1 cannot be decoded"), "{h:?}");
         let advice = advice(dir.path(), &h);
@@ -676,9 +697,19 @@ mod tests {
     fn an_altered_event_row_is_damage() {
         let chain = crate::store::tests::test_chain("v", 3);
         for (alter, expected) in [
-            ("UPDATE events SET content = (SELECT content FROM events WHERE seq = 3) WHERE seq = 2", vec!["v/2"]),
-            ("UPDATE events SET hash = zeroblob(32) WHERE seq = 1", vec!["v/1", "v/2"]),
-            ("UPDATE events SET case_id = 'v-9' WHERE seq = 3", vec!["v/3 under case v-9"]),
+            (
+                "UPDATE event_rows SET content = (SELECT content FROM event_rows WHERE seq = 3) WHERE seq = 2",
+                vec!["v/2"],
+            ),
+            ("UPDATE event_rows SET hash = zeroblob(32) WHERE seq = 1", vec!["v/1", "v/2"]),
+            (
+                "INSERT INTO names (name) VALUES ('v-9');
+                 UPDATE event_rows SET case_no = (SELECT id FROM names WHERE name = 'v-9') WHERE seq = 3",
+                vec!["v/3 under case v-9"],
+            ),
+            // The origin's name renamed: every header changes.
+            ("UPDATE names SET name = 'w' WHERE name = 'v'", vec!["w/1", "w/2", "w/3"]),
+            ("DELETE FROM names WHERE name = 'v-1'", vec!["not held", "not held", "not held"]),
         ] {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::create(dir.path()).unwrap();
@@ -686,7 +717,7 @@ mod tests {
                 store::insert_event(store.conn(), e).unwrap();
             }
             assert!(check(store.conn()).is_ok(), "an intact chain");
-            store.conn().execute(alter, []).unwrap();
+            store.conn().execute_batch(alter).unwrap();
             let h = check(store.conn());
             assert_eq!(h.events.len(), expected.len(), "{alter}: {h:?}");
             for (problem, names) in h.events.iter().zip(&expected) {

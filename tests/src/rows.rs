@@ -1,8 +1,9 @@
 //! Reading and altering a node's stored event rows as someone with the
 //! disk in hand would, to show what the receivers and the store's own
-//! check catch. A row keeps its header fields as columns and its content
+//! check catch. A row (`event_rows`) keeps its header fields as columns,
+//! origin, lane and case as ids into `names`, and its content
 //! (`Event::content_bytes`); `prev` is the stored hash of the row before it
-//! in its chain.
+//! in its chain. The `events` view reads them with their names.
 
 use proto::{Event, EventId, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -40,6 +41,33 @@ pub fn last_stored_event(conn: &Connection, origin: &str) -> Event {
     read(conn, "e.origin = ?1 ORDER BY e.seq DESC LIMIT 1", [origin]).expect("the origin has events")
 }
 
+/// Stores `e` as a row of its chain, as the node's own code would (a
+/// forger writing into a store it holds).
+pub fn insert_stored_event(conn: &Connection, e: &Event) {
+    conn.execute(
+        "INSERT OR IGNORE INTO names (name) VALUES (?1), (?2), (?3)",
+        params![e.id.origin.as_str(), e.lane.key(), e.case.as_str()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO event_rows (origin, seq, lane, pos, hash, case_no, hlc_wall, hlc_logical, content)
+         VALUES ((SELECT id FROM names WHERE name = ?1), ?2, (SELECT id FROM names WHERE name = ?3), ?4, ?5,
+                 (SELECT id FROM names WHERE name = ?6), ?7, ?8, ?9)",
+        params![
+            e.id.origin.as_str(),
+            e.id.seq,
+            e.lane.key(),
+            e.pos,
+            e.hash().0.to_vec(),
+            e.case.as_str(),
+            e.hlc.wall_ms,
+            e.hlc.logical,
+            e.content_bytes()
+        ],
+    )
+    .unwrap();
+}
+
 /// Replaces a stored event by `altered` (same id and position) and stores
 /// fresh hashes for it and every later event of its chain, so that each
 /// row still matches its stored hash: only the chain's end no longer
@@ -47,14 +75,14 @@ pub fn last_stored_event(conn: &Connection, origin: &str) -> Event {
 pub fn rewrite_stored_event(conn: &Connection, altered: &Event) {
     let (origin, lane) = (altered.id.origin.as_str(), altered.lane.key());
     conn.execute(
-        "UPDATE events SET content = ?1, hash = ?2 WHERE origin = ?3 AND seq = ?4",
+        "UPDATE event_rows SET content = ?1, hash = ?2 WHERE origin = (SELECT id FROM names WHERE name = ?3) AND seq = ?4",
         params![altered.content_bytes(), altered.hash().0.to_vec(), origin, altered.id.seq],
     )
     .unwrap();
     let mut pos = altered.pos + 1;
     while let Some(e) = read(conn, "e.lane = ?1 AND e.origin = ?2 AND e.pos = ?3", params![lane, origin, pos]) {
         conn.execute(
-            "UPDATE events SET hash = ?1 WHERE origin = ?2 AND seq = ?3",
+            "UPDATE event_rows SET hash = ?1 WHERE origin = (SELECT id FROM names WHERE name = ?2) AND seq = ?3",
             params![e.hash().0.to_vec(), origin, e.id.seq],
         )
         .unwrap();

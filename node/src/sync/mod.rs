@@ -230,6 +230,7 @@ pub(crate) fn apply_verdict_in(
     // The last event stored of each chain in this batch: the next one
     // must link to it, or to what the store holds before it.
     let mut last: BTreeMap<(&Lane, &NodeId), (u64, proto::Hash)> = BTreeMap::new();
+    let mut names = store::Names::default();
     for (e, hash) in &verdict.accept {
         // Checked against the store as it was; on a server other sessions'
         // batches may have been stored since (the group commit): a batch
@@ -249,7 +250,7 @@ pub(crate) fn apply_verdict_in(
                 e.pos - 1
             );
         }
-        let inserted = store::insert_hashed(tx, e, *hash)?;
+        let inserted = store::insert_named(tx, &mut names, e, *hash)?;
         if inserted != store::Inserted::Equivocation {
             last.insert((&e.lane, &e.id.origin), (e.pos, *hash));
         }

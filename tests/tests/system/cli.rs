@@ -691,12 +691,7 @@ fn forge(data: &Path, case: &str, actor: &str, body: proto::Body) {
         },
         body,
     };
-    conn.execute(
-        "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, content)
-         VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, 0, ?7)",
-        rusqlite::params![me.as_str(), e.id.seq, e.pos, e.hash().0.to_vec(), case, e.hlc.wall_ms, e.content_bytes()],
-    )
-    .unwrap();
+    system_tests::rows::insert_stored_event(&conn, &e);
     let seal = proto::Seal::sign(&key, &e);
     conn.execute(
         "UPDATE seals SET pos = ?1, seq = ?2, head = ?3, signature = ?4 WHERE origin = ?5 AND lane = ?5",
@@ -788,7 +783,7 @@ fn a_damaged_store_refuses_work_and_is_recovered_from_upstream() {
     let mut synced: Vec<String> = (0..3).map(|i| new_case("village-node", d, "V001", 50 + i)).collect();
     ok("village-node", &["sync", "--data", d, "--peer", &hub.addr]);
     let unsynced = new_case("village-node", d, "V001", 53);
-    damage_pages(&data, "events", 1);
+    damage_pages(&data, "event_rows", 1);
 
     let db = std::fs::read(data.join("node.db")).unwrap();
     let id = id_number(54);
@@ -842,7 +837,7 @@ fn an_undecodable_event_is_reported_and_refused_with_the_way_out() {
     std::thread::sleep(Duration::from_millis(50));
     rusqlite::Connection::open(data.join("node.db"))
         .unwrap()
-        .execute("UPDATE events SET content = x'0102' WHERE seq = 1", [])
+        .execute("UPDATE event_rows SET content = x'0102' WHERE seq = 1", [])
         .unwrap();
     let out = run("village-node", &["verify", "--data", d, "--json"]);
     assert!(!out.status.success());

@@ -329,7 +329,8 @@ fn county_receipts_reach_the_village_and_a_withholding_township_is_noticed() {
     let second = take_case(&data, "李四", 2);
     ok_json("village-node", &["sync", "--data", &data, "--peer", &township.addr, "--json"]);
     let db = rusqlite::Connection::open(t.join("node.db")).unwrap();
-    let dropped = db.execute("DELETE FROM events WHERE case_id = ?1", [&second]).unwrap();
+    let dropped =
+        db.execute("DELETE FROM event_rows WHERE case_no = (SELECT id FROM names WHERE name = ?1)", [&second]).unwrap();
     assert!(dropped > 0);
     drop(db);
     relay();
