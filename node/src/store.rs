@@ -670,19 +670,49 @@ fn file_uri(path: &Path, query: &str) -> String {
 // ---- reads and writes usable both inside and outside a transaction ----
 
 pub fn meta_get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Option<T>> {
-    let text: Option<String> =
-        conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?;
-    match text {
+    match meta_json(conn, key)? {
         None => Ok(None),
         Some(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("stored {key} is damaged"))?)),
     }
 }
 
+/// A setting's JSON: stored as text, or packed when long
+/// ([`crate::at_rest::pack_meta`]).
+fn meta_json(conn: &Connection, key: &str) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = stmt.query([key])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(match row.get_ref(0)? {
+        rusqlite::types::ValueRef::Blob(b) => {
+            crate::at_rest::unpack_meta(b).with_context(|| format!("stored {key} is damaged"))?
+        }
+        _ => row.get(0)?,
+    }))
+}
+
+/// The bytes a setting is stored as (text, or packed), for telling
+/// versions apart without unpacking.
+fn meta_raw(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+    let mut rows = stmt.query([key])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(match row.get_ref(0)? {
+        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+        _ => Vec::new(),
+    }))
+}
+
+/// Stores a setting as JSON, packed when long.
 pub fn meta_set<T: Serialize>(conn: &Connection, key: &str, value: &T) -> Result<()> {
-    conn.execute(
+    let json = serde_json::to_string(value)?;
+    let mut stmt = conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        params![key, serde_json::to_string(value)?],
     )?;
+    if json.len() >= crate::at_rest::META_PACKED_FROM {
+        stmt.execute(params![key, crate::at_rest::pack_meta(&json)])?;
+    } else {
+        stmt.execute(params![key, json])?;
+    }
     Ok(())
 }
 
@@ -944,12 +974,9 @@ pub fn catalogues(conn: &Connection, publisher: bool) -> Result<std::sync::Arc<p
     static PARSED: std::sync::Mutex<Option<Cache>> = std::sync::Mutex::new(None);
     let mut key = blake3::Hasher::new();
     key.update(&[u8::from(publisher)]);
-    let text: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0)).optional()?;
-    key.update(text.as_deref().unwrap_or_default().as_bytes());
-    let calendar: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'calendar'", [], |r| r.get(0)).optional()?;
-    key.update(calendar.as_deref().unwrap_or_default().as_bytes());
+    // The stored bytes (text, or packed) tell versions apart.
+    key.update(&meta_raw(conn, "catalogue")?.unwrap_or_default());
+    key.update(&meta_raw(conn, "calendar")?.unwrap_or_default());
     {
         let mut stmt = conn.prepare_cached(
             "SELECT e.hash FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
@@ -1967,6 +1994,40 @@ pub(crate) mod tests {
             .collect();
         // 1 held for v; 2 pruned; 3 lacking; 4 held for v, not for w.
         assert_eq!(flags, vec![(1, 1, 0), (0, 0, 1), (0, 0, 0), (1, 1, 0), (0, 1, 0)]);
+    }
+
+    /// A long setting (the catalogue: about 500 KB of JSON) is stored
+    /// packed and reads back the same; a short one stays text, and text
+    /// stored by an earlier release still reads.
+    #[test]
+    fn long_settings_are_stored_packed_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let catalogue: proto::Catalogue = serde_json::from_str(include_str!("../../deploy/catalogue.json")).unwrap();
+        meta_set(conn, "catalogue", &catalogue).unwrap();
+        meta_set(conn, "operator", &"王芳").unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('old', '[1,2,3]')", []).unwrap();
+        let stored = |key: &str| -> (String, i64) {
+            conn.query_row("SELECT typeof(value), length(value) FROM meta WHERE key = ?1", [key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        let json = serde_json::to_string(&catalogue).unwrap();
+        let (kind, size) = stored("catalogue");
+        assert_eq!(kind, "blob");
+        assert!((size as usize) < json.len() / 10, "{} B of JSON stored in {size} B", json.len());
+        assert_eq!(
+            serde_json::to_string(&meta_get::<proto::Catalogue>(conn, "catalogue").unwrap().unwrap()).unwrap(),
+            json
+        );
+        assert_eq!(stored("operator").0, "text");
+        assert_eq!(meta_get::<String>(conn, "operator").unwrap().unwrap(), "王芳");
+        assert_eq!(meta_get::<Vec<u8>>(conn, "old").unwrap().unwrap(), [1, 2, 3]);
+        conn.execute("UPDATE meta SET value = x'6d01ffff' WHERE key = 'catalogue'", []).unwrap();
+        let err = meta_get::<proto::Catalogue>(conn, "catalogue").unwrap_err();
+        assert!(format!("{err:#}").contains("stored catalogue is damaged"), "{err:#}");
     }
 
     /// A row at `pos` (= seq) of `origin`'s chain in `lane` whose hash and

@@ -43,7 +43,9 @@ pub const SYNC_MESSAGE: Tag = Tag { kind: 0x53, version: 2, what: "sync message"
 pub const FILE_MESSAGE: Tag = Tag { kind: 0x46, version: 1, what: "file message" };
 /// The signed part of a county receipt (`crate::files::Receipt`).
 pub const RECEIPT: Tag = Tag { kind: 0x52, version: 1, what: "county receipt" };
-/// An event as stored.
+/// An event kept whole (an equivocating twin, a set-aside or quarantined
+/// event, format 1 of the sync message); the ledger's rows keep its
+/// content ([`EVENT_CONTENT`]) beside its header's fields.
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).
 pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header" };
@@ -56,6 +58,9 @@ pub const EVENT_CONTENT_NEWEST: u8 = 2;
 /// A case's folded state as a node stores it: its encoding,
 /// zstd-compressed (`node::at_rest`).
 pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 1, what: "stored case" };
+/// A long setting of a node's store (its JSON), zstd-compressed
+/// (`node::at_rest`).
+pub const META_AT_REST: Tag = Tag { kind: 0x6d, version: 1, what: "stored setting" };
 /// What a case digest covers (`CaseState::digest`).
 pub const CASE_DIGEST: Tag = Tag { kind: 0x44, version: 1, what: "case digest" };
 /// A segment carried in an enrolment bundle.
