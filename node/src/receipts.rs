@@ -74,7 +74,21 @@ pub fn keep(
         store::quarantine(conn, crate::wall_clock_ms(), peer, &county, at, "bad_receipt", &why, &[])?;
         return Ok(false);
     }
-    let newer = held(conn, &home)?.is_none_or(|h| h.receipt.at_ms < r.receipt.at_ms);
+    let held = held(conn, &home)?;
+    let newer = held.as_ref().is_none_or(|h| h.receipt.at_ms < r.receipt.at_ms);
+    // At a village, a newer receipt that says what the held one says is
+    // only a later time: kept only when the time can matter (an
+    // acknowledgement it does not cover is pending, see
+    // `Ledger::unconfirmed`). Otherwise nothing is written, and a no-op
+    // sync writes nothing at all. A township keeps every newer one: it
+    // hands them down, and its villages judge by their times.
+    let only_later = held.as_ref().is_some_and(|h| {
+        (&h.receipt.home, &h.receipt.upto, &h.receipt.missing, h.key)
+            == (&r.receipt.home, &r.receipt.upto, &r.receipt.missing, r.key)
+    });
+    if newer && only_later && topology.tier_of(me) == Some(Tier::Village) && !awaits_receipt(conn, &r)? {
+        return Ok(false);
+    }
     if newer {
         conn.prepare_cached(
             "INSERT INTO county_receipts (home, at_ms, signed) VALUES (?1, ?2, ?3)
@@ -83,6 +97,21 @@ pub fn keep(
         .execute(params![home.as_str(), r.receipt.at_ms as i64, proto::codec::encode(&r)])?;
     }
     Ok(newer)
+}
+
+/// Whether something an upstream node acknowledged of this node's own is
+/// not covered by `r`: an event past its `upto`, or a file sent whole that
+/// it lists as missing. Only then does a receipt's time matter here.
+fn awaits_receipt(conn: &Connection, r: &SignedReceipt) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT origin, MAX(seq) FROM upstream_held GROUP BY origin")?;
+    let acked: Vec<(String, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    if acked.into_iter().any(|(origin, seq)| !r.covers(&NodeId::new(origin), seq as u64)) {
+        return Ok(true);
+    }
+    let mut stmt = conn.prepare_cached("SELECT hash FROM upstream_files")?;
+    let sent: Vec<Vec<u8>> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(sent.into_iter().any(|h| r.receipt.missing.iter().any(|m| m.0.as_slice() == h.as_slice())))
 }
 
 /// What this village's township acknowledged and the county has not
