@@ -226,9 +226,9 @@ pub fn counts_by_rating(conn: &Connection) -> Result<Vec<(u8, u64)>> {
 /// after `since_ms`: what it wrote since then.
 pub fn own_events_since(conn: &Connection, node: &NodeId, since_ms: u64) -> Result<u64> {
     Ok(conn.query_row(
-        "SELECT COUNT(*) FROM events WHERE (origin = ?1 OR substr(origin, 1, length(?1) + 1) = ?1 || '~')
-           AND hlc_wall >= ?2",
-        rusqlite::params![node.0, since_ms as i64],
+        "SELECT COUNT(*) FROM event_rows WHERE origin IN (SELECT id FROM names WHERE name = ?1 OR (name > ?2 AND name < ?3))
+           AND hlc_wall >= ?4",
+        rusqlite::params![node.0, format!("{}~", node.0), format!("{}~\u{7f}", node.0), since_ms as i64],
         |r| r.get(0),
     )?)
 }

@@ -262,28 +262,76 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
     if step != 20 {
         return Ok(());
     }
+    // The body is the event; the old columns were only its index, never
+    // checked against it, so each row is written again from its body.
+    // Where the body disagrees with its row or its chain (a column, an id
+    // taken twice, a `prev` that is not the stored hash of the event
+    // before it), the whole body is also kept in quarantine, so nothing is
+    // lost, and the store's check then reports the row.
     {
         let mut read = tx.prepare(
             "SELECT origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body FROM events ORDER BY origin, seq",
         )?;
         let mut write = tx.prepare(INSERT_ROW)?;
+        let mut name = tx.prepare("INSERT OR IGNORE INTO names (name) VALUES (?1)")?;
+        // The last row written of each (origin, lane) chain: rows come in
+        // seq order, so in position order within a chain.
+        let mut last: std::collections::HashMap<(String, String), (u64, Vec<u8>)> = Default::default();
         let mut rows = read.query([])?;
         while let Some(r) = rows.next()? {
+            let row: (String, u64, String, u64, Vec<u8>, String, u64, u32) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
             let body: Vec<u8> = r.get(8)?;
-            // A body that does not decode is kept as it is: it fails to
-            // decode as content too, and the store's check reports it.
-            let content = Event::decode(&body).map(|e| e.content_bytes()).unwrap_or(body);
-            write.execute(params![
-                r.get::<_, rusqlite::types::Value>(0)?,
-                r.get::<_, rusqlite::types::Value>(1)?,
-                r.get::<_, rusqlite::types::Value>(2)?,
-                r.get::<_, rusqlite::types::Value>(3)?,
-                r.get::<_, rusqlite::types::Value>(4)?,
-                r.get::<_, rusqlite::types::Value>(5)?,
-                r.get::<_, rusqlite::types::Value>(6)?,
-                r.get::<_, rusqlite::types::Value>(7)?,
-                content
+            let Ok(e) = Event::decode(&body) else {
+                // Kept as it is, by its row: it fails to decode as content
+                // too, and the store's check reports it.
+                let (origin, seq, lane, pos, hash, case, wall, logical) = row;
+                write.execute(params![origin, seq, lane, pos, hash, case, wall, logical, body])?;
+                continue;
+            };
+            let (origin, lane, case) = (e.id.origin.as_str(), e.lane.key(), e.case.as_str());
+            for n in [origin, lane, case] {
+                name.execute([n])?;
+            }
+            let hash = row.4.clone();
+            let written = write.execute(params![
+                origin,
+                e.id.seq,
+                lane,
+                e.pos,
+                hash,
+                case,
+                e.hlc.wall_ms,
+                e.hlc.logical,
+                e.content_bytes()
             ])?;
+            let chain = (origin.to_string(), lane.to_string());
+            let follows = match last.get(&chain) {
+                Some((pos, h)) => *pos + 1 == e.pos && h.as_slice() == e.prev.0.as_slice(),
+                None => e.pos == 1 && e.prev == Hash::ZERO,
+            };
+            let as_row = (origin, e.id.seq, lane, e.pos, e.case.as_str(), e.hlc.wall_ms, e.hlc.logical)
+                == (row.0.as_str(), row.1, row.2.as_str(), row.3, row.5.as_str(), row.6, row.7);
+            if written == 1 {
+                last.insert(chain, (e.pos, hash.clone()));
+            }
+            if written != 1 || !follows || !as_row || e.hash().0.as_slice() != hash.as_slice() {
+                let reason = format!(
+                    "the stored event {origin}/{} disagreed with its row or its chain when the store was \
+                     upgraded to schema 20; kept here whole",
+                    e.id.seq
+                );
+                quarantine(
+                    tx,
+                    crate::wall_clock_ms(),
+                    &e.id.origin,
+                    &e.id.origin,
+                    e.id.seq,
+                    "broken_chain",
+                    &reason,
+                    &body,
+                )?;
+            }
         }
     }
     tx.execute_batch(
@@ -1114,7 +1162,9 @@ pub fn lane_positions(conn: &Connection, lanes: Option<&[Lane]>) -> Result<Vec<(
     let mut name_of = conn.prepare_cached(NAME_OF)?;
     let mut out = Vec::new();
     for (lane, lane_id) in lanes {
-        let mut origin = 0i64;
+        // Ids start at 1; a scan from the least integer misses no row even
+        // so (one renumbered by hand is still found).
+        let mut origin = i64::MIN;
         while let Some(o) = next.query_row(params![lane_id, origin], |r| r.get::<_, i64>(0)).optional()? {
             // Each seek reads the store as it is then: a chain removed
             // between the two (a revocation's purge, a chain set aside) is
@@ -1135,7 +1185,7 @@ fn lanes_held(conn: &Connection) -> Result<Vec<(Lane, i64)>> {
     let mut next = conn.prepare_cached(NEXT_LANE)?;
     let mut name_of = conn.prepare_cached(NAME_OF)?;
     let mut lanes = Vec::new();
-    let mut lane = 0i64;
+    let mut lane = i64::MIN;
     while let Some(l) = next.query_row([lane], |r| r.get::<_, i64>(0)).optional()? {
         let name: String = name_of.query_row([l], |r| r.get(0))?;
         lanes.push((Lane::from_key(&name), l));
@@ -1146,6 +1196,11 @@ fn lanes_held(conn: &Connection) -> Result<Vec<(Lane, i64)>> {
 
 /// Events of an (origin, lane) chain with `after < pos <= upto`, in order.
 pub fn lane_events(conn: &Connection, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<Event>> {
+    Ok(chain_events(conn, lane, origin, after, upto)?.into_iter().map(|(e, _)| e).collect())
+}
+
+/// [`lane_events`] with the hash stored beside each.
+fn chain_events(conn: &Connection, lane: &Lane, origin: &NodeId, after: u64, upto: u64) -> Result<Vec<(Event, Hash)>> {
     // One chain in order: each event's `prev` is the hash of the row
     // before it, the first one's the stored hash at `after`.
     let mut prev = match after {
@@ -1161,8 +1216,9 @@ pub fn lane_events(conn: &Connection, lane: &Lane, origin: &NodeId, after: u64, 
     let mut rows = stmt.query(params![lane.key(), origin.0, after, upto])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(event_with_prev(r, 0, prev)?);
+        let e = event_with_prev(r, 0, prev)?;
         prev = Hash(r.get::<_, Vec<u8>>(7)?.try_into().unwrap_or([0; 32]));
+        out.push((e, prev));
     }
     Ok(out)
 }
@@ -1648,11 +1704,11 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
     };
     // Kept whole, as an event that is not in the ledger is kept.
     let mut moved = 0;
-    for e in lane_events(conn, lane, origin, 0, u64::MAX >> 1)? {
+    for (e, hash) in chain_events(conn, lane, origin, 0, u64::MAX >> 1)? {
         moved += conn.execute(
             "INSERT OR IGNORE INTO set_aside (origin, seq, hash, at_ms, event, outcome)
              VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-            params![e.id.origin.0, e.id.seq, e.hash().0, at_ms, e.encode()],
+            params![e.id.origin.0, e.id.seq, hash.0, at_ms, e.encode()],
         )?;
     }
     conn.execute(
@@ -1690,13 +1746,29 @@ pub fn set_aside_done(conn: &Connection, id: &proto::EventId, hash: &Hash, outco
     Ok(())
 }
 
+/// Every origin with events, in the order of its name: the names in
+/// their index order, each with one seek of the events' key (no sort of
+/// the events).
+fn origins_by_name(conn: &Connection) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare(
+        "SELECT o.id FROM names o WHERE EXISTS (SELECT 1 FROM event_rows e WHERE e.origin = o.id) ORDER BY o.name",
+    )?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+/// The events of one origin (by id), in seq order.
+const ORIGIN_EVENTS: &str =
+    concat!("SELECT ", event_columns!(), " FROM ", event_rows!(), " WHERE e.origin = ?1 ORDER BY e.seq");
+
 /// Every stored event in (origin, seq) order, streamed to `f`.
 pub fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>) -> Result<()> {
-    let mut stmt =
-        conn.prepare(concat!("SELECT ", event_columns!(), " FROM ", event_rows!(), " ORDER BY e.origin, e.seq"))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        f(event_row(r, 0)?)?;
+    let mut stmt = conn.prepare(ORIGIN_EVENTS)?;
+    for origin in origins_by_name(conn)? {
+        let mut rows = stmt.query([origin])?;
+        while let Some(r) = rows.next()? {
+            f(event_row(r, 0)?)?;
+        }
     }
     Ok(())
 }
@@ -1704,12 +1776,13 @@ pub fn for_each_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>)
 /// [`for_each_event`] for `verify`, which reports damage itself: events
 /// that cannot be decoded are skipped, and a read that fails ends the walk.
 pub fn for_each_decodable_event(conn: &Connection, mut f: impl FnMut(Event) -> Result<()>) -> Result<()> {
-    let mut stmt =
-        conn.prepare(concat!("SELECT ", event_columns!(), " FROM ", event_rows!(), " ORDER BY e.origin, e.seq"))?;
-    let mut rows = stmt.query([])?;
-    while let Ok(Some(r)) = rows.next() {
-        if let Ok(e) = event_row(r, 0) {
-            f(e)?;
+    let mut stmt = conn.prepare(ORIGIN_EVENTS)?;
+    for origin in origins_by_name(conn)? {
+        let mut rows = stmt.query([origin])?;
+        while let Ok(Some(r)) = rows.next() {
+            if let Ok(e) = event_row(r, 0) {
+                f(e)?;
+            }
         }
     }
     Ok(())
@@ -1994,6 +2067,89 @@ pub(crate) mod tests {
             .collect();
         // 1 held for v; 2 pruned; 3 lacking; 4 held for v, not for w.
         assert_eq!(flags, vec![(1, 1, 0), (0, 0, 1), (0, 0, 0), (1, 1, 0), (0, 1, 0)]);
+    }
+
+    /// Migration 20 writes each row from its body, the event itself: the
+    /// schema-19 columns were an index never checked against it. A body
+    /// that disagrees with its row (here a stamp's logical part) reads back
+    /// as the body says; one that does not follow its chain (its `prev` is
+    /// not the hash before it) is also kept whole in quarantine and the
+    /// check reports it.
+    #[test]
+    fn migration_20_keeps_the_event_its_body_holds() {
+        for broken_prev in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for (i, step) in MIGRATIONS.iter().enumerate().take(19) {
+                conn.execute_batch(step).unwrap();
+                conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
+            }
+            let mut chain = test_chain("511421101001", 3);
+            if broken_prev {
+                chain[2].prev = Hash([9; 32]);
+            }
+            for e in &chain {
+                let logical = e.hlc.logical + u32::from(e.id.seq == 2);
+                conn.execute(
+                    "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        e.id.origin.0,
+                        e.id.seq,
+                        e.lane.key(),
+                        e.pos,
+                        e.hash().0,
+                        e.case.0,
+                        e.hlc.wall_ms,
+                        logical,
+                        e.encode()
+                    ],
+                )
+                .unwrap();
+            }
+            migrate(&mut conn).unwrap();
+            let kept: Vec<(u64, Vec<u8>)> = conn
+                .prepare("SELECT seq, event FROM quarantine ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            let health = integrity::check(&conn);
+            if broken_prev {
+                assert_eq!(kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 3], "the disagreeing bodies, whole");
+                assert_eq!(Event::decode(&kept[1].1).unwrap(), chain[2]);
+                assert!(health.events.iter().any(|p| p.contains("/3 does not match")), "{health:?}");
+            } else {
+                assert_eq!(kept.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2], "the row that disagreed");
+                assert!(health.is_ok(), "{health:?}");
+                assert_eq!(lane_events(&conn, &chain[0].lane, &chain[0].id.origin, 0, 10).unwrap(), chain);
+            }
+        }
+    }
+
+    /// The chain-head scan finds a chain whatever its ids (one renumbered
+    /// by hand to a negative id reads the same everywhere else).
+    #[test]
+    fn a_chain_renumbered_to_a_non_positive_id_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let chain = test_chain("511421101001", 3);
+        for e in &chain {
+            insert_event(store.conn(), e).unwrap();
+        }
+        let before = lane_positions(store.conn(), None).unwrap();
+        assert_eq!(before.len(), 1);
+        store
+            .conn()
+            .execute_batch(
+                "UPDATE event_rows SET origin = -origin, lane = -lane;
+                 UPDATE names SET id = -id WHERE name = '511421101001';",
+            )
+            .unwrap();
+        assert!(integrity::check(store.conn()).is_ok());
+        assert_eq!(lane_positions(store.conn(), None).unwrap(), before);
+        assert_eq!(lane_positions(store.conn(), Some(&[chain[0].lane.clone()])).unwrap(), before);
     }
 
     /// A long setting (the catalogue: about 500 KB of JSON) is stored
