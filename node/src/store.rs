@@ -238,7 +238,8 @@ const MIGRATIONS: &[&str] = &[
     // of the chain's previous event, and origins, lanes and cases are
     // integers into `names` (never deleted, never renumbered). `events`
     // becomes a view with the text columns, for reading. The rows are
-    // rewritten in code ([`migrate_in_code`]).
+    // rewritten in code ([`migrate_in_code`]), which also packs the long
+    // settings (`meta_set`).
     "CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
      INSERT INTO names (name) SELECT origin FROM events UNION SELECT lane FROM events UNION SELECT case_id FROM events;
      CREATE TABLE event_rows (
@@ -261,6 +262,15 @@ const INSERT_ROW: &str =
 fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
     if step != 20 {
         return Ok(());
+    }
+    // Long settings (the catalogue, the map) packed, as `meta_set` now
+    // stores them.
+    let long: Vec<(String, String)> = tx
+        .prepare("SELECT key, value FROM meta WHERE typeof(value) = 'text' AND length(CAST(value AS BLOB)) >= ?1")?
+        .query_map([crate::at_rest::META_PACKED_FROM as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (key, json) in long {
+        tx.execute("UPDATE meta SET value = ?2 WHERE key = ?1", params![key, crate::at_rest::pack_meta(&json)])?;
     }
     // The body is the event; the old columns were only its index, never
     // checked against it, so each row is written again from its body.
@@ -2248,6 +2258,8 @@ pub(crate) mod tests {
             .unwrap();
         }
         conn.execute("INSERT INTO events VALUES ('w', 1, 'w', 1, x'00', 'w-1', 1, 0, x'0102')", []).unwrap();
+        let long = format!("[{}]", vec!["\"行政区划\""; 2000].join(","));
+        conn.execute("INSERT INTO meta (key, value) VALUES ('topology', ?1), ('hlc', '[1,2]')", [&long]).unwrap();
         let whole: i64 =
             conn.query_row("SELECT SUM(length(body)) FROM events WHERE origin != 'w'", [], |r| r.get(0)).unwrap();
         migrate(&mut conn).unwrap();
@@ -2267,6 +2279,15 @@ pub(crate) mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert!(plans.contains("event_rows_lane"), "the lane index: {plans}");
+        let kinds: Vec<String> = conn
+            .prepare("SELECT typeof(value) FROM meta ORDER BY key")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(kinds, ["text", "blob"], "the long setting is packed, the short one not");
+        assert_eq!(meta_get::<Vec<String>>(&conn, "topology").unwrap().unwrap().len(), 2000);
         let health = integrity::check(&conn);
         assert_eq!(health.events.len(), 1, "{health:?}");
         assert!(health.events[0].contains("w/1 cannot be decoded"), "{health:?}");
