@@ -76,17 +76,24 @@ pub fn keep(
     }
     let held = held(conn, &home)?;
     let newer = held.as_ref().is_none_or(|h| h.receipt.at_ms < r.receipt.at_ms);
-    // At a village, a newer receipt that says what the held one says is
-    // only a later time: kept only when the time can matter (an
-    // acknowledgement it does not cover is pending, see
-    // `Ledger::unconfirmed`). Otherwise nothing is written, and a no-op
-    // sync writes nothing at all. A township keeps every newer one: it
-    // hands them down, and its villages judge by their times.
+    // At a village, a receipt its township relays that says what the held
+    // one says is only a later time: kept only when the time can matter
+    // (an acknowledgement it does not cover is pending, see
+    // `Ledger::unconfirmed`). Otherwise nothing is written, and a sync
+    // through the township that brings nothing new writes nothing. Only
+    // from the township: its receipts come in the order the county signed
+    // them (it keeps only newer ones), and one the county hands over
+    // directly is signed then, so no receipt older than one passed over
+    // here can arrive later and be taken for the latest (which a receipt
+    // straight from the county, passed over, would allow). A township
+    // keeps every newer one: it hands them down, and its villages judge by
+    // their times.
     let only_later = held.as_ref().is_some_and(|h| {
         (&h.receipt.home, &h.receipt.upto, &h.receipt.missing, h.key)
             == (&r.receipt.home, &r.receipt.upto, &r.receipt.missing, r.key)
     });
-    if newer && only_later && topology.tier_of(me) == Some(Tier::Village) && !awaits_receipt(conn, &r)? {
+    let relayed = topology.tier_of(peer) == Some(Tier::Township);
+    if newer && only_later && relayed && topology.tier_of(me) == Some(Tier::Village) && !awaits_receipt(conn, &r)? {
         return Ok(false);
     }
     if newer {
@@ -109,9 +116,13 @@ fn awaits_receipt(conn: &Connection, r: &SignedReceipt) -> Result<bool> {
     if acked.into_iter().any(|(origin, seq)| !r.covers(&NodeId::new(origin), seq as u64)) {
         return Ok(true);
     }
-    let mut stmt = conn.prepare_cached("SELECT hash FROM upstream_files")?;
-    let sent: Vec<Vec<u8>> = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    Ok(sent.into_iter().any(|h| r.receipt.missing.iter().any(|m| m.0.as_slice() == h.as_slice())))
+    let mut sent = conn.prepare_cached("SELECT 1 FROM upstream_files WHERE hash = ?1")?;
+    for m in &r.receipt.missing {
+        if sent.exists([m.0.as_slice()])? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// What this village's township acknowledged and the county has not
@@ -352,5 +363,79 @@ impl Ledger {
             .query_row([&hash.0[..]], |_| Ok(()))
             .optional()?
             .is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::topology::NodeInfo;
+
+    fn info(id: &str, tier: Tier, parent: Option<&str>, key: Option<String>) -> NodeInfo {
+        NodeInfo {
+            id: NodeId::new(id),
+            tier,
+            parent: parent.map(NodeId::new),
+            name: id.into(),
+            verifying_key: key,
+            former_parents: vec![],
+            retired: false,
+            retired_at: None,
+        }
+    }
+
+    /// A village passes over a receipt its township relays that only says
+    /// a later time (nothing written), unless an acknowledgement waits on
+    /// it; one straight from the county is kept, so that a receipt signed
+    /// before it, relayed later by the township, is not taken for the
+    /// latest (the county may have lost a file in between: the older
+    /// receipt would say it holds it).
+    #[test]
+    fn a_village_passes_over_only_a_relayed_receipt_that_says_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let county_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let topology = proto::Topology::new(
+            String::new(),
+            vec![
+                info("511421", Tier::County, None, Some(hex::encode(county_key.verifying_key().to_bytes()))),
+                info("511421101", Tier::Township, Some("511421"), None),
+                info("511421101001", Tier::Village, Some("511421101"), None),
+            ],
+        )
+        .unwrap();
+        let store = crate::store::Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let (v, t, c) = (NodeId::new("511421101001"), NodeId::new("511421101"), NodeId::new("511421"));
+        let file = FileHash([3; 32]);
+        let sign = |upto: u64, missing: Vec<FileHash>, at_ms| {
+            let receipt = Receipt { home: v.clone(), upto: vec![(v.clone(), upto)], missing, at_ms };
+            SignedReceipt::sign(&county_key, receipt)
+        };
+        let held_at = || held(conn, &v).unwrap().unwrap().receipt.at_ms;
+        conn.execute(
+            "INSERT INTO upstream_files (hash, peer, at_ms) VALUES (?1, ?2, 0)",
+            params![file.0.to_vec(), t.as_str()],
+        )
+        .unwrap();
+        assert!(keep(conn, &topology, &v, &t, sign(5, vec![file], 100)).unwrap());
+        // Relayed, same content, later: an acknowledged file is listed
+        // missing, so the time matters and it is kept.
+        assert!(keep(conn, &topology, &v, &t, sign(5, vec![file], 110)).unwrap());
+        // Nothing waits on it any more: passed over.
+        assert!(keep(conn, &topology, &v, &t, sign(5, vec![], 120)).unwrap());
+        assert!(!keep(conn, &topology, &v, &t, sign(5, vec![], 130)).unwrap());
+        assert_eq!(held_at(), 120, "nothing written");
+        // An event acknowledged upstream and not covered: kept.
+        conn.execute("INSERT INTO upstream_held (origin, seq, peer, at_ms) VALUES (?1, 6, ?2, 0)", params![v.0, t.0])
+            .unwrap();
+        assert!(keep(conn, &topology, &v, &t, sign(5, vec![], 140)).unwrap());
+        // Straight from the county, same content, nothing waiting: kept
+        // all the same, and a receipt signed before it (when the county
+        // lacked the file), relayed later, is refused as older.
+        assert!(keep(conn, &topology, &v, &c, sign(6, vec![], 200)).unwrap());
+        assert!(keep(conn, &topology, &v, &c, sign(6, vec![], 300)).unwrap());
+        assert!(!keep(conn, &topology, &v, &t, sign(6, vec![file], 250)).unwrap());
+        assert_eq!(held_at(), 300);
+        assert_eq!(held(conn, &v).unwrap().unwrap().receipt.missing, vec![]);
     }
 }

@@ -284,6 +284,11 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
         )?;
         let mut write = tx.prepare(INSERT_ROW)?;
         let mut name = tx.prepare("INSERT OR IGNORE INTO names (name) VALUES (?1)")?;
+        // What this store found, for the quarantine's "from".
+        let me = meta_get::<crate::Identity>(tx, "identity")
+            .ok()
+            .flatten()
+            .map_or_else(|| NodeId::new("this-node"), |i| i.node.id);
         // The last row written of each (origin, lane) chain: rows come in
         // seq order, so in position order within a chain.
         let mut last: std::collections::HashMap<(String, String), (u64, Vec<u8>)> = Default::default();
@@ -294,9 +299,14 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
             let body: Vec<u8> = r.get(8)?;
             let Ok(e) = Event::decode(&body) else {
                 // Kept as it is, by its row: it fails to decode as content
-                // too, and the store's check reports it.
+                // too, and the store's check reports it (not the events
+                // after it: they follow its stored hash).
                 let (origin, seq, lane, pos, hash, case, wall, logical) = row;
+                for n in [&origin, &lane, &case] {
+                    name.execute([n])?;
+                }
                 write.execute(params![origin, seq, lane, pos, hash, case, wall, logical, body])?;
+                last.insert((origin, lane), (pos, hash));
                 continue;
             };
             let (origin, lane, case) = (e.id.origin.as_str(), e.lane.key(), e.case.as_str());
@@ -326,21 +336,15 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
                 last.insert(chain, (e.pos, hash.clone()));
             }
             if written != 1 || !follows || !as_row || e.hash().0.as_slice() != hash.as_slice() {
+                // Named by its own hash: two bodies claiming one id are
+                // both kept.
                 let reason = format!(
-                    "the stored event {origin}/{} disagreed with its row or its chain when the store was \
-                     upgraded to schema 20; kept here whole",
-                    e.id.seq
-                );
-                quarantine(
-                    tx,
-                    crate::wall_clock_ms(),
-                    &e.id.origin,
-                    &e.id.origin,
+                    "the stored event {origin}/{} (hash {}) disagreed with its row or its chain when this \
+                     store was upgraded to schema 20; kept here whole",
                     e.id.seq,
-                    "broken_chain",
-                    &reason,
-                    &body,
-                )?;
+                    &e.hash().to_hex()[..16]
+                );
+                quarantine(tx, crate::wall_clock_ms(), &me, &e.id.origin, e.id.seq, "broken_chain", &reason, &body)?;
             }
         }
     }
@@ -2136,6 +2140,42 @@ pub(crate) mod tests {
                 assert_eq!(lane_events(&conn, &chain[0].lane, &chain[0].id.origin, 0, 10).unwrap(), chain);
             }
         }
+    }
+
+    /// Two bodies claiming one id in a damaged schema-19 store: the one
+    /// written as the event and the other, whole, in quarantine; neither
+    /// is lost.
+    #[test]
+    fn migration_20_keeps_both_bodies_claiming_one_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (i, step) in MIGRATIONS.iter().enumerate().take(19) {
+            conn.execute_batch(step).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
+        }
+        let chain = test_chain("511421101001", 3);
+        let mut a = chain[1].clone();
+        a.prev = Hash([9; 32]);
+        let mut b = chain[1].clone();
+        b.body = proto::Body::AddMaterial { name: "另一个".into() };
+        for (row, e) in [(1u64, &chain[0]), (2, &a), (3, &b)] {
+            conn.execute(
+                "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![e.id.origin.0, row, e.lane.key(), row, e.hash().0, e.case.0, e.hlc.wall_ms, 0, e.encode()],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let kept: Vec<Vec<u8>> = conn
+            .prepare("SELECT event FROM quarantine")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert!(kept.contains(&a.encode()) && kept.contains(&b.encode()), "{} kept", kept.len());
+        assert_eq!(case_events(&conn, &a.case).unwrap().len(), 2, "the first body is the stored event");
     }
 
     /// The chain-head scan finds a chain whatever its ids (one renumbered
