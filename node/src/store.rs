@@ -241,21 +241,46 @@ const MIGRATIONS: &[&str] = &[
     // rewritten in code ([`migrate_in_code`]), which also packs the long
     // settings (`meta_set`).
     "CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-     INSERT INTO names (name) SELECT origin FROM events UNION SELECT lane FROM events UNION SELECT case_id FROM events;
      CREATE TABLE event_rows (
         origin INTEGER NOT NULL, seq INTEGER NOT NULL, lane INTEGER NOT NULL, pos INTEGER NOT NULL,
         hash BLOB NOT NULL, case_no INTEGER NOT NULL, hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
         content BLOB NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;",
 ];
 
-/// Inserts an event row, its origin, lane and case by name (each in
-/// `names` already). Changes nothing when the id or the chain position is
-/// taken.
-const INSERT_ROW: &str =
-    "INSERT INTO event_rows (origin, seq, lane, pos, hash, case_no, hlc_wall, hlc_logical, content)
-     VALUES ((SELECT id FROM names WHERE name = ?1), ?2, (SELECT id FROM names WHERE name = ?3), ?4, ?5,
-             (SELECT id FROM names WHERE name = ?6), ?7, ?8, ?9)
-     ON CONFLICT DO NOTHING";
+/// An event row's columns, its origin, lane and case by name.
+struct Row<'a> {
+    origin: &'a str,
+    seq: u64,
+    lane: &'a str,
+    pos: u64,
+    hash: &'a [u8],
+    case: &'a str,
+    hlc: Hlc,
+    content: &'a [u8],
+}
+
+impl Row<'_> {
+    /// Inserts the row (its names given ids as needed). Changes nothing,
+    /// and returns 0, when its id or its chain position is taken.
+    fn insert(&self, conn: &Connection, names: &mut Names) -> Result<usize> {
+        Ok(conn
+            .prepare_cached(
+                "INSERT INTO event_rows (origin, seq, lane, pos, hash, case_no, hlc_wall, hlc_logical, content)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                names.id(conn, self.origin)?,
+                self.seq,
+                names.id(conn, self.lane)?,
+                self.pos,
+                self.hash,
+                names.id(conn, self.case)?,
+                self.hlc.wall_ms,
+                self.hlc.logical,
+                self.content
+            ])?)
+    }
+}
 
 /// Work a migration's SQL cannot do, run right after it in the same
 /// transaction.
@@ -282,8 +307,7 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
         let mut read = tx.prepare(
             "SELECT origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body FROM events ORDER BY origin, seq",
         )?;
-        let mut write = tx.prepare(INSERT_ROW)?;
-        let mut name = tx.prepare("INSERT OR IGNORE INTO names (name) VALUES (?1)")?;
+        let mut names = Names::default();
         // What this store found, for the quarantine's "from".
         let me = meta_get::<crate::Identity>(tx, "identity")
             .ok()
@@ -294,44 +318,38 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
         let mut last: std::collections::HashMap<(String, String), (u64, Vec<u8>)> = Default::default();
         let mut rows = read.query([])?;
         while let Some(r) = rows.next()? {
-            let row: (String, u64, String, u64, Vec<u8>, String, u64, u32) =
-                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
+            let (origin, seq, lane, pos, hash, case): (String, u64, String, u64, Vec<u8>, String) =
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+            let hlc = Hlc { wall_ms: r.get(6)?, logical: r.get(7)? };
             let body: Vec<u8> = r.get(8)?;
+            let stored = Row { origin: &origin, seq, lane: &lane, pos, hash: &hash, case: &case, hlc, content: &body };
             let Ok(e) = Event::decode(&body) else {
                 // Kept as it is, by its row: it fails to decode as content
                 // too, and the store's check reports it (not the events
                 // after it: they follow its stored hash).
-                let (origin, seq, lane, pos, hash, case, wall, logical) = row;
-                for n in [&origin, &lane, &case] {
-                    name.execute([n])?;
-                }
-                write.execute(params![origin, seq, lane, pos, hash, case, wall, logical, body])?;
+                stored.insert(tx, &mut names)?;
                 last.insert((origin, lane), (pos, hash));
                 continue;
             };
-            let (origin, lane, case) = (e.id.origin.as_str(), e.lane.key(), e.case.as_str());
-            for n in [origin, lane, case] {
-                name.execute([n])?;
-            }
-            let hash = row.4.clone();
-            let written = write.execute(params![
-                origin,
-                e.id.seq,
-                lane,
-                e.pos,
-                hash,
-                case,
-                e.hlc.wall_ms,
-                e.hlc.logical,
-                e.content_bytes()
-            ])?;
-            let chain = (origin.to_string(), lane.to_string());
+            let content = e.content_bytes();
+            let row = Row {
+                origin: e.id.origin.as_str(),
+                seq: e.id.seq,
+                lane: e.lane.key(),
+                pos: e.pos,
+                hash: &hash,
+                case: e.case.as_str(),
+                hlc: e.hlc,
+                content: &content,
+            };
+            let written = row.insert(tx, &mut names)?;
+            let chain = (row.origin.to_string(), row.lane.to_string());
             let follows = match last.get(&chain) {
                 Some((pos, h)) => *pos + 1 == e.pos && h.as_slice() == e.prev.0.as_slice(),
                 None => e.pos == 1 && e.prev == Hash::ZERO,
             };
-            let as_row = (origin, e.id.seq, lane, e.pos, e.case.as_str(), e.hlc.wall_ms, e.hlc.logical)
-                == (row.0.as_str(), row.1, row.2.as_str(), row.3, row.5.as_str(), row.6, row.7);
+            let as_row = (row.origin, row.seq, row.lane, row.pos, row.case, row.hlc)
+                == (stored.origin, stored.seq, stored.lane, stored.pos, stored.case, stored.hlc);
             if written == 1 {
                 last.insert(chain, (e.pos, hash.clone()));
             }
@@ -339,8 +357,9 @@ fn migrate_in_code(step: usize, tx: &Transaction<'_>) -> Result<()> {
                 // Named by its own hash: two bodies claiming one id are
                 // both kept.
                 let reason = format!(
-                    "the stored event {origin}/{} (hash {}) disagreed with its row or its chain when this \
+                    "the stored event {}/{} (hash {}) disagreed with its row or its chain when this \
                      store was upgraded to schema 20; kept here whole",
+                    e.id.origin,
                     e.id.seq,
                     &e.hash().to_hex()[..16]
                 );
@@ -741,26 +760,26 @@ pub fn meta_get<T: DeserializeOwned>(conn: &Connection, key: &str) -> Result<Opt
 /// A setting's JSON: stored as text, or packed when long
 /// ([`crate::at_rest::pack_meta`]).
 fn meta_json(conn: &Connection, key: &str) -> Result<Option<String>> {
-    let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
-    let mut rows = stmt.query([key])?;
-    let Some(row) = rows.next()? else { return Ok(None) };
-    Ok(Some(match row.get_ref(0)? {
-        rusqlite::types::ValueRef::Blob(b) => {
-            crate::at_rest::unpack_meta(b).with_context(|| format!("stored {key} is damaged"))?
+    Ok(match meta_raw(conn, key)? {
+        None => None,
+        Some((bytes, false)) => Some(String::from_utf8(bytes).with_context(|| format!("stored {key} is damaged"))?),
+        Some((bytes, true)) => {
+            Some(crate::at_rest::unpack_meta(&bytes).with_context(|| format!("stored {key} is damaged"))?)
         }
-        _ => row.get(0)?,
-    }))
+    })
 }
 
-/// The bytes a setting is stored as (text, or packed), for telling
-/// versions apart without unpacking.
-fn meta_raw(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+/// The bytes a setting is stored as, and whether they are packed (text
+/// otherwise): they tell versions apart without unpacking.
+fn meta_raw(conn: &Connection, key: &str) -> Result<Option<(Vec<u8>, bool)>> {
+    use rusqlite::types::ValueRef;
     let mut stmt = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
     let mut rows = stmt.query([key])?;
     let Some(row) = rows.next()? else { return Ok(None) };
     Ok(Some(match row.get_ref(0)? {
-        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
-        _ => Vec::new(),
+        ValueRef::Blob(b) => (b.to_vec(), true),
+        ValueRef::Text(t) => (t.to_vec(), false),
+        _ => (Vec::new(), false),
     }))
 }
 
@@ -811,11 +830,6 @@ pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
     insert_with_content(conn, &mut Names::default(), e, hash, &content)
 }
 
-/// [`insert_event`] for an event whose hash is already known.
-pub fn insert_hashed(conn: &Connection, e: &Event, hash: Hash) -> Result<Inserted> {
-    insert_named(conn, &mut Names::default(), e, hash)
-}
-
 /// The ids of the names a batch's events use (origins, lanes, cases),
 /// found or given once per batch. Valid only inside the transaction (or
 /// savepoint) that used it: an id given by an insert that is rolled back
@@ -840,8 +854,8 @@ impl Names {
     }
 }
 
-/// [`insert_hashed`] for one of a batch's events, with the batch's
-/// [`Names`].
+/// [`insert_event`] for one of a received batch's events, whose hash is
+/// already known, with the batch's [`Names`].
 pub fn insert_named(conn: &Connection, names: &mut Names, e: &Event, hash: Hash) -> Result<Inserted> {
     insert_with_content(conn, names, e, hash, &e.content_bytes())
 }
@@ -853,22 +867,17 @@ fn insert_with_content(
     hash: Hash,
     content: &[u8],
 ) -> Result<Inserted> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO event_rows (origin, seq, lane, pos, hash, case_no, hlc_wall, hlc_logical, content)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![
-            names.id(conn, e.id.origin.as_str())?,
-            e.id.seq,
-            names.id(conn, e.lane.key())?,
-            e.pos,
-            hash.0,
-            names.id(conn, e.case.as_str())?,
-            e.hlc.wall_ms,
-            e.hlc.logical,
-            content
-        ])?;
+    let inserted = Row {
+        origin: e.id.origin.as_str(),
+        seq: e.id.seq,
+        lane: e.lane.key(),
+        pos: e.pos,
+        hash: &hash.0,
+        case: e.case.as_str(),
+        hlc: e.hlc,
+        content,
+    }
+    .insert(conn, names)?;
     if inserted == 1 {
         note_network_event(conn, e)?;
         return Ok(Inserted::New);
@@ -1037,8 +1046,9 @@ pub fn catalogues(conn: &Connection, publisher: bool) -> Result<std::sync::Arc<p
     let mut key = blake3::Hasher::new();
     key.update(&[u8::from(publisher)]);
     // The stored bytes (text, or packed) tell versions apart.
-    key.update(&meta_raw(conn, "catalogue")?.unwrap_or_default());
-    key.update(&meta_raw(conn, "calendar")?.unwrap_or_default());
+    for setting in ["catalogue", "calendar"] {
+        key.update(&meta_raw(conn, setting)?.unwrap_or_default().0);
+    }
     {
         let mut stmt = conn.prepare_cached(
             "SELECT e.hash FROM publications p JOIN events e ON e.origin = p.origin AND e.seq = p.seq
@@ -2052,12 +2062,7 @@ pub(crate) mod tests {
     /// from those tables.
     #[test]
     fn migration_19_flags_the_references_a_store_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        for (i, step) in MIGRATIONS.iter().enumerate().take(18) {
-            conn.execute_batch(step).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
-        }
+        let (_dir, mut conn) = store_at_schema(18);
         let h = |i: u8| vec![i; 32];
         for (i, home) in [(1u8, "v"), (2, "v"), (3, "w"), (4, "v"), (4, "w")] {
             conn.execute(
@@ -2092,34 +2097,13 @@ pub(crate) mod tests {
     #[test]
     fn migration_20_keeps_the_event_its_body_holds() {
         for broken_prev in [false, true] {
-            let dir = tempfile::tempdir().unwrap();
-            let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-            for (i, step) in MIGRATIONS.iter().enumerate().take(19) {
-                conn.execute_batch(step).unwrap();
-                conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
-            }
+            let (_dir, mut conn) = store_at_schema(19);
             let mut chain = test_chain("511421101001", 3);
             if broken_prev {
                 chain[2].prev = Hash([9; 32]);
             }
             for e in &chain {
-                let logical = e.hlc.logical + u32::from(e.id.seq == 2);
-                conn.execute(
-                    "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        e.id.origin.0,
-                        e.id.seq,
-                        e.lane.key(),
-                        e.pos,
-                        e.hash().0,
-                        e.case.0,
-                        e.hlc.wall_ms,
-                        logical,
-                        e.encode()
-                    ],
-                )
-                .unwrap();
+                old_event_row(&conn, e, e.id.seq, u32::from(e.id.seq == 2));
             }
             migrate(&mut conn).unwrap();
             let kept: Vec<(u64, Vec<u8>)> = conn
@@ -2147,24 +2131,14 @@ pub(crate) mod tests {
     /// is lost.
     #[test]
     fn migration_20_keeps_both_bodies_claiming_one_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        for (i, step) in MIGRATIONS.iter().enumerate().take(19) {
-            conn.execute_batch(step).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
-        }
+        let (_dir, mut conn) = store_at_schema(19);
         let chain = test_chain("511421101001", 3);
         let mut a = chain[1].clone();
         a.prev = Hash([9; 32]);
         let mut b = chain[1].clone();
         b.body = proto::Body::AddMaterial { name: "另一个".into() };
         for (row, e) in [(1u64, &chain[0]), (2, &a), (3, &b)] {
-            conn.execute(
-                "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![e.id.origin.0, row, e.lane.key(), row, e.hash().0, e.case.0, e.hlc.wall_ms, 0, e.encode()],
-            )
-            .unwrap();
+            old_event_row(&conn, e, row, 0);
         }
         migrate(&mut conn).unwrap();
         let kept: Vec<Vec<u8>> = conn
@@ -2239,8 +2213,42 @@ pub(crate) mod tests {
     /// A row at `pos` (= seq) of `origin`'s chain in `lane` whose hash and
     /// content are placeholders (for the chain scans, which read neither).
     fn placeholder_row(conn: &Connection, origin: &str, pos: u64, lane: &str) {
-        conn.execute("INSERT OR IGNORE INTO names (name) VALUES (?1), (?2), ('c')", params![origin, lane]).unwrap();
-        conn.execute(INSERT_ROW, params![origin, pos, lane, pos, vec![0u8], "c", 0, 0, vec![0u8]]).unwrap();
+        let hlc = Hlc::default();
+        let row = Row { origin, seq: pos, lane, pos, hash: &[0], case: "c", hlc, content: &[0] };
+        row.insert(conn, &mut Names::default()).unwrap();
+    }
+
+    /// A store file with the first `schema` migrations applied (to test
+    /// the next one on it).
+    fn store_at_schema(schema: usize) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        for (i, step) in MIGRATIONS.iter().enumerate().take(schema) {
+            conn.execute_batch(step).unwrap();
+            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
+        }
+        (dir, conn)
+    }
+
+    /// `e` as a schema-19 store kept it (the whole event in `body`), in
+    /// the row of seq and position `row`, its stamp's logical part
+    /// off by `skew` in the row.
+    fn old_event_row(conn: &Connection, e: &Event, row: u64, skew: u32) {
+        conn.execute(
+            "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
+             VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                e.id.origin.0,
+                row,
+                e.lane.key(),
+                e.hash().0,
+                e.case.0,
+                e.hlc.wall_ms,
+                e.hlc.logical + skew,
+                e.encode()
+            ],
+        )
+        .unwrap();
     }
 
     /// A chain of `n` events of one case by `origin` in its own lane.
@@ -2272,30 +2280,10 @@ pub(crate) mod tests {
     /// shows as damage, not as a lost row.
     #[test]
     fn migration_20_keeps_each_events_content_and_reads_back_the_same_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        for (i, step) in MIGRATIONS.iter().enumerate().take(19) {
-            conn.execute_batch(step).unwrap();
-            conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1)).unwrap();
-        }
+        let (_dir, mut conn) = store_at_schema(19);
         let chain = test_chain("511421101001", 4);
         for e in &chain {
-            conn.execute(
-                "INSERT INTO events (origin, seq, lane, pos, hash, case_id, hlc_wall, hlc_logical, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    e.id.origin.0,
-                    e.id.seq,
-                    e.lane.key(),
-                    e.pos,
-                    e.hash().0,
-                    e.case.0,
-                    e.hlc.wall_ms,
-                    0,
-                    e.encode()
-                ],
-            )
-            .unwrap();
+            old_event_row(&conn, e, e.id.seq, 0);
         }
         conn.execute("INSERT INTO events VALUES ('w', 1, 'w', 1, x'00', 'w-1', 1, 0, x'0102')", []).unwrap();
         let long = format!("[{}]", vec!["\"行政区划\""; 2000].join(","));
@@ -2357,13 +2345,13 @@ pub(crate) mod tests {
         };
         {
             let tx = store.write().unwrap();
-            insert_hashed(&tx, &publish, publish.hash()).unwrap();
+            insert_event(&tx, &publish).unwrap();
             assert_eq!(calendar(&tx).unwrap().version, 2, "the transaction sees its own publication");
             drop(tx); // rolled back
         }
         assert_eq!(calendar(store.conn()).unwrap().version, 1, "a rolled-back publication stayed");
         let tx = store.write().unwrap();
-        insert_hashed(&tx, &publish, publish.hash()).unwrap();
+        insert_event(&tx, &publish).unwrap();
         tx.commit().unwrap();
         assert_eq!(calendar(store.conn()).unwrap().version, 2, "a committed publication was not seen");
     }

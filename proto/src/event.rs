@@ -430,26 +430,15 @@ impl Event {
     /// The event's hash and its content bytes, encoding the content once.
     pub fn hash_and_content(&self) -> (Hash, Vec<u8>) {
         let content = self.content_bytes();
-        let header = Header {
-            id: self.id.clone(),
-            lane: self.lane.clone(),
-            pos: self.pos,
-            prev: self.prev,
-            hlc: self.hlc,
-            content: Hash::of(&content),
-        };
-        (header.hash(), content)
+        (self.header_over(Hash::of(&content)).hash(), content)
     }
 
     pub fn header(&self) -> Header {
-        Header {
-            id: self.id.clone(),
-            lane: self.lane.clone(),
-            pos: self.pos,
-            prev: self.prev,
-            hlc: self.hlc,
-            content: self.content_hash(),
-        }
+        self.header_over(self.content_hash())
+    }
+
+    fn header_over(&self, content: Hash) -> Header {
+        Header { id: self.id.clone(), lane: self.lane.clone(), pos: self.pos, prev: self.prev, hlc: self.hlc, content }
     }
 
     /// The event's hash (its header's hash).
