@@ -66,6 +66,51 @@ impl<'a> NodeFiles<'a> {
         })
     }
 
+    /// The lanes whose files this node asks `peer` for: only what the peer
+    /// may send (files of cases in lanes it holds: nothing else is worth a
+    /// line of a Want on a rural link).
+    ///
+    /// The lanes the two share (those of nodes that are or were within the
+    /// lower of them), then those in this node's scope now, from a peer
+    /// entitled to them (an old township hands up files of a moved
+    /// village's cases).
+    fn lanes_to_ask(&self, peer: &NodeId) -> Vec<NodeId> {
+        let shared = proto::sync::shared_lanes(self.topology, self.me, peer)
+            .unwrap_or_else(|| self.topology.nodes().iter().map(|n| Lane::Home(n.id.clone())).collect());
+        shared
+            .into_iter()
+            .filter(|lane| proto::sync::lane_entitled(self.topology, peer, lane))
+            .filter(|lane| proto::auth::lane_in_scope(self.topology, self.me, lane))
+            .filter_map(|lane| match lane {
+                Lane::Home(home) => Some(home),
+                Lane::Global => None,
+            })
+            // A lane whose data key this node does not hold (a village that
+            // moved here after its enrolment) could not be sealed at rest:
+            // its files wait for the key.
+            .filter(|home| self.keys.for_lane(home).is_some())
+            .collect()
+    }
+
+    /// Whether any file referenced in these lanes is lacking. Most sessions
+    /// find every file held: one seek of the index of what is lacking says
+    /// so for each lane, and the query of what (its temporary tables) is not
+    /// run.
+    fn lacks_any(&self, homes: &[NodeId]) -> Result<bool> {
+        let mut refers = self.conn.prepare_cached(ANY_LACKING)?;
+        for home in homes {
+            if refers.exists([home.as_str()])? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether this node will ask `peer` for any file (a few seeks).
+    pub(super) fn wants_any_of(&self, peer: &NodeId) -> Result<bool> {
+        self.lacks_any(&self.lanes_to_ask(peer))
+    }
+
     fn key(&self, home: &str) -> Result<DataKey> {
         self.keys.for_lane(&NodeId::new(home)).with_context(|| format!("this node holds no key for {home}'s files"))
     }
@@ -100,42 +145,10 @@ impl FileStore for NodeFiles<'_> {
     type Error = anyhow::Error;
 
     fn wanted(&self, peer: &NodeId) -> Result<Vec<Wanted>> {
-        // Only what the peer may send (files of cases in lanes it holds:
-        // nothing else is worth a line of a Want on a rural link), and the
-        // lanes in turn: references in one lane, to files that never
+        // The lanes in turn: references in one lane, to files that never
         // existed, cannot take every place in the Want.
-        //
-        // The lanes the two share (those of nodes that are or were within
-        // the lower of them), then those in this node's scope now, from a
-        // peer entitled to them (an old township hands up files of a moved
-        // village's cases).
-        let shared = proto::sync::shared_lanes(self.topology, self.me, peer)
-            .unwrap_or_else(|| self.topology.nodes().iter().map(|n| Lane::Home(n.id.clone())).collect());
-        let homes: Vec<NodeId> = shared
-            .into_iter()
-            .filter(|lane| proto::sync::lane_entitled(self.topology, peer, lane))
-            .filter(|lane| proto::auth::lane_in_scope(self.topology, self.me, lane))
-            .filter_map(|lane| match lane {
-                Lane::Home(home) => Some(home),
-                Lane::Global => None,
-            })
-            // A lane whose data key this node does not hold (a village that
-            // moved here after its enrolment) could not be sealed at rest:
-            // its files wait for the key.
-            .filter(|home| self.keys.for_lane(home).is_some())
-            .collect();
-        // Most sessions find every file of these lanes held: one seek of
-        // the index of what is lacking says so for each lane, and the query
-        // below (its temporary tables) is not run.
-        let mut refers = self.conn.prepare_cached(ANY_LACKING)?;
-        let mut any = false;
-        for home in &homes {
-            if refers.exists([home.as_str()])? {
-                any = true;
-                break;
-            }
-        }
-        if !any {
+        let homes = self.lanes_to_ask(peer);
+        if !self.lacks_any(&homes)? {
             return Ok(Vec::new());
         }
         let rows: Vec<(Vec<u8>, i64, String)> = {
@@ -368,7 +381,7 @@ pub(super) async fn run_files(
 ) -> Result<FileStats> {
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<FileMessage>>(4);
-    let reader = tokio::spawn(async move {
+    let reader = spawn_in_session(async move {
         loop {
             let item = match read_file_frame(&mut recv).await {
                 Ok(Some(m)) => Ok(m),
@@ -384,13 +397,25 @@ pub(super) async fn run_files(
     let _stop_reader = AbortOnDrop(reader);
     // The store is opened for each step, never held across an await (a
     // SQLite connection may not be shared between threads).
-    let mut transfer = block(|| -> Result<Transfer> { Ok(Transfer::start(&NodeFiles::of(ledger, dir)?, peer_id)?) })?;
+    // What this node wants is read at the start: in place when a seek per
+    // lane shows that nothing is lacking (the usual session).
+    let mut transfer = {
+        let files = NodeFiles::of(ledger, dir)?;
+        let start = || -> Result<Transfer> { Ok(Transfer::start(&files, peer_id)?) };
+        if quick(|| files.wants_any_of(peer_id))? {
+            block(start)
+        } else {
+            quick(start)
+        }
+    }?;
     let report = |t: &Transfer| progress.files(peer_id, &t.stats, t.files_to_receive(), started);
     let incoming = |msg: Option<Result<FileMessage>>, t: &mut Transfer, ledger: &mut Ledger| -> Result<()> {
         let msg = msg.unwrap_or_else(|| Err(peer(PeerErrorKind::Lost, "the peer ended the file stream")))?;
         // The end of the peer's part, a file it does not hold and an empty
-        // Want touch no store: in place. The rest reads or writes.
-        let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. })
+        // Want touch no store: in place; so does the end of what the peer
+        // sent, which reads a receipt a lane shared with it from partial
+        // indexes (one lane for a village). The rest reads or writes.
+        let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. } | FileMessage::Sent)
             || matches!(&msg, FileMessage::Want { files } if files.is_empty());
         let handle = || -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) };
         if small {

@@ -64,14 +64,19 @@ pub(super) fn write_error(e: quinn::WriteError) -> anyhow::Error {
     }
 }
 
-/// Compresses a message into a frame body, refusing one the peer would
-/// refuse (an honest batch never comes near the limits).
-pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
+/// Encodes a message, refusing one the peer would refuse (an honest batch
+/// never comes near the limits).
+fn encode(msg: &Message, wire: u8) -> Result<Vec<u8>> {
     let raw = msg.encode_as(wire);
     if raw.len() > MAX_RAW_FRAME {
         bail!("a message of {} bytes is over the {MAX_RAW_FRAME}-byte frame limit", raw.len());
     }
-    let packed = crate::at_rest::compress(&raw);
+    Ok(raw)
+}
+
+/// Compresses an encoded message into a frame body.
+fn compress(raw: &[u8]) -> Result<Vec<u8>> {
+    let packed = crate::at_rest::compress(raw);
     if packed.len() > MAX_FRAME {
         bail!("a message of {} compressed bytes is over the {MAX_FRAME}-byte frame limit", packed.len());
     }
@@ -79,7 +84,15 @@ pub(super) fn pack(msg: &Message, wire: u8) -> Result<Vec<u8>> {
 }
 
 pub(super) async fn write_frame(send: &mut quinn::SendStream, msg: &Message, wire: u8) -> Result<u64> {
-    let packed = block(|| pack(msg, wire))?;
+    let packed = match msg {
+        Message::Batch { .. } => block(|| compress(&encode(msg, wire)?))?,
+        // The rest are small (a Hello lists a few heads a chain): encoded
+        // in place, and compressed in place unless large.
+        _ => {
+            let raw = encode(msg, wire)?;
+            sized(raw.len(), || compress(&raw))?
+        }
+    };
     send.write_all(&(packed.len() as u32).to_be_bytes()).await.map_err(write_error)?;
     send.write_all(&packed).await.map_err(write_error)?;
     Ok(4 + packed.len() as u64)
@@ -174,7 +187,8 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result
             }
         }
     }
-    let msg = block(|| -> Result<Message> {
+    // A frame expands several times when decompressed.
+    let msg = sized(len * 4, || -> Result<Message> {
         let raw = unpack(&buf)?;
         drop(buf);
         if raw.get(1).is_some_and(|v| *v != wire) {
@@ -198,7 +212,7 @@ pub(super) struct Frames {
 impl Frames {
     pub(super) fn spawn(mut recv: quinn::RecvStream, wire: u8) -> Frames {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        let task = tokio::spawn(async move {
+        let task = spawn_in_session(async move {
             loop {
                 let frame = read_frame(&mut recv, wire).await;
                 let end = !matches!(frame, Ok(Some(_)));

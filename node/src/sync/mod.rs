@@ -413,7 +413,29 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
         // A one-thread runtime (a `sync` process) has no other tasks to
         // hand over: the work runs in place.
         Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => f(),
-        _ => tokio::task::block_in_place(f),
+        _ => {
+            let _ = HANDED_OFF.try_with(|n| n.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            tokio::task::block_in_place(f)
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Where a server counts the hand-overs of its sessions' work
+    /// ([`server::Server::handed_off`]).
+    static HANDED_OFF: Arc<std::sync::atomic::AtomicUsize>;
+}
+
+/// Spawns a task of the current one's session: its hand-overs are counted
+/// with the session's.
+fn spawn_in_session<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match HANDED_OFF.try_with(Arc::clone) {
+        Ok(n) => tokio::spawn(HANDED_OFF.scope(n, task)),
+        Err(_) => tokio::spawn(task),
     }
 }
 
@@ -421,11 +443,29 @@ fn block<T>(f: impl FnOnce() -> T) -> T {
 /// read, a small message that reads nothing) where it is: handing the
 /// worker's tasks to another thread and back costs more than the work.
 /// Anything that may write (SQLite may then wait for the group commit's
-/// lock), read files, or do work a peer's message sizes (a Hello's
-/// comparison and plan, a batch) goes through `block`. A session's start
-/// is a few seeks per chain the two nodes share: in place.
+/// lock), read files, or do work a peer's message sizes (a large Hello's
+/// comparison and plan, a batch) goes through `block`, or through `sized`
+/// where the bytes it works on are known. A session's start is a few seeks
+/// per chain the two nodes share: in place.
 fn quick<T>(f: impl FnOnce() -> T) -> T {
     f()
+}
+
+/// Work in proportion to a message of this many bytes (compressing,
+/// decoding, a Hello's comparison) up to which it runs in place: tens of
+/// microseconds, about what a hand-over to another thread and back costs.
+/// Measured on a 2-core hub (`bench/session_cost.sh`), a no-op session's
+/// seven hand-overs were a quarter of its CPU.
+const IN_PLACE_BYTES: usize = 16 * 1024;
+
+/// Runs work in proportion to `bytes` in place when they are few
+/// ([`IN_PLACE_BYTES`]), off the worker (`block`) otherwise.
+fn sized<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    if bytes <= IN_PLACE_BYTES {
+        quick(f)
+    } else {
+        block(f)
+    }
 }
 
 /// Runs one session over an established, authenticated connection.
@@ -473,10 +513,11 @@ async fn run_session(
         let now = crate::wall_clock_ms();
         let batch = {
             let mut handle = |msg| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now);
-            if matches!(msg, Message::Batch { .. } | Message::Hello { .. }) {
-                block(|| handle(msg))
-            } else {
-                quick(|| handle(msg))
+            match msg {
+                Message::Batch { .. } => block(|| handle(msg)),
+                // A Hello's comparison and plan go with its chains.
+                Message::Hello { .. } => sized(n as usize, || handle(msg)),
+                _ => quick(|| handle(msg)),
             }
         }?;
         if let Some((n, segments)) = batch {

@@ -542,6 +542,33 @@ fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
     assert!(contact().is_some(), "the village's last contact is written when the server stops");
 }
 
+/// A session that brings nothing new runs wholly on the server's worker
+/// (issue 9): handing its small steps to another thread and back (the
+/// frames, the Hello, the file phase's start and end) was a quarter of a
+/// no-op session's CPU at the hub. A session with batches still hands
+/// their checks off.
+#[test]
+fn a_no_op_session_hands_nothing_off_the_servers_worker() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
+        let addr = server.addr.to_string();
+        let first = node::sync::sync_with(&a, &addr, false).await.unwrap();
+        assert!(first.stats.sent_events >= 2, "the village's cases go up");
+        let after_first = server.handed_off();
+        assert!(after_first > 0, "a session with batches hands their checks off the worker");
+        for _ in 0..3 {
+            let again = node::sync::sync_with(&a, &addr, false).await.unwrap();
+            assert_eq!((again.stats.sent_events, again.stats.received_events), (0, 0));
+        }
+        assert_eq!(server.handed_off(), after_first, "no-op sessions handed work off the worker");
+    });
+}
+
 /// `serve` runs under a bounded allocator (issue 9): two glibc arenas and
 /// a fixed mmap threshold, so that freed session buffers do not stay
 /// resident in per-thread arenas (a hub receiving files crept 42 → 58 MiB
