@@ -214,13 +214,15 @@ impl Frames {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let task = spawn_in_session(async move {
             loop {
-                let frame = read_frame(&mut recv, wire).await;
-                let end = !matches!(frame, Ok(Some(_)));
-                let item = match frame {
+                // The stream's end closes the channel: `next` tells a
+                // reader still waiting (a session that ends as it should
+                // reads no further, and makes no error).
+                let item = match read_frame(&mut recv, wire).await {
                     Ok(Some(f)) => Ok(f),
-                    Ok(None) => Err(peer(PeerErrorKind::Lost, "the peer ended the stream")),
+                    Ok(None) => break,
                     Err(e) => Err(e),
                 };
+                let end = item.is_err();
                 if tx.send(item).await.is_err() || end {
                     break;
                 }

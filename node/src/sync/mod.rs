@@ -347,6 +347,31 @@ pub struct Summary {
     /// Own events an upstream node acknowledged that the county's receipts
     /// show it did not pass on (see `crate::receipts`).
     pub unconfirmed_by_county: Option<crate::receipts::Unconfirmed>,
+    /// What the session took of the link (this side's QUIC counters).
+    pub link: Link,
+}
+
+/// A session's use of the link, from this side's QUIC counters.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Link {
+    pub datagrams_sent: u64,
+    pub datagrams_received: u64,
+    /// The largest UDP payload the path was found to carry.
+    pub path_mtu: u16,
+    /// Padded packets sent to find it.
+    pub mtu_probes: u64,
+}
+
+impl Link {
+    fn of(conn: &quinn::Connection) -> Link {
+        let s = conn.stats();
+        Link {
+            datagrams_sent: s.udp_tx.datagrams,
+            datagrams_received: s.udp_rx.datagrams,
+            path_mtu: s.path.current_mtu,
+            mtu_probes: s.path.sent_plpmtud_probes,
+        }
+    }
 }
 
 /// A stale or copied store recovered: it took back its own history from
@@ -564,6 +589,7 @@ async fn run_session(
         recovery: None,
         files: Default::default(),
         unconfirmed_by_county: None,
+        link: Link::default(),
     })
 }
 
@@ -680,6 +706,10 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;
+    into.link.datagrams_sent += more.link.datagrams_sent;
+    into.link.datagrams_received += more.link.datagrams_received;
+    into.link.mtu_probes += more.link.mtu_probes;
+    into.link.path_mtu = more.link.path_mtu;
 }
 
 /// One client session with the node at `peer` (both directions), on
@@ -751,6 +781,7 @@ async fn session_with(
     // drain period is needed here.
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
     conn.close(close::DONE.into(), b"done");
+    summary.link = Link::of(&conn);
     Ok((summary, ledger))
 }
 

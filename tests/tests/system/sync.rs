@@ -569,6 +569,28 @@ fn a_no_op_session_hands_nothing_off_the_servers_worker() {
     });
 }
 
+/// Path-MTU discovery finds an Ethernet-sized path (1,452 bytes of UDP
+/// payload, loopback's capped by quinn's upper bound) in two probes, not
+/// four (issue 9): a no-op session is about 16 datagrams each way, and the
+/// default search's probes were a quarter of them.
+#[test]
+fn a_session_finds_the_paths_mtu_in_two_probes() {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
+        let addr = server.addr.to_string();
+        node::sync::sync_with(&a, &addr, false).await.unwrap();
+        let again = node::sync::sync_with(&a, &addr, false).await.unwrap();
+        assert_eq!(again.link.path_mtu, 1452, "{:?}", again.link);
+        assert!(again.link.mtu_probes <= 2, "{:?}", again.link);
+        assert!(again.link.datagrams_sent > 0 && again.link.datagrams_received > 0, "{:?}", again.link);
+    });
+}
+
 /// `serve` runs under a bounded allocator (issue 9): two glibc arenas and
 /// a fixed mmap threshold, so that freed session buffers do not stay
 /// resident in per-thread arenas (a hub receiving files crept 42 → 58 MiB
