@@ -28,6 +28,10 @@ use serde::Serialize;
 pub(crate) const MISSING: &str = "SELECT DISTINCT r.hash FROM file_refs r
      WHERE r.home = ?1 AND r.held = 0 AND NOT EXISTS (SELECT 1 FROM files_held h WHERE h.hash = r.hash)";
 
+/// Whether any file referenced in a lane is held nowhere here (a seek of
+/// the partial index [`MISSING`] reads).
+const ANY_MISSING: &str = "SELECT 1 FROM file_refs WHERE home = ?1 AND held = 0 LIMIT 1";
+
 /// Meta key: minutes a township has, after acknowledging events, to pass
 /// them on before a county receipt that lacks them counts as withholding.
 pub const GRACE_KEY: &str = "receipt_grace_min";
@@ -143,6 +147,29 @@ pub struct Unconfirmed {
 }
 
 impl Ledger {
+    /// Whether [`Ledger::receipts_for`] `peer` is a few seeks and at most
+    /// one signature: the two share at most one lane, and (at the county)
+    /// no file of it is missing here. A township's many lanes, or a long
+    /// missing list (a peer can name files it never sends), are not.
+    pub fn receipts_are_quick(&self, peer: &NodeId) -> Result<bool> {
+        let homes: Vec<NodeId> = proto::sync::shared_lanes(self.topology(), self.me(), peer)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|l| match l {
+                Lane::Home(h) => Some(h),
+                Lane::Global => None,
+            })
+            .collect();
+        match homes.as_slice() {
+            [] => Ok(true),
+            [home] if self.identity().tier() == Tier::County => {
+                Ok(!self.store().conn().prepare_cached(ANY_MISSING)?.exists([home.as_str()])?)
+            }
+            [_] => Ok(true),
+            _ => Ok(false),
+        }
+    }
+
     /// The receipts to hand `peer` at the start of a file phase: from the
     /// county, fresh ones for every lane the two share; from a township,
     /// those it holds of the peer's lanes; nothing upward.

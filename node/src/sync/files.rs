@@ -26,6 +26,9 @@ pub struct NodeFiles<'a> {
     topology: &'a proto::Topology,
     me: &'a NodeId,
     ledger: &'a Ledger,
+    /// Whether [`FileStore::wanted`] reads what is lacking (false: it asks
+    /// for nothing, decided before).
+    ask: bool,
 }
 
 impl NodeFiles<'_> {
@@ -63,6 +66,7 @@ impl<'a> NodeFiles<'a> {
             topology: ledger.topology(),
             me: ledger.me(),
             ledger,
+            ask: true,
         })
     }
 
@@ -148,7 +152,7 @@ impl FileStore for NodeFiles<'_> {
         // The lanes in turn: references in one lane, to files that never
         // existed, cannot take every place in the Want.
         let homes = self.lanes_to_ask(peer);
-        if !self.lacks_any(&homes)? {
+        if !self.ask || !self.lacks_any(&homes)? {
             return Ok(Vec::new());
         }
         let rows: Vec<(Vec<u8>, i64, String)> = {
@@ -398,14 +402,16 @@ pub(super) async fn run_files(
     // The store is opened for each step, never held across an await (a
     // SQLite connection may not be shared between threads).
     // What this node wants is read at the start: in place when a seek per
-    // lane shows that nothing is lacking (the usual session).
+    // lane shows that nothing is lacking (the usual session). Decided once:
+    // a reference another session stores meanwhile is asked for at the
+    // next session, never read (nor a file's arrival noted, a write) here.
     let mut transfer = {
         let files = NodeFiles::of(ledger, dir)?;
-        let start = || -> Result<Transfer> { Ok(Transfer::start(&files, peer_id)?) };
         if quick(|| files.wants_any_of(peer_id))? {
-            block(start)
+            block(|| Transfer::start(&files, peer_id))
         } else {
-            quick(start)
+            let files = NodeFiles { ask: false, ..files };
+            quick(|| Transfer::start(&files, peer_id))
         }
     }?;
     let report = |t: &Transfer| progress.files(peer_id, &t.stats, t.files_to_receive(), started);
@@ -413,10 +419,11 @@ pub(super) async fn run_files(
         let msg = msg.unwrap_or_else(|| Err(peer(PeerErrorKind::Lost, "the peer ended the file stream")))?;
         // The end of the peer's part, a file it does not hold and an empty
         // Want touch no store: in place; so does the end of what the peer
-        // sent, which reads a receipt a lane shared with it from partial
-        // indexes (one lane for a village). The rest reads or writes.
-        let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. } | FileMessage::Sent)
-            || matches!(&msg, FileMessage::Want { files } if files.is_empty());
+        // sent when the receipts it brings are a few seeks (a village's one
+        // lane with nothing missing). The rest reads or writes.
+        let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. })
+            || matches!(&msg, FileMessage::Want { files } if files.is_empty())
+            || (matches!(&msg, FileMessage::Sent) && quick(|| ledger.receipts_are_quick(peer_id))?);
         let handle = || -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) };
         if small {
             quick(handle)

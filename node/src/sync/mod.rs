@@ -483,6 +483,11 @@ fn quick<T>(f: impl FnOnce() -> T) -> T {
 /// seven hand-overs were a quarter of its CPU.
 const IN_PLACE_BYTES: usize = 16 * 1024;
 
+/// Most chains (positions and seals together) a Hello may list to be
+/// handled in place: a village's own and the county's few, not a
+/// township's villages'.
+const HELLO_IN_PLACE: usize = 64;
+
 /// Runs work in proportion to `bytes` in place when they are few
 /// ([`IN_PLACE_BYTES`]), off the worker (`block`) otherwise.
 fn sized<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
@@ -540,8 +545,14 @@ async fn run_session(
             let mut handle = |msg| session.handle(msg, &SqliteReplica(ledger.store().conn()), &topology, now);
             match msg {
                 Message::Batch { .. } => block(|| handle(msg)),
-                // A Hello's comparison and plan go with its chains.
-                Message::Hello { .. } => sized(n as usize, || handle(msg)),
+                // A Hello's comparison and plan take a few reads per chain
+                // it lists (and a signature check per differing seal): in
+                // place for a few chains only, whatever its bytes (repeated
+                // entries compress to almost nothing).
+                Message::Hello { ref positions, ref heads, .. } if positions.len() + heads.len() <= HELLO_IN_PLACE => {
+                    quick(|| handle(msg))
+                }
+                Message::Hello { .. } => block(|| handle(msg)),
                 _ => quick(|| handle(msg)),
             }
         }?;
