@@ -345,8 +345,22 @@ impl FileStore for NodeFiles<'_> {
     }
 }
 
+/// About the bytes a file message encodes to: the work of encoding or
+/// decoding it, to judge whether that runs in place (`sized`).
+fn rough_size(msg: &FileMessage) -> usize {
+    match msg {
+        FileMessage::Want { files } => files.len() * 64,
+        FileMessage::Outline { groups, .. } => groups.len() * 32,
+        FileMessage::Group { bytes, .. } => bytes.len(),
+        FileMessage::Receipts(receipts) => receipts.iter().map(|r| 256 + r.receipt.missing.len() * 32).sum(),
+        FileMessage::WantKeys { homes } => homes.len() * 16,
+        FileMessage::Keys { keys } => keys.len() * 48,
+        FileMessage::NotHere { .. } | FileMessage::Sent | FileMessage::Finished => 0,
+    }
+}
+
 async fn write_file_frame(send: &mut quinn::SendStream, msg: &FileMessage) -> Result<u64> {
-    let raw = msg.encode();
+    let raw = sized(rough_size(msg), || msg.encode());
     send.write_all(&(raw.len() as u32).to_be_bytes()).await.map_err(write_error)?;
     send.write_all(&raw).await.map_err(write_error)?;
     Ok(4 + raw.len() as u64)
@@ -371,8 +385,14 @@ async fn read_file_frame(recv: &mut quinn::RecvStream) -> Result<Option<FileMess
         quinn::ReadExactError::ReadError(e) => read_error(e),
         _ => peer(PeerErrorKind::Protocol, "the peer ended the file stream inside a frame"),
     })?;
-    FileMessage::decode(&buf).map(Some).map_err(|e| peer(PeerErrorKind::Protocol, format!("{e}")))
+    // Up to 4 MiB a frame, and a list's entries decode into far more than
+    // their bytes: in place only when small.
+    sized(len, || FileMessage::decode(&buf)).map(Some).map_err(|e| peer(PeerErrorKind::Protocol, format!("{e}")))
 }
+
+/// Most files still to receive for the end of the peer's part to be
+/// handled in place (it asks again for each).
+const SENT_IN_PLACE: usize = 16;
 
 /// Runs the file phase with `peer` on one bidirectional stream.
 pub(super) async fn run_files(
@@ -423,7 +443,9 @@ pub(super) async fn run_files(
         // lane with nothing missing). The rest reads or writes.
         let small = matches!(&msg, FileMessage::Finished | FileMessage::NotHere { .. })
             || matches!(&msg, FileMessage::Want { files } if files.is_empty())
-            || (matches!(&msg, FileMessage::Sent) && quick(|| ledger.receipts_are_quick(peer_id))?);
+            || (matches!(&msg, FileMessage::Sent)
+                && t.files_to_receive() <= SENT_IN_PLACE
+                && quick(|| ledger.receipts_are_quick(peer_id))?);
         let handle = || -> Result<()> { Ok(t.handle(msg, &mut NodeFiles::of(ledger, dir)?)?) };
         if small {
             quick(handle)

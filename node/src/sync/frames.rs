@@ -187,10 +187,11 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result
             }
         }
     }
-    // Decompressing and decoding take what the frame expands to: the size
-    // its zstd header states (decompression fails beyond it), or unknown.
+    // Decompressing and decoding take what the frame expands to (the size
+    // its first zstd frame states: unknown counts as large) and what it
+    // holds (more frames may follow the first, each read in turn).
     let raw_len = zstd::zstd_safe::get_frame_content_size(&buf).ok().flatten().map_or(usize::MAX, |n| n as usize);
-    let msg = sized(raw_len, || -> Result<Message> {
+    let msg = sized(raw_len.max(len), || -> Result<Message> {
         let raw = unpack(&buf)?;
         drop(buf);
         if raw.get(1).is_some_and(|v| *v != wire) {

@@ -483,10 +483,14 @@ fn quick<T>(f: impl FnOnce() -> T) -> T {
 /// seven hand-overs were a quarter of its CPU.
 const IN_PLACE_BYTES: usize = 16 * 1024;
 
-/// Most chains (positions and seals together) a Hello may list to be
-/// handled in place: a village's own and the county's few, not a
-/// township's villages'.
+/// Most chains a Hello may list to be handled in place: a village's own
+/// and the county's few, not a township's villages'.
 const HELLO_IN_PLACE: usize = 64;
+
+/// Most seals a Hello may carry to be handled in place: each that differs
+/// from what is held costs a signature check (an honest village sends one
+/// to three).
+const HELLO_HEADS_IN_PLACE: usize = 4;
 
 /// Runs work in proportion to `bytes` in place when they are few
 /// ([`IN_PLACE_BYTES`]), off the worker (`block`) otherwise.
@@ -549,7 +553,9 @@ async fn run_session(
                 // it lists (and a signature check per differing seal): in
                 // place for a few chains only, whatever its bytes (repeated
                 // entries compress to almost nothing).
-                Message::Hello { ref positions, ref heads, .. } if positions.len() + heads.len() <= HELLO_IN_PLACE => {
+                Message::Hello { ref positions, ref heads, .. }
+                    if positions.len() <= HELLO_IN_PLACE && heads.len() <= HELLO_HEADS_IN_PLACE =>
+                {
                     quick(|| handle(msg))
                 }
                 Message::Hello { .. } => block(|| handle(msg)),

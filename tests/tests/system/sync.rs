@@ -615,11 +615,15 @@ fn a_hello_listing_many_chains_is_handled_off_the_servers_worker() {
         key,
         signature: vec![0; 64],
     };
-    // Hand-overs of a session opened by hand that sends `hello` and reads
-    // the hub's Hello and what it sends after handling ours.
-    let session = |hello: Message| -> usize {
-        let raw = hello.encode();
-        let body = zstd::bulk::compress(&raw, 19).unwrap();
+    // A Hello compressed, and what follows it in its frame.
+    let packed = |hello: &Message, tail: &[u8]| -> Vec<u8> {
+        let mut body = zstd::bulk::compress(&hello.encode(), 19).unwrap();
+        body.extend_from_slice(tail);
+        body
+    };
+    // Hand-overs of a session opened by hand that sends a Hello's frame and
+    // reads the hub's Hello and what it sends after handling ours.
+    let session = |body: Vec<u8>| -> usize {
         let mut frame = (body.len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
         let before = server.handed_off();
@@ -641,14 +645,23 @@ fn a_hello_listing_many_chains_is_handled_off_the_servers_worker() {
     };
     // A session cut off like these drops its ledger, and the next opens one
     // (a hand-over): the second honest one counts as the stalling one will.
-    let honest = Message::Hello { wall_ms: 0, positions: held.clone(), heads: vec![seal.clone()] };
-    session(honest.clone());
-    let honest = session(honest);
-    let many = Message::Hello { wall_ms: 0, positions: held, heads: vec![seal; 5_000] };
-    let packed = zstd::bulk::compress(&many.encode(), 19).unwrap().len();
-    assert!(packed < 4096, "the Hello of 5,000 seals is small on the wire ({packed} bytes)");
-    let stalling = session(many);
-    assert_eq!(stalling, honest + 2, "its decoding and its handling are handed off the worker");
+    let hello = Message::Hello { wall_ms: 0, positions: held.clone(), heads: vec![seal.clone()] };
+    session(packed(&hello, &[]));
+    let honest = session(packed(&hello, &[]));
+    let many = Message::Hello { wall_ms: 0, positions: held.clone(), heads: vec![seal.clone(); 5_000] };
+    let wire = packed(&many, &[]).len();
+    assert!(wire < 4096, "the Hello of 5,000 seals is small on the wire ({wire} bytes)");
+    assert_eq!(session(packed(&many, &[])), honest + 2, "its decoding and its handling are handed off the worker");
+    // A few seals, each a signature check when it differs from what is
+    // held: handled off the worker, decoded in place.
+    let few = Message::Hello { wall_ms: 0, positions: held, heads: vec![seal; 8] };
+    assert_eq!(session(packed(&few, &[])), honest + 1, "eight seals are checked off the worker");
+    // An honest Hello followed by 20 KiB of skippable zstd frames: every
+    // frame is read in turn, whatever the first one states.
+    let mut skippable = vec![0x50, 0x2a, 0x4d, 0x18];
+    skippable.extend_from_slice(&(20u32 * 1024).to_le_bytes());
+    skippable.resize(8 + 20 * 1024, 0);
+    assert_eq!(session(packed(&hello, &skippable)), honest + 1, "a long frame is decoded off the worker");
 }
 
 /// The county's receipts at the end of a peer's files are made on the
