@@ -147,19 +147,31 @@ pub struct Unconfirmed {
 }
 
 impl Ledger {
+    /// The home lanes whose receipts this node hands `peer`: those the two
+    /// share, when this node is above it (none upward).
+    fn receipt_homes(&self, peer: &NodeId) -> Option<Vec<NodeId>> {
+        let topology = self.topology();
+        if self.identity().tier() <= topology.tier_of(peer).unwrap_or(Tier::Village) {
+            return None;
+        }
+        let shared = proto::sync::shared_lanes(topology, self.me(), peer).unwrap_or_default();
+        Some(
+            shared
+                .into_iter()
+                .filter_map(|l| match l {
+                    Lane::Home(h) => Some(h),
+                    Lane::Global => None,
+                })
+                .collect(),
+        )
+    }
+
     /// Whether [`Ledger::receipts_for`] `peer` is a few seeks and at most
     /// one signature: the two share at most one lane, and (at the county)
     /// no file of it is missing here. A township's many lanes, or a long
     /// missing list (a peer can name files it never sends), are not.
     pub fn receipts_are_quick(&self, peer: &NodeId) -> Result<bool> {
-        let homes: Vec<NodeId> = proto::sync::shared_lanes(self.topology(), self.me(), peer)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|l| match l {
-                Lane::Home(h) => Some(h),
-                Lane::Global => None,
-            })
-            .collect();
+        let Some(homes) = self.receipt_homes(peer) else { return Ok(true) };
         match homes.as_slice() {
             [] => Ok(true),
             [home] if self.identity().tier() == Tier::County => {
@@ -174,21 +186,9 @@ impl Ledger {
     /// county, fresh ones for every lane the two share; from a township,
     /// those it holds of the peer's lanes; nothing upward.
     pub fn receipts_for(&self, peer: &NodeId, now_ms: u64) -> Result<Vec<SignedReceipt>> {
-        let topology = self.topology();
-        let (mine, theirs) = (self.identity().tier(), topology.tier_of(peer).unwrap_or(Tier::Village));
-        if mine <= theirs {
-            return Ok(Vec::new());
-        }
+        let Some(homes) = self.receipt_homes(peer) else { return Ok(Vec::new()) };
         let conn = self.store().conn();
-        let homes: Vec<NodeId> = proto::sync::shared_lanes(topology, self.me(), peer)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|l| match l {
-                Lane::Home(h) => Some(h),
-                Lane::Global => None,
-            })
-            .collect();
-        if mine != Tier::County {
+        if self.identity().tier() != Tier::County {
             let mut out = Vec::new();
             for home in homes {
                 out.extend(held(conn, &home)?);

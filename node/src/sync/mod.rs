@@ -468,16 +468,16 @@ where
 /// read, a small message that reads nothing) where it is: handing the
 /// worker's tasks to another thread and back costs more than the work.
 /// Anything that may write (SQLite may then wait for the group commit's
-/// lock), read files, or do work a peer's message sizes (a large Hello's
-/// comparison and plan, a batch) goes through `block`, or through `sized`
+/// lock), read files, or do work a peer's message sizes (a Hello listing
+/// many chains or seals, a batch) goes through `block`, or through `sized`
 /// where the bytes it works on are known. A session's start is a few seeks
 /// per chain the two nodes share: in place.
 fn quick<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Work in proportion to a message of this many bytes (compressing,
-/// decoding, a Hello's comparison) up to which it runs in place: tens of
+/// Work in proportion to a message of this many bytes (encoding,
+/// compressing, decoding) up to which it runs in place: tens of
 /// microseconds, about what a hand-over to another thread and back costs.
 /// Measured on a 2-core hub (`bench/session_cost.sh`), a no-op session's
 /// seven hand-overs were a quarter of its CPU.

@@ -501,16 +501,23 @@ fn a_server_opens_its_ledger_once_for_many_sessions() {
     assert_eq!(digest("county-hub", s(&county.hub()), VILLAGE_A)["cases"], 8);
 }
 
+/// A county with village A enrolled holding two generated cases, this
+/// process's passphrase set to open its stores.
+fn village_a_with_two_cases() -> (County, std::path::PathBuf) {
+    let county = County::new();
+    let a = county.enrol(VILLAGE_A, "village-node");
+    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
+    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    (county, a)
+}
+
 /// A session that stores nothing writes nothing at the server (issue 9: a
 /// no-op sync committed the peer's last contact, a write and a durable
 /// commit per session at 9 a.m.); the contacts are written together, at
 /// the latest when the server stops.
 #[test]
 fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
-    let county = County::new();
-    let a = county.enrol(VILLAGE_A, "village-node");
-    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
-    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let (county, a) = village_a_with_two_cases();
     let db = county.hub().join(node::store::DB_FILE);
     let watcher = rusqlite::Connection::open(&db).unwrap();
     let version = || watcher.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).unwrap();
@@ -549,10 +556,7 @@ fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
 /// their checks off.
 #[test]
 fn a_no_op_session_hands_nothing_off_the_servers_worker() {
-    let county = County::new();
-    let a = county.enrol(VILLAGE_A, "village-node");
-    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
-    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let (county, a) = village_a_with_two_cases();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
@@ -579,10 +583,7 @@ fn a_hello_listing_many_chains_is_handled_off_the_servers_worker() {
     use proto::event::{Hash, KeyId, Lane, Seal};
     use proto::sync::Message;
     use proto::NodeId;
-    let county = County::new();
-    let a = county.enrol(VILLAGE_A, "village-node");
-    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
-    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let (county, a) = village_a_with_two_cases();
     let hub_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let server = hub_rt.block_on(node::sync::start_server(&county.hub(), "127.0.0.1:0")).unwrap();
@@ -691,10 +692,7 @@ fn the_countys_receipts_are_quick_only_for_one_lane_with_nothing_missing() {
 /// search reaches its upper bound, 1,452 bytes of UDP payload.
 #[test]
 fn a_sessions_summary_reports_its_link() {
-    let county = County::new();
-    let a = county.enrol(VILLAGE_A, "village-node");
-    ok("county-sim", &["generate", "--data", s(&a), "--count", "2", "--seed", "1", "--as", "王芳"]);
-    node::keystore::set_passphrase(system_tests::PASSPHRASE);
+    let (county, a) = village_a_with_two_cases();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
