@@ -181,6 +181,8 @@ class County:
             "seconds": seconds,
             "bytes_up": sum(o["bytes_sent"] for o in out),
             "bytes_down": sum(o["bytes_received"] for o in out),
+            "udp_bytes": sum(o["link"]["udp_bytes_sent"] + o["link"]["udp_bytes_received"] for o in out),
+            "datagrams": sum(o["link"]["datagrams_sent"] + o["link"]["datagrams_received"] for o in out),
             "events": sum(o["sent_events"] for o in out),
             "sessions": len(out),
             "max_bytes_up_per_child": max(o["bytes_sent"] for o in out),
@@ -365,6 +367,10 @@ def report(results, path_md, path_png, failed):
         if name.startswith("W3"):
             rows.append(("bytes per child, both ways", (o["bytes_up"] + o["bytes_down"]) / o["sessions"],
                          (p["bytes_up"] + p["bytes_down"]) / r["villages"]))
+            if "udp_bytes" in o:
+                rows.append(("UDP bytes per child, both ways (QUIC: handshake, acks)", o["udp_bytes"] / o["sessions"],
+                             None))
+                rows.append(("datagrams per child, both ways", o["datagrams"] / o["sessions"], None))
         for label, a, b in rows:
             fa = f"{a:,.2f}" if isinstance(a, float) else (a if isinstance(a, str) else f"{a:,}")
             fb = "-" if b is None else (f"{b:,.2f}" if isinstance(b, float) else f"{b:,}")

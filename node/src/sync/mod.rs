@@ -356,9 +356,13 @@ pub struct Summary {
 pub struct Link {
     pub datagrams_sent: u64,
     pub datagrams_received: u64,
-    /// The largest UDP payload the path was found to carry.
+    /// UDP payload bytes of those datagrams (QUIC's headers, handshake
+    /// and acknowledgements included): what the session cost the link.
+    pub udp_bytes_sent: u64,
+    pub udp_bytes_received: u64,
+    /// The largest UDP payload sent (no path-MTU search: 1,200).
     pub path_mtu: u16,
-    /// Padded packets sent to find it.
+    /// Padded packets sent to find a larger one (none: see `tls::transport`).
     pub mtu_probes: u64,
 }
 
@@ -368,6 +372,8 @@ impl Link {
         Link {
             datagrams_sent: s.udp_tx.datagrams,
             datagrams_received: s.udp_rx.datagrams,
+            udp_bytes_sent: s.udp_tx.bytes,
+            udp_bytes_received: s.udp_rx.bytes,
             path_mtu: s.path.current_mtu,
             mtu_probes: s.path.sent_plpmtud_probes,
         }
@@ -725,6 +731,8 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.seconds += more.seconds;
     into.link.datagrams_sent += more.link.datagrams_sent;
     into.link.datagrams_received += more.link.datagrams_received;
+    into.link.udp_bytes_sent += more.link.udp_bytes_sent;
+    into.link.udp_bytes_received += more.link.udp_bytes_received;
     into.link.mtu_probes += more.link.mtu_probes;
     into.link.path_mtu = more.link.path_mtu;
 }
