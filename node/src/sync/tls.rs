@@ -2,6 +2,9 @@
 //! verifiers, and the peer's identity read from its certificate.
 
 use super::*;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::DistinguishedName;
+use std::collections::HashMap;
 
 pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -55,6 +58,7 @@ pub(super) fn server_config(
 ) -> Result<quinn::ServerConfig> {
     let m = tls_material(identity, secrets)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots), provider()).build()?;
+    let verifier = Arc::new(RememberingVerifier::new(verifier));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -63,6 +67,109 @@ pub(super) fn server_config(
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     cfg.transport_config(transport());
     Ok(cfg)
+}
+
+/// How long a verified client chain is taken as verified: it was checked
+/// valid at the start of this span and at its end.
+const REMEMBER_CHAIN_FOR: Duration = Duration::from_secs(3600);
+
+/// Most client certificates remembered (a county has 321 nodes, each
+/// with one certificate at a time); past it, the expired spans are
+/// dropped, or else all.
+const CHAINS_REMEMBERED: usize = 4096;
+
+/// A server's client-certificate check that remembers the chains it has
+/// verified. A village syncs every few minutes with the same certificate,
+/// and verifying its chain (parsing it and checking the CA's ECDSA
+/// signature) was about 4 % of the hub's CPU for a no-op session. A chain
+/// is remembered only when the county CA's verifier accepts it both now
+/// and [`REMEMBER_CHAIN_FOR`] from now: the chain's validity is one span
+/// of time (its certificates' spans overlapped), so it is valid at every
+/// time between, and a remembered chain is accepted only at such a time.
+/// The rest of the check is not remembered: the handshake's signature (the
+/// client holds the certificate's key) is checked every time, and
+/// revocation after the handshake (`check_peer`). Only a certificate the
+/// CA signed directly is remembered (the county CA issues no
+/// intermediates): a chain with intermediates, which a certificate holder
+/// could vary at will to fill the memory, is verified every time.
+#[derive(Debug)]
+pub(super) struct RememberingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// A certificate's hash → the span (Unix seconds) it was verified
+    /// valid for.
+    verified: Mutex<HashMap<proto::Hash, (u64, u64)>>,
+    most: usize,
+}
+
+impl RememberingVerifier {
+    pub(super) fn new(inner: Arc<dyn ClientCertVerifier>) -> RememberingVerifier {
+        Self::remembering_at_most(inner, CHAINS_REMEMBERED)
+    }
+
+    fn remembering_at_most(inner: Arc<dyn ClientCertVerifier>, most: usize) -> RememberingVerifier {
+        RememberingVerifier { inner, verified: Mutex::new(HashMap::new()), most }
+    }
+}
+
+impl ClientCertVerifier for RememberingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if !intermediates.is_empty() {
+            return self.inner.verify_client_cert(end_entity, intermediates, now);
+        }
+        let key = proto::Hash::of(end_entity.as_ref());
+        let at = now.as_secs();
+        let remembered = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+        if matches!(remembered, Some((from, until)) if from <= at && at <= until) {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let until = at.saturating_add(REMEMBER_CHAIN_FOR.as_secs());
+        let later = UnixTime::since_unix_epoch(Duration::from_secs(until));
+        if self.inner.verify_client_cert(end_entity, intermediates, later).is_ok() {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.len() >= self.most {
+                verified.retain(|_, (_, until)| *until >= at);
+            }
+            if verified.len() >= self.most {
+                verified.clear();
+            }
+            verified.insert(key, (at, until));
+        }
+        Ok(verified)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Accepts a server certificate that chains to the county CA and names a
@@ -192,4 +299,180 @@ pub(super) fn authenticate(conn: &quinn::Connection, ledger: &Ledger) -> Result<
     let revoked = store::certificate_revoked(ledger.store().conn(), &certificate)?;
     check_peer(ledger.topology(), ledger.me(), &id, tier, revoked)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::sync::atomic::AtomicUsize;
+
+    /// The county CA's verifier, counting the chains it is asked to verify.
+    #[derive(Debug)]
+    struct Counting {
+        inner: Arc<dyn ClientCertVerifier>,
+        calls: AtomicUsize,
+    }
+
+    impl ClientCertVerifier for Counting {
+        fn root_hint_subjects(&self) -> &[DistinguishedName] {
+            self.inner.root_hint_subjects()
+        }
+        fn verify_client_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            now: UnixTime,
+        ) -> Result<ClientCertVerified, rustls::Error> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.inner.verify_client_cert(end_entity, intermediates, now)
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls12_signature(message, cert, dss)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.inner.verify_tls13_signature(message, cert, dss)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.inner.supported_verify_schemes()
+        }
+    }
+
+    struct Ca {
+        key: KeyPair,
+        cert: rcgen::Certificate,
+    }
+
+    fn ca() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.not_before = date_time_ymd(2026, 1, 1);
+        params.not_after = date_time_ymd(2036, 1, 1);
+        let cert = params.self_signed(&key).unwrap();
+        Ca { key, cert }
+    }
+
+    /// A village's certificate, valid from `from` to `until` (Y, M, D).
+    fn issue(ca: &Ca, from: (i32, u8, u8), until: (i32, u8, u8)) -> CertificateDer<'static> {
+        let name = crate::identity::certificate_name(&NodeId::new("511421101001"), Tier::Village);
+        let mut params = CertificateParams::new(vec![name]).unwrap();
+        params.not_before = date_time_ymd(from.0, from.1, from.2);
+        params.not_after = date_time_ymd(until.0, until.1, until.2);
+        let key = KeyPair::generate().unwrap();
+        params.signed_by(&key, &ca.cert, &ca.key).unwrap().der().clone()
+    }
+
+    fn verifier(ca: &Ca) -> (RememberingVerifier, Arc<Counting>) {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).unwrap();
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().unwrap();
+        let counting = Arc::new(Counting { inner, calls: AtomicUsize::new(0) });
+        (RememberingVerifier::new(counting.clone()), counting)
+    }
+
+    /// Unix seconds of a day at noon (UTC).
+    fn day(y: i32, m: u8, d: u8) -> UnixTime {
+        let t = date_time_ymd(y, m, d).unix_timestamp() as u64 + 12 * 3600;
+        UnixTime::since_unix_epoch(Duration::from_secs(t))
+    }
+
+    fn plus(t: UnixTime, secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(t.as_secs() + secs))
+    }
+
+    /// A chain the county CA's verifier accepted is accepted again without
+    /// being verified, but only within the span it was checked valid for:
+    /// a session of the same village minutes later costs no chain check.
+    #[test]
+    fn a_verified_chain_is_remembered_for_the_span_it_was_checked_for() {
+        let ca = ca();
+        let cert = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        let (v, calls) = verifier(&ca);
+        let t = day(2026, 11, 26);
+        v.verify_client_cert(&cert, &[], t).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), 2, "checked now and at the end of the span");
+        v.verify_client_cert(&cert, &[], plus(t, 60)).unwrap();
+        v.verify_client_cert(&cert, &[], plus(t, REMEMBER_CHAIN_FOR.as_secs())).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), 2, "remembered within the span");
+        // Before the span, or after it: verified again.
+        v.verify_client_cert(&cert, &[], plus(t, REMEMBER_CHAIN_FOR.as_secs() + 1)).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), 4);
+        // A clock set back before the span is not taken from it.
+        let earlier = UnixTime::since_unix_epoch(Duration::from_secs(t.as_secs() - 1));
+        v.verify_client_cert(&cert, &[], earlier).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), 6);
+        // Another certificate of the same node is a chain of its own.
+        let other = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        let before = calls.calls.load(Ordering::SeqCst);
+        v.verify_client_cert(&other, &[], plus(t, 60)).unwrap();
+        assert!(calls.calls.load(Ordering::SeqCst) > before);
+    }
+
+    /// An expired chain is refused whatever was remembered, and a chain that
+    /// expires within the span is not remembered at all; one the county CA
+    /// did not issue is refused.
+    #[test]
+    fn an_expired_or_foreign_chain_is_refused_whatever_was_remembered() {
+        let ca = ca();
+        let cert = issue(&ca, (2026, 1, 1), (2027, 1, 1));
+        let (v, calls) = verifier(&ca);
+        v.verify_client_cert(&cert, &[], day(2026, 11, 26)).unwrap();
+        assert!(v.verify_client_cert(&cert, &[], day(2027, 1, 2)).is_err(), "expired");
+        // Valid now, expired an hour on: checked at every session.
+        let expiring = day(2027, 1, 1).as_secs() - 12 * 3600 - 600;
+        let expiring = UnixTime::since_unix_epoch(Duration::from_secs(expiring));
+        v.verify_client_cert(&cert, &[], expiring).unwrap();
+        let before = calls.calls.load(Ordering::SeqCst);
+        v.verify_client_cert(&cert, &[], plus(expiring, 60)).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), before + 2, "not remembered: it expires within the span");
+        assert!(v.verify_client_cert(&cert, &[], plus(expiring, 601)).is_err(), "expired a second ago");
+        let foreign = issue(&self::ca(), (2026, 1, 1), (2031, 1, 1));
+        assert!(v.verify_client_cert(&foreign, &[], day(2026, 11, 26)).is_err());
+    }
+
+    /// A chain with intermediates (the county CA issues none, but a
+    /// certificate holder may send any) is verified every time: varying
+    /// them cannot fill the memory. When the memory is full, the expired
+    /// spans go first, then everything.
+    #[test]
+    fn only_a_certificate_the_ca_signed_directly_is_remembered_and_only_so_many() {
+        let ca = ca();
+        let cert = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        let junk = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        let (v, calls) = verifier(&ca);
+        let t = day(2026, 11, 26);
+        for _ in 0..3 {
+            v.verify_client_cert(&cert, std::slice::from_ref(&junk), t).unwrap();
+        }
+        assert_eq!(calls.calls.load(Ordering::SeqCst), 3, "verified every time");
+        assert!(v.verified.lock().unwrap().is_empty());
+
+        let (v, calls) = verifier(&ca);
+        let v = RememberingVerifier::remembering_at_most(v.inner, 2);
+        let certs: Vec<_> = (0..3).map(|_| issue(&ca, (2026, 1, 1), (2031, 1, 1))).collect();
+        v.verify_client_cert(&certs[0], &[], t).unwrap();
+        let later = plus(t, REMEMBER_CHAIN_FOR.as_secs() + 10);
+        v.verify_client_cert(&certs[1], &[], later).unwrap();
+        v.verify_client_cert(&certs[2], &[], later).unwrap();
+        let held: BTreeSet<_> = v.verified.lock().unwrap().keys().copied().collect();
+        let hash = |c: &CertificateDer<'_>| proto::Hash::of(c.as_ref());
+        assert_eq!(held, BTreeSet::from([hash(&certs[1]), hash(&certs[2])]), "the expired span went first");
+        let more = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        v.verify_client_cert(&more, &[], later).unwrap();
+        assert_eq!(v.verified.lock().unwrap().len(), 1, "none expired: all went");
+        let before = calls.calls.load(Ordering::SeqCst);
+        v.verify_client_cert(&more, &[], plus(later, 1)).unwrap();
+        assert_eq!(calls.calls.load(Ordering::SeqCst), before, "the newest is remembered");
+    }
 }
