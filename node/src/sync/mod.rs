@@ -510,7 +510,10 @@ fn sized<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
 
 /// Runs one session over an established, authenticated connection.
 /// `first` is a message already read from `frames` (the server reads the
-/// client's Hello before opening the ledger).
+/// client's Hello before opening the ledger). Once this side is complete
+/// it ends its stream and hands `frames` back: the peer's end of its own
+/// stream is awaited by [`peer_end`], which a client defers past its file
+/// phase.
 #[allow(clippy::too_many_arguments)]
 async fn run_session(
     ledger: &mut Ledger,
@@ -521,7 +524,7 @@ async fn run_session(
     first: Option<(Message, u64)>,
     progress: &Progress,
     committer: Option<&commit::Committer>,
-) -> Result<Summary> {
+) -> Result<(Summary, Frames)> {
     let started = Instant::now();
     let topology = ledger.shared_topology();
     let me = ledger.me().clone();
@@ -588,9 +591,6 @@ async fn run_session(
     }
     progress.events(&me, &peer, &session.stats, bytes_received);
     send.finish()?;
-    // Wait for the peer to finish its side, so that our last frames arrive.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
-    drop(frames);
     let clock_warning = session.clock_warning().map(|off| {
         let msg = format!(
             "this node's clock differs from {peer}'s by {:.0} s; correct the system time (work stamped with a wrong time is kept but flagged)",
@@ -599,7 +599,7 @@ async fn run_session(
         tracing::warn!("{msg}");
         msg
     });
-    Ok(Summary {
+    let summary = Summary {
         peer: peer.to_string(),
         format_version: wire,
         stats: session.stats.clone(),
@@ -613,7 +613,16 @@ async fn run_session(
         files: Default::default(),
         unconfirmed_by_county: None,
         link: Link::default(),
-    })
+    };
+    Ok((summary, frames))
+}
+
+/// Waits (at most 10 s) for the peer to end its event stream: it does once
+/// it has everything of ours, so our last frames have arrived. The stream
+/// is read to its end, never dropped before: a dropped stream asks the
+/// peer to stop sending, which would fail its own end.
+async fn peer_end(mut frames: Frames) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async { while frames.rx.recv().await.is_some() {} }).await;
 }
 
 /// A server's runtime: one worker fewer than the machine's cores (at
@@ -770,8 +779,12 @@ async fn session_with(
         .await
         .map_err(|e| anyhow::Error::new(peer_error(&e)))
         .with_context(|| format!("cannot start a sync session with {peer}"))?;
-    let mut summary =
+    let (mut summary, events) =
         run_session(&mut ledger, peer.clone(), wire, send, Frames::spawn(recv, wire), None, progress, None).await?;
+    // The file phase starts at once: this side has every event it will get
+    // (the peer's Done and our acknowledgements are through), and the
+    // peer's end of the event stream, read meanwhile, is awaited after it.
+    // On a rural link that saves half a round trip.
     if wire >= 2 {
         // Files after the events, on a stream of their own.
         let (send, recv) = conn
@@ -795,6 +808,7 @@ async fn session_with(
             ))
         })?;
     }
+    peer_end(events).await;
     if ledger.topology().tier_of(&peer) != Some(Tier::County) {
         // What this upstream node now holds of our own events, to compare
         // with the county's receipts (`crate::receipts`).

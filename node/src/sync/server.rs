@@ -376,7 +376,10 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
             close_with(&conn, close::FAILED, &format!("{e:#}"));
             return Ok(());
         }
-        Ok(Ok(s)) => s,
+        Ok(Ok((s, frames))) => {
+            peer_end(frames).await;
+            s
+        }
     };
     tracing::info!(
         peer = %peer, sent = s.stats.sent_events, received = s.stats.received_events, quarantined = s.stats.quarantined_events,
