@@ -103,6 +103,13 @@ class County:
     def dir(self, v):
         return os.path.join(self.work, v)
 
+    def copy(self, work):
+        """The same county in another directory (taken before any unlock)."""
+        shutil.copytree(self.work, work)
+        other = County.__new__(County)
+        other.work, other.hub, other.villages = work, os.path.join(work, "hub"), list(self.villages)
+        return other
+
     def unlock(self):
         """Every village unlocks its keys for the run (`village-node unlock`,
         as staff do in the morning): its syncs then take the keys from its
@@ -282,24 +289,39 @@ def workload_herd(work, like, n_cases, n_events, changes, cases, concurrency, re
     shutil.rmtree(work, ignore_errors=True)
 
 
-def workload_rural(work, results):
-    say("W4: one village day over the emulated rural link (300 ms RTT, 1 Mbit/s, 3 % loss)")
-    county = County(work, 1)
-    n_cases, n_events = county.generate(20, seed=9)
-    hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
-    link = Serve(f"{BIN}/county-sim", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
-                 "--rtt-ms", "300", "--loss", "0.03", "--kbps", "1000", "--jitter-ms", "20")
-    county.unlock()
-    ours = county.sync_all(link.addr, concurrency=1)
-    county.lock()
-    link.stop()
-    hub.stop()
+def workload_rural(work, results, patterns):
+    say(f"W4: one village day over the emulated rural link (300 ms RTT, 1 Mbit/s, 3 % loss), {patterns} loss patterns")
+    base = County(os.path.join(work, "base"), 1)
+    n_cases, n_events = base.generate(20, seed=9)
+    # One run depends on which packets the loss hits (a late loss waits out
+    # a probe timeout, about a second): the same day over several loss
+    # patterns (the link's seed), the median reported with all of them.
+    runs = []
+    for seed in range(1, patterns + 1):
+        county = base.copy(os.path.join(work, f"pattern-{seed}"))
+        hub = Serve(f"{BIN}/county-hub", "serve", "--data", county.hub, "--listen", "127.0.0.1:0")
+        link = Serve(f"{BIN}/county-sim", "link", "--listen", "127.0.0.1:0", "--target", hub.addr,
+                     "--rtt-ms", "300", "--loss", "0.03", "--kbps", "1000", "--jitter-ms", "20", "--seed", str(seed))
+        county.unlock()
+        o = county.sync_all(link.addr, concurrency=1)
+        county.lock()
+        link.stop()
+        hub.stop()
+        o["loss_pattern"] = seed
+        runs.append(o)
+        shutil.rmtree(county.work, ignore_errors=True)
+    runs.sort(key=lambda o: o["seconds"])
+    ours = dict(runs[len(runs) // 2])
+    ours["seconds_each_pattern"] = {o["loss_pattern"]: round(o["seconds"], 2) for o in runs}
+    each = ", ".join(f"{o['seconds']:.2f}" for o in runs)
     changes = max(1, round(n_events / n_cases))
     # PouchDB over TCP: the proxy delays every chunk by the same one-way
     # 150 ms; TCP loss and the bandwidth cap are not emulated for it.
     peer = pouch(1, 20, changes, delay_ms=150)[0]
-    results["W4 rural village day"] = {"villages": 1, "cases": n_cases, "events": n_events, "ours": ours,
-                                       "pouchdb": peer, "note": "PouchDB gets only the 300 ms RTT (no loss, no cap)"}
+    results["W4 rural village day"] = {
+        "villages": 1, "cases": n_cases, "events": n_events, "ours": ours, "pouchdb": peer,
+        "note": f"ours: the median of {len(runs)} loss patterns (each, fastest first: {each} s); "
+                "PouchDB gets only the 300 ms RTT (no loss, no cap)"}
 
 
 def workload_year(work, results, cases, events_per_case):
@@ -426,6 +448,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--villages", type=int, default=293)
     ap.add_argument("--cases", type=int, default=20, help="cases per village for W1")
+    ap.add_argument("--w4-patterns", type=int, default=5,
+                    help="W4: loss patterns (the link's seeds) to run the village day over; the median is reported")
     ap.add_argument("--w2", action="store_true", help="also W2: 300 cases per village (slow)")
     ap.add_argument("--w2-cases", type=int, default=300)
     ap.add_argument("--herd", action="store_true",
@@ -449,7 +473,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     results = {}
     steps = [("W1", lambda: workload_day(os.path.join(work, "w1"), a.villages, a.cases, "W1 county day", results)),
-             ("W4", lambda: workload_rural(os.path.join(work, "w4"), results))]
+             ("W4", lambda: workload_rural(os.path.join(work, "w4"), results, a.w4_patterns))]
     if a.w2:
         steps.append(("W2", lambda: workload_day(os.path.join(work, "w2"), a.villages, a.w2_cases,
                                                  "W2 fortnight offline", results, noop=False,
