@@ -784,7 +784,7 @@ async fn session_with(
     // The file phase starts at once: this side has every event it will get
     // (the peer's Done and our acknowledgements are through), and the
     // peer's end of the event stream, read meanwhile, is awaited after it.
-    // On a rural link that saves half a round trip.
+    // A no-op sync waits five round trips instead of six.
     if wire >= 2 {
         // Files after the events, on a stream of their own.
         let (send, recv) = conn
