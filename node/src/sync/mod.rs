@@ -782,33 +782,18 @@ async fn session_with(
     let (mut summary, events) =
         run_session(&mut ledger, peer.clone(), wire, send, Frames::spawn(recv, wire), None, progress, None).await?;
     // The file phase starts at once: this side has every event it will get
-    // (the peer's Done and our acknowledgements are through), and the
-    // peer's end of the event stream, read meanwhile, is awaited after it.
-    // A no-op sync waits five round trips instead of six.
-    if wire >= 2 {
-        // Files after the events, on a stream of their own.
-        let (send, recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| anyhow::Error::new(peer_error(&e)))
-            .with_context(|| format!("cannot start the file phase with {peer}"))?;
-        // Bounded like a served session: a peer trickling messages cannot
-        // hold a laptop's sync (or a desk's background sync) open forever.
-        let phase = files::run_files(&mut ledger, dir, &peer, send, recv, progress);
-        summary.files = match tokio::time::timeout(SESSION_DEADLINE, phase).await {
-            Ok(r) => r,
-            Err(_) => Err(frames::peer(
-                PeerErrorKind::TooSlow,
-                format!("the file phase took over {} s", SESSION_DEADLINE.as_secs()),
-            )),
-        }
-        .map_err(|e| {
-            e.context(format!(
-                "files with {peer} broke off; every case state is through, and the files resume at the next sync"
-            ))
-        })?;
-    }
+    // (the peer's Done is through, and every batch of ours it
+    // acknowledged), and the peer's end of the event stream, read
+    // meanwhile, is awaited after it. A no-op sync waits five round trips
+    // instead of six.
+    let files = if wire >= 2 { Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await) } else { None };
+    // Awaited whatever the file phase did: dropping the event stream, or
+    // the connection, before the peer's end would cut off its session (our
+    // last acknowledgements may still be on their way).
     peer_end(events).await;
+    if let Some(files) = files {
+        summary.files = files?;
+    }
     if ledger.topology().tier_of(&peer) != Some(Tier::County) {
         // What this upstream node now holds of our own events, to compare
         // with the county's receipts (`crate::receipts`).
@@ -822,6 +807,37 @@ async fn session_with(
     conn.close(close::DONE.into(), b"done");
     summary.link = Link::of(&conn);
     Ok((summary, ledger))
+}
+
+/// The file phase of a client session, on a stream of its own after the
+/// events.
+async fn file_phase(
+    ledger: &mut Ledger,
+    dir: &Path,
+    peer: &NodeId,
+    conn: &quinn::Connection,
+    progress: &Progress,
+) -> Result<proto::transfer::FileStats> {
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| anyhow::Error::new(peer_error(&e)))
+        .with_context(|| format!("cannot start the file phase with {peer}"))?;
+    // Bounded like a served session: a peer trickling messages cannot hold
+    // a laptop's sync (or a desk's background sync) open forever.
+    let phase = files::run_files(ledger, dir, peer, send, recv, progress);
+    match tokio::time::timeout(SESSION_DEADLINE, phase).await {
+        Ok(r) => r,
+        Err(_) => Err(frames::peer(
+            PeerErrorKind::TooSlow,
+            format!("the file phase took over {} s", SESSION_DEADLINE.as_secs()),
+        )),
+    }
+    .map_err(|e| {
+        e.context(format!(
+            "files with {peer} broke off; every case state is through, and the files resume at the next sync"
+        ))
+    })
 }
 
 /// `sync` command: one session, blocking, on a ledger the caller opened
