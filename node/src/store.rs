@@ -1865,6 +1865,11 @@ pub(crate) mod tests {
     use crate::identity::Identity;
     use proto::topology::NodeInfo;
 
+    /// Column `index` of every row `sql` returns.
+    fn column<T: rusqlite::types::FromSql>(conn: &Connection, sql: &str, index: usize) -> Vec<T> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(index)).unwrap().map(|r| r.unwrap()).collect()
+    }
+
     /// A cached statement used again with another value is not parsed
     /// again (a served sync session runs the same few statements for every
     /// peer; parsing them again was a tenth of a session's CPU).
@@ -2141,13 +2146,7 @@ pub(crate) mod tests {
             old_event_row(&conn, e, row, 0);
         }
         migrate(&mut conn).unwrap();
-        let kept: Vec<Vec<u8>> = conn
-            .prepare("SELECT event FROM quarantine")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let kept: Vec<Vec<u8>> = column(&conn, "SELECT event FROM quarantine", 0);
         assert!(kept.contains(&a.encode()) && kept.contains(&b.encode()), "{} kept", kept.len());
         assert_eq!(case_events(&conn, &a.case).unwrap().len(), 2, "the first body is the stored event");
     }
@@ -2299,21 +2298,14 @@ pub(crate) mod tests {
         let kept: i64 =
             conn.query_row("SELECT SUM(length(content)) FROM events WHERE origin != 'w'", [], |r| r.get(0)).unwrap();
         assert!(kept < whole - 4 * 32, "the content drops at least each prev: {whole} -> {kept}");
-        let plans: String = conn
-            .prepare("EXPLAIN QUERY PLAN SELECT pos FROM event_rows WHERE lane = 1 AND origin = 2 ORDER BY pos DESC")
-            .unwrap()
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let plans: String = column::<String>(
+            &conn,
+            "EXPLAIN QUERY PLAN SELECT pos FROM event_rows WHERE lane = 1 AND origin = 2 ORDER BY pos DESC",
+            3,
+        )
+        .concat();
         assert!(plans.contains("event_rows_lane"), "the lane index: {plans}");
-        let kinds: Vec<String> = conn
-            .prepare("SELECT typeof(value) FROM meta ORDER BY key")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(|r| r.unwrap())
-            .collect();
+        let kinds: Vec<String> = column(&conn, "SELECT typeof(value) FROM meta ORDER BY key", 0);
         assert_eq!(kinds, ["text", "blob"], "the long setting is packed, the short one not");
         assert_eq!(meta_get::<Vec<String>>(&conn, "topology").unwrap().unwrap().len(), 2000);
         let health = integrity::check(&conn);

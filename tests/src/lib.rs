@@ -295,3 +295,8 @@ impl Drop for ObjectStore {
         let _ = self.child.wait();
     }
 }
+
+/// The runtime the tests drive an in-process server and its clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}

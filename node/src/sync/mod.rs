@@ -378,6 +378,16 @@ impl Link {
             mtu_probes: s.path.sent_plpmtud_probes,
         }
     }
+
+    /// Adds another session's counters (recovery runs several).
+    fn add(&mut self, more: &Link) {
+        self.datagrams_sent += more.datagrams_sent;
+        self.datagrams_received += more.datagrams_received;
+        self.udp_bytes_sent += more.udp_bytes_sent;
+        self.udp_bytes_received += more.udp_bytes_received;
+        self.mtu_probes += more.mtu_probes;
+        self.path_mtu = more.path_mtu;
+    }
 }
 
 /// A stale or copied store recovered: it took back its own history from
@@ -738,12 +748,7 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
     into.seconds += more.seconds;
-    into.link.datagrams_sent += more.link.datagrams_sent;
-    into.link.datagrams_received += more.link.datagrams_received;
-    into.link.udp_bytes_sent += more.link.udp_bytes_sent;
-    into.link.udp_bytes_received += more.link.udp_bytes_received;
-    into.link.mtu_probes += more.link.mtu_probes;
-    into.link.path_mtu = more.link.path_mtu;
+    into.link.add(&more.link);
 }
 
 /// One client session with the node at `peer` (both directions), on

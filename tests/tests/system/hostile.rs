@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use system_tests::{ok, ok_json, run, s, County, Server};
+use system_tests::{ok, ok_json, run, runtime, s, County, Server};
 
 const LEGIT: &str = "511421101001";
 const MB: u64 = 1024 * 1024;
@@ -75,10 +75,6 @@ fn village_identities(county: &County, n: usize) -> Vec<Bundle> {
         .filter(|b| b.identity.node.tier == proto::Tier::Village && b.identity.node.id.as_str() != LEGIT)
         .take(n)
         .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn client_endpoint() -> quinn::Endpoint {

@@ -9,14 +9,10 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use system_tests::{ok, ok_json, run, s, take_case, County, Server};
+use system_tests::{ok, ok_json, run, runtime, s, take_case, County, Server};
 
 const TOWNSHIP: &str = "511421101";
 const VILLAGE: &str = "511421101001";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 fn bundle(county: &County, node: &str) -> Bundle {
     Bundle::read(&county.root.path().join(format!("{node}.bundle.json"))).unwrap()

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use system_tests::{fails, ok, ok_json, run, s, County, Server};
+use system_tests::{fails, ok, ok_json, run, runtime, s, County, Server};
 
 const HUB: &str = "511421";
 const TOWNSHIP: &str = "511421101";
@@ -207,7 +207,7 @@ fn a_village_may_not_sync_with_another_township() {
     assert!(err.contains("does not sync with") || err.contains("closed"), "{err}");
     // The library says why as a kind a program can act on (issue 12).
     node::keystore::set_passphrase(system_tests::PASSPHRASE);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     let typed = rt.block_on(node::sync::sync_with(std::path::Path::new(&b), &net.township.addr, false));
     match typed {
         Err(node::Error::Peer(p)) => {
@@ -447,7 +447,7 @@ fn a_village_on_the_previous_format_syncs_with_the_current_release() {
     ok("county-sim", &["generate", "--data", &a, "--count", "20", "--seed", "1", "--as", "王芳"]);
     node::keystore::set_passphrase(system_tests::PASSPHRASE);
     let old_village = |peer: &str| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = runtime();
         rt.block_on(node::sync::sync_with_versions(std::path::Path::new(&a), peer, false, &[1])).unwrap()
     };
     let up = old_village(&net.township.addr);
@@ -483,7 +483,7 @@ fn a_server_opens_its_ledger_once_for_many_sessions() {
     let county = County::new();
     let a = county.enrol(VILLAGE_A, "village-node");
     node::keystore::set_passphrase(system_tests::PASSPHRASE);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
         let addr = server.addr.to_string();
@@ -523,7 +523,7 @@ fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
     let version = || watcher.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).unwrap();
     let contact =
         || watcher.query_row("SELECT last_ms FROM contacts WHERE node = ?1", [VILLAGE_A], |r| r.get::<_, i64>(0)).ok();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         // Contacts written only at the end (not by the 5-second tick).
         let limits = node::sync::Limits { contacts_every: Duration::from_secs(3600), ..Default::default() };
@@ -557,7 +557,7 @@ fn a_session_that_stores_nothing_writes_nothing_at_the_server() {
 #[test]
 fn a_no_op_session_hands_nothing_off_the_servers_worker() {
     let (county, a) = village_a_with_two_cases();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
         let addr = server.addr.to_string();
@@ -695,13 +695,14 @@ fn the_countys_receipts_are_quick_only_for_one_lane_with_nothing_missing() {
 #[test]
 fn a_no_op_session_costs_the_link_a_few_kilobytes() {
     let (county, a) = village_a_with_two_cases();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let server = node::sync::start_server(&county.hub(), "127.0.0.1:0").await.unwrap();
-        let first = node::sync::sync_with(&a, &server.addr.to_string(), false).await.unwrap();
+        let addr = server.addr.to_string();
+        let first = node::sync::sync_with(&a, &addr, false).await.unwrap();
         assert!(first.link.datagrams_sent > 2 && first.link.datagrams_received > 2, "{:?}", first.link);
         assert!(first.link.udp_bytes_sent > first.bytes_sent, "{:?}", first.link);
-        let again = node::sync::sync_with(&a, &server.addr.to_string(), false).await.unwrap();
+        let again = node::sync::sync_with(&a, &addr, false).await.unwrap();
         assert_eq!(again.stats.sent_events + again.stats.received_events, 0, "{:?}", again.stats);
         let link = &again.link;
         assert_eq!((link.mtu_probes, link.path_mtu), (0, 1200), "{link:?}");
