@@ -273,6 +273,100 @@ pub fn certificate_fingerprint(pem: &str) -> Result<proto::Hash> {
     Ok(proto::Hash::of(der.as_ref()))
 }
 
+/// The other encoding of a certificate's ECDSA P-256 signature: an ECDSA
+/// signature (r, s) holds as (r, n - s) too, and the verifier accepts both.
+/// So anyone holding a certificate can re-encode it into another one that
+/// the county CA's verifier accepts, with another SHA-256, without the
+/// CA's key. A revocation names the certificate by its SHA-256, so a check
+/// must look for both forms (`sync::tls::revocation_names`). `None` for a
+/// certificate not signed with ECDSA P-256 / SHA-256 (the county CA's
+/// algorithm) or not in strict DER.
+pub fn other_signature_form(der: &[u8]) -> Option<Vec<u8>> {
+    /// ecdsa-with-SHA256, as the AlgorithmIdentifier is encoded.
+    const ECDSA_SHA256: [u8; 12] = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    /// The order of P-256's group.
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
+        0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+    ];
+    let (0x30, cert, []) = der_item(der)? else { return None };
+    let (0x30, _, after_tbs) = der_item(cert)? else { return None };
+    let tbs = &cert[..cert.len() - after_tbs.len()];
+    let (0x30, _, after_alg) = der_item(after_tbs)? else { return None };
+    let alg = &after_tbs[..after_tbs.len() - after_alg.len()];
+    let (0x03, [0, sig @ ..], []) = der_item(after_alg)? else { return None };
+    if alg != ECDSA_SHA256 {
+        return None;
+    }
+    let (0x30, pair, []) = der_item(sig)? else { return None };
+    let (0x02, _, after_r) = der_item(pair)? else { return None };
+    let r = &pair[..pair.len() - after_r.len()];
+    let (0x02, s, []) = der_item(after_r)? else { return None };
+    let s = match s {
+        [0, rest @ ..] => rest,
+        _ => s,
+    };
+    if s.len() > 32 || s.iter().all(|b| *b == 0) {
+        return None;
+    }
+    let mut padded = [0u8; 32];
+    padded[32 - s.len()..].copy_from_slice(s);
+    if padded >= N {
+        return None;
+    }
+    // n - s, big-endian, with borrow.
+    let mut other = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(padded[i]) - borrow;
+        borrow = i16::from(d < 0);
+        other[i] = (d + 256 * borrow) as u8;
+    }
+    let first = other.iter().position(|b| *b != 0)?;
+    let mut s2 = other[first..].to_vec();
+    if s2[0] & 0x80 != 0 {
+        s2.insert(0, 0);
+    }
+    let pair = [r, &der_wrap(0x02, &s2)].concat();
+    let sig = [&[0u8][..], &der_wrap(0x30, &pair)].concat();
+    let body = [tbs, alg, &der_wrap(0x03, &sig)].concat();
+    (body.len() <= 0xffff).then(|| der_wrap(0x30, &body))
+}
+
+/// One DER item of `input`: its tag, its contents and what follows it
+/// (definite, minimal lengths only).
+fn der_item(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81 => {
+            let (&b, rest) = rest.split_first()?;
+            (b >= 0x80).then_some((usize::from(b), rest))?
+        }
+        0x82 => {
+            let [a, b, rest @ ..] = rest else { return None };
+            let len = usize::from(*a) << 8 | usize::from(*b);
+            (len >= 0x100).then_some((len, rest))?
+        }
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A DER item of `tag` holding `contents`.
+fn der_wrap(tag: u8, contents: &[u8]) -> Vec<u8> {
+    let len = contents.len();
+    let mut out = vec![tag];
+    match len {
+        0..=0x7f => out.push(len as u8),
+        0x80..=0xff => out.extend([0x81, len as u8]),
+        _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
 /// A fresh ed25519 signing key, hex encoded, with its public key.
 pub fn generate_signing_key() -> (String, String) {
     let key = SigningKey::generate(&mut rand::rngs::OsRng);

@@ -1309,11 +1309,16 @@ pub fn latest_stamp_of(conn: &Connection, node: &NodeId, except: &NodeId) -> Res
     Ok(row.map_or(Hlc::default(), |(wall_ms, logical)| Hlc { wall_ms, logical }))
 }
 
-/// True when the county revoked the certificate with this SHA-256.
-pub fn certificate_revoked(conn: &Connection, certificate: &Hash) -> Result<bool> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM node_keys WHERE certificate = ?1 AND revoked = 1")?
-        .exists([certificate.0.as_slice()])?)
+/// True when the county revoked a certificate with any of these SHA-256s
+/// (a certificate's forms: `sync::tls::revocation_names`).
+pub fn certificate_revoked(conn: &Connection, names: &[Hash]) -> Result<bool> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM node_keys WHERE certificate = ?1 AND revoked = 1")?;
+    for name in names {
+        if stmt.exists([name.0.as_slice()])? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Every chain head held of `node`'s origins (all its incarnations):

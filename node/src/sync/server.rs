@@ -225,9 +225,9 @@ pub(super) struct Slot {
 }
 
 impl Gate {
-    fn is_revoked(&self, certificate: &proto::Hash) -> Result<bool> {
+    fn is_revoked(&self, names: &[proto::Hash]) -> Result<bool> {
         let store = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
-        store::certificate_revoked(store.conn(), certificate)
+        store::certificate_revoked(store.conn(), names)
     }
 
     /// The county's map as the store holds it now.
@@ -304,8 +304,8 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
         close_with(&conn, close::BUSY, &why);
         return Ok(());
     }
-    let peer = match peer_identity(&conn).and_then(|(id, tier, certificate)| {
-        let revoked = quick(|| gate.is_revoked(&certificate))?;
+    let peer = match peer_identity(&conn).and_then(|(id, tier, names)| {
+        let revoked = quick(|| gate.is_revoked(&names))?;
         let topology = quick(|| gate.topology())?;
         check_peer(&topology, &gate.me, &id, tier, revoked)?;
         Ok(id)

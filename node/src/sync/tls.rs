@@ -258,16 +258,27 @@ pub(super) fn identity_of(cert: &CertificateDer<'_>) -> Result<(NodeId, Tier)> {
         .ok_or_else(|| anyhow!("the certificate names no node ({names:?})"))
 }
 
-/// The node id and tier the peer's certificate names, and the
-/// certificate's SHA-256 (how revocations name it).
-pub(super) fn peer_identity(conn: &quinn::Connection) -> Result<(NodeId, Tier, proto::Hash)> {
+/// The SHA-256s a revocation of this certificate may name it by: its own,
+/// and that of its other signature form (`identity::other_signature_form`),
+/// which its holder can make without the CA and the CA's verifier accepts
+/// as well: a revoked laptop presenting its certificate so re-encoded is
+/// still refused.
+pub(super) fn revocation_names(cert: &CertificateDer<'_>) -> Vec<proto::Hash> {
+    let mut names = vec![proto::Hash::of(cert.as_ref())];
+    names.extend(crate::identity::other_signature_form(cert.as_ref()).map(|other| proto::Hash::of(&other)));
+    names
+}
+
+/// The node id and tier the peer's certificate names, and the SHA-256s a
+/// revocation may name it by ([`revocation_names`]).
+pub(super) fn peer_identity(conn: &quinn::Connection) -> Result<(NodeId, Tier, Vec<proto::Hash>)> {
     let certs = conn
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| anyhow!("the peer presented no certificate"))?;
     let cert = certs.first().ok_or_else(|| anyhow!("empty certificate chain"))?;
     let (id, tier) = identity_of(cert)?;
-    Ok((id, tier, proto::Hash::of(cert.as_ref())))
+    Ok((id, tier, revocation_names(cert)))
 }
 
 /// Checks a peer against the topology, the allowed edges and the
@@ -296,8 +307,8 @@ pub(super) fn check_peer(
 /// The peer's node id, from its certificate, checked against the topology,
 /// the allowed edges and the revocation list.
 pub(super) fn authenticate(conn: &quinn::Connection, ledger: &Ledger) -> Result<NodeId> {
-    let (id, tier, certificate) = peer_identity(conn)?;
-    let revoked = store::certificate_revoked(ledger.store().conn(), &certificate)?;
+    let (id, tier, names) = peer_identity(conn)?;
+    let revoked = store::certificate_revoked(ledger.store().conn(), &names)?;
     check_peer(ledger.topology(), ledger.me(), &id, tier, revoked)?;
     Ok(id)
 }
@@ -441,6 +452,28 @@ mod tests {
         assert!(v.verify_client_cert(&cert, &[], plus(expiring, 601)).is_err(), "expired a second ago");
         let foreign = issue(&self::ca(), (2026, 1, 1), (2031, 1, 1));
         assert!(v.verify_client_cert(&foreign, &[], day(2026, 11, 26)).is_err());
+    }
+
+    /// Anyone holding a certificate can re-encode its ECDSA signature
+    /// (s as n - s) into another certificate the county CA's verifier
+    /// accepts, with another SHA-256: a revocation is looked for under both
+    /// (as revoked laptops were let in under the other form).
+    #[test]
+    fn a_certificate_reencoded_by_its_holder_is_revoked_with_it() {
+        let ca = ca();
+        let cert = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+        let other = CertificateDer::from(crate::identity::other_signature_form(&cert).unwrap());
+        assert_ne!(other.as_ref(), cert.as_ref());
+        assert_eq!(crate::identity::other_signature_form(&other).as_deref(), Some(cert.as_ref()), "and back");
+        let (v, _) = verifier(&ca);
+        v.verify_client_cert(&other, &[], day(2026, 11, 26)).expect("the CA's verifier takes the other form");
+        let revoked = proto::Hash::of(cert.as_ref());
+        assert!(revocation_names(&other).contains(&revoked), "the other form names the revoked one");
+        assert!(revocation_names(&cert).contains(&revoked));
+        let mut forged = other.as_ref().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(v.verify_client_cert(&CertificateDer::from(forged), &[], day(2026, 11, 26)).is_err());
     }
 
     /// A chain with intermediates (the county CA issues none, but a

@@ -81,6 +81,37 @@ fn client_endpoint() -> quinn::Endpoint {
     quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap()
 }
 
+/// A revoked laptop's thief re-encodes its certificate's ECDSA signature
+/// (s as n - s: no CA key needed), so that its SHA-256, which the
+/// revocation names, changes while the county CA's verifier still accepts
+/// it. The hub refuses it as revoked all the same (it was let in).
+#[test]
+fn a_revoked_village_reencoding_its_certificate_is_still_refused() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let county = County::new();
+    let id = village_identities(&county, 1).remove(0);
+    let village = id.identity.node.id.to_string();
+    let hub_dir = county.hub();
+    ok(
+        "county-hub",
+        &["revoke", "--data", s(&hub_dir), "--node", &village, "--reason", "笔记本丢失", "--as", "县管理员"],
+    );
+    let der = CertificateDer::from_pem_slice(id.identity.tls_cert_pem.as_bytes()).unwrap();
+    let other = node::identity::other_signature_form(&der).expect("an ECDSA P-256 certificate");
+    let mut thief = id.clone();
+    thief.identity.tls_cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", other));
+    let hub = Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    let addr: SocketAddr = hub.addr.parse().unwrap();
+    runtime().block_on(async {
+        let ep = client_endpoint();
+        for bundle in [&id, &thief] {
+            let conn = connect(&ep, bundle, addr).await;
+            let why = closed_because(&conn, Duration::from_secs(10)).await;
+            assert!(why.contains("revoked"), "{why}");
+        }
+    });
+}
+
 /// A mutually authenticated connection to the hub with a valid certificate.
 async fn connect(ep: &quinn::Endpoint, id: &Bundle, addr: SocketAddr) -> quinn::Connection {
     let cfg = node::sync::client_config(&id.identity, &id.secrets).unwrap();
