@@ -273,64 +273,101 @@ pub fn certificate_fingerprint(pem: &str) -> Result<proto::Hash> {
     Ok(proto::Hash::of(der.as_ref()))
 }
 
-/// The other encoding of a certificate's ECDSA P-256 signature: an ECDSA
+/// The other encodings of a certificate's ECDSA signature: an ECDSA
 /// signature (r, s) holds as (r, n - s) too, and the verifier accepts both.
 /// So anyone holding a certificate can re-encode it into another one that
 /// the county CA's verifier accepts, with another SHA-256, without the
 /// CA's key. A revocation names the certificate by its SHA-256, so a check
-/// must look for both forms (`sync::tls::revocation_names`). `None` for a
-/// certificate not signed with ECDSA P-256 / SHA-256 (the county CA's
-/// algorithm) or not in strict DER.
-pub fn other_signature_form(der: &[u8]) -> Option<Vec<u8>> {
-    /// ecdsa-with-SHA256, as the AlgorithmIdentifier is encoded.
-    const ECDSA_SHA256: [u8; 12] = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
-    /// The order of P-256's group.
-    const N: [u8; 32] = [
-        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
-        0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+/// must look for every form (`sync::tls::revocation_names`). One form for
+/// each curve the verifier takes ECDSA on (P-256, the county CA's, and
+/// P-384) whose order `s` is below: only the CA's curve gives a valid one,
+/// and a name too many costs nothing on a list of refusals. None for a
+/// signature of another kind (Ed25519's and RSA's are not malleable so) or
+/// a certificate not in strict DER.
+pub fn other_signature_forms(der: &[u8]) -> Vec<Vec<u8>> {
+    /// The orders of the P-256 and P-384 groups.
+    const ORDERS: [&[u8]; 2] = [
+        &[
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
+            0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+        ],
+        &[
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc7, 0x63, 0x4d, 0x81, 0xf4, 0x37, 0x2d, 0xdf, 0x58, 0x1a, 0x0d, 0xb2,
+            0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
+        ],
     ];
+    let Some(EcdsaSigned { tbs, alg, r, s }) = ecdsa_signed(der) else { return Vec::new() };
+    let s = match s {
+        [0, rest @ ..] => rest,
+        _ => s,
+    };
+    ORDERS
+        .iter()
+        .filter_map(|n| {
+            let other = order_minus(n, s)?;
+            let first = other.iter().position(|b| *b != 0)?;
+            let mut s2 = other[first..].to_vec();
+            if s2[0] & 0x80 != 0 {
+                s2.insert(0, 0);
+            }
+            let pair = [r, &der_wrap(0x02, &s2)].concat();
+            let sig = [&[0u8][..], &der_wrap(0x30, &pair)].concat();
+            let body = [tbs, alg, &der_wrap(0x03, &sig)].concat();
+            (body.len() <= 0xffff).then(|| der_wrap(0x30, &body))
+        })
+        .collect()
+}
+
+/// A certificate's parts that its other signature forms keep or change.
+struct EcdsaSigned<'a> {
+    /// The signed part and the signature's algorithm, as encoded.
+    tbs: &'a [u8],
+    alg: &'a [u8],
+    /// The signature's r as encoded, and s's contents.
+    r: &'a [u8],
+    s: &'a [u8],
+}
+
+/// The parts of a certificate signed with ECDSA (SHA-256 or SHA-384), in
+/// strict DER.
+fn ecdsa_signed(der: &[u8]) -> Option<EcdsaSigned<'_>> {
+    /// ecdsa-with-SHA256 and -SHA384 start so (the OID's last byte differs).
+    const ECDSA_WITH: [u8; 11] = [0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
     let (0x30, cert, []) = der_item(der)? else { return None };
     let (0x30, _, after_tbs) = der_item(cert)? else { return None };
     let tbs = &cert[..cert.len() - after_tbs.len()];
     let (0x30, _, after_alg) = der_item(after_tbs)? else { return None };
     let alg = &after_tbs[..after_tbs.len() - after_alg.len()];
     let (0x03, [0, sig @ ..], []) = der_item(after_alg)? else { return None };
-    if alg != ECDSA_SHA256 {
+    if !(alg.len() == 12 && alg.starts_with(&ECDSA_WITH) && matches!(alg[11], 2 | 3)) {
         return None;
     }
     let (0x30, pair, []) = der_item(sig)? else { return None };
     let (0x02, _, after_r) = der_item(pair)? else { return None };
     let r = &pair[..pair.len() - after_r.len()];
     let (0x02, s, []) = der_item(after_r)? else { return None };
-    let s = match s {
-        [0, rest @ ..] => rest,
-        _ => s,
-    };
-    if s.len() > 32 || s.iter().all(|b| *b == 0) {
+    Some(EcdsaSigned { tbs, alg, r, s })
+}
+
+/// `n - s` (big-endian, `n`'s width) for `0 < s < n`.
+fn order_minus(n: &[u8], s: &[u8]) -> Option<Vec<u8>> {
+    if s.len() > n.len() || s.iter().all(|b| *b == 0) {
         return None;
     }
-    let mut padded = [0u8; 32];
-    padded[32 - s.len()..].copy_from_slice(s);
-    if padded >= N {
+    let mut padded = vec![0u8; n.len()];
+    padded[n.len() - s.len()..].copy_from_slice(s);
+    if padded.as_slice() >= n {
         return None;
     }
-    // n - s, big-endian, with borrow.
-    let mut other = [0u8; 32];
+    let mut out = vec![0u8; n.len()];
     let mut borrow = 0i16;
-    for i in (0..32).rev() {
-        let d = i16::from(N[i]) - i16::from(padded[i]) - borrow;
+    for i in (0..n.len()).rev() {
+        let d = i16::from(n[i]) - i16::from(padded[i]) - borrow;
         borrow = i16::from(d < 0);
-        other[i] = (d + 256 * borrow) as u8;
+        out[i] = (d + 256 * borrow) as u8;
     }
-    let first = other.iter().position(|b| *b != 0)?;
-    let mut s2 = other[first..].to_vec();
-    if s2[0] & 0x80 != 0 {
-        s2.insert(0, 0);
-    }
-    let pair = [r, &der_wrap(0x02, &s2)].concat();
-    let sig = [&[0u8][..], &der_wrap(0x30, &pair)].concat();
-    let body = [tbs, alg, &der_wrap(0x03, &sig)].concat();
-    (body.len() <= 0xffff).then(|| der_wrap(0x30, &body))
+    Some(out)
 }
 
 /// One DER item of `input`: its tag, its contents and what follows it

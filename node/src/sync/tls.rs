@@ -259,13 +259,13 @@ pub(super) fn identity_of(cert: &CertificateDer<'_>) -> Result<(NodeId, Tier)> {
 }
 
 /// The SHA-256s a revocation of this certificate may name it by: its own,
-/// and that of its other signature form (`identity::other_signature_form`),
+/// and those of its other signature forms (`identity::other_signature_forms`),
 /// which its holder can make without the CA and the CA's verifier accepts
 /// as well: a revoked laptop presenting its certificate so re-encoded is
 /// still refused.
 pub(super) fn revocation_names(cert: &CertificateDer<'_>) -> Vec<proto::Hash> {
     let mut names = vec![proto::Hash::of(cert.as_ref())];
-    names.extend(crate::identity::other_signature_form(cert.as_ref()).map(|other| proto::Hash::of(&other)));
+    names.extend(crate::identity::other_signature_forms(cert.as_ref()).iter().map(|other| proto::Hash::of(other)));
     names
 }
 
@@ -367,7 +367,10 @@ mod tests {
     }
 
     fn ca() -> Ca {
-        let key = KeyPair::generate().unwrap();
+        ca_of(KeyPair::generate().unwrap())
+    }
+
+    fn ca_of(key: KeyPair) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.not_before = date_time_ymd(2026, 1, 1);
@@ -456,24 +459,30 @@ mod tests {
 
     /// Anyone holding a certificate can re-encode its ECDSA signature
     /// (s as n - s) into another certificate the county CA's verifier
-    /// accepts, with another SHA-256: a revocation is looked for under both
-    /// (as revoked laptops were let in under the other form).
+    /// accepts, with another SHA-256: a revocation is looked for under every
+    /// form (as revoked laptops were let in under the other one). For the
+    /// county CA's curve (P-256) and the other one the verifier takes
+    /// (P-384).
     #[test]
     fn a_certificate_reencoded_by_its_holder_is_revoked_with_it() {
-        let ca = ca();
-        let cert = issue(&ca, (2026, 1, 1), (2031, 1, 1));
-        let other = CertificateDer::from(crate::identity::other_signature_form(&cert).unwrap());
-        assert_ne!(other.as_ref(), cert.as_ref());
-        assert_eq!(crate::identity::other_signature_form(&other).as_deref(), Some(cert.as_ref()), "and back");
-        let (v, _) = verifier(&ca);
-        v.verify_client_cert(&other, &[], day(2026, 11, 26)).expect("the CA's verifier takes the other form");
-        let revoked = proto::Hash::of(cert.as_ref());
-        assert!(revocation_names(&other).contains(&revoked), "the other form names the revoked one");
-        assert!(revocation_names(&cert).contains(&revoked));
-        let mut forged = other.as_ref().to_vec();
-        let last = forged.len() - 1;
-        forged[last] ^= 1;
-        assert!(v.verify_client_cert(&CertificateDer::from(forged), &[], day(2026, 11, 26)).is_err());
+        for alg in [&rcgen::PKCS_ECDSA_P256_SHA256, &rcgen::PKCS_ECDSA_P384_SHA384] {
+            let ca = ca_of(KeyPair::generate_for(alg).unwrap());
+            let cert = issue(&ca, (2026, 1, 1), (2031, 1, 1));
+            let (v, _) = verifier(&ca);
+            let accepted: Vec<CertificateDer<'_>> = crate::identity::other_signature_forms(&cert)
+                .into_iter()
+                .map(CertificateDer::from)
+                .filter(|other| v.verify_client_cert(other, &[], day(2026, 11, 26)).is_ok())
+                .collect();
+            assert_eq!(accepted.len(), 1, "{alg:?}: the CA's verifier takes one other form");
+            let other = &accepted[0];
+            assert_ne!(other.as_ref(), cert.as_ref());
+            let back = crate::identity::other_signature_forms(other);
+            assert!(back.iter().any(|b| b.as_slice() == cert.as_ref()), "{alg:?}: and back");
+            let revoked = proto::Hash::of(cert.as_ref());
+            assert!(revocation_names(other).contains(&revoked), "{alg:?}: the other form names the revoked one");
+            assert!(revocation_names(&cert).contains(&revoked));
+        }
     }
 
     /// A chain with intermediates (the county CA issues none, but a
