@@ -176,12 +176,7 @@ impl CaseQuery {
             limit + 1
         );
         let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(refs.as_slice(), |r| r.get::<_, Vec<u8>>(0))?;
-        let mut cases = Vec::with_capacity(limit + 1);
-        for row in rows {
-            cases.push(crate::at_rest::unpack_case(&row?)?);
-        }
+        let mut cases = crate::store::cases_read(conn, &sql, refs.as_slice())?;
         let next = if cases.len() > limit {
             cases.truncate(limit);
             cases.last().map(|c| Cursor { updated_ms: c.updated.wall_ms, case_id: c.case_id.0.clone() })
@@ -299,24 +294,12 @@ pub fn on_time_counts(conn: &Connection) -> Result<(u64, u64)> {
 
 /// Cases with an open follow-up of a poor rating.
 pub fn with_open_followups(conn: &Connection) -> Result<Vec<CaseState>> {
-    let mut stmt = conn.prepare("SELECT folded FROM cases WHERE open_followups > 0 ORDER BY updated_wall DESC")?;
-    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(crate::at_rest::unpack_case(&row?)?);
-    }
-    Ok(out)
+    crate::store::cases_read(conn, "SELECT folded FROM cases WHERE open_followups > 0 ORDER BY updated_wall DESC", [])
 }
 
 /// The cases of one 一件事 bundle.
 pub fn bundle_cases(conn: &Connection, bundle: &str) -> Result<Vec<CaseState>> {
-    let mut stmt = conn.prepare("SELECT folded FROM cases WHERE bundle = ?1 ORDER BY case_id")?;
-    let rows = stmt.query_map([bundle], |r| r.get::<_, Vec<u8>>(0))?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(crate::at_rest::unpack_case(&row?)?);
-    }
-    Ok(out)
+    crate::store::cases_read(conn, "SELECT folded FROM cases WHERE bundle = ?1 ORDER BY case_id", [bundle])
 }
 
 /// What the statistics count for one group of cases (县对窗口的考核).

@@ -1656,9 +1656,47 @@ pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>
     Ok(st)
 }
 
-fn decode_case(bytes: Vec<u8>) -> rusqlite::Result<CaseState> {
-    crate::at_rest::unpack_case(&bytes)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, e.into()))
+/// A case's stored row (`cases.folded`) as its folded state: the history's
+/// event hashes the row leaves out ([`crate::at_rest::pack_case`]) are read
+/// back from the events table. A row naming an event of its case that the
+/// store no longer holds under that id (a stale row: the store's check
+/// reports it) is read as a fresh fold of the case's events instead.
+pub fn case_from_row(conn: &Connection, bytes: &[u8]) -> Result<CaseState> {
+    let mut st = crate::at_rest::unpack_case(bytes)?;
+    if hashes_read_back(conn, &mut st)? {
+        return Ok(st);
+    }
+    tracing::warn!(case = %st.case_id, "a case row names an event not held: read as a fresh fold");
+    fold_stored(conn, &st.case_id)?.with_context(|| format!("case {} has a row but no events", st.case_id))
+}
+
+/// Puts back the history's event hashes a stored row leaves out, from the
+/// case's events. False when one of them is not held.
+pub(crate) fn hashes_read_back(conn: &Connection, st: &mut CaseState) -> Result<bool> {
+    if !st.history.iter().any(|h| h.hash == Hash::ZERO) {
+        return Ok(true);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.name, e.seq, e.hash FROM event_rows e JOIN names o ON o.id = e.origin
+         WHERE e.case_no = (SELECT id FROM names WHERE name = ?1)",
+    )?;
+    let held: std::collections::HashMap<(String, u64), Vec<u8>> = stmt
+        .query_map([&st.case_id.0], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for h in st.history.iter_mut().filter(|h| h.hash == Hash::ZERO) {
+        match held.get(&(h.event.origin.0.clone(), h.event.seq)).and_then(|b| <[u8; 32]>::try_from(&b[..]).ok()) {
+            Some(hash) => h.hash = Hash(hash),
+            None => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// The states of case rows read by `sql` (its one column `folded`).
+pub(crate) fn cases_read(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<CaseState>> {
+    let rows: Vec<Vec<u8>> =
+        conn.prepare_cached(sql)?.query_map(args, |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    rows.iter().map(|b| case_from_row(conn, b)).collect()
 }
 
 /// True when the case has a derived row.
@@ -1667,18 +1705,16 @@ pub fn case_exists(conn: &Connection, case: &CaseId) -> Result<bool> {
 }
 
 pub fn get_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>> {
-    Ok(conn
-        .query_row("SELECT folded FROM cases WHERE case_id = ?1", [&case.0], |r| decode_case(r.get(0)?))
-        .optional()?)
+    Ok(cases_read(conn, "SELECT folded FROM cases WHERE case_id = ?1", [&case.0])?.pop())
 }
 
 /// Derived case rows, optionally filtered by state and home node.
 pub fn list_cases(conn: &Connection, state: Option<&str>, home: Option<&NodeId>) -> Result<Vec<CaseState>> {
-    let mut stmt = conn.prepare(
+    cases_read(
+        conn,
         "SELECT folded FROM cases WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR home = ?2) ORDER BY case_id",
-    )?;
-    let rows = stmt.query_map(params![state, home.map(|h| &h.0)], |r| decode_case(r.get(0)?))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+        params![state, home.map(|h| &h.0)],
+    )
 }
 
 pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {

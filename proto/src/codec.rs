@@ -56,8 +56,9 @@ pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event conten
 /// The newest event content format version this release reads.
 pub const EVENT_CONTENT_NEWEST: u8 = 2;
 /// A case's folded state as a node stores it: its encoding,
-/// zstd-compressed (`node::at_rest`).
-pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 1, what: "stored case" };
+/// zstd-compressed (`node::at_rest`). 2: the history's event hashes left
+/// out where the events table holds them (1: with them, still read).
+pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 2, what: "stored case" };
 /// A long setting of a node's store (its JSON), zstd-compressed
 /// (`node::at_rest`).
 pub const META_AT_REST: Tag = Tag { kind: 0x6d, version: 1, what: "stored setting" };
