@@ -474,7 +474,7 @@ pub fn compare_derived(conn: &Connection) -> Result<Vec<String>> {
     }
     let mut stmt = conn.prepare("SELECT lookup, case_id FROM person_index")?;
     let stored: BTreeSet<(String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        stmt.query_map([], |r| Ok((store::lookup_of(r.get(0)?), r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
     // Entries of values replaced since are kept by design (a look-up finds
     // a case by any value it held); only missing entries and entries for
     // cases that do not exist are damage.

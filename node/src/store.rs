@@ -245,7 +245,32 @@ const MIGRATIONS: &[&str] = &[
         origin INTEGER NOT NULL, seq INTEGER NOT NULL, lane INTEGER NOT NULL, pos INTEGER NOT NULL,
         hash BLOB NOT NULL, case_no INTEGER NOT NULL, hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
         content BLOB NOT NULL, PRIMARY KEY (origin, seq)) WITHOUT ROWID;",
+    // 21: the personal-data index keeps a look-up hash as its 32 bytes
+    // instead of 64 hex characters ([`lookup_key`]); a value that is not
+    // such a hash (a forged event's) stays text.
+    "UPDATE person_index SET lookup = unhex(lookup)
+     WHERE typeof(lookup) = 'text' AND length(lookup) = 64 AND lookup NOT GLOB '*[^0-9a-f]*';",
 ];
+
+/// A look-up hash as the personal-data index keys it: a hash's 64
+/// lowercase hex characters as its 32 bytes; anything else (only a forged
+/// event carries it) as the text it is, so that it is found as written.
+fn lookup_key(lookup: &str) -> rusqlite::types::Value {
+    let is_hash = lookup.len() == 64 && lookup.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    match hex::decode(lookup) {
+        Ok(bytes) if is_hash => rusqlite::types::Value::Blob(bytes),
+        _ => rusqlite::types::Value::Text(lookup.to_owned()),
+    }
+}
+
+/// A personal-data index key read back as the look-up hash it keys.
+pub(crate) fn lookup_of(key: rusqlite::types::Value) -> String {
+    match key {
+        rusqlite::types::Value::Blob(bytes) => hex::encode(bytes),
+        rusqlite::types::Value::Text(text) => text,
+        other => format!("{other:?}"),
+    }
+}
 
 /// An event row's columns, its origin, lane and case by name.
 struct Row<'a> {
@@ -1571,7 +1596,7 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
             if let proto::event::FieldValue::Protected(p) = v {
                 conn.execute(
                     "INSERT OR IGNORE INTO person_index (lookup, case_id) VALUES (?1, ?2)",
-                    params![p.lookup, st.case_id.0],
+                    params![lookup_key(&p.lookup), st.case_id.0],
                 )?;
             }
         }
@@ -1719,7 +1744,7 @@ pub fn list_cases(conn: &Connection, state: Option<&str>, home: Option<&NodeId>)
 
 pub fn cases_by_lookup(conn: &Connection, lookup: &str) -> Result<Vec<CaseId>> {
     let mut stmt = conn.prepare("SELECT case_id FROM person_index WHERE lookup = ?1 ORDER BY case_id")?;
-    let rows = stmt.query_map([lookup], |r| Ok(CaseId(r.get(0)?)))?;
+    let rows = stmt.query_map([lookup_key(lookup)], |r| Ok(CaseId(r.get(0)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -2312,6 +2337,45 @@ pub(crate) mod tests {
                 e
             })
             .collect()
+    }
+
+    /// The personal-data index keys a look-up hash by its 32 bytes (about
+    /// 32 bytes an entry less than its hex); a forged, non-hash value is
+    /// kept as the text it is. Both are found, and migration 21 rewrites
+    /// the hex keys an earlier schema stored.
+    #[test]
+    fn the_personal_data_index_keys_a_hash_by_its_bytes_and_anything_else_as_text() {
+        let (_dir, mut conn) = store_at_schema(20);
+        let hash = "ab".repeat(32);
+        let odd = ["AB".repeat(32), "zz".repeat(32), "12ab".into()];
+        for (i, lookup) in std::iter::once(&hash).chain(&odd).enumerate() {
+            conn.execute(
+                "INSERT INTO person_index (lookup, case_id) VALUES (?1, ?2)",
+                params![lookup, format!("v-{i}")],
+            )
+            .unwrap();
+        }
+        migrate(&mut conn).unwrap();
+        let kinds: Vec<String> = column(&conn, "SELECT typeof(lookup) FROM person_index ORDER BY case_id", 0);
+        assert_eq!(kinds, ["blob", "text", "text", "text"]);
+        let after_migration: Vec<Vec<CaseId>> =
+            std::iter::once(&hash).chain(&odd).map(|l| cases_by_lookup(&conn, l).unwrap()).collect();
+        let expected: Vec<Vec<CaseId>> = (0..4).map(|i| vec![CaseId(format!("v-{i}"))]).collect();
+        assert_eq!(after_migration, expected);
+        // Written from now on: the same keys.
+        conn.execute("DELETE FROM person_index", []).unwrap();
+        for (i, lookup) in std::iter::once(&hash).chain(&odd).enumerate() {
+            conn.execute(
+                "INSERT INTO person_index (lookup, case_id) VALUES (?1, ?2)",
+                params![lookup_key(lookup), format!("v-{i}")],
+            )
+            .unwrap();
+            assert_eq!(lookup_of(lookup_key(lookup)), *lookup);
+        }
+        assert_eq!(column::<String>(&conn, "SELECT typeof(lookup) FROM person_index ORDER BY case_id", 0), kinds);
+        let bytes: i64 =
+            conn.query_row("SELECT length(lookup) FROM person_index WHERE case_id = 'v-0'", [], |r| r.get(0)).unwrap();
+        assert_eq!(bytes, 32);
     }
 
     /// Migration 20 rewrites each event row from the whole encoded event
