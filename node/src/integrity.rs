@@ -263,7 +263,7 @@ fn check_event_rows(conn: &Connection, problems: &mut Vec<String>) -> rusqlite::
         let seq: i64 = r.get(3)?;
         let names: [Option<String>; 3] = [r.get(2)?, r.get(4)?, r.get(1)?];
         let [Some(origin), Some(_), Some(case)] = names else {
-            let ids: [i64; 3] = [r.get(10)?, r.get(11)?, r.get(12)?];
+            let ids: [i64; 3] = [r.get(11)?, r.get(12)?, r.get(13)?];
             push(problems, format!("event {}/{seq} names an origin, lane or case that is not held ({ids:?})", ids[0]));
             continue;
         };
@@ -697,7 +697,8 @@ mod tests {
     /// A row altered on disk shows whichever part was changed: its
     /// content (the stored hash no longer matches), its stored hash (the
     /// next event's `prev` is read from it, so that event no longer matches
-    /// either), or the case it is filed under.
+    /// either), or the case it is filed under (the content at rest takes
+    /// its case from the row, and the hash covers it).
     #[test]
     fn an_altered_event_row_is_damage() {
         let chain = crate::store::tests::test_chain("v", 3);
@@ -710,7 +711,8 @@ mod tests {
             (
                 "INSERT INTO names (name) VALUES ('v-9');
                  UPDATE event_rows SET case_no = (SELECT id FROM names WHERE name = 'v-9') WHERE seq = 3",
-                vec!["v/3 under case v-9"],
+                // The row's case is the content's at rest: the hash covers it.
+                vec!["v/3 does not match its stored hash"],
             ),
             // The origin's name renamed: every header changes.
             ("UPDATE names SET name = 'w' WHERE name = 'v'", vec!["w/1", "w/2", "w/3"]),

@@ -55,6 +55,10 @@ pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header"
 pub const EVENT_CONTENT: Tag = Tag { kind: 0x43, version: 1, what: "event content" };
 /// The newest event content format version this release reads.
 pub const EVENT_CONTENT_NEWEST: u8 = 2;
+/// An event's content as a node stores it beside the name of its case:
+/// the content without the case id (`Event::content_at_rest`), in the
+/// content's own format version.
+pub const EVENT_CONTENT_AT_REST: Tag = Tag { kind: 0x65, version: 1, what: "stored event content" };
 /// A case's folded state as a node stores it: its encoding,
 /// zstd-compressed (`node::at_rest`). 2: the history's event hashes left
 /// out where the events table holds them (1: with them, still read).
@@ -137,6 +141,16 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
     Ok(value)
 }
 
+/// Where a string encoded at `at` in `bytes` ends (after its length and
+/// its UTF-8 bytes), if a well-formed one is there.
+pub fn string_end(bytes: &[u8], at: usize) -> Option<usize> {
+    let (len, used): (u64, usize) = bincode::decode_from_slice(bytes.get(at..)?, config()).ok()?;
+    let start = at.checked_add(used)?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    std::str::from_utf8(bytes.get(start..end)?).ok()?;
+    Some(end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +177,18 @@ mod tests {
             DecodeErrorKind::UnsupportedVersion(9)
         );
         assert_eq!(decode_tagged::<u32>(SYNC_MESSAGE, &[]).unwrap_err().kind, DecodeErrorKind::Malformed);
+    }
+
+    #[test]
+    fn a_strings_end_is_found_after_its_length_and_bytes() {
+        for text in ["", "村代办员", &"长".repeat(300)] {
+            let bytes = encode(&(7u8, text, 9u8));
+            assert_eq!(string_end(&bytes, 1), Some(bytes.len() - 1), "{text}");
+        }
+        let bytes = encode(&"村代办员");
+        assert_eq!(string_end(&bytes[..bytes.len() - 1], 0), None, "cut short");
+        assert_eq!(string_end(&encode(&vec![0xffu8, 0xfe]), 0), None, "not UTF-8");
+        assert_eq!(string_end(&bytes, bytes.len()), None);
     }
 
     #[test]

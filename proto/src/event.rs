@@ -358,6 +358,28 @@ pub struct Event {
 /// What an event's content bytes hold: actor, case, context, body.
 pub type Content = (String, CaseId, VClock<NodeId>, Body);
 
+/// The content format version content bytes state (the first version when
+/// they state none this release reads, which decoding then refuses).
+fn stated_version(bytes: &[u8]) -> u8 {
+    match bytes.get(1) {
+        Some(v) if (1..=codec::EVENT_CONTENT_NEWEST).contains(v) => *v,
+        _ => codec::EVENT_CONTENT.version,
+    }
+}
+
+/// A body must be written in its own content version, so that one event
+/// has one encoding.
+fn own_version(body: &Body, version: u8) -> Result<(), codec::DecodeError> {
+    if body.content_version() == version {
+        return Ok(());
+    }
+    Err(codec::DecodeError {
+        what: codec::EVENT_CONTENT.what,
+        kind: codec::DecodeErrorKind::Malformed,
+        message: format!("a {} event in content format version {version}", body.name()),
+    })
+}
+
 /// The part of an event that the hash chain covers directly. The content
 /// (actor, case, context, body) enters through its hash, so a node can check
 /// an origin's chain across events it may not see (another village's cases)
@@ -397,19 +419,54 @@ impl Event {
     /// in its own version (`Body::content_version`), so that one event has
     /// one encoding.
     pub fn decode_content(bytes: &[u8]) -> Result<Content, codec::DecodeError> {
-        let version = match bytes.get(1) {
-            Some(v) if (1..=codec::EVENT_CONTENT_NEWEST).contains(v) => *v,
-            _ => codec::EVENT_CONTENT.version,
-        };
+        let version = stated_version(bytes);
         let content: Content = codec::decode_tagged(codec::Tag { version, ..codec::EVENT_CONTENT }, bytes)?;
-        if content.3.content_version() != version {
-            return Err(codec::DecodeError {
-                what: codec::EVENT_CONTENT.what,
-                kind: codec::DecodeErrorKind::Malformed,
-                message: format!("a {} event in content format version {version}", content.3.name()),
-            });
-        }
+        own_version(&content.3, version)?;
         Ok(content)
+    }
+
+    /// An event's content as a store keeps it beside the name of its case:
+    /// the content bytes ([`Event::content_bytes`]) without the case id
+    /// (about 17 bytes an event), behind the kind of
+    /// `codec::EVENT_CONTENT_AT_REST` and the content's version. `None`
+    /// when `content` is not an event content of `case` (a store then
+    /// keeps it as it is).
+    pub fn content_at_rest(content: &[u8], case: &str) -> Option<Vec<u8>> {
+        if content.first() != Some(&codec::EVENT_CONTENT.kind) {
+            return None;
+        }
+        let actor_end = codec::string_end(content, 2)?;
+        let case_end = codec::string_end(content, actor_end)?;
+        if content[actor_end..case_end] != codec::encode(&case)[..] {
+            return None;
+        }
+        let mut out = Vec::with_capacity(content.len() - (case_end - actor_end));
+        out.push(codec::EVENT_CONTENT_AT_REST.kind);
+        out.extend_from_slice(&content[1..actor_end]);
+        out.extend_from_slice(&content[case_end..]);
+        Some(out)
+    }
+
+    /// [`Event::from_content`] from what a store keeps: the content as it
+    /// is, or its form at rest ([`Event::content_at_rest`]) with the name
+    /// of its case.
+    pub fn from_stored(
+        id: EventId,
+        lane: Lane,
+        pos: u64,
+        prev: Hash,
+        hlc: Hlc,
+        case: &str,
+        stored: &[u8],
+    ) -> Result<Event, codec::DecodeError> {
+        if stored.first() != Some(&codec::EVENT_CONTENT_AT_REST.kind) {
+            return Event::from_content(id, lane, pos, prev, hlc, stored);
+        }
+        let version = stated_version(stored);
+        let (actor, context, body): (String, VClock<NodeId>, Body) =
+            codec::decode_tagged(codec::Tag { version, ..codec::EVENT_CONTENT_AT_REST }, stored)?;
+        own_version(&body, version)?;
+        Ok(Event { id, lane, pos, prev, hlc, actor, case: CaseId(case.to_owned()), context, body })
     }
 
     /// An event from its header fields and its content bytes
@@ -594,6 +651,35 @@ mod tests {
                 e
             })
             .collect()
+    }
+
+    /// A store keeps an event's content without its case id and reads back
+    /// the same event, in either content version; content that does not
+    /// hold the case named beside it is kept whole.
+    #[test]
+    fn content_at_rest_leaves_out_the_case_and_reads_back_the_same_event() {
+        let mut events = chain(2);
+        events[1].body =
+            Body::DetachFile {
+                material: "户口簿".into(), hash: crate::files::FileHash([7; 32]), note: "重拍".into()
+            };
+        crdts::CmRDT::apply(&mut events[1].context, crdts::Dot::new(NodeId::new("511421101"), 3));
+        for e in &events {
+            let content = e.content_bytes();
+            let rest = Event::content_at_rest(&content, e.case.as_str()).unwrap();
+            assert_eq!(rest.len(), content.len() - codec::encode(&e.case).len());
+            assert_eq!(rest[..2], [codec::EVENT_CONTENT_AT_REST.kind, e.body.content_version()]);
+            assert!(!rest.windows(e.case.as_str().len()).any(|w| w == e.case.as_str().as_bytes()));
+            let read = Event::from_stored(e.id.clone(), e.lane.clone(), e.pos, e.prev, e.hlc, e.case.as_str(), &rest);
+            assert_eq!(read.unwrap(), *e);
+            let whole = Event::from_stored(e.id.clone(), e.lane.clone(), e.pos, e.prev, e.hlc, "ignored", &content);
+            assert_eq!(whole.unwrap(), *e, "content kept whole reads as it is");
+            assert_eq!(Event::content_at_rest(&content, "511421101001-2"), None, "another case");
+            assert_eq!(Event::content_at_rest(&content[..6], e.case.as_str()), None, "cut short in the case id");
+            let mut wrong = rest.clone();
+            wrong[1] = 3 - wrong[1];
+            assert!(Event::from_stored(e.id.clone(), e.lane.clone(), e.pos, e.prev, e.hlc, "c", &wrong).is_err());
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Reading and altering a node's stored event rows as someone with the
 //! disk in hand would, to show what the receivers and the store's own
 //! check catch. A row (`event_rows`) keeps its header fields as columns,
-//! origin, lane and case as ids into `names`, and its content
-//! (`Event::content_bytes`); `prev` is the stored hash of the row before it
-//! in its chain. The `events` view reads them with their names.
+//! origin, lane and case as ids into `names`, and its content at rest
+//! (`Event::content_at_rest`: the content bytes without the case id the
+//! row names); `prev` is the stored hash of the row before it in its
+//! chain. The `events` view reads them with their names.
 
 use proto::{Event, EventId, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -11,18 +12,21 @@ use rusqlite::{params, Connection, OptionalExtension};
 fn read(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Option<Event> {
     let sql = format!(
         "SELECT e.origin, e.seq, e.lane, e.pos, e.hlc_wall, e.hlc_logical, e.content,
-                (SELECT p.hash FROM events p WHERE p.lane = e.lane AND p.origin = e.origin AND p.pos = e.pos - 1)
+                (SELECT p.hash FROM events p WHERE p.lane = e.lane AND p.origin = e.origin AND p.pos = e.pos - 1),
+                e.case_id
          FROM events e WHERE {filter}"
     );
     conn.query_row(&sql, args, |r| {
         let prev: Option<Vec<u8>> = r.get(7)?;
         let content: Vec<u8> = r.get(6)?;
-        Ok(Event::from_content(
+        let case: String = r.get(8)?;
+        Ok(Event::from_stored(
             EventId { origin: NodeId::new(r.get::<_, String>(0)?), seq: r.get(1)? },
             Lane::from_key(&r.get::<_, String>(2)?),
             r.get(3)?,
             prev.map_or(Hash::ZERO, |h| Hash(h.try_into().unwrap())),
             Hlc { wall_ms: r.get(4)?, logical: r.get(5)? },
+            &case,
             &content,
         )
         .expect("a stored event decodes"))
@@ -39,6 +43,12 @@ pub fn stored_event(conn: &Connection, origin: &str, seq: u64) -> Event {
 /// The last stored event of `origin` (highest seq).
 pub fn last_stored_event(conn: &Connection, origin: &str) -> Event {
     read(conn, "e.origin = ?1 ORDER BY e.seq DESC LIMIT 1", [origin]).expect("the origin has events")
+}
+
+/// `e`'s content as a row keeps it.
+fn at_rest(e: &Event) -> Vec<u8> {
+    let content = e.content_bytes();
+    Event::content_at_rest(&content, e.case.as_str()).unwrap_or(content)
 }
 
 /// Stores `e` as a row of its chain, as the node's own code would (a
@@ -62,7 +72,7 @@ pub fn insert_stored_event(conn: &Connection, e: &Event) {
             e.case.as_str(),
             e.hlc.wall_ms,
             e.hlc.logical,
-            e.content_bytes()
+            at_rest(e)
         ],
     )
     .unwrap();
@@ -76,7 +86,7 @@ pub fn rewrite_stored_event(conn: &Connection, altered: &Event) {
     let (origin, lane) = (altered.id.origin.as_str(), altered.lane.key());
     conn.execute(
         "UPDATE event_rows SET content = ?1, hash = ?2 WHERE origin = (SELECT id FROM names WHERE name = ?3) AND seq = ?4",
-        params![altered.content_bytes(), altered.hash().0.to_vec(), origin, altered.id.seq],
+        params![at_rest(altered), altered.hash().0.to_vec(), origin, altered.id.seq],
     )
     .unwrap();
     let mut pos = altered.pos + 1;
