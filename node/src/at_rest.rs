@@ -248,6 +248,23 @@ pub(crate) mod tests {
             "so does the first packed form"
         );
         assert!(crate::integrity::compare_derived(store.conn()).unwrap().is_empty());
+        // A twin under the first event's id filed under another case: that
+        // case's history names the id once, and its hash is read back from
+        // the equivocations (found by review: it was taken for a stale row).
+        let other = creation(&NodeId::new("511421101002"), 1, Hash::ZERO);
+        let mut elsewhere = first.clone();
+        elsewhere.case = other.case.clone();
+        elsewhere.body = other.body.clone();
+        store::insert_event(store.conn(), &other).unwrap();
+        assert_eq!(store::insert_event(store.conn(), &elsewhere).unwrap(), store::Inserted::Equivocation);
+        let there = store::refold_case(store.conn(), &other.case).unwrap().unwrap();
+        let there_row = store::get_case(store.conn(), &other.case).unwrap().unwrap();
+        assert_eq!(there_row, there);
+        let mut thin = unpack_case(&pack_case(&there)).unwrap();
+        assert!(thin.history.iter().any(|h| h.hash == Hash::ZERO));
+        assert!(store::hashes_read_back(store.conn(), &mut thin).unwrap(), "read back, not refolded");
+        assert_eq!(thin, there);
+        assert!(crate::integrity::compare_derived(store.conn()).unwrap().is_empty());
         // A row naming an event no longer held is read as a fresh fold, and
         // the store's comparison reports it.
         store.conn().execute("DELETE FROM event_rows WHERE seq = 2", []).unwrap();

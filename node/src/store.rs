@@ -1689,33 +1689,45 @@ pub fn refold_case(conn: &Connection, case: &CaseId) -> Result<Option<CaseState>
 
 /// A case's stored row (`cases.folded`) as its folded state: the history's
 /// event hashes the row leaves out ([`crate::at_rest::pack_case`]) are read
-/// back from the events table. A row naming an event of its case that the
+/// back from the case's events. A row naming an event of its case that the
 /// store no longer holds under that id (a stale row: the store's check
-/// reports it) is read as a fresh fold of the case's events instead.
+/// reports it) is read as a fresh fold of the case's events instead, or,
+/// when the case has no events left, as it is stored.
 pub fn case_from_row(conn: &Connection, bytes: &[u8]) -> Result<CaseState> {
     let mut st = crate::at_rest::unpack_case(bytes)?;
     if hashes_read_back(conn, &mut st)? {
         return Ok(st);
     }
     tracing::warn!(case = %st.case_id, "a case row names an event not held: read as a fresh fold");
-    fold_stored(conn, &st.case_id)?.with_context(|| format!("case {} has a row but no events", st.case_id))
+    Ok(fold_stored(conn, &st.case_id)?.unwrap_or(st))
 }
 
 /// Puts back the history's event hashes a stored row leaves out, from the
-/// case's events. False when one of them is not held.
+/// case's events (its rows and its equivocating twins). False when one of
+/// them is not held, or held twice.
 pub(crate) fn hashes_read_back(conn: &Connection, st: &mut CaseState) -> Result<bool> {
     if !st.history.iter().any(|h| h.hash == Hash::ZERO) {
         return Ok(true);
     }
-    let mut stmt = conn.prepare_cached(
+    let mut held: std::collections::HashMap<(String, u64), Option<Vec<u8>>> = Default::default();
+    let mut note = |r: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+        held.entry((r.get(0)?, r.get(1)?)).and_modify(|h| *h = None).or_insert(Some(r.get(2)?));
+        Ok(())
+    };
+    let mut rows = conn.prepare_cached(
         "SELECT o.name, e.seq, e.hash FROM event_rows e JOIN names o ON o.id = e.origin
          WHERE e.case_no = (SELECT id FROM names WHERE name = ?1)",
     )?;
-    let held: std::collections::HashMap<(String, u64), Vec<u8>> = stmt
-        .query_map([&st.case_id.0], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut twins = conn.prepare_cached("SELECT origin, seq, hash FROM equivocations WHERE case_id = ?1")?;
+    for stmt in [&mut rows, &mut twins] {
+        let mut found = stmt.query([&st.case_id.0])?;
+        while let Some(r) = found.next()? {
+            note(r)?;
+        }
+    }
     for h in st.history.iter_mut().filter(|h| h.hash == Hash::ZERO) {
-        match held.get(&(h.event.origin.0.clone(), h.event.seq)).and_then(|b| <[u8; 32]>::try_from(&b[..]).ok()) {
+        let hash = held.get(&(h.event.origin.0.clone(), h.event.seq)).cloned().flatten();
+        match hash.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             Some(hash) => h.hash = Hash(hash),
             None => return Ok(false),
         }
@@ -1723,11 +1735,32 @@ pub(crate) fn hashes_read_back(conn: &Connection, st: &mut CaseState) -> Result<
     Ok(true)
 }
 
+/// The creation a case's stored row holds, read without its history's
+/// hashes (which it does not need).
+pub fn stored_create(conn: &Connection, case: &CaseId) -> Result<Option<proto::event::Create>> {
+    let row: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT folded FROM cases WHERE case_id = ?1")?
+        .query_row([&case.0], |r| r.get(0))
+        .optional()?;
+    Ok(match row {
+        Some(bytes) => crate::at_rest::unpack_case(&bytes)?.create,
+        None => None,
+    })
+}
+
 /// The states of case rows read by `sql` (its one column `folded`).
+/// Read in one snapshot (a savepoint, inside or outside a transaction), so
+/// that a purge committed meanwhile cannot come between a row and its
+/// events.
 pub(crate) fn cases_read(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<CaseState>> {
-    let rows: Vec<Vec<u8>> =
-        conn.prepare_cached(sql)?.query_map(args, |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    rows.iter().map(|b| case_from_row(conn, b)).collect()
+    conn.execute_batch("SAVEPOINT cases_read")?;
+    let read = (|| {
+        let rows: Vec<Vec<u8>> =
+            conn.prepare_cached(sql)?.query_map(args, |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        rows.iter().map(|b| case_from_row(conn, b)).collect()
+    })();
+    conn.execute_batch("RELEASE cases_read")?;
+    read
 }
 
 /// True when the case has a derived row.

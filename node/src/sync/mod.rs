@@ -108,7 +108,7 @@ impl Replica for SqliteReplica<'_> {
         store::lane_tip(self.0, origin, lane)
     }
     fn create_of(&self, case: &CaseId) -> Result<Option<proto::event::Create>> {
-        Ok(store::get_case(self.0, case)?.and_then(|c| c.create))
+        store::stored_create(self.0, case)
     }
     fn key_status(&self, node: &NodeId, key: &proto::event::KeyId) -> Result<proto::sync::KeyStatus> {
         store::key_status(self.0, node, key)
