@@ -258,9 +258,9 @@ const MIGRATIONS: &[&str] = &[
 /// lowercase hex characters as its 32 bytes; anything else (only a forged
 /// event carries it) as the text it is, so that it is found as written.
 fn lookup_key(lookup: &str) -> rusqlite::types::Value {
-    let is_hash = lookup.len() == 64 && lookup.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    match hex::decode(lookup) {
-        Ok(bytes) if is_hash => rusqlite::types::Value::Blob(bytes),
+    let is_hash = lookup.len() == 64 && lookup.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match is_hash.then(|| hex::decode(lookup)) {
+        Some(Ok(bytes)) => rusqlite::types::Value::Blob(bytes),
         _ => rusqlite::types::Value::Text(lookup.to_owned()),
     }
 }
@@ -1748,19 +1748,22 @@ pub fn stored_create(conn: &Connection, case: &CaseId) -> Result<Option<proto::e
     })
 }
 
-/// The states of case rows read by `sql` (its one column `folded`).
-/// Read in one snapshot (a savepoint, inside or outside a transaction), so
-/// that a purge committed meanwhile cannot come between a row and its
-/// events.
+/// The states of case rows read by `sql` (its one column `folded`), in one
+/// snapshot, so that a purge committed meanwhile cannot come between a row
+/// and its events: the transaction's, or a savepoint's outside one.
 pub(crate) fn cases_read(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<CaseState>> {
-    conn.execute_batch("SAVEPOINT cases_read")?;
-    let read = (|| {
+    let read = || -> Result<Vec<CaseState>> {
         let rows: Vec<Vec<u8>> =
             conn.prepare_cached(sql)?.query_map(args, |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         rows.iter().map(|b| case_from_row(conn, b)).collect()
-    })();
+    };
+    if !conn.is_autocommit() {
+        return read();
+    }
+    conn.execute_batch("SAVEPOINT cases_read")?;
+    let cases = read();
     conn.execute_batch("RELEASE cases_read")?;
-    read
+    cases
 }
 
 /// True when the case has a derived row.
