@@ -248,6 +248,24 @@ pub(crate) mod tests {
             "so does the first packed form"
         );
         assert!(crate::integrity::compare_derived(store.conn()).unwrap().is_empty());
+        // A twin of the case's second event stored after the row was (the
+        // receive path keeps a twin aside and folds nothing): the row's
+        // single entry is the event the case has a row of, read back so,
+        // not taken for a stale row (found by review).
+        let mut late = second.clone();
+        late.actor = "第三台电脑".into();
+        assert_eq!(store::insert_event(store.conn(), &late).unwrap(), store::Inserted::Equivocation);
+        let mut thin = unpack_case(&folded).unwrap();
+        assert!(store::hashes_read_back(store.conn(), &mut thin).unwrap(), "read back, not refolded");
+        assert_eq!(thin, st);
+        store.conn().execute("DELETE FROM equivocations WHERE hash = ?1", [&late.hash().0[..]]).unwrap();
+        let plan: String = store
+            .conn()
+            .query_row("EXPLAIN QUERY PLAN SELECT origin, seq, hash FROM equivocations WHERE case_id = 'c'", [], |r| {
+                r.get(3)
+            })
+            .unwrap();
+        assert!(plan.contains("equivocations_case"), "twins are found by their case: {plan}");
         // A twin under the first event's id filed under another case: that
         // case's history names the id once, and its hash is read back from
         // the equivocations (found by review: it was taken for a stale row).

@@ -252,6 +252,9 @@ const MIGRATIONS: &[&str] = &[
     // such a hash (a forged event's) stays text.
     "UPDATE person_index SET lookup = unhex(lookup)
      WHERE typeof(lookup) = 'text' AND length(lookup) = 64 AND lookup NOT GLOB '*[^0-9a-f]*';",
+    // 22: equivocating twins found by their case (a case's events and the
+    // hashes its row leaves out read them), not by a scan of them all.
+    "CREATE INDEX equivocations_case ON equivocations(case_id);",
 ];
 
 /// A look-up hash as the personal-data index keys it: a hash's 64
@@ -1391,7 +1394,62 @@ pub fn purge_after_revocation(
             moved += purge_chain_past_cut(conn, at_ms, from, &lane, &origin, pos, node, key, upto)?;
         }
     }
+    Ok(moved + purge_twins_past_cut(conn, at_ms, from, node, key, upto)?)
+}
+
+/// The equivocating twins `node` signed past the revocation's cut of
+/// their chain go to quarantine too: kept beside the case, a twin would
+/// be folded back in (a thief's creation, twinned, would outlive the
+/// revocation). Returns how many moved.
+fn purge_twins_past_cut(
+    conn: &Connection,
+    at_ms: u64,
+    from: &NodeId,
+    node: &NodeId,
+    key: &KeyId,
+    upto: &[(Lane, NodeId, u64, Hash)],
+) -> Result<usize> {
+    let twins: Vec<(String, u64, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT origin, seq, hash, body FROM equivocations")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let reason = format!("an equivocating twin signed with key {key} of {node} after the point the county vouched for when it revoked that key");
+    let (mut cases, mut moved) = (std::collections::BTreeSet::new(), 0);
+    for (origin, seq, hash, body) in twins {
+        if !NodeId::new(&origin).is_incarnation_of(node) {
+            continue;
+        }
+        let Ok(e) = Event::decode(&body) else { continue };
+        let cut = upto.iter().find(|(l, o, _, _)| *l == e.lane && *o == e.id.origin).map_or(0, |(_, _, p, _)| *p);
+        if e.pos <= cut || seal_of(conn, &e.id.origin, &e.lane)?.is_some_and(|s| s.key != *key) {
+            continue;
+        }
+        quarantine(conn, at_ms, from, &e.id.origin, seq, "key_revoked", &reason, &body)?;
+        conn.execute(
+            "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
+            params![origin, seq, hash],
+        )?;
+        cases.insert(e.case);
+        moved += 1;
+    }
+    refold_after_purge(conn, &cases)?;
     Ok(moved)
+}
+
+/// Case rows made again after a purge took some of their events.
+fn refold_after_purge(conn: &Connection, cases: &std::collections::BTreeSet<CaseId>) -> Result<()> {
+    for case in cases.iter().filter(|c| !c.as_str().starts_with('*')) {
+        conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+        conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+        if refold_case(conn, case)?.is_some_and(|st| st.create.is_none()) {
+            // Its creation went: other nodes' events on it stay stored (as
+            // a receiver that never had the creation defers them), but no
+            // case row is made of them.
+            conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
+            conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
+        }
+    }
+    Ok(())
 }
 
 /// One chain (last stored at `pos`) of `node`: if sealed with the revoked
@@ -1440,17 +1498,7 @@ fn purge_chain_past_cut(
         "DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2 AND pos > ?3",
         params![lane.key(), origin.0, cut],
     )?;
-    for case in cases.iter().filter(|c| !c.as_str().starts_with('*')) {
-        conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
-        conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
-        if refold_case(conn, case)?.is_some_and(|st| st.create.is_none()) {
-            // Its creation went: other nodes' events on it stay stored (as
-            // a receiver that never had the creation defers them), but no
-            // case row is made of them.
-            conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
-            conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
-        }
-    }
+    refold_after_purge(conn, &cases)?;
     Ok(events.len())
 }
 
@@ -1703,30 +1751,40 @@ pub fn case_from_row(conn: &Connection, bytes: &[u8]) -> Result<CaseState> {
 }
 
 /// Puts back the history's event hashes a stored row leaves out, from the
-/// case's events (its rows and its equivocating twins). False when one of
-/// them is not held, or held twice.
+/// case's events: its rows first (an id the history holds once is the
+/// row's when the case has a row of it), then, for ids it has no row of,
+/// its equivocating twins. False when one of them is not held, or held by
+/// two twins.
 pub(crate) fn hashes_read_back(conn: &Connection, st: &mut CaseState) -> Result<bool> {
     if !st.history.iter().any(|h| h.hash == Hash::ZERO) {
         return Ok(true);
     }
-    let mut held: std::collections::HashMap<(String, u64), Option<Vec<u8>>> = Default::default();
-    let mut note = |r: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
-        held.entry((r.get(0)?, r.get(1)?)).and_modify(|h| *h = None).or_insert(Some(r.get(2)?));
-        Ok(())
+    type Held = std::collections::HashMap<(String, u64), Option<Vec<u8>>>;
+    let read = |sql: &str| -> Result<Held> {
+        let mut held = Held::new();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut found = stmt.query([&st.case_id.0])?;
+        while let Some(r) = found.next()? {
+            held.entry((r.get(0)?, r.get(1)?)).and_modify(|h| *h = None).or_insert(Some(r.get(2)?));
+        }
+        Ok(held)
     };
-    let mut rows = conn.prepare_cached(
+    let rows = read(
         "SELECT o.name, e.seq, e.hash FROM event_rows e JOIN names o ON o.id = e.origin
          WHERE e.case_no = (SELECT id FROM names WHERE name = ?1)",
     )?;
-    let mut twins = conn.prepare_cached("SELECT origin, seq, hash FROM equivocations WHERE case_id = ?1")?;
-    for stmt in [&mut rows, &mut twins] {
-        let mut found = stmt.query([&st.case_id.0])?;
-        while let Some(r) = found.next()? {
-            note(r)?;
-        }
-    }
+    let mut twins: Option<Held> = None;
     for h in st.history.iter_mut().filter(|h| h.hash == Hash::ZERO) {
-        let hash = held.get(&(h.event.origin.0.clone(), h.event.seq)).cloned().flatten();
+        let id = (h.event.origin.0.clone(), h.event.seq);
+        let hash = match rows.get(&id) {
+            Some(hash) => hash.clone(),
+            None => {
+                if twins.is_none() {
+                    twins = Some(read("SELECT origin, seq, hash FROM equivocations WHERE case_id = ?1")?);
+                }
+                twins.as_ref().and_then(|t| t.get(&id).cloned()).flatten()
+            }
+        };
         match hash.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
             Some(hash) => h.hash = Hash(hash),
             None => return Ok(false),
@@ -1760,10 +1818,18 @@ pub(crate) fn cases_read(conn: &Connection, sql: &str, args: impl rusqlite::Para
     if !conn.is_autocommit() {
         return read();
     }
+    /// Ends the savepoint however the read ends (an error, a panic).
+    struct Release<'a>(&'a Connection);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            if let Err(e) = self.0.execute_batch("RELEASE cases_read") {
+                tracing::warn!("ending a read's savepoint failed: {e}");
+            }
+        }
+    }
     conn.execute_batch("SAVEPOINT cases_read")?;
-    let cases = read();
-    conn.execute_batch("RELEASE cases_read")?;
-    cases
+    let _release = Release(conn);
+    read()
 }
 
 /// True when the case has a derived row.
@@ -2447,6 +2513,36 @@ pub(crate) mod tests {
         conn.execute("UPDATE event_rows SET content = ?1 WHERE seq = 2", [chain[1].content_bytes()]).unwrap();
         assert_eq!(lane_events(conn, &lane, &chain[0].id.origin, 0, 10).unwrap(), chain);
         assert!(integrity::check(conn).is_ok());
+    }
+
+    /// A revocation's purge takes the revoked key's equivocating twins past
+    /// the cut to quarantine too: kept, a twin was folded back into its
+    /// case, so a thief's twinned creation outlived the revocation (found
+    /// by review).
+    #[test]
+    fn a_revocations_purge_takes_the_twins_past_the_cut_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let chain = test_chain("511421101001", 3);
+        for e in &chain {
+            insert_event(conn, e).unwrap();
+        }
+        let mut twin = chain[2].clone();
+        twin.actor = "窃贼".into();
+        assert_eq!(insert_event(conn, &twin).unwrap(), Inserted::Equivocation);
+        refold_case(conn, &chain[0].case).unwrap();
+        let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
+        let upto = [(lane, origin.clone(), 2, chain[1].hash())];
+        let moved = purge_after_revocation(conn, 1, &origin, &origin, &KeyId([0; 32]), &upto).unwrap();
+        assert_eq!(moved, 2, "the event past the cut and its twin");
+        let twins: i64 = conn.query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
+        assert_eq!(twins, 0);
+        let st = fold_stored(conn, &chain[0].case).unwrap().unwrap();
+        assert_eq!(st.history.len(), 2, "the twin is folded no more: {:?}", st.history);
+        let kept: i64 =
+            conn.query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked'", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 2);
     }
 
     /// Migration 20 rewrites each event row from the whole encoded event
