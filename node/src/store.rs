@@ -1891,9 +1891,9 @@ pub fn hash_of(conn: &Connection, origin: &NodeId, seq: u64) -> Result<Option<Ha
     Ok(hash.and_then(|h| h.try_into().ok()).map(Hash))
 }
 
-/// Moves every event of an (origin, lane) chain into `set_aside`, drops the
-/// chain's seal and refolds the cases it touched. Returns how many events
-/// were set aside.
+/// Moves every event of an (origin, lane) chain, and the chain's
+/// equivocating twins, into `set_aside`, drops the chain's seal and refolds
+/// the cases it touched. Returns how many events were set aside.
 pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u64) -> Result<usize> {
     let cases: Vec<CaseId> = {
         let mut stmt = conn.prepare("SELECT DISTINCT case_id FROM events WHERE lane = ?1 AND origin = ?2")?;
@@ -1916,6 +1916,31 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
     )?;
     conn.execute("DELETE FROM seals WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
     conn.execute("DELETE FROM checkpoints WHERE lane = ?1 AND origin = ?2", params![lane.key(), origin.0])?;
+    // The chain's equivocating twins go aside with it: kept beside the
+    // case, a twin would be folded back in while the chain is taken back,
+    // and never judged against the peer's history when the work is entered
+    // again.
+    let twins: Vec<(u64, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT seq, hash, body FROM equivocations WHERE origin = ?1")?
+        .query_map([&origin.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut cases: std::collections::BTreeSet<CaseId> = cases.into_iter().collect();
+    for (seq, hash, body) in twins {
+        let Ok(e) = Event::decode(&body) else { continue };
+        if e.lane != *lane {
+            continue;
+        }
+        moved += conn.execute(
+            "INSERT OR IGNORE INTO set_aside (origin, seq, hash, at_ms, event, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+            params![origin.0, seq, hash, at_ms, body],
+        )?;
+        conn.execute(
+            "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
+            params![origin.0, seq, hash],
+        )?;
+        cases.insert(e.case);
+    }
     for case in &cases {
         conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
         conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
@@ -2543,6 +2568,32 @@ pub(crate) mod tests {
         let kept: i64 =
             conn.query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked'", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 2);
+    }
+
+    /// A stale copy's chain set aside takes its equivocating twins with
+    /// it: none is folded into the case while the peer's history is taken
+    /// back, and each is judged with the rest when the work is entered
+    /// again.
+    #[test]
+    fn a_chain_set_aside_takes_its_twins_aside_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let chain = test_chain("511421101001", 3);
+        for e in &chain {
+            insert_event(conn, e).unwrap();
+        }
+        let mut twin = chain[2].clone();
+        twin.actor = "另一副本".into();
+        assert_eq!(insert_event(conn, &twin).unwrap(), Inserted::Equivocation);
+        refold_case(conn, &chain[0].case).unwrap();
+        let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
+        assert_eq!(set_aside_chain(conn, &origin, &lane, 1).unwrap(), 4, "three events and the twin");
+        let twins: i64 = conn.query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
+        assert_eq!(twins, 0);
+        assert_eq!(fold_stored(conn, &chain[0].case).unwrap(), None, "nothing of the chain is folded");
+        let pending: Vec<Hash> = set_aside_pending(conn).unwrap().into_iter().map(|(_, h)| h).collect();
+        assert!(pending.contains(&twin.hash()), "the twin waits to be judged with the rest");
     }
 
     /// Migration 20 rewrites each event row from the whole encoded event
