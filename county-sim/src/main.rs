@@ -5,6 +5,7 @@
 
 mod bench_desk;
 mod demo;
+mod dictionaries;
 mod ingest;
 mod linkemu;
 mod workload;
@@ -132,6 +133,23 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Train the zstd dictionaries a store packs its case rows and event
+    /// content with, from the rows of a node's store (read-only), e.g. the
+    /// hub of `demo --townships 8 --villages-per-township 12 --seed 7`.
+    /// A dictionary in use is frozen: a new one needs a new stored-format
+    /// version (node::at_rest).
+    TrainDictionaries {
+        /// The node's data directory (a hub's holds every case).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Where to write case-1.zdict and event-1.zdict.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 16 * 1024)]
+        case_size: usize,
+        #[arg(long, default_value_t = 8 * 1024)]
+        event_size: usize,
+    },
     /// Take COUNT generated cases at a node (at most 10000 a run) and move
     /// each as far as that node may: real, signed events that sync like any
     /// other, for tests and benchmarks on test data directories only.
@@ -180,6 +198,11 @@ fn run(cmd: Cmd) -> Result<()> {
             })
         }
         Cmd::BenchIngest { data, cases, events_per_case } => ingest::run(&data, cases, events_per_case),
+        Cmd::TrainDictionaries { data, out, case_size, event_size } => {
+            let trained = dictionaries::train(&data, &out, case_size, event_size)?;
+            println!("{}", serde_json::to_string(&trained)?);
+            Ok(())
+        }
         Cmd::BenchDesk { data, village_cases, county_cases, requests, warmup, page_seconds, only, out, seed } => {
             bench_desk::run(bench_desk::Options {
                 data,

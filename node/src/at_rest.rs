@@ -10,9 +10,11 @@
 //! 15 KB packed; the county's map) are packed the same way: unpacked they
 //! were three quarters of a fresh village's store.
 //!
-//! Events are stored uncompressed (their content, `node::store`): a few
-//! hundred bytes with sealed fields and hashes compress by about a tenth,
-//! and compressing each one cost a quarter of the hub's ingest rate.
+//! Small rows compress poorly on their own, so case rows and events'
+//! content are packed with frozen dictionaries ([`Dictionary`]): on the
+//! hub of `county-sim bench-ingest` a case row went from about 300 to 180
+//! B, an event's content from about 53 to 27 B (without a dictionary it
+//! did not shrink, and cost a quarter of the ingest rate).
 
 use proto::codec::{self, DecodeError, DecodeErrorKind, Tag};
 use proto::fold::CaseState;
@@ -29,19 +31,68 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Largest window a frame may ask its decoder for (8 MiB).
 pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
+/// A zstd dictionary a stored form is packed with. Each is frozen with the
+/// format version that names it: rows packed with it are read with it
+/// for as long as the store keeps them, so a new dictionary comes with a
+/// new version, never in place of one (the tests pin each one's bytes).
+///
+/// Small rows compress poorly on their own (a frame has no earlier bytes
+/// to refer to): a case row of about 760 B went to about 300, an event's
+/// content of about 53 B did not shrink at all. A dictionary holds what
+/// such rows share (the encoding's structure, the catalogue's field and
+/// material names, the workflow's steps, the county's node codes).
+/// Both were trained by `county-sim train-dictionaries` on the hub of a
+/// generated county (`county-sim demo --townships 8
+/// --villages-per-township 12 --seed 7`), not on the benchmarks' work.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Dictionary {
+    /// No dictionary: sync frames, settings, earlier releases' rows.
+    None,
+    /// Case rows (`CASE_AT_REST` version 3).
+    Case1,
+    /// Events' content (`EVENT_CONTENT_PACKED` version 1).
+    Event1,
+}
+
+impl Dictionary {
+    /// The dictionary's bytes.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Dictionary::None => &[],
+            Dictionary::Case1 => include_bytes!("dictionaries/case-1.zdict"),
+            Dictionary::Event1 => include_bytes!("dictionaries/event-1.zdict"),
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
 thread_local! {
-    /// Compression and decompression contexts, made once per thread (for
-    /// these rows and for sync frames): making one allocates and clears
-    /// its tables, which costs more than compressing a small message.
-    static PACKER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static UNPACKER: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// Compression and decompression contexts, made once per thread and
+    /// dictionary (for these rows and for sync frames): making one
+    /// allocates and clears its tables (and digests its dictionary), which
+    /// costs more than compressing a small message.
+    static PACKERS: RefCell<[Option<zstd::bulk::Compressor<'static>>; 3]> = const { RefCell::new([None, None, None]) };
+    static UNPACKERS: RefCell<[Option<zstd::bulk::Decompressor<'static>>; 3]> = const { RefCell::new([None, None, None]) };
 }
 
 /// `raw` as a zstd frame, by this thread's compression context.
 pub(crate) fn compress(raw: &[u8]) -> Vec<u8> {
-    PACKER.with(|p| {
+    compress_with(Dictionary::None, raw)
+}
+
+/// `raw` as a zstd frame packed with `dictionary` (the frame does not name
+/// it: the stored form's tag does).
+fn compress_with(dictionary: Dictionary, raw: &[u8]) -> Vec<u8> {
+    PACKERS.with(|p| {
         let mut p = p.borrow_mut();
-        let packer = p.get_or_insert_with(|| zstd::bulk::Compressor::new(LEVEL).expect("a zstd context"));
+        let packer = p[dictionary.slot()].get_or_insert_with(|| {
+            let mut c = zstd::bulk::Compressor::with_dictionary(LEVEL, dictionary.bytes()).expect("a zstd context");
+            c.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).expect("a zstd parameter");
+            c
+        });
         packer.compress(raw).expect("compressing in memory cannot fail")
     })
 }
@@ -50,14 +101,18 @@ pub(crate) fn compress(raw: &[u8]) -> Vec<u8> {
 /// decompression context, into exactly that room (a frame whose content
 /// is larger fails).
 pub(crate) fn decompress(frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
-    UNPACKER.with(|u| {
+    decompress_with(Dictionary::None, frame, size)
+}
+
+fn decompress_with(dictionary: Dictionary, frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> {
+    UNPACKERS.with(|u| {
         let mut u = u.borrow_mut();
-        let unpacker = match &mut *u {
+        let unpacker = match &mut u[dictionary.slot()] {
             Some(d) => d,
-            None => {
-                let mut fresh = zstd::bulk::Decompressor::new()?;
+            slot => {
+                let mut fresh = zstd::bulk::Decompressor::with_dictionary(dictionary.bytes())?;
                 fresh.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(ZSTD_WINDOW_LOG_MAX))?;
-                u.insert(fresh)
+                slot.insert(fresh)
             }
         };
         unpacker.decompress(frame, size)
@@ -66,7 +121,11 @@ pub(crate) fn decompress(frame: &[u8], size: usize) -> std::io::Result<Vec<u8>> 
 
 /// `raw` compressed behind `tag`.
 fn pack(tag: Tag, raw: &[u8]) -> Vec<u8> {
-    let frame = compress(raw);
+    pack_with(tag, Dictionary::None, raw)
+}
+
+fn pack_with(tag: Tag, dictionary: Dictionary, raw: &[u8]) -> Vec<u8> {
+    let frame = compress_with(dictionary, raw);
     debug_assert_eq!(frame[..4], ZSTD_MAGIC);
     let mut out = Vec::with_capacity(frame.len() - 2);
     out.extend([tag.kind, tag.version]);
@@ -77,6 +136,10 @@ fn pack(tag: Tag, raw: &[u8]) -> Vec<u8> {
 /// The bytes packed behind `tag`, or `None` when `bytes` do not start with
 /// it (an earlier release's uncompressed form).
 fn unpack(tag: Tag, bytes: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
+    unpack_with(tag, Dictionary::None, bytes)
+}
+
+fn unpack_with(tag: Tag, dictionary: Dictionary, bytes: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
     let err = |message: String| DecodeError { what: tag.what, kind: DecodeErrorKind::Malformed, message };
     match bytes {
         [kind, ..] if *kind != tag.kind => None,
@@ -95,7 +158,7 @@ fn unpack(tag: Tag, bytes: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
                 Ok(Some(n)) if n <= codec::DECODE_LIMIT as u64 => n as usize,
                 _ => return Some(Err(err("no content size within the limit".into()))),
             };
-            Some(match decompress(&frame, size) {
+            Some(match decompress_with(dictionary, &frame, size) {
                 Ok(raw) if raw.len() == size => Ok(raw),
                 Ok(raw) => Err(err(format!("{} bytes, the frame declares {size}", raw.len()))),
                 Err(e) => Err(err(e.to_string())),
@@ -133,7 +196,14 @@ pub fn unpack_meta(bytes: &[u8]) -> Result<String, DecodeError> {
 /// rest. [`crate::store::case_from_row`] reads them back. An id the
 /// history holds twice (an equivocation: two events, one id) keeps its
 /// hashes, since the id alone does not say which is which.
+/// It is packed with the case dictionary ([`Dictionary::Case1`]).
 pub fn pack_case(st: &CaseState) -> Vec<u8> {
+    pack_with(codec::CASE_AT_REST, Dictionary::Case1, &case_raw(st))
+}
+
+/// The bytes [`pack_case`] compresses: the state's encoding with the
+/// history's hashes it leaves out zero.
+pub fn case_raw(st: &CaseState) -> Vec<u8> {
     let mut seen: std::collections::HashMap<&proto::EventId, u32> = std::collections::HashMap::new();
     for h in &st.history {
         *seen.entry(&h.event).or_default() += 1;
@@ -144,7 +214,7 @@ pub fn pack_case(st: &CaseState) -> Vec<u8> {
             h.hash = proto::Hash::ZERO;
         }
     }
-    pack(codec::CASE_AT_REST, &codec::encode(&thin))
+    codec::encode(&thin)
 }
 
 /// A stored folded state, packed (with or without its history's hashes:
@@ -152,11 +222,12 @@ pub fn pack_case(st: &CaseState) -> Vec<u8> {
 /// left out are zero here: read a row with
 /// [`crate::store::case_from_row`], which puts them back.
 pub fn unpack_case(bytes: &[u8]) -> Result<CaseState, DecodeError> {
-    let tag = match bytes.get(1) {
-        Some(&v) if v == CASE_WITH_HASHES.version => CASE_WITH_HASHES,
-        _ => codec::CASE_AT_REST,
+    let (tag, dictionary) = match bytes.get(1) {
+        Some(&v) if v == CASE_WITH_HASHES.version => (CASE_WITH_HASHES, Dictionary::None),
+        Some(&v) if v == CASE_THIN.version => (CASE_THIN, Dictionary::None),
+        _ => (codec::CASE_AT_REST, Dictionary::Case1),
     };
-    match unpack(tag, bytes) {
+    match unpack_with(tag, dictionary, bytes) {
         Some(Ok(raw)) => codec::decode("case", &raw),
         // An earlier release's row whose first bytes happen to be the tag.
         Some(Err(e)) => codec::decode("case", bytes).map_err(|_| e),
@@ -167,6 +238,32 @@ pub fn unpack_case(bytes: &[u8]) -> Result<CaseState, DecodeError> {
 /// The packed form before the history's hashes were left out (read, never
 /// written).
 const CASE_WITH_HASHES: Tag = Tag { version: 1, ..codec::CASE_AT_REST };
+/// The packed form without the hashes, before the case dictionary (read,
+/// never written).
+const CASE_THIN: Tag = Tag { version: 2, ..codec::CASE_AT_REST };
+
+/// An event's content at rest (`proto::Event::content_at_rest`, or the
+/// content itself when it has no such form) as a row keeps it: packed
+/// with the event dictionary ([`Dictionary::Event1`]) behind
+/// `EVENT_CONTENT_PACKED` when that is shorter (about 53 → 27 B on
+/// generated work), else as it is.
+pub fn pack_event_content(at_rest: &[u8]) -> Vec<u8> {
+    let packed = pack_with(codec::EVENT_CONTENT_PACKED, Dictionary::Event1, at_rest);
+    if packed.len() < at_rest.len() {
+        packed
+    } else {
+        at_rest.to_vec()
+    }
+}
+
+/// What [`pack_event_content`] packed: a row's content at rest as
+/// `proto::Event::from_stored` reads it (a row not packed as it is).
+pub fn event_content(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
+    match unpack_with(codec::EVENT_CONTENT_PACKED, Dictionary::Event1, stored) {
+        None => Ok(std::borrow::Cow::Borrowed(stored)),
+        Some(raw) => raw.map(std::borrow::Cow::Owned),
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -247,6 +344,11 @@ pub(crate) mod tests {
             st,
             "so does the first packed form"
         );
+        assert_eq!(
+            unpack_case(&pack(CASE_THIN, &case_raw(&st))).unwrap(),
+            unpack_case(&folded).unwrap(),
+            "and the one without hashes, before the dictionary"
+        );
         assert!(crate::integrity::compare_derived(store.conn()).unwrap().is_empty());
         // A twin of the case's second event stored after the row was (the
         // receive path keeps a twin aside and folds nothing): the row's
@@ -300,6 +402,48 @@ pub(crate) mod tests {
         store.conn().execute("DELETE FROM equivocations WHERE case_id = ?1", [&st.case_id.0]).unwrap();
         let stale = store::list_cases(store.conn(), None, None).unwrap();
         assert_eq!(stale.iter().find(|c| c.case_id == st.case_id).unwrap().history.len(), 3);
+    }
+
+    /// A dictionary is frozen with the version that names it: rows packed
+    /// with it are read with it for as long as a store keeps them. A test
+    /// failing here means a dictionary changed: give the new one a new
+    /// version instead. Each pays for itself on a row it was not trained
+    /// on.
+    #[test]
+    fn the_dictionaries_are_frozen_and_make_rows_shorter() {
+        use sha2::Digest;
+        let pinned = |d: Dictionary| hex::encode(sha2::Sha256::digest(d.bytes()));
+        assert_eq!(pinned(Dictionary::Case1), "5bc21a252b9e48ea7e15e41c1813f21f7a1eaf59eb5ec806ce25704da658a17a");
+        assert_eq!(pinned(Dictionary::Event1), "86e0678a7274a76421fb04d8347c880988419b53864e3be0e89014c82ea5cd62");
+        let events = chain(3);
+        let st = proto::fold::fold_case(&events[0].case, &events[..1]).unwrap();
+        let with = pack_case(&st);
+        let without = pack(CASE_THIN, &case_raw(&st));
+        assert!(with.len() < without.len(), "{} B with the dictionary, {} B without", with.len(), without.len());
+        assert_eq!(unpack_case(&with).unwrap(), unpack_case(&without).unwrap());
+        for e in &events {
+            let content = e.content_bytes();
+            let at_rest = Event::content_at_rest(&content, e.case.as_str()).unwrap();
+            let stored = pack_event_content(&at_rest);
+            assert_eq!(stored[..2], [codec::EVENT_CONTENT_PACKED.kind, codec::EVENT_CONTENT_PACKED.version]);
+            assert!(stored.len() < at_rest.len(), "{} B packed, {} B at rest", stored.len(), at_rest.len());
+            assert_eq!(event_content(&stored).unwrap()[..], at_rest[..]);
+            assert_eq!(event_content(&at_rest).unwrap()[..], at_rest[..], "a row not packed reads as it is");
+        }
+        // Content the dictionary does not shorten is kept as it is.
+        let odd: Vec<u8> = [codec::EVENT_CONTENT_AT_REST.kind, 1]
+            .into_iter()
+            .chain((0..40u32).map(|i| (i * 37 % 251) as u8))
+            .collect();
+        assert_eq!(pack_event_content(&odd), odd);
+        // Packed content altered on disk is a typed error, not a panic.
+        let mut stored =
+            pack_event_content(&Event::content_at_rest(&events[0].content_bytes(), events[0].case.as_str()).unwrap());
+        let n = stored.len();
+        stored.truncate(n - 2);
+        assert_eq!(event_content(&stored).unwrap_err().kind, DecodeErrorKind::Malformed);
+        stored[1] = 9;
+        assert_eq!(event_content(&stored).unwrap_err().kind, DecodeErrorKind::UnsupportedVersion(9));
     }
 
     #[test]

@@ -255,6 +255,12 @@ const MIGRATIONS: &[&str] = &[
     // 22: equivocating twins found by their case (a case's events and the
     // hashes its row leaves out read them), not by a scan of them all.
     "CREATE INDEX equivocations_case ON equivocations(case_id);",
+    // 23: event content and case rows written packed with frozen zstd
+    // dictionaries (`at_rest::Dictionary`). No table changes; the step is
+    // there so that a release which cannot read them refuses the store
+    // ("written by a newer version") instead of taking its rows for
+    // damage.
+    "-- event content and case rows packed with dictionaries",
 ];
 
 /// A look-up hash as the personal-data index keys it: a hash's 64
@@ -291,11 +297,13 @@ struct Row<'a> {
 
 impl Row<'_> {
     /// Inserts the row (its names given ids as needed), its content at rest
-    /// without the case id the row names (`Event::content_at_rest`).
-    /// Changes nothing, and returns 0, when its id or its chain position is
-    /// taken.
+    /// without the case id the row names (`Event::content_at_rest`),
+    /// packed with the event dictionary where that is shorter
+    /// (`at_rest::pack_event_content`). Changes nothing, and returns 0,
+    /// when its id or its chain position is taken.
     fn insert(&self, conn: &Connection, names: &mut Names) -> Result<usize> {
         let at_rest = Event::content_at_rest(self.content, self.case);
+        let stored = crate::at_rest::pack_event_content(at_rest.as_deref().unwrap_or(self.content));
         Ok(conn
             .prepare_cached(
                 "INSERT INTO event_rows (origin, seq, lane, pos, hash, case_no, hlc_wall, hlc_logical, content)
@@ -310,7 +318,7 @@ impl Row<'_> {
                 names.id(conn, self.case)?,
                 self.hlc.wall_ms,
                 self.hlc.logical,
-                at_rest.as_deref().unwrap_or(self.content)
+                stored
             ])?)
     }
 }
@@ -853,9 +861,9 @@ fn event_with_prev(r: &rusqlite::Row<'_>, at: usize, prev: Hash) -> rusqlite::Re
     let id = proto::EventId { origin: NodeId::new(r.get::<_, String>(at)?), seq: r.get(at + 1)? };
     let lane = Lane::from_key(&r.get::<_, String>(at + 2)?);
     let hlc = Hlc { wall_ms: r.get(at + 4)?, logical: r.get(at + 5)? };
-    let content = r.get_ref(at + 6)?.as_blob()?;
+    let content = crate::at_rest::event_content(r.get_ref(at + 6)?.as_blob()?).map_err(damaged)?;
     let case = r.get_ref(at + 8)?.as_str()?;
-    Event::from_stored(id, lane, r.get(at + 3)?, prev, hlc, case, content).map_err(damaged)
+    Event::from_stored(id, lane, r.get(at + 3)?, prev, hlc, case, &content).map_err(damaged)
 }
 
 /// Inserts an event, detecting duplicates and equivocation.
@@ -2526,7 +2534,8 @@ pub(crate) mod tests {
         let conn = store.conn();
         let case = chain[0].case.as_str();
         let stored: Vec<Vec<u8>> = column(conn, "SELECT content FROM event_rows ORDER BY seq", 0);
-        for (e, content) in chain.iter().zip(&stored) {
+        for (e, packed) in chain.iter().zip(&stored) {
+            let content = crate::at_rest::event_content(packed).unwrap();
             assert_eq!(content.len(), e.content_bytes().len() - case.len() - 1);
             assert!(!content.windows(case.len()).any(|w| w == case.as_bytes()), "the case id at rest");
         }

@@ -59,10 +59,15 @@ pub const EVENT_CONTENT_NEWEST: u8 = 2;
 /// the content without the case id (`Event::content_at_rest`), in the
 /// content's own format version.
 pub const EVENT_CONTENT_AT_REST: Tag = Tag { kind: 0x65, version: 1, what: "stored event content" };
+/// An event's content at rest ([`EVENT_CONTENT_AT_REST`], or the content
+/// itself) as a node stores it when that is shorter: zstd-compressed with
+/// a frozen dictionary the version names (`node::at_rest`).
+pub const EVENT_CONTENT_PACKED: Tag = Tag { kind: 0x7a, version: 1, what: "stored event content, packed" };
 /// A case's folded state as a node stores it: its encoding,
-/// zstd-compressed (`node::at_rest`). 2: the history's event hashes left
-/// out where the events table holds them (1: with them, still read).
-pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 2, what: "stored case" };
+/// zstd-compressed (`node::at_rest`). 3: with a frozen dictionary; 2: the
+/// history's event hashes left out where the events table holds them,
+/// without a dictionary; 1: with them (1 and 2 still read).
+pub const CASE_AT_REST: Tag = Tag { kind: 0x63, version: 3, what: "stored case" };
 /// A long setting of a node's store (its JSON), zstd-compressed
 /// (`node::at_rest`).
 pub const META_AT_REST: Tag = Tag { kind: 0x6d, version: 1, what: "stored setting" };

@@ -3,7 +3,7 @@
 //! check catch. A row (`event_rows`) keeps its header fields as columns,
 //! origin, lane and case as ids into `names`, and its content at rest
 //! (`Event::content_at_rest`: the content bytes without the case id the
-//! row names); `prev` is the stored hash of the row before it in its
+//! row names, packed with the event dictionary, `node::at_rest`); `prev` is the stored hash of the row before it in its
 //! chain. The `events` view reads them with their names.
 
 use proto::{Event, EventId, Hash, Hlc, Lane, NodeId};
@@ -18,7 +18,8 @@ fn read(conn: &Connection, filter: &str, args: impl rusqlite::Params) -> Option<
     );
     conn.query_row(&sql, args, |r| {
         let prev: Option<Vec<u8>> = r.get(7)?;
-        let content: Vec<u8> = r.get(6)?;
+        let stored: Vec<u8> = r.get(6)?;
+        let content = node::at_rest::event_content(&stored).expect("a stored content unpacks");
         let case: String = r.get(8)?;
         Ok(Event::from_stored(
             EventId { origin: NodeId::new(r.get::<_, String>(0)?), seq: r.get(1)? },
@@ -48,7 +49,7 @@ pub fn last_stored_event(conn: &Connection, origin: &str) -> Event {
 /// `e`'s content as a row keeps it.
 fn at_rest(e: &Event) -> Vec<u8> {
     let content = e.content_bytes();
-    Event::content_at_rest(&content, e.case.as_str()).unwrap_or(content)
+    node::at_rest::pack_event_content(&Event::content_at_rest(&content, e.case.as_str()).unwrap_or(content))
 }
 
 /// Stores `e` as a row of its chain, as the node's own code would (a
