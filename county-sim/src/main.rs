@@ -136,8 +136,10 @@ enum Cmd {
     /// Train the zstd dictionaries a store packs its case rows and event
     /// content with, from the rows of a node's store (read-only), e.g. the
     /// hub of `demo --townships 8 --villages-per-township 12 --seed 7`.
-    /// A dictionary in use is frozen: a new one needs a new stored-format
-    /// version (node::at_rest).
+    /// Generated data directories only: a dictionary keeps fragments of
+    /// its rows (masked ID numbers, names) and is built into every
+    /// release. A dictionary in use is frozen: a new one needs a new
+    /// stored-format version (node::at_rest).
     TrainDictionaries {
         /// The node's data directory (a hub's holds every case).
         #[arg(long, value_name = "DIR")]

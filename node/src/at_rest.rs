@@ -1,6 +1,6 @@
 //! The form a case's derived row keeps its folded state in on disk: the
 //! state's encoding (`proto::codec`) compressed with zstd, behind a tag of
-//! its own (about 1,090 → 650 B a case on generated work). Personal data
+//! its own. Personal data
 //! inside is already sealed (masked text, keyed hash, ciphertext:
 //! `proto::personal::Protected`) before it is compressed; compression adds
 //! no clear text. Readers also take the uncompressed form earlier releases
@@ -12,9 +12,10 @@
 //!
 //! Small rows compress poorly on their own, so case rows and events'
 //! content are packed with frozen dictionaries ([`Dictionary`]): on the
-//! hub of `county-sim bench-ingest` a case row went from about 300 to 180
-//! B, an event's content from about 53 to 27 B (without a dictionary it
-//! did not shrink, and cost a quarter of the ingest rate).
+//! hub of `county-sim bench-ingest` (six events a case) a case's state of
+//! about 760 B went to about 300 B without a dictionary and 180 B with
+//! one; an event's content of about 53 B did not shrink without one (and
+//! packing whole events cost a quarter of the ingest rate), 27 B with one.
 
 use proto::codec::{self, DecodeError, DecodeErrorKind, Tag};
 use proto::fold::CaseState;
@@ -37,8 +38,7 @@ pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// new version, never in place of one (the tests pin each one's bytes).
 ///
 /// Small rows compress poorly on their own (a frame has no earlier bytes
-/// to refer to): a case row of about 760 B went to about 300, an event's
-/// content of about 53 B did not shrink at all. A dictionary holds what
+/// to refer to). A dictionary holds what
 /// such rows share (the encoding's structure, the catalogue's field and
 /// material names, the workflow's steps, the county's node codes).
 /// Both were trained by `county-sim train-dictionaries` on the hub of a
@@ -158,6 +158,12 @@ fn unpack_with(tag: Tag, dictionary: Dictionary, bytes: &[u8]) -> Option<Result<
                 Ok(Some(n)) if n <= codec::DECODE_LIMIT as u64 => n as usize,
                 _ => return Some(Err(err("no content size within the limit".into()))),
             };
+            // One frame and nothing after it: the decoder would read on
+            // through frames that follow (or skip them), so the same
+            // content could be stored as different bytes.
+            if zstd::zstd_safe::find_frame_compressed_size(&frame) != Ok(frame.len()) {
+                return Some(Err(err("bytes after the frame".into())));
+            }
             Some(match decompress_with(dictionary, &frame, size) {
                 Ok(raw) if raw.len() == size => Ok(raw),
                 Ok(raw) => Err(err(format!("{} bytes, the frame declares {size}", raw.len()))),
@@ -249,7 +255,10 @@ const CASE_THIN: Tag = Tag { version: 2, ..codec::CASE_AT_REST };
 /// generated work), else as it is.
 pub fn pack_event_content(at_rest: &[u8]) -> Vec<u8> {
     let packed = pack_with(codec::EVENT_CONTENT_PACKED, Dictionary::Event1, at_rest);
-    if packed.len() < at_rest.len() {
+    // Bytes that start as a packed row does (only an undecodable row an
+    // earlier release kept can) are kept packed, so that they read back
+    // as they were.
+    if packed.len() < at_rest.len() || at_rest.first() == Some(&codec::EVENT_CONTENT_PACKED.kind) {
         packed
     } else {
         at_rest.to_vec()
@@ -436,6 +445,18 @@ pub(crate) mod tests {
             .chain((0..40u32).map(|i| (i * 37 % 251) as u8))
             .collect();
         assert_eq!(pack_event_content(&odd), odd);
+        // Bytes that start as packed content does are kept packed, so
+        // they read back as they were (found by review).
+        let lookalike: Vec<u8> =
+            [codec::EVENT_CONTENT_PACKED.kind, 1].into_iter().chain(odd[2..].iter().copied()).collect();
+        assert_eq!(event_content(&pack_event_content(&lookalike)).unwrap()[..], lookalike[..]);
+        // One frame and nothing after it: a frame followed by another (or
+        // by a skippable one) would read back as the same content from
+        // other bytes (found by review).
+        let mut trailing =
+            pack_event_content(&Event::content_at_rest(&events[1].content_bytes(), events[1].case.as_str()).unwrap());
+        trailing.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]);
+        assert_eq!(event_content(&trailing).unwrap_err().kind, DecodeErrorKind::Malformed);
         // Packed content altered on disk is a typed error, not a panic.
         let mut stored =
             pack_event_content(&Event::content_at_rest(&events[0].content_bytes(), events[0].case.as_str()).unwrap());

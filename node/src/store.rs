@@ -263,6 +263,11 @@ const MIGRATIONS: &[&str] = &[
     "-- event content and case rows packed with dictionaries",
 ];
 
+/// The oldest schema a read-only open reads as it is: the steps after it
+/// change no table (23 only marks that rows may be packed with
+/// dictionaries, which this release reads either way).
+const READ_ONLY_FROM: usize = 22;
+
 /// A look-up hash as the personal-data index keys it: a hash's 64
 /// lowercase hex characters as its 32 bytes; anything else (only a forged
 /// event carries it) as the text it is, so that it is found as written.
@@ -727,7 +732,7 @@ impl Store {
             };
             conn.busy_timeout(Duration::from_secs(30))?;
             match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, usize>(0)) {
-                Ok(v) if v == MIGRATIONS.len() => {
+                Ok(v) if (READ_ONLY_FROM..=MIGRATIONS.len()).contains(&v) => {
                     if let Some(caveat) = caveat {
                         tracing::warn!("{} is read-only: {caveat}", dir.display());
                     }
@@ -2577,6 +2582,26 @@ pub(crate) mod tests {
         let kept: i64 =
             conn.query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked'", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 2);
+    }
+
+    /// A read-only open reads a store one marker step behind (schema 22:
+    /// step 23 changes no table) as it is, and refuses one whose tables
+    /// differ (found by review: a backup on read-only media was refused).
+    #[test]
+    fn a_read_only_open_reads_a_store_a_marker_step_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::create(dir.path()).unwrap());
+        let at = |v: usize| {
+            Connection::open(dir.path().join(DB_FILE))
+                .unwrap()
+                .execute_batch(&format!("PRAGMA user_version = {v}"))
+                .unwrap();
+            Store::open_read_only(dir.path())
+        };
+        assert!(at(MIGRATIONS.len()).is_ok());
+        assert!(at(READ_ONLY_FROM).is_ok(), "schema {READ_ONLY_FROM} reads as it is");
+        let older = at(READ_ONLY_FROM - 1).err().unwrap().to_string();
+        assert!(older.contains("older schema"), "{older}");
     }
 
     /// A stale copy's chain set aside takes its equivocating twins with

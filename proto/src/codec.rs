@@ -45,7 +45,8 @@ pub const FILE_MESSAGE: Tag = Tag { kind: 0x46, version: 1, what: "file message"
 pub const RECEIPT: Tag = Tag { kind: 0x52, version: 1, what: "county receipt" };
 /// An event kept whole (an equivocating twin, a set-aside or quarantined
 /// event, format 1 of the sync message); the ledger's rows keep its
-/// content ([`EVENT_CONTENT`]) beside its header's fields.
+/// content at rest ([`EVENT_CONTENT_AT_REST`], packed as
+/// [`EVENT_CONTENT_PACKED`]) beside its header's fields.
 pub const EVENT: Tag = Tag { kind: 0x45, version: 1, what: "event" };
 /// The bytes an event's hash covers (its header).
 pub const EVENT_HEADER: Tag = Tag { kind: 0x48, version: 1, what: "event header" };

@@ -3,8 +3,9 @@
 //! check catch. A row (`event_rows`) keeps its header fields as columns,
 //! origin, lane and case as ids into `names`, and its content at rest
 //! (`Event::content_at_rest`: the content bytes without the case id the
-//! row names, packed with the event dictionary, `node::at_rest`); `prev` is the stored hash of the row before it in its
-//! chain. The `events` view reads them with their names.
+//! row names, packed with the event dictionary, `node::at_rest`); `prev`
+//! is the stored hash of the row before it in its chain. The `events`
+//! view reads them with their names.
 
 use proto::{Event, EventId, Hash, Hlc, Lane, NodeId};
 use rusqlite::{params, Connection, OptionalExtension};
