@@ -107,6 +107,10 @@ pub struct Ledger {
     /// The private keys, unsealed with the passphrase on first use, so
     /// that reading cases needs no passphrase and writing does.
     secrets: std::cell::OnceCell<Secrets>,
+    /// The signing key of `secrets`, expanded once: expanding it derives
+    /// its public half (a scalar multiplication), as much again as a
+    /// signature costs, and the hub signs a receipt every session.
+    signing_key: std::cell::OnceCell<ed25519_dalek::SigningKey>,
     /// The data directory (material files live beside the store).
     dir: std::path::PathBuf,
 }
@@ -363,6 +367,7 @@ impl Ledger {
             catalogues: Default::default(),
             publications_held,
             secrets: Default::default(),
+            signing_key: Default::default(),
             dir: dir.to_path_buf(),
         })
     }
@@ -613,6 +618,16 @@ impl Ledger {
     /// county handed over keys of lanes new to this node.
     pub(crate) fn forget_secrets(&mut self) {
         self.secrets = Default::default();
+        self.signing_key = Default::default();
+    }
+
+    /// This node's signing key (from [`Ledger::secrets`]), expanded once.
+    pub(crate) fn signing_key(&self) -> Result<ed25519_dalek::SigningKey> {
+        if let Some(key) = self.signing_key.get() {
+            return Ok(key.clone());
+        }
+        let key = self.secrets()?.signing_key()?;
+        Ok(self.signing_key.get_or_init(|| key).clone())
     }
 
     /// Changes the data keys held, sealed again under the node's passphrase
@@ -1061,7 +1076,7 @@ impl Ledger {
             lane: event.lane.clone(),
             pos: event.pos,
         };
-        Ok(terms.sign(&self.secrets()?.signing_key()?))
+        Ok(terms.sign(&self.signing_key()?))
     }
 
     /// Checks a licence offline against the keys the county enrolled and
@@ -1150,7 +1165,7 @@ impl Ledger {
         if actor.trim().is_empty() {
             return Err(Declined::Invalid("staff name (--as) may not be empty".into()).into());
         }
-        let key = self.secrets()?.signing_key()?;
+        let key = self.signing_key()?;
         // Read before the transaction borrows the store.
         self.try_catalogues()?;
         let tx = self.store.write()?;

@@ -195,7 +195,7 @@ impl Ledger {
             }
             return Ok(out);
         }
-        let key = self.secrets()?.signing_key()?;
+        let key = self.signing_key()?;
         let mut out = Vec::new();
         for home in homes {
             let upto = store::lane_tips(conn, &Lane::Home(home.clone()))?;
