@@ -467,6 +467,32 @@ pub(crate) mod tests {
         assert_eq!(event_content(&stored).unwrap_err().kind, DecodeErrorKind::UnsupportedVersion(9));
     }
 
+    /// The store's comparison of a case row with a fresh fold covers the
+    /// whole state, not only its digest: someone with the disk who alters
+    /// what the digest leaves out (here the case's clock) is reported too
+    /// (found by review).
+    #[test]
+    fn a_case_row_altered_where_its_digest_does_not_look_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let e = chain(1).remove(0);
+        store::insert_event(store.conn(), &e).unwrap();
+        let st = store::refold_case(store.conn(), &e.case).unwrap().unwrap();
+        assert!(crate::integrity::compare_derived(store.conn()).unwrap().is_empty());
+        let mut altered = st.clone();
+        altered.clock.insert(NodeId::new("511421101009"), 7);
+        assert_eq!(altered.digest(), st.digest(), "the digest does not cover the clock");
+        store
+            .conn()
+            .execute(
+                "UPDATE cases SET folded = ?1 WHERE case_id = ?2",
+                rusqlite::params![pack_case(&altered), st.case_id.0],
+            )
+            .unwrap();
+        let problems = crate::integrity::compare_derived(store.conn()).unwrap();
+        assert!(problems.iter().any(|p| p.contains("differs from a fresh fold")), "{problems:?}");
+    }
+
     #[test]
     fn damaged_or_newer_packed_case_rows_are_typed_errors() {
         let events = chain(1);
