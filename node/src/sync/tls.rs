@@ -67,14 +67,28 @@ pub(super) fn server_config(
     let m = tls_material(identity, secrets)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(m.roots), provider()).build()?;
     let verifier = Arc::new(RememberingVerifier::new(verifier));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(m.certs, m.key)?;
+    let mut tls = server_tls(verifier, m.certs, m.key)?;
     tls.alpn_protocols = alpn_names(&proto::wire::VERSIONS);
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
     cfg.transport_config(transport());
     Ok(cfg)
+}
+
+/// The server's TLS 1.3 configuration. It picks the suite by its own
+/// order ([`provider`]), not the client's: a village of an earlier
+/// release offers AES-256-GCM with SHA-384 first, and the hub would pay
+/// for it at every session until every village is upgraded.
+fn server_tls(
+    verifier: Arc<dyn ClientCertVerifier>,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    tls.ignore_client_order = true;
+    Ok(tls)
 }
 
 /// How long a verified client certificate is taken as verified: it was
@@ -339,6 +353,50 @@ mod tests {
         all.sort_by_key(|s| u16::from(*s));
         sorted.sort_by_key(|s| u16::from(*s));
         assert_eq!(sorted, all);
+    }
+
+    /// The server picks AES-128-GCM with SHA-256 even when the client
+    /// offers rustls's default order (a village of an earlier release):
+    /// a handshake in memory between the two.
+    #[test]
+    fn the_server_picks_aes_128_whatever_the_client_offers_first() {
+        let ca = ca();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["county.test".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca.cert, &ca.key)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert = CertificateParams::new(vec!["village.test".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &ca.cert, &ca.key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).unwrap();
+        let roots = Arc::new(roots);
+        let pkcs8 = |k: &KeyPair| PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(k.serialize_der()));
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider()).build().unwrap();
+        let server = server_tls(verifier, vec![cert.der().clone()], pkcs8(&key)).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![client_cert.der().clone()], pkcs8(&client_key))
+            .unwrap();
+        assert_eq!(client.crypto_provider().cipher_suites[0].suite(), rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+        let mut c = rustls::ClientConnection::new(Arc::new(client), "county.test".try_into().unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        while c.is_handshaking() || s.is_handshaking() {
+            let mut bytes = Vec::new();
+            c.write_tls(&mut bytes).unwrap();
+            s.read_tls(&mut &bytes[..]).unwrap();
+            s.process_new_packets().unwrap();
+            let mut bytes = Vec::new();
+            s.write_tls(&mut bytes).unwrap();
+            c.read_tls(&mut &bytes[..]).unwrap();
+            c.process_new_packets().unwrap();
+        }
+        assert_eq!(c.negotiated_cipher_suite().unwrap().suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
 
     /// The county CA's verifier, counting the chains it is asked to verify.
