@@ -220,6 +220,11 @@ impl App {
         let app = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut ledger = app.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            // What another handle wrote since (a sync in the node's server
+            // or in another process): the county's publications and map (a
+            // village moved here), the keys sealed again with a moved
+            // village's lane key. A few small reads when nothing changed.
+            app.refresh(&mut ledger)?;
             f(&mut ledger)
         })
         .await

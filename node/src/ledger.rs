@@ -111,6 +111,8 @@ pub struct Ledger {
     /// its public half (a scalar multiplication), as much again as a
     /// signature costs, and the hub signs a receipt every session.
     signing_key: std::cell::OnceCell<ed25519_dalek::SigningKey>,
+    /// [`KEYS_RESEALED_KEY`] as read before `secrets` were unsealed.
+    keys_resealed: std::cell::Cell<u64>,
     /// The data directory (material files live beside the store).
     dir: std::path::PathBuf,
 }
@@ -165,6 +167,10 @@ enum Check {
 
 const HLC_KEY: &str = "hlc";
 const SECRETS_KEY: &str = "secrets";
+/// Meta key: how many times the sealed keys were sealed again with other
+/// lanes' data keys ([`Ledger::reseal_lane_keys`]), so that a long-lived
+/// handle holding them unsealed reads them again ([`Ledger::reload`]).
+const KEYS_RESEALED_KEY: &str = "keys_resealed";
 const CLOCK_KEY: &str = "clock_offset";
 const FOLD_VERSION_KEY: &str = "fold_version";
 const ROWS_VERSION_KEY: &str = "case_rows_version";
@@ -337,6 +343,14 @@ impl Ledger {
         if store::publications_held(self.store.conn())? != self.publications_held {
             self.reload_catalogues()?;
         }
+        // The lanes' data keys another handle sealed again (the county
+        // handed over a moved village's): a desk would not read its cases'
+        // personal data until restarted.
+        if self.secrets.get().is_some()
+            && store::meta_get::<u64>(self.store.conn(), KEYS_RESEALED_KEY)?.unwrap_or(0) != self.keys_resealed.get()
+        {
+            self.forget_secrets();
+        }
         Ok(())
     }
 
@@ -368,6 +382,7 @@ impl Ledger {
             publications_held,
             secrets: Default::default(),
             signing_key: Default::default(),
+            keys_resealed: Default::default(),
             dir: dir.to_path_buf(),
         })
     }
@@ -606,6 +621,9 @@ impl Ledger {
         if let Some(s) = self.secrets.get() {
             return Ok(s);
         }
+        // Read first: keys sealed again after it are read again at the next
+        // reload, never kept as if current.
+        self.keys_resealed.set(store::meta_get(self.store.conn(), KEYS_RESEALED_KEY)?.unwrap_or(0));
         let sealed: keystore::Sealed = store::meta_get(self.store.conn(), SECRETS_KEY)?
             .context("this data directory holds no keys; initialise it again from its enrolment bundle")?;
         let what = format!("node {}", self.identity.node.id);
@@ -663,6 +681,8 @@ impl Ledger {
         if added > 0 || removed {
             let resealed = keystore::reseal_with_key(&sealed, &key, &serde_json::to_vec(&secrets)?)?;
             store::meta_set(&tx, SECRETS_KEY, &resealed)?;
+            let times: u64 = store::meta_get(&tx, KEYS_RESEALED_KEY)?.unwrap_or(0);
+            store::meta_set(&tx, KEYS_RESEALED_KEY, &(times + 1))?;
         }
         tx.commit()?;
         Ok(added)

@@ -330,3 +330,53 @@ fn a_village_is_added_and_a_township_merged_into_another() {
     // The retired township may still hand up what it holds.
     sync("township-node", &merged, &hub_server.addr);
 }
+
+/// A township's desk that was running when a village moved to it (the
+/// county's map, the village's lane and its lane key taken by a sync in
+/// another process) shows that village's cases and reads their personal
+/// data without a restart. Found by review: the desk read the store again
+/// only on its intake page, so the moved cases were "not found" (404),
+/// and its handle kept the keys it had unsealed, so a reveal failed (500).
+#[test]
+fn a_running_desk_reads_a_moved_villages_personal_data() {
+    use system_tests::desks;
+    const NEW_TOWNSHIP: &str = "511421102";
+    let county = County::new();
+    let hub = county.hub();
+    let old_town = county.enrol(TOWNSHIP, "township-node");
+    let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
+    let village = county.enrol(VILLAGE, "village-node");
+    let moved_case = take_case(s(&village), "张三", 1);
+    let own_case = system_tests::township_result(s(&new_town), "李四", 2, "approve");
+    desks::add_staff("township-node", &new_town, "lina", "李娜", "reviewer");
+    let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
+    let old_server = Server::start("township-node", &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0"]);
+    let sync = |program: &str, data: &std::path::Path, peer: &str| {
+        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
+    };
+    sync("village-node", &village, &old_server.addr);
+    sync("township-node", &old_town, &hub_server.addr);
+
+    let desk = desks::DeskProc::start(
+        "township-node",
+        &["serve", "--data", s(&new_town), "--listen", "127.0.0.1:0", "--desk", "127.0.0.1:0"],
+    );
+    let (mut lina, _) = desks::log_in(desk.addr(), "lina", desks::PASSWORD);
+    let reveal = |lina: &mut system_tests::http::Session, case: &str| {
+        let page = lina.get(&format!("/case/{case}"));
+        assert_eq!(page.status, 200, "{case}: {}", page.text());
+        let csrf = desks::field_value(&page.text(), "csrf").expect("a CSRF token");
+        lina.post_form(&format!("/case/{case}/reveal"), &[("csrf", &csrf), ("field", "id_number")]).text()
+    };
+    // The desk unseals its keys for its own case.
+    assert!(reveal(&mut lina, &own_case).contains(&system_tests::id_number(2)));
+
+    // The village moves here; a sync in another process takes its lane and
+    // its lane's key from the county.
+    ok_json("county-hub", &["topology", "move", "--data", s(&hub), "--node", VILLAGE, "--to", NEW_TOWNSHIP]);
+    let learned = sync("township-node", &new_town, &hub_server.addr);
+    assert_eq!(learned["keys_kept"], 1, "{learned}");
+    sync("township-node", &new_town, &hub_server.addr);
+    let shown = reveal(&mut lina, &moved_case);
+    assert!(shown.contains(&system_tests::id_number(1)), "the running desk reads the moved village's data: {shown}");
+}
