@@ -175,9 +175,11 @@ impl App {
     /// catalogue version new cases are taken under, among others.
     pub fn refresh(&self, ledger: &mut Ledger) -> Result<()> {
         ledger.reload()?;
-        let mut offer = self.offer.write().unwrap_or_else(|p| p.into_inner());
-        if offer.version != ledger.catalogue().version {
-            *offer = Arc::new(Offer::of(ledger, self.tier));
+        // A catalogue that cannot be read is an error of the request, not
+        // a panic of the desk.
+        let version = ledger.try_catalogues()?.latest().context("the store holds no catalogue; run verify")?.version;
+        if self.offer.read().unwrap_or_else(|p| p.into_inner()).version != version {
+            *self.offer.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Offer::of(ledger, self.tier));
         }
         Ok(())
     }

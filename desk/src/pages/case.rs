@@ -708,13 +708,20 @@ pub async fn reveal(
     }
     let case = load_case(&app, &id).await?;
     let (cid, field, login) = (case.case_id.clone(), c.form.field.clone(), c.staff.member.login.clone());
+    let (home, me) = (case.home.clone(), app.me().clone());
     let clear = app
         .with(move |l| {
+            // In scope still, under the map this step reloaded: a village
+            // that moved away since `load_case` is not revealed.
+            if !l.topology().is_within(&home, &me) {
+                return Ok(None);
+            }
             let clear = l.reveal(&cid, &field)?;
             node::staff::log_access(l.store().conn(), &login, &cid.0, &field, node::wall_clock_ms())?;
-            Ok(clear)
+            Ok(Some(clear))
         })
-        .await?;
+        .await?
+        .ok_or(DeskError::NotFound)?;
     let mut x = extra(&app, &case).await?;
     x.revealed.insert(c.form.field.clone(), clear);
     Ok(render(&app, &c.staff, &case, &x))

@@ -348,13 +348,19 @@ fn a_running_desk_reads_a_moved_villages_personal_data() {
     let village = county.enrol(VILLAGE, "village-node");
     let moved_case = take_case(s(&village), "张三", 1);
     let own_case = system_tests::township_result(s(&new_town), "李四", 2, "approve");
+    let old_own = system_tests::township_result(s(&old_town), "王五", 3, "approve");
     desks::add_staff("township-node", &new_town, "lina", "李娜", "reviewer");
+    desks::add_staff("township-node", &old_town, "zhoumin", "周敏", "reviewer");
     let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
-    let old_server = Server::start("township-node", &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0"]);
     let sync = |program: &str, data: &std::path::Path, peer: &str| {
         ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
     };
-    sync("village-node", &village, &old_server.addr);
+    // The old township serves its village and its desk in one process.
+    let old_desk = desks::DeskProc::start(
+        "township-node",
+        &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0", "--desk", "127.0.0.1:0"],
+    );
+    sync("village-node", &village, old_desk.sync_addr.as_deref().expect("the old township serves sync"));
     sync("township-node", &old_town, &hub_server.addr);
 
     let desk = desks::DeskProc::start(
@@ -362,14 +368,17 @@ fn a_running_desk_reads_a_moved_villages_personal_data() {
         &["serve", "--data", s(&new_town), "--listen", "127.0.0.1:0", "--desk", "127.0.0.1:0"],
     );
     let (mut lina, _) = desks::log_in(desk.addr(), "lina", desks::PASSWORD);
+    let (mut zhoumin, _) = desks::log_in(old_desk.addr(), "zhoumin", desks::PASSWORD);
     let reveal = |lina: &mut system_tests::http::Session, case: &str| {
         let page = lina.get(&format!("/case/{case}"));
         assert_eq!(page.status, 200, "{case}: {}", page.text());
         let csrf = desks::field_value(&page.text(), "csrf").expect("a CSRF token");
         lina.post_form(&format!("/case/{case}/reveal"), &[("csrf", &csrf), ("field", "id_number")]).text()
     };
-    // The desk unseals its keys for its own case.
+    // The desk unseals its keys for its own case; the old township's desk
+    // reads the village's case.
     assert!(reveal(&mut lina, &own_case).contains(&system_tests::id_number(2)));
+    assert!(reveal(&mut zhoumin, &moved_case).contains(&system_tests::id_number(1)));
 
     // The village moves here; a sync in another process takes its lane and
     // its lane's key from the county.
@@ -379,4 +388,13 @@ fn a_running_desk_reads_a_moved_villages_personal_data() {
     sync("township-node", &new_town, &hub_server.addr);
     let shown = reveal(&mut lina, &moved_case);
     assert!(shown.contains(&system_tests::id_number(1)), "the running desk reads the moved village's data: {shown}");
+
+    // The old township learns of the move: its running desk no longer
+    // shows the village's case, nor after the purge (which seals its keys
+    // again without the village's), and still reads its own.
+    sync("township-node", &old_town, &hub_server.addr);
+    assert_eq!(zhoumin.get(&format!("/case/{moved_case}")).status, 404);
+    ok_json("township-node", &["purge-moved", "--data", s(&old_town), "--home", VILLAGE, "--json"]);
+    assert_eq!(zhoumin.get(&format!("/case/{moved_case}")).status, 404);
+    assert!(reveal(&mut zhoumin, &old_own).contains(&system_tests::id_number(3)));
 }
