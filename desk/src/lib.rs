@@ -162,18 +162,17 @@ impl Offer {
 }
 
 impl App {
-    /// What this node's windows take now: the store is read again first,
-    /// since a sync in another handle (the node's server, `sync`) may have
-    /// brought a newer catalogue version.
+    /// What this node's windows take now: the store is read again first
+    /// (as every [`App::with`] does), since a sync in another handle (the
+    /// node's server, `sync`) may have brought a newer catalogue version.
     pub async fn offer(self: &Arc<Self>) -> Result<Arc<Offer>, DeskError> {
-        let app = self.clone();
-        self.with(move |l| app.refresh(l)).await?;
+        self.with(|_| Ok(())).await?;
         Ok(self.offer.read().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// Re-reads the store after a sync (another handle wrote it): the
     /// catalogue version new cases are taken under, among others.
-    pub fn refresh(&self, ledger: &mut Ledger) -> Result<()> {
+    fn refresh(&self, ledger: &mut Ledger) -> Result<()> {
         ledger.reload()?;
         // A catalogue that cannot be read is an error of the request, not
         // a panic of the desk.

@@ -227,13 +227,9 @@ pub async fn run_once(app: &Arc<App>) -> bool {
         }
         inner.last = Some(outcome);
     }
+    // `with` reads the store again (the sync wrote it in another handle).
     let app2 = app.clone();
-    let _ = app
-        .with(move |l| {
-            app2.refresh(l)?;
-            app2.sync.load(l)
-        })
-        .await;
+    let _ = app.with(move |l| app2.sync.load(l)).await;
     true
 }
 

@@ -1422,31 +1422,54 @@ fn purge_twins_past_cut(
     key: &KeyId,
     upto: &[(Lane, NodeId, u64, Hash)],
 ) -> Result<usize> {
-    let twins: Vec<(String, u64, Vec<u8>, Vec<u8>)> = conn
-        .prepare("SELECT origin, seq, hash, body FROM equivocations")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
     let reason = format!("an equivocating twin signed with key {key} of {node} after the point the county vouched for when it revoked that key");
-    let (mut cases, mut moved) = (std::collections::BTreeSet::new(), 0);
-    for (origin, seq, hash, body) in twins {
-        if !NodeId::new(&origin).is_incarnation_of(node) {
-            continue;
-        }
-        let Ok(e) = Event::decode(&body) else { continue };
-        let cut = upto.iter().find(|(l, o, _, _)| *l == e.lane && *o == e.id.origin).map_or(0, |(_, _, p, _)| *p);
-        if e.pos <= cut || seal_of(conn, &e.id.origin, &e.lane)?.is_some_and(|s| s.key != *key) {
-            continue;
-        }
-        quarantine(conn, at_ms, from, &e.id.origin, seq, "key_revoked", &reason, &body)?;
-        conn.execute(
-            "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
-            params![origin, seq, hash],
-        )?;
-        cases.insert(e.case);
-        moved += 1;
-    }
+    let (moved, cases) = move_twins(
+        conn,
+        None,
+        |e| {
+            if !e.id.origin.is_incarnation_of(node) {
+                return Ok(false);
+            }
+            let cut = upto.iter().find(|(l, o, _, _)| *l == e.lane && *o == e.id.origin).map_or(0, |(_, _, p, _)| *p);
+            Ok(e.pos > cut && seal_of(conn, &e.id.origin, &e.lane)?.is_none_or(|s| s.key == *key))
+        },
+        |e, _, body| {
+            quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, "key_revoked", &reason, body)?;
+            Ok(1)
+        },
+    )?;
     refold_after_purge(conn, &cases)?;
     Ok(moved)
+}
+
+/// Moves the equivocating twins `take` picks (of `origin`, or of every
+/// origin) out of `equivocations`, each by `put` (given the twin, its
+/// stored hash and its encoded bytes); a twin that does not decode stays. Returns what `put`
+/// counted and the cases the twins were filed under.
+fn move_twins(
+    conn: &Connection,
+    origin: Option<&NodeId>,
+    take: impl Fn(&Event) -> Result<bool>,
+    mut put: impl FnMut(&Event, &[u8], &[u8]) -> Result<usize>,
+) -> Result<(usize, std::collections::BTreeSet<CaseId>)> {
+    let twins: Vec<(Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT hash, body FROM equivocations WHERE ?1 IS NULL OR origin = ?1")?
+        .query_map([origin.map(NodeId::as_str)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let (mut moved, mut cases) = (0, std::collections::BTreeSet::new());
+    for (hash, body) in twins {
+        let Ok(e) = Event::decode(&body) else { continue };
+        if !take(&e)? {
+            continue;
+        }
+        moved += put(&e, &hash, &body)?;
+        conn.execute(
+            "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
+            params![e.id.origin.0, e.id.seq, hash],
+        )?;
+        cases.insert(e.case);
+    }
+    Ok((moved, cases))
 }
 
 /// Case rows made again after a purge took some of their events.
@@ -1914,13 +1937,16 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
         rows.collect::<rusqlite::Result<_>>()?
     };
     // Kept whole, as an event that is not in the ledger is kept.
-    let mut moved = 0;
-    for (e, hash) in chain_events(conn, lane, origin, 0, u64::MAX >> 1)? {
-        moved += conn.execute(
+    let put_aside = |e: &Event, hash: &[u8], body: &[u8]| -> Result<usize> {
+        Ok(conn.execute(
             "INSERT OR IGNORE INTO set_aside (origin, seq, hash, at_ms, event, outcome)
              VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-            params![e.id.origin.0, e.id.seq, hash.0, at_ms, e.encode()],
-        )?;
+            params![e.id.origin.0, e.id.seq, hash, at_ms, body],
+        )?)
+    };
+    let mut moved = 0;
+    for (e, hash) in chain_events(conn, lane, origin, 0, u64::MAX >> 1)? {
+        moved += put_aside(&e, &hash.0, &e.encode())?;
     }
     conn.execute(
         "DELETE FROM event_rows WHERE lane = (SELECT id FROM names WHERE name = ?1)
@@ -1933,27 +1959,10 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
     // case, a twin would be folded back in while the chain is taken back,
     // and never judged against the peer's history when the work is entered
     // again.
-    let twins: Vec<(u64, Vec<u8>, Vec<u8>)> = conn
-        .prepare("SELECT seq, hash, body FROM equivocations WHERE origin = ?1")?
-        .query_map([&origin.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let (twins, twin_cases) = move_twins(conn, Some(origin), |e| Ok(e.lane == *lane), put_aside)?;
+    moved += twins;
     let mut cases: std::collections::BTreeSet<CaseId> = cases.into_iter().collect();
-    for (seq, hash, body) in twins {
-        let Ok(e) = Event::decode(&body) else { continue };
-        if e.lane != *lane {
-            continue;
-        }
-        moved += conn.execute(
-            "INSERT OR IGNORE INTO set_aside (origin, seq, hash, at_ms, event, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-            params![origin.0, seq, hash, at_ms, body],
-        )?;
-        conn.execute(
-            "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
-            params![origin.0, seq, hash],
-        )?;
-        cases.insert(e.case);
-    }
+    cases.extend(twin_cases);
     for case in &cases {
         conn.execute("DELETE FROM cases WHERE case_id = ?1", [&case.0])?;
         conn.execute("DELETE FROM person_index WHERE case_id = ?1", [&case.0])?;
@@ -2554,6 +2563,20 @@ pub(crate) mod tests {
         assert!(integrity::check(conn).is_ok());
     }
 
+    /// A chain of three events and a twin of its third (another actor),
+    /// stored, and their case folded.
+    fn chain_with_twin(conn: &Connection, actor: &str) -> (Vec<Event>, Event) {
+        let chain = test_chain("511421101001", 3);
+        for e in &chain {
+            insert_event(conn, e).unwrap();
+        }
+        let mut twin = chain[2].clone();
+        twin.actor = actor.into();
+        assert_eq!(insert_event(conn, &twin).unwrap(), Inserted::Equivocation);
+        refold_case(conn, &chain[0].case).unwrap();
+        (chain, twin)
+    }
+
     /// A revocation's purge takes the revoked key's equivocating twins past
     /// the cut to quarantine too: kept, a twin was folded back into its
     /// case, so a thief's twinned creation outlived the revocation (found
@@ -2563,14 +2586,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
         let conn = store.conn();
-        let chain = test_chain("511421101001", 3);
-        for e in &chain {
-            insert_event(conn, e).unwrap();
-        }
-        let mut twin = chain[2].clone();
-        twin.actor = "窃贼".into();
-        assert_eq!(insert_event(conn, &twin).unwrap(), Inserted::Equivocation);
-        refold_case(conn, &chain[0].case).unwrap();
+        let (chain, _twin) = chain_with_twin(conn, "窃贼");
         let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
         let upto = [(lane, origin.clone(), 2, chain[1].hash())];
         let moved = purge_after_revocation(conn, 1, &origin, &origin, &KeyId([0; 32]), &upto).unwrap();
@@ -2613,14 +2629,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
         let conn = store.conn();
-        let chain = test_chain("511421101001", 3);
-        for e in &chain {
-            insert_event(conn, e).unwrap();
-        }
-        let mut twin = chain[2].clone();
-        twin.actor = "另一副本".into();
-        assert_eq!(insert_event(conn, &twin).unwrap(), Inserted::Equivocation);
-        refold_case(conn, &chain[0].case).unwrap();
+        let (chain, twin) = chain_with_twin(conn, "另一副本");
         let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
         assert_eq!(set_aside_chain(conn, &origin, &lane, 1).unwrap(), 4, "three events and the twin");
         let twins: i64 = conn.query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();

@@ -6,6 +6,7 @@
 //! written; a node enrolled afterwards starts with the newest version.
 
 use serde_json::Value;
+use std::path::PathBuf;
 use system_tests::{fails, ok_json, s, take_case, County, Server};
 
 const TOWNSHIP: &str = "511421101";
@@ -157,6 +158,25 @@ fn digest(program: &str, data: &std::path::Path, home: &str) -> Value {
     serde_json::json!({"cases": d["cases"], "events": d["events"], "digest": d["digest"]})
 }
 
+/// One sync of the node in `data` with `peer`, as its summary.
+fn sync(program: &str, data: &std::path::Path, peer: &str) -> Value {
+    ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
+}
+
+/// The township a village moves to in the tests below.
+const NEW_TOWNSHIP: &str = "511421102";
+
+/// A county with the village's township, the township it will move to,
+/// and the village: (county, hub, old township, new township, village).
+fn before_a_move() -> (County, PathBuf, PathBuf, PathBuf, PathBuf) {
+    let county = County::new();
+    let hub = county.hub();
+    let old_town = county.enrol(TOWNSHIP, "township-node");
+    let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
+    let village = county.enrol(VILLAGE, "village-node");
+    (county, hub, old_town, new_town, village)
+}
+
 /// A village moves to another township: its new township receives the
 /// village's whole lane at its next session with the county (its digest
 /// for the village equals the county's), the old township keeps what it
@@ -165,12 +185,7 @@ fn digest(program: &str, data: &std::path::Path, home: &str) -> Value {
 /// that does not exist, or of a township, is refused with nothing written.
 #[test]
 fn a_village_moves_to_another_township_with_its_history() {
-    const NEW_TOWNSHIP: &str = "511421102";
-    let county = County::new();
-    let hub = county.hub();
-    let old_town = county.enrol(TOWNSHIP, "township-node");
-    let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
-    let village = county.enrol(VILLAGE, "village-node");
+    let (_county, hub, old_town, new_town, village) = before_a_move();
     let first = take_case(s(&village), "张三", 1);
     take_case(s(&village), "李四", 2);
     // A scan, which the old township will hold until it purges the lane.
@@ -198,9 +213,6 @@ fn a_village_moves_to_another_township_with_its_history() {
     let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
     let old_server = Server::start("township-node", &["serve", "--data", s(&old_town), "--listen", "127.0.0.1:0"]);
     let new_server = Server::start("township-node", &["serve", "--data", s(&new_town), "--listen", "127.0.0.1:0"]);
-    let sync = |program: &str, data: &std::path::Path, peer: &str| {
-        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
-    };
     sync("village-node", &village, &old_server.addr);
     sync("township-node", &old_town, &hub_server.addr);
     assert_eq!(digest("county-hub", &hub, VILLAGE)["cases"], 2);
@@ -283,9 +295,6 @@ fn a_village_is_added_and_a_township_merged_into_another() {
     let village = county.enrol(MERGED_VILLAGE, "village-node");
     take_case(s(&village), "张三", 1);
     let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
-    let sync = |program: &str, data: &std::path::Path, peer: &str| {
-        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
-    };
     sync("village-node", &village, &hub_server.addr);
     sync("township-node", &merged, &hub_server.addr);
 
@@ -340,21 +349,13 @@ fn a_village_is_added_and_a_township_merged_into_another() {
 #[test]
 fn a_running_desk_reads_a_moved_villages_personal_data() {
     use system_tests::desks;
-    const NEW_TOWNSHIP: &str = "511421102";
-    let county = County::new();
-    let hub = county.hub();
-    let old_town = county.enrol(TOWNSHIP, "township-node");
-    let new_town = county.enrol(NEW_TOWNSHIP, "township-node");
-    let village = county.enrol(VILLAGE, "village-node");
+    let (_county, hub, old_town, new_town, village) = before_a_move();
     let moved_case = take_case(s(&village), "张三", 1);
     let own_case = system_tests::township_result(s(&new_town), "李四", 2, "approve");
     let old_own = system_tests::township_result(s(&old_town), "王五", 3, "approve");
     desks::add_staff("township-node", &new_town, "lina", "李娜", "reviewer");
     desks::add_staff("township-node", &old_town, "zhoumin", "周敏", "reviewer");
     let hub_server = Server::start("county-hub", &["serve", "--data", s(&hub), "--listen", "127.0.0.1:0"]);
-    let sync = |program: &str, data: &std::path::Path, peer: &str| {
-        ok_json(program, &["sync", "--data", s(data), "--peer", peer, "--json"])
-    };
     // The old township serves its village and its desk in one process.
     let old_desk = desks::DeskProc::start(
         "township-node",
