@@ -1452,20 +1452,22 @@ fn move_twins(
     take: impl Fn(&Event) -> Result<bool>,
     mut put: impl FnMut(&Event, &[u8], &[u8]) -> Result<usize>,
 ) -> Result<(usize, std::collections::BTreeSet<CaseId>)> {
-    let twins: Vec<(Vec<u8>, Vec<u8>)> = conn
-        .prepare("SELECT hash, body FROM equivocations WHERE ?1 IS NULL OR origin = ?1")?
-        .query_map([origin.map(NodeId::as_str)], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let twins: Vec<(String, u64, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT origin, seq, hash, body FROM equivocations WHERE ?1 IS NULL OR origin = ?1")?
+        .query_map([origin.map(NodeId::as_str)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let (mut moved, mut cases) = (0, std::collections::BTreeSet::new());
-    for (hash, body) in twins {
+    for (row_origin, seq, hash, body) in twins {
         let Ok(e) = Event::decode(&body) else { continue };
         if !take(&e)? {
             continue;
         }
         moved += put(&e, &hash, &body)?;
+        // By the row's own key: the row goes even if its body names
+        // another id (a store altered on disk).
         conn.execute(
             "DELETE FROM equivocations WHERE origin = ?1 AND seq = ?2 AND hash = ?3",
-            params![e.id.origin.0, e.id.seq, hash],
+            params![row_origin, seq, hash],
         )?;
         cases.insert(e.case);
     }
