@@ -1425,7 +1425,6 @@ fn purge_twins_past_cut(
     let reason = format!("an equivocating twin signed with key {key} of {node} after the point the county vouched for when it revoked that key");
     let (moved, cases) = move_twins(
         conn,
-        None,
         |e| {
             if !e.id.origin.is_incarnation_of(node) {
                 return Ok(false);
@@ -1433,7 +1432,10 @@ fn purge_twins_past_cut(
             let cut = upto.iter().find(|(l, o, _, _)| *l == e.lane && *o == e.id.origin).map_or(0, |(_, _, p, _)| *p);
             Ok(e.pos > cut && seal_of(conn, &e.id.origin, &e.lane)?.is_none_or(|s| s.key == *key))
         },
-        |e, _, body| {
+        |e, hash, body| {
+            // Each twin its own entry: the quarantine keeps one per id
+            // and reason, and an id can have more than one twin.
+            let reason = format!("{reason} (twin {})", hex::encode(hash));
             quarantine(conn, at_ms, from, &e.id.origin, e.id.seq, "key_revoked", &reason, body)?;
             Ok(1)
         },
@@ -1442,19 +1444,19 @@ fn purge_twins_past_cut(
     Ok(moved)
 }
 
-/// Moves the equivocating twins `take` picks (of `origin`, or of every
-/// origin) out of `equivocations`, each by `put` (given the twin, its
-/// stored hash and its encoded bytes); a twin that does not decode stays. Returns what `put`
-/// counted and the cases the twins were filed under.
+/// Moves the equivocating twins `take` picks by what their bodies say
+/// (not by the row's columns, which only an altered store makes differ)
+/// out of `equivocations`, each by `put` (given the twin, its stored hash
+/// and its encoded bytes); a twin that does not decode stays. Returns
+/// what `put` counted and the cases the twins were filed under.
 fn move_twins(
     conn: &Connection,
-    origin: Option<&NodeId>,
     take: impl Fn(&Event) -> Result<bool>,
     mut put: impl FnMut(&Event, &[u8], &[u8]) -> Result<usize>,
 ) -> Result<(usize, std::collections::BTreeSet<CaseId>)> {
     let twins: Vec<(String, u64, Vec<u8>, Vec<u8>)> = conn
-        .prepare("SELECT origin, seq, hash, body FROM equivocations WHERE ?1 IS NULL OR origin = ?1")?
-        .query_map([origin.map(NodeId::as_str)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .prepare("SELECT origin, seq, hash, body FROM equivocations")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let (mut moved, mut cases) = (0, std::collections::BTreeSet::new());
     for (row_origin, seq, hash, body) in twins {
@@ -1961,7 +1963,7 @@ pub fn set_aside_chain(conn: &Connection, origin: &NodeId, lane: &Lane, at_ms: u
     // case, a twin would be folded back in while the chain is taken back,
     // and never judged against the peer's history when the work is entered
     // again.
-    let (twins, twin_cases) = move_twins(conn, Some(origin), |e| Ok(e.lane == *lane), put_aside)?;
+    let (twins, twin_cases) = move_twins(conn, |e| Ok(e.id.origin == *origin && e.lane == *lane), put_aside)?;
     moved += twins;
     let mut cases: std::collections::BTreeSet<CaseId> = cases.into_iter().collect();
     cases.extend(twin_cases);
@@ -2588,18 +2590,23 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::create(dir.path()).unwrap();
         let conn = store.conn();
-        let (chain, _twin) = chain_with_twin(conn, "窃贼");
+        let (chain, twin) = chain_with_twin(conn, "窃贼");
+        // A second twin of the same event: each is kept in quarantine
+        // (found by review: one entry per id and reason kept only one).
+        let mut third = twin.clone();
+        third.actor = "窃贼二".into();
+        assert_eq!(insert_event(conn, &third).unwrap(), Inserted::Equivocation);
         let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
         let upto = [(lane, origin.clone(), 2, chain[1].hash())];
         let moved = purge_after_revocation(conn, 1, &origin, &origin, &KeyId([0; 32]), &upto).unwrap();
-        assert_eq!(moved, 2, "the event past the cut and its twin");
+        assert_eq!(moved, 3, "the event past the cut and its two twins");
         let twins: i64 = conn.query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
         assert_eq!(twins, 0);
         let st = fold_stored(conn, &chain[0].case).unwrap().unwrap();
         assert_eq!(st.history.len(), 2, "the twin is folded no more: {:?}", st.history);
         let kept: i64 =
             conn.query_row("SELECT COUNT(*) FROM quarantine WHERE kind = 'key_revoked'", [], |r| r.get(0)).unwrap();
-        assert_eq!(kept, 2);
+        assert_eq!(kept, 3, "every one kept for administrators");
     }
 
     /// A read-only open reads a store one marker step behind (schema 22:
@@ -2632,8 +2639,18 @@ pub(crate) mod tests {
         let store = Store::create(dir.path()).unwrap();
         let conn = store.conn();
         let (chain, twin) = chain_with_twin(conn, "另一副本");
+        // A twin of the chain filed under another origin (a store altered
+        // on disk) goes aside too: it is the chain's by what it says
+        // (found by review).
+        let mut filed_elsewhere = twin.clone();
+        filed_elsewhere.actor = "又一副本".into();
+        conn.execute(
+            "INSERT INTO equivocations (origin, seq, hash, case_id, body) VALUES ('511421101009', ?1, ?2, ?3, ?4)",
+            params![filed_elsewhere.id.seq, filed_elsewhere.hash().0, filed_elsewhere.case.0, filed_elsewhere.encode()],
+        )
+        .unwrap();
         let (lane, origin) = (chain[0].lane.clone(), chain[0].id.origin.clone());
-        assert_eq!(set_aside_chain(conn, &origin, &lane, 1).unwrap(), 4, "three events and the twin");
+        assert_eq!(set_aside_chain(conn, &origin, &lane, 1).unwrap(), 5, "three events and the two twins");
         let twins: i64 = conn.query_row("SELECT COUNT(*) FROM equivocations", [], |r| r.get(0)).unwrap();
         assert_eq!(twins, 0);
         assert_eq!(fold_stored(conn, &chain[0].case).unwrap(), None, "nothing of the chain is folded");
