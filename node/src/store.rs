@@ -315,12 +315,12 @@ impl Row<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
-                names.id(conn, self.origin)?,
+                names.id(conn, self.origin, Named::Node)?,
                 self.seq,
-                names.id(conn, self.lane)?,
+                names.id(conn, self.lane, Named::Node)?,
                 self.pos,
                 self.hash,
-                names.id(conn, self.case)?,
+                names.id(conn, self.case, Named::Case)?,
                 self.hlc.wall_ms,
                 self.hlc.logical,
                 stored
@@ -881,18 +881,48 @@ pub fn insert_event(conn: &Connection, e: &Event) -> Result<Inserted> {
 /// found or given once per batch. Valid only inside the transaction (or
 /// savepoint) that used it: an id given by an insert that is rolled back
 /// is given again to another name.
+///
+/// Nodes and lanes (a county has a few hundred) take ids below
+/// [`CASE_IDS_FROM`], cases ids from it: an event's row and its two
+/// indexes name its origin and lane five times, and SQLite stores an
+/// integer below 128 in one byte and below 32,768 in two, where a
+/// county's year of cases pushes ids given in order of arrival to three.
+/// Where the lower range is full (an old store's cases took it), a node
+/// takes the next id above every other: ids only name, never order.
 #[derive(Default)]
 pub struct Names(std::collections::HashMap<String, i64>);
 
+/// The first id a case's name may take (see [`Names`]).
+pub const CASE_IDS_FROM: i64 = 1024;
+
+/// What a name names, for the range of ids it takes.
+#[derive(Clone, Copy)]
+enum Named {
+    /// An origin or a lane.
+    Node,
+    Case,
+}
+
 impl Names {
-    fn id(&mut self, conn: &Connection, name: &str) -> Result<i64> {
+    fn id(&mut self, conn: &Connection, name: &str, named: Named) -> Result<i64> {
         if let Some(id) = self.0.get(name) {
             return Ok(*id);
         }
         let id = match conn.prepare_cached(ID_OF)?.query_row([name], |r| r.get(0)).optional()? {
             Some(id) => id,
             None => {
-                conn.prepare_cached("INSERT INTO names (name) VALUES (?1)")?.execute([name])?;
+                let sql = match named {
+                    // A NULL id is given the next above every other.
+                    Named::Node => {
+                        "INSERT INTO names (id, name)
+                         SELECT CASE WHEN next < ?2 THEN next END, ?1
+                         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS next FROM names WHERE id < ?2)"
+                    }
+                    Named::Case => {
+                        "INSERT INTO names (id, name) SELECT MAX(COALESCE(MAX(id), 0) + 1, ?2), ?1 FROM names"
+                    }
+                };
+                conn.prepare_cached(sql)?.execute(params![name, CASE_IDS_FROM])?;
                 conn.last_insert_rowid()
             }
         };
@@ -2440,6 +2470,40 @@ pub(crate) mod tests {
         let hlc = Hlc::default();
         let row = Row { origin, seq: pos, lane, pos, hash: &[0], case: "c", hlc, content: &[0] };
         row.insert(conn, &mut Names::default()).unwrap();
+    }
+
+    /// Issue 9: nodes and lanes keep small ids however many cases came
+    /// before them (an event's row and its indexes name its origin and
+    /// lane five times: at a year's 300 k cases, ids given in order of
+    /// arrival took three bytes each instead of one or two); where an old
+    /// store's cases took the lower range, a node still gets an id, and
+    /// its rows read back.
+    #[test]
+    fn nodes_and_lanes_take_small_ids_however_many_cases_came_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let id = |name: &str| -> i64 { conn.query_row(ID_OF, [name], |r| r.get(0)).unwrap() };
+        let row = |origin: &str, seq: u64, case: &str| {
+            let hlc = Hlc::default();
+            let lane = origin;
+            Row { origin, seq, lane, pos: seq, hash: &[0], case, hlc, content: &[0] }
+                .insert(conn, &mut Names::default())
+                .unwrap();
+        };
+        for seq in 1..=3 * CASE_IDS_FROM as u64 {
+            row("511421101001", seq, &format!("511421101001-{seq}"));
+        }
+        row("511421101002", 1, "511421101002-1");
+        assert!(id("511421101001") < 128 && id("511421101002") < 128, "nodes in one byte");
+        assert!(id("511421101001-1") >= CASE_IDS_FROM && id("511421101002-1") > 3 * CASE_IDS_FROM);
+        // An old store whose cases took every id of the lower range.
+        conn.execute("UPDATE names SET id = ?1 - 1 WHERE name = '511421101001-2'", [CASE_IDS_FROM]).unwrap();
+        row("511421101003", 1, "511421101003-1");
+        let late = id("511421101003");
+        assert!(late > id("511421101002-1"), "the next id above every other: {late}");
+        let held: Vec<String> = column(conn, "SELECT origin FROM events WHERE seq = 1 ORDER BY origin", 0);
+        assert_eq!(held, ["511421101001", "511421101002", "511421101003"]);
     }
 
     /// A store file with the first `schema` migrations applied (to test
