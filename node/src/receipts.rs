@@ -41,6 +41,24 @@ pub const GRACE_DEFAULT: u64 = 60;
 /// acknowledged events, staff are told too.
 const SILENCE_MS: u64 = 24 * 3600 * 1000;
 
+/// Longest a village leaves the file phase out of its sessions with the
+/// county after the county signed the receipt it holds
+/// ([`lets_files_wait`]): a county that lost a file since (a disk
+/// restored from a backup) asks the village for it within this long.
+pub const FILES_AT_LEAST_EVERY_MS: u64 = 3600 * 1000;
+
+/// Whether the county's receipt `r` for a village's lane says that a file
+/// phase with the county would move nothing the county lacks: signed at
+/// most [`FILES_AT_LEAST_EVERY_MS`] from `now_ms` either way (a clock
+/// that far off never leaves a file phase out), listing no file of the
+/// lane as missing, and covering the lane's `tips` (every origin's last
+/// seq held here), so no event since brought a file it has not seen.
+pub fn lets_files_wait(r: &SignedReceipt, tips: &[(NodeId, u64)], now_ms: u64) -> bool {
+    now_ms.abs_diff(r.receipt.at_ms) <= FILES_AT_LEAST_EVERY_MS
+        && r.receipt.missing.is_empty()
+        && tips.iter().all(|(origin, seq)| r.covers(origin, *seq))
+}
+
 /// The county receipt held for `home`'s lane, if any.
 pub fn held(conn: &Connection, home: &NodeId) -> Result<Option<SignedReceipt>> {
     let bytes: Option<Vec<u8>> = conn
@@ -464,5 +482,28 @@ mod tests {
         assert!(!keep(conn, &topology, &v, &t, sign(6, vec![file], 250)).unwrap());
         assert_eq!(held_at(), 300);
         assert_eq!(held(conn, &v).unwrap().unwrap().receipt.missing, vec![]);
+    }
+
+    /// Issue 9: the county's receipt lets a village leave the file phase
+    /// out only while it is recent, lists nothing missing and covers every
+    /// chain of the lane as held here.
+    #[test]
+    fn a_receipt_lets_the_files_wait_only_while_it_says_nothing_would_move() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let (v, t) = (NodeId::new("511421101001"), NodeId::new("511421101"));
+        let receipt = |upto: Vec<(NodeId, u64)>, missing: Vec<FileHash>| {
+            SignedReceipt::sign(&key, Receipt { home: v.clone(), upto, missing, at_ms: 10_000_000 })
+        };
+        let whole = receipt(vec![(v.clone(), 5), (t.clone(), 2)], vec![]);
+        let tips = [(v.clone(), 5), (t.clone(), 2)];
+        let now = 10_000_000;
+        assert!(lets_files_wait(&whole, &tips, now));
+        assert!(lets_files_wait(&whole, &tips, now + FILES_AT_LEAST_EVERY_MS));
+        assert!(!lets_files_wait(&whole, &tips, now + FILES_AT_LEAST_EVERY_MS + 1), "an hour on, the files go");
+        assert!(!lets_files_wait(&whole, &tips, now - FILES_AT_LEAST_EVERY_MS - 1), "a clock an hour behind");
+        assert!(!lets_files_wait(&whole, &[(v.clone(), 6), (t.clone(), 2)], now), "an event since");
+        assert!(!lets_files_wait(&whole, &[(v.clone(), 5), (t.clone(), 2), (NodeId::new("511421"), 1)], now));
+        assert!(!lets_files_wait(&receipt(vec![(v.clone(), 5), (t.clone(), 2)], vec![FileHash([3; 32])]), &tips, now));
+        assert!(lets_files_wait(&whole, &[], now), "a lane with nothing in it");
     }
 }

@@ -115,6 +115,30 @@ impl<'a> NodeFiles<'a> {
         self.lacks_any(&self.lanes_to_ask(peer))
     }
 
+    /// Whether a session of this village with the county may leave its
+    /// file phase out, nothing in it to move either way: the county's
+    /// receipt held here says the county holds every event of the
+    /// village's lane and every file of them
+    /// ([`crate::receipts::lets_files_wait`]), and the village lacks no
+    /// file and no key. Most of a village's syncs bring nothing new; the
+    /// phase (its own stream, a Want each way, a receipt signed and kept)
+    /// was about a tenth of what such a session cost the hub. Only a
+    /// village, and only with the county: a township's Want reaches lanes
+    /// no receipt of its own covers (a moved village's files it hands up),
+    /// and what a township lacks no receipt tells.
+    pub(super) fn can_wait(&self, peer: &NodeId, now_ms: u64) -> Result<bool> {
+        if self.topology.tier_of(self.me) != Some(proto::Tier::Village)
+            || self.topology.tier_of(peer) != Some(proto::Tier::County)
+        {
+            return Ok(false);
+        }
+        let Some(receipt) = crate::receipts::held(self.conn, self.me)? else { return Ok(false) };
+        let tips = store::lane_tips(self.conn, &Lane::Home(self.me.clone()))?;
+        Ok(crate::receipts::lets_files_wait(&receipt, &tips, now_ms)
+            && !self.wants_any_of(peer)?
+            && self.keys_lacking(peer)?.is_empty())
+    }
+
     fn key(&self, home: &str) -> Result<DataKey> {
         self.keys.for_lane(&NodeId::new(home)).with_context(|| format!("this node holds no key for {home}'s files"))
     }

@@ -344,6 +344,9 @@ pub struct Summary {
     /// The file phase: material files received and sent, groups refused.
     #[serde(flatten)]
     pub files: proto::transfer::FileStats,
+    /// The file phase was left out: a village with the county, whose
+    /// receipt says nothing would move (`NodeFiles::can_wait`).
+    pub files_left_out: bool,
     /// Own events an upstream node acknowledged that the county's receipts
     /// show it did not pass on (see `crate::receipts`).
     pub unconfirmed_by_county: Option<crate::receipts::Unconfirmed>,
@@ -621,6 +624,7 @@ async fn run_session(
         peer_diverged: session.peer_diverged.iter().cloned().collect(),
         recovery: None,
         files: Default::default(),
+        files_left_out: false,
         unconfirmed_by_county: None,
         link: Link::default(),
     };
@@ -744,6 +748,7 @@ fn merge_counts(into: &mut Summary, more: &Summary) {
     into.files.file_bytes_sent += more.files.file_bytes_sent;
     into.files.groups_refused += more.files.groups_refused;
     into.files.incomplete = more.files.incomplete;
+    into.files_left_out = more.files_left_out;
     into.unconfirmed_by_county = more.unconfirmed_by_county.clone();
     into.bytes_sent += more.bytes_sent;
     into.bytes_received += more.bytes_received;
@@ -791,7 +796,9 @@ async fn session_with(
     // acknowledged), and the peer's end of the event stream, read
     // meanwhile, is awaited after it. A no-op sync waits five round trips
     // instead of six.
-    let files = if wire >= 2 { Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await) } else { None };
+    let left_out = wire >= 2 && block(|| NodeFiles::of(&ledger, dir)?.can_wait(&peer, crate::wall_clock_ms()))?;
+    let files =
+        if wire >= 2 && !left_out { Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await) } else { None };
     // Awaited whatever the file phase did: dropping the event stream, or
     // the connection, before the peer's end would cut off its session (our
     // last acknowledgements may still be on their way).
@@ -805,11 +812,29 @@ async fn session_with(
         block(|| ledger.note_upstream_held(&peer, crate::wall_clock_ms(), &summary.files.sent_whole))?;
     }
     summary.unconfirmed_by_county = block(|| ledger.unconfirmed(crate::wall_clock_ms()))?;
+    summary.files_left_out = left_out;
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
-    // drain period is needed here.
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    // drain period is needed here. Without a file phase its side was done
+    // when it ended its event stream (it waits for a file stream, and
+    // takes this close for the end).
+    if !left_out {
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    }
+    let datagrams = conn.stats().udp_tx.datagrams;
     conn.close(close::DONE.into(), b"done");
+    if left_out {
+        // Closing first: the close is handed to the socket before the
+        // endpoint goes (a process exits right after), or the server
+        // would hold the connection, waiting for a file stream, until its
+        // deadline. The connection's task sends it at its next turn.
+        let sent = async {
+            while conn.stats().udp_tx.datagrams == datagrams {
+                tokio::task::yield_now().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(50), sent).await;
+    }
     summary.link = Link::of(&conn);
     Ok((summary, ledger))
 }

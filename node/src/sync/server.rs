@@ -401,6 +401,11 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
                     Err(_) => tracing::warn!("files with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
                 }
             }
+            // A village the county's receipt says has no file to move
+            // closes after its events (`NodeFiles::can_wait`).
+            Ok(Err(quinn::ConnectionError::ApplicationClosed(c))) if c.error_code == close::DONE.into() => {
+                tracing::debug!("{peer} needed no file phase")
+            }
             Ok(Err(e)) => tracing::info!("{peer} left before the file phase: {}", explain(&e)),
             Err(_) => tracing::info!("{peer} opened no file stream"),
         }

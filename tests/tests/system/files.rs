@@ -173,9 +173,11 @@ fn a_scan_travels_up_the_tiers_in_scope_only() {
     assert_eq!(up["file_bytes_sent"].as_u64(), Some(scan.len() as u64), "sent once for two cases: {up}");
     let relay = sync("township-node", s(&t), &hub.addr);
     assert_eq!(relay["files_sent"], 1, "{relay}");
-    // Nothing more to send: a second sync moves no file.
+    // Nothing more to send: a second sync moves no file. With a township
+    // the file phase always runs (no receipt tells what it lacks).
     let again = sync("village-node", &data, &township.addr);
     assert_eq!((again["files_sent"].as_u64(), again["files_received"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(again["files_left_out"], false, "{again}");
 
     for (program, dir) in [("township-node", t.clone()), ("county-hub", county.hub())] {
         let listed = ok_json(program, &["case", "files", "--data", s(&dir), &one, "--json"]);
@@ -192,6 +194,43 @@ fn a_scan_travels_up_the_tiers_in_scope_only() {
     let other = sync("village-node", s(&o), &hub.addr);
     assert_eq!(other["files_received"], 0);
     assert!(!o.join("files").exists() || all_files(&o.join("files")).is_empty());
+}
+
+/// Issue 9: a village syncing straight with the county leaves the file
+/// phase out while the county's receipt says nothing would move (every
+/// event and file of its lane held there), and runs it again as soon as
+/// new work brings a file; the hub serves such sessions as complete.
+#[test]
+fn a_village_with_nothing_new_for_the_county_leaves_the_file_phase_out() {
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let hub =
+        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let data = s(&v).to_string();
+    let work = tempfile::tempdir().unwrap();
+    let scan = |name: &str, seed| write(work.path(), name, &pdf(64 * 1024, seed));
+    let one = take_case(&data, "张三", 1);
+    attach(&data, &one, "户口簿", &scan("户口簿.pdf", 1), &[]);
+    let first = sync("village-node", &data, &hub.addr);
+    assert_eq!((first["files_sent"].as_u64(), first["files_left_out"].as_bool()), (Some(1), Some(false)), "{first}");
+    for _ in 0..2 {
+        let again = sync("village-node", &data, &hub.addr);
+        assert_eq!(again["files_left_out"], true, "the receipt covers everything: {again}");
+        assert_eq!((again["sent_events"].as_u64(), again["files_sent"].as_u64()), (Some(0), Some(0)));
+    }
+    // New work with a file: the receipt no longer covers the lane.
+    let two = take_case(&data, "李四", 2);
+    let hash = attach(&data, &two, "户口簿", &scan("户口簿二.pdf", 2), &[])["hash"].as_str().unwrap().to_string();
+    let next = sync("village-node", &data, &hub.addr);
+    assert_eq!((next["files_sent"].as_u64(), next["files_left_out"].as_bool()), (Some(1), Some(false)), "{next}");
+    let listed = ok_json("county-hub", &["case", "files", "--data", s(&county.hub()), &two, "--json"]);
+    assert_eq!((listed[0]["hash"].as_str(), listed[0]["here"].as_bool()), (Some(hash.as_str()), Some(true)));
+    assert_eq!(sync("village-node", &data, &hub.addr)["files_left_out"], true);
+    // The village's desk still reads the county as holding both cases.
+    for case in [&one, &two] {
+        let shown = ok_json("village-node", &["case", "show", "--data", &data, case, "--json"]);
+        assert_eq!(shown["county_received"], true, "{shown}");
+    }
 }
 
 /// A file transfer over a slow link cut in the middle (the village's sync
