@@ -49,12 +49,12 @@ pub const FILES_AT_LEAST_EVERY_MS: u64 = 3600 * 1000;
 
 /// Whether the county's receipt `r` for a village's lane says that a file
 /// phase with the county would move nothing the county lacks: signed at
-/// most [`FILES_AT_LEAST_EVERY_MS`] from `now_ms` either way (a clock
-/// that far off never leaves a file phase out), listing no file of the
-/// lane as missing, and covering the lane's `tips` (every origin's last
-/// seq held here), so no event since brought a file it has not seen.
-pub fn lets_files_wait(r: &SignedReceipt, tips: &[(NodeId, u64)], now_ms: u64) -> bool {
-    now_ms.abs_diff(r.receipt.at_ms) <= FILES_AT_LEAST_EVERY_MS
+/// most [`FILES_AT_LEAST_EVERY_MS`] from `county_now_ms` (the county's
+/// time, as its Hello gave it) either way, listing no file of the lane as
+/// missing, and covering the lane's `tips` (every origin's last seq held
+/// here), so no event since brought a file it has not seen.
+pub fn lets_files_wait(r: &SignedReceipt, tips: &[(NodeId, u64)], county_now_ms: u64) -> bool {
+    county_now_ms.abs_diff(r.receipt.at_ms) <= FILES_AT_LEAST_EVERY_MS
         && r.receipt.missing.is_empty()
         && tips.iter().all(|(origin, seq)| r.covers(origin, *seq))
 }
@@ -81,9 +81,7 @@ pub fn keep(
 ) -> Result<bool> {
     let county = topology.county().id.clone();
     let home = r.receipt.home.clone();
-    let key_is_county = topology.verifying_key(&county).map(|k| proto::event::KeyId::of(&k)) == Some(r.key)
-        || store::key_status(conn, &county, &r.key)? == proto::sync::KeyStatus::Enrolled;
-    let why = if !r.signature_holds() || !key_is_county {
+    let why = if !genuine(conn, topology, &r)? {
         Some(format!("a receipt for {home}'s lane from {peer} is not signed by the county"))
     } else if !proto::sync::lane_entitled(topology, me, &Lane::Home(home.clone())) {
         Some(format!("a receipt for {home}'s lane from {peer} is outside this node's scope"))
@@ -126,6 +124,15 @@ pub fn keep(
         .execute(params![home.as_str(), r.receipt.at_ms as i64, proto::codec::encode(&r)])?;
     }
     Ok(newer)
+}
+
+/// Whether `r` is signed by the county: under a key the topology names
+/// for it, or one the county enrolled for itself and has not revoked.
+pub(crate) fn genuine(conn: &Connection, topology: &proto::Topology, r: &SignedReceipt) -> Result<bool> {
+    let county = &topology.county().id;
+    let key_is_county = topology.verifying_key(county).map(|k| proto::event::KeyId::of(&k)) == Some(r.key)
+        || store::key_status(conn, county, &r.key)? == proto::sync::KeyStatus::Enrolled;
+    Ok(key_is_county && r.signature_holds())
 }
 
 /// Whether something an upstream node acknowledged of this node's own is

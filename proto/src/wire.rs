@@ -17,6 +17,13 @@
 //!   nothing is quarantined, nothing refused, and the sender is told how
 //!   many events wait. `prev` does not travel (the receiver rebuilds it).
 //!
+//! - **Version 3** sends version 2's messages, behind version 2's byte, and
+//!   adds one rule to the session: a client may end its file stream
+//!   without a message, leaving the file phase out (a village whose county
+//!   receipt says nothing would move; `node::sync`). A server of version 2
+//!   would take that for a broken stream, so only a version 3 client
+//!   leaves it out, and only with a version 3 server.
+//!
 //! Rule for later releases: a new body kind bumps
 //! [`codec::EVENT_CONTENT`]'s version for the events that use it (older
 //! kinds keep the version older releases read), and a sender speaking
@@ -32,9 +39,18 @@ use crate::{Event, Hash};
 use serde::{Deserialize, Serialize};
 
 /// Format versions of sync messages this release speaks, newest first.
-pub const VERSIONS: [u8; 2] = [2, 1];
+pub const VERSIONS: [u8; 3] = [3, 2, 1];
 /// The newest format version this release speaks.
 pub const NEWEST: u8 = VERSIONS[0];
+
+/// The first format version whose client may leave the file phase out.
+pub const FILES_LEFT_OUT: u8 = 3;
+
+/// The version byte messages of format `version` carry (version 3's are
+/// version 2's).
+pub fn message_version(version: u8) -> u8 {
+    version.min(2)
+}
 
 /// The newest event content format a peer speaking sync message format
 /// `version` reads: version 1 predates content versions.
@@ -64,7 +80,7 @@ fn tag(version: u8) -> Tag {
 pub fn encode(msg: &Message, version: u8) -> Vec<u8> {
     match version {
         1 => codec::encode_tagged(tag(1), &V1::from(msg)),
-        2 => codec::encode_tagged(tag(2), &V2::from(msg)),
+        2 | 3 => codec::encode_tagged(tag(message_version(version)), &V2::from(msg)),
         other => panic!("sync message format version {other} is not one this release speaks"),
     }
 }

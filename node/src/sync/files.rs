@@ -116,25 +116,44 @@ impl<'a> NodeFiles<'a> {
     }
 
     /// Whether a session of this village with the county may leave its
-    /// file phase out, nothing in it to move either way: the county's
-    /// receipt held here says the county holds every event of the
-    /// village's lane and every file of them
-    /// ([`crate::receipts::lets_files_wait`]), and the village lacks no
-    /// file and no key. Most of a village's syncs bring nothing new; the
-    /// phase (its own stream, a Want each way, a receipt signed and kept)
-    /// was about a tenth of what such a session cost the hub. Only a
-    /// village, and only with the county: a township's Want reaches lanes
-    /// no receipt of its own covers (a moved village's files it hands up),
-    /// and what a township lacks no receipt tells.
-    pub(super) fn can_wait(&self, peer: &NodeId, now_ms: u64) -> Result<bool> {
-        if self.topology.tier_of(self.me) != Some(proto::Tier::Village)
+    /// file phase out, nothing in it to move either way: the event phase
+    /// was quiet (nothing sent, received, refused or held either way, no
+    /// divergence: a county restored from a backup shows here, as events
+    /// it takes again), the county's receipt held here is genuine and
+    /// says the county holds every event of the village's lane and every
+    /// file of them ([`crate::receipts::lets_files_wait`], by the county's
+    /// clock), and the village lacks no file and no key. Most of a
+    /// village's syncs bring nothing new; the phase (its own stream, a
+    /// Want each way, a receipt signed and kept) was about a fifth of what
+    /// such a session cost the hub. Only a village, and only with the
+    /// county: a township's Want reaches lanes no receipt of its own covers
+    /// (a moved village's files it hands up), and what a township lacks no
+    /// receipt tells.
+    pub(super) fn can_wait(&self, peer: &NodeId, session: &Summary, now_ms: u64) -> Result<bool> {
+        let s = &session.stats;
+        let quiet = s.sent_events == 0
+            && s.received_events == 0
+            && s.quarantined_events == 0
+            && s.deferred_events == 0
+            && s.newer_format_events == 0
+            && s.withheld_events == 0
+            && s.quarantined_by_peer == 0
+            && s.held_by_peer == 0
+            && s.own_received.is_empty()
+            && session.own_diverged.is_empty()
+            && session.peer_diverged.is_empty();
+        let Some(offset) = s.peer_clock_offset_ms else { return Ok(false) };
+        if !quiet
+            || self.topology.tier_of(self.me) != Some(proto::Tier::Village)
             || self.topology.tier_of(peer) != Some(proto::Tier::County)
         {
             return Ok(false);
         }
         let Some(receipt) = crate::receipts::held(self.conn, self.me)? else { return Ok(false) };
         let tips = store::lane_tips(self.conn, &Lane::Home(self.me.clone()))?;
-        Ok(crate::receipts::lets_files_wait(&receipt, &tips, now_ms)
+        let county_now = now_ms.saturating_add_signed(offset);
+        Ok(crate::receipts::lets_files_wait(&receipt, &tips, county_now)
+            && crate::receipts::genuine(self.conn, self.topology, &receipt)?
             && !self.wants_any_of(peer)?
             && self.keys_lacking(peer)?.is_empty())
     }
@@ -390,16 +409,30 @@ async fn write_file_frame(send: &mut quinn::SendStream, msg: &FileMessage) -> Re
     Ok(4 + raw.len() as u64)
 }
 
-async fn read_file_frame(recv: &mut quinn::RecvStream) -> Result<Option<FileMessage>> {
+/// The length prefix of the peer's next file frame, or None where its
+/// stream ends cleanly instead.
+pub(super) async fn file_frame_length(recv: &mut quinn::RecvStream) -> Result<Option<[u8; 4]>> {
     let mut len = [0u8; 4];
     match recv.read_exact(&mut len).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Ok(()) => Ok(Some(len)),
+        Err(quinn::ReadExactError::FinishedEarly(0)) => Ok(None),
         Err(quinn::ReadExactError::FinishedEarly(_)) => {
-            return Err(peer(PeerErrorKind::Protocol, "the peer ended the file stream inside a frame"))
+            Err(peer(PeerErrorKind::Protocol, "the peer ended the file stream inside a frame"))
         }
-        Err(quinn::ReadExactError::ReadError(e)) => return Err(read_error(e)),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(read_error(e)),
     }
+}
+
+/// The peer's next file message (its length prefix read already, when
+/// `len` is given), or None where its stream ends cleanly.
+async fn read_file_frame(recv: &mut quinn::RecvStream, len: Option<[u8; 4]>) -> Result<Option<FileMessage>> {
+    let len = match len {
+        Some(len) => len,
+        None => match file_frame_length(recv).await? {
+            Some(len) => len,
+            None => return Ok(None),
+        },
+    };
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FILE_FRAME {
         return Err(peer(PeerErrorKind::Protocol, format!("a file frame of {len} bytes is over the limit")));
@@ -418,20 +451,23 @@ async fn read_file_frame(recv: &mut quinn::RecvStream) -> Result<Option<FileMess
 /// handled in place (it asks again for each).
 const SENT_IN_PLACE: usize = 16;
 
-/// Runs the file phase with `peer` on one bidirectional stream.
+/// Runs the file phase with `peer` on one bidirectional stream (the
+/// length prefix of the peer's first message read already, when given).
 pub(super) async fn run_files(
     ledger: &mut Ledger,
     dir: &Path,
     peer_id: &NodeId,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    first_length: Option<[u8; 4]>,
     progress: &Progress,
 ) -> Result<FileStats> {
     let started = Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<FileMessage>>(4);
     let reader = spawn_in_session(async move {
+        let mut length = first_length;
         loop {
-            let item = match read_file_frame(&mut recv).await {
+            let item = match read_file_frame(&mut recv, length.take()).await {
                 Ok(Some(m)) => Ok(m),
                 Ok(None) => break,
                 Err(e) => Err(e),

@@ -796,9 +796,24 @@ async fn session_with(
     // acknowledged), and the peer's end of the event stream, read
     // meanwhile, is awaited after it. A no-op sync waits five round trips
     // instead of six.
-    let left_out = wire >= 2 && block(|| NodeFiles::of(&ledger, dir)?.can_wait(&peer, crate::wall_clock_ms()))?;
-    let files =
-        if wire >= 2 && !left_out { Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await) } else { None };
+    let left_out = wire >= proto::wire::FILES_LEFT_OUT
+        && block(|| NodeFiles::of(&ledger, dir)?.can_wait(&peer, &summary, crate::wall_clock_ms())).unwrap_or_else(
+            |e| {
+                tracing::warn!("cannot tell whether the files with {peer} can wait; they go now: {e:#}");
+                false
+            },
+        );
+    // Left out: the file stream ends before any message, which the server
+    // takes for the end of the phase (and closes, as after one).
+    let mut ended = None;
+    let files = if wire < 2 {
+        None
+    } else if left_out {
+        ended = Some(leave_files_out(&conn, &peer).await?);
+        None
+    } else {
+        Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await)
+    };
     // Awaited whatever the file phase did: dropping the event stream, or
     // the connection, before the peer's end would cut off its session (our
     // last acknowledgements may still be on their way).
@@ -806,37 +821,34 @@ async fn session_with(
     if let Some(files) = files {
         summary.files = files?;
     }
+    summary.files_left_out = left_out;
     if ledger.topology().tier_of(&peer) != Some(Tier::County) {
         // What this upstream node now holds of our own events, to compare
         // with the county's receipts (`crate::receipts`).
         block(|| ledger.note_upstream_held(&peer, crate::wall_clock_ms(), &summary.files.sent_whole))?;
     }
     summary.unconfirmed_by_county = block(|| ledger.unconfirmed(crate::wall_clock_ms()))?;
-    summary.files_left_out = left_out;
     // The server closes the connection once its side is done; waiting for
     // that (half a round trip) means both sides have everything, and no
-    // drain period is needed here. Without a file phase its side was done
-    // when it ended its event stream (it waits for a file stream, and
-    // takes this close for the end).
-    if !left_out {
-        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-    }
-    let datagrams = conn.stats().udp_tx.datagrams;
+    // drain period is needed here.
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+    drop(ended);
     conn.close(close::DONE.into(), b"done");
-    if left_out {
-        // Closing first: the close is handed to the socket before the
-        // endpoint goes (a process exits right after), or the server
-        // would hold the connection, waiting for a file stream, until its
-        // deadline. The connection's task sends it at its next turn.
-        let sent = async {
-            while conn.stats().udp_tx.datagrams == datagrams {
-                tokio::task::yield_now().await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(50), sent).await;
-    }
     summary.link = Link::of(&conn);
     Ok((summary, ledger))
+}
+
+/// Opens the file stream and ends it at once: the file phase left out
+/// (sync format 3). The stream is handed back, to be kept until the server
+/// closes the connection.
+async fn leave_files_out(conn: &quinn::Connection, peer: &NodeId) -> Result<(quinn::SendStream, quinn::RecvStream)> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| anyhow::Error::new(peer_error(&e)))
+        .with_context(|| format!("cannot end the file phase with {peer}"))?;
+    send.finish()?;
+    Ok((send, recv))
 }
 
 /// The file phase of a client session, on a stream of its own after the
@@ -855,7 +867,7 @@ async fn file_phase(
         .with_context(|| format!("cannot start the file phase with {peer}"))?;
     // Bounded like a served session: a peer trickling messages cannot hold
     // a laptop's sync (or a desk's background sync) open forever.
-    let phase = files::run_files(ledger, dir, peer, send, recv, progress);
+    let phase = files::run_files(ledger, dir, peer, send, recv, None, progress);
     match tokio::time::timeout(SESSION_DEADLINE, phase).await {
         Ok(r) => r,
         Err(_) => Err(frames::peer(

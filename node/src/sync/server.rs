@@ -390,21 +390,34 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     if wire >= 2 {
         // Files after the events, on the client's second stream.
         match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
-            Ok(Ok((send, recv))) => {
-                let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, &SILENT);
-                match tokio::time::timeout(SESSION_DEADLINE, files).await {
-                    Ok(Ok(f)) => tracing::info!(
-                        peer = %peer, received = f.files_received, sent = f.files_sent,
-                        refused = f.groups_refused, "files done"
-                    ),
-                    Ok(Err(e)) => tracing::warn!("files with {peer}: {e:#}"),
-                    Err(_) => tracing::warn!("files with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
+            Ok(Ok((send, mut recv))) => {
+                // From format 3 a village whose county receipt says nothing
+                // would move ends the stream before any message
+                // (`NodeFiles::can_wait`): the phase is over.
+                let first = if wire >= proto::wire::FILES_LEFT_OUT {
+                    tokio::time::timeout(MESSAGE_DEADLINE, files::file_frame_length(&mut recv))
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no file message within {} s", MESSAGE_DEADLINE.as_secs()))
+                        .and_then(|r| r)
+                        .map(|len| len.map(Some))
+                } else {
+                    Ok(Some(None))
+                };
+                match first {
+                    Ok(None) => tracing::debug!("{peer} left the file phase out"),
+                    Err(e) => tracing::warn!("files with {peer}: {e:#}"),
+                    Ok(Some(length)) => {
+                        let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, length, &SILENT);
+                        match tokio::time::timeout(SESSION_DEADLINE, files).await {
+                            Ok(Ok(f)) => tracing::info!(
+                                peer = %peer, received = f.files_received, sent = f.files_sent,
+                                refused = f.groups_refused, "files done"
+                            ),
+                            Ok(Err(e)) => tracing::warn!("files with {peer}: {e:#}"),
+                            Err(_) => tracing::warn!("files with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
+                        }
+                    }
                 }
-            }
-            // A village the county's receipt says has no file to move
-            // closes after its events (`NodeFiles::can_wait`).
-            Ok(Err(quinn::ConnectionError::ApplicationClosed(c))) if c.error_code == close::DONE.into() => {
-                tracing::debug!("{peer} needed no file phase")
             }
             Ok(Err(e)) => tracing::info!("{peer} left before the file phase: {}", explain(&e)),
             Err(_) => tracing::info!("{peer} opened no file stream"),

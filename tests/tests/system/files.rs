@@ -198,34 +198,50 @@ fn a_scan_travels_up_the_tiers_in_scope_only() {
 
 /// Issue 9: a village syncing straight with the county leaves the file
 /// phase out while the county's receipt says nothing would move (every
-/// event and file of its lane held there), and runs it again as soon as
-/// new work brings a file; the hub serves such sessions as complete.
+/// event and file of its lane held there) and the event phase was quiet,
+/// and runs it again as soon as new work brings a file, or as soon as the
+/// county turns out to have lost what its receipt says (a county restored
+/// from a backup takes the village's events again: the files follow in the
+/// same session). The server closes such a session at once: back-to-back
+/// syncs are never turned away for connections still held.
 #[test]
 fn a_village_with_nothing_new_for_the_county_leaves_the_file_phase_out() {
     let county = County::new();
     let v = county.enrol(VILLAGE, "village-node");
-    let hub =
-        system_tests::Server::start("county-hub", &["serve", "--data", s(&county.hub()), "--listen", "127.0.0.1:0"]);
+    let hub_dir = county.hub();
+    let backup = tempfile::tempdir().unwrap();
+    system_tests::copy_dir(&hub_dir, backup.path());
+    let serve =
+        || system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    let mut hub = serve();
     let data = s(&v).to_string();
     let work = tempfile::tempdir().unwrap();
     let scan = |name: &str, seed| write(work.path(), name, &pdf(64 * 1024, seed));
     let one = take_case(&data, "张三", 1);
-    attach(&data, &one, "户口簿", &scan("户口簿.pdf", 1), &[]);
+    let hash = attach(&data, &one, "户口簿", &scan("户口簿.pdf", 1), &[])["hash"].as_str().unwrap().to_string();
     let first = sync("village-node", &data, &hub.addr);
     assert_eq!((first["files_sent"].as_u64(), first["files_left_out"].as_bool()), (Some(1), Some(false)), "{first}");
-    for _ in 0..2 {
+    for _ in 0..3 {
         let again = sync("village-node", &data, &hub.addr);
         assert_eq!(again["files_left_out"], true, "the receipt covers everything: {again}");
         assert_eq!((again["sent_events"].as_u64(), again["files_sent"].as_u64()), (Some(0), Some(0)));
     }
     // New work with a file: the receipt no longer covers the lane.
     let two = take_case(&data, "李四", 2);
-    let hash = attach(&data, &two, "户口簿", &scan("户口簿二.pdf", 2), &[])["hash"].as_str().unwrap().to_string();
+    attach(&data, &two, "户口簿", &scan("户口簿二.pdf", 2), &[]);
     let next = sync("village-node", &data, &hub.addr);
     assert_eq!((next["files_sent"].as_u64(), next["files_left_out"].as_bool()), (Some(1), Some(false)), "{next}");
-    let listed = ok_json("county-hub", &["case", "files", "--data", s(&county.hub()), &two, "--json"]);
-    assert_eq!((listed[0]["hash"].as_str(), listed[0]["here"].as_bool()), (Some(hash.as_str()), Some(true)));
     assert_eq!(sync("village-node", &data, &hub.addr)["files_left_out"], true);
+    // The county restored from a backup taken before all of this.
+    drop(hub);
+    std::fs::remove_dir_all(&hub_dir).unwrap();
+    system_tests::copy_dir(backup.path(), &hub_dir);
+    hub = serve();
+    let restored = sync("village-node", &data, &hub.addr);
+    assert!(restored["sent_events"].as_u64() > Some(0), "{restored}");
+    assert_eq!((restored["files_sent"].as_u64(), restored["files_left_out"].as_bool()), (Some(2), Some(false)));
+    let listed = ok_json("county-hub", &["case", "files", "--data", s(&hub_dir), &one, "--json"]);
+    assert_eq!((listed[0]["hash"].as_str(), listed[0]["here"].as_bool()), (Some(hash.as_str()), Some(true)));
     // The village's desk still reads the county as holding both cases.
     for case in [&one, &two] {
         let shown = ok_json("village-node", &["case", "show", "--data", &data, case, "--json"]);

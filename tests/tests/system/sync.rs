@@ -455,7 +455,7 @@ fn a_village_on_the_previous_format_syncs_with_the_current_release() {
     assert!(up.stats.sent_events >= 20);
     assert_eq!((up.stats.quarantined_by_peer, up.stats.held_by_peer), (0, 0));
     let relay = sync("township-node", &t, &net.hub.addr);
-    assert_eq!(relay["format_version"], 2, "two current nodes speak the newest format");
+    assert_eq!(relay["format_version"], proto::wire::NEWEST, "two current nodes speak the newest format");
 
     // A county decision travels back down to the old village.
     let case = cases("county-hub", &hub)
