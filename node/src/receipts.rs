@@ -126,6 +126,36 @@ pub fn keep(
     Ok(newer)
 }
 
+/// Drops the county receipts the county's own Hello contradicts: it holds
+/// less of a lane's chain than this node (`lacks`: lane, origin and the
+/// position it holds), and the first event it lacks is one its receipt
+/// says it holds (a county restored from a backup). Until a file phase
+/// brings a new receipt, nothing here counts on the dropped one: the file
+/// phase is not left out, no file is pruned for it, and no case shows as
+/// received by the county. Returns the lanes whose receipts were dropped.
+pub fn drop_contradicted(conn: &Connection, lacks: &[(Lane, NodeId, u64)]) -> Result<Vec<NodeId>> {
+    let mut dropped: Vec<NodeId> = Vec::new();
+    for (lane, origin, there) in lacks {
+        let Lane::Home(home) = lane else { continue };
+        if dropped.contains(home) {
+            continue;
+        }
+        let Some(r) = held(conn, home)? else { continue };
+        let Some(first) = store::lane_events(conn, lane, origin, *there, there + 1)?.into_iter().next() else {
+            continue;
+        };
+        if r.covers(&first.id.origin, first.id.seq) {
+            conn.prepare_cached("DELETE FROM county_receipts WHERE home = ?1")?.execute([home.as_str()])?;
+            tracing::warn!(
+                lane = %home, origin = %origin, position = there,
+                "the county lacks events its receipt says it holds (restored from a backup?): the receipt is dropped"
+            );
+            dropped.push(home.clone());
+        }
+    }
+    Ok(dropped)
+}
+
 /// Whether `r` is signed by the county: under a key the topology names
 /// for it, or one the county enrolled for itself and has not revoked.
 pub(crate) fn genuine(conn: &Connection, topology: &proto::Topology, r: &SignedReceipt) -> Result<bool> {
@@ -512,5 +542,46 @@ mod tests {
         assert!(!lets_files_wait(&whole, &[(v.clone(), 5), (t.clone(), 2), (NodeId::new("511421"), 1)], now));
         assert!(!lets_files_wait(&receipt(vec![(v.clone(), 5), (t.clone(), 2)], vec![FileHash([3; 32])]), &tips, now));
         assert!(lets_files_wait(&whole, &[], now), "a lane with nothing in it");
+    }
+
+    /// Issue 9 (found by review): a county restored from a backup shows
+    /// in its Hello that it lacks events its receipt covers; the receipt
+    /// is then dropped, so a later quiet session does not leave the file
+    /// phase out on its word (nor a prune delete a file for it).
+    #[test]
+    fn a_receipt_the_countys_hello_contradicts_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::create(dir.path()).unwrap();
+        let conn = store.conn();
+        let chain = crate::store::tests::test_chain("511421101001", 3);
+        for e in &chain {
+            crate::store::insert_event(conn, e).unwrap();
+        }
+        let v = chain[0].id.origin.clone();
+        let lane = chain[0].lane.clone();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let keep_receipt = |upto: u64| {
+            let r = SignedReceipt::sign(
+                &key,
+                Receipt { home: v.clone(), upto: vec![(v.clone(), upto)], missing: vec![], at_ms: 1 },
+            );
+            conn.execute(
+                "INSERT OR REPLACE INTO county_receipts (home, at_ms, signed) VALUES (?1, 1, ?2)",
+                params![v.as_str(), proto::codec::encode(&r)],
+            )
+            .unwrap();
+        };
+        keep_receipt(1);
+        // The county holds one event, its receipt says one: no contradiction.
+        assert!(drop_contradicted(conn, &[(lane.clone(), v.clone(), 1)]).unwrap().is_empty());
+        assert!(held(conn, &v).unwrap().is_some());
+        // Its receipt says three, it holds one: dropped.
+        keep_receipt(3);
+        assert_eq!(drop_contradicted(conn, &[(lane.clone(), v.clone(), 1)]).unwrap(), vec![v.clone()]);
+        assert!(held(conn, &v).unwrap().is_none());
+        // A chain of another lane, or none held beyond, changes nothing.
+        keep_receipt(3);
+        assert!(drop_contradicted(conn, &[(Lane::Global, v.clone(), 0), (lane, v.clone(), 3)]).unwrap().is_empty());
+        assert!(held(conn, &v).unwrap().is_some());
     }
 }

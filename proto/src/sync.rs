@@ -910,6 +910,10 @@ pub struct Session {
     /// Chains of the peer's origins that the peer holds differently from
     /// us: the peer is a second copy of a node, or a stale one.
     pub peer_diverged: BTreeSet<Divergence>,
+    /// Chains the peer's Hello showed it holds less of than we do, with
+    /// the position it holds (a village reads here that the county lost
+    /// what its receipt says it holds).
+    pub peer_lacks: Vec<(Lane, NodeId, u64)>,
 }
 
 impl Session {
@@ -956,6 +960,7 @@ impl Session {
             stats: Stats::default(),
             own_diverged: BTreeSet::new(),
             peer_diverged: BTreeSet::new(),
+            peer_lacks: Vec::new(),
         };
         s.outbox.push_back(Message::Hello { wall_ms: now_ms, positions, heads });
         Ok(s)
@@ -1129,13 +1134,17 @@ impl Session {
                 // The peer holds another copy's history of this chain.
                 continue;
             }
-            let mut have = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
+            let held = theirs.get(&(lane.clone(), origin.clone())).copied().unwrap_or(0);
+            let mut have = held;
             if self.peer_diverged.iter().any(|d| d.lane == lane && d.origin == origin) {
                 // The peer is a second copy of itself: send the chain whole,
                 // from which it can prove the divergence to itself.
                 have = 0;
             }
             if let Some(seal) = replica.seal(&origin, &lane).map_err(storage)? {
+                if seal.pos > held {
+                    self.peer_lacks.push((lane.clone(), origin.clone(), held));
+                }
                 if seal.pos > have {
                     plan.push((lane, origin, have, seal));
                 }

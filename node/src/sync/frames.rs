@@ -194,8 +194,12 @@ pub(super) async fn read_frame(recv: &mut quinn::RecvStream, wire: u8) -> Result
     let msg = sized(raw_len.max(len), || -> Result<Message> {
         let raw = unpack(&buf)?;
         drop(buf);
-        if raw.get(1).is_some_and(|v| *v != proto::wire::message_version(wire)) {
-            bail!("the peer sent a message of format version {}, not version {wire} agreed on", raw[1]);
+        let expected = proto::wire::message_version(wire);
+        if raw.get(1).is_some_and(|v| *v != expected) {
+            bail!(
+                "the peer sent a message of version {}, not version {expected} of the sync format {wire} agreed on",
+                raw[1]
+            );
         }
         Ok(Message::decode(&raw)?)
     })

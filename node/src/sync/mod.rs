@@ -352,6 +352,10 @@ pub struct Summary {
     pub unconfirmed_by_county: Option<crate::receipts::Unconfirmed>,
     /// What the session took of the link (this side's QUIC counters).
     pub link: Link,
+    /// Chains the peer's Hello showed it holds less of than this node
+    /// (`proto::sync::Session::peer_lacks`).
+    #[serde(skip)]
+    pub peer_lacks: Vec<(Lane, NodeId, u64)>,
 }
 
 /// A session's use of the link, from this side's QUIC counters.
@@ -627,6 +631,7 @@ async fn run_session(
         files_left_out: false,
         unconfirmed_by_county: None,
         link: Link::default(),
+        peer_lacks: std::mem::take(&mut session.peer_lacks),
     };
     Ok((summary, frames))
 }
@@ -796,6 +801,9 @@ async fn session_with(
     // acknowledged), and the peer's end of the event stream, read
     // meanwhile, is awaited after it. A no-op sync waits five round trips
     // instead of six.
+    if ledger.topology().tier_of(&peer) == Some(Tier::County) && !summary.peer_lacks.is_empty() {
+        block(|| crate::receipts::drop_contradicted(ledger.store().conn(), &summary.peer_lacks))?;
+    }
     let left_out = wire >= proto::wire::FILES_LEFT_OUT
         && block(|| NodeFiles::of(&ledger, dir)?.can_wait(&peer, &summary, crate::wall_clock_ms())).unwrap_or_else(
             |e| {

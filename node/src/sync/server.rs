@@ -395,9 +395,10 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
                 // would move ends the stream before any message
                 // (`NodeFiles::can_wait`): the phase is over.
                 let first = if wire >= proto::wire::FILES_LEFT_OUT {
-                    tokio::time::timeout(MESSAGE_DEADLINE, files::file_frame_length(&mut recv))
+                    // An honest client's first bytes open the stream.
+                    tokio::time::timeout(OPEN_DEADLINE, files::file_frame_length(&mut recv))
                         .await
-                        .map_err(|_| anyhow::anyhow!("no file message within {} s", MESSAGE_DEADLINE.as_secs()))
+                        .map_err(|_| anyhow::anyhow!("no file message within {} s", OPEN_DEADLINE.as_secs()))
                         .and_then(|r| r)
                         .map(|len| len.map(Some))
                 } else {

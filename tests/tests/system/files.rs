@@ -232,6 +232,20 @@ fn a_village_with_nothing_new_for_the_county_leaves_the_file_phase_out() {
     let next = sync("village-node", &data, &hub.addr);
     assert_eq!((next["files_sent"].as_u64(), next["files_left_out"].as_bool()), (Some(1), Some(false)), "{next}");
     assert_eq!(sync("village-node", &data, &hub.addr)["files_left_out"], true);
+    // A receipt altered on the laptop's disk is not taken at its word.
+    {
+        let db = rusqlite::Connection::open(v.join("node.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE county_receipts SET signed = CAST(substr(signed, 1, length(signed) - 1) || x'00' AS BLOB) WHERE home = ?1",
+                [VILLAGE],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let altered = sync("village-node", &data, &hub.addr);
+    assert_eq!(altered["files_left_out"], false, "{altered}");
+    assert_eq!(sync("village-node", &data, &hub.addr)["files_left_out"], true, "a genuine receipt again");
     // The county restored from a backup taken before all of this.
     drop(hub);
     std::fs::remove_dir_all(&hub_dir).unwrap();
