@@ -571,9 +571,10 @@ fn stored_tier(conn: &Connection) -> Result<Option<Tier>> {
 /// fewer, longer checkpoints.
 pub const COUNTY_WAL_PAGES: u32 = 10_000;
 
-/// Sizes the connection's page cache for the store's tier, within the
-/// process's cap, and the county's write-ahead log.
-fn size_page_cache(conn: &Connection) -> Result<()> {
+/// Sets the connection up for the store's tier: its page cache (within
+/// the process's cap) and, at the county, how long its write-ahead log
+/// grows.
+fn tune_for_tier(conn: &Connection) -> Result<()> {
     let tier = stored_tier(conn)?;
     let mut kib = page_cache_kib(tier);
     let cap = PAGE_CACHE_CAP_KIB.load(Ordering::Relaxed);
@@ -654,7 +655,7 @@ impl Store {
         let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        size_page_cache(&conn)?;
+        tune_for_tier(&conn)?;
         session.checked()?;
         Ok(Store { conn, session: Some(session) })
     }
@@ -689,7 +690,7 @@ impl Store {
         }
         configure(&conn)?;
         migrate(&mut conn)?;
-        size_page_cache(&conn)?;
+        tune_for_tier(&conn)?;
         session.checked()?;
         Ok(Store { conn, session: Some(session) })
     }
@@ -714,7 +715,7 @@ impl Store {
             if !conn.is_readonly("main")? {
                 configure(&conn)?;
                 migrate(&mut conn)?;
-                size_page_cache(&conn)?;
+                tune_for_tier(&conn)?;
                 return Ok(Store { conn, session: None });
             }
         }
@@ -749,7 +750,7 @@ impl Store {
                     if let Some(caveat) = caveat {
                         tracing::warn!("{} is read-only: {caveat}", dir.display());
                     }
-                    size_page_cache(&conn)?;
+                    tune_for_tier(&conn)?;
                     return Ok(Store { conn, session: None });
                 }
                 Ok(v) if v > MIGRATIONS.len() => {

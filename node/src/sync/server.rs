@@ -390,34 +390,9 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     if wire >= 2 {
         // Files after the events, on the client's second stream.
         match tokio::time::timeout(OPEN_DEADLINE, conn.accept_bi()).await {
-            Ok(Ok((send, mut recv))) => {
-                // From format 3 a village whose county receipt says nothing
-                // would move ends the stream before any message
-                // (`NodeFiles::can_wait`): the phase is over.
-                let first = if wire >= proto::wire::FILES_LEFT_OUT {
-                    // An honest client's first bytes open the stream.
-                    tokio::time::timeout(OPEN_DEADLINE, files::file_frame_length(&mut recv))
-                        .await
-                        .map_err(|_| anyhow::anyhow!("no file message within {} s", OPEN_DEADLINE.as_secs()))
-                        .and_then(|r| r)
-                        .map(|len| len.map(Some))
-                } else {
-                    Ok(Some(None))
-                };
-                match first {
-                    Ok(None) => tracing::debug!("{peer} left the file phase out"),
-                    Err(e) => tracing::warn!("files with {peer}: {e:#}"),
-                    Ok(Some(length)) => {
-                        let files = files::run_files(&mut ledger, &gate.dir, &peer, send, recv, length, &SILENT);
-                        match tokio::time::timeout(SESSION_DEADLINE, files).await {
-                            Ok(Ok(f)) => tracing::info!(
-                                peer = %peer, received = f.files_received, sent = f.files_sent,
-                                refused = f.groups_refused, "files done"
-                            ),
-                            Ok(Err(e)) => tracing::warn!("files with {peer}: {e:#}"),
-                            Err(_) => tracing::warn!("files with {peer} exceeded {} s", SESSION_DEADLINE.as_secs()),
-                        }
-                    }
+            Ok(Ok((send, recv))) => {
+                if let Err(e) = serve_files(&mut ledger, &gate.dir, &peer, wire, send, recv).await {
+                    tracing::warn!("files with {peer}: {e:#}");
                 }
             }
             Ok(Err(e)) => tracing::info!("{peer} left before the file phase: {}", explain(&e)),
@@ -431,6 +406,38 @@ pub(super) async fn serve_connection(gate: Arc<Gate>, incoming: quinn::Incoming,
     // Our side is complete (every batch stored and acknowledged both ways):
     // closing tells the client it may exit.
     conn.close(close::DONE.into(), b"done");
+    Ok(())
+}
+
+/// The served side of a file phase on the client's stream. From format 3
+/// a village whose county receipt says nothing would move ends the stream
+/// before any message (`NodeFiles::can_wait`): the phase is over; an
+/// honest client's first bytes open the stream, so they are awaited only
+/// as long as the stream's opening.
+async fn serve_files(
+    ledger: &mut Ledger,
+    dir: &Path,
+    peer: &NodeId,
+    wire: u8,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<()> {
+    let mut first = None;
+    if wire >= proto::wire::FILES_LEFT_OUT {
+        let read = tokio::time::timeout(OPEN_DEADLINE, files::file_frame_length(&mut recv)).await;
+        match read.map_err(|_| anyhow!("no file message within {} s", OPEN_DEADLINE.as_secs()))?? {
+            None => {
+                tracing::debug!("{peer} left the file phase out");
+                return Ok(());
+            }
+            length => first = length,
+        }
+    }
+    let files = files::run_files(ledger, dir, peer, send, recv, first, &SILENT);
+    let f = tokio::time::timeout(SESSION_DEADLINE, files)
+        .await
+        .map_err(|_| anyhow!("the file phase exceeded {} s", SESSION_DEADLINE.as_secs()))??;
+    tracing::info!(peer = %peer, received = f.files_received, sent = f.files_sent, refused = f.groups_refused, "files done");
     Ok(())
 }
 
