@@ -24,6 +24,11 @@
 //! for the file if it is still that size and age and has no WAL; `open`
 //! (a session that never ended: a crash) or `checking` (a check that never
 //! finished) do not. Later openers wait for the first one's check.
+//! `open` is written before the session's first commit
+//! ([`Session::watch_commits`]), not when it starts: a session that writes
+//! nothing (a no-op sync, a desk only read) leaves the state file as it
+//! found it, and the file system is spared two replacing renames, each of
+//! which ext4 writes out at once.
 
 use crate::store::{self, DB_FILE};
 use anyhow::{Context, Result};
@@ -33,6 +38,8 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Held (shared) by every process writing to the store.
 pub const LOCK_FILE: &str = "node.lock";
@@ -107,9 +114,13 @@ pub struct Session {
     lock: File,
     first: bool,
     checked: bool,
-    /// The state read as it joined: `open` already (another process holds
-    /// the session) needs no writing again.
-    found_open: bool,
+    /// Whether the store was not vouched for as this session began: it is
+    /// checked, and its state file says so (`checking`, or a stale state)
+    /// until `open` replaces it.
+    due: bool,
+    /// Whether this process has written `open` (or found it, left by
+    /// another process of the session): set before its first commit.
+    opened: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -144,7 +155,15 @@ impl Session {
         if first && !vouched {
             write_state(dir, &State::Checking);
         }
-        Ok((Session { dir: dir.to_path_buf(), lock, first, checked: false, found_open }, !vouched))
+        let session = Session {
+            dir: dir.to_path_buf(),
+            lock,
+            first,
+            checked: false,
+            due: !vouched,
+            opened: Arc::new(AtomicBool::new(found_open)),
+        };
+        Ok((session, !vouched))
     }
 
     /// The store passed its check (or needed none): later openers may
@@ -152,9 +171,13 @@ impl Session {
     pub fn checked(&mut self) -> Result<()> {
         // A replacing rename costs the file system a flush of the file (ext4
         // writes a file renamed over another out at once): written only
-        // when it says something new.
-        if self.first || !self.found_open {
+        // when it says something new. A store found clean keeps saying so
+        // until the first commit (`watch_commits`); one that was checked
+        // (`checking`), or left `open` by a session that never ended, is
+        // now this session's.
+        if self.due {
             write_state(&self.dir, &State::Open);
+            self.opened.store(true, Ordering::SeqCst);
         }
         self.checked = true;
         if self.first {
@@ -162,15 +185,35 @@ impl Session {
         }
         Ok(())
     }
+
+    /// Writes `open` before the first commit on `conn`, so that a process
+    /// ending without closing the store (a crash, a kill) leaves it to be
+    /// checked, and a later opener trusts the session it joins. Before
+    /// any commit the store is as the state file's fingerprint says.
+    pub fn watch_commits(&self, conn: &mut Connection) -> Result<()> {
+        let (dir, opened) = (self.dir.clone(), self.opened.clone());
+        conn.commit_hook(Some(move || {
+            if !opened.swap(true, Ordering::SeqCst) {
+                write_state(&dir, &State::Open);
+            }
+            false
+        }))
+        .context("cannot watch the store's commits")
+    }
 }
 
 impl Drop for Session {
     /// Runs once the connection has closed. The last process out records
-    /// the file as it leaves it, if SQLite has emptied its WAL into it.
+    /// the file as it leaves it, if SQLite has emptied its WAL into it (and
+    /// the state file does not already say just that: a session that
+    /// wrote nothing).
     fn drop(&mut self) {
         if self.checked && self.lock.try_lock().is_ok() && wal_is_empty(&self.dir) {
             if let Some(f) = fingerprint(&self.dir) {
-                write_state(&self.dir, &State::Clean(f));
+                let clean = State::Clean(f);
+                if read_state(&self.dir).as_ref() != Some(&clean) {
+                    write_state(&self.dir, &clean);
+                }
             }
         }
     }
@@ -611,6 +654,40 @@ mod tests {
         bytes[n - 100] ^= 0xff;
         std::fs::write(dir.path().join(DB_FILE), bytes).unwrap();
         assert!(due(dir.path()));
+    }
+
+    /// A session that writes nothing leaves the state file as it found it
+    /// (no replacing rename: same file, same words); its first commit
+    /// writes `open` before it lands, so a crash after it leaves the store
+    /// to be checked; the last one out records the store clean again.
+    #[test]
+    fn a_session_that_writes_nothing_leaves_the_state_file_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let state = || (std::fs::metadata(dir.path().join(STATE_FILE)).unwrap().ino(), read_state(dir.path()));
+        let before = state();
+        assert!(matches!(before.1, Some(State::Clean(_))));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let n: i64 = store.conn().query_row("SELECT COUNT(*) FROM meta", [], |r| r.get(0)).unwrap();
+            assert!(n > 0);
+            assert_eq!(state(), before, "open, nothing written yet");
+        }
+        assert_eq!(state(), before, "closed without a write");
+        let store = Store::open(dir.path()).unwrap();
+        store.conn().execute_batch("INSERT INTO meta (key, value) VALUES ('k2', '\"w\"')").unwrap();
+        assert_eq!(read_state(dir.path()), Some(State::Open), "a crash now would leave the store to be checked");
+        // A second process joining now trusts the session it joins.
+        let (mut joined, due_joined) = Session::begin(dir.path()).unwrap();
+        assert!(!due_joined);
+        joined.checked().unwrap();
+        drop(joined);
+        assert_eq!(read_state(dir.path()), Some(State::Open), "not the last one out");
+        drop(store);
+        let after = read_state(dir.path());
+        assert!(matches!(after, Some(State::Clean(_))) && after != before.1, "{after:?}");
+        assert!(!due(dir.path()));
     }
 
     #[test]

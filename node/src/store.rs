@@ -653,6 +653,7 @@ impl Store {
         }
         let (mut session, _) = integrity::Session::begin(dir)?;
         let mut conn = Connection::open(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        session.watch_commits(&mut conn)?;
         configure(&conn)?;
         migrate(&mut conn)?;
         tune_for_tier(&conn)?;
@@ -684,6 +685,7 @@ impl Store {
             }
         }
         let mut conn = Connection::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        session.watch_commits(&mut conn)?;
         if due && purpose == Purpose::Write {
             conn.busy_timeout(Duration::from_secs(30))?;
             integrity::ensure_sound(&conn, dir)?;
