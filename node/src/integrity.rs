@@ -147,9 +147,12 @@ impl Session {
         }
         let found = read_state(dir);
         let found_open = found == Some(State::Open);
+        // A later opener joins a session whose first one in vouched for the
+        // store or checked it: `clean` (nothing committed yet, though a
+        // large first transaction may have spilled into the WAL) or `open`.
         let vouched = match found {
             Some(State::Open) => !first,
-            Some(State::Clean(f)) => fingerprint(dir) == Some(f) && wal_is_empty(dir),
+            Some(State::Clean(f)) => !first || (fingerprint(dir) == Some(f) && wal_is_empty(dir)),
             _ => false,
         };
         if first && !vouched {
@@ -190,6 +193,9 @@ impl Session {
     /// ending without closing the store (a crash, a kill) leaves it to be
     /// checked, and a later opener trusts the session it joins. Before
     /// any commit the store is as the state file's fingerprint says.
+    /// SQLite calls the hook for every write transaction, one that changed
+    /// no row included; not for `VACUUM` or the backup API, which no store
+    /// runs (a crash after one would still leave a WAL to be checked).
     pub fn watch_commits(&self, conn: &mut Connection) -> Result<()> {
         let (dir, opened) = (self.dir.clone(), self.opened.clone());
         conn.commit_hook(Some(move || {
@@ -688,6 +694,33 @@ mod tests {
         let after = read_state(dir.path());
         assert!(matches!(after, Some(State::Clean(_))) && after != before.1, "{after:?}");
         assert!(!due(dir.path()));
+    }
+
+    /// A later opener trusts the session it joins while its first one in
+    /// has not committed yet, though a large first transaction has spilled
+    /// into the WAL (a hub's first group commit after a restart, with its
+    /// sessions opening ledgers meanwhile: each would check the county's
+    /// whole store).
+    #[test]
+    fn a_later_opener_trusts_a_session_whose_first_transaction_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let first = Store::open(dir.path()).unwrap();
+        first.conn().execute_batch("PRAGMA cache_size = 10; BEGIN").unwrap();
+        for i in 0..2000 {
+            first
+                .conn()
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    rusqlite::params![format!("k{i}"), "x".repeat(500)],
+                )
+                .unwrap();
+        }
+        assert!(matches!(read_state(dir.path()), Some(State::Clean(_))), "nothing committed");
+        assert!(!wal_is_empty(dir.path()), "the transaction spilled into the WAL");
+        let (_joined, due) = Session::begin(dir.path()).unwrap();
+        assert!(!due, "the first one in vouched for the store");
+        first.conn().execute_batch("ROLLBACK").unwrap();
     }
 
     #[test]

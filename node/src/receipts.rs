@@ -302,6 +302,15 @@ impl Ledger {
         let tips = store::lane_tips(conn, &Lane::Home(me.clone()))?;
         for (origin, seq) in tips.into_iter().filter(|(o, _)| o.node() == me) {
             let (origin, seq) = (origin.0, seq as i64);
+            // Read first: a write that adds nothing is still a commit, and
+            // the store's session marks itself open before its first one
+            // (`integrity::Session::watch_commits`).
+            let noted = conn
+                .prepare_cached("SELECT 1 FROM upstream_held WHERE origin = ?1 AND seq >= ?2")?
+                .exists(params![origin, seq])?;
+            if noted {
+                continue;
+            }
             conn.prepare_cached(
                 "INSERT INTO upstream_held (origin, seq, peer, at_ms) SELECT ?1, ?2, ?3, ?4
                  WHERE NOT EXISTS (SELECT 1 FROM upstream_held WHERE origin = ?1 AND seq >= ?2)",

@@ -266,6 +266,39 @@ fn a_village_with_nothing_new_for_the_county_leaves_the_file_phase_out() {
     }
 }
 
+/// A sync that moves nothing either way writes nothing to the village's
+/// store, straight with the county or through its township: the store's
+/// state file is left as it was (a session marked open and recorded clean
+/// again costs two replacing renames, which ext4 writes out at once).
+#[test]
+fn a_sync_that_moves_nothing_leaves_the_village_store_alone() {
+    const TOWNSHIP: &str = "511421101";
+    let county = County::new();
+    let v = county.enrol(VILLAGE, "village-node");
+    let t = county.enrol(TOWNSHIP, "township-node");
+    let hub_dir = county.hub();
+    let hub = system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
+    let township = system_tests::Server::start("township-node", &["serve", "--data", s(&t), "--listen", "127.0.0.1:0"]);
+    let data = s(&v).to_string();
+    take_case(&data, "张三", 1);
+    sync("village-node", &data, &township.addr);
+    ok_json("township-node", &["sync", "--data", s(&t), "--peer", &hub.addr, "--json"]);
+    let state = || {
+        let path = v.join("node.state");
+        (std::fs::metadata(&path).unwrap().modified().unwrap(), std::fs::read_to_string(&path).unwrap())
+    };
+    // Each peer once to bring the county's receipt and the clock's
+    // reference (news: written), then again with nothing new.
+    for (peer, name) in [(&township.addr, "the township"), (&hub.addr, "the county")] {
+        sync("village-node", &data, peer);
+        let before = state();
+        assert!(before.1.starts_with("clean "), "{before:?}");
+        let out = sync("village-node", &data, peer);
+        assert_eq!((out["sent_events"].as_u64(), out["received_events"].as_u64()), (Some(0), Some(0)), "{out}");
+        assert_eq!(state(), before, "a sync with {name} that moved nothing: {out}");
+    }
+}
+
 /// A file transfer over a slow link cut in the middle (the village's sync
 /// killed): the next sync resumes at the first group the county lacks, so
 /// nothing it holds is sent again.
