@@ -1621,13 +1621,21 @@ pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
             seal.key.0
         ])?;
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO seals (origin, lane, pos, seq, head, signature, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(origin, lane) DO UPDATE SET pos = excluded.pos, seq = excluded.seq, head = excluded.head,
             signature = excluded.signature, key = excluded.key
          WHERE excluded.pos > seals.pos",
-        params![seal.origin.0, seal.lane.key(), seal.pos, seal.seq, seal.head.0, seal.signature, seal.key.0],
-    )?;
+    )?
+    .execute(params![
+        seal.origin.0,
+        seal.lane.key(),
+        seal.pos,
+        seal.seq,
+        seal.head.0,
+        seal.signature,
+        seal.key.0
+    ])?;
     Ok(())
 }
 
@@ -1734,10 +1742,11 @@ pub fn put_case(conn: &Connection, st: &CaseState) -> Result<()> {
     for values in st.fields.values() {
         for v in values {
             if let proto::event::FieldValue::Protected(p) = v {
-                conn.execute(
-                    "INSERT OR IGNORE INTO person_index (lookup, case_id) VALUES (?1, ?2)",
-                    params![lookup_key(&p.lookup), st.case_id.0],
-                )?;
+                // Cached: every protected field of every case a batch
+                // touches comes through here (parsing it each time was
+                // about 2 % of the hub's CPU in W2).
+                conn.prepare_cached("INSERT OR IGNORE INTO person_index (lookup, case_id) VALUES (?1, ?2)")?
+                    .execute(params![lookup_key(&p.lookup), st.case_id.0])?;
             }
         }
     }
