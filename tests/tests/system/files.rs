@@ -266,39 +266,6 @@ fn a_village_with_nothing_new_for_the_county_leaves_the_file_phase_out() {
     }
 }
 
-/// A sync that moves nothing either way writes nothing to the village's
-/// store, straight with the county or through its township: the store's
-/// state file is left as it was (a session marked open and recorded clean
-/// again costs two replacing renames, which ext4 writes out at once).
-#[test]
-fn a_sync_that_moves_nothing_leaves_the_village_store_alone() {
-    const TOWNSHIP: &str = "511421101";
-    let county = County::new();
-    let v = county.enrol(VILLAGE, "village-node");
-    let t = county.enrol(TOWNSHIP, "township-node");
-    let hub_dir = county.hub();
-    let hub = system_tests::Server::start("county-hub", &["serve", "--data", s(&hub_dir), "--listen", "127.0.0.1:0"]);
-    let township = system_tests::Server::start("township-node", &["serve", "--data", s(&t), "--listen", "127.0.0.1:0"]);
-    let data = s(&v).to_string();
-    take_case(&data, "张三", 1);
-    sync("village-node", &data, &township.addr);
-    ok_json("township-node", &["sync", "--data", s(&t), "--peer", &hub.addr, "--json"]);
-    let state = || {
-        let path = v.join("node.state");
-        (std::fs::metadata(&path).unwrap().modified().unwrap(), std::fs::read_to_string(&path).unwrap())
-    };
-    // Each peer once to bring the county's receipt and the clock's
-    // reference (news: written), then again with nothing new.
-    for (peer, name) in [(&township.addr, "the township"), (&hub.addr, "the county")] {
-        sync("village-node", &data, peer);
-        let before = state();
-        assert!(before.1.starts_with("clean "), "{before:?}");
-        let out = sync("village-node", &data, peer);
-        assert_eq!((out["sent_events"].as_u64(), out["received_events"].as_u64()), (Some(0), Some(0)), "{out}");
-        assert_eq!(state(), before, "a sync with {name} that moved nothing: {out}");
-    }
-}
-
 /// A file transfer over a slow link cut in the middle (the village's sync
 /// killed): the next sync resumes at the first group the county lacks, so
 /// nothing it holds is sent again.
@@ -460,7 +427,10 @@ fn county_receipts_reach_the_village_and_a_withholding_township_is_noticed() {
 /// nothing to its store: the county receipt the township relays says what
 /// the village holds already, only at a later time, and no acknowledgement
 /// waits on it (each such sync cost the laptop a commit: five fsyncs and a
-/// checkpoint). New work brings a receipt that says more, and it is kept.
+/// checkpoint). Nor does it touch the store's state file (a session marked
+/// open and recorded clean again: two replacing renames, which ext4 writes
+/// out at once); nor does a sync straight with the county that moves
+/// nothing. New work brings a receipt that says more, and it is kept.
 #[test]
 fn a_sync_that_brings_nothing_new_writes_nothing_at_the_village() {
     const TOWNSHIP: &str = "511421101";
@@ -479,11 +449,16 @@ fn a_sync_that_brings_nothing_new_writes_nothing_at_the_village() {
         db.query_row("SELECT at_ms FROM county_receipts WHERE home = ?1", [VILLAGE], |r| r.get(0)).unwrap()
     };
     let written = || std::fs::metadata(v.join("node.db")).unwrap().modified().unwrap();
+    let state = || {
+        let path = v.join("node.state");
+        (std::fs::metadata(&path).unwrap().modified().unwrap(), std::fs::read_to_string(&path).unwrap())
+    };
     take_case(&data, "张三", 1);
     sync();
     relay();
     sync();
-    let (at, stamp) = (receipt_at(), written());
+    let (at, stamp, session) = (receipt_at(), written(), state());
+    assert!(session.1.starts_with("clean "), "{session:?}");
     for _ in 0..2 {
         std::thread::sleep(std::time::Duration::from_millis(30));
         // The township brings a fresh receipt: the same, signed later.
@@ -492,7 +467,16 @@ fn a_sync_that_brings_nothing_new_writes_nothing_at_the_village() {
         assert_eq!(out["sent_events"], 0, "{out}");
         assert_eq!(receipt_at(), at, "the relayed receipt that says nothing new is not stored");
         assert_eq!(written(), stamp, "nothing was written to the store");
+        assert_eq!(state(), session, "the state file is left as it was");
     }
+    // Straight with the county: the first sync takes its clock for
+    // reference (news), the second moves nothing.
+    let direct = || ok_json("village-node", &["sync", "--data", &data, "--peer", &hub.addr, "--json"]);
+    direct();
+    let session = state();
+    let out = direct();
+    assert_eq!((out["sent_events"].as_u64(), out["received_events"].as_u64()), (Some(0), Some(0)), "{out}");
+    assert_eq!(state(), session, "a sync with the county that moved nothing: {out}");
     take_case(&data, "李四", 2);
     sync();
     relay();
