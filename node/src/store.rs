@@ -1606,20 +1606,14 @@ pub fn vouched_by_revocation(conn: &Connection, lane: &Lane, origin: &NodeId, po
 /// Stores a verified seal: it becomes the chain's latest when it is ahead
 /// of the one held, and a seal at a checkpoint position is kept for good.
 pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
+    let lane = seal.lane.key();
+    let values = params![seal.origin.0, lane, seal.pos, seal.seq, seal.head.0, seal.signature, seal.key.0];
     if proto::sync::is_checkpoint(seal.pos) {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO checkpoints (origin, lane, pos, seq, head, signature, key)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![
-            seal.origin.0,
-            seal.lane.key(),
-            seal.pos,
-            seal.seq,
-            seal.head.0,
-            seal.signature,
-            seal.key.0
-        ])?;
+        .execute(values)?;
     }
     conn.prepare_cached(
         "INSERT INTO seals (origin, lane, pos, seq, head, signature, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -1627,15 +1621,7 @@ pub fn put_seal(conn: &Connection, seal: &Seal) -> Result<()> {
             signature = excluded.signature, key = excluded.key
          WHERE excluded.pos > seals.pos",
     )?
-    .execute(params![
-        seal.origin.0,
-        seal.lane.key(),
-        seal.pos,
-        seal.seq,
-        seal.head.0,
-        seal.signature,
-        seal.key.0
-    ])?;
+    .execute(values)?;
     Ok(())
 }
 
