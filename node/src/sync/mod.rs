@@ -799,8 +799,8 @@ async fn session_with(
     // The file phase starts at once: this side has every event it will get
     // (the peer's Done is through, and every batch of ours it
     // acknowledged), and the peer's end of the event stream, read
-    // meanwhile, is awaited after it. A no-op sync waits five round trips
-    // instead of six.
+    // meanwhile, is awaited after it (a sync running its file phase waits
+    // five round trips instead of six; one that leaves it out, three).
     if ledger.topology().tier_of(&peer) == Some(Tier::County) && !summary.peer_lacks.is_empty() {
         block(|| crate::receipts::drop_contradicted(ledger.store().conn(), &summary.peer_lacks))?;
     }
@@ -813,14 +813,12 @@ async fn session_with(
         );
     // Left out: the file stream ends before any message, which the server
     // takes for the end of the phase (and closes, as after one).
-    let mut ended = None;
-    let files = if wire < 2 {
-        None
+    let (files, ended) = if wire < 2 {
+        (None, None)
     } else if left_out {
-        ended = Some(leave_files_out(&conn, &peer).await?);
-        None
+        (None, Some(leave_files_out(&conn, &peer).await?))
     } else {
-        Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await)
+        (Some(file_phase(&mut ledger, dir, &peer, &conn, progress).await), None)
     };
     // Awaited whatever the file phase did: dropping the event stream, or
     // the connection, before the peer's end would cut off its session (our
