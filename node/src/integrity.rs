@@ -148,11 +148,14 @@ impl Session {
         let found = read_state(dir);
         let found_open = found == Some(State::Open);
         // A later opener joins a session whose first one in vouched for the
-        // store or checked it: `clean` (nothing committed yet, though a
-        // large first transaction may have spilled into the WAL) or `open`.
+        // store or checked it: `open`, or `clean` while nothing was
+        // committed yet. The file is then still as `clean` says (a large
+        // first transaction may have spilled into the WAL, but only a
+        // commit reaches the file), unless it was altered meanwhile, or the
+        // first one in died before it could vouch.
         let vouched = match found {
             Some(State::Open) => !first,
-            Some(State::Clean(f)) => !first || (fingerprint(dir) == Some(f) && wal_is_empty(dir)),
+            Some(State::Clean(f)) => fingerprint(dir) == Some(f) && (!first || wal_is_empty(dir)),
             _ => false,
         };
         if first && !vouched {
@@ -210,15 +213,16 @@ impl Session {
 
 impl Drop for Session {
     /// Runs once the connection has closed. The last process out records
-    /// the file as it leaves it, if SQLite has emptied its WAL into it (and
-    /// the state file does not already say just that: a session that
-    /// wrote nothing).
+    /// the file as it leaves it, if SQLite has emptied its WAL into it,
+    /// unless the state file already says just that (a session that wrote
+    /// nothing), or still says `clean` of another file: nothing was
+    /// committed in the session, so the file was altered outside it, and
+    /// the next one in checks it.
     fn drop(&mut self) {
         if self.checked && self.lock.try_lock().is_ok() && wal_is_empty(&self.dir) {
             if let Some(f) = fingerprint(&self.dir) {
-                let clean = State::Clean(f);
-                if read_state(&self.dir).as_ref() != Some(&clean) {
-                    write_state(&self.dir, &clean);
+                if !matches!(read_state(&self.dir), Some(State::Clean(_))) {
+                    write_state(&self.dir, &State::Clean(f));
                 }
             }
         }
@@ -721,6 +725,47 @@ mod tests {
         let (_joined, due) = Session::begin(dir.path()).unwrap();
         assert!(!due, "the first one in vouched for the store");
         first.conn().execute_batch("ROLLBACK").unwrap();
+    }
+
+    /// The first one in vouches for a clean store without writing, and is
+    /// killed before it joins the session; the file is altered meanwhile:
+    /// the opener that waited for it checks the file.
+    #[test]
+    fn an_opener_waiting_for_a_first_one_that_died_checks_a_file_altered_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let (first, due_first) = Session::begin(dir.path()).unwrap();
+        assert!(!due_first && first.first);
+        let d = dir.path().to_path_buf();
+        let waiting = std::thread::spawn(move || {
+            let (s, due) = Session::begin(&d).unwrap();
+            (s.first, due)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut bytes = std::fs::read(dir.path().join(DB_FILE)).unwrap();
+        let n = bytes.len();
+        bytes[n - 100] ^= 0xff;
+        std::fs::write(dir.path().join(DB_FILE), bytes).unwrap();
+        drop(first);
+        assert_eq!(waiting.join().unwrap(), (false, true), "the altered file is checked");
+    }
+
+    /// A change made to the file outside any session while one that
+    /// commits nothing holds the store (a desk left open): the last one out
+    /// does not record the altered file as clean, so the next one in
+    /// checks it and finds the damage.
+    #[test]
+    fn the_last_one_out_leaves_a_file_altered_outside_the_session_to_be_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_rows(dir.path());
+        let desk = Store::open(dir.path()).unwrap();
+        let outside = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        undecodable_case(&outside);
+        drop(outside);
+        drop(Store::open(dir.path()).unwrap());
+        drop(desk);
+        assert!(Store::open(dir.path()).is_err(), "the damage is found");
+        assert!(recorded_damage(dir.path()).is_some());
     }
 
     #[test]

@@ -75,6 +75,13 @@ fn verify(ledger: &mut Ledger, dir: &Path, repair: bool) -> Result<VerifyReport>
         repaired = before.into_iter().filter(|p| !structure.contains(p) && !derived.contains(p)).collect();
         if lost.is_empty() && structure.is_empty() && derived.is_empty() {
             integrity::clear_damage(dir)?;
+        } else {
+            // What the repair could not mend refuses every later write, as
+            // a check at opening would have (the repair's own session
+            // leaves the store recorded as it found it: committed to).
+            let left =
+                integrity::Health { structure: structure.clone(), events: lost.clone(), derived: derived.clone() };
+            integrity::record_damage(dir, &left);
         }
     }
     let cases = ledger.store().conn().query_row("SELECT COUNT(*) FROM cases", [], |r| r.get::<_, u64>(0)).ok();

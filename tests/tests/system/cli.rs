@@ -869,6 +869,29 @@ fn an_undecodable_event_is_reported_and_refused_with_the_way_out() {
     assert!(err.contains("cannot be decoded"), "{err}");
 }
 
+/// An event altered on disk cannot be repaired: `verify --repair` says
+/// so, and every later write is refused with the way to recover (the
+/// repair's session had recorded the store as clean, and the next write
+/// took it at that word).
+#[test]
+fn damage_a_repair_leaves_refuses_later_writes() {
+    let county = County::new();
+    let data = county.enrol(VILLAGE, "village-node");
+    let d = s(&data);
+    let case = new_case("village-node", d, "V001", 80);
+    {
+        let conn = rusqlite::Connection::open(data.join("node.db")).unwrap();
+        let n = conn.execute("UPDATE event_rows SET hash = zeroblob(32) WHERE seq = 1", []).unwrap();
+        assert!(n > 0);
+    }
+    let out = run("village-node", &["verify", "--data", d, "--repair", "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("a report");
+    assert_eq!((report["ok"].as_bool(), report["repairable"].as_bool()), (Some(false), Some(false)), "{report}");
+    let err = fails("village-node", &["case", "close", "--data", d, &case, "--as", "a"]);
+    assert!(err.contains("damaged"), "{err}");
+}
+
 /// Derived rows damaged (undecodable, wrong columns, missing or stray
 /// index entries): `verify` reports every one without stopping or
 /// changing anything, writes are refused with the way to repair, and
